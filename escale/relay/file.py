@@ -1,0 +1,196 @@
+"""The ``file`` backend: a local or mounted folder as the relay.
+
+Atomic put: the content is written to a temporary name (:data:`TEMP_PREFIX`) in
+the target's own folder, flushed to disk, then moved into place with
+``os.replace`` (atomic on POSIX file systems). Exclusive create and exclusive
+rename use ``os.link``, which fails atomically when the target exists; on file
+systems without hard links (some FUSE mounts) the capability is reported as
+missing and a check-then-move is used instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from typing import BinaryIO, Callable, TypeVar
+
+from escale.errors import (
+    RelayConnectionError,
+    RelayError,
+    RelayExists,
+    RelayNotFound,
+    RelayPermissionDenied,
+    RelayQuotaExceeded,
+)
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage
+from escale.relay.spec import RelaySpec
+
+T = TypeVar("T")
+
+_CHUNK = 1024 * 1024
+
+
+def _translate(exc: OSError, name: str) -> RelayError:
+    """Map an OSError on relay object ``name`` to the escale exception tree."""
+    code = exc.errno
+    text = f"{name or '/'}: {exc.strerror or exc}"
+    if code == errno.ENOENT:
+        return RelayNotFound(f"no such relay object: {name or '/'}", name=name)
+    if code == errno.EEXIST:
+        return RelayExists(f"relay object exists: {name}", name=name)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return RelayPermissionDenied(f"permission denied on relay: {text}", name=name)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return RelayQuotaExceeded(f"relay folder is full: {text}", name=name)
+    if code in (errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.ETIMEDOUT):
+        return RelayConnectionError(f"relay folder unavailable: {text}", name=name)
+    return RelayError(f"relay folder error: {text}", name=name)
+
+
+class FileRelay(Relay):
+    """A repository in the local folder ``root`` (created on open)."""
+
+    scheme = "file"
+
+    def __init__(self, root: str) -> None:
+        super().__init__()
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.capabilities = Capabilities(
+            atomic_put=True,
+            exclusive_create=True,
+            rename_overwrite=True,
+            rename_exclusive=True,
+            mtime_precision=0.01,
+            usage=True,
+        )
+
+    def describe(self) -> str:
+        return f"file://{self.root}"
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, *name.split("/")) if name else self.root
+
+    def _call(self, name: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except OSError as exc:
+            raise _translate(exc, name) from exc
+
+    # ----------------------------------------------------------- lifecycle
+
+    def _connect(self) -> None:
+        self._call("", lambda: os.makedirs(self.root, exist_ok=True))
+        if not os.path.isdir(self.root):
+            raise RelayNotFound(f"relay folder is not a folder: {self.root}", name="")
+
+    def _disconnect(self) -> None:
+        pass
+
+    # ----------------------------------------------------------- operations
+
+    def _entry(self, name: str, st: os.stat_result) -> Entry:
+        is_dir = os.path.stat.S_ISDIR(st.st_mode)
+        return Entry(name=name, size=0 if is_dir else st.st_size, mtime=st.st_mtime, is_dir=is_dir)
+
+    def _list(self, folder: str) -> list[Entry]:
+        def scan() -> list[Entry]:
+            out = []
+            with os.scandir(self._path(folder)) as it:
+                for item in it:
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed while listing
+                    child = f"{folder}/{item.name}" if folder else item.name
+                    out.append(self._entry(child, st))
+            return out
+
+        return self._call(folder, scan)
+
+    def _stat(self, name: str) -> Entry:
+        return self._call(name, lambda: self._entry(name, os.stat(self._path(name))))
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        def copy() -> None:
+            with open(self._path(name), "rb") as handle:
+                shutil.copyfileobj(handle, sink, _CHUNK)
+
+        self._call(name, copy)
+
+    def _temp_for(self, path: str) -> str:
+        return os.path.join(os.path.dirname(path), TEMP_PREFIX + secrets.token_hex(8))
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        path = self._path(name)
+
+        def write() -> None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temp = self._temp_for(path)
+            try:
+                with open(temp, "xb") as handle:
+                    shutil.copyfileobj(source, handle, _CHUNK)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if exclusive:
+                    os.link(temp, path)  # atomic: EEXIST when the name exists
+                    os.unlink(temp)
+                else:
+                    os.replace(temp, path)
+            except BaseException:
+                try:
+                    os.unlink(temp)
+                except OSError:
+                    pass
+                raise
+
+        self._call(name, write)
+
+    def _delete(self, name: str) -> None:
+        path = self._path(name)
+
+        def remove() -> None:
+            if os.path.isdir(path) and not os.path.islink(path):
+                raise IsADirectoryError(errno.EISDIR, "is a folder", path)
+            os.unlink(path)
+
+        self._call(name, remove)
+
+    def _rename(self, source: str, target: str, overwrite: bool) -> None:
+        src, dst = self._path(source), self._path(target)
+
+        def move() -> None:
+            if not os.path.lexists(src):
+                raise FileNotFoundError(errno.ENOENT, "missing", src)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if overwrite:
+                os.replace(src, dst)
+            else:
+                os.link(src, dst)  # atomic: EEXIST when the target exists
+                os.unlink(src)
+
+        try:
+            move()
+        except FileNotFoundError as exc:
+            raise RelayNotFound(f"no such relay object: {source}", name=source) from exc
+        except FileExistsError as exc:
+            raise RelayExists(f"relay object exists: {target}", name=target) from exc
+        except OSError as exc:
+            raise _translate(exc, source) from exc
+
+    def _mkdir(self, name: str) -> None:
+        self._call(name, lambda: os.makedirs(self._path(name), exist_ok=True))
+
+    def _rmdir(self, name: str) -> None:
+        self._call(name, lambda: os.rmdir(self._path(name)))
+
+    def _usage(self) -> Usage | None:
+        st = self._call("", lambda: os.statvfs(self.root))
+        total = st.f_blocks * st.f_frsize
+        return Usage(used=total - st.f_bavail * st.f_frsize, total=total)
+
+
+def from_spec(spec: RelaySpec) -> FileRelay:
+    """The file backend for ``spec.directory``."""
+    return FileRelay(spec.directory)

@@ -1,0 +1,126 @@
+"""The one retry wrapper: reconnect and back off on transient errors only.
+
+:class:`RetryingRelay` wraps any backend. When an operation raises an error whose
+``transient`` flag is set (connection dropped, timeout, server restarting), it
+closes the backend, waits (exponential back-off with jitter, capped), reopens it
+and tries the operation again, up to ``attempts`` times in all. Any other error
+(missing object, permission, unsafe name) is raised at once.
+
+Retrying is safe for every operation because each is idempotent or reported:
+
+* ``get``: the sink is rewound and truncated before each new attempt, so it holds
+  exactly one copy on success (the sink must be seekable);
+* ``put``: the source is rewound before each attempt (it must be seekable). An
+  exclusive put whose first attempt stored the object before the connection
+  dropped fails its retry with RelayExists; callers that need to know read the
+  object back (the lease code does);
+* ``delete`` and ``rename`` retried after an unseen success raise RelayNotFound;
+  callers treat that as done where it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import BinaryIO, Callable, TypeVar
+
+from escale.errors import EscaleError
+from escale.relay.base import Entry, Relay, Usage
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class RetryingRelay(Relay):
+    """``inner`` with reconnection and back-off on transient errors."""
+
+    def __init__(
+        self,
+        inner: Relay,
+        *,
+        attempts: int = 5,
+        base_delay: float = 0.2,
+        max_delay: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.scheme = inner.scheme
+        self.capabilities = inner.capabilities
+        self.attempts = max(1, attempts)
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._sleep = sleep
+        self.retries = 0  # how many retries happened, for status and tests
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def _retry(self, what: str, action: Callable[[], T], rewind: Callable[[], None] | None = None) -> T:
+        attempt = 1
+        reconnect = False
+        while True:
+            try:
+                if reconnect:
+                    self.inner.close()
+                    self.inner.open()
+                    reconnect = False
+                    if rewind is not None:
+                        rewind()
+                return action()
+            except EscaleError as exc:
+                if not exc.transient or attempt >= self.attempts:
+                    raise
+                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+                delay *= 0.5 + random.random() / 2
+                log.warning(
+                    "%s on %s failed (%s); retry %d/%d in %.1fs",
+                    what, self.describe(), exc, attempt, self.attempts - 1, delay,
+                )
+                self._sleep(delay)
+                attempt += 1
+                self.retries += 1
+                reconnect = True
+
+    def _connect(self) -> None:
+        self._retry("open", self.inner.open)
+
+    def _disconnect(self) -> None:
+        self.inner.close()
+
+    def _list(self, folder: str) -> list[Entry]:
+        return self._retry("list", lambda: self.inner.list(folder))
+
+    def _stat(self, name: str) -> Entry:
+        return self._retry("stat", lambda: self.inner.stat(name))
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        start = sink.tell()
+
+        def rewind() -> None:
+            sink.seek(start)
+            sink.truncate()
+
+        self._retry("get", lambda: self.inner.get(name, sink), rewind)
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        start = source.tell()
+        self._retry(
+            "put", lambda: self.inner.put(name, source, exclusive=exclusive), lambda: source.seek(start)
+        )
+
+    def _delete(self, name: str) -> None:
+        self._retry("delete", lambda: self.inner.delete(name))
+
+    def _rename(self, source: str, target: str, overwrite: bool) -> None:
+        self._retry("rename", lambda: self.inner.rename(source, target, overwrite=overwrite))
+
+    def _mkdir(self, name: str) -> None:
+        self._retry("mkdir", lambda: self.inner.mkdir(name))
+
+    def _rmdir(self, name: str) -> None:
+        self._retry("rmdir", lambda: self.inner.rmdir(name))
+
+    def _usage(self) -> Usage | None:
+        return self._retry("usage", self.inner.usage)

@@ -1,0 +1,14 @@
+"""The backends the conformance suite runs on, by fixture name.
+
+Each name ``X`` here needs a session fixture ``target_X`` (in tests/conftest.py or
+tests/servers/) returning a :class:`tests.servers.target.RelayTarget`. A backend
+joins the suite by adding its name here and its fixture; nothing else changes.
+"""
+
+CONFORMANCE_BACKENDS = [
+    "memory",
+    "file",
+]
+
+#: Backends a separate ``escale`` process can reach (used by end-to-end tests).
+PROCESS_BACKENDS = [b for b in CONFORMANCE_BACKENDS if b != "memory"]

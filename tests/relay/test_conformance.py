@@ -1,0 +1,330 @@
+"""One conformance suite, run on every backend against its real server.
+
+Every test here takes the ``relay`` (or ``target``) fixture, which is
+parametrised over :data:`tests.relay.backends.CONFORMANCE_BACKENDS`. A test that
+depends on a capability checks the declared flag, and the flags themselves are
+checked: a backend that declares ``exclusive_create`` must really produce one
+winner among racing creators.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+
+import pytest
+
+from escale.errors import (
+    RelayClosed,
+    RelayExists,
+    RelayNotFound,
+    UnsafeName,
+)
+from escale.relay import Relay
+from escale.relay.base import TEMP_PREFIX
+from escale.relay.retry import RetryingRelay
+from tests.servers.target import RelayTarget
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"x", bytes(range(256)), os.urandom(5 * 1024 * 1024)],
+    ids=["empty", "1B", "all-bytes", "5MiB"],
+)
+def test_round_trip(relay: Relay, data: bytes) -> None:
+    relay.put_bytes("obj", data)
+    assert relay.get_bytes("obj") == data
+    assert relay.stat("obj").size == len(data)
+
+
+@pytest.mark.parametrize("name", ["with space.txt", "éàü-ñ.bin", "日本語", "a b/c d/e f"])
+def test_names_with_spaces_and_non_ascii(relay: Relay, name: str) -> None:
+    relay.put_bytes(name, name.encode())
+    assert relay.get_bytes(name) == name.encode()
+    parent, _, base = name.rpartition("/")
+    assert base in [e.basename for e in relay.list(parent)]
+
+
+def test_overwrite(relay: Relay) -> None:
+    relay.put_bytes("obj", b"first version")
+    relay.put_bytes("obj", b"second")
+    assert relay.get_bytes("obj") == b"second"
+    assert relay.stat("obj").size == 6
+
+
+def test_put_streams_from_current_position(relay: Relay) -> None:
+    source = io.BytesIO(b"skipREST")
+    source.read(4)
+    relay.put("obj", source)
+    assert relay.get_bytes("obj") == b"REST"
+
+
+def test_listing_sorted_and_direct_children_only(relay: Relay) -> None:
+    for name in ["b", "a", "c", "sub/x", "sub/deeper/y"]:
+        relay.put_bytes(name, name.encode())
+    listed = relay.list()
+    assert [e.name for e in listed] == ["a", "b", "c", "sub"]
+    assert [e.is_dir for e in listed] == [False, False, False, True]
+    assert [e.name for e in relay.list("sub")] == ["sub/deeper", "sub/x"]
+    assert [e.name for e in relay.walk()] == ["a", "b", "c", "sub/deeper/y", "sub/x"]
+
+
+def test_nested_folders(relay: Relay) -> None:
+    relay.mkdir("one/two/three")
+    relay.mkdir("one/two/three")  # existing folder is fine
+    assert relay.stat("one/two").is_dir
+    relay.put_bytes("one/two/three/leaf", b"leaf")
+    assert relay.get_bytes("one/two/three/leaf") == b"leaf"
+    assert relay.list("one/two/three")[0].name == "one/two/three/leaf"
+    relay.mkdir("empty")
+    assert relay.list("empty") == []
+    relay.rmdir("empty")
+    assert not relay.exists("empty")
+
+
+def test_stat_size_and_mtime(relay: Relay) -> None:
+    before = time.time()
+    relay.put_bytes("obj", b"12345")
+    after = time.time()
+    entry = relay.stat("obj")
+    assert entry.size == 5 and not entry.is_dir
+    precision = relay.capabilities.mtime_precision
+    if precision is None:
+        assert entry.mtime is None
+    else:
+        assert entry.mtime is not None
+        slack = max(precision, 1.0) + 2.0  # server and client clocks are the same machine
+        assert before - slack <= entry.mtime <= after + slack
+
+
+def test_errors_on_missing_objects(relay: Relay) -> None:
+    with pytest.raises(RelayNotFound):
+        relay.get_bytes("missing")
+    with pytest.raises(RelayNotFound):
+        relay.stat("missing")
+    with pytest.raises(RelayNotFound):
+        relay.delete("missing")
+    with pytest.raises(RelayNotFound):
+        relay.rename("missing", "other", overwrite=True)
+    with pytest.raises(RelayNotFound):
+        relay.list("missing-folder")
+    assert not relay.exists("missing")
+
+
+def test_delete(relay: Relay) -> None:
+    relay.put_bytes("obj", b"x")
+    relay.delete("obj")
+    assert not relay.exists("obj")
+    assert [e.name for e in relay.list()] == []
+
+
+def test_rename_with_overwrite(relay: Relay) -> None:
+    relay.put_bytes("src", b"new")
+    relay.put_bytes("dst", b"old")
+    relay.rename("src", "dst", overwrite=True)
+    assert relay.get_bytes("dst") == b"new"
+    assert not relay.exists("src")
+    relay.rename("dst", "moved/into/folder", overwrite=True)
+    assert relay.get_bytes("moved/into/folder") == b"new"
+
+
+def test_rename_without_overwrite(relay: Relay) -> None:
+    relay.put_bytes("src", b"new")
+    relay.put_bytes("dst", b"old")
+    with pytest.raises(RelayExists):
+        relay.rename("src", "dst", overwrite=False)
+    assert relay.get_bytes("dst") == b"old"
+    assert relay.get_bytes("src") == b"new"
+    relay.rename("src", "free", overwrite=False)
+    assert relay.get_bytes("free") == b"new"
+
+
+def test_exclusive_put_refuses_existing(relay: Relay) -> None:
+    relay.put_bytes("obj", b"first", exclusive=True)
+    with pytest.raises(RelayExists):
+        relay.put_bytes("obj", b"second", exclusive=True)
+    assert relay.get_bytes("obj") == b"first"
+
+
+def _race(target: RelayTarget, folder: str, contenders: int, action) -> list[object]:
+    """Run ``action(relay, i)`` in ``contenders`` threads, each with its own
+    connection, released together; return each outcome (None or exception)."""
+    relays = [target.relay(folder) for _ in range(contenders)]
+    for r in relays:
+        r.open()
+    barrier = threading.Barrier(contenders)
+    outcomes: list[object] = [None] * contenders
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            action(relays[i], i)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(contenders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for r in relays:
+        r.close()
+    return outcomes
+
+
+def test_exclusive_create_race_has_one_winner(target: RelayTarget) -> None:
+    folder = target.new_folder()
+    probe = target.relay(folder)
+    probe.open()
+    probe.mkdir("race")
+    if not probe.capabilities.exclusive_create:
+        probe.close()
+        pytest.skip(f"{target.name} declares no exclusive create")
+    outcomes = _race(
+        target, folder, 8, lambda r, i: r.put_bytes("race/lock", f"winner {i}".encode(), exclusive=True)
+    )
+    winners = [i for i, o in enumerate(outcomes) if o is None]
+    assert len(winners) == 1, outcomes
+    assert all(isinstance(o, RelayExists) for o in outcomes if o is not None), outcomes
+    assert probe.get_bytes("race/lock") == f"winner {winners[0]}".encode()
+    probe.close()
+
+
+def test_exclusive_rename_race_has_one_winner(target: RelayTarget) -> None:
+    folder = target.new_folder()
+    probe = target.relay(folder)
+    probe.open()
+    if not probe.capabilities.rename_exclusive:
+        probe.close()
+        pytest.skip(f"{target.name} declares no exclusive rename")
+    for i in range(8):
+        probe.put_bytes(f"cand/{i}", f"winner {i}".encode())
+    outcomes = _race(target, folder, 8, lambda r, i: r.rename(f"cand/{i}", "lock", overwrite=False))
+    winners = [i for i, o in enumerate(outcomes) if o is None]
+    assert len(winners) == 1, outcomes
+    assert probe.get_bytes("lock") == f"winner {winners[0]}".encode()
+    probe.close()
+
+
+def test_atomic_put_readers_see_whole_versions(target: RelayTarget) -> None:
+    folder = target.new_folder()
+    writer = target.relay(folder)
+    writer.open()
+    if not writer.capabilities.atomic_put:
+        writer.close()
+        pytest.skip(f"{target.name} declares no atomic put")
+    size = 4 * 1024 * 1024
+    old, new = b"A" * size, b"B" * size
+    writer.put_bytes("big", old)
+    reader = target.relay(folder)
+    reader.open()
+    seen: set[bytes] = set()
+    bad: list[str] = []
+    done = threading.Event()
+
+    def read_loop() -> None:
+        while not done.is_set():
+            try:
+                data = reader.get_bytes("big")
+            except RelayNotFound:
+                bad.append("object missing during overwrite")
+                continue
+            if data not in (old, new):
+                bad.append(f"partial read of {len(data)} bytes")
+            seen.add(data[:1])
+            names = [e.basename for e in reader.list()]
+            if any(n.startswith(TEMP_PREFIX) for n in names) or names != ["big"]:
+                bad.append(f"listing showed {names}")
+
+    thread = threading.Thread(target=read_loop)
+    thread.start()
+    try:
+        for _ in range(3):
+            writer.put_bytes("big", new)
+            writer.put_bytes("big", old)
+        writer.put_bytes("big", new)
+    finally:
+        time.sleep(0.2)
+        done.set()
+        thread.join(60)
+    assert not bad, bad[:5]
+    assert reader.get_bytes("big") == new
+    reader.close()
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "name", ["../escape", "/abs", "a/../b", "back\\slash", "ctl\x01", "a//b", f"{TEMP_PREFIX}x", "."]
+)
+def test_unsafe_names_refused_on_the_way_in(relay: Relay, name: str) -> None:
+    with pytest.raises(UnsafeName):
+        relay.put_bytes(name, b"x")
+    with pytest.raises(UnsafeName):
+        relay.get_bytes(name)
+
+
+def test_hostile_listed_names_refused(target: RelayTarget) -> None:
+    if target.plant is None:
+        pytest.skip(f"{target.name} cannot plant raw names")
+    folder = target.new_folder()
+    r = target.relay(folder)
+    r.open()
+    r.put_bytes("ok", b"x")
+    planted = target.plant(folder, "evil\\name", b"x")
+    if not planted:
+        r.close()
+        pytest.skip(f"{target.name} server does not store such a name")
+    with pytest.raises(UnsafeName):
+        r.list()
+    r.close()
+
+
+def test_temporary_names_hidden(target: RelayTarget) -> None:
+    if target.plant is None:
+        pytest.skip(f"{target.name} cannot plant raw names")
+    folder = target.new_folder()
+    r = target.relay(folder)
+    r.open()
+    r.put_bytes("ok", b"x")
+    target.plant(folder, f"{TEMP_PREFIX}leftover", b"partial")
+    assert [e.name for e in r.list()] == ["ok"]
+    r.close()
+
+
+def test_use_after_close(target: RelayTarget) -> None:
+    r = target.relay()
+    r.open()
+    r.put_bytes("obj", b"x")
+    r.close()
+    r.close()  # idempotent
+    with pytest.raises(RelayClosed):
+        r.get_bytes("obj")
+    with pytest.raises(RelayClosed):
+        r.list()
+
+
+def test_usage_declared(relay: Relay) -> None:
+    usage = relay.usage()
+    if relay.capabilities.usage:
+        assert usage is not None
+        assert usage.used is not None or usage.total is not None
+    else:
+        assert usage is None
+
+
+def test_server_restart_recovered_by_retry(target: RelayTarget) -> None:
+    if target.restart is None:
+        pytest.skip(f"{target.name} runs in-process; nothing to restart")
+    folder = target.new_folder()
+    r = RetryingRelay(target.relay(folder), attempts=8, base_delay=0.2, max_delay=2.0)
+    r.open()
+    r.put_bytes("before", b"1")
+    target.restart()
+    assert r.get_bytes("before") == b"1"
+    r.put_bytes("after", b"2")
+    assert [e.name for e in r.list()] == ["after", "before"]
+    r.close()

@@ -1,0 +1,71 @@
+"""What a relay server fixture hands to the tests: a :class:`RelayTarget`.
+
+A target knows how to open a fresh repository on its server (a new folder per
+call, so that tests never see each other's objects), how to describe that
+repository as configuration lines for a real ``escale`` process, and, where the
+server can be restarted in place, how to restart it on the same port.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from escale.relay import Relay, RelaySpec, make_relay
+
+_counter = itertools.count()
+
+
+def unique_folder(prefix: str = "repo") -> str:
+    """A folder name no other test of this session uses."""
+    return f"{prefix}{next(_counter):05d}"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for servers that cannot take port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
+    """Poll until a TCP server accepts on ``port``; raise RuntimeError on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on {host}:{port} did not start within {timeout}s")
+
+
+@dataclass
+class RelayTarget:
+    """One running relay server (or local folder) as seen by tests.
+
+    ``spec_for(folder)`` gives the RelaySpec of repository ``folder``;
+    ``config_for(folder)`` the matching ``key = value`` lines of a client section.
+    ``restart`` is None when the server cannot be restarted in place; ``plant``
+    None when the test cannot reach the server's storage directly.
+    """
+
+    name: str
+    spec_for: Callable[[str], RelaySpec]
+    config_for: Callable[[str], dict[str, str]]
+    restart: Callable[[], None] | None = None
+    #: plant(folder, raw_name, data) writes an object straight into the server's
+    #: storage, bypassing escale's name checks (a hostile relay); returns False
+    #: when the server's storage cannot hold such a name.
+    plant: Callable[[str, str, bytes], bool] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def new_folder(self) -> str:
+        return unique_folder()
+
+    def relay(self, folder: str | None = None) -> Relay:
+        """A closed relay on ``folder`` (a fresh one when None)."""
+        return make_relay(self.spec_for(folder or self.new_folder()))
