@@ -24,6 +24,6 @@ def make_relay(spec: RelaySpec) -> Relay:
     if module_name is None:
         raise ConfigError(f"unknown relay protocol {spec.protocol!r}")
     module = importlib.import_module(f"escale.relay.{module_name}")
-    factory = getattr(module, "from_spec")
+    factory = module.from_spec
     relay: Relay = factory(spec)
     return relay

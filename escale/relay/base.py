@@ -18,8 +18,9 @@ from __future__ import annotations
 import abc
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from escale.errors import RelayClosed, RelayNotFound, UnsafeName
 

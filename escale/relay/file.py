@@ -14,7 +14,8 @@ import errno
 import os
 import secrets
 import shutil
-from typing import BinaryIO, Callable, TypeVar
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
 
 from escale.errors import (
     RelayConnectionError,

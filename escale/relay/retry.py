@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import BinaryIO, Callable, TypeVar
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
 
 from escale.errors import EscaleError
 from escale.relay.base import Entry, Relay, Usage

@@ -11,8 +11,8 @@ from __future__ import annotations
 import itertools
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from escale.relay import Relay, RelaySpec, make_relay
 
