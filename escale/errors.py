@@ -158,6 +158,13 @@ class HostKeyError(RelayError):
     exit_code = EX_NOPERM
 
 
+class CertificateError(RelayError):
+    """The relay's TLS certificate could not be verified (unknown issuer,
+    expired, wrong host name). Not transient: retrying cannot help."""
+
+    exit_code = EX_NOPERM
+
+
 # --------------------------------------------------------------------------- crypto
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.relay.backends import CONFORMANCE_BACKENDS
+from tests.servers.ftp import *  # noqa: F403
 from tests.servers.local import file_target, memory_target
 from tests.servers.target import RelayTarget
 

@@ -55,6 +55,7 @@ class RelaySpec:
     ssl_version: str | None = None
     certificate: str | None = None
     keyfile: str | None = None
+    ca_file: str | None = None
     known_hosts: str | None = None
     ssh_key: str | None = None
     rclone_binary: str = "rclone"

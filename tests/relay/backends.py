@@ -8,6 +8,8 @@ joins the suite by adding its name here and its fixture; nothing else changes.
 CONFORMANCE_BACKENDS = [
     "memory",
     "file",
+    "ftp",
+    "ftps",
 ]
 
 #: Backends a separate ``escale`` process can reach (used by end-to-end tests).

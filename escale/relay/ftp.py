@@ -1,0 +1,611 @@
+"""The ``ftp`` and ``ftps`` backends (ftplib, passive mode).
+
+``ftps`` is explicit FTPS: ``AUTH TLS`` on the control connection, then
+``PROT P`` so that data connections are encrypted too. The server certificate
+and host name are verified by default (against the system store or
+``ca_file``); ``verify_ssl=False`` turns that off and is logged as a warning
+once per relay. See :mod:`escale.relay.tls` for ``ssl_version`` and client
+certificates.
+
+Paths: the repository folder ``spec.directory`` is taken relative to the login
+folder (``PWD``) unless it is absolute; every command then uses absolute paths,
+so the working folder never matters. Names travel as UTF-8 (``OPTS UTF8 ON`` is
+sent when the server offers ``UTF8``).
+
+Listing uses ``MLSD`` when the server offers ``MLST`` in ``FEAT`` (type, size,
+``modify`` in UTC to the second or better), else ``LIST`` (Unix or DOS format;
+mtimes from ``LIST`` are too coarse and are reported as None). ``stat`` uses
+``MLST``, else ``SIZE`` + ``MDTM``.
+
+Atomic put: the content is stored under a :data:`TEMP_PREFIX` name in the
+target's folder, then ``RNFR``/``RNTO`` moves it into place. Every server tested
+replaces an existing target in ``RNTO`` with one ``rename()`` of its storage.
+
+Exclusive create and exclusive rename have no FTP command of their own. The
+strongest primitive found is ``MKD``, *when the server refuses to create a
+folder that exists*. ``open()`` probes for it by sending ``MKD`` on the
+repository folder, which exists by then:
+
+* refused (pyftpdlib, vsftpd, ProFTPD): an exclusive rename first creates a
+  guard folder ``TEMP_PREFIX + "guard-" + name`` next to the target with ``MKD``
+  (exactly one of concurrent creators succeeds), then, while holding it,
+  checks that the target is missing, renames, and removes the guard. Others wait
+  for the guard to go. A guard left by a crashed client is removed once the
+  same guard has been seen for longer than :attr:`FtpRelay.stale_guard_after`
+  seconds on the waiter's own monotonic clock (remote clocks are not trusted).
+  This is exclusive among escale clients (they all take the guard); a plain
+  overwrite does not take it, by design. Removing a stale guard has a small
+  race (two waiters judging the same stale guard), only after a crash.
+* accepted (``rclone serve ftp``): no atomic primitive; ``exclusive=True`` and
+  ``overwrite=False`` are a check then an action (racy), and the capabilities
+  say so.
+
+=====================  ==========  ================  ================  ==============  =====
+server                 atomic_put  exclusive_create  rename_exclusive  mtime (MLSD)    usage
+=====================  ==========  ================  ================  ==============  =====
+pyftpdlib (FTP, FTPS)  yes         yes (MKD guard)   yes (MKD guard)   1 s             no
+rclone serve ftp       yes         no (racy check)   no (racy check)   1 s             no
+=====================  ==========  ================  ================  ==============  =====
+
+Errors: ``5xx`` replies are translated by code and text (550 "no such file" is
+RelayNotFound, 530 RelayPermissionDenied, 552 RelayQuotaExceeded); ``4xx``
+replies, socket errors, timeouts, ``EOFError`` and TLS failures during a
+transfer are RelayConnectionError (transient); a certificate that does not
+verify is CertificateError (not transient). Every socket operation has the
+timeout ``spec.timeout``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import ftplib
+import logging
+import posixpath
+import random
+import re
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO, TypeVar
+
+from escale.errors import (
+    CertificateError,
+    RelayConnectionError,
+    RelayError,
+    RelayExists,
+    RelayNotFound,
+    RelayPermissionDenied,
+    RelayProtocolError,
+    RelayQuotaExceeded,
+    RelayTimeout,
+)
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, parent_of
+from escale.relay.spec import RelaySpec
+from escale.relay.tls import client_context
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_BLOCK = 256 * 1024
+_MISSING_WORDS = ("no such", "not found", "not exist", "doesn't exist", "cannot find", "can't find")
+_DENIED_WORDS = ("permission", "denied", "privilege", "not allowed", "access")
+
+def _reply_code(exc: ftplib.Error) -> str:
+    return str(exc)[:3]
+
+
+def _is_missing_reply(exc: ftplib.Error) -> bool:
+    text = str(exc).lower()
+    if any(w in text for w in _DENIED_WORDS):
+        return False
+    return _reply_code(exc) in ("550", "450", "501") or any(w in text for w in _MISSING_WORDS)
+
+
+def translate(exc: BaseException, relay: str, name: str, *, missing_ok: bool = True) -> RelayError:
+    """Map a foreign exception raised on relay object ``name`` to escale's tree.
+
+    ``missing_ok``: whether a bare 550 on this command means "missing" (true for
+    reads, renames, deletes; false where 550 could mean anything).
+    """
+    what = name or "/"
+    if isinstance(exc, RelayError):
+        return exc
+    if isinstance(exc, ftplib.error_perm):
+        code, text = _reply_code(exc), str(exc)
+        low = text.lower()
+        if code in ("530", "532"):
+            return RelayPermissionDenied(f"{relay}: login refused: {text}", name=name)
+        if code == "552":
+            return RelayQuotaExceeded(f"{relay}: {what}: server storage full: {text}", name=name)
+        if any(w in low for w in _MISSING_WORDS) or (missing_ok and code == "550" and not any(
+            w in low for w in _DENIED_WORDS
+        )):
+            return RelayNotFound(f"no such relay object: {what} on {relay}", name=name)
+        if any(w in low for w in _DENIED_WORDS):
+            return RelayPermissionDenied(f"{relay}: {what}: {text}", name=name)
+        return RelayError(f"{relay}: {what}: {text}", name=name)
+    if isinstance(exc, ftplib.error_temp):
+        if _reply_code(exc) == "452":
+            return RelayQuotaExceeded(f"{relay}: {what}: server storage full: {exc}", name=name)
+        return RelayConnectionError(f"{relay}: {what}: temporary failure: {exc}", name=name)
+    if isinstance(exc, ftplib.error_reply):
+        return RelayProtocolError(f"{relay}: {what}: unexpected reply: {exc}", name=name)
+    if isinstance(exc, ftplib.error_proto):
+        return RelayConnectionError(f"{relay}: {what}: garbled reply: {exc}", name=name)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return CertificateError(
+            f"{relay}: server certificate not trusted: {exc.verify_message or exc}"
+            " (set 'verify ssl' to a CA file, or to 'no' at your own risk)",
+            name=name,
+        )
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return RelayTimeout(f"{relay}: {what}: no answer in time", name=name)
+    if isinstance(exc, ssl.SSLError):
+        return RelayConnectionError(f"{relay}: {what}: TLS failure: {exc}", name=name)
+    if isinstance(exc, EOFError | ConnectionError):
+        return RelayConnectionError(f"{relay}: {what}: connection lost: {exc or 'EOF'}", name=name)
+    if isinstance(exc, OSError):
+        return RelayConnectionError(f"{relay}: {what}: {exc.strerror or exc}", name=name)
+    if isinstance(exc, UnicodeError):
+        return RelayProtocolError(f"{relay}: {what}: server sent a name that is not UTF-8", name=name)
+    return RelayError(f"{relay}: {what}: {type(exc).__name__}: {exc}", name=name)
+
+
+_FOREIGN = (ftplib.Error, OSError, EOFError, UnicodeError)
+
+
+def _parse_mlst_time(value: str) -> float | None:
+    """``YYYYMMDDHHMMSS[.sss]`` (UTC) to a POSIX timestamp."""
+    match = re.fullmatch(r"(\d{14})(?:\.(\d+))?", value.strip())
+    if not match:
+        return None
+    try:
+        stamp = time.strptime(match.group(1), "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    fraction = float("0." + match.group(2)) if match.group(2) else 0.0
+    return calendar.timegm(stamp) + fraction
+
+
+def _parse_facts(text: str) -> dict[str, str]:
+    facts = {}
+    for fact in text.split(";"):
+        key, sep, value = fact.partition("=")
+        if sep:
+            facts[key.strip().lower()] = value
+    return facts
+
+
+_UNIX_LIST = re.compile(
+    r"^(?P<type>[-dlbcps])[rwxsStTl\-]{9}\S*\s+\d+\s+\S+\s+\S+\s+(?P<size>\d+)\s+"
+    r"\w{3}\s+\d{1,2}\s+(?:\d{1,2}:\d{2}|\d{4})\s(?P<name>.+)$"
+)
+_DOS_LIST = re.compile(
+    r"^\d{2}-\d{2}-\d{2,4}\s+\d{1,2}:\d{2}(?:[AP]M)?\s+(?:(?P<dir><DIR>)|(?P<size>\d+))\s+(?P<name>.+)$",
+    re.IGNORECASE,
+)
+
+
+def parse_list_line(line: str) -> tuple[str, int, bool] | None:
+    """``(name, size, is_dir)`` from one ``LIST`` line, or None for noise."""
+    match = _UNIX_LIST.match(line)
+    if match:
+        kind, name = match.group("type"), match.group("name")
+        if kind == "l":
+            name = name.split(" -> ", 1)[0]
+        return name, int(match.group("size")), kind == "d"
+    match = _DOS_LIST.match(line)
+    if match:
+        is_dir = bool(match.group("dir"))
+        return match.group("name"), 0 if is_dir else int(match.group("size")), is_dir
+    return None
+
+
+class FtpRelay(Relay):
+    """A repository folder on an FTP or explicit-FTPS server."""
+
+    #: Seconds after which a guard folder seen unchanged is judged stale.
+    stale_guard_after: float
+
+    def __init__(self, spec: RelaySpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.scheme = spec.protocol
+        self.tls = spec.protocol == "ftps"
+        self._context = client_context(spec) if self.tls else None
+        self._ftp: ftplib.FTP | None = None
+        self._base = "/"
+        self._features: set[str] = set()
+        self._warned_insecure = False
+        self.stale_guard_after = 4 * spec.timeout + 5
+        self.exclusive_mkdir = False
+        self.capabilities = self._capabilities()
+
+    def _capabilities(self) -> Capabilities:
+        return Capabilities(
+            atomic_put=True,
+            exclusive_create=self.exclusive_mkdir,
+            rename_overwrite=True,
+            rename_exclusive=self.exclusive_mkdir,
+            mtime_precision=1.0,
+            usage=False,
+        )
+
+    def describe(self) -> str:
+        return self.spec.describe()
+
+    # ----------------------------------------------------------- plumbing
+
+    @property
+    def ftp(self) -> ftplib.FTP:
+        if self._ftp is None:
+            raise RelayConnectionError(f"{self.describe()}: not connected")
+        return self._ftp
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self._base, name) if name else self._base
+
+    def _call(self, name: str, action: Callable[[], T], *, missing_ok: bool = True) -> T:
+        try:
+            return action()
+        except _FOREIGN as exc:
+            raise translate(exc, self.describe(), name, missing_ok=missing_ok) from exc
+
+    # ----------------------------------------------------------- lifecycle
+
+    def _connect(self) -> None:
+        self._disconnect()
+        spec = self.spec
+        if self.tls and not spec.verify_ssl and not self._warned_insecure:
+            self._warned_insecure = True
+            log.warning("%s: server certificate NOT verified (verify ssl = no)", self.describe())
+        ftp: ftplib.FTP
+        if self.tls:
+            ftp = ftplib.FTP_TLS(context=self._context, timeout=spec.timeout, encoding="utf-8")
+        else:
+            ftp = ftplib.FTP(timeout=spec.timeout, encoding="utf-8")
+        try:
+            self._call("", lambda: self._login(ftp), missing_ok=False)
+        except BaseException:
+            ftp.close()
+            raise
+        self._ftp = ftp
+        self._open_repository()
+
+    def _login(self, ftp: ftplib.FTP) -> None:
+        spec = self.spec
+        ftp.connect(spec.host or "localhost", spec.port or 21)
+        log.debug("%s: connected: %s", self.describe(), ftp.getwelcome())
+        if isinstance(ftp, ftplib.FTP_TLS):
+            ftp.auth()
+        ftp.login(spec.username or "anonymous", spec.password or "")
+        if isinstance(ftp, ftplib.FTP_TLS):
+            ftp.prot_p()
+        ftp.set_pasv(True)
+        self._features = self._feat(ftp)
+        if "UTF8" in self._features:
+            try:
+                ftp.sendcmd("OPTS UTF8 ON")
+            except ftplib.error_perm:
+                pass
+        if "MLST" in self._features:
+            try:
+                ftp.sendcmd("OPTS MLST type;size;modify;")
+            except ftplib.error_perm:
+                pass
+        ftp.voidcmd("TYPE I")
+        home = ftp.pwd()
+        self._base = posixpath.normpath(posixpath.join(home or "/", spec.directory or "."))
+
+    @staticmethod
+    def _feat(ftp: ftplib.FTP) -> set[str]:
+        try:
+            reply = ftp.sendcmd("FEAT")
+        except ftplib.error_perm:
+            return set()
+        features = set()
+        for line in reply.splitlines()[1:]:
+            if line.startswith(" ") and line.strip():
+                features.add(line.split()[0].upper())
+        return features
+
+    def _open_repository(self) -> None:
+        """Create the repository folder, then probe whether MKD is exclusive."""
+        self._makedirs(self._base)
+        try:
+            self.ftp.mkd(self._base)
+            self.exclusive_mkdir = False
+        except ftplib.error_perm:
+            self.exclusive_mkdir = True
+        except _FOREIGN as exc:
+            raise translate(exc, self.describe(), "", missing_ok=False) from exc
+        self.capabilities = self._capabilities()
+        log.debug("%s: features %s, exclusive MKD %s", self.describe(), sorted(self._features),
+                  self.exclusive_mkdir)
+
+    def _disconnect(self) -> None:
+        ftp, self._ftp = self._ftp, None
+        if ftp is None:
+            return
+        try:
+            ftp.quit()
+        except _FOREIGN:
+            pass
+        finally:
+            ftp.close()
+
+    # ----------------------------------------------------------- folders
+
+    def _is_dir(self, path: str) -> bool:
+        try:
+            self.ftp.cwd(path)
+        except ftplib.error_perm:
+            return False
+        return True
+
+    def _makedirs(self, path: str) -> None:
+        """``mkdir -p`` of absolute ``path`` (an existing folder is fine)."""
+        if path in ("", "/"):
+            return
+        try:
+            self.ftp.mkd(path)
+            return
+        except ftplib.error_perm:
+            if self._is_dir(path):
+                return
+        except _FOREIGN as exc:
+            raise translate(exc, self.describe(), path, missing_ok=False) from exc
+        self._makedirs(posixpath.dirname(path))
+        self._call(path, lambda: self._mkd_or_exists(path), missing_ok=False)
+
+    def _mkd_or_exists(self, path: str) -> None:
+        try:
+            self.ftp.mkd(path)
+        except ftplib.error_perm:
+            if not self._is_dir(path):
+                raise
+
+    # ----------------------------------------------------------- read
+
+    def _list(self, folder: str) -> list[Entry]:
+        path = self._path(folder)
+        if "MLST" in self._features:
+            return self._call(folder, lambda: self._list_mlsd(folder, path))
+        return self._call(folder, lambda: self._list_plain(folder, path))
+
+    def _list_mlsd(self, folder: str, path: str) -> list[Entry]:
+        entries = []
+        for raw, facts in self.ftp.mlsd(path):
+            kind = facts.get("type", "file").lower()
+            if kind in ("cdir", "pdir") or raw in (".", ".."):
+                continue
+            entries.append(self._entry(folder, raw, facts))
+        return entries
+
+    def _entry(self, folder: str, raw: str, facts: dict[str, str]) -> Entry:
+        is_dir = facts.get("type", "file").lower() == "dir"
+        size = 0 if is_dir else int(facts.get("size", "0") or 0)
+        mtime = _parse_mlst_time(facts["modify"]) if "modify" in facts else None
+        return Entry(name=f"{folder}/{raw}" if folder else raw, size=size, mtime=mtime, is_dir=is_dir)
+
+    def _list_plain(self, folder: str, path: str) -> list[Entry]:
+        if not self._is_dir(path):
+            raise _missing_reply()
+        lines: list[str] = []
+        self.ftp.retrlines(f"LIST {path}", lines.append)
+        entries = []
+        for line in lines:
+            parsed = parse_list_line(line)
+            if parsed is None:
+                continue
+            raw, size, is_dir = parsed
+            if raw in (".", ".."):
+                continue
+            entries.append(
+                Entry(name=f"{folder}/{raw}" if folder else raw, size=size, mtime=None, is_dir=is_dir)
+            )
+        return entries
+
+    def _stat(self, name: str) -> Entry:
+        path = self._path(name)
+        if "MLST" in self._features:
+            return self._call(name, lambda: self._stat_mlst(name, path))
+        return self._call(name, lambda: self._stat_plain(name, path))
+
+    def _stat_mlst(self, name: str, path: str) -> Entry:
+        reply = self.ftp.sendcmd(f"MLST {path}")
+        for line in reply.splitlines()[1:]:
+            if line.startswith(" "):
+                facts_text = line[1:].partition(" ")[0]
+                entry = self._entry(parent_of(name), name.rpartition("/")[2], _parse_facts(facts_text))
+                return entry
+        raise RelayProtocolError(f"{self.describe()}: MLST {name}: no facts in reply", name=name)
+
+    def _stat_plain(self, name: str, path: str) -> Entry:
+        try:
+            size = self.ftp.size(path)
+        except ftplib.error_perm:
+            if self._is_dir(path):
+                return Entry(name=name, size=0, mtime=None, is_dir=True)
+            raise
+        mtime = None
+        if "MDTM" in self._features:
+            reply = self.ftp.sendcmd(f"MDTM {path}")
+            mtime = _parse_mlst_time(reply[4:])
+        return Entry(name=name, size=size or 0, mtime=mtime, is_dir=False)
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        self._call(name, lambda: self.ftp.retrbinary(f"RETR {self._path(name)}", sink.write, _BLOCK))
+
+    # ----------------------------------------------------------- write
+
+    def _store(self, path: str, source: BinaryIO) -> None:
+        try:
+            self.ftp.storbinary(f"STOR {path}", source, _BLOCK)
+        except ftplib.error_perm:
+            if self._is_dir(posixpath.dirname(path)):
+                raise
+            # A refused STOR read nothing from ``source``: store again.
+            self._makedirs(posixpath.dirname(path))
+            self.ftp.storbinary(f"STOR {path}", source, _BLOCK)
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        path = self._path(name)
+        temp = posixpath.join(posixpath.dirname(path), TEMP_PREFIX + secrets.token_hex(8))
+        try:
+            self._call(name, lambda: self._store(temp, source), missing_ok=False)
+            if exclusive:
+                self._move_exclusive(name, temp, name)
+            else:
+                self._call(name, lambda: self._move(temp, path), missing_ok=False)
+        except BaseException:
+            self._discard(temp)
+            raise
+
+    def _discard(self, temp: str) -> None:
+        """Best-effort removal of a temporary object after a failure."""
+        if self._ftp is None:
+            return
+        try:
+            self._ftp.delete(temp)
+        except _FOREIGN:
+            pass
+
+    def _move(self, src: str, dst: str) -> None:
+        """RNFR/RNTO, creating the target's folder when the server needs it."""
+        try:
+            self.ftp.rename(src, dst)
+        except ftplib.error_perm:
+            parent = posixpath.dirname(dst)
+            if self._is_dir(parent):
+                raise
+            self._makedirs(parent)
+            self.ftp.rename(src, dst)
+
+    def _exists(self, path: str) -> bool:
+        try:
+            if "MLST" in self._features:
+                self.ftp.sendcmd(f"MLST {path}")
+                return True
+            try:
+                self.ftp.size(path)
+                return True
+            except ftplib.error_perm:
+                return self._is_dir(path)
+        except ftplib.error_perm as exc:
+            if _is_missing_reply(exc):
+                return False
+            raise
+
+    def _rename(self, source: str, target: str, overwrite: bool) -> None:
+        src = self._path(source)
+        if overwrite:
+            try:
+                self.ftp.sendcmd(f"RNFR {src}")
+            except _FOREIGN as exc:
+                raise translate(exc, self.describe(), source) from exc
+            self._call(target, lambda: self._finish_rename(src, self._path(target)), missing_ok=False)
+        else:
+            self._move_exclusive(source, src, target)
+
+    def _finish_rename(self, src: str, dst: str) -> None:
+        try:
+            self.ftp.sendcmd(f"RNTO {dst}")
+        except ftplib.error_perm:
+            parent = posixpath.dirname(dst)
+            if self._is_dir(parent):
+                raise
+            self._makedirs(parent)
+            self.ftp.rename(src, dst)
+
+    def _move_exclusive(self, label: str, src: str, target: str) -> None:
+        """Move absolute ``src`` to ``target`` unless ``target`` exists."""
+        dst = self._path(target)
+        if not self.exclusive_mkdir:
+            # No atomic primitive on this server: check, then move (racy).
+            if self._call(target, lambda: self._exists(dst), missing_ok=False):
+                raise RelayExists(f"relay object exists: {target} on {self.describe()}", name=target)
+            self._call(label, lambda: self._move(src, dst))
+            return
+        with self._guard(target):
+            if self._call(target, lambda: self._exists(dst), missing_ok=False):
+                raise RelayExists(f"relay object exists: {target} on {self.describe()}", name=target)
+            self._call(label, lambda: self._move(src, dst))
+
+    @contextmanager
+    def _guard(self, target: str) -> Iterator[None]:
+        """Hold the MKD guard folder of ``target`` (see the module docstring)."""
+        dst = self._path(target)
+        parent = posixpath.dirname(dst)
+        guard = posixpath.join(parent, TEMP_PREFIX + "guard-" + posixpath.basename(dst))
+        seen: tuple[str, float] | None = None  # (guard identity, first seen, monotonic)
+        delay = 0.02
+        while True:
+            try:
+                self.ftp.mkd(guard)
+                break
+            except ftplib.error_perm:
+                pass
+            except _FOREIGN as exc:
+                raise translate(exc, self.describe(), target, missing_ok=False) from exc
+            identity = self._call(target, lambda: self._guard_identity(guard, parent), missing_ok=False)
+            if identity is None:
+                continue  # released meanwhile, or parent folder missing (created now)
+            now = time.monotonic()
+            if seen is None or seen[0] != identity:
+                seen = (identity, now)
+            elif now - seen[1] > self.stale_guard_after:
+                log.warning("%s: removing stale guard of %s", self.describe(), target)
+                try:
+                    self.ftp.rmd(guard)
+                except ftplib.error_perm:
+                    pass
+                except _FOREIGN as exc:
+                    raise translate(exc, self.describe(), target, missing_ok=False) from exc
+                seen = None
+                continue
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+        try:
+            yield
+        finally:
+            if self._ftp is not None:
+                try:
+                    self._ftp.rmd(guard)
+                except _FOREIGN as exc:
+                    log.warning("%s: could not remove guard of %s: %s", self.describe(), target, exc)
+
+    def _guard_identity(self, guard: str, parent: str) -> str | None:
+        """A string that changes when the guard folder is replaced; None if gone."""
+        try:
+            if "MLST" in self._features:
+                reply = self.ftp.sendcmd(f"MLST {guard}")
+                facts = reply.splitlines()[1] if len(reply.splitlines()) > 1 else reply
+                parsed = _parse_facts(facts.strip().partition(" ")[0])
+                return f"{parsed.get('modify', '')}:{parsed.get('unique', '')}"
+            return "guard" if self._is_dir(guard) else None
+        except ftplib.error_perm:
+            if not self._is_dir(parent):
+                self._makedirs(parent)
+            return None
+
+    def _delete(self, name: str) -> None:
+        self._call(name, lambda: self.ftp.delete(self._path(name)))
+
+    def _mkdir(self, name: str) -> None:
+        self._makedirs(self._path(name))
+
+    def _rmdir(self, name: str) -> None:
+        self._call(name, lambda: self.ftp.rmd(self._path(name)))
+
+
+def _missing_reply() -> ftplib.error_perm:
+    return ftplib.error_perm("550 No such folder")
+
+
+def from_spec(spec: RelaySpec) -> FtpRelay:
+    """The FTP/FTPS backend for ``spec`` (closed; call ``open()``)."""
+    return FtpRelay(spec)

@@ -1,0 +1,98 @@
+"""A test server run as a child process on a fixed 127.0.0.1 port.
+
+:class:`ServerProcess` starts a command, polls the port until it accepts, and
+can be stopped and started again on the same port (``restart``), which is what
+the conformance suite's reconnection test needs. Secrets are handed to the child
+through its environment, never its command line. A server that does not come up
+raises RuntimeError with the tail of its output: in CI that fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+
+from tests.servers.target import wait_for_port
+
+
+class ServerProcess:
+    """One child server process listening on ``port``."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.port = port
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()
+
+    def start(self) -> None:
+        """Start the child and wait until its port accepts connections."""
+        self._proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"{self.name} server exited at start: {self.output_tail()}")
+            try:
+                wait_for_port(self.port, timeout=0.5)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"{self.name} server not listening on port {self.port}: {self.output_tail()}"
+                    ) from None
+
+    def stop(self) -> None:
+        """Terminate the child (by its pid only) and wait for it."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port."""
+        self.stop()
+        deadline = time.monotonic() + 10
+        while True:  # the port may linger a moment after the old process died
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def output_tail(self, size: int = 2000) -> str:
+        self._log.seek(0, os.SEEK_END)
+        end = self._log.tell()
+        self._log.seek(max(0, end - size))
+        return self._log.read().decode("utf-8", "replace")
