@@ -437,19 +437,48 @@ class FtpRelay(Relay):
             mtime = _parse_mlst_time(reply[4:])
         return Entry(name=name, size=size or 0, mtime=mtime, is_dir=False)
 
+    def _on_existing(self, name: str, action: Callable[[], T], path: str | None = None) -> T:
+        """Run ``action`` on the existing object ``name`` (at ``path`` if given).
+
+        When the server refuses it, whether the object exists decides between
+        RelayNotFound and the server's own reason: reply codes and texts for
+        "missing" differ between servers (550, 551, 450, ...).
+        """
+        try:
+            return action()
+        except (ftplib.error_perm, ftplib.error_temp) as exc:
+            where = path or self._path(name)
+            if not self._call(name, lambda: self._exists(where), missing_ok=False):
+                raise RelayNotFound(f"no such relay object: {name or '/'} on {self.describe()}",
+                                    name=name) from exc
+            raise translate(exc, self.describe(), name, missing_ok=False) from exc
+        except _FOREIGN as exc:
+            raise translate(exc, self.describe(), name, missing_ok=False) from exc
+
     def _get(self, name: str, sink: BinaryIO) -> None:
-        self._call(name, lambda: self.ftp.retrbinary(f"RETR {self._path(name)}", sink.write, _BLOCK))
+        self._on_existing(name, lambda: self.ftp.retrbinary(f"RETR {self._path(name)}", sink.write, _BLOCK))
 
     # ----------------------------------------------------------- write
 
     def _store(self, path: str, source: BinaryIO) -> None:
+        """STOR ``path``; when refused because its folder is missing, create the
+        folder and store again from the same source position (a source that
+        cannot seek gets its folder created first)."""
+        parent = posixpath.dirname(path)
+        try:
+            start = source.tell()
+            source.seek(start)
+        except (OSError, ValueError):
+            self._makedirs(parent)
+            self.ftp.storbinary(f"STOR {path}", source, _BLOCK)
+            return
         try:
             self.ftp.storbinary(f"STOR {path}", source, _BLOCK)
-        except ftplib.error_perm:
-            if self._is_dir(posixpath.dirname(path)):
+        except (ftplib.error_perm, ftplib.error_temp):
+            if self._is_dir(parent):
                 raise
-            # A refused STOR read nothing from ``source``: store again.
-            self._makedirs(posixpath.dirname(path))
+            self._makedirs(parent)
+            source.seek(start)
             self.ftp.storbinary(f"STOR {path}", source, _BLOCK)
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
@@ -478,7 +507,7 @@ class FtpRelay(Relay):
         """RNFR/RNTO, creating the target's folder when the server needs it."""
         try:
             self.ftp.rename(src, dst)
-        except ftplib.error_perm:
+        except (ftplib.error_perm, ftplib.error_temp):
             parent = posixpath.dirname(dst)
             if self._is_dir(parent):
                 raise
@@ -503,23 +532,9 @@ class FtpRelay(Relay):
     def _rename(self, source: str, target: str, overwrite: bool) -> None:
         src = self._path(source)
         if overwrite:
-            try:
-                self.ftp.sendcmd(f"RNFR {src}")
-            except _FOREIGN as exc:
-                raise translate(exc, self.describe(), source) from exc
-            self._call(target, lambda: self._finish_rename(src, self._path(target)), missing_ok=False)
+            self._on_existing(source, lambda: self._move(src, self._path(target)))
         else:
             self._move_exclusive(source, src, target)
-
-    def _finish_rename(self, src: str, dst: str) -> None:
-        try:
-            self.ftp.sendcmd(f"RNTO {dst}")
-        except ftplib.error_perm:
-            parent = posixpath.dirname(dst)
-            if self._is_dir(parent):
-                raise
-            self._makedirs(parent)
-            self.ftp.rename(src, dst)
 
     def _move_exclusive(self, label: str, src: str, target: str) -> None:
         """Move absolute ``src`` to ``target`` unless ``target`` exists."""
@@ -528,12 +543,12 @@ class FtpRelay(Relay):
             # No atomic primitive on this server: check, then move (racy).
             if self._call(target, lambda: self._exists(dst), missing_ok=False):
                 raise RelayExists(f"relay object exists: {target} on {self.describe()}", name=target)
-            self._call(label, lambda: self._move(src, dst))
+            self._on_existing(label, lambda: self._move(src, dst), src)
             return
         with self._guard(target):
             if self._call(target, lambda: self._exists(dst), missing_ok=False):
                 raise RelayExists(f"relay object exists: {target} on {self.describe()}", name=target)
-            self._call(label, lambda: self._move(src, dst))
+            self._on_existing(label, lambda: self._move(src, dst), src)
 
     @contextmanager
     def _guard(self, target: str) -> Iterator[None]:
@@ -593,13 +608,13 @@ class FtpRelay(Relay):
             return None
 
     def _delete(self, name: str) -> None:
-        self._call(name, lambda: self.ftp.delete(self._path(name)))
+        self._on_existing(name, lambda: self.ftp.delete(self._path(name)))
 
     def _mkdir(self, name: str) -> None:
         self._makedirs(self._path(name))
 
     def _rmdir(self, name: str) -> None:
-        self._call(name, lambda: self.ftp.rmd(self._path(name)))
+        self._on_existing(name, lambda: self.ftp.rmd(self._path(name)))
 
 
 def _missing_reply() -> ftplib.error_perm:

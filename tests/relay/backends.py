@@ -10,6 +10,7 @@ CONFORMANCE_BACKENDS = [
     "file",
     "ftp",
     "ftps",
+    "ftp_rclone",
 ]
 
 #: Backends a separate ``escale`` process can reach (used by end-to-end tests).
