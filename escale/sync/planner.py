@@ -1,0 +1,442 @@
+"""The planner: a pure function from three views of a folder to actions.
+
+Inputs, per relative path: the local file now (:class:`LocalFile`), the relay's
+latest placeholder (:class:`RemoteEntry`) and the last state both sides agreed on
+(:class:`BaseEntry`, from the state database). Plus the client's mode and the
+per-file access modifiers. Output: a :class:`Plan`. No I/O happens here; every
+rule is a branch of :func:`plan_path` and has a table-driven test.
+
+Comparison is three-way. A side *changed* when it differs from the base: the
+local file by content (checksum when both are known, else size and mtime), the
+relay by version number. A change on one side propagates; a change on both is a
+conflict, in which no version is lost: the relay's version, already committed,
+keeps the name, and the local one becomes a *conflict copy* named
+:func:`conflict_name` (deterministic: the same conflict always gives the same
+name).
+
+Modes (overridden per file by access modifiers ``r+``/``r-``, ``w+``/``w-``):
+
+============  ===========  ==============================  =====================
+mode          sends        may replace or delete local     applies remote deletions
+============  ===========  ==============================  =====================
+shared        yes          yes, unless changed here        yes
+download      no           yes, unless changed here        yes
+conservative  yes          only files that came from       only those files
+                           another client, never changed
+                           here
+upload        yes          never                           never
+============  ===========  ==============================  =====================
+
+Only ``shared`` clients turn local deletions into relay tombstones; the others
+keep a note that the file is gone locally and do not fetch that version again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Mode = Literal["shared", "upload", "download", "conservative"]
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A local file as scanned. ``checksum`` is None with ``checksum = no``."""
+
+    size: int
+    mtime_ns: int
+    checksum: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """The relay's latest version of a path, as far as the planner cares."""
+
+    version: int
+    deleted: bool
+    pusher: str
+    pusher_label: str
+    size: int
+    mtime_ns: int
+    checksum: str | None
+    available: bool  # payload still on the relay
+    acked: bool  # this client already acknowledged this version
+    expects_me: bool  # this client must acknowledge it (a receiver, not the pusher)
+
+
+@dataclass(frozen=True)
+class BaseEntry:
+    """What this client last synced for a path.
+
+    ``version`` is the relay version it agreed with; ``origin`` says whether the
+    content came from this client (``local``) or another (``remote``);
+    ``modified_here`` whether it was ever changed here since it came;
+    ``local_deleted`` that the file is known to be gone locally on purpose.
+    """
+
+    size: int
+    mtime_ns: int
+    checksum: str | None
+    version: int
+    origin: Literal["local", "remote"] = "local"
+    modified_here: bool = False
+    local_deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Access:
+    """Per-file modifiers: True (``+``), False (``-``) or None (unset)."""
+
+    read: bool | None = None
+    write: bool | None = None
+
+
+ActionKind = Literal[
+    "push",  # send the local file as the path's next version
+    "push_delete",  # commit a tombstone for the path
+    "push_copy",  # send the local file under the conflict-copy path (upload mode)
+    "pull",  # fetch the relay version into the path (replacing local if expected)
+    "pull_copy",  # fetch the relay version into the conflict-copy path
+    "conflict",  # rename local to the conflict copy, then pull into the path
+    "delete_local",  # apply a relay tombstone to the local file
+    "record",  # update the base without any transfer
+    "forget",  # drop the base entry
+    "ack",  # acknowledge the relay version without transfer
+]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step for the executor.
+
+    ``expect_local`` is the local file the plan was made against (None: absent);
+    the executor re-checks it right before touching the local file and skips the
+    action if the file changed meanwhile. ``expect_version`` is the relay
+    version the plan saw (0: none); pushes are skipped if it moved.
+    ``base`` is the base entry to store after ``record``.
+    """
+
+    kind: ActionKind
+    path: str
+    expect_local: LocalFile | None = None
+    expect_version: int = 0
+    copy_path: str | None = None
+    base: BaseEntry | None = None
+    ack: bool = False  # also acknowledge the relay version once done
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    """Actions in execution order, plus deletions held back by the guard."""
+
+    actions: list[Action] = field(default_factory=list)
+    held: list[Action] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def of_kind(self, *kinds: ActionKind) -> list[Action]:
+        return [a for a in self.actions if a.kind in kinds]
+
+    @property
+    def needs_lease(self) -> bool:
+        return any(a.kind in ("push", "push_delete", "push_copy") for a in self.actions)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def same_content(a: LocalFile | BaseEntry | RemoteEntry, b: LocalFile | BaseEntry | RemoteEntry) -> bool:
+    """Equal content: by checksum when both have one, else by size and mtime."""
+    if a.checksum is not None and b.checksum is not None:
+        return a.checksum == b.checksum
+    return a.size == b.size and a.mtime_ns == b.mtime_ns
+
+
+def conflict_name(path: str, label: str, content_id: str) -> str:
+    """The deterministic conflict-copy path: ``dir/name.conflict-<label>-<id8>.ext``.
+
+    ``content_id`` identifies the losing content (its checksum, or size and
+    mtime); the same conflict therefore always yields the same name.
+    """
+    folder, _, base = path.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    if not stem:  # no extension, or a dot-file like ".bashrc"
+        stem, dot, ext = base, "", ""
+    safe_label = "".join(c if c.isalnum() or c in "-_" else "_" for c in label) or "client"
+    short = hashlib.sha256(content_id.encode()).hexdigest()[:8]
+    name = f"{stem}.conflict-{safe_label}-{short}{dot}{ext}"
+    return f"{folder}/{name}" if folder else name
+
+
+def _content_id(entry: LocalFile | RemoteEntry) -> str:
+    return entry.checksum or f"{entry.size}:{entry.mtime_ns}"
+
+
+def _may_send(mode: Mode, access: Access) -> bool:
+    if access.read is not None:
+        return access.read
+    return mode != "download"
+
+
+def _may_write(mode: Mode, access: Access) -> bool:
+    """Whether the client may create local files from the relay at all."""
+    if access.write is not None:
+        return access.write
+    return mode != "upload"
+
+
+def _may_replace(mode: Mode, access: Access, base: BaseEntry | None) -> bool:
+    """Whether an existing, locally unchanged file may be replaced or deleted."""
+    if access.write is not None:
+        return access.write
+    if mode == "upload":
+        return False
+    if mode == "conservative":
+        return base is not None and base.origin == "remote" and not base.modified_here
+    return True
+
+
+def _base_from_remote(remote: RemoteEntry, local: LocalFile | None, origin: Literal["local", "remote"]) -> BaseEntry:
+    if local is not None:
+        return BaseEntry(local.size, local.mtime_ns, local.checksum or remote.checksum, remote.version, origin)
+    return BaseEntry(remote.size, remote.mtime_ns, remote.checksum, remote.version, origin)
+
+
+def _local_changed(local: LocalFile | None, base: BaseEntry) -> bool:
+    if local is None:
+        return not base.local_deleted
+    if base.local_deleted:
+        return True
+    return not same_content(local, base)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def plan_path(
+    path: str,
+    local: LocalFile | None,
+    remote: RemoteEntry | None,
+    base: BaseEntry | None,
+    *,
+    mode: Mode,
+    label: str,
+    access: Access = Access(),
+) -> list[Action]:
+    """The actions for one path. See the module docstring for the rules."""
+    send = _may_send(mode, access)
+    write = _may_write(mode, access)
+    rver = remote.version if remote is not None else 0
+    ack = remote is not None and remote.expects_me and not remote.acked and not remote.deleted
+
+    def decline(reason: str, new_base: BaseEntry | None) -> list[Action]:
+        """Keep local as it is, note the relay version as seen, acknowledge it."""
+        out = []
+        if new_base is not None:
+            out.append(Action("record", path, expect_local=local, expect_version=rver, base=new_base,
+                              reason=reason))
+        if ack:
+            out.append(Action("ack", path, expect_version=rver, reason=reason))
+        return out
+
+    def push(reason: str) -> list[Action]:
+        return [Action("push", path, expect_local=local, expect_version=rver, reason=reason)]
+
+    # ---- never synced before
+    if base is None:
+        if local is not None and (remote is None or remote.deleted):
+            return push("new local file") if send else []
+        if local is None and remote is not None and not remote.deleted:
+            if write and remote.available:
+                return [Action("pull", path, expect_local=None, expect_version=rver, ack=ack,
+                               reason="new relay file")]
+            if not write:
+                return decline("not accepted here", None)
+            return []  # payload already reclaimed: nothing to fetch
+        if local is not None and remote is not None and not remote.deleted:
+            if same_content(local, remote):
+                origin: Literal["local", "remote"] = "local"
+                return decline("identical on both sides", _base_from_remote(remote, local, origin))
+            return _conflict(path, local, remote, base, mode, access, label, send, write, ack)
+        return []
+
+    lchg = _local_changed(local, base)
+    rchg = remote is None or remote.version != base.version
+
+    # ---- in sync
+    if not lchg and not rchg:
+        if ack:
+            return [Action("ack", path, expect_version=rver, reason="acknowledgement missing")]
+        return []
+
+    # ---- only the local side changed
+    if lchg and not rchg:
+        assert remote is not None
+        if local is not None:
+            if send:
+                return push("modified locally" if not base.local_deleted else "recreated locally")
+            if base.origin == "remote" and not base.modified_here:
+                return [Action("record", path, expect_local=local, expect_version=rver,
+                               base=_replace_base(base, modified_here=True), reason="modified locally")]
+            return []
+        if mode == "shared" and send and not remote.deleted:
+            return [Action("push_delete", path, expect_local=None, expect_version=rver,
+                           reason="deleted locally")]
+        return [Action("record", path, expect_local=None, expect_version=rver,
+                       base=_replace_base(base, local_deleted=True), reason="deleted locally, kept on relay")]
+
+    # ---- only the relay side changed
+    if not lchg and rchg:
+        if remote is None:  # the relay lost this path's metadata
+            if local is not None and send:
+                return push("missing on relay")
+            return [Action("forget", path, reason="gone on both sides")]
+        if remote.deleted:
+            if local is None:
+                return [Action("forget", path, reason="deleted on both sides")]
+            if _may_replace(mode, access, base):
+                return [Action("delete_local", path, expect_local=local, expect_version=rver,
+                               reason=f"deleted by {remote.pusher_label}")]
+            return decline("remote deletion not applied here", _replace_base(base, version=rver))
+        if local is not None and same_content(local, remote):
+            return decline("already identical", _replace_base(base, version=rver))
+        if base.local_deleted and local is None:
+            if write and remote.available:
+                return [Action("pull", path, expect_local=None, expect_version=rver, ack=ack,
+                               reason=f"new version from {remote.pusher_label}")]
+            return decline("not accepted here", _replace_base(base, version=rver))
+        if _may_replace(mode, access, base) and remote.available:
+            return [Action("pull", path, expect_local=local, expect_version=rver, ack=ack,
+                           reason=f"modified by {remote.pusher_label}")]
+        if not _may_replace(mode, access, base) and mode == "conservative" and remote.available and write:
+            copy = conflict_name(path, remote.pusher_label, _content_id(remote))
+            return [Action("pull_copy", path, expect_local=None, expect_version=rver, copy_path=copy,
+                           ack=ack, base=_replace_base(base, version=rver),
+                           reason="conservative: relay version kept beside the local file")]
+        if not remote.available and _may_replace(mode, access, base):
+            return []  # wait: nothing to fetch (reclaimed); a newer version will come
+        return decline("local file protected", _replace_base(base, version=rver))
+
+    # ---- both sides changed
+    if remote is None:
+        if local is not None and send:
+            return push("missing on relay")
+        return [Action("forget", path, reason="gone")]
+    if local is None:
+        if remote.deleted:
+            return [Action("forget", path, reason="deleted on both sides")]
+        if write and remote.available:
+            return [Action("pull", path, expect_local=None, expect_version=rver, ack=ack,
+                           reason="modified remotely after local deletion")]
+        return decline("deleted here", _replace_base(base, version=rver, local_deleted=True))
+    if remote.deleted:
+        if send:
+            return push("modified locally after remote deletion")
+        return decline("kept after remote deletion", _replace_base(base, version=rver))
+    if same_content(local, remote):
+        return decline("same change on both sides", _base_from_remote(remote, local, base.origin))
+    return _conflict(path, local, remote, base, mode, access, label, send, write, ack)
+
+
+def _replace_base(base: BaseEntry, **changes: object) -> BaseEntry:
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _conflict(
+    path: str,
+    local: LocalFile,
+    remote: RemoteEntry,
+    base: BaseEntry | None,
+    mode: Mode,
+    access: Access,
+    label: str,
+    send: bool,
+    write: bool,
+    ack: bool,
+) -> list[Action]:
+    """Both sides hold different content: keep both, never lose one."""
+    rver = remote.version
+    local_copy = conflict_name(path, label, _content_id(local))
+    if mode == "conservative" or (access.write is False and write is False):
+        actions: list[Action] = []
+        if remote.available and _may_write(mode, access):
+            remote_copy = conflict_name(path, remote.pusher_label, _content_id(remote))
+            actions.append(Action("pull_copy", path, expect_local=None, expect_version=rver,
+                                  copy_path=remote_copy, ack=ack, reason="conflict: relay version as copy"))
+        elif ack:
+            actions.append(Action("ack", path, expect_version=rver, reason="conflict"))
+        if send:
+            actions.append(Action("push", path, expect_local=local, expect_version=rver,
+                                  reason="conflict: local version kept and sent"))
+        return actions
+    if not write:  # upload mode: local files are never modified
+        if not send:
+            return []
+        return [
+            Action("push_copy", path, expect_local=local, expect_version=rver, copy_path=local_copy,
+                   reason="conflict: local version sent as a copy"),
+            Action("record", path, expect_local=local, expect_version=rver,
+                   base=BaseEntry(local.size, local.mtime_ns, local.checksum, rver, "local"),
+                   reason="conflict"),
+        ]
+    if remote.available:
+        return [Action("conflict", path, expect_local=local, expect_version=rver, copy_path=local_copy,
+                       ack=ack, reason=f"conflict with {remote.pusher_label}")]
+    # the relay version can no longer be fetched: keep ours as a copy, leave the name free
+    return [Action("conflict", path, expect_local=local, expect_version=rver, copy_path=local_copy,
+                   ack=ack, base=_replace_base(
+                       base or BaseEntry(remote.size, remote.mtime_ns, remote.checksum, rver, "remote"),
+                       version=rver, local_deleted=True),
+                   reason=f"conflict with {remote.pusher_label} (its version was reclaimed)")]
+
+
+# --------------------------------------------------------------------------- whole plan
+
+_ORDER = {"conflict": 0, "pull_copy": 1, "pull": 2, "delete_local": 3, "record": 4, "forget": 5,
+          "ack": 6, "push": 7, "push_copy": 8, "push_delete": 9}
+
+
+def plan(
+    local: Mapping[str, LocalFile],
+    remote: Mapping[str, RemoteEntry],
+    base: Mapping[str, BaseEntry],
+    *,
+    mode: Mode,
+    label: str,
+    access: Mapping[str, Access] | None = None,
+    deletion_guard: float = 0.5,
+    allow_mass_deletion: bool = False,
+    local_root_missing: bool = False,
+) -> Plan:
+    """Plan every path of the union of the three views.
+
+    Mass-deletion guard: when the deletions of one kind (local files removed
+    because of relay tombstones, or tombstones for local removals) number at
+    least 10 and more than ``deletion_guard`` of the files tracked in the base,
+    or when the local folder is missing or empty while the base tracks files
+    (an unmounted disk), those deletions are held back in ``Plan.held`` and the
+    rest of the plan goes ahead. ``allow_mass_deletion`` lifts the guard.
+    """
+    access = access or {}
+    result = Plan()
+    for path in sorted(set(local) | set(remote) | set(base)):
+        result.actions.extend(
+            plan_path(path, local.get(path), remote.get(path), base.get(path), mode=mode, label=label,
+                      access=access.get(path, Access()))
+        )
+    tracked = sum(1 for b in base.values() if not b.local_deleted)
+    if not allow_mass_deletion:
+        for kind in ("delete_local", "push_delete"):
+            doomed = [a for a in result.actions if a.kind == kind]
+            unmounted = kind == "push_delete" and tracked > 0 and (local_root_missing or not local)
+            if doomed and (unmounted or (len(doomed) >= 10 and len(doomed) > deletion_guard * tracked)):
+                result.held.extend(doomed)
+                result.actions = [a for a in result.actions if a.kind != kind]
+                result.notes.append(
+                    f"held back {len(doomed)} {'local' if kind == 'delete_local' else 'relay'} deletions "
+                    f"of {tracked} tracked files (mass-deletion guard)"
+                )
+    result.actions.sort(key=lambda a: (_ORDER[a.kind], a.path))
+    return result
