@@ -167,6 +167,8 @@ def load_secret(key_file: str | None, passphrase: str | None) -> KeySecret:
         return parse_key_text(passphrase, source="passphrase setting")
     path = os.path.abspath(os.path.expanduser(key_file))
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # checked first: opening a FIFO would block
+            raise KeyFileError(f"key file is not a regular file: {path}")
         with open(path, "rb") as handle:
             mode = os.fstat(handle.fileno()).st_mode
             raw = handle.read()
@@ -174,8 +176,6 @@ def load_secret(key_file: str | None, passphrase: str | None) -> KeySecret:
         raise KeyFileError(f"key file not found: {path}") from None
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror or type(exc).__name__}") from None
-    if not stat.S_ISREG(mode):
-        raise KeyFileError(f"key file is not a regular file: {path}")
     if mode & 0o077:
         log.warning(
             "key file %s is accessible by group or others (mode %04o); restrict it with: chmod 600 %s",
