@@ -22,11 +22,16 @@ def write_conf(folder: Path, text: str, name: str = "escale.conf") -> str:
     return str(path)
 
 
+def _canonical(name: str) -> str:
+    key = lookup(name)
+    return name if key is None else key.name
+
+
 def section_text(lines: dict[str, str], *, base: dict[str, str] | None = None, name: str = "client",
                  drop: tuple[str, ...] = ()) -> str:
     """``[name]`` with the base lines (minus those naming the same keys as ``lines`` or ``drop``)."""
-    replaced = {lookup(k).name for k in (*lines, *drop)}  # type: ignore[union-attr]
-    merged = {k: v for k, v in (BASE if base is None else base).items() if lookup(k).name not in replaced}  # type: ignore[union-attr]
+    replaced = {_canonical(k) for k in (*lines, *drop)}
+    merged = {k: v for k, v in (BASE if base is None else base).items() if _canonical(k) not in replaced}
     merged.update(lines)
     body = "\n".join(f"{key} = {value}" for key, value in merged.items())
     return f"[{name}]\n{body}\n"

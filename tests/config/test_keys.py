@@ -151,7 +151,11 @@ def test_global_client_keys_are_defaults_that_sections_override(tmp_path: Path) 
 
 
 def test_a_section_mode_replaces_the_global_mode_group(tmp_path: Path) -> None:
-    text = "push only = yes\nprotocol = file\n[a]\npath = a\nrelay dir = r\n[b]\npath = b\nrelay dir = r\nmode = download\n"
+    text = (
+        "push only = yes\nprotocol = file\n"
+        "[a]\npath = a\nrelay dir = r\n"
+        "[b]\npath = b\nrelay dir = r\nmode = download\n"
+    )
     a, b = load_text(tmp_path, text).clients
     assert (a.mode, b.mode) == ("upload", "download")
 
