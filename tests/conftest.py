@@ -10,7 +10,9 @@ import pytest
 from tests.relay.backends import CONFORMANCE_BACKENDS
 from tests.servers.ftp import *  # noqa: F403
 from tests.servers.local import file_target, memory_target
+from tests.servers.rclone import *  # noqa: F403
 from tests.servers.rclone_serve import *  # noqa: F403
+from tests.servers.sshd import *  # noqa: F403
 from tests.servers.target import RelayTarget
 
 pytest_plugins: list[str] = []

@@ -11,6 +11,10 @@ CONFORMANCE_BACKENDS = [
     "ftp",
     "ftps",
     "ftp_rclone",
+    "sftp",
+    "sftp_rclone",
+    "rclone_local",
+    "rclone_sftp",
 ]
 
 #: Backends a separate ``escale`` process can reach (used by end-to-end tests).

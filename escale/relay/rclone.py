@@ -1,0 +1,503 @@
+"""The ``rclone`` backend: any rclone remote (S3, Dropbox, Drive, ...) as the relay.
+
+One ``rclone rcd`` process runs per open relay, bound to 127.0.0.1 on a port the
+kernel picks, with a random rc user and password handed over in its environment
+(``RCLONE_RC_USER``/``RCLONE_RC_PASS``: never on its command line). Every
+operation is one HTTP request to its remote-control API, so small operations
+cost no process start. The remote's own credentials stay in the rclone
+configuration file (``spec.rclone_config``, passed as ``RCLONE_CONFIG``).
+
+Where the repository is: ``spec.rclone_remote`` names the remote, optionally
+with a base path (``name`` or ``name:base/path``; for the cloud protocol names
+such as ``s3`` the remote defaults to the protocol name), and ``spec.directory``
+is the folder inside it.
+
+Operations: ``list``/``stat`` use ``operations/list``/``operations/stat``;
+``get`` streams the object through the rc server's ``--rc-serve`` file serving;
+``put`` streams a multipart upload (``operations/uploadfile``) to a
+:data:`TEMP_PREFIX` name in the target's folder, then moves it into place with
+``operations/movefile`` (destination check off, so that the move is the remote's
+own server-side move or copy, which replaces the target whole on the remotes
+that have one). rclone has no "fail if the target exists" primitive, so the
+exclusive ``put`` and ``rename`` check the target first: they are not race-free,
+and the capabilities say so.
+
+Capabilities are read from the remote with ``operations/fsinfo`` when the relay
+opens (before that, :attr:`RcloneRelay.capabilities` declares nothing).
+
+Timeouts: each HTTP request to the rcd has a timeout derived from
+``spec.timeout``, and the rcd itself runs with ``--timeout``/``--contimeout`` set
+to it for the remote's network calls. A dead rcd is a transient
+:class:`RelayConnectionError`; reopening the relay starts a new one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import posixpath
+import re
+import secrets
+import subprocess
+import threading
+import weakref
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import requests
+
+from escale.errors import (
+    RelayConnectionError,
+    RelayError,
+    RelayExists,
+    RelayNotFound,
+    RelayPermissionDenied,
+    RelayQuotaExceeded,
+    RelayTimeout,
+)
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, parent_of
+from escale.relay.spec import RelaySpec
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+#: rclone's "modification time not supported" precision: 100 years, in ns.
+_NO_MODTIME_NS = 100 * 365 * 24 * 3600 * 10**9
+#: An rc call may wait on the remote through a few of rclone's own low-level retries.
+_RC_READ_FACTOR = 3
+_LISTENING = re.compile(r"Serving remote control on (http://[^\s/]+)/")
+
+#: What is declared before the remote has been asked (nothing is promised).
+UNKNOWN_CAPABILITIES = Capabilities(
+    atomic_put=False,
+    exclusive_create=False,
+    rename_overwrite=False,
+    rename_exclusive=False,
+    mtime_precision=None,
+    usage=False,
+)
+
+_NOT_FOUND = ("not found", "no such file", "does not exist", "doesn't exist", "not a directory")
+_NO_PERMISSION = ("permission denied", "access denied", "forbidden", "unauthorized")
+_NO_SPACE = ("quota", "no space left", "insufficient storage", "storage full")
+_NETWORK = (
+    "connection refused",
+    "connection reset",
+    "broken pipe",
+    "i/o timeout",
+    "timeout",
+    "deadline exceeded",
+    "no route to host",
+    "network is unreachable",
+    "unexpected eof",
+    "couldn't connect",
+    "connection lost",
+    "eof",
+)
+
+# rcd processes of relays not closed when the interpreter exits.
+_live: weakref.WeakSet[RcloneRelay] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for relay in list(_live):
+        relay.close()
+
+
+def fs_string(remote: str, directory: str) -> str:
+    """The rclone ``remote:path`` of the repository folder ``directory`` in ``remote``."""
+    name, colon, base = remote.partition(":")
+    if not colon:
+        name, base = remote, ""
+    directory = directory.strip()
+    if base and directory:
+        path = posixpath.join(base, directory)
+    else:
+        path = base or directory
+    return f"{name}:{path}"
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class _Rcd:
+    """One ``rclone rcd`` process started by us, and its HTTP address."""
+
+    def __init__(self, binary: str, config: str | None, timeout: float) -> None:
+        user, password = secrets.token_hex(16), secrets.token_hex(32)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_RC_")}
+        env.update(
+            RCLONE_RC_USER=user,
+            RCLONE_RC_PASS=password,
+            RCLONE_TIMEOUT=f"{timeout:g}s",
+            RCLONE_CONTIMEOUT=f"{timeout:g}s",
+            RCLONE_LOW_LEVEL_RETRIES="2",
+        )
+        if config:
+            env["RCLONE_CONFIG"] = os.path.expanduser(config)
+        argv = [binary, "rcd", "--rc-addr", "127.0.0.1:0", "--rc-serve", "--log-level", "NOTICE"]
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise RelayError(f"rclone binary {binary!r} not found (check 'rclone binary')") from exc
+        except OSError as exc:
+            raise RelayError(f"cannot run rclone binary {binary!r}: {exc.strerror or exc}") from exc
+        self.auth = (user, password)
+        self.url = ""
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read_log, name=f"rclone-rcd-{self.proc.pid}", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(timeout) or not self.url:
+            last = _one_line(self.tail[-1]) if self.tail else "no output"
+            self.stop()
+            raise RelayConnectionError(f"rclone rcd did not start within {timeout:g}s ({last})")
+        log.debug("rclone rcd pid %d serving on %s", self.proc.pid, self.url)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_log(self) -> None:
+        stream = self.proc.stderr
+        assert stream is not None
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.tail.append(line)
+            if not self.url:
+                match = _LISTENING.search(line)
+                if match:
+                    self.url = match.group(1)
+                    self._ready.set()
+                    continue
+            log.debug("rclone rcd %d: %s", self.proc.pid, line)
+        self._ready.set()  # the process ended: stop waiting for it
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Terminate the process (ours, by pid); never raises."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+        except OSError:
+            pass
+        finally:
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
+
+
+class RcloneRelay(Relay):
+    """A repository in folder ``directory`` of rclone remote ``remote``."""
+
+    scheme = "rclone"
+
+    def __init__(self, spec: RelaySpec) -> None:
+        super().__init__()
+        remote = spec.rclone_remote or (spec.protocol if spec.protocol != "rclone" else None)
+        if not remote:
+            raise RelayError("rclone relay needs an rclone remote name ('rclone remote')")
+        self.remote = remote
+        self.fs = fs_string(remote, spec.directory)
+        self.binary = spec.rclone_binary or "rclone"
+        self.config = spec.rclone_config
+        self.timeout = spec.timeout
+        self.capabilities = UNKNOWN_CAPABILITIES
+        self._rcd: _Rcd | None = None
+        self._session: requests.Session | None = None
+
+    def describe(self) -> str:
+        if self.fs.startswith(":"):  # an on-the-fly remote may carry options: show its type only
+            return f"rclone:{self.fs[1:].split(',')[0].split(':')[0]}"
+        return f"rclone:{self.fs}"
+
+    @property
+    def rcd_pid(self) -> int | None:
+        """Pid of the running rclone rcd (None when closed)."""
+        return self._rcd.pid if self._rcd is not None else None
+
+    # ----------------------------------------------------------- rc calls
+
+    def _translate(self, status: int, message: str, name: str) -> RelayError:
+        text = message.lower()
+        what = name or "/"
+        detail = _one_line(message)
+        if status == 404 or any(s in text for s in _NOT_FOUND):
+            return RelayNotFound(f"no such relay object: {what}", name=name)
+        if any(s in text for s in _NO_PERMISSION):
+            return RelayPermissionDenied(f"{self.describe()} refused access to {what}: {detail}", name=name)
+        if any(s in text for s in _NO_SPACE):
+            return RelayQuotaExceeded(f"{self.describe()} is full: {detail}", name=name)
+        if any(s in text for s in _NETWORK):
+            return RelayConnectionError(f"{self.describe()}: remote unreachable: {detail}", name=name)
+        return RelayError(f"{self.describe()}: rclone failed on {what}: {detail}", name=name)
+
+    def _request_failed(self, exc: requests.RequestException, name: str) -> RelayError:
+        rcd = self._rcd
+        if isinstance(exc, requests.Timeout):
+            return RelayTimeout(f"{self.describe()}: rclone rcd gave no answer within the timeout", name=name)
+        if rcd is None or not rcd.alive():
+            return RelayConnectionError(f"{self.describe()}: rclone rcd process died", name=name)
+        return RelayConnectionError(
+            f"{self.describe()}: rclone rcd unreachable: {type(exc).__name__}", name=name
+        )
+
+    def _base(self) -> tuple[_Rcd, requests.Session]:
+        if self._rcd is None or self._session is None:
+            raise RelayConnectionError(f"{self.describe()}: not connected")
+        return self._rcd, self._session
+
+    def _rc(self, command: str, params: dict[str, Any], name: str = "") -> dict[str, Any]:
+        """POST one rc command; its JSON answer, or the translated error."""
+        rcd, session = self._base()
+        try:
+            response = session.post(
+                f"{rcd.url}/{command}",
+                json=params,
+                timeout=(self.timeout, self.timeout * _RC_READ_FACTOR),
+            )
+        except requests.RequestException as exc:
+            raise self._request_failed(exc, name) from exc
+        return self._answer(response, name)
+
+    def _answer(self, response: requests.Response, name: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        if response.status_code == 200:
+            return body
+        if response.status_code == 401:
+            raise RelayConnectionError(f"{self.describe()}: rclone rcd refused our credentials")
+        message = str(body.get("error") or response.reason or response.status_code)
+        raise self._translate(response.status_code, message, name)
+
+    # ----------------------------------------------------------- lifecycle
+
+    def _connect(self) -> None:
+        self._disconnect()
+        self._rcd = _Rcd(self.binary, self.config, self.timeout)
+        _live.add(self)
+        session = requests.Session()
+        session.auth = self._rcd.auth
+        session.trust_env = False  # 127.0.0.1 only: no proxy from the environment
+        self._session = session
+        try:
+            info = self._rc("operations/fsinfo", {"fs": self.fs})
+            self.capabilities = _capabilities(info)
+            self._rc("operations/mkdir", {"fs": self.fs, "remote": ""})
+        except RelayError:
+            self._disconnect()
+            raise
+        log.debug("opened %s (rcd pid %d): %s", self.describe(), self._rcd.pid, self.capabilities)
+
+    def _disconnect(self) -> None:
+        rcd, session = self._rcd, self._session
+        self._rcd = self._session = None
+        _live.discard(self)
+        if session is not None:
+            session.close()
+        if rcd is not None:
+            rcd.stop()
+
+    # ----------------------------------------------------------- operations
+
+    def _entry(self, name: str, item: dict[str, Any]) -> Entry:
+        is_dir = bool(item.get("IsDir"))
+        size = 0 if is_dir else max(0, int(item.get("Size") or 0))
+        mtime = _parse_time(item.get("ModTime")) if self.capabilities.mtime_precision is not None else None
+        return Entry(name=name, size=size, mtime=mtime, is_dir=is_dir)
+
+    def _list(self, folder: str) -> list[Entry]:
+        answer = self._rc(
+            "operations/list", {"fs": self.fs, "remote": folder, "opt": {"noMimeType": True}}, folder
+        )
+        entries = []
+        for item in answer.get("list") or []:
+            base = str(item.get("Name") or posixpath.basename(str(item.get("Path", ""))))
+            entries.append(self._entry(f"{folder}/{base}" if folder else base, item))
+        return entries
+
+    def _stat(self, name: str) -> Entry:
+        answer = self._rc("operations/stat", {"fs": self.fs, "remote": name}, name)
+        item = answer.get("item")
+        if not isinstance(item, dict):
+            raise RelayNotFound(f"no such relay object: {name}", name=name)
+        return self._entry(name, item)
+
+    def _object_url(self, rcd: _Rcd, name: str) -> str:
+        return f"{rcd.url}/[{quote(self.fs, safe='/:')}]/{quote(name, safe='/')}"
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        rcd, session = self._base()
+        try:
+            with session.get(
+                self._object_url(rcd, name), stream=True, timeout=(self.timeout, self.timeout)
+            ) as response:
+                if response.status_code != 200:
+                    self._answer(response, name)
+                for chunk in response.iter_content(_CHUNK):
+                    sink.write(chunk)
+        except requests.RequestException as exc:
+            raise self._request_failed(exc, name) from exc
+
+    def _upload(self, folder: str, filename: str, source: BinaryIO) -> None:
+        """Stream ``source`` as ``folder/filename`` with a multipart upload."""
+        rcd, session = self._base()
+        boundary = "escale-" + secrets.token_hex(16)
+
+        def body() -> Iterator[bytes]:
+            yield (
+                f"--{boundary}\r\n"
+                f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            while True:
+                chunk = source.read(_CHUNK)
+                if not chunk:
+                    break
+                yield chunk
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        try:
+            response = session.post(
+                f"{rcd.url}/operations/uploadfile",
+                params={"fs": self.fs, "remote": folder},
+                data=body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                timeout=(self.timeout, self.timeout * _RC_READ_FACTOR),
+            )
+        except requests.RequestException as exc:
+            raise self._request_failed(exc, folder) from exc
+        self._answer(response, folder)
+
+    def _move(self, source: str, target: str) -> None:
+        """Server-side move of ``source`` onto ``target`` (replacing it)."""
+        self._rc(
+            "operations/movefile",
+            {
+                "srcFs": self.fs,
+                "srcRemote": source,
+                "dstFs": self.fs,
+                "dstRemote": target,
+                # No comparison with an existing target: a same-size, same-second
+                # target must still be replaced, and by one move, not delete+move.
+                "_config": {"NoCheckDest": True},
+            },
+            source,
+        )
+
+    def _delete_quietly(self, name: str) -> None:
+        try:
+            self._rc("operations/deletefile", {"fs": self.fs, "remote": name}, name)
+        except RelayError:
+            log.debug("could not remove temporary %s on %s", name, self.describe())
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        if exclusive and self._exists(name):
+            raise RelayExists(f"relay object exists: {name}", name=name)
+        folder = parent_of(name)
+        temp_base = TEMP_PREFIX + secrets.token_hex(8)
+        temp = f"{folder}/{temp_base}" if folder else temp_base
+        try:
+            self._upload(folder, temp_base, source)
+            if exclusive and self._exists(name):
+                raise RelayExists(f"relay object exists: {name}", name=name)
+            self._move(temp, name)
+        except BaseException:
+            if self._rcd is not None and self._rcd.alive():
+                self._delete_quietly(temp)
+            raise
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self._stat(name)
+        except RelayNotFound:
+            return False
+        return True
+
+    def _delete(self, name: str) -> None:
+        self._rc("operations/deletefile", {"fs": self.fs, "remote": name}, name)
+
+    def _rename(self, source: str, target: str, overwrite: bool) -> None:
+        if not overwrite:
+            if not self._exists(source):
+                raise RelayNotFound(f"no such relay object: {source}", name=source)
+            if self._exists(target):
+                raise RelayExists(f"relay object exists: {target}", name=target)
+        self._move(source, target)
+
+    def _mkdir(self, name: str) -> None:
+        self._rc("operations/mkdir", {"fs": self.fs, "remote": name}, name)
+
+    def _rmdir(self, name: str) -> None:
+        self._rc("operations/rmdir", {"fs": self.fs, "remote": name}, name)
+
+    def _usage(self) -> Usage | None:
+        if not self.capabilities.usage:
+            return None
+        answer = self._rc("operations/about", {"fs": self.fs})
+        total = answer.get("total")
+        used = answer.get("used")
+        free = answer.get("free")
+        if used is None and total is not None and free is not None:
+            used = int(total) - int(free)
+        if used is None and total is None:
+            return None
+        return Usage(used=None if used is None else int(used), total=None if total is None else int(total))
+
+
+def _capabilities(info: dict[str, Any]) -> Capabilities:
+    """What ``operations/fsinfo`` says the remote can do, as escale capabilities."""
+    features = info.get("Features") or {}
+    precision = info.get("Precision")
+    if isinstance(precision, (int, float)) and 0 < precision < _NO_MODTIME_NS:
+        mtime_precision: float | None = max(precision / 1e9, 1e-9)
+    else:
+        mtime_precision = None
+    # A server-side move (or copy) puts the whole object in place in one step.
+    whole = bool(features.get("Move") or features.get("Copy"))
+    return Capabilities(
+        atomic_put=whole,
+        exclusive_create=False,
+        rename_overwrite=whole,
+        rename_exclusive=False,
+        mtime_precision=mtime_precision,
+        usage=bool(features.get("About")),
+    )
+
+
+def from_spec(spec: RelaySpec) -> RcloneRelay:
+    """The rclone backend for ``spec`` (remote, folder, binary, configuration)."""
+    return RcloneRelay(spec)

