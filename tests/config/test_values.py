@@ -6,6 +6,7 @@ import re
 import string
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -254,3 +255,18 @@ def test_mode_values(tmp_path: Path) -> None:
     assert client(tmp_path, {"read only": "no", "write only": "no"}).mode == "shared"
     assert client(tmp_path, {"push only": "yes", "mode": "upload"}).mode == "upload"
     expect_error(tmp_path, section_text({"mode": "mirror"}), section="client", key="mode")
+
+
+@pytest.mark.parametrize(
+    ("key", "get"),
+    [
+        ("refresh", lambda c: c.refresh),
+        ("lock timeout", lambda c: c.lock_timeout),
+        ("timeout", lambda c: c.relay.timeout),
+        ("puller count", lambda c: c.puller_count),
+        ("port", lambda c: c.relay.port),
+    ],
+)
+def test_one_in_a_number_key_is_the_number_one(tmp_path: Path, key: str, get: Any) -> None:
+    got = get(client(tmp_path, {"protocol": "ftp", "address": "h", key: "1"}, drop=("dir",)))
+    assert got == 1 and type(got) is not bool
