@@ -94,9 +94,8 @@ _NETWORK = (
     "no route to host",
     "network is unreachable",
     "unexpected eof",
-    "couldn't connect",
     "connection lost",
-    "eof",
+    "handshake failed",
 )
 
 # rcd processes of relays not closed when the interpreter exits.

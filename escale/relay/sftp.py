@@ -238,7 +238,16 @@ class SftpRelay(Relay):
             options.key_types = _preferred_key_types(
                 self.host, self.port, self.known_hosts, tuple(options.key_types)
             )
-            transport.start_client(timeout=self.timeout)
+            try:
+                transport.start_client(timeout=self.timeout)
+            except paramiko.SSHException as exc:
+                if "banner" not in str(exc):
+                    raise
+                raise RelayTimeout(
+                    f"{self.describe()}: no SSH banner from {where} within {self.timeout:g}s (is it an SSH server?)"
+                ) from exc
+            if transport.host_key is None:  # start_client returns at its timeout, key exchange unfinished
+                raise RelayTimeout(f"{self.describe()}: no SSH handshake from {where} within {self.timeout:g}s")
             self.server_version = transport.remote_version
             check_host_key(self.host, self.port, transport.get_remote_server_key(), self.known_hosts)
             self._authenticate(transport)
@@ -253,7 +262,9 @@ class SftpRelay(Relay):
             self._drop()
             raise
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise self._translate(exc, "") from exc
+            error = self._translate(exc, "")
+            self._drop()
+            raise error from exc
         try:
             self._call("", lambda s: self._makedirs(s, self._path("")))
             self._probe_capabilities()

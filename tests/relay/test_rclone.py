@@ -1,0 +1,211 @@
+"""The rclone backend: its rcd process (secrets, lifetime, death and rebirth),
+remote naming, error translation and declared capabilities."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import requests
+
+from escale.errors import RelayConnectionError, RelayError, RelayNotFound
+from escale.relay import RelaySpec, make_relay
+from escale.relay.rclone import RcloneRelay, fs_string
+from escale.relay.retry import RetryingRelay
+from tests.servers.rclone import RcloneConf
+from tests.servers.sshd import HOST, SshServer, silent_server
+from tests.servers.target import RelayTarget
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _proc_file(pid: int, name: str) -> list[bytes]:
+    with open(f"/proc/{pid}/{name}", "rb") as handle:
+        return handle.read().split(b"\0")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _open(target: RelayTarget, folder: str | None = None) -> RcloneRelay:
+    relay = target.relay(folder)
+    assert isinstance(relay, RcloneRelay)
+    relay.open()
+    return relay
+
+
+def test_rcd_secrets_never_on_its_command_line(target_rclone_local: RelayTarget, tmp_path: Path) -> None:
+    relay = _open(target_rclone_local)
+    pid = relay.rcd_pid
+    assert pid is not None
+    argv = _proc_file(pid, "cmdline")
+    environ = dict(item.split(b"=", 1) for item in _proc_file(pid, "environ") if b"=" in item)
+    password, user = environ[b"RCLONE_RC_PASS"], environ[b"RCLONE_RC_USER"]
+    assert len(password) >= 32 and user
+    assert argv[1] == b"rcd"
+    assert not any(password in arg or user in arg for arg in argv)
+    assert not any(b"pass" in arg.lower() or b"user" in arg.lower() for arg in argv)
+    assert b"--rc-addr" in argv and b"127.0.0.1:0" in argv
+    spec = target_rclone_local.spec_for("x")
+    assert environ[b"RCLONE_CONFIG"] == str(spec.rclone_config).encode()
+    relay.close()
+
+
+def test_rcd_refuses_requests_without_its_credentials(target_rclone_local: RelayTarget) -> None:
+    relay = _open(target_rclone_local)
+    rcd = relay._rcd
+    assert rcd is not None
+    assert rcd.url.startswith("http://127.0.0.1:")
+    answer = requests.post(f"{rcd.url}/operations/list", json={"fs": relay.fs, "remote": ""}, timeout=10)
+    assert answer.status_code == 401
+    relay.close()
+
+
+def test_close_stops_the_rcd(target_rclone_local: RelayTarget) -> None:
+    relay = _open(target_rclone_local)
+    pid = relay.rcd_pid
+    assert pid is not None and _alive(pid)
+    relay.close()
+    assert not _alive(pid)
+    assert relay.rcd_pid is None
+
+
+def test_dead_rcd_is_transient_and_reopen_starts_a_new_one(target_rclone_local: RelayTarget) -> None:
+    folder = target_rclone_local.new_folder()
+    relay = _open(target_rclone_local, folder)
+    relay.put_bytes("obj", b"kept")
+    first = relay.rcd_pid
+    assert first is not None
+    os.kill(first, 9)  # our own child process
+    with pytest.raises(RelayConnectionError) as caught:
+        relay.list()
+    assert caught.value.transient
+    relay.close()
+    relay.open()
+    assert relay.rcd_pid not in (None, first)
+    assert relay.get_bytes("obj") == b"kept"
+    relay.close()
+
+
+def test_retry_wrapper_survives_a_dying_rcd(target_rclone_local: RelayTarget) -> None:
+    inner = target_rclone_local.relay()
+    assert isinstance(inner, RcloneRelay)
+    relay = RetryingRelay(inner, attempts=4, base_delay=0.05, max_delay=0.2)
+    relay.open()
+    relay.put_bytes("a", b"1")
+    pid = inner.rcd_pid
+    assert pid is not None
+    os.kill(pid, 15)
+    assert relay.get_bytes("a") == b"1"
+    assert relay.retries >= 1
+    assert inner.rcd_pid != pid
+    relay.close()
+
+
+def test_no_secret_in_logs(target_rclone_local: RelayTarget, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    relay = _open(target_rclone_local)
+    pid = relay.rcd_pid
+    assert pid is not None
+    environ = dict(item.split(b"=", 1) for item in _proc_file(pid, "environ") if b"=" in item)
+    relay.put_bytes("s", b"x")
+    relay.get_bytes("s")
+    with pytest.raises(RelayNotFound):
+        relay.get_bytes("missing")
+    relay.close()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert caplog.records
+    assert environ[b"RCLONE_RC_PASS"].decode() not in text
+    assert environ[b"RCLONE_RC_PASS"].decode() not in relay.describe()
+
+
+def test_fs_string() -> None:
+    assert fs_string("local", "/tmp/repo") == "local:/tmp/repo"
+    assert fs_string("s3:bucket", "escale/repo") == "s3:bucket/escale/repo"
+    assert fs_string("s3:bucket", "") == "s3:bucket"
+    assert fs_string("drive", "") == "drive:"
+    assert fs_string("drive:", "sync") == "drive:sync"
+
+
+@pytest.mark.parametrize("protocol", ["s3", "dropbox", "googledrive", "onedrive", "b2", "swift"])
+def test_cloud_protocols_select_rclone_with_that_remote(protocol: str) -> None:
+    relay = make_relay(RelaySpec(protocol=protocol, directory="escale"))
+    assert isinstance(relay, RcloneRelay)
+    assert relay.fs == f"{protocol}:escale"
+    named = make_relay(RelaySpec(protocol=protocol, rclone_remote="mine:bucket", directory="escale"))
+    assert isinstance(named, RcloneRelay) and named.fs == "mine:bucket/escale"
+
+
+def test_unknown_remote_is_a_clear_permanent_error(rclone_conf: RcloneConf, tmp_path: Path) -> None:
+    spec = RelaySpec(
+        protocol="rclone",
+        rclone_remote="nosuchremote",
+        directory="x",
+        rclone_config=rclone_conf.path,
+        rclone_binary=rclone_conf.binary,
+        timeout=10,
+    )
+    relay = make_relay(spec)
+    with pytest.raises(RelayError) as caught:
+        relay.open()
+    assert "nosuchremote" in str(caught.value)
+    assert not caught.value.transient
+    assert isinstance(relay, RcloneRelay) and relay.rcd_pid is None
+
+
+def test_missing_binary_is_named(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-rclone")
+    relay = make_relay(RelaySpec(protocol="rclone", rclone_remote="local", rclone_binary=missing))
+    with pytest.raises(RelayError, match=r"rclone binary .*no-rclone.* not found"):
+        relay.open()
+
+
+def test_silent_sftp_remote_is_a_transient_error(
+    rclone_conf: RcloneConf, sshd_server: SshServer, tmp_path: Path
+) -> None:
+    with silent_server() as port:
+        config = tmp_path / "rclone.conf"
+        config.write_text(
+            f"[silent]\ntype = sftp\nhost = {HOST}\nport = {port}\nuser = nobody\n"
+            f"key_file = {sshd_server.user_key}\nshell_type = none\n"
+        )
+        spec = RelaySpec(
+            protocol="rclone",
+            rclone_remote="silent",
+            directory="x",
+            rclone_config=str(config),
+            rclone_binary=rclone_conf.binary,
+            timeout=2,
+        )
+        relay = make_relay(spec)
+        with pytest.raises(RelayConnectionError) as caught:
+            relay.open()
+    assert caught.value.transient
+    assert "ssh" in str(caught.value).lower()
+
+
+def test_local_remote_capabilities(target_rclone_local: RelayTarget) -> None:
+    relay = _open(target_rclone_local)
+    caps = relay.capabilities
+    assert caps.atomic_put and caps.rename_overwrite
+    assert not caps.exclusive_create and not caps.rename_exclusive
+    assert caps.usage
+    assert caps.mtime_precision is not None and caps.mtime_precision <= 1.0
+    usage = relay.usage()
+    assert usage is not None and usage.total
+    relay.close()
+
+
+def test_open_creates_the_repository_folder(target_rclone_local: RelayTarget) -> None:
+    folder = "deep/er/" + target_rclone_local.new_folder()
+    relay = _open(target_rclone_local, folder)
+    relay.close()
+    directory = target_rclone_local.spec_for(folder).directory
+    assert os.path.isdir(directory)
