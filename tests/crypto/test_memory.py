@@ -2,7 +2,10 @@
 
 The stream is generated lazily and never touches the disk: a thread seals it into
 a pipe while the main thread opens the other end. This runs in a fresh
-subprocess so that its peak RSS (``ru_maxrss``) is not the test runner's.
+subprocess so that its peak RSS is not the test runner's. The peak is read from
+``VmHWM`` in ``/proc/self/status`` (the high-water mark of the process's own
+memory): on Linux ``ru_maxrss`` survives ``execve`` and so would report the RSS of
+the (large) pytest process that spawned it. ``ru_maxrss`` is the fallback elsewhere.
 """
 
 from __future__ import annotations
@@ -52,6 +55,16 @@ SCRIPT = textwrap.dedent(
             self.size += len(data)
             return len(data)
 
+    def peak_rss_kib():
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
     key_path = os.path.join(sys.argv[2], "mem.key")
     generate_key_file(key_path)
     _, env = create_repository_header("aes-256-gcm", load_secret(key_path, None))
@@ -75,7 +88,7 @@ SCRIPT = textwrap.dedent(
         "expected_sealed": env.sealed_size(TOTAL),
         "same": source.digest.digest() == sink.digest.digest(),
         "total": TOTAL,
-        "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_kib": peak_rss_kib(),
     }))
     """
 )
