@@ -270,3 +270,10 @@ class ArchiveError(OperationError):
     """A backup archive is corrupt, truncated or not an escale backup."""
 
     exit_code = EX_DATAERR
+
+
+class TargetNotEmpty(OperationError):
+    """The relay a repository would be migrated or restored to already holds an
+    escale repository (or part of one); nothing was written to it."""
+
+    exit_code = EX_CANTCREAT

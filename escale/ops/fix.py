@@ -1,0 +1,254 @@
+"""``escalectl fix``: rebuild a relay's lost metadata from an up-to-date client.
+
+When a relay loses its placeholders (``meta/``), its header, or everything,
+the files are still on the clients. ``fix`` runs for one client (one
+configuration section) and, from its state database and its local folder:
+
+* recreates the repository header if it is missing (with encryption, a NEW
+  header: new salt, hence new object names; every client must use the same key
+  file or passphrase, which opens the new header as it opened the old one);
+* for every path the client last synced (:meth:`StateDB.base`) whose local file
+  is still exactly that synced content, and whose placeholder is missing on the
+  relay or older than what the client has seen (a rolled-back relay, e.g. after
+  restoring an old backup), commits the local file again (payload, then
+  placeholder) under the lease, operation ``fix``;
+* removes leftovers the lost metadata no longer points to (orphan payloads).
+
+Versions: a recreated path gets version ``max(seen, synced, relay) + 1``, where
+*seen* is the highest version of the path this client ever saw on the relay
+(:meth:`StateDB.seen_versions`). Every client refuses a relay version lower
+than one it has seen (it takes it for a rollback attack and freezes the path);
+committing above the highest seen version means that no up-to-date client
+mistakes the rebuilt relay for a rollback: they find a newer version with the
+content they already have, record it, and carry on.
+
+Paths the client does not hold as synced (changed locally since, deleted,
+never received) are not recreated and are listed in the report with the
+reason; a path changed locally is sent by the next normal pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
+
+from escale.config.settings import ClientSettings
+from escale.crypto.keys import KdfParams
+from escale.errors import LeaseLost, LocalError, OperationError, ProtocolError, RelayQuotaExceeded
+from escale.ops.common import Progress, held_lease, no_progress, open_relay, secret_loader
+from escale.protocol import layout
+from escale.protocol.envelope import Sealer
+from escale.protocol.header import open_repository
+from escale.protocol.lease import Lease
+from escale.protocol.repository import LocalVersion, RelayState, Repository
+from escale.relay import Relay
+from escale.relay.memory import MemoryRelay
+from escale.sync import localfs
+from escale.sync.client import ClientLock, state_dir_for
+from escale.sync.planner import BaseEntry, LocalFile, same_content
+from escale.sync.scanner import scan
+from escale.sync.state import StateDB
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FixItem:
+    """One path fix recreated (or would recreate): its new version and why."""
+
+    path: str
+    version: int
+    reason: str  # "missing on the relay" | "rolled back on the relay"
+
+
+@dataclass
+class FixReport:
+    """What ``fix`` changed (or, with ``dry_run``, would change) for one client."""
+
+    section: str
+    relay: str
+    dry_run: bool
+    header_recreated: bool = False
+    recreated: list[FixItem] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    removed: int = 0
+    up_to_date: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.header_recreated or self.recreated or self.removed)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    path: str
+    local: LocalFile
+    base: BaseEntry
+    key: str
+    version: int
+    reason: str
+
+
+def fix_client(
+    settings: ClientSettings,
+    *,
+    dry_run: bool = False,
+    lease_wait: float | None = None,
+    lock_wait: float = 60.0,
+    kdf: KdfParams | None = None,
+    on_progress: Progress = no_progress,
+) -> FixReport:
+    """Rebuild the relay of client ``settings`` from this client (see the module).
+
+    Takes the client's local lock (waits up to ``lock_wait`` seconds for a
+    running pass) and, unless ``dry_run``, the relay's lease. Raises
+    OperationError when the client has no state database or local folder (it
+    was never synced here: nothing to rebuild from), ClientBusy, LeaseBusy,
+    RelayError, WrongKeyError. Per-file problems do not stop it: paths left
+    alone on purpose are in ``skipped``, paths that failed in ``errors``.
+    With ``dry_run`` nothing is written anywhere (not even the header or the
+    client's registration).
+    """
+    state_dir = state_dir_for(settings)
+    db_path = os.path.join(state_dir, "state.db")
+    if not os.path.isfile(db_path):
+        raise OperationError(f"client [{settings.name}] has no state database ({db_path}): it never synced "
+                             "here, so fix has nothing to rebuild from")
+    if not os.path.isdir(settings.local_path):
+        raise OperationError(f"client [{settings.name}]: local folder {settings.local_path} is missing")
+    lock = ClientLock(state_dir, settings.name)
+    lock.acquire(lock_wait)
+    try:
+        db = StateDB(db_path)
+        try:
+            relay = open_relay(settings.relay)
+            try:
+                return _fix(settings, db, relay, dry_run, lease_wait, kdf, on_progress)
+            finally:
+                relay.close()
+        finally:
+            db.close()
+    finally:
+        lock.release()
+
+
+def _repository(settings: ClientSettings, db: StateDB, relay: Relay, sealer: Sealer) -> Repository:
+    spool = os.path.join(state_dir_for(settings), "spool")
+    os.makedirs(spool, mode=0o700, exist_ok=True)
+    return Repository(relay, sealer, client_id=db.client_id(), label=settings.label, receives=settings.receives,
+                      mode=settings.mode, checksum=settings.checksum, puller_count=settings.puller_count,
+                      disk_quota=settings.disk_quota, meta_cache=db.meta_cache(), spool_dir=spool)
+
+
+def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lease_wait: float | None,
+         kdf: KdfParams | None, on_progress: Progress) -> FixReport:
+    report = FixReport(settings.name, relay.describe(), dry_run)
+    secret = secret_loader(settings)
+    report.header_recreated = not relay.exists(layout.HEADER)
+    if dry_run:
+        if report.header_recreated:
+            scratch = MemoryRelay()
+            scratch.open()
+            sealer = open_repository(scratch, encryption=settings.encryption, secret=secret, kdf=kdf)
+            state = RelayState()
+        else:
+            sealer = open_repository(relay, encryption=settings.encryption, secret=secret, kdf=kdf)
+            state = _repository(settings, db, relay, sealer).read_state()
+        candidates = _candidates(settings, db, sealer, state, report)
+        report.recreated = [FixItem(c.path, c.version, c.reason) for c in candidates]
+        referenced = {p.payload for p in state.latest.values() if p.payload}
+        report.removed = sum(1 for p in state.payloads if p not in referenced) + sum(
+            len(v) - 1 for v in state.versions.values() if v)
+        return report
+    sealer = open_repository(relay, encryption=settings.encryption, secret=secret, kdf=kdf)
+    if report.header_recreated:
+        log.warning("[%s] recreated the repository header of %s", settings.name, relay.describe())
+    repo = _repository(settings, db, relay, sealer)
+    repo.prepare()
+    wait = settings.lock_timeout + 10 if lease_wait is None else lease_wait
+    with held_lease(relay, settings.relay, sealer, operation="fix", client_id=repo.client_id,
+                    label=f"{settings.label} (escalectl fix)", timeout=settings.lock_timeout, wait=wait) as lease:
+        state = repo.read_state()
+        candidates = _candidates(settings, db, sealer, state, report)
+        on_progress(0, len(candidates))
+        for done, candidate in enumerate(candidates, start=1):
+            try:
+                item = _recommit(settings, db, repo, lease, state, candidate)
+                report.recreated.append(item)
+            except (LocalError, RelayQuotaExceeded, ProtocolError) as exc:
+                if isinstance(exc, LeaseLost):
+                    raise
+                report.errors.append((candidate.path, str(exc)))
+                log.error("[%s] %s: not recreated: %s", settings.name, candidate.path, exc)
+            on_progress(done, len(candidates))
+        report.removed = repo.collect_garbage(lease, state)
+    log.info("[%s] fix: %d paths recreated on %s, %d leftovers removed, %d skipped, %d failed", settings.name,
+             len(report.recreated), relay.describe(), report.removed, len(report.skipped), len(report.errors))
+    return report
+
+
+def _candidates(settings: ClientSettings, db: StateDB, sealer: Sealer, state: RelayState,
+                report: FixReport) -> list[_Candidate]:
+    """The paths to recreate, in path order; fills ``report.skipped`` and ``up_to_date``."""
+    scanned = scan(settings.local_path, settings.filters, checksum=settings.checksum, db=db,
+                   persist_cache=settings.checksum_cache)
+    if scanned.root_missing:
+        raise OperationError(f"client [{settings.name}]: local folder {settings.local_path} is missing")
+    seen = db.seen_versions()
+    result: list[_Candidate] = []
+    base = db.base()
+    for path, entry in sorted(base.items()):
+        key = sealer.object_key(path)
+        placeholder = state.latest.get(path)
+        floor = max(seen.get(key, 0), entry.version)
+        if placeholder is not None and placeholder.version >= floor:
+            report.up_to_date += 1
+            continue
+        local = scanned.files.get(path)
+        if entry.local_deleted or local is None:
+            report.skipped.append((path, "not present locally"))
+            continue
+        if not same_content(local, entry):
+            report.skipped.append((path, "changed locally since the last sync (the next pass sends it)"))
+            continue
+        version = max(floor, state.latest_version(key)) + 1
+        reason = "missing on the relay" if placeholder is None else "rolled back on the relay"
+        result.append(_Candidate(path, local, entry, key, version, reason))
+    for path, placeholder in sorted(state.latest.items()):
+        if path not in base and seen.get(placeholder.key, 0) > placeholder.version:
+            report.skipped.append((path, f"rolled back on the relay (version {placeholder.version}, "
+                                         f"{seen[placeholder.key]} seen) but not synced here"))
+    return result
+
+
+def _recommit(settings: ClientSettings, db: StateDB, repo: Repository, lease: Lease, state: RelayState,
+              candidate: _Candidate) -> FixItem:
+    """Commit ``candidate``'s local file as version ``candidate.version``."""
+    versions = state.versions.setdefault(candidate.key, [])
+    floor = candidate.version - 1
+    phantom = floor > max(versions, default=0)
+    if phantom:
+        versions.append(floor)  # commit_file numbers the new version after the highest known one
+    try:
+        target = localfs.safe_join(settings.local_path, candidate.path)
+        with localfs.open_for_push(target, candidate.local) as handle:
+            local = LocalVersion(candidate.path, candidate.local.size, candidate.local.mtime_ns,
+                                 candidate.local.checksum)
+            placeholder = repo.commit_file(lease, state, local, handle)
+    finally:
+        if phantom:
+            with contextlib.suppress(ValueError):
+                state.versions[candidate.key].remove(floor)
+    db.set_base(candidate.path, dc_replace(candidate.base, version=placeholder.version,
+                                           checksum=placeholder.checksum or candidate.base.checksum))
+    db.set_seen(candidate.key, placeholder.version)
+    log.info("[%s] recreated %s on the relay as version %d (%s)", settings.name, candidate.path,
+             placeholder.version, candidate.reason)
+    return FixItem(candidate.path, placeholder.version, candidate.reason)
+
+
+__all__ = ["FixItem", "FixReport", "fix_client"]

@@ -1,0 +1,161 @@
+"""``escalectl migrate``: move a relay repository to another relay.
+
+Steps, and what a failure at each point leaves:
+
+1. plan the new configuration (:mod:`escale.ops.reconfigure`): a bad address
+   or a section that does not exist fails here, nothing touched;
+2. open the destination: unreachable or refused, it fails here, nothing
+   touched; it must hold no repository unless ``force`` (TargetNotEmpty);
+3. open the source repository (the key is needed only to read and write the
+   lease) and take its lease, operation ``migrate``, renewed from a second
+   connection, so that no client commits while the copy runs;
+4. copy every object sealed, name and bytes unchanged, in protocol order
+   (payloads, placeholders, acknowledgements, registrations, the header last),
+   each one read back from the destination and compared by size and SHA-256;
+   a released lease record continues the lease numbering on the destination.
+   A failure here leaves the source untouched and a destination without header;
+5. rewrite the configuration file atomically, keeping the old one as
+   ``FILE.bak-<timestamp>``.
+
+The source repository is left as it was (its lease released): remove it by
+hand once every machine uses the new relay.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from dataclasses import replace as dc_replace
+
+from escale.config.settings import ClientSettings, Config
+from escale.errors import OperationError, TargetNotEmpty
+from escale.ops.common import (
+    Progress,
+    existing_sealer,
+    held_lease,
+    list_objects,
+    no_progress,
+    open_relay,
+    repository_objects,
+)
+from escale.ops.copy import copy_object
+from escale.ops.reconfigure import Relocation, apply_relocation, plan_relocation
+from escale.protocol import layout
+from escale.protocol.envelope import Sealer
+from escale.protocol.lease import LeaseManager
+from escale.protocol.objects import LeaseRecord
+from escale.relay import Relay, RelaySpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MigrateReport:
+    """What a migration did."""
+
+    section: str
+    source: str
+    destination: str
+    objects: int
+    bytes: int
+    config: str = ""
+    config_backup: str = ""
+
+
+def copy_repository(
+    settings: ClientSettings,
+    destination: RelaySpec,
+    *,
+    force: bool = False,
+    lease_wait: float | None = None,
+    on_progress: Progress = no_progress,
+) -> MigrateReport:
+    """Copy the repository of ``settings.relay`` to ``destination``, verified.
+
+    Raises RelayError when either relay fails (RelayConnectionError: cannot be
+    reached), TargetNotEmpty when the destination holds a repository and
+    ``force`` is not set, OperationError when the source holds none or a copy
+    reads back different, LeaseBusy/LeaseLost for the source's lease. The
+    source is never modified (apart from its lease objects).
+    """
+    target = open_relay(destination, attempts=1)
+    try:
+        present = repository_objects(target)
+        if present and not force:
+            raise TargetNotEmpty(
+                f"destination relay {target.describe()} already holds an escale repository ({len(present)} "
+                f"objects, e.g. {present[0]}); use --force to copy over it")
+        source = open_relay(settings.relay)
+        try:
+            sealer = existing_sealer(source, settings)
+            with held_lease(source, settings.relay, sealer, operation="migrate",
+                            client_id=layout.new_client_id(), label=f"{settings.label} (escalectl migrate)",
+                            timeout=settings.lock_timeout,
+                            wait=settings.lock_timeout + 10 if lease_wait is None else lease_wait) as lease:
+                entries = list_objects(source, skip_leases=True)
+                total = len(entries)
+                copied = 0
+                on_progress(0, total)
+                for done, entry in enumerate(entries, start=1):
+                    lease.check()
+                    if entry.name == layout.HEADER:
+                        # continue the lease numbering before the header makes it a repository
+                        _leave_released_lease(target, sealer, lease.record)
+                    copied += copy_object(source, target, entry.name).size
+                    on_progress(done, total)
+                lease.check()
+                _check_complete(source, target, [e.name for e in entries])
+            return MigrateReport(settings.name, source.describe(), target.describe(), total, copied)
+        finally:
+            source.close()
+    finally:
+        target.close()
+
+
+def _leave_released_lease(target: Relay, sealer: Sealer, record: LeaseRecord) -> None:
+    """Write a released copy of our lease ``record`` on ``target``, so that the
+    first lease taken there continues the source's generations."""
+    manager = LeaseManager(target, sealer, client_id=record.holder, label=record.label, timeout=60.0)
+    released = dc_replace(record, released=True, token=secrets.token_hex(16), host=socket.gethostname(),
+                          pid=os.getpid())
+    manager.write(target, released)
+
+
+def _check_complete(source: Relay, target: Relay, names: list[str]) -> None:
+    """Every copied object is listed on the destination with the source's size."""
+    sizes = {e.name: e.size for e in target.walk("")}
+    for entry in source.walk(""):
+        if entry.name in names and sizes.get(entry.name) != entry.size:
+            raise OperationError(f"relay object {entry.name} is missing or differs on {target.describe()} "
+                                 "after the copy")
+
+
+def migrate(
+    config: Config,
+    section: str,
+    destination: str,
+    *,
+    force: bool = False,
+    lease_wait: float | None = None,
+    on_progress: Progress = no_progress,
+) -> MigrateReport:
+    """Move the repository of ``section`` to ``destination`` and rewrite the file.
+
+    ``destination`` is a relay address or another configuration file (see
+    :func:`escale.ops.reconfigure.plan_relocation`). The configuration file is
+    rewritten only after every object was copied and verified. Raises what
+    :func:`plan_relocation`, :func:`copy_repository` and
+    :func:`apply_relocation` raise.
+    """
+    settings = config.client(section)
+    plan: Relocation = plan_relocation(config.path, section, destination)
+    log.info("migrating [%s] from %s to %s", section, settings.relay.describe(), plan.spec.describe())
+    report = copy_repository(settings, plan.spec, force=force, lease_wait=lease_wait, on_progress=on_progress)
+    report.config_backup = apply_relocation(plan)
+    report.config = plan.path
+    log.info("[%s] now uses %s; previous configuration kept as %s", section, plan.spec.describe(),
+             report.config_backup)
+    return report
