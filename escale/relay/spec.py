@@ -6,7 +6,7 @@ relay layer never reads configuration files itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Protocols served by a native backend, by module name under escale.relay.
 NATIVE_PROTOCOLS = {
@@ -50,7 +50,7 @@ class RelaySpec:
     port: int | None = None
     directory: str = ""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     verify_ssl: bool = True
     ssl_version: str | None = None
     certificate: str | None = None
