@@ -21,7 +21,8 @@ older sealing of the SAME identity cannot be told by the envelope alone: the
 protocol detects it with version numbers.
 
 Sizes: the data is padded (see :func:`padded_size`) so that the relay learns a
-size only to about 1-12 % (at least 4 KiB), never the exact length. Memory stays
+size only to a step of 4 KiB below 128 KiB, about 3 % up to 4 GiB and 1.6 %
+above, never the exact length. Memory stays
 at about two chunks whatever the object size.
 """
 
@@ -65,8 +66,8 @@ def padding_granularity(length: int) -> int:
 
     Padmé (Nikitin et al., PETS 2019): keep only the top ``floor(log2 E) + 1``
     bits of the length, where ``E = floor(log2 length)``; so the step is
-    ``2 ** (E - floor(log2 E) - 1)``, at most ~12 % of the length and under 1.6 %
-    above 4 GiB; never below :data:`MIN_PADDING`.
+    ``2 ** (E - floor(log2 E) - 1)``: at most 1/32 of the length up to 4 GiB and
+    1/64 above; never below :data:`MIN_PADDING` (so at most 4 KiB below 128 KiB).
     """
     if length < 2:
         return MIN_PADDING

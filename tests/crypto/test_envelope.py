@@ -147,8 +147,8 @@ def test_relay_sees_padded_sizes_only(envelope: Envelope) -> None:
 def test_padding_bounds(length: int) -> None:
     padded = padded_size(length)
     assert padded >= length and padded % 4096 == 0
-    assert padded - length <= max(4096, length // 8)
-    if length > 2**32:
+    assert padded - length <= 4096 if length < 128 * 1024 else padded - length <= length // 32
+    if length >= 2**32:
         assert padded - length <= length // 64
 
 
