@@ -4,6 +4,8 @@ Each client runs in its own thread. A pass that fails is logged, and the client
 is retried after a back-off that doubles from its ``refresh`` up to 10 minutes;
 it never stops the other clients. :meth:`Runner.stop` asks every client to stop
 after the object it is transferring (the state database is always up to date).
+:meth:`Runner.stop_client` and :meth:`Runner.start_client` do the same for one
+client while the others go on (``escalectl stop CLIENT``).
 """
 
 from __future__ import annotations
@@ -46,11 +48,15 @@ class Runner:
     stop_event: threading.Event = field(default_factory=threading.Event)
     statuses: dict[str, ClientStatus] = field(default_factory=dict)
     clients: dict[str, SyncClient] = field(default_factory=dict)
+    client_stops: dict[str, threading.Event] = field(default_factory=dict)
+    threads: dict[str, threading.Thread] = field(default_factory=dict)
+    _threads_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         for settings in self.config.clients:
+            self.client_stops[settings.name] = threading.Event()
             self.clients[settings.name] = SyncClient(
-                settings, stop=self.stop_event, allow_mass_deletion=self.allow_mass_deletion,
+                settings, stop=self.client_stops[settings.name], allow_mass_deletion=self.allow_mass_deletion,
                 lease_wait=0.0)
             self.statuses[settings.name] = ClientStatus(settings.name)
 
@@ -85,8 +91,9 @@ class Runner:
         status = self.statuses[name]
         settings = client.settings
         backoff = settings.refresh
+        stop = self.client_stops[name]
         status.running = True
-        while not self.stop_event.is_set():
+        while not stop.is_set() and not self.stop_event.is_set():
             try:
                 report = client.run_pass(lock_wait=0.0)
                 status.last_report, status.last_error = report, None
@@ -104,7 +111,7 @@ class Runner:
                 log.error("[%s] pass failed (retry in %.0fs): %s", name, delay, exc)
                 if self.notify is not None and not exc.transient:
                     self.notify(settings, str(exc))
-            except Exception as exc:  # noqa: BLE001 - a bug must not take the other clients down
+            except Exception as exc:  # a bug must not take the other clients down
                 status.failures += 1
                 status.last_error = f"internal error: {exc!r}"
                 delay = backoff
@@ -113,18 +120,62 @@ class Runner:
                 if self.notify is not None:
                     self.notify(settings, f"internal error: {exc!r}")
             status.next_pass = time.time() + delay
-            self.stop_event.wait(delay)
+            stop.wait(delay)
         status.running = False
 
     def run_forever(self) -> None:
-        """Run every client until :meth:`stop`; returns once all have stopped."""
-        threads = [threading.Thread(target=self._loop, args=(name,), name=f"escale-{name}")
-                   for name in self.clients]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
+        """Run every client until :meth:`stop`; returns once all have stopped.
+
+        Clients stopped one by one (:meth:`stop_client`) do not end it.
+        """
+        for name in self.clients:
+            self.start_client(name)
+        while not self.stop_event.wait(0.5):
+            pass
+        for thread in list(self.threads.values()):
             while thread.is_alive():
                 thread.join(0.5)
 
     def stop(self) -> None:
+        """Ask every client to stop after its current object; returns at once."""
         self.stop_event.set()
+        for event in self.client_stops.values():
+            event.set()
+
+    def client_state(self, name: str) -> str:
+        """``running``, ``stopping`` (finishing its current object) or ``stopped``."""
+        thread = self.threads.get(name)
+        if thread is None or not thread.is_alive():
+            return "stopped"
+        return "stopping" if self.client_stops[name].is_set() else "running"
+
+    def start_client(self, name: str) -> bool:
+        """Start client ``name``'s thread; False when it already runs.
+
+        A client still finishing after a stop request is waited for first.
+        Raises KeyError for an unknown name.
+        """
+        stop = self.client_stops[name]
+        with self._threads_lock:
+            if self.stop_event.is_set():
+                return False
+            thread = self.threads.get(name)
+            if thread is not None and thread.is_alive():
+                if not stop.is_set():
+                    return False
+                thread.join()
+            stop.clear()
+            thread = threading.Thread(target=self._loop, args=(name,), name=f"escale-{name}")
+            self.threads[name] = thread
+            thread.start()
+            return True
+
+    def stop_client(self, name: str, timeout: float | None = None) -> bool:
+        """Ask client ``name`` to stop after its current object and wait up to
+        ``timeout`` seconds; True once its thread has ended. Raises KeyError."""
+        self.client_stops[name].set()
+        thread = self.threads.get(name)
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True

@@ -1,33 +1,239 @@
-"""Serving a configuration: signals, graceful stop, foreground run.
+"""Serving a configuration: pid file, control socket, signals, detaching.
 
-``escale`` (no ``--once``) calls :func:`serve`: every client runs until SIGINT
-or SIGTERM, after which each finishes the object it is transferring and stops.
+``escale`` (no ``--once``) calls :func:`serve`. In the foreground and with
+``-d`` alike it:
+
+1. takes the configuration's pid file (AlreadyRunning, exit 75, when a live
+   daemon holds it; a stale one is taken over) and binds the control socket
+   (a stale socket file is removed), so that errors still reach the terminal;
+2. with ``detach``, detaches with python-daemon (double fork, new session,
+   working folder ``/``, umask 0o077, standard streams on /dev/null; the pid
+   file, the socket and the log file stay open). Without ``log file`` a
+   detached daemon logs to ``<runtime dir>/<hash>.log``;
+3. runs every client (:class:`~escale.daemon.runner.Runner`) and answers
+   ``escalectl`` on the socket (:class:`Service`) until a stop request, SIGTERM
+   or SIGINT, after which each client finishes the object it is transferring
+   and stops. A second SIGTERM/SIGINT while stopping exits at once (the
+   transfer in progress is abandoned; its temporary file is cleaned up by the
+   next pass, the user's files are untouched);
+4. removes the socket and the pid file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
 import signal
+import threading
+import time
 from types import FrameType
+from typing import Any
 
-from escale.config.settings import Config
+from escale import __version__
+from escale.config.settings import ClientSettings, Config
+from escale.daemon.control import ControlServer
+from escale.daemon.logs import setup_logging
+from escale.daemon.notify import Notifier
+from escale.daemon.pidfile import InstancePaths, PidFile, instance_paths
 from escale.daemon.runner import Runner
-from escale.errors import EX_OK
+from escale.errors import EX_OK, EX_TEMPFAIL, DaemonError, UsageError
 
 log = logging.getLogger(__name__)
 
+#: Default seconds a per-client stop request waits for the client to finish.
+CLIENT_STOP_TIMEOUT = 60.0
+
+
+def _report_dict(runner: Runner, settings: ClientSettings) -> dict[str, Any]:
+    status = runner.statuses[settings.name]
+    report = status.last_report
+    last: dict[str, Any] | None = None
+    pending_known = False
+    if report is not None:
+        pending_known = report.ok
+        last = {
+            "started": report.started,
+            "finished": report.finished,
+            "ok": report.ok and not report.errors,
+            "summary": report.summary(),
+            "sent": len(report.pushed),
+            "received": len(report.pulled),
+            "conflicts": len(report.conflicts),
+            "errors": len(report.errors),
+            "bytes_up": report.bytes_up,
+            "bytes_down": report.bytes_down,
+            "busy": report.busy,
+        }
+    return {
+        "name": settings.name,
+        "label": settings.label,
+        "state": runner.client_state(settings.name),
+        "mode": settings.mode,
+        "relay": settings.relay.describe(),
+        "local_path": settings.local_path,
+        "passes": status.passes,
+        "failures": status.failures,
+        "last_pass": last,
+        "pending_up": {"files": report.pending_up, "bytes": report.pending_up_bytes}
+        if report is not None and pending_known else None,
+        "pending_down": {"files": report.pending_down, "bytes": report.pending_down_bytes}
+        if report is not None and pending_known else None,
+        "relay_bytes": report.relay_bytes if report is not None and pending_known else None,
+        "disk_quota": settings.disk_quota,
+        "last_error": status.last_error,
+        "next_pass": status.next_pass or None,
+    }
+
+
+class Service:
+    """Answers control requests for one running :class:`Runner`."""
+
+    def __init__(self, config: Config, runner: Runner, paths: InstancePaths, *, log_file: str | None) -> None:
+        self.config = config
+        self.runner = runner
+        self.paths = paths
+        self.log_file = log_file
+        self.started = time.time()
+        self.stopping = threading.Event()
+
+    def request_stop(self, why: str) -> None:
+        if not self.stopping.is_set():
+            log.info("%s: stopping after the current transfers", why)
+        self.stopping.set()
+        self.runner.stop()
+
+    def _identity(self) -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid(), "config": self.config.path, "version": __version__,
+                "started": self.started, "log_file": self.log_file, "stopping": self.stopping.is_set()}
+
+    def _names(self, request: dict[str, Any]) -> list[str]:
+        names = request.get("clients") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UsageError("'clients' must be a list of section names")
+        known = [c.name for c in self.config.clients]
+        for name in names:
+            if name not in known:
+                raise UsageError(f"no section [{name}] in {self.config.path} (sections: {', '.join(known)})")
+        return list(dict.fromkeys(names))
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one request (see :mod:`escale.daemon.control`). Raises EscaleError to refuse."""
+        cmd = request["cmd"]
+        if cmd == "ping":
+            return self._identity()
+        if cmd == "status":
+            answer = self._identity()
+            answer["clients"] = [_report_dict(self.runner, c) for c in self.config.clients]
+            return answer
+        if cmd not in ("stop", "start", "restart"):
+            raise UsageError(f"unknown control command {cmd!r}")
+        names = self._names(request)
+        if not names:
+            if cmd == "stop":
+                self.request_stop("stop requested through the control socket")
+                return self._identity()
+            raise UsageError(f"'{cmd}' through the control socket needs client names")
+        if self.stopping.is_set():
+            raise DaemonError("the daemon is stopping")
+        timeout = request.get("wait", CLIENT_STOP_TIMEOUT)
+        if not isinstance(timeout, (int, float)) or timeout < 0:
+            raise UsageError("'wait' must be a number of seconds")
+        answer = self._identity()
+        if cmd in ("stop", "restart"):
+            stopped, busy = self._stop_clients(names, float(timeout))
+            answer["stopped"], answer["still_stopping"] = stopped, busy
+            if cmd == "restart":
+                answer["started"] = [n for n in stopped if self.runner.start_client(n)]
+        else:
+            answer["started"] = [n for n in names if self.runner.start_client(n)]
+            answer["already_running"] = [n for n in names if n not in answer["started"]]
+        for name in answer.get("started", []):
+            log.info("[%s] client started through the control socket", name)
+        return answer
+
+    def _stop_clients(self, names: list[str], timeout: float) -> tuple[list[str], list[str]]:
+        for name in names:
+            log.info("[%s] stop requested through the control socket", name)
+            self.runner.client_stops[name].set()
+        deadline = time.monotonic() + timeout
+        stopped, busy = [], []
+        for name in names:
+            if self.runner.stop_client(name, max(0.0, deadline - time.monotonic())):
+                stopped.append(name)
+            else:
+                busy.append(name)
+        return stopped, busy
+
+
+def _detach(config: Config, paths: InstancePaths, keep: list[int]) -> str | None:
+    """Detach with python-daemon; returns the log file now in use."""
+    import daemon  # python-daemon: imported here, only the detaching path needs it
+
+    log_file = config.globals.log_file
+    root = logging.getLogger()
+    if not log_file:
+        log_file = paths.log_file
+        log.info("running in the background; log: %s", log_file)
+        level = root.level
+        setup_logging(dataclasses.replace(config.globals, log_file=log_file), config_path=config.path)
+        root.setLevel(level)
+        with contextlib.suppress(OSError):
+            os.chmod(log_file, 0o600)
+    else:
+        log.info("running in the background; log: %s", log_file)
+    streams = [h.stream.fileno() for h in root.handlers
+               if isinstance(h, logging.FileHandler) and h.stream is not None]
+    context = daemon.DaemonContext(working_directory="/", umask=0o077, detach_process=True,
+                                   files_preserve=[*keep, *streams])
+    context.open()
+    return log_file
+
 
 def serve(config: Config, *, detach: bool = False, allow_mass_deletion: bool = False) -> int:
-    """Run every client of ``config`` until a stop signal; return the exit code."""
-    runner = Runner(config, allow_mass_deletion=allow_mass_deletion)
+    """Run every client of ``config`` until a stop request; return the exit code.
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: stopping after the current transfers", signal.Signals(signum).name)
-        runner.stop()
+    Raises AlreadyRunning when a daemon serves ``config`` already, DaemonError
+    when the pid file or socket cannot be created (nothing was started then).
+    """
+    paths = instance_paths(config.path)
+    paths.ensure_folder()
+    pidfile = PidFile(paths.pid_file, paths.config)
+    pidfile.acquire()
+    server: ControlServer | None = None
+    try:
+        server = ControlServer(paths.socket)
+        server.bind()
+        runner = Runner(config, allow_mass_deletion=allow_mass_deletion,
+                        notify=Notifier(config_path=config.path))
+        log_file = config.globals.log_file
+        if detach:
+            assert pidfile.fd is not None
+            log_file = _detach(config, paths, [pidfile.fd, server.fileno()])
+            pidfile.write_pid()
+        service = Service(config, runner, paths, log_file=log_file)
+        bound = server
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("escale running %d client(s) from %s", len(config.clients), config.path)
-    runner.run_forever()
-    log.info("escale stopped")
-    return EX_OK
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            if service.stopping.is_set():
+                log.warning("received %s while stopping: exiting now", name)
+                bound.close()
+                pidfile.release()
+                logging.shutdown()
+                os._exit(EX_TEMPFAIL)
+            service.request_stop(f"received {name}")
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        server.start(service.handle)
+        log.info("escale %s (pid %d) running %d client(s) from %s; control socket %s", __version__,
+                 os.getpid(), len(config.clients), config.path, paths.socket)
+        runner.run_forever()
+        log.info("escale stopped")
+        return EX_OK
+    finally:
+        if server is not None:
+            server.close()
+        pidfile.release()

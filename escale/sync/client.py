@@ -73,6 +73,8 @@ class PassReport:
     bytes_down: int = 0
     pending_up: int = 0
     pending_down: int = 0
+    pending_up_bytes: int = 0
+    pending_down_bytes: int = 0
     relay_bytes: int = 0
     busy: bool = False
     ok: bool = True
@@ -274,6 +276,13 @@ class SyncClient:
             self._relay_phase(db, repo, the_plan, report, scanned.files)
         report.pending_up = sum(1 for a in the_plan.actions if a.kind.startswith("push")) - len(
             report.pushed) - len(report.deleted_remote)
+        sent = set(report.pushed)
+        report.pending_up_bytes = sum(a.expect_local.size for a in the_plan.of_kind("push", "push_copy")
+                                      if a.expect_local and (a.copy_path or a.path) not in sent)
+        received = set(report.pulled) | set(report.conflicts)
+        pulls = [a for a in the_plan.of_kind("pull", "pull_copy", "conflict") if a.path not in received]
+        report.pending_down = len(pulls)
+        report.pending_down_bytes = sum(remote[a.path].size for a in pulls if a.path in remote)
         report.relay_bytes = state.stored_bytes()
 
     def _maintenance_due(self, repo: Repository, state: RelayState) -> bool:
