@@ -97,6 +97,17 @@ def _read_full(source: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _write_all(sink: BinaryIO, data: bytes | memoryview) -> None:
+    """Write all of ``data``: raw (unbuffered) sinks may accept only part of it."""
+    written = sink.write(data)
+    if written is None or written >= len(data):
+        return
+    view = memoryview(data)[written:]
+    while view:
+        written = sink.write(view) or 0
+        view = view[written:]
+
+
 class Envelope(ABC):
     """How the protocol layer stores bytes on the relay: plain or encrypted.
 
@@ -161,7 +172,7 @@ class PlainEnvelope(Envelope):
             data = source.read(_COPY)
             if not data:
                 return total
-            sink.write(data)
+            _write_all(sink, data)
             total += len(data)
 
     def seal_stream(self, identity: str, source: BinaryIO, sink: BinaryIO) -> int:
@@ -227,10 +238,10 @@ class EncryptedEnvelope(Envelope):
         def emit(index: int, data: bytes, body_size: int, final: bool) -> int:
             plaintext = _LEN.pack(len(data)) + data + _ZEROS[: body_size - len(data)]
             sealed = cipher.encrypt(index, plaintext, self._aad(context, index, final))
-            sink.write(sealed)
+            _write_all(sink, sealed)
             return len(sealed)
 
-        sink.write(header)
+        _write_all(sink, header)
         written = HEADER_SIZE
         index = 0
         pending = _read_full(source, CHUNK_SIZE)
@@ -316,7 +327,7 @@ class EncryptedEnvelope(Envelope):
             if data_len < body:
                 data_ended = True
             if data_len:
-                sink.write(memoryview(plaintext)[_LEN.size : _LEN.size + data_len])
+                _write_all(sink, memoryview(plaintext)[_LEN.size : _LEN.size + data_len])
                 written += data_len
             if final:
                 break
