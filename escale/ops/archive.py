@@ -243,6 +243,16 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
     return None
 
 
+def _check_end(tar: tarfile.TarFile, path: str) -> None:
+    """Require the end-of-archive marker (two zero blocks) after the last member,
+    so that an archive cut anywhere, even after its last member, is refused."""
+    fileobj = tar.fileobj
+    assert fileobj is not None
+    fileobj.seek(tar.offset)
+    if fileobj.read(2 * tarfile.BLOCKSIZE) != bytes(2 * tarfile.BLOCKSIZE):
+        raise ArchiveError(f"archive {path}: truncated (no end-of-archive marker)")
+
+
 def verify_archive(path: str) -> Manifest:
     """Read the whole archive at ``path`` and check it against its manifest.
 
@@ -277,6 +287,7 @@ def verify_archive(path: str) -> Manifest:
                 if size != member.size:
                     raise ArchiveError(f"archive {path}: member {member.name} is truncated")
                 found[name] = ObjectInfo(name, size, sha)
+            _check_end(tar, path)
         except EscaleError:
             raise
         except _READ_ERRORS as exc:
