@@ -57,6 +57,8 @@ HEADER_SIZE = _HEADER.size
 #: Padding granularity floor: every sealed object holds at least this much plaintext.
 MIN_PADDING = 4096
 _LEN = struct.Struct(">I")
+#: Associated data of a chunk: object context (32) + index (8) + final flag (1).
+_AAD_SIZE = 32 + 8 + 1
 _ZEROS = bytes(CHUNK_SIZE)
 _COPY = 1 << 20
 
@@ -213,7 +215,7 @@ class EncryptedEnvelope(Envelope):
         nonce = header[-NONCE_SIZE:]
         info = b"escale object key v1" + bytes([self._alg.format_id])
         key = HKDF(hashes.SHA256(), self._alg.key_size, nonce, info).derive(self._keys.content)
-        return context, self._alg.build(key, len(context) + 9)
+        return context, self._alg.build(key, _AAD_SIZE)
 
     @staticmethod
     def _aad(context: bytes, index: int, final: bool) -> bytes:
@@ -223,7 +225,7 @@ class EncryptedEnvelope(Envelope):
         padded = padded_size(size)
         chunks = -(-padded // CHUNK_SIZE)
         last = padded - (chunks - 1) * CHUNK_SIZE
-        dummy = self._alg.build(bytes(self._alg.key_size), 32 + 9)
+        dummy = self._alg.build(bytes(self._alg.key_size), _AAD_SIZE)
         full = dummy.sealed_size(_LEN.size + CHUNK_SIZE)
         return HEADER_SIZE + (chunks - 1) * full + dummy.sealed_size(_LEN.size + last)
 

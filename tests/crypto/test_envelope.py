@@ -8,7 +8,7 @@ import os
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from escale.crypto import (
@@ -102,7 +102,7 @@ def test_short_reads_and_partial_writes(envelope: Envelope) -> None:
     assert out.data == data
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None)
 @given(
     algorithm=st.sampled_from(ALL_ALGORITHMS),
     size=st.integers(min_value=0, max_value=3 * CHUNK_SIZE + 17),
