@@ -60,11 +60,14 @@ def build_parser() -> CtlParser:
 
 
 def _setup_logging(verbose: int) -> None:
+    """Messages on standard error, ``escalectl: `` first (replacing a previous call's handler)."""
     level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        if old.get_name() == "escalectl":
+            root.removeHandler(old)
     handler = logging.StreamHandler()
+    handler.set_name("escalectl")
     handler.setFormatter(logging.Formatter("escalectl: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         answer["clients"] = clients + missing
         print_json(answer)
         return EX_OK
-    started = _when(answer.get("started"))
+    started = _when(answer.get("since"))
     state = " (stopping)" if answer.get("stopping") else ""
     say(args, f"escale is running for {answer.get('config')} (pid {answer.get('pid')}, since {started}){state}")
     say(args, f"log: {answer.get('log_file') or 'standard error'}")

@@ -106,7 +106,7 @@ class Service:
 
     def _identity(self) -> dict[str, Any]:
         return {"ok": True, "pid": os.getpid(), "config": self.config.path, "version": __version__,
-                "started": self.started, "log_file": self.log_file, "stopping": self.stopping.is_set()}
+                "since": self.started, "log_file": self.log_file, "stopping": self.stopping.is_set()}
 
     def _names(self, request: dict[str, Any]) -> list[str]:
         names = request.get("clients") or []

@@ -1,0 +1,1 @@
+from tests.daemon.helpers import daemons  # noqa: F401
