@@ -82,7 +82,7 @@ def test_bad_inputs_one_line_exit_code_nothing_changed(setup, capsys, argv, code
     files = sorted(os.listdir(base))
     with open(conf) as handle:
         config_text = handle.read()
-    got, out, err = _run(capsys, "-c", conf, *[a.format(base=base) for a in argv])
+    got, _out, err = _run(capsys, "-c", conf, *[a.format(base=base) for a in argv])
     assert got == code
     assert message in err and err.startswith("escalectl: ") and err.count("\n") == 1, err
     assert relay_objects(alice.relay) == relay
@@ -92,7 +92,7 @@ def test_bad_inputs_one_line_exit_code_nothing_changed(setup, capsys, argv, code
 
 
 def test_fix_reports_what_it_recreated(setup, capsys):
-    base, conf, alice, bob = setup
+    _base, conf, alice, _bob = setup
     wipe(alice.relay, "meta")
     code, out, err = _run(capsys, "-c", conf, "--json", "fix", "-r", "alice", "--dry-run")
     assert code == 0 and err == ""
@@ -108,7 +108,7 @@ def test_fix_reports_what_it_recreated(setup, capsys):
 
 
 def test_fix_of_a_client_that_never_synced(setup, capsys, tmp_path):
-    base, conf, *_ = setup
+    _base, conf, *_ = setup
     with open(conf, "a") as handle:
         handle.write(f"[carol]\nlocal path = {tmp_path / 'carol'}\nprotocol = file\n"
                      f"relay directory = {tmp_path / 'relay'}\n")

@@ -95,7 +95,7 @@ def test_migrate_copies_verifies_and_rewrites_the_configuration(machines):
 
 
 def test_migrate_holds_the_source_lease(machines):
-    base, conf, alice, bob = machines
+    base, conf, _alice, bob = machines
     busy = []
 
     def meanwhile(done: int, total: int) -> None:
@@ -108,7 +108,7 @@ def test_migrate_holds_the_source_lease(machines):
 
 
 def test_migrate_from_a_config_file_with_the_same_section(machines, tmp_path):
-    base, conf, alice, _ = machines
+    base, conf, _alice, _ = machines
     other_dir = tmp_path / "elsewhere"
     other_dir.mkdir()
     new_relay = os.path.join(base, "relay-from-file")
@@ -127,7 +127,7 @@ def _unchanged(conf: str, text: str) -> None:
 
 
 def test_destination_holding_a_repository_is_refused_then_forced(machines):
-    base, conf, alice, bob = machines
+    base, conf, _alice, bob = machines
     text = _read(conf)
     taken = os.path.join(base, "taken")
     sync(replace(bob, relay=RelaySpec(protocol="file", directory=taken)), rounds=1)
