@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config.globals, verbose=args.verbose + (1 if args.once else 0), config_path=config.path)
         if args.once:
             runner = Runner(config, allow_mass_deletion=args.allow_mass_deletion)
-            return runner.run_once(lease_wait=min(60.0, min(c.lock_timeout for c in config.clients)))
+            code = runner.run_once(lease_wait=min(60.0, min(c.lock_timeout for c in config.clients)))
+            for line in runner.failures:
+                print(f"escale: {line}", file=sys.stderr)
+            return code
         from escale.daemon.service import serve
 
         return serve(config, detach=args.daemon, allow_mass_deletion=args.allow_mass_deletion) or EX_OK

@@ -48,6 +48,7 @@ class Runner:
     stop_event: threading.Event = field(default_factory=threading.Event)
     statuses: dict[str, ClientStatus] = field(default_factory=dict)
     clients: dict[str, SyncClient] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
     client_stops: dict[str, threading.Event] = field(default_factory=dict)
     threads: dict[str, threading.Thread] = field(default_factory=dict)
     _threads_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,8 +63,10 @@ class Runner:
 
     def run_once(self, names: list[str] | None = None, lease_wait: float | None = None) -> int:
         """One pass of each client (in file order); the exit code: 0 when all
-        succeeded, else the highest error's exit code."""
+        succeeded, else the highest error's exit code. Each failure is logged
+        and also kept in :attr:`failures` as one line for the command to print."""
         code = EX_OK
+        self.failures = []
         for name, client in self.clients.items():
             if names and name not in names:
                 continue
@@ -78,10 +81,12 @@ class Runner:
                 log.info("[%s] pass done: %s", name, report.summary())
                 if report.errors:
                     code = max(code, EX_SOFTWARE)
+                    self.failures.extend(f"[{name}] {error}" for error in report.errors)
             except EscaleError as exc:
                 status.last_error = str(exc)
                 status.last_report = client.last_report
                 log.error("[%s] %s", name, exc)
+                self.failures.append(f"[{name}] {exc}")
                 code = max(code, exc.exit_code)
             status.passes += 1
         return code

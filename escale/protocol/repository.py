@@ -37,7 +37,7 @@ from escale.protocol import layout
 from escale.protocol.envelope import Sealer
 from escale.protocol.lease import Lease
 from escale.protocol.objects import Ack, ClientRecord, Placeholder
-from escale.relay import Relay
+from escale.relay import Entry, Relay
 
 log = logging.getLogger(__name__)
 
@@ -114,29 +114,33 @@ class Repository:
     # ----------------------------------------------------------- setup
 
     def prepare(self) -> None:
-        """Create the layout's folders and register this client (idempotent)."""
+        """Create the layout's missing folders (idempotent; one listing when
+        they all exist). Registration happens in :meth:`read_state`."""
+        present = {e.basename for e in self.relay.list() if e.is_dir}
         for folder in layout.FOLDERS:
-            self.relay.mkdir(folder)
+            if folder not in present:
+                self.relay.mkdir(folder)
+
+    def _register(self, state: RelayState) -> None:
+        """Write this client's registration if it is missing or out of date."""
         record = ClientRecord(self.client_id, self.label, self.receives, self.mode)
-        name = layout.client_name(self.client_id)
-        try:
-            current = ClientRecord.decode(self.sealer.open(name, self.relay.get_bytes(name)), name)
-        except RelayNotFound:
-            current = None
-        except (ProtocolError, CryptoError) as exc:
-            log.warning("replacing unreadable registration %s: %s", name, exc)
-            current = None
-        if current != record:
+        if state.clients.get(self.client_id) != record:
+            name = layout.client_name(self.client_id)
             self.relay.put_bytes(name, self.sealer.seal(name, record.encode()))
+            self.meta_cache.pop(name, None)
+            state.clients[self.client_id] = record
             log.info("registered client %s (%s) on %s", self.label, self.client_id, self.relay.describe())
 
     # ----------------------------------------------------------- reading
 
-    def _list(self, folder: str) -> list[str]:
+    def _entries(self, folder: str) -> list[Entry]:
         try:
-            return [e.name for e in self.relay.list(folder) if not e.is_dir]
+            return [e for e in self.relay.list(folder) if not e.is_dir]
         except RelayNotFound:
             return []
+
+    def _list(self, folder: str) -> list[str]:
+        return [e.name for e in self._entries(folder)]
 
     def _open_meta(self, name: str) -> Placeholder:
         cached = self.meta_cache.get(name)
@@ -159,12 +163,18 @@ class Repository:
         open or decode are listed in ``rejected`` and otherwise ignored.
         """
         state = RelayState()
-        for name in self._list(layout.CLIENTS):
+        for entry in self._entries(layout.CLIENTS):
+            name = entry.name
             client = layout.parse_client(name)
             if client is None:
                 continue
+            # registrations change rarely: cached by name, size and mtime
+            cache_key = f"{name}@{entry.size}@{entry.mtime}"
             try:
-                record = ClientRecord.decode(self.sealer.open(name, self.relay.get_bytes(name)), name)
+                data = self.meta_cache.get(cache_key)
+                if data is None:
+                    data = self.sealer.open(name, self.relay.get_bytes(name))
+                record = ClientRecord.decode(data, name)
             except RelayNotFound:
                 continue
             except (ProtocolError, CryptoError) as exc:
@@ -173,6 +183,10 @@ class Repository:
                 continue
             if record.client == client:
                 state.clients[client] = record
+                if cache_key not in self.meta_cache:
+                    for old in [k for k in self.meta_cache if k.startswith(name + "@")]:
+                        del self.meta_cache[old]
+                    self.meta_cache[cache_key] = data
         for entry in self._data_entries():
             state.payloads[entry[0]] = entry[1]
         for name in self._list(layout.ACKS):
@@ -200,16 +214,13 @@ class Repository:
                     state.latest[placeholder.path] = placeholder
                 break
         live = {layout.meta_name(k, v) for k, vs in state.versions.items() for v in vs}
-        for stale in [n for n in self.meta_cache if n not in live]:
+        for stale in [n for n in self.meta_cache if n.startswith(layout.META + "/") and n not in live]:
             del self.meta_cache[stale]
+        self._register(state)
         return state
 
     def _data_entries(self) -> Iterable[tuple[str, int]]:
-        try:
-            entries = self.relay.list(layout.DATA)
-        except RelayNotFound:
-            return []
-        return [(e.name, e.size) for e in entries if not e.is_dir and layout.parse_data(e.name)]
+        return [(e.name, e.size) for e in self._entries(layout.DATA) if layout.parse_data(e.name)]
 
     def fetch(self, placeholder: Placeholder, sink: BinaryIO) -> str | None:
         """Write the plaintext of ``placeholder``'s payload into ``sink``.

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +62,15 @@ def rcd_pids(config_path: str) -> list[int]:
         if len(argv) > 1 and argv[1] == b"rcd" and b"RCLONE_CONFIG=" + config_path.encode() in environ:
             found.append(pid)
     return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @dataclass
@@ -240,7 +250,7 @@ def rclone_target(
     def config_for(folder: str) -> dict[str, str]:
         return {
             "protocol": "rclone",
-            "rclone remote": remote,
+            "address": remote,
             "relay directory": os.path.join(base, folder),
             "rclone config": conf.path,
             "rclone binary": conf.binary,
@@ -287,11 +297,15 @@ def target_rclone_local(tmp_path_factory: pytest.TempPathFactory, rclone_conf: R
 
     def restart() -> None:
         """The relay's rcd dies (killed by pid: we started it); reopening starts a new one."""
-        for pid in rcd_pids(rclone_conf.path):
+        pids = rcd_pids(rclone_conf.path)
+        for pid in pids:
             try:
-                os.kill(pid, 15)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     return rclone_target("rclone_local", rclone_conf, "local", base, restart=restart)
 

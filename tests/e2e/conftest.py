@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.cluster import Cluster
+from tests.relay.backends import PROCESS_BACKENDS
+from tests.servers.target import RelayTarget
+
+
+@pytest.fixture(params=PROCESS_BACKENDS)
+def process_target(request: pytest.FixtureRequest) -> RelayTarget:
+    """Each backend a separate escale process can reach, in turn."""
+    target: RelayTarget = request.getfixturevalue(f"target_{request.param}")
+    return target
+
+
+@pytest.fixture
+def cluster(tmp_path, process_target: RelayTarget) -> Cluster:  # type: ignore[no-untyped-def]
+    return Cluster(str(tmp_path), process_target, process_target.new_folder())
+
+
+@pytest.fixture
+def file_cluster(tmp_path, target_file: RelayTarget) -> Cluster:  # type: ignore[no-untyped-def]
+    return Cluster(str(tmp_path), target_file, target_file.new_folder())

@@ -1,0 +1,236 @@
+"""The planner's rules, one table row per rule and mode, plus properties."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from escale.sync.planner import (
+    Access,
+    BaseEntry,
+    LocalFile,
+    RemoteEntry,
+    conflict_name,
+    plan,
+    plan_path,
+)
+
+A = LocalFile(10, 1000, "sha256:aaa")
+A2 = LocalFile(12, 2000, "sha256:bbb")  # local edit
+BASE = BaseEntry(10, 1000, "sha256:aaa", version=3, origin="local")
+BASE_REMOTE = replace(BASE, origin="remote")
+
+
+def remote(version: int = 3, checksum: str = "sha256:aaa", *, deleted: bool = False, available: bool = True,
+           acked: bool = False, expects_me: bool = True, label: str = "other") -> RemoteEntry:
+    return RemoteEntry(version=version, deleted=deleted, pusher="other-id", pusher_label=label,
+                       size=0 if deleted else 10, mtime_ns=1000, checksum=None if deleted else checksum,
+                       available=available and not deleted, acked=acked, expects_me=expects_me)
+
+
+R_NEW = remote(4, "sha256:ccc")  # a newer version from another client
+R_DEL = remote(4, deleted=True)  # a tombstone
+
+MODES = ("shared", "download", "conservative", "upload")
+
+
+def kinds(local, rem, base, mode, access=Access()):  # type: ignore[no-untyped-def]
+    return [a.kind for a in plan_path("f.txt", local, rem, base, mode=mode, label="me", access=access)]
+
+
+# (rule, local, remote, base, {mode: expected kinds})
+RULES = [
+    ("new local file", A, None, None,
+     {"shared": ["push"], "download": [], "conservative": ["push"], "upload": ["push"]}),
+    ("new relay file", None, R_NEW, None,
+     {"shared": ["pull"], "download": ["pull"], "conservative": ["pull"], "upload": ["ack"]}),
+    ("new relay file already reclaimed", None, remote(4, available=False), None,
+     {"shared": [], "download": [], "conservative": [], "upload": ["ack"]}),
+    ("identical on both sides, never synced", A, remote(1), None,
+     {m: ["record", "ack"] for m in MODES}),
+    ("both created, different content", A2, R_NEW, None,
+     {"shared": ["conflict"], "download": ["conflict"], "conservative": ["pull_copy", "push"],
+      "upload": ["push_copy", "record"]}),
+    ("in sync", A, remote(3, acked=True), BASE, {m: [] for m in MODES}),
+    ("in sync, acknowledgement missing", A, remote(3), BASE, {m: ["ack"] for m in MODES}),
+    ("modified locally", A2, remote(3, acked=True), BASE,
+     {"shared": ["push"], "download": [], "conservative": ["push"], "upload": ["push"]}),
+    ("deleted locally", None, remote(3, acked=True), BASE,
+     {"shared": ["push_delete"], "download": ["record"], "conservative": ["record"], "upload": ["record"]}),
+    ("modified on the relay (file came from here)", A, R_NEW, BASE,
+     {"shared": ["pull"], "download": ["pull"], "conservative": ["pull_copy"], "upload": ["record", "ack"]}),
+    ("modified on the relay (file came from elsewhere)", A, R_NEW, BASE_REMOTE,
+     {"shared": ["pull"], "download": ["pull"], "conservative": ["pull"], "upload": ["record", "ack"]}),
+    ("deleted on the relay (file came from here)", A, R_DEL, BASE,
+     {"shared": ["delete_local"], "download": ["delete_local"], "conservative": ["record"],
+      "upload": ["record"]}),
+    ("deleted on the relay (file came from elsewhere)", A, R_DEL, BASE_REMOTE,
+     {"shared": ["delete_local"], "download": ["delete_local"], "conservative": ["delete_local"],
+      "upload": ["record"]}),
+    ("relay lost the path", A, None, BASE,
+     {"shared": ["push"], "download": ["forget"], "conservative": ["push"], "upload": ["push"]}),
+    ("modified on both sides", A2, R_NEW, BASE,
+     {"shared": ["conflict"], "download": ["conflict"], "conservative": ["pull_copy", "push"],
+      "upload": ["push_copy", "record"]}),
+    ("same change on both sides", A2, remote(4, "sha256:bbb"), BASE,
+     {m: ["record", "ack"] for m in MODES}),
+    ("deleted locally, modified on the relay", None, R_NEW, BASE,
+     {"shared": ["pull"], "download": ["pull"], "conservative": ["pull"], "upload": ["record", "ack"]}),
+    ("deleted on both sides", None, R_DEL, BASE, {m: ["forget"] for m in MODES}),
+    ("modified locally, deleted on the relay", A2, R_DEL, BASE,
+     {"shared": ["push"], "download": ["record"], "conservative": ["push"], "upload": ["push"]}),
+    ("deleted here before, new relay version", None, R_NEW, replace(BASE, local_deleted=True),
+     {"shared": ["pull"], "download": ["pull"], "conservative": ["pull"], "upload": ["record", "ack"]}),
+    ("deleted here before, nothing new", None, remote(3, acked=True), replace(BASE, local_deleted=True),
+     {m: [] for m in MODES}),
+    ("conflict when the relay version is gone", A2, remote(4, "sha256:ccc", available=False), BASE,
+     {"shared": ["conflict"], "download": ["conflict"], "conservative": ["ack", "push"],
+      "upload": ["push_copy", "record"]}),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("rule", "local", "rem", "base", "expected"), RULES, ids=[r[0] for r in RULES])
+def test_rule(rule, local, rem, base, expected, mode):  # type: ignore[no-untyped-def]
+    assert kinds(local, rem, base, mode) == expected[mode], rule
+
+
+@pytest.mark.parametrize(("access", "mode", "expected"), [
+    (Access(read=False), "shared", []),  # r-: never sent
+    (Access(read=True), "download", ["push"]),  # r+: sent even in download mode
+])
+def test_read_modifier(access, mode, expected):  # type: ignore[no-untyped-def]
+    assert kinds(A2, remote(3, acked=True), BASE, mode, access) == expected
+
+
+@pytest.mark.parametrize(("access", "mode", "expected"), [
+    (Access(write=False), "shared", ["record", "ack"]),  # w-: never overwritten
+    (Access(write=True), "upload", ["pull"]),  # w+: accepted even in upload mode
+])
+def test_write_modifier(access, mode, expected):  # type: ignore[no-untyped-def]
+    assert kinds(A, R_NEW, BASE, mode, access) == expected
+
+
+def test_pull_expects_the_scanned_local_file() -> None:
+    [action] = plan_path("f.txt", A, R_NEW, BASE, mode="shared", label="me")
+    assert action.expect_local == A and action.expect_version == 4 and action.ack
+
+
+def test_conflict_copy_name_is_deterministic() -> None:
+    [one] = plan_path("dir/report.csv", A2, R_NEW, BASE, mode="shared", label="laptop")
+    [two] = plan_path("dir/report.csv", A2, R_NEW, BASE, mode="shared", label="laptop")
+    assert one.copy_path == two.copy_path
+    assert one.copy_path is not None
+    assert one.copy_path.startswith("dir/report.conflict-laptop-") and one.copy_path.endswith(".csv")
+
+
+@pytest.mark.parametrize(("path", "pattern"), [
+    ("a.txt", r"a\.conflict-me-[0-9a-f]{8}\.txt"),
+    ("noext", r"noext\.conflict-me-[0-9a-f]{8}"),
+    (".hidden", r"\.hidden\.conflict-me-[0-9a-f]{8}"),
+    ("d/e/x.tar.gz", r"d/e/x\.tar\.conflict-me-[0-9a-f]{8}\.gz"),
+])
+def test_conflict_name_shapes(path: str, pattern: str) -> None:
+    import re
+
+    assert re.fullmatch(pattern, conflict_name(path, "me", "sha256:abc"))
+
+
+def test_conflict_name_label_is_sanitised() -> None:
+    assert "/" not in conflict_name("a.txt", "evil/../x", "c").rpartition("/")[0]
+
+
+def _many(n: int) -> tuple[dict[str, LocalFile], dict[str, RemoteEntry], dict[str, BaseEntry]]:
+    base = {f"f{i}": BASE for i in range(n)}
+    rem = {f"f{i}": remote(3, acked=True) for i in range(n)}
+    return {}, rem, base
+
+
+def test_mass_local_removal_is_held() -> None:
+    local, rem, base = _many(20)
+    local = {f"f{i}": A for i in range(5)}  # 15 of 20 deleted locally
+    result = plan(local, rem, base, mode="shared", label="me")
+    assert not result.of_kind("push_delete")
+    assert len(result.held) == 15 and result.notes
+
+
+def test_mass_deletion_allowed_explicitly() -> None:
+    local, rem, base = _many(20)
+    result = plan({}, rem, base, mode="shared", label="me", allow_mass_deletion=True)
+    assert len(result.of_kind("push_delete")) == 20
+
+
+def test_empty_local_folder_never_deletes_the_relay() -> None:
+    local, rem, base = _many(3)  # few files, all gone: an unmounted disk looks like this
+    result = plan({}, rem, base, mode="shared", label="me", local_root_missing=True)
+    assert not result.of_kind("push_delete") and len(result.held) == 3
+
+
+def test_mass_remote_deletion_is_held_but_the_rest_syncs() -> None:
+    base = {f"f{i}": BASE_REMOTE for i in range(20)}
+    local = {f"f{i}": A for i in range(20)}
+    rem = {f"f{i}": R_DEL for i in range(20)}
+    local["new"] = A2
+    result = plan(local, rem, base, mode="shared", label="me")
+    assert not result.of_kind("delete_local") and len(result.held) == 20
+    assert [a.path for a in result.of_kind("push")] == ["new"]
+
+
+def test_few_deletions_are_not_held() -> None:
+    local, rem, base = _many(20)
+    local = {f"f{i}": A for i in range(2, 20)}
+    result = plan(local, rem, base, mode="shared", label="me")
+    assert len(result.of_kind("push_delete")) == 2 and not result.held
+
+
+# --------------------------------------------------------------------------- properties
+
+checksums = st.sampled_from(["sha256:aaa", "sha256:bbb", "sha256:ccc"])
+locals_ = st.none() | st.builds(LocalFile, st.integers(0, 3), st.integers(0, 3), checksums)
+remotes = st.none() | st.builds(
+    RemoteEntry, version=st.integers(1, 5), deleted=st.booleans(), pusher=st.sampled_from(["me-id", "x"]),
+    pusher_label=st.just("x"), size=st.integers(0, 3), mtime_ns=st.integers(0, 3), checksum=checksums,
+    available=st.booleans(), acked=st.booleans(), expects_me=st.booleans())
+bases = st.none() | st.builds(
+    BaseEntry, size=st.integers(0, 3), mtime_ns=st.integers(0, 3), checksum=checksums,
+    version=st.integers(1, 5), origin=st.sampled_from(["local", "remote"]), modified_here=st.booleans(),
+    local_deleted=st.booleans())
+modes = st.sampled_from(MODES)
+
+
+@settings(max_examples=600, deadline=None)
+@given(locals_, remotes, bases, modes)
+def test_no_local_loss(local, rem, base, mode):  # type: ignore[no-untyped-def]
+    """A local file whose content differs from what the relay offers is never
+    replaced or deleted unless it is unchanged since the last sync (and the
+    mode allows it), or it is first kept as a conflict copy."""
+    actions = plan_path("f", local, rem, base, mode=mode, label="me")
+    for action in actions:
+        if action.kind in ("pull", "delete_local") and local is not None:
+            assert base is not None and not base.local_deleted
+            assert (local.checksum == base.checksum), (action, local, base)
+            assert mode != "upload"
+        if action.kind == "conflict":
+            assert action.copy_path and action.copy_path != "f"
+
+
+@settings(max_examples=600, deadline=None)
+@given(locals_, remotes, bases, modes)
+def test_mode_boundaries(local, rem, base, mode):  # type: ignore[no-untyped-def]
+    """Upload clients never change local files; download clients never send."""
+    kinds_ = {a.kind for a in plan_path("f", local, rem, base, mode=mode, label="me")}
+    if mode == "upload":
+        assert not kinds_ & {"pull", "pull_copy", "conflict", "delete_local"}
+    if mode == "download":
+        assert not kinds_ & {"push", "push_copy", "push_delete"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(locals_, remotes, bases, modes)
+def test_planning_is_deterministic(local, rem, base, mode):  # type: ignore[no-untyped-def]
+    one = plan_path("f", local, rem, base, mode=mode, label="me")
+    two = plan_path("f", local, rem, base, mode=mode, label="me")
+    assert one == two
