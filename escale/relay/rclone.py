@@ -33,7 +33,6 @@ to it for the remote's network calls. A dead rcd is a transient
 
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
 import os
@@ -97,16 +96,6 @@ _NETWORK = (
     "connection lost",
     "handshake failed",
 )
-
-# rcd processes of relays not closed when the interpreter exits.
-_live: weakref.WeakSet[RcloneRelay] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for relay in list(_live):
-        relay.close()
-
 
 def fs_string(remote: str, directory: str) -> str:
     """The rclone ``remote:path`` of the repository folder ``directory`` in ``remote``."""
@@ -211,6 +200,8 @@ class _Rcd:
         except OSError:
             pass
         finally:
+            if self._reader is not threading.current_thread():
+                self._reader.join(2)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
 
@@ -233,6 +224,8 @@ class RcloneRelay(Relay):
         self.capabilities = UNKNOWN_CAPABILITIES
         self._rcd: _Rcd | None = None
         self._session: requests.Session | None = None
+        # Stops the rcd if this relay is dropped unclosed, or at interpreter exit.
+        self._reaper: weakref.finalize[Any, Any] | None = None
 
     def describe(self) -> str:
         if self.fs.startswith(":"):  # an on-the-fly remote may carry options: show its type only
@@ -307,7 +300,7 @@ class RcloneRelay(Relay):
     def _connect(self) -> None:
         self._disconnect()
         self._rcd = _Rcd(self.binary, self.config, self.timeout)
-        _live.add(self)
+        self._reaper = weakref.finalize(self, self._rcd.stop)
         session = requests.Session()
         session.auth = self._rcd.auth
         session.trust_env = False  # 127.0.0.1 only: no proxy from the environment
@@ -322,13 +315,12 @@ class RcloneRelay(Relay):
         log.debug("opened %s (rcd pid %d): %s", self.describe(), self._rcd.pid, self.capabilities)
 
     def _disconnect(self) -> None:
-        rcd, session = self._rcd, self._session
-        self._rcd = self._session = None
-        _live.discard(self)
+        session, reaper = self._session, self._reaper
+        self._rcd = self._session = self._reaper = None
         if session is not None:
             session.close()
-        if rcd is not None:
-            rcd.stop()
+        if reaper is not None:
+            reaper()  # stops the rcd, once
 
     # ----------------------------------------------------------- operations
 

@@ -3,8 +3,10 @@ remote naming, error translation and declared capabilities."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,15 @@ def test_close_stops_the_rcd(target_rclone_local: RelayTarget) -> None:
     assert relay.rcd_pid is None
 
 
+def test_unclosed_relay_does_not_leak_its_rcd(target_rclone_local: RelayTarget) -> None:
+    relay = _open(target_rclone_local)
+    pid = relay.rcd_pid
+    assert pid is not None and _alive(pid)
+    del relay
+    gc.collect()
+    assert not _alive(pid)
+
+
 def test_dead_rcd_is_transient_and_reopen_starts_a_new_one(target_rclone_local: RelayTarget) -> None:
     folder = target_rclone_local.new_folder()
     relay = _open(target_rclone_local, folder)
@@ -84,6 +95,8 @@ def test_dead_rcd_is_transient_and_reopen_starts_a_new_one(target_rclone_local: 
     first = relay.rcd_pid
     assert first is not None
     os.kill(first, 9)  # our own child process
+    while _alive(first):
+        time.sleep(0.01)
     with pytest.raises(RelayConnectionError) as caught:
         relay.list()
     assert caught.value.transient
@@ -102,7 +115,9 @@ def test_retry_wrapper_survives_a_dying_rcd(target_rclone_local: RelayTarget) ->
     relay.put_bytes("a", b"1")
     pid = inner.rcd_pid
     assert pid is not None
-    os.kill(pid, 15)
+    os.kill(pid, 9)
+    while _alive(pid):  # dead (a zombie until the relay reaps it) before we go on
+        time.sleep(0.01)
     assert relay.get_bytes("a") == b"1"
     assert relay.retries >= 1
     assert inner.rcd_pid != pid
