@@ -98,10 +98,16 @@ _NETWORK = (
 )
 
 def fs_string(remote: str, directory: str) -> str:
-    """The rclone ``remote:path`` of the repository folder ``directory`` in ``remote``."""
-    name, colon, base = remote.partition(":")
-    if not colon:
-        name, base = remote, ""
+    """The rclone ``remote:path`` of the repository folder ``directory`` in ``remote``.
+
+    ``remote`` is a configured remote's name, optionally with a base path
+    (``name:base``), or an on-the-fly remote (``:backend`` or ``:backend:base``).
+    """
+    if remote.startswith(":"):  # on-the-fly remote, ":backend" or ":backend:base"
+        head, _, base = remote[1:].partition(":")
+        name = ":" + head
+    else:
+        name, _, base = remote.partition(":")
     directory = directory.strip()
     if base and directory:
         path = posixpath.join(base, directory)

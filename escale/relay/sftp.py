@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 22
 _CHUNK = 1024 * 1024
+_KEEPALIVE = 30  # seconds of silence before an SSH keepalive message
 #: SFTP packet type of an extended reply (draft-ietf-secsh-filexfer-02, section 3).
 _CMD_EXTENDED = 200
 _CMD_EXTENDED_REPLY = 201
@@ -254,6 +255,7 @@ class SftpRelay(Relay):
             sftp = paramiko.SFTPClient.from_transport(transport)
             if sftp is None:
                 raise paramiko.SSHException("the server refused the sftp subsystem")
+            transport.set_keepalive(_KEEPALIVE)  # keeps idle NAT/firewall state alive
             channel = sftp.get_channel()
             if channel is not None:
                 channel.settimeout(self.timeout)

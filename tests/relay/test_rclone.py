@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from escale.config.parser import parse_config
 from escale.errors import RelayConnectionError, RelayError, RelayNotFound
 from escale.relay import RelaySpec, make_relay
 from escale.relay.rclone import RcloneRelay, fs_string
@@ -147,6 +148,8 @@ def test_fs_string() -> None:
     assert fs_string("s3:bucket", "") == "s3:bucket"
     assert fs_string("drive", "") == "drive:"
     assert fs_string("drive:", "sync") == "drive:sync"
+    assert fs_string(":local", "/srv/relay") == ":local:/srv/relay"
+    assert fs_string(":local:/srv", "relay") == ":local:/srv/relay"
 
 
 @pytest.mark.parametrize("protocol", ["s3", "dropbox", "googledrive", "onedrive", "b2", "swift"])
@@ -224,3 +227,12 @@ def test_open_creates_the_repository_folder(target_rclone_local: RelayTarget) ->
     relay.close()
     directory = target_rclone_local.spec_for(folder).directory
     assert os.path.isdir(directory)
+
+
+@pytest.mark.parametrize("name", ["rclone_local", "rclone_sftp"])
+def test_config_lines_describe_the_same_relay(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """What a target hands to a separate escale process is the relay the tests use."""
+    target: RelayTarget = request.getfixturevalue(f"target_{name}")
+    lines = "\n".join(f"{key} = {value}" for key, value in target.config_for("repo").items())
+    config = parse_config(f"[c]\nlocal path = {tmp_path}\n{lines}\n", str(tmp_path / "escale.conf"))
+    assert config.clients[0].relay == target.spec_for("repo")

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from escale.config.parser import parse_config
 from escale.errors import HostKeyError, RelayConnectionError, RelayError, RelayPermissionDenied
 from escale.relay import make_relay
 from escale.relay.sftp import SftpRelay
 from tests.servers.rclone import RcloneSftpServer
 from tests.servers.sshd import SshServer, descendants, keygen, known_hosts_line, silent_server
+from tests.servers.target import RelayTarget
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -266,3 +268,12 @@ def test_repository_path_that_is_a_file_is_refused(sshd_server: SshServer) -> No
     sshd_server.plant("", "plain-file", b"x")
     with pytest.raises(RelayError, match="not a folder"):
         make_relay(sshd_server.spec_for("plain-file")).open()
+
+
+@pytest.mark.parametrize("name", ["sftp", "sftp_rclone"])
+def test_config_lines_describe_the_same_relay(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """What a target hands to a separate escale process is the relay the tests use."""
+    target: RelayTarget = request.getfixturevalue(f"target_{name}")
+    lines = "\n".join(f"{key} = {value}" for key, value in target.config_for("repo").items())
+    config = parse_config(f"[c]\nlocal path = {tmp_path}\n{lines}\n", str(tmp_path / "escale.conf"))
+    assert config.clients[0].relay == target.spec_for("repo")

@@ -180,12 +180,13 @@ class RcloneSftpServer:
     def config_for(self, folder: str) -> dict[str, str]:
         return {
             "protocol": "sftp",
-            "address": HOST,
+            "host address": HOST,
             "port": str(self.port),
             "username": self.user,
-            "relay directory": f"/{folder}",
+            "host directory": f"/{folder}",
             "ssh key": self.user_key,
             "known hosts": self.known_hosts,
+            "timeout": "15",
         }
 
     def plant(self, folder: str, raw_name: str, data: bytes) -> bool:
@@ -250,10 +251,11 @@ def rclone_target(
     def config_for(folder: str) -> dict[str, str]:
         return {
             "protocol": "rclone",
-            "address": remote,
-            "relay directory": os.path.join(base, folder),
+            "host address": remote,
+            "host directory": os.path.join(base, folder),
             "rclone config": conf.path,
             "rclone binary": conf.binary,
+            "timeout": "15",
         }
 
     def plant(folder: str, raw_name: str, data: bytes) -> bool:

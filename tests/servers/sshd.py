@@ -232,12 +232,13 @@ class SshServer:
     def config_for(self, folder: str) -> dict[str, str]:
         return {
             "protocol": "sftp",
-            "address": HOST,
+            "host address": HOST,
             "port": str(self.port),
             "username": self.user,
-            "relay directory": os.path.join(self.root, folder),
+            "host directory": os.path.join(self.root, folder),
             "ssh key": self.user_key,
             "known hosts": self.known_hosts,
+            "timeout": "15",
         }
 
     def plant(self, folder: str, raw_name: str, data: bytes) -> bool:
