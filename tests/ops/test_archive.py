@@ -6,9 +6,11 @@ import io
 import json
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 
+from escale.config.settings import ClientSettings
 from escale.errors import ArchiveError, UsageError
 from escale.ops.archive import MANIFEST, compression_for, verify_archive
 from escale.ops.backup import backup
@@ -18,7 +20,7 @@ from tests.ops.helpers import make_settings, relay_objects, sync, write
 
 
 @pytest.fixture
-def archive_and_relay(tmp_path):
+def archive_and_relay(tmp_path: Path) -> tuple[str, ClientSettings]:
     """A good plain-tar backup of a two-file repository, and an empty second relay."""
     base = str(tmp_path)
     spec = RelaySpec(protocol="file", directory=os.path.join(base, "relay"))
@@ -51,7 +53,7 @@ def _rebuild(path: str, members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
                 tar.addfile(info)
 
 
-def _refused(archive: str, settings, match: str) -> None:
+def _refused(archive: str, settings: ClientSettings, match: str) -> None:
     before = relay_objects(settings.relay)
     with pytest.raises(ArchiveError, match=match) as caught:
         restore(settings, archive)
@@ -59,7 +61,7 @@ def _refused(archive: str, settings, match: str) -> None:
     assert relay_objects(settings.relay) == before == {}
 
 
-def test_extension_picks_compression_and_others_are_usage_errors():
+def test_extension_picks_compression_and_others_are_usage_errors() -> None:
     assert compression_for("x.tar") == ""
     assert compression_for("X.TAR.GZ") == "gz"
     assert compression_for("x.tgz") == "gz"
@@ -70,7 +72,7 @@ def test_extension_picks_compression_and_others_are_usage_errors():
         assert caught.value.exit_code == 64
 
 
-def test_good_archive_verifies_and_lists_its_objects(archive_and_relay):
+def test_good_archive_verifies_and_lists_its_objects(archive_and_relay: tuple[str, ClientSettings]) -> None:
     archive, _ = archive_and_relay
     manifest = verify_archive(archive)
     names = {o.name for o in manifest.objects}
@@ -83,7 +85,7 @@ def test_good_archive_verifies_and_lists_its_objects(archive_and_relay):
 
 
 @pytest.mark.parametrize("where", ["middle", "in the manifest", "after the manifest", "half the end marker"])
-def test_truncated_archive_is_refused(archive_and_relay, where):
+def test_truncated_archive_is_refused(archive_and_relay: tuple[str, ClientSettings], where: str) -> None:
     archive, settings = archive_and_relay
     with open(archive, "rb") as handle:
         data = handle.read()
@@ -98,7 +100,7 @@ def test_truncated_archive_is_refused(archive_and_relay, where):
     _refused(cut, settings, "truncated|no escale-backup.json|corrupt")
 
 
-def test_truncated_compressed_archive_is_refused(tmp_path, archive_and_relay):
+def test_truncated_compressed_archive_is_refused(tmp_path: Path, archive_and_relay: tuple[str, ClientSettings]) -> None:
     archive, settings = archive_and_relay
     members = _members(archive)
     gz = str(tmp_path / "cut.tar.gz")
@@ -112,7 +114,7 @@ def test_truncated_compressed_archive_is_refused(tmp_path, archive_and_relay):
     _refused(gz, settings, "corrupt or truncated")
 
 
-def test_altered_object_is_refused(archive_and_relay):
+def test_altered_object_is_refused(archive_and_relay: tuple[str, ClientSettings]) -> None:
     archive, settings = archive_and_relay
     members = _members(archive)
     for i, (info, data) in enumerate(members):
@@ -123,19 +125,19 @@ def test_altered_object_is_refused(archive_and_relay):
     _refused(archive, settings, "does not match the manifest")
 
 
-def test_missing_manifest_is_refused(archive_and_relay):
+def test_missing_manifest_is_refused(archive_and_relay: tuple[str, ClientSettings]) -> None:
     archive, settings = archive_and_relay
     _rebuild(archive, [(i, d) for i, d in _members(archive) if i.name != MANIFEST])
     _refused(archive, settings, "no escale-backup.json")
 
 
-def test_listed_object_missing_is_refused(archive_and_relay):
+def test_listed_object_missing_is_refused(archive_and_relay: tuple[str, ClientSettings]) -> None:
     archive, settings = archive_and_relay
     _rebuild(archive, [(i, d) for i, d in _members(archive) if not i.name.startswith("relay/meta/")])
     _refused(archive, settings, "listed but missing")
 
 
-def test_unlisted_member_is_refused(archive_and_relay):
+def test_unlisted_member_is_refused(archive_and_relay: tuple[str, ClientSettings]) -> None:
     archive, settings = archive_and_relay
     members = _members(archive)
     members.insert(0, (tarfile.TarInfo("relay/data/extra"), b"smuggled"))
@@ -143,7 +145,7 @@ def test_unlisted_member_is_refused(archive_and_relay):
     _refused(archive, settings, "not listed in the manifest")
 
 
-def test_manifest_that_is_not_json_is_refused(archive_and_relay):
+def test_manifest_that_is_not_json_is_refused(archive_and_relay: tuple[str, ClientSettings]) -> None:
     archive, settings = archive_and_relay
     members = [(i, b"{not json" if i.name == MANIFEST else d) for i, d in _members(archive)]
     _rebuild(archive, members)
@@ -165,7 +167,7 @@ def _with_member(archive: str, info: tarfile.TarInfo, data: bytes = b"") -> None
 
 
 @pytest.mark.parametrize("name", ["/etc/evil", "relay/../evil", "relay/meta/../../evil", "relay//x", "evil"])
-def test_unsafe_member_names_are_refused(archive_and_relay, name):
+def test_unsafe_member_names_are_refused(archive_and_relay: tuple[str, ClientSettings], name: str) -> None:
     archive, settings = archive_and_relay
     _with_member(archive, tarfile.TarInfo(name), b"x")
     _refused(archive, settings, "unsafe name|not a relay object")
@@ -173,7 +175,7 @@ def test_unsafe_member_names_are_refused(archive_and_relay, name):
 
 @pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE,
                                   tarfile.DIRTYPE])
-def test_links_devices_and_folders_are_refused(archive_and_relay, kind):
+def test_links_devices_and_folders_are_refused(archive_and_relay: tuple[str, ClientSettings], kind: bytes) -> None:
     archive, settings = archive_and_relay
     info = tarfile.TarInfo("relay/data/odd")
     info.type = kind
@@ -182,12 +184,14 @@ def test_links_devices_and_folders_are_refused(archive_and_relay, kind):
     _refused(archive, settings, "is a (link|special file|directory)")
 
 
-def test_missing_archive_file_is_an_archive_error(archive_and_relay, tmp_path):
+def test_missing_archive_file_is_an_archive_error(
+    archive_and_relay: tuple[str, ClientSettings], tmp_path: Path,
+) -> None:
     _, settings = archive_and_relay
     _refused(str(tmp_path / "nope.tar.gz"), settings, "no such file")
 
 
-def test_not_an_archive_is_refused(archive_and_relay, tmp_path):
+def test_not_an_archive_is_refused(archive_and_relay: tuple[str, ClientSettings], tmp_path: Path) -> None:
     _, settings = archive_and_relay
     path = tmp_path / "junk.tar.bz2"
     path.write_bytes(b"this is not bzip2 data at all" * 10)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from escale.config.settings import ClientSettings
 from escale.errors import (
     LeaseBusy,
     OperationError,
@@ -22,9 +24,11 @@ from escale.relay import RelaySpec
 from escale.sync.client import SyncClient
 from tests.ops.helpers import key_file, make_settings, relay_objects, sync, tree, wipe, write
 
+Pair = tuple[str, RelaySpec, ClientSettings, ClientSettings]
+
 
 @pytest.fixture
-def pair(tmp_path):
+def pair(tmp_path: Path) -> Pair:
     """Two encrypted clients of one file relay, in sync on three files (one still
     waiting on the relay for a third client that registered but never ran)."""
     base = str(tmp_path)
@@ -44,7 +48,7 @@ def _without_leases(objects: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tgz", ".tar.bz2"])
-def test_backup_wipe_restore_and_clients_converge(pair, suffix):
+def test_backup_wipe_restore_and_clients_converge(pair: Pair, suffix: str) -> None:
     base, spec, alice, bob = pair
     archive = os.path.join(base, "backup" + suffix)
     before = relay_objects(spec)
@@ -67,17 +71,18 @@ def test_backup_wipe_restore_and_clients_converge(pair, suffix):
     assert tree(alice.local_path) == tree(bob.local_path)
 
 
-def test_restore_continues_lease_generations(pair):
+def test_restore_continues_lease_generations(pair: Pair) -> None:
     base, spec, alice, bob = pair
     archive = os.path.join(base, "b.tar")
-    generation = backup(alice, archive) and verify_archive(archive).lease_generation
+    backup(alice, archive)
+    generation = verify_archive(archive).lease_generation
     wipe(spec)
     restore(bob, archive)
     leases = sorted(n for n in relay_objects(spec) if n.startswith("lease/"))
     assert int(leases[-1].rpartition("/")[2]) > generation
 
 
-def test_a_new_client_receives_pending_files_after_restore(pair):
+def test_a_new_client_receives_pending_files_after_restore(pair: Pair) -> None:
     base, spec, alice, _bob = pair
     # carol registers (so payloads are kept for her) but receives nothing yet
     carol = make_settings(base, "carol", spec, key_file=alice.key_file)
@@ -92,7 +97,7 @@ def test_a_new_client_receives_pending_files_after_restore(pair):
     assert tree(carol.local_path)["late.txt"] == b"carol needs this"
 
 
-def test_backup_holds_the_lease_and_fast_does_not(pair):
+def test_backup_holds_the_lease_and_fast_does_not(pair: Pair) -> None:
     base, _spec, alice, bob = pair
     busy: list[bool] = []
 
@@ -107,7 +112,7 @@ def test_backup_holds_the_lease_and_fast_does_not(pair):
     assert busy == [True, False]
 
 
-def test_fast_backup_and_restore_need_no_key(pair):
+def test_fast_backup_and_restore_need_no_key(pair: Pair) -> None:
     base, spec, alice, bob = pair
     from dataclasses import replace
 
@@ -123,7 +128,7 @@ def test_fast_backup_and_restore_need_no_key(pair):
     assert tree(alice.local_path) == tree(bob.local_path)
 
 
-def test_restore_refuses_a_relay_that_holds_a_repository(pair):
+def test_restore_refuses_a_relay_that_holds_a_repository(pair: Pair) -> None:
     base, spec, alice, _ = pair
     archive = os.path.join(base, "b.tar")
     backup(alice, archive)
@@ -134,7 +139,7 @@ def test_restore_refuses_a_relay_that_holds_a_repository(pair):
     assert relay_objects(spec) == before
 
 
-def test_restore_refuses_a_partial_repository_too(pair):
+def test_restore_refuses_a_partial_repository_too(pair: Pair) -> None:
     base, spec, alice, _ = pair
     archive = os.path.join(base, "b.tar")
     backup(alice, archive)
@@ -150,7 +155,7 @@ def test_restore_refuses_a_partial_repository_too(pair):
     sync(alice, rounds=1)
 
 
-def test_restore_with_the_wrong_key_writes_nothing(pair, tmp_path):
+def test_restore_with_the_wrong_key_writes_nothing(pair: Pair, tmp_path: Path) -> None:
     base, _spec, alice, _ = pair
     archive = os.path.join(base, "b.tgz")
     backup(alice, archive)
@@ -162,7 +167,7 @@ def test_restore_with_the_wrong_key_writes_nothing(pair, tmp_path):
     assert relay_objects(other) == {}
 
 
-def test_backup_refuses_existing_archive_and_writes_atomically(pair):
+def test_backup_refuses_existing_archive_and_writes_atomically(pair: Pair) -> None:
     base, _spec, alice, _ = pair
     archive = os.path.join(base, "keep.tar.gz")
     with open(archive, "wb") as handle:
@@ -176,7 +181,7 @@ def test_backup_refuses_existing_archive_and_writes_atomically(pair):
     assert [n for n in os.listdir(base) if n.startswith(".escale-part-")] == []
 
 
-def test_failed_backup_leaves_no_archive(pair, tmp_path):
+def test_failed_backup_leaves_no_archive(pair: Pair, tmp_path: Path) -> None:
     base, _spec, alice, _ = pair
     empty = RelaySpec(protocol="file", directory=str(tmp_path / "nothing-here"))
     out = tmp_path / "out"
@@ -192,7 +197,7 @@ def test_failed_backup_leaves_no_archive(pair, tmp_path):
     assert os.listdir(out) == []
 
 
-def test_backup_waits_then_gives_up_on_a_busy_lease(pair):
+def test_backup_waits_then_gives_up_on_a_busy_lease(pair: Pair) -> None:
     base, spec, alice, bob = pair
     from escale.ops.common import existing_sealer, held_lease, open_relay
     from escale.protocol.layout import new_client_id
@@ -210,7 +215,7 @@ def test_backup_waits_then_gives_up_on_a_busy_lease(pair):
     assert not os.path.exists(os.path.join(base, "busy.tar"))
 
 
-def test_restoring_an_older_backup_then_fix_keeps_newer_files(pair):
+def test_restoring_an_older_backup_then_fix_keeps_newer_files(pair: Pair) -> None:
     """After an old backup is restored the relay serves older versions than the
     clients saw; they refuse them as a rollback. fix commits above what they saw."""
     base, spec, alice, bob = pair

@@ -6,17 +6,21 @@ import gzip
 import json
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 
 from escale.cli.ctl import main as escalectl
 from escale.cli.ops_progress import ProgressCallback
 from escale.config import load_config
+from escale.config.settings import ClientSettings
 from tests.ops.helpers import key_file, relay_objects, sync, tree, wipe, write
+
+Setup = tuple[str, str, ClientSettings, ClientSettings]
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path: Path) -> Setup:
     """A configuration with two encrypted clients of one file relay, in sync."""
     base = str(tmp_path)
     key = key_file(base)
@@ -34,13 +38,13 @@ def setup(tmp_path):
     return base, conf, alice, bob
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = escalectl(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_backup_restore_through_escalectl(setup, capsys):
+def test_backup_restore_through_escalectl(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
     base, conf, alice, bob = setup
     archive = os.path.join(base, "relay.tar.bz2")
     code, out, err = _run(capsys, "-c", conf, "backup", "alice", archive)
@@ -69,7 +73,9 @@ def test_backup_restore_through_escalectl(setup, capsys):
     (["fix", "-r", "nobody"], 64, "no section [nobody]"),
     (["migrate", "-r", "alice"], 64, "the following arguments are required"),
 ])
-def test_bad_inputs_one_line_exit_code_nothing_changed(setup, capsys, argv, code, message):
+def test_bad_inputs_one_line_exit_code_nothing_changed(
+    setup: Setup, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str,
+) -> None:
     base, conf, alice, _ = setup
     assert escalectl(["-c", conf, "backup", "alice", f"{base}/good.tar"]) == 0
     with open(f"{base}/good.tar", "rb") as handle:
@@ -91,7 +97,7 @@ def test_bad_inputs_one_line_exit_code_nothing_changed(setup, capsys, argv, code
         assert handle.read() == config_text
 
 
-def test_fix_reports_what_it_recreated(setup, capsys):
+def test_fix_reports_what_it_recreated(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
     _base, conf, alice, _bob = setup
     wipe(alice.relay, "meta")
     code, out, err = _run(capsys, "-c", conf, "--json", "fix", "-r", "alice", "--dry-run")
@@ -107,7 +113,7 @@ def test_fix_reports_what_it_recreated(setup, capsys):
     assert [r["changed"] for r in json.loads(out)] == [False, False]
 
 
-def test_fix_of_a_client_that_never_synced(setup, capsys, tmp_path):
+def test_fix_of_a_client_that_never_synced(setup: Setup, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     _base, conf, *_ = setup
     with open(conf, "a") as handle:
         handle.write(f"[carol]\nlocal path = {tmp_path / 'carol'}\nprotocol = file\n"
@@ -116,7 +122,9 @@ def test_fix_of_a_client_that_never_synced(setup, capsys, tmp_path):
     assert code == 70 and "never synced here" in err
 
 
-def test_archive_written_by_escalectl_is_plain_tar_with_manifest_last(setup, capsys):
+def test_archive_written_by_escalectl_is_plain_tar_with_manifest_last(
+    setup: Setup, capsys: pytest.CaptureFixture[str],
+) -> None:
     base, conf, *_ = setup
     archive = os.path.join(base, "b.tar")
     assert escalectl(["-c", conf, "backup", "alice", archive]) == 0
@@ -125,7 +133,7 @@ def test_archive_written_by_escalectl_is_plain_tar_with_manifest_last(setup, cap
     assert names[-1] == "escale-backup.json" and names[-2] == "relay/escale.repo"
 
 
-def test_progress_callback_draws_only_when_enabled():
+def test_progress_callback_draws_only_when_enabled() -> None:
     import io
 
     class Tty(io.StringIO):

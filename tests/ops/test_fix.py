@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 
+from escale.config.settings import ClientSettings
 from escale.errors import OperationError
 from escale.ops.fix import fix_client
 from escale.relay import RelaySpec
 from escale.sync.client import state_dir_for
 from tests.ops.helpers import key_file, make_settings, relay_objects, sync, tree, wipe, write
 
+Trio = tuple[RelaySpec, ClientSettings, ClientSettings, ClientSettings]
+
 FILES = {"a.txt": b"alpha", "docs/b.bin": bytes(range(256)) * 300, "docs/deep/c.txt": b"gamma"}
 
 
 @pytest.fixture(params=["plain", "encrypted"])
-def trio(request, tmp_path):
+def trio(request: pytest.FixtureRequest, tmp_path: Path) -> Trio:
     """alice pushed FILES; bob and carol are registered receivers that have not run since."""
     base = str(tmp_path)
     spec = RelaySpec(protocol="file", directory=os.path.join(base, "relay"))
@@ -31,12 +35,13 @@ def trio(request, tmp_path):
     return spec, alice, bob, carol
 
 
-def _seen(settings) -> dict[str, int]:
+def _seen(settings: ClientSettings) -> dict[str, int]:
     with sqlite3.connect(os.path.join(state_dir_for(settings), "state.db")) as conn:
-        return dict(conn.execute("SELECT key, version FROM seen"))
+        rows: list[tuple[str, int]] = conn.execute("SELECT key, version FROM seen").fetchall()
+        return dict(rows)
 
 
-def test_lost_placeholders_are_recreated_and_receivers_still_get_every_file(trio):
+def test_lost_placeholders_are_recreated_and_receivers_still_get_every_file(trio: Trio) -> None:
     spec, alice, bob, carol = trio
     wipe(spec, "meta")  # payloads stay, but nothing points to them any more
     report = fix_client(alice)
@@ -49,7 +54,7 @@ def test_lost_placeholders_are_recreated_and_receivers_still_get_every_file(trio
     assert tree(bob.local_path) == tree(carol.local_path) == FILES
 
 
-def test_whole_relay_lost_header_recreated_and_a_new_client_gets_every_file(trio, tmp_path):
+def test_whole_relay_lost_header_recreated_and_a_new_client_gets_every_file(trio: Trio, tmp_path: Path) -> None:
     spec, alice, bob, carol = trio
     sync(bob, carol, alice)  # everyone up to date; payloads reclaimed
     wipe(spec)
@@ -68,7 +73,7 @@ def test_whole_relay_lost_header_recreated_and_a_new_client_gets_every_file(trio
         assert tree(client.local_path)["a.txt"] == b"alpha from carol"
 
 
-def test_versions_go_above_what_clients_have_seen(trio):
+def test_versions_go_above_what_clients_have_seen(trio: Trio) -> None:
     spec, alice, bob, carol = trio
     write(alice.local_path, {"a.txt": b"alpha 2"})
     sync(alice, bob, carol)
@@ -87,7 +92,7 @@ def test_versions_go_above_what_clients_have_seen(trio):
     assert tree(alice.local_path)["a.txt"] == b"alpha from bob"
 
 
-def test_dry_run_changes_nothing_and_tells_the_same(trio):
+def test_dry_run_changes_nothing_and_tells_the_same(trio: Trio) -> None:
     spec, alice, _bob, _carol = trio
     wipe(spec, "meta")
     before = relay_objects(spec)
@@ -101,7 +106,7 @@ def test_dry_run_changes_nothing_and_tells_the_same(trio):
     assert not again.changed and again.up_to_date == len(FILES)
 
 
-def test_dry_run_on_a_wiped_relay_writes_no_header(trio):
+def test_dry_run_on_a_wiped_relay_writes_no_header(trio: Trio) -> None:
     spec, alice, *_ = trio
     wipe(spec)
     report = fix_client(alice, dry_run=True)
@@ -109,7 +114,7 @@ def test_dry_run_on_a_wiped_relay_writes_no_header(trio):
     assert relay_objects(spec) == {}
 
 
-def test_files_changed_or_gone_locally_are_not_recreated(trio):
+def test_files_changed_or_gone_locally_are_not_recreated(trio: Trio) -> None:
     spec, alice, _bob, _carol = trio
     write(alice.local_path, {"a.txt": b"edited after the last sync"})
     os.remove(os.path.join(alice.local_path, "docs", "deep", "c.txt"))
@@ -120,7 +125,7 @@ def test_files_changed_or_gone_locally_are_not_recreated(trio):
     assert "changed locally" in skipped["a.txt"] and "not present" in skipped["docs/deep/c.txt"]
 
 
-def test_a_client_that_never_synced_here_cannot_fix(tmp_path):
+def test_a_client_that_never_synced_here_cannot_fix(tmp_path: Path) -> None:
     spec = RelaySpec(protocol="file", directory=str(tmp_path / "relay"))
     fresh = make_settings(str(tmp_path), "fresh", spec)
     with pytest.raises(OperationError, match="never synced here"):

@@ -5,17 +5,21 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from escale.cli.ctl import main as escalectl
 from escale.config import load_config
+from escale.config.settings import ClientSettings
 from escale.errors import ConfigError, TargetNotEmpty, UsageError
 from escale.ops.migrate import migrate
 from escale.relay import RelaySpec
 from escale.sync.client import SyncClient
 from tests.ops.helpers import key_file, relay_objects, sync, tree, write
-from tests.servers.target import free_port
+from tests.servers.target import RelayTarget, free_port
+
+Machines = tuple[str, str, ClientSettings, ClientSettings]
 
 
 def _config(base: str, name: str, relay_dir: str, extra: str = "") -> str:
@@ -35,7 +39,7 @@ def _config(base: str, name: str, relay_dir: str, extra: str = "") -> str:
 
 
 @pytest.fixture
-def machines(tmp_path):
+def machines(tmp_path: Path) -> Machines:
     """alice and bob, each with their own configuration file, in sync through a file relay."""
     base = str(tmp_path)
     old = os.path.join(base, "old-relay")
@@ -59,7 +63,7 @@ def _objects_without_leases(spec: RelaySpec) -> dict[str, str]:
     return {n: h for n, h in relay_objects(spec).items() if not n.startswith("lease/")}
 
 
-def test_migrate_copies_verifies_and_rewrites_the_configuration(machines):
+def test_migrate_copies_verifies_and_rewrites_the_configuration(machines: Machines) -> None:
     base, conf, alice, bob = machines
     old_text = _read(conf)
     source_before = _objects_without_leases(alice.relay)
@@ -94,7 +98,7 @@ def test_migrate_copies_verifies_and_rewrites_the_configuration(machines):
     assert _objects_without_leases(alice.relay) == source_before  # nobody wrote to the old relay
 
 
-def test_migrate_holds_the_source_lease(machines):
+def test_migrate_holds_the_source_lease(machines: Machines) -> None:
     base, conf, _alice, bob = machines
     busy = []
 
@@ -107,7 +111,7 @@ def test_migrate_holds_the_source_lease(machines):
     assert busy == [True]
 
 
-def test_migrate_from_a_config_file_with_the_same_section(machines, tmp_path):
+def test_migrate_from_a_config_file_with_the_same_section(machines: Machines, tmp_path: Path) -> None:
     base, conf, _alice, _ = machines
     other_dir = tmp_path / "elsewhere"
     other_dir.mkdir()
@@ -126,7 +130,7 @@ def _unchanged(conf: str, text: str) -> None:
     assert [n for n in os.listdir(os.path.dirname(conf)) if ".bak-" in n] == []
 
 
-def test_destination_holding_a_repository_is_refused_then_forced(machines):
+def test_destination_holding_a_repository_is_refused_then_forced(machines: Machines) -> None:
     base, conf, _alice, bob = machines
     text = _read(conf)
     taken = os.path.join(base, "taken")
@@ -141,7 +145,7 @@ def test_destination_holding_a_repository_is_refused_then_forced(machines):
     assert load_config(conf).client("shared-docs").relay.directory == taken
 
 
-def test_destination_equal_to_the_source_is_a_usage_error(machines):
+def test_destination_equal_to_the_source_is_a_usage_error(machines: Machines) -> None:
     _, conf, alice, _ = machines
     text = _read(conf)
     with pytest.raises(UsageError, match="already uses relay"):
@@ -152,7 +156,7 @@ def test_destination_equal_to_the_source_is_a_usage_error(machines):
 # --------------------------------------------------------------------------- through escalectl
 
 
-def test_cli_bad_inputs_change_nothing(machines, capsys):
+def test_cli_bad_inputs_change_nothing(machines: Machines, capsys: pytest.CaptureFixture[str]) -> None:
     base, conf, alice, _ = machines
     text = _read(conf)
     source = relay_objects(alice.relay)
@@ -172,7 +176,9 @@ def test_cli_bad_inputs_change_nothing(machines, capsys):
     assert relay_objects(alice.relay) == source
 
 
-def test_cli_migrate_file_to_sftp_and_back(machines, target_sftp, capsys):
+def test_cli_migrate_file_to_sftp_and_back(
+    machines: Machines, target_sftp: RelayTarget, capsys: pytest.CaptureFixture[str],
+) -> None:
     import json
 
     base, conf, alice, bob = machines

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.ops.helpers import key_file, relay_objects, tree, wipe, write
 
@@ -18,7 +19,7 @@ def _run(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, stdin=subprocess.DEVNULL, check=False)
 
 
-def test_real_processes_backup_wipe_restore_fix(tmp_path):
+def test_real_processes_backup_wipe_restore_fix(tmp_path: Path) -> None:
     from escale.relay import RelaySpec
 
     base = str(tmp_path)
