@@ -18,9 +18,10 @@ Operations: ``list``/``stat`` use ``operations/list``/``operations/stat``;
 :data:`TEMP_PREFIX` name in the target's folder, then moves it into place with
 ``operations/movefile`` (destination check off, so that the move is the remote's
 own server-side move or copy, which replaces the target whole on the remotes
-that have one). rclone has no "fail if the target exists" primitive, so the
-exclusive ``put`` and ``rename`` check the target first: they are not race-free,
-and the capabilities say so.
+that have one; on remotes that allow duplicate names, such as Google Drive, the
+old target is deleted first, and atomic put is not declared). rclone has no
+"fail if the target exists" primitive, so the exclusive ``put`` and ``rename``
+check the target first: they are not race-free, and the capabilities say so.
 
 Capabilities are read from the remote with ``operations/fsinfo`` when the relay
 opens (before that, :attr:`RcloneRelay.capabilities` declares nothing).
@@ -230,6 +231,7 @@ class RcloneRelay(Relay):
         self.capabilities = UNKNOWN_CAPABILITIES
         self._rcd: _Rcd | None = None
         self._session: requests.Session | None = None
+        self._duplicates = False  # the remote allows two objects of one name
         # Stops the rcd if this relay is dropped unclosed, or at interpreter exit.
         self._reaper: weakref.finalize[Any, Any] | None = None
 
@@ -314,6 +316,7 @@ class RcloneRelay(Relay):
         try:
             info = self._rc("operations/fsinfo", {"fs": self.fs})
             self.capabilities = _capabilities(info)
+            self._duplicates = bool((info.get("Features") or {}).get("DuplicateFiles"))
             self._rc("operations/mkdir", {"fs": self.fs, "remote": ""})
         except RelayError:
             self._disconnect()
@@ -401,6 +404,14 @@ class RcloneRelay(Relay):
 
     def _move(self, source: str, target: str) -> None:
         """Server-side move of ``source`` onto ``target`` (replacing it)."""
+        if self._duplicates:
+            # Where one folder may hold two objects of one name (Google Drive),
+            # the target must be looked up and removed first: not atomic.
+            config = {"IgnoreTimes": True}
+        else:
+            # No comparison with an existing target: a same-size, same-second
+            # target must still be replaced, and by one move, not delete+move.
+            config = {"NoCheckDest": True}
         self._rc(
             "operations/movefile",
             {
@@ -408,9 +419,7 @@ class RcloneRelay(Relay):
                 "srcRemote": source,
                 "dstFs": self.fs,
                 "dstRemote": target,
-                # No comparison with an existing target: a same-size, same-second
-                # target must still be replaced, and by one move, not delete+move.
-                "_config": {"NoCheckDest": True},
+                "_config": config,
             },
             source,
         )
@@ -483,8 +492,9 @@ def _capabilities(info: dict[str, Any]) -> Capabilities:
         mtime_precision: float | None = max(precision / 1e9, 1e-9)
     else:
         mtime_precision = None
-    # A server-side move (or copy) puts the whole object in place in one step.
-    whole = bool(features.get("Move") or features.get("Copy"))
+    # A server-side move (or copy) puts the whole object in place in one step,
+    # unless the remote allows duplicate names: then the old one is deleted first.
+    whole = bool(features.get("Move") or features.get("Copy")) and not features.get("DuplicateFiles")
     return Capabilities(
         atomic_put=whole,
         exclusive_create=False,
