@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ from tests.daemon.helpers import Daemons, ctl, ctl_here, escale, two_clients, wa
     ("w?", {"w": None}), ("r-w+", {"r": False, "w": True}), ("wr", {"w": True, "r": True}),
     ("w-r?", {"w": False, "r": None}),
 ])
-def test_modifiers_parse(text: str, expected: dict) -> None:
+def test_modifiers_parse(text: str, expected: dict[str, bool | None]) -> None:
     assert parse_modifiers(text) == expected
 
 
@@ -42,7 +43,7 @@ def _db_access(config_path: str, name: str) -> dict[str, Access]:
         db.close()
 
 
-def test_set_show_unset(tmp_path, capsys, monkeypatch) -> None:
+def test_set_show_unset(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     config = two_clients(str(tmp_path))
     os.makedirs(tmp_path / "bob" / "docs")
     target = tmp_path / "bob" / "docs" / "plan.txt"
@@ -72,7 +73,7 @@ def test_set_show_unset(tmp_path, capsys, monkeypatch) -> None:
     assert _db_access(config, "bob") == {}
 
 
-def test_files_outside_every_client(tmp_path, capsys) -> None:
+def test_files_outside_every_client(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = two_clients(str(tmp_path))
     os.makedirs(tmp_path / "alice" / "sub")
     for path, words in ((tmp_path / "elsewhere.txt", "not inside the local folder of any client"),
@@ -87,7 +88,7 @@ def test_files_outside_every_client(tmp_path, capsys) -> None:
     assert not os.path.exists(tmp_path / "bob" / ".escale")
 
 
-def test_overlapping_folders_need_a_choice(tmp_path, capsys) -> None:
+def test_overlapping_folders_need_a_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = two_clients(str(tmp_path), bob={"local path": "alice", "protocol": "file",
                                              "relay directory": "relay2"})
     os.makedirs(tmp_path / "alice")
@@ -105,7 +106,7 @@ def test_help_explains_the_syntax() -> None:
         assert words in " ".join(result.stdout.split()) or words in result.stdout
 
 
-def test_write_forbidden_file_is_not_overwritten_by_a_pass(tmp_path) -> None:
+def test_write_forbidden_file_is_not_overwritten_by_a_pass(tmp_path: Path) -> None:
     config = two_clients(str(tmp_path))
     os.makedirs(tmp_path / "alice")
     (tmp_path / "alice" / "kept.txt").write_text("original\n")
@@ -124,7 +125,7 @@ def test_write_forbidden_file_is_not_overwritten_by_a_pass(tmp_path) -> None:
     assert (tmp_path / "bob" / "kept.txt").read_text() == "original\n"  # but not over the w- file
 
 
-def test_access_while_the_daemon_runs(tmp_path, daemons: Daemons) -> None:
+def test_access_while_the_daemon_runs(tmp_path: Path, daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     os.makedirs(tmp_path / "alice")
     (tmp_path / "alice" / "draft.txt").write_text("private\n")

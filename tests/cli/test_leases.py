@@ -16,7 +16,7 @@ from tests.daemon.helpers import ctl, ctl_here, escale, write_config
 
 
 @pytest.fixture
-def encrypted(tmp_path) -> str:
+def encrypted(tmp_path: Path) -> str:
     key = str(tmp_path / "shared.key")
     generate_key_file(key)
     common = {"protocol": "file", "relay directory": "relay", "encryption": "yes", "key": key}
@@ -24,18 +24,18 @@ def encrypted(tmp_path) -> str:
                                         "bob": {"local path": "bob", **common}})
 
 
-def test_no_repository_yet(encrypted, capsys) -> None:
+def test_no_repository_yet(encrypted: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = ctl_here(capsys, encrypted, "leases", "-r", "alice")
     assert code == 69 and out == ""
     assert "no escale repository on relay file://" in err
 
 
-def test_needs_a_section_when_several(encrypted, capsys) -> None:
+def test_needs_a_section_when_several(encrypted: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = ctl_here(capsys, encrypted, "leases")
     assert code == 64 and "choose one with -r SECTION" in err
 
 
-def test_list_and_break(encrypted, capsys) -> None:
+def test_list_and_break(encrypted: str, capsys: pytest.CaptureFixture[str]) -> None:
     (Path(encrypted).parent / "alice").mkdir()
     (Path(encrypted).parent / "alice" / "f.txt").write_text("x\n")
     assert escale("--once", "-c", encrypted, "-r", "alice").returncode == 0  # creates, leases, releases
@@ -66,7 +66,8 @@ def test_list_and_break(encrypted, capsys) -> None:
         # not on a terminal and no --yes: refused, nothing changed
         code, _, err = ctl_here(capsys, encrypted, "leases", "-r", "bob", "--break", str(generation))
         assert code == 64 and "--yes" in err
-        assert holder.read(relay, generation).released is False
+        before = holder.read(relay, generation)
+        assert before is not None and before.released is False
         code, _, err = ctl_here(capsys, encrypted, "leases", "-r", "bob", "--break", "999", "--yes")
         assert code == 64 and "no lease generation 999" in err
 
@@ -76,7 +77,7 @@ def test_list_and_break(encrypted, capsys) -> None:
                                        f"(was held by laptop on {lease.record.host} (pid {lease.record.pid}, "
                                        "backup))")
         record = holder.read(relay, generation)
-        assert record.released and record.token != lease.record.token
+        assert record is not None and record.released and record.token != lease.record.token
 
         # the next client takes the lease at once; the old holder loses it
         taker = LeaseManager(relay, sealer, client_id="e" * 32, label="desktop", timeout=120)

@@ -6,6 +6,7 @@ import os
 import socket
 import stat
 import sys
+from pathlib import Path
 
 from escale.config import load_config
 from escale.crypto.keys import load_secret
@@ -20,7 +21,7 @@ def _mode(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def test_setup_with_a_file_relay_and_a_new_key(tmp_path) -> None:
+def test_setup_with_a_file_relay_and_a_new_key(tmp_path: Path) -> None:
     local = tmp_path / "Documents"
     relay = tmp_path / "relay"
     term = _escale("-i")
@@ -65,7 +66,7 @@ def test_setup_with_a_file_relay_and_a_new_key(tmp_path) -> None:
     load_secret(key, None)
 
 
-def test_setup_with_credentials_and_an_unreachable_relay(tmp_path) -> None:
+def test_setup_with_credentials_and_an_unreachable_relay(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nothing listens there once closed
@@ -109,7 +110,7 @@ def test_setup_with_credentials_and_an_unreachable_relay(tmp_path) -> None:
     assert "pa:ss word" not in text and f"secret file = {secret}" in text
 
 
-def test_end_of_input_cancels_without_writing(tmp_path) -> None:
+def test_end_of_input_cancels_without_writing(tmp_path: Path) -> None:
     target = tmp_path / "escale.conf"
     term = _escale("-i", "-c", str(target))
     term.expect(r"Local folder to synchronise: ")
@@ -119,7 +120,7 @@ def test_end_of_input_cancels_without_writing(tmp_path) -> None:
     assert not target.exists()
 
 
-def test_import_sections(tmp_path) -> None:
+def test_import_sections(tmp_path: Path) -> None:
     source_dir = tmp_path / "elsewhere"
     source_dir.mkdir()
     source = source_dir / "old.conf"

@@ -19,6 +19,11 @@ class Received:
     def message(self) -> Message:
         return message_from_bytes(self.data)
 
+    def body(self) -> str:
+        payload = self.message.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        return payload.decode()
+
 
 @dataclass
 class SmtpSink:
@@ -43,7 +48,7 @@ class SmtpSink:
 
             def handle(self) -> None:
                 self.reply("220 sink ESMTP ready")
-                sender, recipients = "", []
+                sender, recipients = "", list[str]()
                 while True:
                     raw = self.rfile.readline()
                     if not raw:

@@ -9,22 +9,27 @@ import socket
 import stat
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from escale.daemon.pidfile import instance_paths, is_escale_process, pid_alive
 from tests.daemon.helpers import Daemons, ctl, ctl_here, daemon_pid, escale, two_clients, wait_for
 
 
-def _status_json(config: str) -> dict:
+def _status_json(config: str) -> dict[str, Any]:
     result = ctl(config, "--json", "status")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
 
 
-def _client(status: dict, name: str) -> dict:
+def _client(status: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in status["clients"] if c["name"] == name)
 
 
-def test_start_status_stop(tmp_path, daemons: Daemons) -> None:
+def test_start_status_stop(tmp_path: Path, daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     os.makedirs(tmp_path / "alice")
     (tmp_path / "alice" / "hello.txt").write_text("hello bob\n")
@@ -78,7 +83,7 @@ def test_start_status_stop(tmp_path, daemons: Daemons) -> None:
     assert doc["running"] is False and [c["name"] for c in doc["clients"]] == ["alice", "bob"]
 
 
-def test_second_daemon_is_refused(tmp_path, daemons: Daemons) -> None:
+def test_second_daemon_is_refused(tmp_path: Path, daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     pid = daemons.start(config)
     again = ctl(config, "start")
@@ -92,7 +97,7 @@ def test_second_daemon_is_refused(tmp_path, daemons: Daemons) -> None:
     assert daemon_pid(config) == pid and pid_alive(pid)
 
 
-def test_commands_without_daemon(tmp_path, capsys) -> None:
+def test_commands_without_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = two_clients(str(tmp_path))
     for args in (("stop",), ("stop", "alice"), ("start", "alice"), ("restart", "bob")):
         code, _, err = ctl_here(capsys, config, *args)
@@ -102,7 +107,7 @@ def test_commands_without_daemon(tmp_path, capsys) -> None:
     assert ctl_here(capsys, config, "status")[0] == 3
 
 
-def test_unknown_section_is_refused(tmp_path, capsys, daemons: Daemons) -> None:
+def test_unknown_section_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     for args in (("stop", "carol"), ("start", "carol"), ("leases", "-r", "carol"),
                  ("access", str(tmp_path / "alice" / "x"), "-r", "carol")):
@@ -115,7 +120,7 @@ def test_unknown_section_is_refused(tmp_path, capsys, daemons: Daemons) -> None:
     assert _client(_status_json(config), "alice")["state"] == "running"
 
 
-def test_bad_command_lines(tmp_path, capsys) -> None:
+def test_bad_command_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = two_clients(str(tmp_path))
     for args in (("bogus",), (), ("stop", "--timeout", "soon"), ("status", "--bogus")):
         code, _, err = ctl_here(capsys, config, *args)
@@ -126,7 +131,7 @@ def test_bad_command_lines(tmp_path, capsys) -> None:
     assert "nope.conf" in err
 
 
-def test_stop_and_start_one_client(tmp_path, daemons: Daemons) -> None:
+def test_stop_and_start_one_client(tmp_path: Path, daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     pid = daemons.start(config)
     result = ctl(config, "stop", "alice")
@@ -153,7 +158,7 @@ def test_stop_and_start_one_client(tmp_path, daemons: Daemons) -> None:
     assert daemon_pid(config) == pid
 
 
-def test_restart_daemon(tmp_path, daemons: Daemons) -> None:
+def test_restart_daemon(tmp_path: Path, daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     old = daemons.start(config)
     result = ctl(config, "restart")
@@ -167,7 +172,7 @@ def test_restart_daemon(tmp_path, daemons: Daemons) -> None:
     assert _status_json(config)["pid"] == new
 
 
-def test_stale_pid_file_and_socket_are_cleaned(tmp_path, daemons: Daemons) -> None:
+def test_stale_pid_file_and_socket_are_cleaned(tmp_path: Path, daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     paths = instance_paths(config)
     paths.ensure_folder()
@@ -199,7 +204,7 @@ def test_stale_pid_file_and_socket_are_cleaned(tmp_path, daemons: Daemons) -> No
         sleeper.wait()
 
 
-def test_foreground_daemon_answers_and_stops(tmp_path, daemons: Daemons) -> None:
+def test_foreground_daemon_answers_and_stops(tmp_path: Path, daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     process = subprocess.Popen([sys.executable, "-m", "escale.cli.main", "-c", config],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -216,7 +221,7 @@ def test_foreground_daemon_answers_and_stops(tmp_path, daemons: Daemons) -> None
     assert not os.path.exists(instance_paths(config).pid_file)
 
 
-def test_sigint_twice_exits_at_once(tmp_path) -> None:
+def test_sigint_twice_exits_at_once(tmp_path: Path) -> None:
     config = two_clients(str(tmp_path))
     process = subprocess.Popen([sys.executable, "-m", "escale.cli.main", "-c", config],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -232,7 +237,7 @@ def test_sigint_twice_exits_at_once(tmp_path) -> None:
     assert not os.path.exists(instance_paths(config).socket)
 
 
-def test_stuck_daemon_is_killed(tmp_path, daemons: Daemons) -> None:
+def test_stuck_daemon_is_killed(tmp_path: Path, daemons: Daemons) -> None:
     """A daemon that does not answer (SIGSTOP) is verified by its command line, then signalled."""
     config = two_clients(str(tmp_path))
     pid = daemons.start(config)
@@ -249,7 +254,7 @@ def test_stuck_daemon_is_killed(tmp_path, daemons: Daemons) -> None:
     assert ctl(config, "status").returncode == 3
 
 
-def test_impatient_stop_escalates(tmp_path, daemons: Daemons) -> None:
+def test_impatient_stop_escalates(tmp_path: Path, daemons: Daemons) -> None:
     config = two_clients(str(tmp_path))
     pid = daemons.start(config)
     result = ctl(config, "--json", "stop", "--timeout", "0")

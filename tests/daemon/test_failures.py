@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 from escale.crypto import generate_key_file
 from tests.daemon.helpers import Daemons, ctl, two_clients, wait_for
 from tests.daemon.smtp_sink import SmtpSink
 
 
-def test_failing_client_beside_healthy_ones(tmp_path, daemons: Daemons) -> None:
+def test_failing_client_beside_healthy_ones(tmp_path: Path, daemons: Daemons) -> None:
     (tmp_path / "blocker").write_text("a regular file where the relay folder should be\n")
     key = str(tmp_path / "broken.key")
     generate_key_file(key)
@@ -24,7 +26,7 @@ def test_failing_client_beside_healthy_ones(tmp_path, daemons: Daemons) -> None:
         host, port = sink.address
         daemons.start(config, env={**os.environ, "ESCALE_SMTP": f"{host}:{port}"})
 
-        def status() -> dict:
+        def status() -> dict[str, Any]:
             result = ctl(config, "--json", "status")
             assert result.returncode == 0, result.stderr
             return {c["name"]: c for c in json.loads(result.stdout)["clients"]}
@@ -46,7 +48,7 @@ def test_failing_client_beside_healthy_ones(tmp_path, daemons: Daemons) -> None:
         notice = messages[0]
         assert notice.recipients == ["ops@example.org"]
         assert "[broken]" in notice.message["Subject"]
-        body = notice.message.get_payload(decode=True).decode()
+        body = notice.body()
         assert clients["broken"]["last_error"] in body
         with open(key) as handle:
             secret = handle.read().strip().split(":", 1)[1]

@@ -6,10 +6,12 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from escale.config import load_config
+from escale.config.settings import ClientSettings
 from escale.crypto import generate_key_file
 from escale.daemon.notify import Notifier, smtp_address
 from tests.daemon.helpers import write_config
@@ -25,7 +27,7 @@ def sink() -> Iterator[SmtpSink]:
         server.stop()
 
 
-def _settings(tmp_path, maintainer: str | None = "ops@example.org"):
+def _settings(tmp_path: Path, maintainer: str | None = "ops@example.org") -> tuple[ClientSettings, str]:
     key = str(tmp_path / "k.key")
     generate_key_file(key)
     values = {"local path": "local", "protocol": "ftp", "host address": "127.0.0.1", "port": "2121",
@@ -36,7 +38,7 @@ def _settings(tmp_path, maintainer: str | None = "ops@example.org"):
     return config.clients[0], open(key).read().strip()
 
 
-def test_notice_is_sent_once_per_error_and_holds_no_secret(tmp_path, sink: SmtpSink) -> None:
+def test_notice_is_sent_once_per_error_and_holds_no_secret(tmp_path: Path, sink: SmtpSink) -> None:
     settings, key_text = _settings(tmp_path)
     notifier = Notifier(config_path="/etc/escale.conf", address=sink.address)
     assert notifier.notify(settings, "relay ftp://syncer@127.0.0.1:2121/ refused the login") is True
@@ -49,7 +51,7 @@ def test_notice_is_sent_once_per_error_and_holds_no_secret(tmp_path, sink: SmtpS
     message = first.message
     assert message["To"] == "ops@example.org"
     assert message["Subject"] == f"escale: client [work] on {socket.gethostname()} stopped on an error"
-    body = message.get_payload(decode=True).decode()
+    body = first.body()
     assert "refused the login" in body and "ftp://syncer@127.0.0.1:2121/" in body
     assert "/etc/escale.conf" in body
     raw = first.data.decode()
@@ -57,13 +59,13 @@ def test_notice_is_sent_once_per_error_and_holds_no_secret(tmp_path, sink: SmtpS
     assert key_text not in raw and key_text.split(":", 1)[1] not in raw
 
 
-def test_no_maintainer_no_notice(tmp_path, sink: SmtpSink) -> None:
+def test_no_maintainer_no_notice(tmp_path: Path, sink: SmtpSink) -> None:
     settings, _ = _settings(tmp_path, maintainer=None)
     assert Notifier(address=sink.address).notify(settings, "boom") is False
     assert sink.received() == []
 
 
-def test_unreachable_smtp_server_is_logged_not_raised(tmp_path, caplog) -> None:
+def test_unreachable_smtp_server_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings, _ = _settings(tmp_path)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -81,7 +83,7 @@ def test_unreachable_smtp_server_is_logged_not_raised(tmp_path, caplog) -> None:
         sink.stop()
 
 
-def test_smtp_address_from_environment(monkeypatch) -> None:
+def test_smtp_address_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ESCALE_SMTP", raising=False)
     assert smtp_address() == ("localhost", 25)
     monkeypatch.setenv("ESCALE_SMTP", "127.0.0.1:2525")
