@@ -32,8 +32,8 @@ def setup_logging(settings: GlobalSettings, *, verbose: int = 0, stream: bool = 
     elif verbose == 1:
         level = min(level, logging.INFO)
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     root.setLevel(level)
     handler: logging.Handler
     if settings.log_file:

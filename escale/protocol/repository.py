@@ -23,7 +23,7 @@ import logging
 import tempfile
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from escale.errors import (
     CryptoError,
@@ -187,8 +187,8 @@ class Repository:
                     for old in [k for k in self.meta_cache if k.startswith(name + "@")]:
                         del self.meta_cache[old]
                     self.meta_cache[cache_key] = data
-        for entry in self._data_entries():
-            state.payloads[entry[0]] = entry[1]
+        for payload_name, stored in self._data_entries():
+            state.payloads[payload_name] = stored
         for name in self._list(layout.ACKS):
             ref = layout.parse_ack(name)
             if ref is not None:
@@ -239,7 +239,7 @@ class Repository:
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
             self.relay.get(placeholder.payload, spool)
             spool.seek(0)
-            self.sealer.open_stream(placeholder.payload, spool, counting)
+            self.sealer.open_stream(placeholder.payload, spool, cast(BinaryIO, counting))
         if counting.count != placeholder.size:
             raise IntegrityError(
                 f"relay object {placeholder.payload}: size {counting.count} differs from "
@@ -312,7 +312,7 @@ class Repository:
         payload = layout.data_name(key, version)
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
             reader = _HashingReader(source, hasher)
-            self.sealer.seal_stream(payload, reader, spool)
+            self.sealer.seal_stream(payload, cast(BinaryIO, reader), spool)
             stored = spool.tell()
             if reader.count != local.size:
                 raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)

@@ -16,6 +16,7 @@ not have taken effect, as stated per method.
 from __future__ import annotations
 
 import abc
+import builtins
 import io
 import re
 from collections.abc import Iterator
@@ -195,7 +196,7 @@ class Relay(abc.ABC):
         """
         self._ensure_open()
         check_name(folder, allow_root=True)
-        entries = []
+        entries: builtins.list[Entry] = []
         for entry in self._list(folder):
             if entry.basename.startswith(TEMP_PREFIX):
                 continue
@@ -302,7 +303,7 @@ class Relay(abc.ABC):
     def _disconnect(self) -> None: ...
 
     @abc.abstractmethod
-    def _list(self, folder: str) -> list[Entry]: ...
+    def _list(self, folder: str) -> builtins.list[Entry]: ...
 
     @abc.abstractmethod
     def _stat(self, name: str) -> Entry: ...

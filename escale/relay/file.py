@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
@@ -92,7 +93,7 @@ class FileRelay(Relay):
     # ----------------------------------------------------------- operations
 
     def _entry(self, name: str, st: os.stat_result) -> Entry:
-        is_dir = os.path.stat.S_ISDIR(st.st_mode)
+        is_dir = stat.S_ISDIR(st.st_mode)
         return Entry(name=name, size=0 if is_dir else st.st_size, mtime=st.st_mtime, is_dir=is_dir)
 
     def _list(self, folder: str) -> list[Entry]:

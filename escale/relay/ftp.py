@@ -81,6 +81,7 @@ from escale.errors import (
     RelayProtocolError,
     RelayQuotaExceeded,
     RelayTimeout,
+    UnsafeName,
 )
 from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, parent_of
 from escale.relay.spec import RelaySpec
@@ -382,8 +383,14 @@ class FtpRelay(Relay):
             kind = facts.get("type", "file").lower()
             if kind in ("cdir", "pdir") or raw in (".", ".."):
                 continue
-            entries.append(self._entry(folder, raw, facts))
+            entries.append(self._entry(folder, self._child(folder, raw), facts))
         return entries
+
+    def _child(self, folder: str, raw: str) -> str:
+        """A listed name must be one component (base.list checks the rest)."""
+        if "/" in raw or not raw:
+            raise UnsafeName(f"{self.describe()}: server listed a nested name in {folder or '/'!r}: {raw!r}")
+        return raw
 
     def _entry(self, folder: str, raw: str, facts: dict[str, str]) -> Entry:
         is_dir = facts.get("type", "file").lower() == "dir"
@@ -404,6 +411,7 @@ class FtpRelay(Relay):
             raw, size, is_dir = parsed
             if raw in (".", ".."):
                 continue
+            self._child(folder, raw)
             entries.append(
                 Entry(name=f"{folder}/{raw}" if folder else raw, size=size, mtime=None, is_dir=is_dir)
             )

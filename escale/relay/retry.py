@@ -58,7 +58,7 @@ class RetryingRelay(Relay):
     def describe(self) -> str:
         return self.inner.describe()
 
-    def _retry(self, what: str, action: Callable[[], T], rewind: Callable[[], None] | None = None) -> T:
+    def _retry(self, what: str, action: Callable[[], T], rewind: Callable[[], object] | None = None) -> T:
         attempt = 1
         reconnect = False
         while True:

@@ -67,7 +67,7 @@ class RelaySpec:
         """``protocol://[user@]host[:port]/directory``, never with a password."""
         if self.protocol == "file":
             return f"file://{self.directory}"
-        if self.protocol in ("rclone",) + RCLONE_PROTOCOLS:
+        if self.protocol in ("rclone", *RCLONE_PROTOCOLS):
             return f"{self.protocol}:{self.rclone_remote or ''}:{self.directory}"
         user = f"{self.username}@" if self.username else ""
         port = f":{self.port}" if self.port else ""

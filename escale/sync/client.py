@@ -172,6 +172,7 @@ class SyncClient:
         self.lock = ClientLock(self.state_dir, settings.name)
         self.last_report: PassReport | None = None
         self._secret: KeySecret | None = None
+        self._index_warned = False
 
     # ----------------------------------------------------------- setup
 
@@ -182,6 +183,10 @@ class SyncClient:
 
     def _open(self, db: StateDB, relay: Relay) -> Repository:
         s = self.settings
+        if s.index and not self._index_warned:
+            log.warning("[%s] index = yes: this version keeps one placeholder per file (the index layout "
+                        "is not implemented yet); maxpagesize is unused", s.name)
+            self._index_warned = True
         sealer = open_repository(
             relay, encryption=s.encryption, secret=self._load_secret if s.encryption else None, kdf=self.kdf)
         spool = os.path.join(self.state_dir, "spool")
@@ -269,10 +274,14 @@ class SyncClient:
         for note in the_plan.notes:
             log.warning("[%s] %s", s.name, note)
         report.held = [a.path for a in the_plan.held]
-        self._local_phase(db, repo, state, the_plan, report)
-        if self.stop.is_set():
-            return
-        if the_plan.needs_lease or self._maintenance_due(repo, state):
+        relay_due = the_plan.needs_lease or self._maintenance_due(repo, state)
+        if s.priority == "upload" and relay_due:
+            # priority = upload: send what is pending before receiving
+            self._relay_phase(db, repo, the_plan, report, scanned.files)
+            relay_due = False
+        if not self.stop.is_set():
+            self._local_phase(db, repo, state, the_plan, report)
+        if relay_due and not self.stop.is_set():
             self._relay_phase(db, repo, the_plan, report, scanned.files)
         report.pending_up = sum(1 for a in the_plan.actions if a.kind.startswith("push")) - len(
             report.pushed) - len(report.deleted_remote)

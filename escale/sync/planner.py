@@ -34,7 +34,7 @@ keep a note that the file is gone locally and do not fetch that version again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -262,6 +262,35 @@ def plan_path(
             return _conflict(path, local, remote, base, mode, access, label, send, write, ack)
         return []
 
+    prefix: list[Action] = []
+    if (remote is not None and not remote.deleted and remote.version != base.version
+            and not base.local_deleted and same_content(remote, base)):
+        # the relay moved to a new version holding the content last synced here
+        # (``escalectl fix``, or an identical re-push): only the number changed
+        base = replace(base, version=remote.version)
+        prefix = [Action("record", path, expect_local=local, expect_version=rver, base=base,
+                         reason="relay version renumbered, same content")]
+    return prefix + _plan_synced(path, local, remote, base, mode=mode, access=access, label=label,
+                                 send=send, write=write, ack=ack, decline=decline, push=push)
+
+
+def _plan_synced(
+    path: str,
+    local: LocalFile | None,
+    remote: RemoteEntry | None,
+    base: BaseEntry,
+    *,
+    mode: Mode,
+    access: Access,
+    label: str,
+    send: bool,
+    write: bool,
+    ack: bool,
+    decline: Callable[[str, BaseEntry | None], list[Action]],
+    push: Callable[[str], list[Action]],
+) -> list[Action]:
+    """The rules for a path synced before (``base`` known)."""
+    rver = remote.version if remote is not None else 0
     lchg = _local_changed(local, base)
     rchg = remote is None or remote.version != base.version
 

@@ -180,7 +180,8 @@ class _TableMap(MutableMapping[str, bytes]):
         self._data = {str(k): bytes(v) for k, v in db._exec(f"SELECT {key}, {value} FROM {table}")}  # type: ignore[call-overload]
 
     def __getitem__(self, k: str) -> bytes:
-        return self._data[k]
+        value: bytes = self._data[k]
+        return value
 
     def __setitem__(self, k: str, v: bytes) -> None:
         if self._data.get(k) != v:

@@ -37,8 +37,8 @@ R_DEL = remote(4, deleted=True)  # a tombstone
 MODES = ("shared", "download", "conservative", "upload")
 
 
-def kinds(local, rem, base, mode, access=Access()):  # type: ignore[no-untyped-def]
-    return [a.kind for a in plan_path("f.txt", local, rem, base, mode=mode, label="me", access=access)]
+def kinds(local, rem, base, mode, access=None):  # type: ignore[no-untyped-def]
+    return [a.kind for a in plan_path("f.txt", local, rem, base, mode=mode, label="me", access=access or Access())]
 
 
 # (rule, local, remote, base, {mode: expected kinds})
@@ -158,13 +158,13 @@ def test_mass_local_removal_is_held() -> None:
 
 
 def test_mass_deletion_allowed_explicitly() -> None:
-    local, rem, base = _many(20)
+    _, rem, base = _many(20)
     result = plan({}, rem, base, mode="shared", label="me", allow_mass_deletion=True)
     assert len(result.of_kind("push_delete")) == 20
 
 
 def test_empty_local_folder_never_deletes_the_relay() -> None:
-    local, rem, base = _many(3)  # few files, all gone: an unmounted disk looks like this
+    _, rem, base = _many(3)  # few files, all gone: an unmounted disk looks like this
     result = plan({}, rem, base, mode="shared", label="me", local_root_missing=True)
     assert not result.of_kind("push_delete") and len(result.held) == 3
 
@@ -234,3 +234,15 @@ def test_planning_is_deterministic(local, rem, base, mode):  # type: ignore[no-u
     one = plan_path("f", local, rem, base, mode=mode, label="me")
     two = plan_path("f", local, rem, base, mode=mode, label="me")
     assert one == two
+
+
+def test_renumbered_relay_version_with_same_content_is_not_a_conflict() -> None:
+    """After ``escalectl fix`` re-commits a file with a higher version but the
+    same content, a local edit is simply sent, not turned into a conflict."""
+    renumbered = remote(7, "sha256:aaa")
+    actions = plan_path("f.txt", A2, renumbered, BASE, mode="shared", label="me")
+    assert [a.kind for a in actions] == ["record", "push"]
+    assert actions[0].base is not None and actions[0].base.version == 7
+    assert actions[1].expect_version == 7
+    unchanged = plan_path("f.txt", A, renumbered, BASE, mode="shared", label="me")
+    assert [a.kind for a in unchanged] == ["record", "ack"]

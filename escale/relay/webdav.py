@@ -1,0 +1,579 @@
+"""The ``webdav``, ``http`` and ``https`` backends (WebDAV over requests).
+
+``https`` (or an address starting with ``https://``) uses TLS; ``webdav`` and
+``http`` use plain HTTP unless the address says ``https://``. An address may
+carry a path prefix (``https://cloud.example/remote.php/dav/files/me``); the
+repository folder ``spec.directory`` is below it. TLS is verified by default
+(system store or ``ca_file``); see :mod:`escale.relay.tls`.
+
+Authentication: the first request goes without credentials; on ``401`` the
+``WWW-Authenticate`` challenge decides (Digest when offered, else Basic) and the
+session authenticates every later request. Each relay object has its own
+``requests.Session``. Every request has the timeout ``spec.timeout``.
+
+Operations: ``PROPFIND`` (Depth 1 to list, Depth 0 to stat; ``getcontentlength``,
+``getlastmodified`` (RFC 1123, to the second), ``resourcetype``), ``GET``,
+``PUT``, ``MOVE`` (``Overwrite: T``/``F``), ``DELETE``, ``MKCOL``. Names are
+percent-encoded as UTF-8; ``href`` values returned by the server are decoded and
+must lie directly inside the folder asked for, else UnsafeName.
+
+Atomic put: the content is ``PUT`` under a :data:`TEMP_PREFIX` name in the
+target's folder, then ``MOVE``\\d into place. RFC 4918 makes a ``MOVE`` onto an
+existing target a ``DELETE`` followed by the move, and both servers tested do
+exactly that: while an object is replaced, a reader may find it *missing* for an
+instant, but never sees a part of it. ``atomic_put`` and ``rename_overwrite``
+are therefore declared false for them.
+
+Exclusive create and exclusive rename: where the server offers WebDAV locking
+(``DAV: 2`` in ``OPTIONS``), an exclusive write ``LOCK`` on a guard resource
+``TEMP_PREFIX + "guard-" + name`` next to the target serialises the creators:
+the holder checks that the target is missing and moves with ``Overwrite: F``,
+then unlocks the guard; others get ``423 Locked`` and wait. The
+server grants conflicting exclusive locks to one client only, and a lock left by
+a crashed client expires by itself (``Timeout`` asked:
+:attr:`WebdavRelay.guard_seconds`). Without locking, ``Overwrite: F`` is left
+to the server, which checks then moves (racy), and the capabilities say so.
+The guard resource itself (empty, hidden from listings by its prefix) is left
+in place: deleting it races with a concurrent ``LOCK`` in WsgiDAV 4.4 (the new
+lock is granted on a vanished resource, answered 500 and left orphaned until it
+expires).
+
+=================  ==========  ================  ================  =========  =====
+server             atomic_put  exclusive_create  rename_exclusive  mtime      usage
+=================  ==========  ================  ================  =========  =====
+WsgiDAV (cheroot)  no [1]      yes (LOCK guard)  yes (LOCK guard)  1 s        yes
+rclone serve       no [1]      yes (LOCK guard)  yes (LOCK guard)  1 s        no
+=================  ==========  ================  ================  =========  =====
+
+[1] never a partial object; an instant of absence while an object is replaced.
+``usage`` is from RFC 4331 ``quota-available-bytes``/``quota-used-bytes`` when the
+server reports them (probed at ``open()``).
+
+Errors: 404 RelayNotFound, 412 RelayExists, 401/403 RelayPermissionDenied, 507
+RelayQuotaExceeded, 5xx, connection failures and timeouts RelayConnectionError
+(transient; RelayTimeout for timeouts), an unverifiable certificate
+CertificateError.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+from defusedxml import DefusedXmlException, ElementTree  # type: ignore[import-untyped]
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase, HTTPBasicAuth, HTTPDigestAuth
+
+from escale.errors import (
+    CertificateError,
+    RelayConnectionError,
+    RelayError,
+    RelayExists,
+    RelayNotFound,
+    RelayPermissionDenied,
+    RelayProtocolError,
+    RelayQuotaExceeded,
+    RelayTimeout,
+    UnsafeName,
+)
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, join, parent_of
+from escale.relay.spec import RelaySpec
+from escale.relay.tls import client_context
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024
+_DAV = "{DAV:}"
+_PROPFIND_ENTRY = (
+    b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+    b"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>"
+)
+_PROPFIND_QUOTA = (
+    b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+    b"<D:resourcetype/><D:quota-available-bytes/><D:quota-used-bytes/></D:prop></D:propfind>"
+)
+_LOCKINFO = (
+    b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
+    b"<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
+    b"<D:owner>escale</D:owner></D:lockinfo>"
+)
+_XML = {"Content-Type": 'application/xml; charset="utf-8"'}
+
+
+@dataclass(frozen=True)
+class _Props:
+    """The properties of one ``<response>`` of a multistatus body."""
+
+    path: str  # decoded URL path, without trailing slash
+    is_dir: bool
+    size: int
+    mtime: float | None
+    quota_used: int | None
+    quota_available: int | None
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text and text.strip() else None
+    except ValueError:
+        return None
+
+
+def _http_date(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(text.strip()).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def parse_multistatus(body: bytes, where: str) -> list[_Props]:
+    """The responses of a PROPFIND answer (hostile XML refused by defusedxml)."""
+    try:
+        root = ElementTree.fromstring(body)
+    except (ElementTree.ParseError, DefusedXmlException, ValueError) as exc:
+        raise RelayProtocolError(f"{where}: malformed PROPFIND answer: {exc}") from exc
+    out = []
+    for response in root.iter(f"{_DAV}response"):
+        href = response.findtext(f"{_DAV}href")
+        if href is None:
+            continue
+        try:
+            path = unquote(urlsplit(href.strip()).path, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise RelayProtocolError(f"{where}: server sent a name that is not UTF-8") from exc
+        props: dict[str, Any] = {}
+        for propstat in response.iter(f"{_DAV}propstat"):
+            status = propstat.findtext(f"{_DAV}status") or ""
+            if " 200 " not in f"{status} ":
+                continue
+            prop = propstat.find(f"{_DAV}prop")
+            if prop is None:
+                continue
+            for child in prop:
+                props[child.tag] = child
+        resourcetype = props.get(f"{_DAV}resourcetype")
+        is_dir = resourcetype is not None and resourcetype.find(f"{_DAV}collection") is not None
+        size = props.get(f"{_DAV}getcontentlength")
+        modified = props.get(f"{_DAV}getlastmodified")
+        used = props.get(f"{_DAV}quota-used-bytes")
+        available = props.get(f"{_DAV}quota-available-bytes")
+        out.append(
+            _Props(
+                path=path.rstrip("/") or "/",
+                is_dir=is_dir,
+                size=0 if is_dir else (_int(size.text) if size is not None else None) or 0,
+                mtime=_http_date(modified.text) if modified is not None else None,
+                quota_used=_int(used.text) if used is not None else None,
+                quota_available=_int(available.text) if available is not None else None,
+            )
+        )
+    return out
+
+
+def translate(exc: BaseException, relay: str, name: str) -> RelayError:
+    """Map a requests/OS exception on relay object ``name`` to escale's tree."""
+    what = name or "/"
+    if isinstance(exc, RelayError):
+        return exc
+    if isinstance(exc, requests.exceptions.SSLError):
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            return CertificateError(
+                f"{relay}: server certificate not trusted (set 'verify ssl' to a CA file,"
+                " or to 'no' at your own risk)",
+                name=name,
+            )
+        return RelayConnectionError(f"{relay}: TLS failure", name=name)
+    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc).lower():
+        return RelayTimeout(f"{relay}: {what}: no answer in time", name=name)
+    if isinstance(exc, requests.exceptions.RequestException | OSError):
+        return RelayConnectionError(f"{relay}: {what}: connection failed ({type(exc).__name__})", name=name)
+    return RelayError(f"{relay}: {what}: {type(exc).__name__}: {exc}", name=name)
+
+
+def status_error(status: int, relay: str, name: str, method: str) -> RelayError:
+    """The escale error for an HTTP error ``status`` answered to ``method``."""
+    what = name or "/"
+    text = f"{relay}: {method} {what}: HTTP {status}"
+    if status == 404:
+        return RelayNotFound(f"no such relay object: {what} on {relay}", name=name)
+    if status == 412:
+        return RelayExists(f"relay object exists: {what} on {relay}", name=name)
+    if status in (401, 403):
+        return RelayPermissionDenied(f"{text} (permission denied)", name=name)
+    if status == 507:
+        return RelayQuotaExceeded(f"{text} (server storage full)", name=name)
+    if status >= 500 or status in (408, 429):
+        return RelayConnectionError(f"{text} (server failure)", name=name)
+    return RelayError(text, name=name)
+
+
+class _TlsAdapter(HTTPAdapter):
+    """An adapter whose connections use our SSLContext (minimum version, client cert)."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+class WebdavRelay(Relay):
+    """A repository folder on a WebDAV server."""
+
+    def __init__(self, spec: RelaySpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.scheme = spec.protocol
+        host = spec.host or "localhost"
+        url_scheme = "https" if spec.protocol == "https" else "http"
+        prefix = ""
+        if "://" in host:
+            parts = urlsplit(host)
+            url_scheme, host, prefix = parts.scheme or url_scheme, parts.hostname or "localhost", parts.path
+        port = f":{spec.port}" if spec.port else ""
+        self.tls = url_scheme == "https"
+        self._origin = f"{url_scheme}://{host}{port}"
+        self._base = "/" + "/".join(p for p in f"{prefix}/{spec.directory}".split("/") if p)
+        self._context = client_context(spec) if self.tls else None
+        self._session: requests.Session | None = None
+        self._warned = False
+        self._warned_basic = False
+        self.locking = False
+        self.server_usage = False
+        #: Lock timeout asked for guards: a crashed holder blocks others this long.
+        self.guard_seconds = int(4 * spec.timeout + 5)
+        self.capabilities = self._capabilities()
+
+    def _capabilities(self) -> Capabilities:
+        return Capabilities(
+            atomic_put=False,
+            exclusive_create=self.locking,
+            rename_overwrite=False,
+            rename_exclusive=self.locking,
+            mtime_precision=1.0,
+            usage=self.server_usage,
+        )
+
+    def describe(self) -> str:
+        return self.spec.describe()
+
+    # ----------------------------------------------------------- plumbing
+
+    def _path(self, name: str) -> str:
+        return f"{self._base.rstrip('/')}/{name}" if name else self._base
+
+    def _url(self, name: str, *, folder: bool = False) -> str:
+        path = self._path(name)
+        if folder and not path.endswith("/"):
+            path += "/"
+        return self._origin + quote(path, safe="/")
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            raise RelayConnectionError(f"{self.describe()}: not connected")
+        return self._session
+
+    def _request(
+        self, method: str, name: str, *, folder: bool = False, ok: tuple[int, ...] = (),
+        stream: bool = False, **kwargs: Any,
+    ) -> requests.Response:
+        """Send one request; statuses in ``ok`` (and 2xx) are returned, others raised."""
+        try:
+            response = self.session.request(
+                method, self._url(name, folder=folder), timeout=self.spec.timeout, stream=stream,
+                allow_redirects=False, **kwargs,
+            )
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise translate(exc, self.describe(), name) from exc
+        if response.status_code in ok or 200 <= response.status_code < 300:
+            return response
+        response.close()
+        raise status_error(response.status_code, self.describe(), name, method)
+
+    # ----------------------------------------------------------- lifecycle
+
+    def _connect(self) -> None:
+        self._disconnect()
+        spec = self.spec
+        if self.tls and not spec.verify_ssl and not self._warned:
+            self._warned = True
+            log.warning("%s: server certificate NOT verified (verify ssl = no)", self.describe())
+        session = requests.Session()
+        session.headers["User-Agent"] = "escale"
+        session.verify = (spec.ca_file or True) if spec.verify_ssl else False
+        if self._context is not None:
+            session.mount("https://", _TlsAdapter(self._context))
+        self._session = session
+        try:
+            self._negotiate()
+            self._open_repository()
+        except BaseException:
+            self._disconnect()
+            raise
+
+    def _negotiate(self) -> None:
+        """Find what authentication the server asks for, and use it."""
+        response = self._request("PROPFIND", "", folder=True, ok=(401, 404), data=_PROPFIND_QUOTA,
+                                 headers={"Depth": "0", **_XML})
+        response.close()
+        if response.status_code != 401:
+            return
+        challenge = response.headers.get("WWW-Authenticate", "").lower()
+        if self.spec.username is None:
+            raise RelayPermissionDenied(f"{self.describe()}: the server asks for a user name and password")
+        user, password = self.spec.username, self.spec.password or ""
+        auth: AuthBase
+        if "digest" in challenge:
+            auth = HTTPDigestAuth(user, password)
+        elif "basic" in challenge:
+            if not self.tls and not self._warned_basic:
+                self._warned_basic = True
+                log.warning("%s: basic authentication over plain HTTP sends the password in clear",
+                            self.describe())
+            auth = HTTPBasicAuth(user, password)
+        else:
+            raise RelayPermissionDenied(
+                f"{self.describe()}: unsupported authentication scheme {challenge.split(' ')[0]!r}"
+            )
+        self.session.auth = auth
+
+    def _open_repository(self) -> None:
+        """Create the repository folder; probe locking and quota support."""
+        response = self._request("PROPFIND", "", folder=True, ok=(404,), data=_PROPFIND_QUOTA,
+                                 headers={"Depth": "0", **_XML})
+        if response.status_code == 404:
+            self._makedirs("")
+            response = self._request("PROPFIND", "", folder=True, data=_PROPFIND_QUOTA,
+                                     headers={"Depth": "0", **_XML})
+        props = parse_multistatus(response.content, self.describe())
+        if not props or not props[0].is_dir:
+            raise RelayError(f"{self.describe()}: the repository path is not a folder")
+        self.server_usage = props[0].quota_used is not None and props[0].quota_available is not None
+        options = self._request("OPTIONS", "", folder=True)
+        dav = options.headers.get("DAV", "")
+        self.locking = "2" in [part.strip() for part in dav.split(",")]
+        self.capabilities = self._capabilities()
+        log.debug("%s: server %r, DAV %r, quota %s", self.describe(), options.headers.get("Server"),
+                  dav, self.server_usage)
+
+    def _disconnect(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    # ----------------------------------------------------------- read
+
+    def _propfind(self, name: str, depth: str, *, folder: bool = False) -> list[_Props]:
+        response = self._request("PROPFIND", name, folder=folder, data=_PROPFIND_ENTRY,
+                                 headers={"Depth": depth, **_XML})
+        if response.status_code != 207:
+            raise RelayProtocolError(f"{self.describe()}: PROPFIND {name or '/'}: HTTP {response.status_code}")
+        return parse_multistatus(response.content, self.describe())
+
+    def _list(self, folder: str) -> list[Entry]:
+        base = self._path(folder).rstrip("/")
+        entries = []
+        found_self = False
+        for props in self._propfind(folder, "1", folder=True):
+            if props.path == base:
+                found_self = True
+                if not props.is_dir:
+                    raise RelayNotFound(f"not a folder: {folder} on {self.describe()}", name=folder)
+                continue
+            if not props.path.startswith(base + "/"):
+                raise RelayProtocolError(
+                    f"{self.describe()}: server listed {props.path!r} outside {folder or '/'!r}"
+                )
+            child = props.path[len(base) + 1:]
+            if "/" in child or not child:
+                # base.list checks the last component only: refuse nesting here.
+                raise UnsafeName(f"{self.describe()}: server listed a nested name in {folder or '/'!r}: "
+                                 f"{child!r}")
+            entries.append(Entry(join(folder, child), props.size, props.mtime, props.is_dir))
+        if not found_self and not entries:
+            raise RelayProtocolError(f"{self.describe()}: empty PROPFIND answer for {folder or '/'}")
+        return entries
+
+    def _stat(self, name: str) -> Entry:
+        target = self._path(name).rstrip("/")
+        for props in self._propfind(name, "0"):
+            if props.path == target:
+                return Entry(name, props.size, props.mtime, props.is_dir)
+        raise RelayProtocolError(f"{self.describe()}: PROPFIND {name}: no answer for the object")
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        response = self._request("GET", name, stream=True)
+        try:
+            for chunk in response.iter_content(_CHUNK):
+                sink.write(chunk)
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise translate(exc, self.describe(), name) from exc
+        finally:
+            response.close()
+
+    # ----------------------------------------------------------- write
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self._propfind(name, "0")
+        except RelayNotFound:
+            return False
+        return True
+
+    def _makedirs(self, name: str) -> None:
+        """MKCOL ``name`` and its missing parents (an existing folder is fine)."""
+        response = self._request("MKCOL", name, folder=True, ok=(405, 409))
+        response.close()
+        if response.status_code == 409:  # a parent is missing
+            if not name:
+                raise RelayError(f"{self.describe()}: cannot create the repository folder")
+            self._makedirs(parent_of(name))
+            self._request("MKCOL", name, folder=True, ok=(405,)).close()
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        temp = join(parent_of(name), TEMP_PREFIX + secrets.token_hex(8))
+        try:
+            start = source.tell()
+        except (OSError, ValueError):
+            start = None
+        if start is None:
+            self._makedirs(parent_of(name))
+        response = self._request("PUT", temp, ok=(409,), data=source)
+        response.close()
+        if response.status_code == 409 and start is not None:
+            self._makedirs(parent_of(name))
+            source.seek(start)
+            self._request("PUT", temp, data=source).close()
+        elif response.status_code == 409:
+            raise status_error(409, self.describe(), name, "PUT")
+        try:
+            if exclusive:
+                self._move_exclusive(temp, name)
+            else:
+                self._move(temp, name, overwrite=True)
+        except BaseException:
+            self._discard(temp)
+            raise
+
+    def _discard(self, temp: str) -> None:
+        if self._session is None:
+            return
+        try:
+            self._session.delete(self._url(temp), timeout=self.spec.timeout).close()
+        except (requests.exceptions.RequestException, OSError):
+            pass
+
+    def _move(self, source: str, target: str, *, overwrite: bool) -> None:
+        """MOVE ``source`` to ``target``, creating the target's folder if needed."""
+        headers = {"Destination": self._url(target), "Overwrite": "T" if overwrite else "F"}
+        response = self._request("MOVE", source, ok=(403, 409), headers=headers)
+        response.close()
+        if response.status_code not in (403, 409):
+            return
+        # 409 (WsgiDAV) or 403 (rclone): source or target folder missing, or refused.
+        if not self._exists(source):
+            raise RelayNotFound(f"no such relay object: {source} on {self.describe()}", name=source)
+        if parent_of(target) and not self._exists(parent_of(target)):
+            self._makedirs(parent_of(target))
+            self._request("MOVE", source, headers=headers).close()
+            return
+        raise status_error(response.status_code, self.describe(), source, "MOVE")
+
+    def _move_exclusive(self, source: str, target: str) -> None:
+        if not self.locking:
+            self._move(source, target, overwrite=False)  # the server checks, then moves
+            return
+        with self._guard(target):
+            if self._exists(target):
+                raise RelayExists(f"relay object exists: {target} on {self.describe()}", name=target)
+            self._move(source, target, overwrite=False)
+
+    @contextmanager
+    def _guard(self, target: str) -> Iterator[None]:
+        """Hold an exclusive LOCK on the guard of ``target`` (module docstring)."""
+        guard = join(parent_of(target), TEMP_PREFIX + "guard-" + target.rpartition("/")[2])
+        headers = {"Timeout": f"Second-{self.guard_seconds}", "Depth": "0", **_XML}
+        deadline = time.monotonic() + self.guard_seconds + 2 * self.spec.timeout
+        delay = 0.02
+        while True:
+            response = self._request("LOCK", guard, ok=(409, 423), data=_LOCKINFO, headers=headers)
+            response.close()
+            if response.status_code == 409:
+                self._makedirs(parent_of(target))
+                continue
+            if response.status_code != 423:
+                token = response.headers.get("Lock-Token", "").strip()
+                if not token:
+                    raise RelayProtocolError(f"{self.describe()}: LOCK {target}: no lock token")
+                break
+            if time.monotonic() > deadline:
+                raise RelayConnectionError(f"{self.describe()}: {target} stays locked by another client",
+                                           name=target)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.2)
+        try:
+            yield
+        finally:
+            self._release(guard, token)
+
+    def _release(self, guard: str, token: str) -> None:
+        if self._session is None:
+            return
+        bracketed = token if token.startswith("<") else f"<{token}>"
+        try:
+            self._session.request("UNLOCK", self._url(guard), headers={"Lock-Token": bracketed},
+                                  timeout=self.spec.timeout).close()
+        except (requests.exceptions.RequestException, OSError) as exc:
+            log.debug("%s: UNLOCK of a guard failed: %s", self.describe(), type(exc).__name__)
+
+    def _rename(self, source: str, target: str, overwrite: bool) -> None:
+        if overwrite:
+            self._move(source, target, overwrite=True)
+        else:
+            if not self._exists(source):
+                raise RelayNotFound(f"no such relay object: {source} on {self.describe()}", name=source)
+            self._move_exclusive(source, target)
+
+    def _delete(self, name: str) -> None:
+        if self._stat(name).is_dir:
+            raise RelayError(f"{self.describe()}: {name} is a folder, not an object", name=name)
+        self._request("DELETE", name).close()
+
+    def _mkdir(self, name: str) -> None:
+        self._makedirs(name)
+
+    def _rmdir(self, name: str) -> None:
+        if self._list(name):
+            raise RelayError(f"{self.describe()}: folder {name} is not empty", name=name)
+        self._request("DELETE", name, folder=True).close()
+
+    def _usage(self) -> Usage | None:
+        if not self.server_usage:
+            return None
+        response = self._request("PROPFIND", "", folder=True, data=_PROPFIND_QUOTA,
+                                 headers={"Depth": "0", **_XML})
+        props = parse_multistatus(response.content, self.describe())
+        if not props or props[0].quota_used is None:
+            return None
+        used, available = props[0].quota_used, props[0].quota_available
+        return Usage(used=used, total=None if available is None else used + available)
+
+
+def from_spec(spec: RelaySpec) -> WebdavRelay:
+    """The WebDAV backend for ``spec`` (closed; call ``open()``)."""
+    return WebdavRelay(spec)
