@@ -3,9 +3,9 @@
 Without CLIENT, asks the daemon to stop: every client finishes the object it is
 transferring and saves its state. If the daemon is still running after
 ``--timeout`` seconds, it is sent SIGTERM (it exits at once), then SIGKILL ten
-seconds later (or ``--timeout`` seconds when shorter, at least one). Only the process that is this
-configuration's daemon is ever
-signalled (pid file, /proc command line, control socket answer, start time).
+seconds later (or ``--timeout`` seconds when shorter, at least one). Only the
+process that is this configuration's daemon is ever signalled (pid file, /proc
+command line, control socket answer, start time).
 With CLIENT names, stops those clients and leaves the daemon and the other
 clients running; a client still busy after ``--timeout`` is reported (exit 75)
 and stops as soon as its current object is done.
