@@ -14,6 +14,7 @@ from tests.servers.rclone import *  # noqa: F403
 from tests.servers.rclone_serve import *  # noqa: F403
 from tests.servers.sshd import *  # noqa: F403
 from tests.servers.target import RelayTarget
+from tests.servers.webdav import *  # noqa: F403
 
 pytest_plugins: list[str] = []
 

@@ -413,7 +413,8 @@ class FtpRelay(Relay):
                 continue
             self._child(folder, raw)
             entries.append(
-                Entry(name=f"{folder}/{raw}" if folder else raw, size=size, mtime=None, is_dir=is_dir)
+                Entry(name=f"{folder}/{raw}" if folder else raw, size=0 if is_dir else size, mtime=None,
+                      is_dir=is_dir)
             )
         return entries
 
@@ -432,9 +433,14 @@ class FtpRelay(Relay):
                 return entry
         raise RelayProtocolError(f"{self.describe()}: MLST {name}: no facts in reply", name=name)
 
+    def _size(self, path: str) -> int | None:
+        """SIZE in binary mode (LIST leaves ASCII mode, where SIZE may be refused)."""
+        self.ftp.voidcmd("TYPE I")
+        return self.ftp.size(path)
+
     def _stat_plain(self, name: str, path: str) -> Entry:
         try:
-            size = self.ftp.size(path)
+            size = self._size(path)
         except ftplib.error_perm:
             if self._is_dir(path):
                 return Entry(name=name, size=0, mtime=None, is_dir=True)
@@ -528,7 +534,7 @@ class FtpRelay(Relay):
                 self.ftp.sendcmd(f"MLST {path}")
                 return True
             try:
-                self.ftp.size(path)
+                self._size(path)
                 return True
             except ftplib.error_perm:
                 return self._is_dir(path)

@@ -11,6 +11,8 @@ CONFORMANCE_BACKENDS = [
     "ftp",
     "ftps",
     "ftp_rclone",
+    "webdav",
+    "webdav_rclone",
     "sftp",
     "sftp_rclone",
     "rclone_local",
