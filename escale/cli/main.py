@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             runner = Runner(config, allow_mass_deletion=args.allow_mass_deletion)
             code = runner.run_once(lease_wait=min(60.0, min(c.lock_timeout for c in config.clients)))
-            for line in runner.failures:
-                print(f"escale: {line}", file=sys.stderr)
+            if config.globals.log_file:  # else the log on standard error said it already
+                for line in runner.failures:
+                    print(f"escale: {line}", file=sys.stderr)
             return code
         from escale.daemon.service import serve
 

@@ -34,10 +34,12 @@ T = TypeVar("T")
 _CHUNK = 1024 * 1024
 
 
-def _translate(exc: OSError, name: str) -> RelayError:
-    """Map an OSError on relay object ``name`` to the escale exception tree."""
+def _translate(exc: OSError, name: str, root: str = "") -> RelayError:
+    """Map an OSError on relay object ``name`` (in folder ``root``) to the
+    escale exception tree; the message names the full path."""
     code = exc.errno
-    text = f"{name or '/'}: {exc.strerror or exc}"
+    where = (os.path.join(root, name) if name else root) if root else (name or "/")
+    text = f"{where}: {exc.strerror or exc}"
     if code == errno.ENOENT:
         return RelayNotFound(f"no such relay object: {name or '/'}", name=name)
     if code == errno.EEXIST:
@@ -78,7 +80,7 @@ class FileRelay(Relay):
         try:
             return action()
         except OSError as exc:
-            raise _translate(exc, name) from exc
+            raise _translate(exc, name, self.root) from exc
 
     # ----------------------------------------------------------- lifecycle
 
@@ -179,7 +181,7 @@ class FileRelay(Relay):
         except FileExistsError as exc:
             raise RelayExists(f"relay object exists: {target}", name=target) from exc
         except OSError as exc:
-            raise _translate(exc, source) from exc
+            raise _translate(exc, source, self.root) from exc
 
     def _mkdir(self, name: str) -> None:
         self._call(name, lambda: os.makedirs(self._path(name), exist_ok=True))
