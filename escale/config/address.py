@@ -21,28 +21,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from escale.config.values import ValueProblem
-from escale.relay.spec import RCLONE_PROTOCOLS
+from escale.relay.spec import ALL_PROTOCOLS, RCLONE_PROTOCOLS
 
 #: Protocols a configuration file may name (the in-memory test relay is not one).
-CONFIG_PROTOCOLS: tuple[str, ...] = (
-    "ftp",
-    "ftps",
-    "webdav",
-    "http",
-    "https",
-    "file",
-    "rclone",
-    "dropbox",
-    "googlecloud",
-    "googledrive",
-    "amazoncloud",
-    "s3",
-    "onedrive",
-    "b2",
-    "hubic",
-    "sftp",
-    "swift",
-)
+CONFIG_PROTOCOLS: tuple[str, ...] = tuple(p for p in ALL_PROTOCOLS if p != "memory")
 
 RCLONE_FAMILY: frozenset[str] = frozenset(("rclone", *RCLONE_PROTOCOLS))
 NETWORK_PROTOCOLS: frozenset[str] = frozenset(("ftp", "ftps", "webdav", "http", "https", "sftp"))

@@ -84,22 +84,21 @@ def test_conflict_keeps_both_versions(file_cluster: Cluster) -> None:
     assert len(tree(a)) == 2
 
 
-def _relay_payloads(cluster: Cluster) -> list[str]:
+def _relay_names(cluster: Cluster, folder: str) -> list[str]:
     relay = cluster.target.relay(cluster.folder)
     relay.open()
     try:
-        return [e.name for e in relay.list("data")]
+        return [e.name for e in relay.list(folder)]
     finally:
         relay.close()
+
+
+def _relay_payloads(cluster: Cluster) -> list[str]:
+    return _relay_names(cluster, "data")
 
 
 def _relay_placeholders(cluster: Cluster) -> list[str]:
-    relay = cluster.target.relay(cluster.folder)
-    relay.open()
-    try:
-        return [e.name for e in relay.list("meta")]
-    finally:
-        relay.close()
+    return _relay_names(cluster, "meta")
 
 
 def test_three_clients_puller_count_two(file_cluster: Cluster) -> None:
