@@ -49,6 +49,11 @@ rclone serve       no [1]      yes (LOCK guard)  yes (LOCK guard)  1 s        no
 ``usage`` is from RFC 4331 ``quota-available-bytes``/``quota-used-bytes`` when the
 server reports them (probed at ``open()``).
 
+Names: WsgiDAV 4.4 decodes the ``Destination`` header of ``MOVE`` before
+splitting it, so a target holding ``?`` or ``;`` lands on a shorter name. A probe
+on first use of such a name detects this, and the name is then refused
+(UnsafeName) instead of replacing another object; rclone keeps them.
+
 Errors: 404 RelayNotFound, 412 RelayExists, 401/403 RelayPermissionDenied, 507
 RelayQuotaExceeded, 5xx, connection failures and timeouts RelayConnectionError
 (transient; RelayTimeout for timeouts), an unverifiable certificate
@@ -107,6 +112,7 @@ _LOCKINFO = (
     b"<D:owner>escale</D:owner></D:lockinfo>"
 )
 _XML = {"Content-Type": 'application/xml; charset="utf-8"'}
+_AWKWARD = "?;"
 
 
 @dataclass(frozen=True)
@@ -249,10 +255,14 @@ class WebdavRelay(Relay):
         self._origin = f"{url_scheme}://{host}{port}"
         self._base = "/" + "/".join(p for p in f"{prefix}/{spec.directory}".split("/") if p)
         self._context = client_context(spec) if self.tls else None
+        # Passed with every request: a session-wide setting would lose to
+        # REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE from the environment.
+        self._verify: bool | str = (spec.ca_file or True) if spec.verify_ssl else False
         self._session: requests.Session | None = None
         self._warned = False
         self._warned_basic = False
         self.locking = False
+        self._awkward_ok: bool | None = None  # MOVE keeps "?" and ";" (probed on first use)
         self.server_usage = False
         #: Lock timeout asked for guards: a crashed holder blocks others this long.
         self.guard_seconds = int(4 * spec.timeout + 5)
@@ -296,7 +306,7 @@ class WebdavRelay(Relay):
         try:
             response = self.session.request(
                 method, self._url(name, folder=folder), timeout=self.spec.timeout, stream=stream,
-                allow_redirects=False, **kwargs,
+                allow_redirects=False, verify=self._verify, **kwargs,
             )
         except (requests.exceptions.RequestException, OSError) as exc:
             raise translate(exc, self.describe(), name) from exc
@@ -315,7 +325,7 @@ class WebdavRelay(Relay):
             log.warning("%s: server certificate NOT verified (verify ssl = no)", self.describe())
         session = requests.Session()
         session.headers["User-Agent"] = "escale"
-        session.verify = (spec.ca_file or True) if spec.verify_ssl else False
+        session.verify = self._verify
         if self._context is not None:
             session.mount("https://", _TlsAdapter(self._context))
         self._session = session
@@ -446,6 +456,7 @@ class WebdavRelay(Relay):
             self._request("MKCOL", name, folder=True, ok=(405,)).close()
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        self._check_destination(name)
         temp = join(parent_of(name), TEMP_PREFIX + secrets.token_hex(8))
         try:
             start = source.tell()
@@ -474,12 +485,51 @@ class WebdavRelay(Relay):
         if self._session is None:
             return
         try:
-            self._session.delete(self._url(temp), timeout=self.spec.timeout).close()
+            self._session.delete(self._url(temp), timeout=self.spec.timeout, verify=self._verify).close()
         except (requests.exceptions.RequestException, OSError):
             pass
 
+    def _check_destination(self, target: str) -> None:
+        """Refuse a MOVE target the server would store under another name.
+
+        Some servers (WsgiDAV 4.4) decode the ``Destination`` header before
+        splitting off ``?query`` and ``;params``, so that a MOVE to ``a?b``
+        lands on ``a``, replacing it. The first time a target holds one of these
+        characters, a probe under a temporary name tells whether the server
+        keeps them; if not, such names are refused.
+        """
+        if not any(c in target for c in _AWKWARD):
+            return
+        if self._awkward_ok is None:
+            self._awkward_ok = self._probe_awkward()
+        if not self._awkward_ok:
+            raise UnsafeName(
+                f"{self.describe()}: this server mangles names containing ? or ; in MOVE: {target!r}",
+                name=target,
+            )
+
+    def _probe_awkward(self) -> bool:
+        token = secrets.token_hex(4)
+        plain, awkward = f"{TEMP_PREFIX}probe-{token}", f"{TEMP_PREFIX}probe-{token}?x;y"
+        self._request("PUT", plain, data=b"").close()
+        headers = {"Destination": self._url(awkward), "Overwrite": "F"}
+        try:
+            try:
+                self._request("MOVE", plain, headers=headers).close()
+                keeps = self._exists(awkward)
+            except RelayError as exc:
+                if exc.transient:
+                    raise
+                keeps = False  # e.g. WsgiDAV: "source and destination are the same"
+        finally:
+            for leftover in (plain, awkward, f"{TEMP_PREFIX}probe-{token}"):
+                self._discard(leftover)
+        log.debug("%s: MOVE keeps ? and ; in names: %s", self.describe(), keeps)
+        return keeps
+
     def _move(self, source: str, target: str, *, overwrite: bool) -> None:
         """MOVE ``source`` to ``target``, creating the target's folder if needed."""
+        self._check_destination(target)
         headers = {"Destination": self._url(target), "Overwrite": "T" if overwrite else "F"}
         response = self._request("MOVE", source, ok=(403, 409), headers=headers)
         response.close()
@@ -537,7 +587,7 @@ class WebdavRelay(Relay):
         bracketed = token if token.startswith("<") else f"<{token}>"
         try:
             self._session.request("UNLOCK", self._url(guard), headers={"Lock-Token": bracketed},
-                                  timeout=self.spec.timeout).close()
+                                  timeout=self.spec.timeout, verify=self._verify).close()
         except (requests.exceptions.RequestException, OSError) as exc:
             log.debug("%s: UNLOCK of a guard failed: %s", self.describe(), type(exc).__name__)
 
