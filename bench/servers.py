@@ -1,0 +1,214 @@
+"""The relay servers of a benchmark run, started with the test suite's own helpers.
+
+Each :class:`Backend` pairs what escale needs (a
+:class:`~tests.servers.target.RelayTarget`: configuration lines for a fresh
+repository folder) with an rclone remote of the same protocol on the same
+server (a section of a generated ``rclone.conf``), so that ``rclone copy`` and
+escale move the same bytes to the same server process. Servers are those of
+``tests/servers/``: pyftpdlib (FTP, explicit FTPS), WsgiDAV under cheroot
+(WebDAV), OpenSSH ``sshd`` (SFTP), a local folder, escale's rclone backend over
+an rclone ``local`` remote, and ``rclone serve ftp|webdav|sftp``. Everything
+listens on 127.0.0.1. Passwords reach rclone only through its configuration
+file (obscured, mode 0600), never a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+from tests.servers.ftp import ftp_server_process, ftp_target
+from tests.servers.local import file_target
+from tests.servers.rclone import RcloneConf, RcloneSftpServer, rclone_binary
+from tests.servers.rclone import rclone_target as rclone_remote_target
+from tests.servers.rclone_serve import rclone_serve
+from tests.servers.rclone_serve import rclone_target as rclone_serve_target
+from tests.servers.sshd import HOST, start_sshd
+from tests.servers.target import RelayTarget
+from tests.servers.tls import make_tls_files
+from tests.servers.webdav import webdav_server_process, webdav_target
+
+#: Every backend the benchmark knows, in table order.
+BACKENDS = ("file", "ftp", "ftps", "webdav", "sftp", "rclone", "serve-ftp", "serve-webdav", "serve-sftp")
+
+#: What each backend is, for the table's notes.
+DESCRIPTIONS = {
+    "file": "local folder",
+    "ftp": "pyftpdlib",
+    "ftps": "pyftpdlib, explicit TLS",
+    "webdav": "WsgiDAV + cheroot, basic auth",
+    "sftp": "OpenSSH sshd",
+    "rclone": "escale's rclone backend, rclone local remote",
+    "serve-ftp": "rclone serve ftp",
+    "serve-webdav": "rclone serve webdav",
+    "serve-sftp": "rclone serve sftp",
+}
+
+
+@dataclass
+class Backend:
+    """One server as seen by escale (``target``) and by rclone (``remote``).
+
+    ``remote_path(folder)`` is the path on rclone remote ``remote`` of the
+    repository folder that ``target.config_for(folder)`` names for escale.
+    ``ssh_root`` is set for OpenSSH: the server-side folder under which
+    ``unison`` over ssh can sync.
+    """
+
+    name: str
+    target: RelayTarget
+    remote: str
+    remote_path: Callable[[str], str]
+    rclone_flags: tuple[str, ...] = ()
+    ssh: dict[str, str] = field(default_factory=dict)
+
+
+def obscure(password: str, binary: str) -> str:
+    """The password in rclone's obscured form (read from standard input, never argv)."""
+    result = subprocess.run(
+        [binary, "obscure", "-"], input=password, capture_output=True, text=True, check=True, timeout=30
+    )
+    return result.stdout.strip()
+
+
+class BenchServers:
+    """Starts the requested backends under ``workdir``; :meth:`close` stops them.
+
+    ``conf_path`` is the generated rclone.conf (every remote, written by
+    :meth:`write_rclone_conf` once all servers are up).
+    """
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
+        self.binary = rclone_binary()
+        self.conf_path = os.path.join(workdir, "rclone.conf")
+        self.backends: dict[str, Backend] = {}
+        self._sections: dict[str, dict[str, str]] = {"local": {"type": "local"}}
+        self._stack = ExitStack()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def _dir(self, *parts: str) -> str:
+        path = os.path.join(self.workdir, *parts)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def start(self, name: str) -> Backend:
+        """Start backend ``name`` (one of :data:`BACKENDS`)."""
+        starter = getattr(self, "_start_" + name.replace("-", "_"), None)
+        if starter is None:
+            raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+        backend: Backend = starter()
+        self.backends[name] = backend
+        return backend
+
+    def _start_file(self) -> Backend:
+        base = self._dir("relay-file")
+        return Backend("file", file_target(base), "local", lambda folder: os.path.join(base, folder))
+
+    def _start_rclone(self) -> Backend:
+        base = self._dir("relay-rclone")
+        conf = RcloneConf(path=self.conf_path, binary=self.binary)
+        target = rclone_remote_target("rclone", conf, "local", base)
+        return Backend("rclone", target, "local", lambda folder: os.path.join(base, folder))
+
+    def _start_ftp(self, tls: bool = False) -> Backend:
+        name = "ftps" if tls else "ftp"
+        files = make_tls_files(self._dir(name + "-tls")) if tls else None
+        server = ftp_server_process(self._dir(name + "-root"), tls=files)
+        self._stack.callback(server.process.stop)
+        section = {"type": "ftp", "host": HOST, "port": str(server.port), "user": server.user,
+                   "pass": obscure(server.password, self.binary)}
+        flags: tuple[str, ...] = ()
+        if files is not None:
+            section["explicit_tls"] = "true"
+            flags = ("--ca-cert", files.ca_cert)
+        self._sections[name] = section
+        return Backend(name, ftp_target(name, server), name, lambda folder: folder, flags)
+
+    def _start_ftps(self) -> Backend:
+        return self._start_ftp(tls=True)
+
+    def _start_webdav(self) -> Backend:
+        # basic authentication: what rclone's webdav remote speaks (escale speaks both)
+        server = webdav_server_process(self._dir("webdav-root"), auth="basic")
+        self._stack.callback(server.process.stop)
+        self._sections["webdav"] = {
+            "type": "webdav", "url": f"http://{HOST}:{server.port}/", "vendor": "other",
+            "user": server.user, "pass": obscure(server.password, self.binary),
+        }  # fmt: skip
+        return Backend("webdav", webdav_target("webdav", server), "webdav", lambda folder: folder)
+
+    def _start_sftp(self) -> Backend:
+        server = start_sshd(self._dir("sshd"))
+        self._stack.callback(server.stop)
+        self._sections["sshd"] = {
+            "type": "sftp", "host": HOST, "port": str(server.port), "user": server.user,
+            "key_file": server.user_key, "known_hosts_file": server.known_hosts, "shell_type": "none",
+            "md5sum_command": "none", "sha1sum_command": "none",
+        }  # fmt: skip
+        ssh = {"port": str(server.port), "user": server.user, "key": server.user_key,
+               "known_hosts": server.known_hosts, "root": server.root}
+        return Backend("sftp", server.target("sftp"), "sshd", lambda folder: os.path.join(server.root, folder),
+                       ssh=ssh)
+
+    def _start_serve(self, kind: str) -> Backend:
+        name = f"serve-{kind}"
+        base = self._dir(name)
+        server = rclone_serve(kind, os.path.join(base, "root"), os.path.join(base, "work"))
+        self._stack.callback(server.process.stop)
+        section = {"user": server.user, "pass": obscure(server.password, self.binary)}
+        if kind == "ftp":
+            section.update(type="ftp", host=HOST, port=str(server.port))
+        else:
+            section.update(type="webdav", url=f"http://{HOST}:{server.port}/", vendor="rclone")
+        self._sections[name] = section
+        return Backend(name, rclone_serve_target(name, server), name, lambda folder: folder)
+
+    def _start_serve_ftp(self) -> Backend:
+        return self._start_serve("ftp")
+
+    def _start_serve_webdav(self) -> Backend:
+        return self._start_serve("webdav")
+
+    def _start_serve_sftp(self) -> Backend:
+        workdir = self._dir("serve-sftp")
+        server = RcloneSftpServer(workdir=workdir, root=os.path.join(workdir, "root"), binary=self.binary)
+        server.prepare()
+        server.start()
+        self._stack.callback(server.stop)
+        self._sections["serve-sftp"] = {
+            "type": "sftp", "host": HOST, "port": str(server.port), "user": server.user,
+            "key_file": server.user_key, "known_hosts_file": server.known_hosts, "shell_type": "none",
+            "md5sum_command": "none", "sha1sum_command": "none",
+        }  # fmt: skip
+        return Backend("serve-sftp", server.target(), "serve-sftp", lambda folder: folder)
+
+    def write_rclone_conf(self) -> str:
+        """Write rclone.conf (mode 0600) with a remote per started server; return its path."""
+        lines: list[str] = []
+        for section, keys in self._sections.items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {value}" for key, value in keys.items()]
+            lines.append("")
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines))
+        return self.conf_path
+
+
+@contextmanager
+def started(workdir: str, names: list[str]) -> Iterator[BenchServers]:
+    """The servers of ``names``, running until the block ends (stopped by pid)."""
+    servers = BenchServers(workdir)
+    try:
+        for name in names:
+            servers.start(name)
+        servers.write_rclone_conf()
+        yield servers
+    finally:
+        servers.close()
