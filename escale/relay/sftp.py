@@ -22,7 +22,9 @@ before ``open()`` holds what any SFTP server gives):
 
 * ``posix-rename@openssh.com`` (probed at connect) replaces the target
   atomically: atomic ``put`` and ``rename(overwrite=True)``. Without it the
-  target is removed first, so readers may briefly find nothing.
+  target is removed first, so readers may briefly find nothing. ``rclone serve
+  sftp`` offers it, but its readers can still see a missing or mixed object
+  while a name is replaced, so no atomicity is declared for it.
 * OpenSSH's sftp-server implements the plain SFTP rename of a file with
   ``link()`` + ``unlink()``: it fails atomically when the target exists, which
   gives race-free exclusive ``put`` and ``rename(overwrite=False)``. (On a file
@@ -320,10 +322,14 @@ class SftpRelay(Relay):
             raise self._translate(exc, "") from exc
         usage = self._statvfs(self._path("")) is not None
         exclusive = self._openssh
+        # rclone's server renames atomically on disk, but its virtual file system
+        # lets a reader see the name missing, or a mix of the old and new content,
+        # while the name is replaced (seen by the conformance suite).
+        replaces_whole = self._posix_rename and not self.server_version.startswith("SSH-2.0-rclone")
         self.capabilities = Capabilities(
-            atomic_put=self._posix_rename,
+            atomic_put=replaces_whole,
             exclusive_create=exclusive,
-            rename_overwrite=self._posix_rename,
+            rename_overwrite=replaces_whole,
             rename_exclusive=exclusive,
             mtime_precision=1.0,
             usage=usage,
