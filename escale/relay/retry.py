@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
 from escale.errors import EscaleError
-from escale.relay.base import Entry, Relay, Usage
+from escale.relay.base import Capabilities, Entry, Relay, Usage
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -48,12 +48,16 @@ class RetryingRelay(Relay):
         super().__init__()
         self.inner = inner
         self.scheme = inner.scheme
-        self.capabilities = inner.capabilities
         self.attempts = max(1, attempts)
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._sleep = sleep
         self.retries = 0  # how many retries happened, for status and tests
+
+    @property  # type: ignore[override]
+    def capabilities(self) -> Capabilities:
+        """The inner backend's, read live: some backends learn theirs on open()."""
+        return self.inner.capabilities
 
     def describe(self) -> str:
         return self.inner.describe()

@@ -80,3 +80,16 @@ def test_retry_does_not_retry_permanent_errors() -> None:
     with pytest.raises(RelayNotFound):
         relay.get_bytes("missing")
     assert relay.retries == 0
+
+
+def test_retry_wrapper_reports_capabilities_learnt_on_open() -> None:
+    from escale.relay.base import Capabilities
+
+    class Probing(MemoryRelay):
+        def _connect(self) -> None:
+            self.capabilities = Capabilities(exclusive_create=False, mtime_precision=5.0)
+
+    relay = RetryingRelay(Probing(), sleep=lambda s: None)
+    assert relay.capabilities.exclusive_create  # the memory relay's before open
+    relay.open()
+    assert not relay.capabilities.exclusive_create and relay.capabilities.mtime_precision == 5.0
