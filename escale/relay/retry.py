@@ -54,10 +54,14 @@ class RetryingRelay(Relay):
         self._sleep = sleep
         self.retries = 0  # how many retries happened, for status and tests
 
-    @property  # type: ignore[override]
+    @property
     def capabilities(self) -> Capabilities:
         """The inner backend's, read live: some backends learn theirs on open()."""
         return self.inner.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        self.inner.capabilities = value
 
     def describe(self) -> str:
         return self.inner.describe()
