@@ -35,15 +35,18 @@ to it for the remote's network calls. A dead rcd is a transient
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import os
 import posixpath
 import re
 import secrets
+import signal
 import subprocess
+import sys
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -131,6 +134,29 @@ def _one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGTERM the child when we die.
+
+    Without it, an ``escale`` killed with SIGKILL would leave its ``rclone rcd``
+    running. ``prctl`` is resolved here, in the parent, so that the hook only
+    makes one foreign call between fork and exec (no import, no allocation).
+    Elsewhere than Linux: None (no hook).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    sigterm = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return hook
+
+
 class _Rcd:
     """One ``rclone rcd`` process started by us, and its HTTP address."""
 
@@ -155,6 +181,7 @@ class _Rcd:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=_die_with_parent(),
             )
         except FileNotFoundError as exc:
             raise RelayError(f"rclone binary {binary!r} not found (check 'rclone binary')") from exc

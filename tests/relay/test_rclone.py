@@ -236,3 +236,42 @@ def test_config_lines_describe_the_same_relay(name: str, request: pytest.Fixture
     lines = "\n".join(f"{key} = {value}" for key, value in target.config_for("repo").items())
     config = parse_config(f"[c]\nlocal path = {tmp_path}\n{lines}\n", str(tmp_path / "escale.conf"))
     assert config.clients[0].relay == target.spec_for("repo")
+
+
+def test_rcd_dies_with_a_killed_escale(tmp_path, target_rclone_local) -> None:  # type: ignore[no-untyped-def]
+    """An escale process killed with SIGKILL leaves no rclone rcd behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = target_rclone_local.spec_for("orphan-check")
+    script = (
+        "import sys, time\n"
+        "from escale.relay import RelaySpec, make_relay\n"
+        f"relay = make_relay(RelaySpec(protocol='rclone', directory={spec.directory!r}, "
+        f"rclone_remote={spec.rclone_remote!r}, rclone_config={spec.rclone_config!r}, "
+        f"rclone_binary={spec.rclone_binary!r}))\n"
+        "relay.open()\n"
+        "print(relay.rcd_pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    rcd_pid = int(child.stdout.readline())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(rcd_pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap it if it became our zombie (it did not: it is re-parented to init)
+            os.waitpid(rcd_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    os.kill(rcd_pid, signal.SIGKILL)
+    raise AssertionError("rclone rcd outlived the escale process that started it")
