@@ -33,6 +33,7 @@ setup(
         "test": [
             "pytest>=8,<10",
             "pytest-timeout>=2.3,<3",
+            "pytest-xdist>=3.5,<4",
             "hypothesis>=6.100,<7",
             "pyftpdlib>=1.5.9,<3",
             "pyopenssl>=24,<27",

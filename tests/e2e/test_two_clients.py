@@ -36,15 +36,15 @@ def test_create_modify_delete_nested_converge(cluster: Cluster) -> None:
         assert handle.read() == "modified on a"
 
 
-def test_upload_client_never_modified_by_pulls(file_cluster: Cluster) -> None:
-    up = file_cluster.add("up", mode="upload")
-    other = file_cluster.add("other")
+def test_upload_client_never_modified_by_pulls(cluster: Cluster) -> None:
+    up = cluster.add("up", mode="upload")
+    other = cluster.add("other")
     write(up, "data.csv", "instrument data")
-    file_cluster.sync_all(1)
+    cluster.sync_all(1)
     before = os.stat(os.path.join(up, "data.csv"))
     write(other, "data.csv", "someone else's edit")
     write(other, "extra.txt", "new file elsewhere")
-    file_cluster.sync_all(2)
+    cluster.sync_all(2)
     after = os.stat(os.path.join(up, "data.csv"))
     assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
     with open(os.path.join(up, "data.csv")) as handle:
@@ -53,28 +53,28 @@ def test_upload_client_never_modified_by_pulls(file_cluster: Cluster) -> None:
     assert "data.csv" in tree(other)
 
 
-def test_download_client_never_sends(file_cluster: Cluster) -> None:
-    src = file_cluster.add("src")
-    down = file_cluster.add("down", mode="download")
+def test_download_client_never_sends(cluster: Cluster) -> None:
+    src = cluster.add("src")
+    down = cluster.add("down", mode="download")
     write(src, "a.txt", "from src")
     write(down, "local-only.txt", "must stay here")
-    file_cluster.sync_all(2)
+    cluster.sync_all(2)
     assert tree(down).keys() == {"a.txt", "local-only.txt"}
     assert "local-only.txt" not in tree(src)
     write(down, "a.txt", "edited in download mode")
-    file_cluster.sync_all(2)
+    cluster.sync_all(2)
     with open(os.path.join(src, "a.txt")) as handle:
         assert handle.read() == "from src"
 
 
-def test_conflict_keeps_both_versions(file_cluster: Cluster) -> None:
-    a = file_cluster.add("a")
-    b = file_cluster.add("b")
+def test_conflict_keeps_both_versions(cluster: Cluster) -> None:
+    a = cluster.add("a")
+    b = cluster.add("b")
     write(a, "shared.txt", "original")
-    file_cluster.sync_all(2)
+    cluster.sync_all(2)
     write(a, "shared.txt", "edit on a")
     write(b, "shared.txt", "edit on b")
-    file_cluster.sync_all(3)
+    cluster.sync_all(3)
     assert tree(a) == tree(b)
     contents = set()
     for rel in tree(a):
@@ -101,40 +101,40 @@ def _relay_placeholders(cluster: Cluster) -> list[str]:
     return _relay_names(cluster, "meta")
 
 
-def test_three_clients_puller_count_two(file_cluster: Cluster) -> None:
-    a = file_cluster.add("a", puller_count="2")
-    file_cluster.add("b", puller_count="2")
-    file_cluster.add("c", puller_count="2")
+def test_three_clients_puller_count_two(cluster: Cluster) -> None:
+    a = cluster.add("a", puller_count="2")
+    cluster.add("b", puller_count="2")
+    cluster.add("c", puller_count="2")
     write(a, "payload.bin", os.urandom(10_000))
-    file_cluster.run("a")
-    assert len(_relay_payloads(file_cluster)) == 1
-    file_cluster.run("b")
-    file_cluster.run("a")
-    assert len(_relay_payloads(file_cluster)) == 1, "reclaimed before the second receiver had it"
-    file_cluster.run("c")
-    file_cluster.run("a")
-    assert _relay_payloads(file_cluster) == []
-    assert len(_relay_placeholders(file_cluster)) == 1, "the placeholder must stay"
+    cluster.run("a")
+    assert len(_relay_payloads(cluster)) == 1
+    cluster.run("b")
+    cluster.run("a")
+    assert len(_relay_payloads(cluster)) == 1, "reclaimed before the second receiver had it"
+    cluster.run("c")
+    cluster.run("a")
+    assert _relay_payloads(cluster) == []
+    assert len(_relay_placeholders(cluster)) == 1, "the placeholder must stay"
     for name in ("b", "c"):
-        assert tree(file_cluster.path(name)) == tree(a)
+        assert tree(cluster.path(name)) == tree(a)
 
 
-def test_receivers_known_from_registry(file_cluster: Cluster) -> None:
+def test_receivers_known_from_registry(cluster: Cluster) -> None:
     """Without puller count, every registered receiver must acknowledge."""
-    a = file_cluster.add("a")
-    file_cluster.add("b")
-    file_cluster.add("c")
-    file_cluster.add("u", mode="upload")  # registered, but receives nothing
+    a = cluster.add("a")
+    cluster.add("b")
+    cluster.add("c")
+    cluster.add("u", mode="upload")  # registered, but receives nothing
     for name in ("b", "c", "u"):
-        file_cluster.run(name)  # register
+        cluster.run(name)  # register
     write(a, "f.txt", "x")
-    file_cluster.run("a")
-    file_cluster.run("b")
-    file_cluster.run("a")
-    assert len(_relay_payloads(file_cluster)) == 1
-    file_cluster.run("c")
-    file_cluster.run("a")
-    assert _relay_payloads(file_cluster) == []
+    cluster.run("a")
+    cluster.run("b")
+    cluster.run("a")
+    assert len(_relay_payloads(cluster)) == 1
+    cluster.run("c")
+    cluster.run("a")
+    assert _relay_payloads(cluster) == []
 
 
 def test_second_once_run_on_same_client_waits_or_says_so(file_cluster: Cluster) -> None:
