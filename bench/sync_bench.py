@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from bench.counting import OPERATIONS
 from bench.datasets import Dataset, make_big, make_small, tree_digest
 from bench.measure import BenchError, Measurement, run_measured
-from bench.servers import BACKENDS, DESCRIPTIONS, Backend, BenchServers, started
+from bench.servers import BACKENDS, DEFAULT_BACKENDS, DESCRIPTIONS, Backend, BenchServers, started
 from escale.crypto import generate_key_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +92,7 @@ class Bench:
         if not os.path.exists(self.key_file):
             generate_key_file(self.key_file)
         self.rows: list[Row] = []
+        self.load = [os.getloadavg()[0]]  # 1-minute load average at the start, then at the end
         self._ids = itertools.count(1)
 
     # ----------------------------------------------------------- helpers
@@ -112,17 +113,17 @@ class Bench:
     def _add(self, row: Row) -> Row:
         self.rows.append(row)
         req = f", {row.request_total} requests" if row.requests is not None else ""
-        _say(f"  {row.backend:12s} {row.data:5s} {row.run:24s} {row.seconds:8.2f} s, "
+        _say(f"  {row.backend:12s} {row.data:5s} {row.run:26s} {row.seconds:8.2f} s, "
              f"peak {row.peak_kib / 1024:.0f} MiB{req}")
         return row
 
     # ----------------------------------------------------------- escale
 
-    def _escale_pass(self, run: str, section: str) -> tuple[Measurement, dict[str, object]]:
-        result = os.path.join(run, f"{section}.json")
+    def _escale_pass(self, run: str, section: str, tag: str) -> tuple[Measurement, dict[str, object]]:
+        result = os.path.join(run, f"{tag}.json")
         measured = run_measured(
             [sys.executable, "-m", "bench.escale_pass", os.path.join(run, "escale.conf"), section, result],
-            result_path=os.path.join(run, f"{section}.measure.json"), log_path=os.path.join(run, f"{section}.log"),
+            result_path=os.path.join(run, f"{tag}.measure.json"), log_path=os.path.join(run, f"{tag}.log"),
             cwd=ROOT, check=False,
         )  # fmt: skip
         try:
@@ -149,11 +150,15 @@ class Bench:
         fd = os.open(os.path.join(run, "escale.conf"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        push, pushed = self._escale_pass(run, "push")
+        push, pushed = self._escale_pass(run, "push", "push")
         if pushed.get("pushed") != dataset.files:
             raise BenchError(f"escale push in {run} sent {pushed.get('pushed')} of {dataset.files} files")
-        pull, pulled = self._escale_pass(run, "pull")
+        pull, pulled = self._escale_pass(run, "pull", "pull")
         self._check(dataset, os.path.join(run, "pulled"), f"escale pull ({backend.name})")
+        # the protocol's remaining costs: A's next pass reclaims what B acknowledged; then nothing is left
+        # to do, and B's next pass is what a daemon pays every `refresh` seconds
+        reclaim, reclaimed = self._escale_pass(run, "push", "reclaim")
+        idle, idled = self._escale_pass(run, "pull", "idle")
         up_requests, down_requests = _requests(pushed), _requests(pulled)
         both = {op: up_requests.get(op, 0) + down_requests.get(op, 0) for op in set(up_requests) | set(down_requests)}
         self._add(Row(backend.name, dataset.name, f"escale {label} push", push.seconds, dataset.files,
@@ -162,6 +167,10 @@ class Bench:
                       dataset.size, pull.maxrss_kib, down_requests))
         self._add(Row(backend.name, dataset.name, f"escale {label} push+pull", push.seconds + pull.seconds,
                       dataset.files, dataset.size, max(push.maxrss_kib, pull.maxrss_kib), both))
+        self._add(Row(backend.name, dataset.name, f"escale {label} reclaim", reclaim.seconds, dataset.files,
+                      dataset.size, reclaim.maxrss_kib, _requests(reclaimed)))
+        self._add(Row(backend.name, dataset.name, f"escale {label} idle", idle.seconds, dataset.files,
+                      dataset.size, idle.maxrss_kib, _requests(idled)))
 
     # ----------------------------------------------------------- rclone
 
@@ -230,9 +239,9 @@ class Bench:
         for row in self.rows:
             if not row.run.startswith("escale"):
                 continue
-            phase = row.run.rpartition(" ")[2]
-            peer = self.find(row.backend, row.data, {"push": "rclone copy up", "pull": "rclone copy down",
-                                                     "push+pull": "rclone copy up+down"}[phase])
+            peer_run = {"push": "rclone copy up", "pull": "rclone copy down",
+                        "push+pull": "rclone copy up+down"}.get(row.run.rpartition(" ")[2])
+            peer = self.find(row.backend, row.data, peer_run) if peer_run else None
             if peer is not None and peer.seconds > 0:
                 row.ratio, row.versus = row.seconds / peer.seconds, "rclone"
 
@@ -266,9 +275,12 @@ def format_table(rows: Sequence[Row]) -> str:
         last = row.backend
         total = row.request_total
         per_file = total / row.files if total is not None else None
+        moved = not row.run.endswith(("reclaim", "idle"))  # these passes move no file content
+        files_per_s = row.files / row.seconds if moved or row.run.endswith("reclaim") else None
+        mb_per_s = row.size / 1e6 / row.seconds if moved else None
         lines.append(
             f"{row.backend:12s} {row.data:5s} {row.run:24s} {_fmt(total, 'd'):>8s} {_fmt(per_file, '.1f'):>8s} "
-            f"{row.seconds:8.2f} {row.files / row.seconds:8.1f} {row.size / 1e6 / row.seconds:7.1f} "
+            f"{row.seconds:8.2f} {_fmt(files_per_s, '.1f'):>8s} {_fmt(mb_per_s, '.1f'):>7s} "
             f"{row.peak_kib / 1024:8.0f} {_fmt(row.ratio, '.2f'):>8s}"
         )
     return "\n".join(lines)
@@ -312,8 +324,8 @@ def format_requests(rows: Sequence[Row]) -> str:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.sync_bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help=f"comma-separated, from: {', '.join(BACKENDS)} (default: all)")
+    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                        help=f"comma-separated, from: {', '.join(BACKENDS)} (default: the first six)")
     parser.add_argument("--small-count", type=int, help="number of 4 KiB files (default 2000, --quick 200)")
     parser.add_argument("--big-mib", type=int, help="size of the big file in MiB (default 100, --quick 10)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_SMALL} files, {QUICK_BIG} MiB")
@@ -362,6 +374,7 @@ def run(args: argparse.Namespace) -> Bench:
                 if "unison" in peers and name in ("file", "sftp"):
                     bench.unison(dataset, backend if name == "sftp" else None)
     bench.ratios()
+    bench.load.append(os.getloadavg()[0])
     _say(f"done in {time.monotonic() - started_at:.0f} s")
     if args.keep:
         _say(f"kept {workdir}")
@@ -372,9 +385,10 @@ def run(args: argparse.Namespace) -> Bench:
 
 def report(bench: Bench, args: argparse.Namespace) -> str:
     datasets = ", ".join(d.describe() for d in bench.datasets)
+    load = ", ".join(f"{x:.1f}" for x in bench.load)
     parts = [
-        f"escale sync bench: {datasets}; {os.cpu_count()} cores; escale = one pass per process; "
-        f"x rclone = escale seconds / rclone seconds",
+        f"escale sync bench: {datasets}; {os.cpu_count()} cores, load average at start/end {load}",
+        "escale = one pass per process; x rclone = escale seconds / rclone seconds (same server, same data)",
         "",
         format_table(bench.rows),
         "",
