@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
@@ -98,6 +98,7 @@ class Repository:
         disk_quota: int | None = None,
         meta_cache: MutableMapping[str, bytes] | None = None,
         spool_dir: str | None = None,
+        on_step: Callable[[str], None] | None = None,
     ) -> None:
         self.relay = relay
         self.sealer = sealer
@@ -110,6 +111,9 @@ class Repository:
         self.disk_quota = disk_quota
         self.meta_cache: MutableMapping[str, bytes] = meta_cache if meta_cache is not None else {}
         self.spool_dir = spool_dir
+        #: called after each single relay mutation inside a multi-object
+        #: operation (fault tests crash or pause the process there)
+        self.step: Callable[[str], None] = on_step or _no_step
 
     # ----------------------------------------------------------- setup
 
@@ -325,6 +329,7 @@ class Repository:
             lease.check()
             self.relay.put(payload, spool)
         state.payloads[payload] = stored
+        self.step(f"payload uploaded {local.path}")
         checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
         placeholder = Placeholder(
             path=local.path, key=key, version=version, generation=lease.generation, kind="file",
@@ -360,6 +365,7 @@ class Repository:
                     "was committed by another client", name=name,
                 ) from None
         self.meta_cache[name] = placeholder.encode()
+        self.step(f"placeholder committed {placeholder.path}")
         previous = state.latest.get(placeholder.path)
         state.latest[placeholder.path] = placeholder
         state.versions.setdefault(placeholder.key, []).append(placeholder.version)
@@ -371,14 +377,17 @@ class Repository:
         name = layout.meta_name(key, version)
         self._delete_quietly(name)
         self.meta_cache.pop(name, None)
+        self.step(f"retired placeholder {key[:8]}.{version}")
         if version in state.versions.get(key, []):
             state.versions[key].remove(version)
         prefix = f"{layout.DATA}/{key}.{version:010d}."
         for payload in [p for p in state.payloads if p.startswith(prefix)]:
             self._delete_quietly(payload)
             state.payloads.pop(payload, None)
+            self.step(f"retired payload {key[:8]}.{version}")
         for ack in state.ack_names.pop((key, version), []):
             self._delete_quietly(ack)
+            self.step(f"retired acknowledgement {key[:8]}.{version}")
         state.acks.pop((key, version), None)
 
     def _delete_quietly(self, name: str) -> None:
@@ -405,6 +414,7 @@ class Repository:
             lease.check()
             self._delete_quietly(placeholder.payload)
             state.payloads.pop(placeholder.payload, None)
+            self.step(f"reclaimed payload {placeholder.path}")
             done.append(placeholder)
             log.info("reclaimed %s (version %d) from the relay", placeholder.path, placeholder.version)
         return done
@@ -445,6 +455,7 @@ class Repository:
                 lease.check()
                 self._delete_quietly(payload)
                 state.payloads.pop(payload, None)
+                self.step("removed orphan payload")
                 removed += 1
         current = {(p.key, p.version) for p in state.latest.values()}
         for pair, names in list(state.ack_names.items()):
@@ -457,6 +468,10 @@ class Repository:
         if removed:
             log.info("removed %d leftover objects from the relay", removed)
         return removed
+
+
+def _no_step(name: str) -> None:
+    """The default ``on_step`` hook: nothing."""
 
 
 class _HashingReader:

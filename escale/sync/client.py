@@ -194,7 +194,7 @@ class SyncClient:
         repo = Repository(
             relay, sealer, client_id=db.client_id(), label=s.label, receives=s.receives, mode=s.mode,
             checksum=s.checksum, puller_count=s.puller_count, disk_quota=s.disk_quota,
-            meta_cache=db.meta_cache(), spool_dir=spool)
+            meta_cache=db.meta_cache(), spool_dir=spool, on_step=faults.step)
         repo.prepare()
         return repo
 

@@ -335,7 +335,9 @@ def _plan_synced(
             if write and remote.available:
                 return [Action("pull", path, expect_local=None, expect_version=rver, ack=ack,
                                reason=f"new version from {remote.pusher_label}")]
-            return decline("not accepted here", _replace_base(base, version=rver))
+            # the base keeps the version last agreed on: a re-creation here does
+            # not descend from ``rver`` and must not replace it (conflict)
+            return decline("not accepted here", base)
         if _may_replace(mode, access, base) and remote.available:
             return [Action("pull", path, expect_local=local, expect_version=rver, ack=ack,
                            reason=f"modified by {remote.pusher_label}")]
@@ -346,7 +348,10 @@ def _plan_synced(
                            reason="conservative: relay version kept beside the local file")]
         if not remote.available and _may_replace(mode, access, base):
             return []  # wait: nothing to fetch (reclaimed); a newer version will come
-        return decline("local file protected", _replace_base(base, version=rver))
+        # keep the base at the version the local content descends from: a later
+        # edit here is then a conflict with ``rver``, never a silent replacement
+        # of a version this client did not take
+        return decline("local file protected", base)
 
     # ---- both sides changed
     if remote is None:
@@ -359,7 +364,7 @@ def _plan_synced(
         if write and remote.available:
             return [Action("pull", path, expect_local=None, expect_version=rver, ack=ack,
                            reason="modified remotely after local deletion")]
-        return decline("deleted here", _replace_base(base, version=rver, local_deleted=True))
+        return decline("deleted here", _replace_base(base, local_deleted=True))  # see "not accepted here"
     if remote.deleted:
         if send:
             return push("modified locally after remote deletion")
@@ -406,8 +411,11 @@ def _conflict(
         return [
             Action("push_copy", path, expect_local=local, expect_version=rver, copy_path=local_copy,
                    reason="conflict: local version sent as a copy"),
+            # the local content does not descend from ``rver``: the base keeps the
+            # version it descends from, so the next edit is a conflict again
             Action("record", path, expect_local=local, expect_version=rver,
-                   base=BaseEntry(local.size, local.mtime_ns, local.checksum, rver, "local"),
+                   base=BaseEntry(local.size, local.mtime_ns, local.checksum, base.version if base else 0,
+                                  "local"),
                    reason="conflict"),
         ]
     if remote.available:
