@@ -19,6 +19,7 @@ import sys
 
 from escale import __version__
 from escale.cli.common import run_command
+from escale.cli.ops_progress import ProgressCallback
 from escale.config import load_config
 from escale.daemon.logs import setup_logging
 from escale.daemon.runner import Runner
@@ -75,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config.globals, verbose=args.verbose + (1 if args.once else 0), config_path=config.path)
         if args.once:
             runner = Runner(config, allow_mass_deletion=args.allow_mass_deletion)
-            code = runner.run_once(lease_wait=min(60.0, min(c.lock_timeout for c in config.clients)))
+            bars = {name: ProgressCallback(f"[{name}] sync") for name in runner.clients}
+            for name, client in runner.clients.items():
+                client.on_progress = bars[name]
+            try:
+                code = runner.run_once(lease_wait=min(60.0, min(c.lock_timeout for c in config.clients)))
+            finally:
+                for bar in bars.values():
+                    bar.close()
             if config.globals.log_file:  # else the log on standard error said it already
                 for line in runner.failures:
                     print(f"escale: {line}", file=sys.stderr)

@@ -149,8 +149,21 @@ class ClientLock:
             self._fd = None
 
 
+#: Action kinds counted as transfers for progress display.
+_TRANSFERS = frozenset({"pull", "conflict", "pull_copy", "delete_local", "push", "push_copy", "push_delete"})
+
+
 class SyncClient:
     """Synchronises one configured client; one pass at a time."""
+
+    _progress: tuple[int, int]
+
+    def _advance(self, action: Action) -> None:
+        done, total = self._progress
+        if action.kind in _TRANSFERS and total:
+            self._progress = (done + 1, total)
+            if self.on_progress is not None:
+                self.on_progress(done + 1, total)
 
     def __init__(
         self,
@@ -172,6 +185,9 @@ class SyncClient:
         self.lock = ClientLock(self.state_dir, settings.name)
         self.last_report: PassReport | None = None
         self._secret: KeySecret | None = None
+        #: called as ``on_progress(done, total)`` with the transfers of a pass
+        self.on_progress: Callable[[int, int], None] | None = None
+        self._progress = (0, 0)
         self._index_warned = False
 
     # ----------------------------------------------------------- setup
@@ -274,6 +290,10 @@ class SyncClient:
         for note in the_plan.notes:
             log.warning("[%s] %s", s.name, note)
         report.held = [a.path for a in the_plan.held]
+        transfers = sum(1 for a in the_plan.actions if a.kind in _TRANSFERS)
+        self._progress = (0, transfers)
+        if transfers and self.on_progress is not None:
+            self.on_progress(0, transfers)
         relay_due = the_plan.needs_lease or self._maintenance_due(repo, state)
         if s.priority == "upload" and relay_due:
             # priority = upload: send what is pending before receiving
@@ -313,6 +333,7 @@ class SyncClient:
                 return
             try:
                 self._local_action(db, repo, state, action, report)
+                self._advance(action)
             except localfs.LocalChanged as exc:
                 report.skipped.append(action.path)
                 log.info("[%s] %s", self.settings.name, exc)
@@ -444,6 +465,7 @@ class SyncClient:
                     break
                 try:
                     self._push(db, repo, lease, state, action, report)
+                    self._advance(action)
                 except (localfs.LocalChanged, RelayQuotaExceeded) as exc:
                     report.skipped.append(action.path)
                     log.info("[%s] %s", name, exc)
