@@ -17,6 +17,9 @@ Listing uses ``MLSD`` when the server offers ``MLST`` in ``FEAT`` (type, size,
 mtimes from ``LIST`` are too coarse and are reported as None). ``stat`` uses
 ``MLST``, else ``SIZE`` + ``MDTM``.
 
+A name listed twice (rclone's VFS, for an instant while a rename replaces an
+object) is reported once, with the newest modification time.
+
 Atomic put: the content is stored under a :data:`TEMP_PREFIX` name in the
 target's folder, then ``RNFR``/``RNTO`` moves it into place. Every server tested
 replaces an existing target in ``RNTO`` with one ``rename()`` of its storage.
@@ -205,6 +208,17 @@ def parse_list_line(line: str) -> tuple[str, int, bool] | None:
     return None
 
 
+def unique_entries(entries: list[Entry]) -> list[Entry]:
+    """One entry per name: a server may list a name twice for an instant (rclone's
+    VFS while a rename replaces an object); the most recently modified is kept."""
+    kept: dict[str, Entry] = {}
+    for entry in entries:
+        seen = kept.get(entry.name)
+        if seen is None or (entry.mtime or 0.0) >= (seen.mtime or 0.0):
+            kept[entry.name] = entry
+    return list(kept.values())
+
+
 class FtpRelay(Relay):
     """A repository folder on an FTP or explicit-FTPS server."""
 
@@ -374,8 +388,8 @@ class FtpRelay(Relay):
     def _list(self, folder: str) -> list[Entry]:
         path = self._path(folder)
         if "MLST" in self._features:
-            return self._call(folder, lambda: self._list_mlsd(folder, path))
-        return self._call(folder, lambda: self._list_plain(folder, path))
+            return unique_entries(self._call(folder, lambda: self._list_mlsd(folder, path)))
+        return unique_entries(self._call(folder, lambda: self._list_plain(folder, path)))
 
     def _list_mlsd(self, folder: str, path: str) -> list[Entry]:
         entries = []

@@ -91,6 +91,7 @@ from escale.errors import (
     UnsafeName,
 )
 from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, join, parent_of
+from escale.relay.ftp import unique_entries
 from escale.relay.spec import RelaySpec
 from escale.relay.tls import client_context
 
@@ -417,7 +418,7 @@ class WebdavRelay(Relay):
             entries.append(Entry(join(folder, child), props.size, props.mtime, props.is_dir))
         if not found_self and not entries:
             raise RelayProtocolError(f"{self.describe()}: empty PROPFIND answer for {folder or '/'}")
-        return entries
+        return unique_entries(entries)
 
     def _stat(self, name: str) -> Entry:
         target = self._path(name).rstrip("/")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import pytest
 
 from escale.relay import RelaySpec
-from tests.servers.process import ServerProcess
-from tests.servers.target import RelayTarget, free_port
+from tests.servers.process import ServerProcess, start_on_free_port
+from tests.servers.target import RelayTarget
 from tests.servers.tls import TlsFiles, make_tls_files
 
 __all__ = [
@@ -48,21 +48,21 @@ class FtpServer:
     tls: TlsFiles | None = None
 
 
-def ftp_server_process(
-    root: str, *, tls: TlsFiles | None = None, mlst: bool = True, port: int | None = None
-) -> FtpServer:
+def ftp_server_process(root: str, *, tls: TlsFiles | None = None, mlst: bool = True) -> FtpServer:
     """Start a pyftpdlib server on ``root`` (FTPS when ``tls`` is given)."""
     os.makedirs(root, exist_ok=True)
-    port = port or free_port()
     user, password = "escale", secrets.token_urlsafe(12)
-    argv = [sys.executable, "-m", "tests.servers.ftp", "--root", root, "--port", str(port), "--user", user]
-    if tls is not None:
-        argv += ["--cert", tls.chain, "--key", tls.key]
-    if not mlst:
-        argv.append("--no-mlst")
-    proc = ServerProcess("pyftpdlib", argv, port, env={PASSWORD_ENV: password}, cwd=REPO_ROOT)
-    proc.start()
-    return FtpServer(proc, root, port, user, password, tls)
+
+    def make(port: int) -> ServerProcess:
+        argv = [sys.executable, "-m", "tests.servers.ftp", "--root", root, "--port", str(port), "--user", user]
+        if tls is not None:
+            argv += ["--cert", tls.chain, "--key", tls.key]
+        if not mlst:
+            argv.append("--no-mlst")
+        return ServerProcess("pyftpdlib", argv, port, env={PASSWORD_ENV: password}, cwd=REPO_ROOT)
+
+    proc = start_on_free_port(make)
+    return FtpServer(proc, root, proc.port, user, password, tls)
 
 
 def ftp_target(name: str, server: FtpServer) -> RelayTarget:

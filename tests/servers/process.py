@@ -14,9 +14,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from tests.servers.target import wait_for_port
+from tests.servers.target import free_port, wait_for_port
 
 
 class ServerProcess:
@@ -96,3 +96,18 @@ class ServerProcess:
         end = self._log.tell()
         self._log.seek(max(0, end - size))
         return self._log.read().decode("utf-8", "replace")
+
+
+def start_on_free_port(make: Callable[[int], ServerProcess], attempts: int = 4) -> ServerProcess:
+    """Start ``make(port)`` on a free port, with a fresh port when another
+    process took the chosen one before the server could bind it."""
+    error: RuntimeError | None = None
+    for _ in range(attempts):
+        server = make(free_port())
+        try:
+            server.start()
+            return server
+        except RuntimeError as exc:
+            error = exc
+    assert error is not None
+    raise error

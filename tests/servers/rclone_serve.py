@@ -30,8 +30,8 @@ import pytest
 import requests
 
 from escale.relay import RelaySpec
-from tests.servers.process import ServerProcess
-from tests.servers.target import RelayTarget, free_port
+from tests.servers.process import ServerProcess, start_on_free_port
+from tests.servers.target import RelayTarget
 
 __all__ = [
     "RcloneServeProcess", "rclone_ftp_server", "rclone_webdav_server", "target_ftp_rclone",
@@ -68,21 +68,24 @@ def rclone_serve(kind: str, root: str, workdir: str) -> RcloneServeProcess:
     """Start ``rclone serve KIND root`` on a free 127.0.0.1 port."""
     os.makedirs(root, exist_ok=True)
     os.makedirs(workdir, exist_ok=True)
-    port = free_port()
     user, password = "escale", secrets.token_urlsafe(12)
-    argv = [rclone_binary(), "serve", kind, root, "--addr", f"127.0.0.1:{port}"]
-    if kind == "ftp":
-        base = random.randrange(40000, 59000, 100)
-        argv += ["--passive-port", f"{base}-{base + 99}"]
+    binary = rclone_binary()
     env = {
         "RCLONE_USER": user,
         "RCLONE_PASS": password,
         "RCLONE_CONFIG": os.path.join(workdir, "rclone.conf"),
         "RCLONE_CACHE_DIR": os.path.join(workdir, "cache"),
     }
-    proc = ServerProcess(f"rclone serve {kind}", argv, port, env=env, cwd=workdir)
-    proc.start()
-    return RcloneServeProcess(proc, kind, root, port, user, password)
+
+    def make(port: int) -> ServerProcess:
+        argv = [binary, "serve", kind, root, "--addr", f"127.0.0.1:{port}"]
+        if kind == "ftp":
+            base = random.randrange(40000, 59000, 100)
+            argv += ["--passive-port", f"{base}-{base + 99}"]
+        return ServerProcess(f"rclone serve {kind}", argv, port, env=env, cwd=workdir)
+
+    proc = start_on_free_port(make)
+    return RcloneServeProcess(proc, kind, root, proc.port, user, password)
 
 
 def rclone_target(name: str, server: RcloneServeProcess) -> RelayTarget:

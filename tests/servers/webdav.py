@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import pytest
 
 from escale.relay import RelaySpec
-from tests.servers.process import ServerProcess
-from tests.servers.target import RelayTarget, free_port
+from tests.servers.process import ServerProcess, start_on_free_port
+from tests.servers.target import RelayTarget
 from tests.servers.tls import TlsFiles, make_tls_files
 
 __all__ = [
@@ -63,17 +63,19 @@ class WebdavServer:
 def webdav_server_process(root: str, *, auth: str = "digest", tls: TlsFiles | None = None) -> WebdavServer:
     """Start WsgiDAV on ``root`` with ``auth`` ("basic" or "digest")."""
     os.makedirs(root, exist_ok=True)
-    port = free_port()
     user, password = "escale", secrets.token_urlsafe(12)
-    argv = [
-        sys.executable, "-m", "tests.servers.webdav", "--root", root, "--port", str(port),
-        "--user", user, "--auth", auth,
-    ]
-    if tls is not None:
-        argv += ["--cert", tls.cert, "--key", tls.key, "--chain", tls.chain]
-    proc = ServerProcess(f"wsgidav ({auth})", argv, port, env={PASSWORD_ENV: password}, cwd=REPO_ROOT)
-    proc.start()
-    return WebdavServer(proc, root, port, user, password, auth, tls)
+
+    def make(port: int) -> ServerProcess:
+        argv = [
+            sys.executable, "-m", "tests.servers.webdav", "--root", root, "--port", str(port),
+            "--user", user, "--auth", auth,
+        ]
+        if tls is not None:
+            argv += ["--cert", tls.cert, "--key", tls.key, "--chain", tls.chain]
+        return ServerProcess(f"wsgidav ({auth})", argv, port, env={PASSWORD_ENV: password}, cwd=REPO_ROOT)
+
+    proc = start_on_free_port(make)
+    return WebdavServer(proc, root, proc.port, user, password, auth, tls)
 
 
 def webdav_target(name: str, server: WebdavServer) -> RelayTarget:
