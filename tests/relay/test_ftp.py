@@ -47,7 +47,7 @@ def plain_ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpSe
     """pyftpdlib without MLSD/MLST: the client must fall back to LIST/SIZE/MDTM."""
     server = ftp_server_process(str(tmp_path_factory.mktemp("ftp-nomlst")), mlst=False)
     yield server
-    server.process.stop()
+    server.process.shutdown()
 
 
 def _spec(target: RelayTarget, **changes: object) -> RelaySpec:

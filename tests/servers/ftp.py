@@ -103,7 +103,7 @@ def ftp_target(name: str, server: FtpServer) -> RelayTarget:
 def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
     server = ftp_server_process(str(tmp_path_factory.mktemp("ftp-root")))
     yield server
-    server.process.stop()
+    server.process.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +111,7 @@ def ftps_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]
     tls = make_tls_files(str(tmp_path_factory.mktemp("ftps-tls")))
     server = ftp_server_process(str(tmp_path_factory.mktemp("ftps-root")), tls=tls)
     yield server
-    server.process.stop()
+    server.process.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,11 @@ class ServerProcess:
             proc.kill()
             proc.wait(10)
 
+    def shutdown(self) -> None:
+        """Stop for good and release the output file (end of the fixture)."""
+        self.stop()
+        self._log.close()
+
     def restart(self) -> None:
         """Stop, then start again on the same port."""
         self.stop()

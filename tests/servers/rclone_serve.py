@@ -144,7 +144,7 @@ def rclone_ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rclo
     base = tmp_path_factory.mktemp("rclone-ftp")
     server = rclone_serve("ftp", str(base / "root"), str(base / "work"))
     yield server
-    server.process.stop()
+    server.process.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +152,7 @@ def rclone_webdav_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     base = tmp_path_factory.mktemp("rclone-webdav")
     server = rclone_serve("webdav", str(base / "root"), str(base / "work"))
     yield server
-    server.process.stop()
+    server.process.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -105,14 +105,14 @@ def webdav_target(name: str, server: WebdavServer) -> RelayTarget:
 def webdav_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebdavServer]:
     server = webdav_server_process(str(tmp_path_factory.mktemp("webdav-root")), auth="digest")
     yield server
-    server.process.stop()
+    server.process.shutdown()
 
 
 @pytest.fixture(scope="session")
 def webdav_basic_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebdavServer]:
     server = webdav_server_process(str(tmp_path_factory.mktemp("webdav-basic-root")), auth="basic")
     yield server
-    server.process.stop()
+    server.process.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +120,7 @@ def webdav_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webd
     tls = make_tls_files(str(tmp_path_factory.mktemp("webdav-tls")))
     server = webdav_server_process(str(tmp_path_factory.mktemp("webdav-tls-root")), tls=tls)
     yield server
-    server.process.stop()
+    server.process.shutdown()
 
 
 @pytest.fixture(scope="session")
