@@ -6,6 +6,8 @@ Why each runtime dependency is here (we prefer well-kept libraries to hand-writt
 * blowfish: the pure-Python Blowfish implementation behind ``blowfish.blowfish``.
 * paramiko: the SFTP client (no shelling out to ``sftp``).
 * requests: the WebDAV/HTTP client (connection pooling, auth, TLS verification).
+* defusedxml: parses WebDAV servers' XML answers without entity-expansion attacks
+  (a hostile relay must not be able to exhaust a client's memory).
 * python-daemon: detaching ``escale -d`` correctly (PEP 3143) instead of a hand-made fork.
 """
 
@@ -25,6 +27,7 @@ setup(
         "blowfish>=0.6,<0.7",
         "paramiko>=3.4,<6",
         "requests>=2.31,<3",
+        "defusedxml>=0.7,<1",
         "python-daemon>=3.0,<4",
     ],
     extras_require={

@@ -201,6 +201,8 @@ class Relay(abc.ABC):
             if entry.basename.startswith(TEMP_PREFIX):
                 continue
             check_listed(folder, entry.basename)
+            if entry.name != join(folder, entry.basename):
+                raise UnsafeName(f"server listed {entry.name!r} as a child of {folder or '/'!r}", name=entry.name)
             entries.append(entry)
         entries.sort(key=lambda e: e.name)
         return entries

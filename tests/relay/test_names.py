@@ -93,3 +93,16 @@ def test_retry_wrapper_reports_capabilities_learnt_on_open() -> None:
     assert relay.capabilities.exclusive_create  # the memory relay's before open
     relay.open()
     assert not relay.capabilities.exclusive_create and relay.capabilities.mtime_precision == 5.0
+
+
+def test_listed_entry_outside_its_folder_is_refused() -> None:
+    from escale.relay.base import Entry
+
+    class Lying(MemoryRelay):
+        def _list(self, folder):  # type: ignore[no-untyped-def]
+            return [Entry("elsewhere/x", 1, None)]
+
+    relay = Lying()
+    relay.open()
+    with pytest.raises(UnsafeName):
+        relay.list("dir")
