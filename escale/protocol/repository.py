@@ -306,8 +306,10 @@ class Repository:
         The payload is sealed into a spool file while its checksum is computed,
         so the placeholder describes exactly the bytes sent. Raises
         RelayQuotaExceeded (transient) when ``disk quota`` would be exceeded,
-        LeaseLost when the lease is no longer ours (nothing was committed then,
-        at worst an orphan payload remains), ProtocolError when the path's
+        LeaseLost when the lease is no longer ours (usually nothing was
+        committed then, at worst an orphan payload remains; if the lease was
+        lost while the placeholder was being written, the placeholder may be
+        there, possibly without its payload), ProtocolError when the path's
         version on the relay moved since ``state`` was read.
         """
         key = self.sealer.object_key(local.path)
@@ -355,6 +357,7 @@ class Repository:
         name = layout.meta_name(placeholder.key, placeholder.version)
         sealed = self.sealer.seal(name, placeholder.encode())
         lease.check()
+        self.step(f"fenced {placeholder.path}")
         try:
             self.relay.put_bytes(name, sealed, exclusive=True)
         except RelayExists:
@@ -366,6 +369,13 @@ class Repository:
                 ) from None
         self.meta_cache[name] = placeholder.encode()
         self.step(f"placeholder committed {placeholder.path}")
+        # The fence and the write are two steps: a process frozen between them
+        # (SIGSTOP, suspend) or whose write lingered past the lease's expiry has
+        # committed outside its lease, and the next holder may have removed its
+        # payload as an orphan meanwhile. Fence again: such a commit is reported
+        # (LeaseLost), not recorded as synced and retires nothing; the pusher's
+        # next pass sends a version whose payload vanished again (SyncClient).
+        lease.check()
         previous = state.latest.get(placeholder.path)
         state.latest[placeholder.path] = placeholder
         state.versions.setdefault(placeholder.key, []).append(placeholder.version)

@@ -282,11 +282,15 @@ class SyncClient:
         remote = self._remote_view(db, repo, state, frozen)
         scanned = scan(s.local_path, s.filters, checksum=s.checksum, db=db, persist_cache=s.checksum_cache)
         base = db.base()
+        resend = self._lost_payloads(repo, state, scanned.files)
+        frozen |= {a.path for a in resend}
         local = {p: f for p, f in scanned.files.items() if p not in frozen}
         base = {p: b for p, b in base.items() if p not in frozen}
+        remote = {p: r for p, r in remote.items() if p not in frozen}
         the_plan = plan(local, remote, base, mode=s.mode, label=s.label, access=db.access(),
                         deletion_guard=s.deletion_guard, allow_mass_deletion=self.allow_mass_deletion,
                         local_root_missing=scanned.root_missing)
+        the_plan.actions.extend(resend)
         for note in the_plan.notes:
             log.warning("[%s] %s", s.name, note)
         report.held = [a.path for a in the_plan.held]
@@ -313,6 +317,40 @@ class SyncClient:
         report.pending_down = len(pulls)
         report.pending_down_bytes = sum(remote[a.path].size for a in pulls if a.path in remote)
         report.relay_bytes = state.stored_bytes()
+
+    def _lost_payloads(self, repo: Repository, state: RelayState,
+                       local: dict[str, LocalFile]) -> list[Action]:
+        """Pushes that repair versions of ours whose payload vanished untaken.
+
+        A commit can land after its pusher lost the lease (frozen between the
+        fence and the placeholder write, see Repository._commit); the next
+        holder may have removed its payload as an orphan by then. Such a
+        version has no payload and no acknowledgement (a reclaimed one has at
+        least one): receivers would wait for it forever. If the local file
+        still holds exactly that content, it is sent again as the next version.
+        """
+        if self.settings.mode == "download":
+            return []
+        out = []
+        for path, ph in state.latest.items():
+            if ph.pusher != repo.client_id or ph.deleted or state.has_payload(ph):
+                continue
+            if state.acks.get((ph.key, ph.version), set()) - {repo.client_id}:
+                continue  # acknowledged: reclaimed, not lost
+            mine = local.get(path)
+            if mine is None or mine.size != ph.size:
+                continue
+            if mine.checksum is not None and ph.checksum is not None:
+                if mine.checksum != ph.checksum:
+                    continue
+            elif mine.mtime_ns != ph.mtime_ns:
+                continue
+            log.warning("[%s] version %d of %s lost its payload before anyone received it "
+                        "(committed after the lease was lost?): sending it again",
+                        self.settings.name, ph.version, path)
+            out.append(Action("push", path, expect_local=mine, expect_version=ph.version,
+                              reason="payload lost"))
+        return out
 
     def _maintenance_due(self, repo: Repository, state: RelayState) -> bool:
         referenced = {p.payload for p in state.latest.values() if p.payload}

@@ -7,7 +7,9 @@ process: the N-th call of :func:`step` (counting from 1) ends the process with
 can see which points were reached. ``ESCALE_PAUSE_AT=N`` instead stops the
 whole process with ``SIGSTOP`` at the N-th step (every thread freezes, as on a
 laptop that goes to sleep); it carries on from there when it receives
-``SIGCONT``. Unset, :func:`step` only counts.
+``SIGCONT``. Either variable may also hold a step's name instead of a number
+(``ESCALE_PAUSE_AT="payload uploaded big.bin"``): the first step of that name.
+Unset, :func:`step` only counts.
 
 The steps are marked by :mod:`escale.sync.client` and, through the
 ``on_step`` hook of :class:`escale.protocol.repository.Repository`, inside the
@@ -30,9 +32,22 @@ def step(name: str) -> None:
     if log_path:
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(f"{_count} {name}\n")
-    target = os.environ.get("ESCALE_CRASH_AT")
-    if target and int(target) == _count:
+    if _matches(os.environ.get("ESCALE_CRASH_AT"), name):
         os._exit(137)
-    pause = os.environ.get("ESCALE_PAUSE_AT")
-    if pause and int(pause) == _count:
+    if _matches(os.environ.get("ESCALE_PAUSE_AT"), name):
         os.kill(os.getpid(), signal.SIGSTOP)
+
+
+_named_done: set[str] = set()
+
+
+def _matches(target: str | None, name: str) -> bool:
+    """Whether the current step is the one ``target`` (a number or a name) means."""
+    if not target:
+        return False
+    if target.isdigit():
+        return int(target) == _count
+    if target == name and target not in _named_done:
+        _named_done.add(target)
+        return True
+    return False

@@ -1,0 +1,113 @@
+"""Eight clients race for one lease: at most one holder at any instant.
+
+Each of eight threads opens its own connection to the relay (as separate
+clients would) and its own :class:`LeaseManager` (its own client id). In each
+round the threads meet at a barrier, optionally wait a random jitter, and call
+``acquire``; a winner notes the instant it got the lease and the instant it
+lets go on one shared clock (``time.monotonic`` of this process), then
+releases. Afterwards no two holding intervals may overlap.
+
+Backends whose exclusive create is atomic (local folder, OpenSSH, pyftpdlib's
+MKD guard, WebDAV LOCK guards) rely on it; the others (rclone remotes, rclone
+serve ftp and sftp) rely on *settle and read back* (doc/protocol.rst): the
+winner waits ``settle`` seconds, then checks its record is still there and no
+newer generation exists. The test uses each backend's own relay class opened
+directly, so its declared capability (and no more) decides which argument is
+in force; the figures (rounds, winners, settle) are printed per backend.
+
+An attempt that fails with a relay error (rclone serve webdav sometimes appends
+``Internal Server Error`` to a PROPFIND answer when an object vanishes while it
+lists) counts as not holding: the pass that made it fails and is retried. Such
+failures are counted and printed, never taken for a hold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+
+import pytest
+
+from escale.crypto import plain_envelope
+from escale.errors import EscaleError, LeaseBusy
+from escale.protocol import layout
+from escale.protocol.lease import LeaseManager
+from escale.relay import Relay
+from tests.relay.backends import PROCESS_BACKENDS
+from tests.servers.target import RelayTarget
+
+CONTENDERS = 8
+ROUNDS = 4
+TIMEOUT = 10.0  # lock timeout: settle is a tenth of it on non-atomic backends
+HOLD = 0.15
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> None:
+    target: RelayTarget = request.getfixturevalue(f"target_{backend}")
+    folder = target.new_folder()
+    relays: list[Relay] = []
+    for _ in range(CONTENDERS):
+        relay = target.relay(folder)
+        relay.open()
+        relays.append(relay)
+    relays[0].mkdir(layout.LEASES)  # as Repository.prepare() does before any lease
+    managers = [LeaseManager(r, plain_envelope(), client_id=f"{i:032x}", label=f"racer{i}", timeout=TIMEOUT)
+                for i, r in enumerate(relays)]
+    barrier = threading.Barrier(CONTENDERS)
+    intervals: list[tuple[float, float, int, int]] = []  # start, end, racer, generation
+    busy = [0]
+    failed: list[str] = []
+    errors: list[BaseException] = []
+    guard = threading.Lock()
+
+    def race(index: int) -> None:
+        rng = random.Random(index)
+        manager = managers[index]
+        try:
+            for round_ in range(ROUNDS):
+                barrier.wait(timeout=120)
+                if round_ % 2:  # odd rounds: arrivals spread over the settle window
+                    time.sleep(rng.uniform(0, max(0.05, manager.settle * 1.5)))
+                try:
+                    lease = manager.acquire("race")
+                except LeaseBusy:
+                    with guard:
+                        busy[0] += 1
+                    continue
+                except EscaleError as exc:  # the attempt failed: not a holder (a pass would retry)
+                    with guard:
+                        failed.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                start = time.monotonic()
+                time.sleep(HOLD)
+                end = time.monotonic()
+                with guard:
+                    intervals.append((start, end, index, lease.generation))
+                lease.release()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(CONTENDERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for relay in relays:
+        relay.close()
+    assert not errors, errors
+    intervals.sort()
+    for (_, e1, r1, g1), (s2, _, r2, g2) in itertools.pairwise(intervals):
+        assert s2 >= e1, (f"{backend}: racer {r1} (generation {g1}) and racer {r2} (generation {g2}) "
+                          f"held the lease at the same time")
+    generations = [g for *_, g in intervals]
+    assert len(set(generations)) == len(generations), f"{backend}: two holders of one generation"
+    assert intervals, f"{backend}: nobody ever got the lease"
+    print(f"\n[{backend}] exclusive create {relays[0].capabilities.exclusive_create}, settle "
+          f"{managers[0].settle:.1f}s: {ROUNDS} rounds x {CONTENDERS} racers, {len(intervals)} holds, "
+          f"{busy[0]} refused, {len(failed)} failed with a relay error, no overlap"
+          + (f" (first error: {failed[0]})" if failed else ""))
