@@ -33,7 +33,9 @@ _HEX32 = r"[0-9a-f]{32}"
 _META = re.compile(rf"({_HEX32})\.(\d{{10}})")
 _DATA = re.compile(rf"({_HEX32})\.(\d{{10}})\.([0-9a-f]{{16}})")
 _ACK = re.compile(rf"({_HEX32})\.(\d{{10}})\.({_HEX32})")
-_LEASE = re.compile(r"\d{12}")
+# 12 digits, more once 10**12 is passed (a forged lease/999999999999 must not
+# leave writers unable to name the next generation); 18 keeps it in 64 bits
+_LEASE = re.compile(r"\d{12,18}")
 _CLIENT = re.compile(_HEX32)
 
 

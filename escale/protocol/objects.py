@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 from escale.errors import ProtocolError
+from escale.protocol.layout import DATA, parse_data
 
 FORMAT = 1
 
@@ -35,6 +36,9 @@ def _field(doc: dict[str, Any], key: str, kind: type[T] | tuple[type, ...], name
         raise ProtocolError(f"relay object {name}: field {key!r} has the wrong type", name=name)
     if not isinstance(value, kind):
         raise ProtocolError(f"relay object {name}: field {key!r} has the wrong type", name=name)
+    # numbers go to SQLite and the OS (utime): anything beyond 64 bits is forged
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ProtocolError(f"relay object {name}: field {key!r} is out of range", name=name)
     return value
 
 
@@ -119,6 +123,14 @@ class Placeholder:
             raise ProtocolError(f"relay object {name}: bad version or size", name=name)
         if result.kind == "file" and result.payload is None:
             raise ProtocolError(f"relay object {name}: file without payload name", name=name)
+        if result.payload is not None:
+            # the payload is this version's own object, never another path's
+            # payload nor any other relay object (which reclaim would delete)
+            ref = parse_data(result.payload)
+            if (ref is None or not result.payload.startswith(f"{DATA}/") or ref.key != result.key
+                    or ref.version != result.version or result.kind != "file"):
+                raise ProtocolError(f"relay object {name}: payload name {result.payload!r} is not "
+                                    "this version's", name=name)
         return result
 
 

@@ -61,7 +61,20 @@ class RelayState:
     rejected: list[str] = field(default_factory=list)
 
     def latest_version(self, key: str) -> int:
+        """The highest version number listed for ``key``, readable or not (the
+        next commit goes above it, so it never collides with any object)."""
         return max(self.versions.get(key, []), default=0)
+
+    def superseded(self) -> list[tuple[str, int]]:
+        """Listed versions older than their key's latest *readable* version.
+
+        Only those are leftovers: a version above the latest readable one does
+        not open (forged, corrupted, foreign key) and proves nothing, so it
+        never makes a genuine version look superseded.
+        """
+        top = {p.key: p.version for p in self.latest.values()}
+        return [(key, v) for key, versions in self.versions.items() if key in top
+                for v in versions if v < top[key]]
 
     def has_payload(self, placeholder: Placeholder) -> bool:
         return placeholder.payload is not None and placeholder.payload in self.payloads
@@ -451,15 +464,16 @@ class Repository:
 
         Under the lease nobody else commits, so a payload that no placeholder
         references is an orphan of a crashed push, and versions older than a
-        path's latest are leftovers of an interrupted retire.
+        path's latest readable version are leftovers of an interrupted retire
+        (versions that do not open are reported by :meth:`read_state` and left
+        alone; a later genuine commit goes above them and retires them).
         """
         removed = 0
         referenced = {p.payload for p in state.latest.values() if p.payload}
-        for key, versions in list(state.versions.items()):
-            for version in [v for v in versions if v < max(versions)]:
-                lease.check()
-                self.retire(state, key, version)
-                removed += 1
+        for key, version in state.superseded():
+            lease.check()
+            self.retire(state, key, version)
+            removed += 1
         for payload in [p for p in state.payloads if p not in referenced]:
             if layout.parse_data(payload) is not None:
                 lease.check()

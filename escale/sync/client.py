@@ -356,7 +356,7 @@ class SyncClient:
         referenced = {p.payload for p in state.latest.values() if p.payload}
         if any(p not in referenced for p in state.payloads):
             return True
-        if any(len(v) > 1 for v in state.versions.values()):
+        if state.superseded():
             return True
         return any(state.has_payload(p) and repo.reclaimable(p, state) for p in state.latest.values())
 
@@ -525,8 +525,11 @@ class SyncClient:
               report: PassReport) -> None:
         name = self.settings.name
         root = self.settings.local_path
-        key = repo.sealer.object_key(action.copy_path or action.path)
-        current = state.latest_version(key)
+        # the latest *readable* version, as the plan saw it: a version that does
+        # not open (forged, corrupted) must not block the path forever; the
+        # commit itself goes above every listed number
+        latest = state.latest.get(action.copy_path or action.path)
+        current = latest.version if latest is not None else 0
         expected = action.expect_version if action.kind != "push_copy" else current
         if current != expected:
             raise localfs.LocalChanged(f"{action.path} changed on the relay meanwhile; re-planned next pass",

@@ -29,7 +29,6 @@ import time
 import pytest
 
 from escale.crypto import plain_envelope
-from escale.protocol import layout
 from escale.protocol.lease import LeaseManager
 from escale.protocol.objects import LeaseRecord
 from tests.faults.world import Ledger, World, relay_names, tree

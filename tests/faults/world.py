@@ -65,16 +65,18 @@ class World(Cluster):
         changes nothing and leaves nothing pending; return the rounds run.
         Raises AssertionError if that does not happen within ``max_rounds``."""
         order = list(names)
+        noisy: list[str] = []
         for rounds in range(1, max_rounds + 1):
-            quiet = True
+            noisy = []
             for name in order:
                 report = self.sync(name)
                 if (report.changed or report.busy or report.errors or report.pending_up
                         or report.pending_down or report.reclaimed):
-                    quiet = False
-            if quiet:
+                    noisy.append(f"{name}: {report.summary()}, pending {report.pending_up} up "
+                                 f"{report.pending_down} down, errors {report.errors}")
+            if not noisy:
                 return rounds
-        raise AssertionError(f"clients {order} still changing after {max_rounds} rounds")
+        raise AssertionError(f"clients {order} still changing after {max_rounds} rounds: {noisy}")
 
     def log_text(self) -> str:
         path = os.path.join(self.base, "escale.log")
