@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import BinaryIO
 
-from escale.relay import Entry, Relay, Usage
+from escale.relay import Capabilities, Entry, Relay, Usage
 
 #: The operations counted, in the order tables show them.
 OPERATIONS = ("open", "list", "stat", "get", "put", "delete", "rename", "mkdir", "rmdir", "usage")
@@ -33,7 +33,15 @@ class CountingRelay(Relay):
         self.inner = inner
         self.counts = counts
         self.scheme = inner.scheme
-        self.capabilities = inner.capabilities
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The inner backend's, read live: some backends learn theirs on open()."""
+        return self.inner.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        self.inner.capabilities = value
 
     def describe(self) -> str:
         return self.inner.describe()

@@ -7,10 +7,15 @@ fails otherwise), and that the table carries the figures and the rclone ratio.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
+
+from bench.counting import CountingRelay
+from escale.relay import RelaySpec, make_relay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,3 +42,18 @@ def test_quick_bench_on_the_file_backend(tmp_path: object) -> None:
     assert push["ratio"] is not None and push["ratio"] > 0
     assert push["peak_kib"] > 0
     assert "x rclone" in result.stdout and "escale aes-256-gcm push+pull" in result.stdout
+
+
+def test_counting_relay_counts_calls_and_reads_capabilities_live(tmp_path: object) -> None:
+    inner = make_relay(RelaySpec(protocol="file", directory=os.path.join(str(tmp_path), "relay")))
+    counts: Counter[str] = Counter()
+    relay = CountingRelay(inner, counts)
+    # backends may learn their capabilities on open(): the wrapper must not keep a stale copy
+    inner.capabilities = dataclasses.replace(inner.capabilities, exclusive_create=False)
+    assert relay.capabilities == inner.capabilities
+    with relay:
+        relay.put_bytes("a/b", b"data")
+        assert relay.get_bytes("a/b") == b"data"
+        relay.list("a")
+        relay.delete("a/b")
+    assert counts == Counter(open=1, put=1, get=1, list=1, delete=1)
