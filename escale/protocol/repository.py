@@ -18,6 +18,7 @@ Write order (DESIGN.md §3.2), and what a crash at each point leaves:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import tempfile
@@ -27,7 +28,9 @@ from typing import BinaryIO, cast
 
 from escale.errors import (
     CryptoError,
+    DiskFull,
     IntegrityError,
+    LocalError,
     ProtocolError,
     RelayExists,
     RelayNotFound,
@@ -254,7 +257,9 @@ class Repository:
         hasher = hashlib.new(algorithm) if algorithm else None
         counting = _HashingWriter(sink, hasher)
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-            self.relay.get(placeholder.payload, spool)
+            # a write error here is the local disk's, not the relay's: the
+            # wrapper reports it as such (backends would blame the relay object)
+            self.relay.get(placeholder.payload, cast(BinaryIO, _LocalSpool(spool, placeholder.path)))
             spool.seek(0)
             self.sealer.open_stream(placeholder.payload, spool, cast(BinaryIO, counting))
         if counting.count != placeholder.size:
@@ -331,7 +336,8 @@ class Repository:
         payload = layout.data_name(key, version)
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
             reader = _HashingReader(source, hasher)
-            self.sealer.seal_stream(payload, cast(BinaryIO, reader), spool)
+            self.sealer.seal_stream(payload, cast(BinaryIO, reader),
+                                    cast(BinaryIO, _LocalSpool(spool, local.path)))
             stored = spool.tell()
             if reader.count != local.size:
                 raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
@@ -492,6 +498,42 @@ class Repository:
         if removed:
             log.info("removed %d leftover objects from the relay", removed)
         return removed
+
+
+class _LocalSpool:
+    """A spool file whose write errors are reported as local ones.
+
+    The spool lives in the state folder. A full disk there (ENOSPC, EDQUOT, or
+    EFBIG under a file size limit) raises DiskFull naming the synchronised
+    path; other write errors LocalError. Seeking, telling and truncating pass
+    through (the retry wrapper rewinds a sink between attempts).
+    """
+
+    def __init__(self, spool: BinaryIO, path: str) -> None:
+        self.spool = spool
+        self.path = path
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            return self.spool.write(data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise DiskFull(f"local disk full while transferring {self.path} (spool in the state "
+                               "folder); nothing was changed", path=self.path) from exc
+            raise LocalError(f"cannot write the spool file while transferring {self.path}: "
+                             f"{exc.strerror or exc}", path=self.path) from exc
+
+    def flush(self) -> None:
+        self.spool.flush()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.spool.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.spool.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return self.spool.truncate(size)
 
 
 def _no_step(name: str) -> None:

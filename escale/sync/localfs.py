@@ -54,7 +54,9 @@ def unchanged(path: str, expect: LocalFile | None) -> bool:
 
 
 def _translate(exc: OSError, path: str) -> LocalError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    # EFBIG: a file size limit (RLIMIT_FSIZE, a filesystem's maximum) is a full
+    # disk as far as this file is concerned
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return DiskFull(f"local disk full while writing {path}; the file was left untouched", path=path)
     return LocalError(f"cannot write {path}: {exc.strerror or exc}", path=path)
 

@@ -1,0 +1,216 @@
+"""The world around a pass misbehaves: the relay server restarts, the local disk
+fills up, two clients' clocks are an hour apart.
+
+* **Server restart.** ``target.restart()`` (the server process and every
+  session it runs are stopped, then started on the same port) while a real
+  ``escale --once`` process is sending, then while another is receiving, a
+  large file: the pass completes (the retry wrapper reconnects) or fails with a
+  one-line error (no traceback); the next pass converges, the file intact.
+* **Disk full.** The receiver's folder lives on a 2 MiB tmpfs (when this test
+  may mount one, i.e. runs as root), or the receiving ``escale`` process runs
+  with ``RLIMIT_FSIZE`` of 1 MiB (every write past it fails with EFBIG, which
+  escale treats like ENOSPC). A pull of a 3 MiB version fails with a clear
+  "disk full" error, the user's file keeps its old content, no temporary file
+  is left, and once space is back the next pass completes.
+* **Clocks an hour apart.** Client ``b`` runs under libfaketime one hour ahead
+  (when ``libfaketime`` is installed; Debian package ``faketime``) and its files
+  carry mtimes an hour ahead. The protocol never reads a remote clock: an older
+  mtime from ``a`` still replaces ``b``'s newer one when it is the later
+  version, and neither client judges the other's live lease stale early.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.faults.world import Ledger, World, relay_names, sha, tree, write
+
+LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+
+
+def _wait_for_step(log: str, step: str, process: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(log):
+            with open(log, encoding="utf-8") as handle:
+                if any(line.split(" ", 1)[1].strip() == step for line in handle):
+                    return
+        if process.poll() is not None:
+            raise AssertionError(f"the process ended before step {step!r}")
+        time.sleep(0.01)
+    raise AssertionError(f"step {step!r} never came")
+
+
+def _clean_outcome(process: subprocess.Popen[str]) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=180)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert process.returncode in (0, 69, 70, 74, 75), (process.returncode, stderr[-2000:])
+    return process.returncode, stderr.strip().splitlines()[-1] if stderr.strip() else ""
+
+
+# --------------------------------------------------------------------------- restart
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("backend", ["ftp", "webdav", "sftp"])
+def test_server_restart_during_transfer(tmp_path, request: pytest.FixtureRequest, backend: str) -> None:  # type: ignore[no-untyped-def]
+    target = request.getfixturevalue(f"target_{backend}")
+    world = World(str(tmp_path), target, target.new_folder())
+    a = world.add("a")
+    b = world.add("b")
+    world.sync("b")  # registered: the payload waits for it
+    data = os.urandom(24 * 1024 * 1024)
+    write(a, "big.bin", data)
+    outcomes = []
+    for name, step in (("a", "push big.bin"), ("b", "download big.bin")):
+        log = os.path.join(str(tmp_path), f"{name}.steps")
+        process = world.start(name, env={"ESCALE_CRASH_LOG": log})
+        _wait_for_step(log, step, process)
+        time.sleep(0.05)  # into the transfer
+        assert target.restart is not None
+        target.restart()
+        outcomes.append(_clean_outcome(process))
+        world.quiesce([name])  # the same client's next pass completes the transfer
+    world.quiesce(["a", "b"])
+    assert tree(b) == tree(a) == {"big.bin": sha(data)}
+    assert relay_names(world, "data") == []
+    retries = world.log_text().count(" failed (")
+    print(f"\n[{backend}] restart while sending: exit {outcomes[0][0]}; while receiving: exit "
+          f"{outcomes[1][0]}; {retries} operations retried after reconnecting; converged")
+
+
+# --------------------------------------------------------------------------- disk full
+
+
+def _mount_tmpfs(path: str, size: str) -> bool:
+    os.makedirs(path, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                          capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+def test_disk_full_during_pull(world: World, tmp_path, how: str) -> None:  # type: ignore[no-untyped-def]
+    mounted = how == "tmpfs" and _mount_tmpfs(str(tmp_path / "small"), "2m")
+    try:
+        world.add("b", local_path=str(tmp_path / "small" / "b"))
+        b = world.path("b")
+        a = world.add("a")
+        ledger = Ledger()
+        ledger.write("a", a, "keep.txt", b"the user's file, version one\n")
+        world.quiesce(["a", "b"])
+        before = tree(b)
+        big = os.urandom(3 * 1024 * 1024)
+        ledger.write("a", a, "keep.txt", big)
+        world.sync("a")
+        process = world.start("b", preexec=None if mounted else _limit_file_size)
+        code, last = _clean_outcome(process)
+        assert code != 0, "a pull that could not be written was reported as a success"
+        assert "disk full" in last, last
+        assert tree(b) == before, "the user's file changed although the new version did not fit"
+        leftovers = [n for n in os.listdir(b) if n.startswith(".escale-")]
+        assert not leftovers, leftovers
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,size=16m", str(tmp_path / "small")], check=True)
+        world.quiesce(["b", "a"])  # in this process: no limit
+        assert tree(b) == tree(a) and not ledger.missing([tree(a), tree(b)])
+        print(f"\n[{world.target.name}] {'ENOSPC on a 2 MiB tmpfs' if mounted else 'EFBIG under RLIMIT_FSIZE'}: "
+              f"{last!r}; converged once space was back")
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(tmp_path / "small")], check=False)
+
+
+def test_efbig_is_disk_full(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """EFBIG (a file size limit) is reported like ENOSPC: the disk is full for us."""
+    from escale.errors import DiskFull
+    from escale.sync import localfs
+
+    def fill(handle: object) -> None:
+        raise OSError(errno.EFBIG, "File too large")
+
+    with pytest.raises(DiskFull):
+        localfs.write_atomically(str(tmp_path / "x"), fill, expect=None)
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- clocks
+
+
+@pytest.mark.timeout(180)
+def test_clocks_an_hour_apart(world: World) -> None:
+    a = world.add("a", lock_timeout="3")
+    b = world.add("b", lock_timeout="3")
+    ahead = {"FAKETIME": "+1h", "FAKETIME_NO_CACHE": "1"}
+    if LIBFAKETIME:
+        ahead["LD_PRELOAD"] = LIBFAKETIME[0]
+    hour = 3600 * 10**9
+
+    def at(root: str, rel: str, data: bytes, offset_ns: int) -> None:
+        write(root, rel, data)
+        st = os.stat(os.path.join(root, rel))
+        os.utime(os.path.join(root, rel), ns=(st.st_atime_ns + offset_ns, st.st_mtime_ns + offset_ns))
+
+    at(b, "doc.txt", b"written on b, whose clock is an hour ahead\n", hour)
+    world.run("b", env=ahead)
+    world.sync("a")
+    assert tree(a) == tree(b)
+    # a's later edit carries an mtime an hour older than b's version: it still wins
+    at(a, "doc.txt", b"edited later on a, with an older mtime\n", 0)
+    world.sync("a")
+    world.run("b", env=ahead)
+    assert tree(b) == tree(a)
+    with open(os.path.join(b, "doc.txt"), "rb") as handle:
+        assert handle.read() == b"edited later on a, with an older mtime\n"
+
+    # b holds the lease (frozen right after taking it); a waits the full lock
+    # timeout on its own clock, whatever b's clock says
+    at(b, "from-b.txt", b"b pushes this\n", hour)
+    at(a, "from-a.txt", b"a pushes this\n", 0)
+    process = world.start("b", env={**ahead, "ESCALE_PAUSE_AT": "lease taken"})
+    try:
+        deadline = time.monotonic() + 60
+        while "lease" not in " ".join(relay_names(world, "lease")) or not _stopped(process.pid):
+            assert time.monotonic() < deadline, "b never paused holding the lease"
+            time.sleep(0.05)
+        first = world.sync("a")
+        assert first.busy, "a judged b's fresh lease stale at once"
+        refused = 1
+        while world.sync("a").busy:
+            refused += 1
+            assert refused < 100
+            time.sleep(0.5)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        process.communicate(timeout=120)
+    # and the other way round: b (an hour ahead) does not take a's lease early
+    world.run("b", env=ahead)
+    world.quiesce(["a", "b"])
+    for _ in range(3):
+        world.run("b", env=ahead)
+        world.sync("a")
+    assert tree(a) == tree(b)
+    assert {"doc.txt", "from-a.txt", "from-b.txt"} <= set(tree(a))
+    print(f"\n[{world.target.name}] libfaketime {'on' if LIBFAKETIME else 'absent (mtimes only)'}: "
+          f"later version with an older mtime won; a refused {refused} times before taking b's stale lease")
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        return handle.read().rpartition(")")[2].split()[0] in ("T", "t")
