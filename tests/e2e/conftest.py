@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.cluster import Cluster
-from tests.relay.backends import PROCESS_BACKENDS
+from tests.relay.backends import PRIMARY_PROCESS_BACKENDS, PROCESS_BACKENDS
 from tests.servers.target import RelayTarget
 
 
@@ -17,6 +17,13 @@ def process_target(request: pytest.FixtureRequest) -> RelayTarget:
 @pytest.fixture
 def cluster(tmp_path, process_target: RelayTarget) -> Cluster:  # type: ignore[no-untyped-def]
     return Cluster(str(tmp_path), process_target, process_target.new_folder())
+
+
+@pytest.fixture(params=PRIMARY_PROCESS_BACKENDS)
+def primary_cluster(tmp_path, request: pytest.FixtureRequest) -> Cluster:  # type: ignore[no-untyped-def]
+    """A cluster on one server of each backend module, in turn."""
+    target: RelayTarget = request.getfixturevalue(f"target_{request.param}")
+    return Cluster(str(tmp_path), target, target.new_folder())
 
 
 @pytest.fixture

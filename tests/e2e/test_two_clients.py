@@ -36,15 +36,15 @@ def test_create_modify_delete_nested_converge(cluster: Cluster) -> None:
         assert handle.read() == "modified on a"
 
 
-def test_upload_client_never_modified_by_pulls(cluster: Cluster) -> None:
-    up = cluster.add("up", mode="upload")
-    other = cluster.add("other")
+def test_upload_client_never_modified_by_pulls(primary_cluster: Cluster) -> None:
+    up = primary_cluster.add("up", mode="upload")
+    other = primary_cluster.add("other")
     write(up, "data.csv", "instrument data")
-    cluster.sync_all(1)
+    primary_cluster.sync_all(1)
     before = os.stat(os.path.join(up, "data.csv"))
     write(other, "data.csv", "someone else's edit")
     write(other, "extra.txt", "new file elsewhere")
-    cluster.sync_all(2)
+    primary_cluster.sync_all(2)
     after = os.stat(os.path.join(up, "data.csv"))
     assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
     with open(os.path.join(up, "data.csv")) as handle:
@@ -53,28 +53,28 @@ def test_upload_client_never_modified_by_pulls(cluster: Cluster) -> None:
     assert "data.csv" in tree(other)
 
 
-def test_download_client_never_sends(cluster: Cluster) -> None:
-    src = cluster.add("src")
-    down = cluster.add("down", mode="download")
+def test_download_client_never_sends(primary_cluster: Cluster) -> None:
+    src = primary_cluster.add("src")
+    down = primary_cluster.add("down", mode="download")
     write(src, "a.txt", "from src")
     write(down, "local-only.txt", "must stay here")
-    cluster.sync_all(2)
+    primary_cluster.sync_all(2)
     assert tree(down).keys() == {"a.txt", "local-only.txt"}
     assert "local-only.txt" not in tree(src)
     write(down, "a.txt", "edited in download mode")
-    cluster.sync_all(2)
+    primary_cluster.sync_all(2)
     with open(os.path.join(src, "a.txt")) as handle:
         assert handle.read() == "from src"
 
 
-def test_conflict_keeps_both_versions(cluster: Cluster) -> None:
-    a = cluster.add("a")
-    b = cluster.add("b")
+def test_conflict_keeps_both_versions(primary_cluster: Cluster) -> None:
+    a = primary_cluster.add("a")
+    b = primary_cluster.add("b")
     write(a, "shared.txt", "original")
-    cluster.sync_all(2)
+    primary_cluster.sync_all(2)
     write(a, "shared.txt", "edit on a")
     write(b, "shared.txt", "edit on b")
-    cluster.sync_all(3)
+    primary_cluster.sync_all(3)
     assert tree(a) == tree(b)
     contents = set()
     for rel in tree(a):
@@ -101,40 +101,40 @@ def _relay_placeholders(cluster: Cluster) -> list[str]:
     return _relay_names(cluster, "meta")
 
 
-def test_three_clients_puller_count_two(cluster: Cluster) -> None:
-    a = cluster.add("a", puller_count="2")
-    cluster.add("b", puller_count="2")
-    cluster.add("c", puller_count="2")
+def test_three_clients_puller_count_two(primary_cluster: Cluster) -> None:
+    a = primary_cluster.add("a", puller_count="2")
+    primary_cluster.add("b", puller_count="2")
+    primary_cluster.add("c", puller_count="2")
     write(a, "payload.bin", os.urandom(10_000))
-    cluster.run("a")
-    assert len(_relay_payloads(cluster)) == 1
-    cluster.run("b")
-    cluster.run("a")
-    assert len(_relay_payloads(cluster)) == 1, "reclaimed before the second receiver had it"
-    cluster.run("c")
-    cluster.run("a")
-    assert _relay_payloads(cluster) == []
-    assert len(_relay_placeholders(cluster)) == 1, "the placeholder must stay"
+    primary_cluster.run("a")
+    assert len(_relay_payloads(primary_cluster)) == 1
+    primary_cluster.run("b")
+    primary_cluster.run("a")
+    assert len(_relay_payloads(primary_cluster)) == 1, "reclaimed before the second receiver had it"
+    primary_cluster.run("c")
+    primary_cluster.run("a")
+    assert _relay_payloads(primary_cluster) == []
+    assert len(_relay_placeholders(primary_cluster)) == 1, "the placeholder must stay"
     for name in ("b", "c"):
-        assert tree(cluster.path(name)) == tree(a)
+        assert tree(primary_cluster.path(name)) == tree(a)
 
 
-def test_receivers_known_from_registry(cluster: Cluster) -> None:
+def test_receivers_known_from_registry(primary_cluster: Cluster) -> None:
     """Without puller count, every registered receiver must acknowledge."""
-    a = cluster.add("a")
-    cluster.add("b")
-    cluster.add("c")
-    cluster.add("u", mode="upload")  # registered, but receives nothing
+    a = primary_cluster.add("a")
+    primary_cluster.add("b")
+    primary_cluster.add("c")
+    primary_cluster.add("u", mode="upload")  # registered, but receives nothing
     for name in ("b", "c", "u"):
-        cluster.run(name)  # register
+        primary_cluster.run(name)  # register
     write(a, "f.txt", "x")
-    cluster.run("a")
-    cluster.run("b")
-    cluster.run("a")
-    assert len(_relay_payloads(cluster)) == 1
-    cluster.run("c")
-    cluster.run("a")
-    assert _relay_payloads(cluster) == []
+    primary_cluster.run("a")
+    primary_cluster.run("b")
+    primary_cluster.run("a")
+    assert len(_relay_payloads(primary_cluster)) == 1
+    primary_cluster.run("c")
+    primary_cluster.run("a")
+    assert _relay_payloads(primary_cluster) == []
 
 
 def test_second_once_run_on_same_client_waits_or_says_so(file_cluster: Cluster) -> None:

@@ -21,3 +21,9 @@ CONFORMANCE_BACKENDS = [
 
 #: Backends a separate ``escale`` process can reach (used by end-to-end tests).
 PROCESS_BACKENDS = [b for b in CONFORMANCE_BACKENDS if b != "memory"]
+
+#: One server per backend module (file, ftp/ftps, webdav, sftp, rclone). Every
+#: end-to-end scenario runs on these; the second, independent servers
+#: (``rclone serve ...``, rclone over sftp) run the conformance suite and the
+#: main convergence scenario, which keeps CI within its time budget.
+PRIMARY_PROCESS_BACKENDS = ["file", "ftp", "ftps", "webdav", "sftp", "rclone_local"]
