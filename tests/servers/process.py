@@ -86,21 +86,28 @@ class ServerProcess:
     def restart(self) -> None:
         """Stop, then start again on the same port."""
         self.stop()
-        deadline = time.monotonic() + 10
-        while True:  # the port may linger a moment after the old process died
-            try:
-                self.start()
-                return
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        start_again(self.start)
 
     def output_tail(self, size: int = 2000) -> str:
         self._log.seek(0, os.SEEK_END)
         end = self._log.tell()
         self._log.seek(max(0, end - size))
         return self._log.read().decode("utf-8", "replace")
+
+
+def start_again(start: Callable[[], None], within: float = 10.0) -> None:
+    """Call ``start`` until it returns, retrying on RuntimeError every 0.2 s
+    (the port may linger a moment after the old process died); after
+    ``within`` seconds the last RuntimeError is raised."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            start()
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def start_on_free_port(make: Callable[[int], ServerProcess], attempts: int = 4) -> ServerProcess:

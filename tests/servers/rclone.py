@@ -8,7 +8,6 @@ environment or its configuration file, never its command line.
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import secrets
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from escale.relay import RelaySpec
-from tests.servers.sshd import HOST, SshServer, descendants, keygen, known_hosts_line, stop_process_tree
+from tests.servers.sshd import HOST, SftpFolderServer, SshServer, descendants, keygen, known_hosts_line
 from tests.servers.target import RelayTarget
 
 __all__ = [
@@ -74,28 +73,15 @@ def _running(pid: int) -> bool:
 
 
 @dataclass
-class RcloneSftpServer:
+class RcloneSftpServer(SftpFolderServer):
     """``rclone serve sftp`` over a local folder, with key and password logins."""
 
-    workdir: str
-    root: str
-    binary: str
-    port: int = 0
-    user: str = field(default_factory=getpass.getuser)
+    binary: str = field(kw_only=True)
     password: str = field(default_factory=lambda: secrets.token_hex(12))
-    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host_key(self) -> str:
         return os.path.join(self.workdir, "host_ed25519_key")
-
-    @property
-    def user_key(self) -> str:
-        return os.path.join(self.workdir, "id_ed25519")
-
-    @property
-    def known_hosts(self) -> str:
-        return os.path.join(self.workdir, "known_hosts")
 
     @property
     def log_path(self) -> str:
@@ -146,55 +132,8 @@ class RcloneSftpServer:
         with open(self.log_path, errors="replace") as handle:
             return handle.read()[-2000:]
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process_tree(self.proc)
-            self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.start()
-                return
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    def spec_for(self, folder: str, **changes: object) -> RelaySpec:
-        fields: dict[str, object] = {
-            "protocol": "sftp",
-            "host": HOST,
-            "port": self.port,
-            "directory": f"/{folder}",
-            "username": self.user,
-            "ssh_key": self.user_key,
-            "known_hosts": self.known_hosts,
-            "timeout": 15.0,
-        }
-        fields.update(changes)
-        return RelaySpec(**fields)  # type: ignore[arg-type]
-
-    def config_for(self, folder: str) -> dict[str, str]:
-        return {
-            "protocol": "sftp",
-            "host address": HOST,
-            "port": str(self.port),
-            "username": self.user,
-            "host directory": f"/{folder}",
-            "ssh key": self.user_key,
-            "known hosts": self.known_hosts,
-            "timeout": "15",
-        }
-
-    def plant(self, folder: str, raw_name: str, data: bytes) -> bool:
-        path = os.path.join(self.root, folder, raw_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return True
+    def remote_directory(self, folder: str) -> str:
+        return f"/{folder}"
 
     def target(self) -> RelayTarget:
         return RelayTarget(

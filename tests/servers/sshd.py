@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from escale.relay import RelaySpec
+from tests.servers.process import start_again
 from tests.servers.target import RelayTarget, free_port
 
 __all__ = ["sshd_server", "target_sftp"]
@@ -115,19 +116,19 @@ def _sshd_version() -> tuple[int, int]:
 
 
 @dataclass
-class SshServer:
-    """One OpenSSH sshd serving folders under ``root``."""
+class SftpFolderServer:
+    """An SFTP server process on 127.0.0.1 serving folders under ``root`` to
+    ``user`` with the key ``user_key``; its host key is in ``known_hosts``.
+
+    Subclasses say how the process starts (``start``, which sets ``proc``) and
+    where a repository folder is as the server names it (``remote_directory``).
+    """
 
     workdir: str
     root: str
     port: int = 0
     user: str = field(default_factory=getpass.getuser)
     proc: subprocess.Popen[bytes] | None = None
-    banner: str = ""
-
-    @property
-    def host_key(self) -> str:
-        return os.path.join(self.workdir, "ssh_host_ed25519_key")
 
     @property
     def user_key(self) -> str:
@@ -136,6 +137,67 @@ class SshServer:
     @property
     def known_hosts(self) -> str:
         return os.path.join(self.workdir, "known_hosts")
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def remote_directory(self, folder: str) -> str:
+        """The path of repository ``folder`` on the server."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process_tree(self.proc)
+            self.proc = None
+
+    def restart(self) -> None:
+        """Stop the server and every session it runs, then start it on the same port."""
+        self.stop()
+        start_again(self.start)
+
+    def spec_for(self, folder: str, **changes: object) -> RelaySpec:
+        fields: dict[str, object] = {
+            "protocol": "sftp",
+            "host": HOST,
+            "port": self.port,
+            "directory": self.remote_directory(folder),
+            "username": self.user,
+            "ssh_key": self.user_key,
+            "known_hosts": self.known_hosts,
+            "timeout": 15.0,
+        }
+        fields.update(changes)
+        return RelaySpec(**fields)  # type: ignore[arg-type]
+
+    def config_for(self, folder: str) -> dict[str, str]:
+        return {
+            "protocol": "sftp",
+            "host address": HOST,
+            "port": str(self.port),
+            "username": self.user,
+            "host directory": self.remote_directory(folder),
+            "ssh key": self.user_key,
+            "known hosts": self.known_hosts,
+            "timeout": "15",
+        }
+
+    def plant(self, folder: str, raw_name: str, data: bytes) -> bool:
+        path = os.path.join(self.root, folder, raw_name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return True
+
+
+@dataclass
+class SshServer(SftpFolderServer):
+    """One OpenSSH sshd serving folders under ``root``, addressed by absolute path."""
+
+    banner: str = ""
+
+    @property
+    def host_key(self) -> str:
+        return os.path.join(self.workdir, "ssh_host_ed25519_key")
 
     @property
     def config_path(self) -> str:
@@ -197,56 +259,8 @@ class SshServer:
             log.close()
         self.banner = wait_for_banner(self.port, self.proc, self.log_path)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process_tree(self.proc)
-            self.proc = None
-
-    def restart(self) -> None:
-        """Stop the server and every session it runs, then start it on the same port."""
-        self.stop()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.start()
-                return
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    def spec_for(self, folder: str, **changes: object) -> RelaySpec:
-        fields: dict[str, object] = {
-            "protocol": "sftp",
-            "host": HOST,
-            "port": self.port,
-            "directory": os.path.join(self.root, folder),
-            "username": self.user,
-            "ssh_key": self.user_key,
-            "known_hosts": self.known_hosts,
-            "timeout": 15.0,
-        }
-        fields.update(changes)
-        return RelaySpec(**fields)  # type: ignore[arg-type]
-
-    def config_for(self, folder: str) -> dict[str, str]:
-        return {
-            "protocol": "sftp",
-            "host address": HOST,
-            "port": str(self.port),
-            "username": self.user,
-            "host directory": os.path.join(self.root, folder),
-            "ssh key": self.user_key,
-            "known hosts": self.known_hosts,
-            "timeout": "15",
-        }
-
-    def plant(self, folder: str, raw_name: str, data: bytes) -> bool:
-        path = os.path.join(self.root, folder, raw_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return True
+    def remote_directory(self, folder: str) -> str:
+        return os.path.join(self.root, folder)
 
     def target(self, name: str = "sftp") -> RelayTarget:
         return RelayTarget(
