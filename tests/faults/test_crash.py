@@ -129,11 +129,11 @@ def test_crash_at_every_step_loses_nothing(tmp_path, target_file: RelayTarget) -
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend", ["ftp", "webdav", "sftp"])
 def test_crash_on_network_relays(tmp_path, request: pytest.FixtureRequest, backend: str) -> None:  # type: ignore[no-untyped-def]
-    """Every eighth step, on each network protocol (the relay-side steps differ
+    """Every twelfth step, on each network protocol (the relay-side steps differ
     there: uploads to temporary names, guards, retried connections)."""
     target: RelayTarget = request.getfixturevalue(f"target_{backend}")
     reference = _reference(str(tmp_path / "reference"), target)
-    points = _points(reference)[::8]
+    points = _points(reference)[::12]
     lost = 0
     for count, (index, at) in enumerate(points):
         world, ledger, step = _crash_and_recover(str(tmp_path / f"crash{count}"), target, index, at)

@@ -5,7 +5,7 @@ Clients: ``a`` and ``b`` (shared), ``c`` (conservative), ``u`` (upload), ``d``
 modify, delete and rename a file on one client, and the same file edited on
 two clients before either syncs. After each operation, with probability 0.4, a
 random client runs a pass: in-process (:meth:`World.sync`) for the bulk, and
-every sixth pass as a real ``escale --once`` process. Then every client runs
+every tenth pass as a real ``escale --once`` process. Then every client runs
 passes until a whole round changes nothing.
 
 What must hold then (the guarantees, stated precisely):
@@ -105,7 +105,7 @@ class Scenario:
     def sync_one(self) -> None:
         client = self.rng.choice(WRITERS)
         self.passes += 1
-        if self.passes % 6 == 0:
+        if self.passes % 10 == 0:
             self.process_passes += 1
             self.world.run(client)
         else:
