@@ -13,7 +13,6 @@ client's LIST/SIZE/MDTM fallback.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import secrets
@@ -24,16 +23,13 @@ from dataclasses import dataclass
 import pytest
 
 from escale.relay import RelaySpec
-from tests.servers.process import ServerProcess, start_on_free_port
-from tests.servers.target import RelayTarget
+from tests.servers.process import PASSWORD_ENV, REPO_ROOT, ServerProcess, child_arguments, start_on_free_port
+from tests.servers.target import RelayTarget, plant_file
 from tests.servers.tls import TlsFiles, make_tls_files
 
 __all__ = [
     "FtpServer", "ftp_server", "ftp_server_process", "ftp_target", "ftps_server", "target_ftp", "target_ftps",
 ]
-
-PASSWORD_ENV = "ESCALE_TEST_SERVER_PASSWORD"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass
@@ -87,11 +83,7 @@ def ftp_target(name: str, server: FtpServer) -> RelayTarget:
         return lines
 
     def plant(folder: str, raw_name: str, data: bytes) -> bool:
-        path = os.path.join(server.root, folder, raw_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return True
+        return plant_file(server.root, folder, raw_name, data)
 
     notes = {"root": server.root}
     if ca_file:
@@ -132,12 +124,7 @@ def _serve(argv: list[str]) -> None:
     from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
     from pyftpdlib.servers import ThreadedFTPServer
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--cert")
-    parser.add_argument("--key")
+    parser = child_arguments()
     parser.add_argument("--no-mlst", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -9,6 +9,7 @@ raises RuntimeError with the tail of its output: in CI that fails the run.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -17,6 +18,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from tests.servers.target import free_port, wait_for_port
+
+PASSWORD_ENV = "ESCALE_TEST_SERVER_PASSWORD"
+"""The environment variable that hands a child server its user's password."""
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+"""The checkout's top folder: a child run as ``python -m tests.servers.X`` starts there."""
 
 
 class ServerProcess:
@@ -123,3 +130,16 @@ def start_on_free_port(make: Callable[[int], ServerProcess], attempts: int = 4) 
             error = exc
     assert error is not None
     raise error
+
+
+def child_arguments() -> argparse.ArgumentParser:
+    """The command line every ``python -m tests.servers.X`` child server takes:
+    ``--root DIR --port N --user U [--cert C --key K]`` (the password is in
+    :data:`PASSWORD_ENV`); a child adds its own options."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    return parser

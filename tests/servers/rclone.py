@@ -23,7 +23,7 @@ import pytest
 
 from escale.relay import RelaySpec
 from tests.servers.sshd import HOST, SftpFolderServer, SshServer, descendants, keygen, known_hosts_line
-from tests.servers.target import RelayTarget
+from tests.servers.target import RelayTarget, plant_file
 
 __all__ = [
     "rclone_conf",
@@ -198,11 +198,7 @@ def rclone_target(
         }
 
     def plant(folder: str, raw_name: str, data: bytes) -> bool:
-        path = os.path.join(plant_root or base, folder, raw_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return True
+        return plant_file(plant_root or base, folder, raw_name, data)
 
     return RelayTarget(name, spec_for, config_for, restart=restart, plant=plant)  # type: ignore[arg-type]
 

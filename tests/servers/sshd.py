@@ -27,7 +27,7 @@ import pytest
 
 from escale.relay import RelaySpec
 from tests.servers.process import start_again
-from tests.servers.target import RelayTarget, free_port
+from tests.servers.target import RelayTarget, free_port, plant_file
 
 __all__ = ["sshd_server", "target_sftp"]
 
@@ -182,11 +182,7 @@ class SftpFolderServer:
         }
 
     def plant(self, folder: str, raw_name: str, data: bytes) -> bool:
-        path = os.path.join(self.root, folder, raw_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return True
+        return plant_file(self.root, folder, raw_name, data)
 
 
 @dataclass

@@ -9,6 +9,7 @@ server can be restarted in place, how to restart it on the same port.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -22,6 +23,16 @@ _counter = itertools.count()
 def unique_folder(prefix: str = "repo") -> str:
     """A folder name no other test of this session uses."""
     return f"{prefix}{next(_counter):05d}"
+
+
+def plant_file(root: str, folder: str, raw_name: str, data: bytes) -> bool:
+    """Write ``data`` at ``root/folder/raw_name`` straight into a served folder
+    (parents created, no name checks); always True (a ``RelayTarget.plant``)."""
+    path = os.path.join(root, folder, raw_name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return True
 
 
 def free_port() -> int:

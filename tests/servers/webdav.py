@@ -12,7 +12,6 @@ basic|digest [--cert C --key K]`` (password in ``ESCALE_TEST_SERVER_PASSWORD``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import sys
@@ -22,16 +21,13 @@ from dataclasses import dataclass
 import pytest
 
 from escale.relay import RelaySpec
-from tests.servers.process import ServerProcess, start_on_free_port
-from tests.servers.target import RelayTarget
+from tests.servers.process import PASSWORD_ENV, REPO_ROOT, ServerProcess, child_arguments, start_on_free_port
+from tests.servers.target import RelayTarget, plant_file
 from tests.servers.tls import TlsFiles, make_tls_files
 
 __all__ = [
     "WebdavServer", "target_webdav", "webdav_basic_server", "webdav_server", "webdav_tls_server",
 ]
-
-PASSWORD_ENV = "ESCALE_TEST_SERVER_PASSWORD"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass
@@ -89,11 +85,7 @@ def webdav_target(name: str, server: WebdavServer) -> RelayTarget:
         return lines
 
     def plant(folder: str, raw_name: str, data: bytes) -> bool:
-        path = os.path.join(server.root, folder, raw_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return True
+        return plant_file(server.root, folder, raw_name, data)
 
     return RelayTarget(
         name, server.spec, config_for, restart=server.process.restart, plant=plant,
@@ -137,13 +129,8 @@ def _serve(argv: list[str]) -> None:
     from cheroot import wsgi
     from wsgidav.wsgidav_app import WsgiDAVApp
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--user", required=True)
+    parser = child_arguments()
     parser.add_argument("--auth", choices=("basic", "digest"), required=True)
-    parser.add_argument("--cert")
-    parser.add_argument("--key")
     parser.add_argument("--chain")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
