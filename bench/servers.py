@@ -35,10 +35,10 @@ from tests.servers.webdav import webdav_server_process, webdav_target
 BACKENDS = ("file", "ftp", "ftps", "webdav", "sftp", "rclone", "serve-ftp", "serve-webdav", "serve-sftp")
 
 #: The default selection: the six backends escale users pick. The ``rclone serve``
-#: servers (a second implementation of each protocol) are there on request: on the
-#: development machine ``serve-ftp`` and ``serve-webdav`` answered each stored object
-#: a few tenths of a second late, for rclone's own client as for escale's, which makes
-#: a full-size run of them last hours.
+#: servers (a second implementation of each protocol) are there on request:
+#: ``rclone serve sftp`` slows down as its folder fills (a few tenths of a second
+#: per request after a few hundred objects, for rclone's own client as for escale's),
+#: which would make a full-size run last hours.
 DEFAULT_BACKENDS = ("file", "ftp", "ftps", "webdav", "sftp", "rclone")
 
 #: What each backend is, for the table's notes.
