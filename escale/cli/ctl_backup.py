@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from escale.cli.ctl_support import add_json_option, load, print_json, section
+from escale.cli.ctl_support import add_json_option, add_lease_wait_option, load, print_json, section
 from escale.cli.ops_progress import progress_for
 from escale.cli.progress import human_size
 from escale.errors import EX_OK
@@ -44,8 +44,7 @@ def add_parser(subparsers: Any) -> None:
                         help="do not take the relay's lease (UNSAFE while clients run: the archive may be "
                              "inconsistent); needs no key")
     parser.add_argument("--force", action="store_true", help="replace ARCHIVE if it exists")
-    parser.add_argument("--wait", type=float, metavar="SECONDS",
-                        help="how long to wait for the lease (default: the lock timeout + 10 s)")
+    add_lease_wait_option(parser)
     add_json_option(parser)
     parser.set_defaults(run=run)
 

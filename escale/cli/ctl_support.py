@@ -22,6 +22,13 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
                         help="machine-readable output (JSON on standard output)")
 
 
+def add_lease_wait_option(parser: argparse.ArgumentParser) -> None:
+    """``--wait SECONDS`` (dest ``wait``, None when not given): how long a
+    command waits for a busy lease."""
+    parser.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="how long to wait for the lease (default: the lock timeout + 10 s)")
+
+
 def add_section_option(parser: argparse.ArgumentParser) -> None:
     """``-r/--client SECTION`` (dest ``section``): which client of the file."""
     parser.add_argument("-r", "--client", dest="section", metavar="SECTION",

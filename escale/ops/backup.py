@@ -30,8 +30,8 @@ from escale.ops.archive import ArchiveWriter, Manifest, compression_for
 from escale.ops.common import (
     ObjectInfo,
     Progress,
+    escalectl_lease,
     existing_sealer,
-    held_lease,
     in_protocol_order,
     no_progress,
     open_relay,
@@ -108,8 +108,7 @@ def backup(
         raise UsageError(f"archive {archive} exists; use --force to replace it")
     if os.path.isdir(archive):
         raise UsageError(f"archive {archive} is a folder")
-    spec = settings.relay
-    relay = open_relay(spec)
+    relay = open_relay(settings.relay)
     try:
         with contextlib.ExitStack() as stack:
             lease: Lease | None = None
@@ -119,10 +118,7 @@ def backup(
                             relay.describe())
             else:
                 sealer = existing_sealer(relay, settings)
-                lease = stack.enter_context(held_lease(
-                    relay, spec, sealer, operation="backup", client_id=layout.new_client_id(),
-                    label=f"{settings.label} (escalectl backup)", timeout=settings.lock_timeout,
-                    wait=settings.lock_timeout + 10 if lease_wait is None else lease_wait))
+                lease = stack.enter_context(escalectl_lease(relay, settings, sealer, "backup", lease_wait))
             return _write(settings, relay, archive, lease, on_progress)
     finally:
         relay.close()

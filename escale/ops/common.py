@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from escale.config.settings import ClientSettings
@@ -166,6 +166,19 @@ def held_lease(
         lease.release()
         if heartbeat is not None:
             heartbeat.close()
+
+
+def escalectl_lease(
+    relay: Relay, settings: ClientSettings, sealer: Sealer, operation: str, lease_wait: float | None
+) -> AbstractContextManager[Lease]:
+    """:func:`held_lease` for ``escalectl OPERATION`` on the relay of client
+    ``settings``: a new client id, the label ``"LABEL (escalectl OPERATION)"``,
+    the client's lock timeout, and ``lease_wait`` seconds of waiting for a busy
+    lease (None: the lock timeout plus 10 s). Raises as held_lease does."""
+    return held_lease(
+        relay, settings.relay, sealer, operation=operation, client_id=layout.new_client_id(),
+        label=f"{settings.label} (escalectl {operation})", timeout=settings.lock_timeout,
+        wait=settings.lock_timeout + 10 if lease_wait is None else lease_wait)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from escale.errors import ArchiveError, TargetNotEmpty
 from escale.ops.archive import Manifest, compression_for, read_object, read_objects, verify_archive
 from escale.ops.common import (
     Progress,
-    held_lease,
+    escalectl_lease,
     no_progress,
     open_relay,
     repository_objects,
@@ -116,8 +116,7 @@ def restore(
     if layout.HEADER not in names:
         raise ArchiveError(f"archive {archive}: holds no repository header ({layout.HEADER})")
     sealer = None if fast else _archive_sealer(archive, settings)
-    spec = settings.relay
-    relay = open_relay(spec)
+    relay = open_relay(settings.relay)
     try:
         present = repository_objects(relay)
         if present and not force:
@@ -128,10 +127,7 @@ def restore(
             lease: Lease | None = None
             if sealer is not None:
                 _continue_generation(relay, sealer, manifest.lease_generation)
-                lease = stack.enter_context(held_lease(
-                    relay, spec, sealer, operation="restore", client_id=layout.new_client_id(),
-                    label=f"{settings.label} (escalectl restore)", timeout=settings.lock_timeout,
-                    wait=settings.lock_timeout + 10 if lease_wait is None else lease_wait))
+                lease = stack.enter_context(escalectl_lease(relay, settings, sealer, "restore", lease_wait))
             else:
                 log.warning("fast restore onto %s: no lease held", relay.describe())
             written = _write(archive, manifest, relay, lease, on_progress)
