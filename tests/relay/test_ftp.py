@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -31,15 +30,6 @@ from tests.servers.ftp import FtpServer, ftp_server_process
 from tests.servers.target import RelayTarget, unique_folder
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts TCP connections (kernel backlog) but never answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 from requests.auth import HTTPBasicAuth, HTTPDigestAuth
@@ -32,15 +30,6 @@ from tests.servers.target import RelayTarget, unique_folder
 from tests.servers.webdav import WebdavServer
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts TCP connections (kernel backlog) but never answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield int(sock.getsockname()[1])
 
 
 def _open(spec: RelaySpec) -> WebdavRelay:
