@@ -401,9 +401,20 @@ def _conflict(
                                   copy_path=remote_copy, ack=ack, reason="conflict: relay version as copy"))
         elif ack:
             actions.append(Action("ack", path, expect_version=rver, reason="conflict"))
-        if send:
+        if send and remote.available:
+            # the relay version is kept here as a copy (and sent on from here)
             actions.append(Action("push", path, expect_local=local, expect_version=rver,
                                   reason="conflict: local version kept and sent"))
+        elif send:
+            # the relay version was reclaimed before this client could keep a copy:
+            # sending ours over it would replace it on every other client, so ours
+            # goes out as a conflict copy and the base stays where it descends from
+            actions.append(Action("push_copy", path, expect_local=local, expect_version=rver,
+                                  copy_path=local_copy, reason="conflict: local version sent as a copy"))
+            actions.append(Action("record", path, expect_local=local, expect_version=rver,
+                                  base=BaseEntry(local.size, local.mtime_ns, local.checksum,
+                                                 base.version if base else 0, "local", modified_here=True),
+                                  reason="conflict"))
         return actions
     if not write:  # upload mode: local files are never modified
         if not send:

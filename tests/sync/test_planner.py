@@ -87,7 +87,7 @@ RULES = [
     ("deleted here before, nothing new", None, remote(3, acked=True), replace(BASE, local_deleted=True),
      {m: [] for m in MODES}),
     ("conflict when the relay version is gone", A2, remote(4, "sha256:ccc", available=False), BASE,
-     {"shared": ["conflict"], "download": ["conflict"], "conservative": ["ack", "push"],
+     {"shared": ["conflict"], "download": ["conflict"], "conservative": ["ack", "push_copy", "record"],
       "upload": ["push_copy", "record"]}),
 ]
 
@@ -246,3 +246,13 @@ def test_renumbered_relay_version_with_same_content_is_not_a_conflict() -> None:
     assert actions[1].expect_version == 7
     unchanged = plan_path("f.txt", A, renumbered, BASE, mode="shared", label="me")
     assert [a.kind for a in unchanged] == ["record", "ack"]
+
+
+def test_conservative_never_pushes_over_a_version_it_could_not_keep() -> None:
+    """A reclaimed relay version cannot be kept as a copy here, so the local
+    version is sent under the conflict-copy name instead of over it."""
+    gone = remote(4, "sha256:ccc", available=False)
+    actions = plan_path("f.txt", A2, gone, BASE, mode="conservative", label="me")
+    assert "push" not in [a.kind for a in actions]
+    [copy] = [a for a in actions if a.kind == "push_copy"]
+    assert copy.copy_path is not None and copy.copy_path.startswith("f.conflict-me-")
