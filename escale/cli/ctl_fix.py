@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from escale.cli.ctl_support import add_json_option, add_section_option, load, print_json, section
+from escale.cli.ctl_support import add_json_option, add_lease_wait_option, add_section_option, load, print_json, section
 from escale.cli.ops_progress import progress_for
 from escale.errors import EX_FAILURE, EX_OK
 from escale.ops.fix import FixReport, fix_client
@@ -42,8 +42,7 @@ def add_parser(subparsers: Any) -> None:
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_section_option(parser)
     parser.add_argument("-n", "--dry-run", action="store_true", help="only show what would change")
-    parser.add_argument("--wait", type=float, metavar="SECONDS",
-                        help="how long to wait for the lease (default: the lock timeout + 10 s)")
+    add_lease_wait_option(parser)
     add_json_option(parser)
     parser.set_defaults(run=run)
 

@@ -6,7 +6,14 @@ import argparse
 import dataclasses
 from typing import Any
 
-from escale.cli.ctl_support import add_json_option, add_section_option, load, pick_client, print_json
+from escale.cli.ctl_support import (
+    add_json_option,
+    add_lease_wait_option,
+    add_section_option,
+    load,
+    pick_client,
+    print_json,
+)
 from escale.cli.ops_progress import progress_for
 from escale.cli.progress import human_size
 from escale.errors import EX_OK
@@ -51,8 +58,7 @@ def add_parser(subparsers: Any) -> None:
     add_section_option(parser)
     parser.add_argument("--force", action="store_true",
                         help="copy even if the destination holds a repository (same names are replaced)")
-    parser.add_argument("--wait", type=float, metavar="SECONDS",
-                        help="how long to wait for the lease (default: the lock timeout + 10 s)")
+    add_lease_wait_option(parser)
     add_json_option(parser)
     parser.set_defaults(run=run)
 
