@@ -40,7 +40,7 @@ from escale.ops.common import (
 )
 from escale.ops.copy import fetch
 from escale.protocol import layout
-from escale.protocol.lease import Lease
+from escale.protocol.lease import Lease, highest_generation
 from escale.relay import Relay
 from escale.relay.base import Entry
 
@@ -74,14 +74,6 @@ def _snapshot(relay: Relay) -> list[Entry]:
     rest = [e for e in relay.walk("") if top_folder(e.name) not in (layout.META, layout.LEASES)]
     entries = {e.name: e for e in [*metas, *rest]}
     return [entries[n] for n in in_protocol_order(list(entries))]
-
-
-def _highest_lease(relay: Relay) -> int:
-    try:
-        listed = relay.list(layout.LEASES)
-    except RelayNotFound:
-        return 0
-    return max((g for e in listed if (g := layout.parse_lease(e.name)) is not None), default=0)
 
 
 def backup(
@@ -127,7 +119,7 @@ def backup(
 def _write(settings: ClientSettings, relay: Relay, archive: str, lease: Lease | None,
            on_progress: Progress) -> BackupReport:
     entries = _snapshot(relay)
-    generation = lease.generation if lease is not None else _highest_lease(relay)
+    generation = lease.generation if lease is not None else highest_generation(relay)
     manifest = Manifest(
         section=settings.name, relay=relay.describe(), encryption=settings.encryption,
         consistent=lease is not None, lease_generation=generation,

@@ -92,6 +92,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def highest_generation(relay: Relay) -> int:
+    """The highest lease generation listed on ``relay`` (0 when none); needs no key."""
+    try:
+        entries = relay.list(layout.LEASES)
+    except RelayNotFound:
+        return 0
+    return max((g for e in entries if (g := layout.parse_lease(e.name)) is not None), default=0)
+
+
 class Lease:
     """A held lease. Use :meth:`check` before each commit; :meth:`release` at the end."""
 
@@ -244,12 +253,7 @@ class LeaseManager:
 
     def highest(self, relay: Relay) -> int:
         """The highest lease generation on the relay (0 when none)."""
-        try:
-            entries = relay.list(layout.LEASES)
-        except RelayNotFound:
-            return 0
-        generations = [g for e in entries if (g := layout.parse_lease(e.name)) is not None]
-        return max(generations, default=0)
+        return highest_generation(relay)
 
     def read(self, relay: Relay, generation: int) -> LeaseRecord | None:
         """The record of ``generation``; None when missing.
