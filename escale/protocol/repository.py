@@ -578,13 +578,3 @@ class _HashingWriter:
 
     def flush(self) -> None:
         self.sink.flush()
-
-
-def file_checksum(path: str, algorithm: str) -> str:
-    """``algorithm:hex`` of the file at ``path`` (streamed)."""
-    hasher = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            hasher.update(chunk)
-    return f"{algorithm}:{hasher.hexdigest()}"
-
