@@ -47,8 +47,11 @@ repository folder, which exists by then:
 server                 atomic_put  exclusive_create  rename_exclusive  mtime (MLSD)    usage
 =====================  ==========  ================  ================  ==============  =====
 pyftpdlib (FTP, FTPS)  yes         yes (MKD guard)   yes (MKD guard)   1 s             no
-rclone serve ftp       yes         no (racy check)   no (racy check)   1 s             no
+rclone serve ftp       no [1]_     no (racy check)   no (racy check)   1 s             no
 =====================  ==========  ================  ================  ==============  =====
+
+.. [1] a read racing an overwrite can fail ("551 Error reading file"); it never
+   returns part of an object, but it does not return a whole version either.
 
 Errors: ``5xx`` replies are translated by code and text (550 "no such file" is
 RelayNotFound, 530 RelayPermissionDenied, 552 RelayQuotaExceeded); ``4xx``
@@ -240,8 +243,12 @@ class FtpRelay(Relay):
         self.capabilities = self._capabilities()
 
     def _capabilities(self) -> Capabilities:
+        # The server that refuses MKD on an existing folder (pyftpdlib) also
+        # serves whole versions to a reader racing an overwrite; the one that
+        # accepts it (rclone serve ftp) was seen to fail such a read with
+        # "551 Error reading file", so it does not get atomic_put.
         return Capabilities(
-            atomic_put=True,
+            atomic_put=self.exclusive_mkdir,
             exclusive_create=self.exclusive_mkdir,
             rename_overwrite=True,
             rename_exclusive=self.exclusive_mkdir,
