@@ -18,15 +18,19 @@ from __future__ import annotations
 import abc
 import builtins
 import io
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from escale.errors import RelayClosed, RelayNotFound, UnsafeName
+from escale.errors import ObjectTooLarge, RelayClosed, RelayNotFound, UnsafeName
+
+log = logging.getLogger(__name__)
 
 #: Prefix of the temporary names a backend writes before renaming into place.
-#: Names with this prefix are never accepted from callers and never listed.
+#: Names with this prefix are never accepted from callers and never listed by
+#: :meth:`Relay.list`; :meth:`Relay.list_temporaries` lists them.
 TEMP_PREFIX = ".escale-tmp-"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -66,10 +70,37 @@ def check_listed(parent: str, child: str) -> str:
     A listed name must be one component (no ``/``) and safe by :func:`check_name`;
     a hostile server cannot make a client address anything outside the folder.
     """
-    if "/" in child:
-        raise UnsafeName(f"server listed a nested name in {parent or '/'!r}: {child!r}")
-    check_name(child)
+    problem = listed_problem(child)
+    if problem is not None:
+        raise UnsafeName(f"server listed {problem} in {parent or '/'!r}: {child!r}", name=child)
     return child
+
+
+def listed_problem(child: str, *, temporary: bool = False) -> str | None:
+    """Why ``child``, one name listed by a server, is unusable; None when safe.
+
+    Safe means one component that :func:`check_name` accepts and that is valid
+    UTF-8 (no lone surrogate, as left by a server sending undecodable bytes).
+    With ``temporary``, the name must instead start with :data:`TEMP_PREFIX`
+    and be safe otherwise.
+    """
+    if not isinstance(child, str) or not child:
+        return "an empty name"
+    if "/" in child:
+        return "a nested name"
+    try:
+        child.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a name that is not UTF-8"
+    if temporary:
+        if not child.startswith(TEMP_PREFIX):
+            return "a name that is not a temporary"
+        child = child[len(TEMP_PREFIX):] or "x"
+    try:
+        check_name(child)
+    except UnsafeName:
+        return "an unsafe name"
+    return None
 
 
 def join(parent: str, child: str) -> str:
@@ -96,13 +127,16 @@ class Capabilities:
     ``mtime_precision``: seconds of precision of ``stat().mtime``; None when the
     backend reports no modification time.
     ``usage``: ``usage()`` returns the server's free/total space.
+
+    The defaults describe the weakest server (no flag, no modification time):
+    a backend declares what it has, and a flag left out is never assumed.
     """
 
-    atomic_put: bool = True
+    atomic_put: bool = False
     exclusive_create: bool = False
-    rename_overwrite: bool = True
+    rename_overwrite: bool = False
     rename_exclusive: bool = False
-    mtime_precision: float | None = 1.0
+    mtime_precision: float | None = None
     usage: bool = False
 
 
@@ -156,7 +190,8 @@ class Relay(abc.ABC):
     # ----------------------------------------------------------- lifecycle
 
     def open(self) -> None:
-        """Connect, and create the repository folder if it does not exist.
+        """Connect. The repository folder is not created (see :meth:`create_root`):
+        when it is missing, reads raise RelayNotFound.
 
         Raises RelayConnectionError (transient) when the server cannot be reached,
         RelayPermissionDenied on bad credentials. Calling open() on an open relay
@@ -175,7 +210,7 @@ class Relay(abc.ABC):
             except Exception:  # noqa: BLE001 - close never raises by contract
                 pass
 
-    def __enter__(self) -> "Relay":
+    def __enter__(self) -> Relay:
         self.open()
         return self
 
@@ -188,24 +223,83 @@ class Relay(abc.ABC):
 
     # ----------------------------------------------------------- public API
 
-    def list(self, folder: str = "") -> list[Entry]:
+    def list(self, folder: str = "", *, temporaries: builtins.list[Entry] | None = None) -> builtins.list[Entry]:
         """Direct children of ``folder``, sorted by name; temporary names excluded.
 
-        Raises RelayNotFound when ``folder`` does not exist, UnsafeName when the
-        server lists a name that is not safe. Read-only.
+        Raises RelayNotFound when ``folder`` does not exist. A listed name that
+        is not safe (see :func:`listed_problem`: a newline, ``..``, a nested or
+        undecodable name...) or that does not lie directly in ``folder`` is
+        skipped with one warning naming the folder and the name: a hostile
+        server can neither stop a listing nor make a client address anything
+        outside the folder. When ``temporaries`` is given, the safe temporary
+        objects (not folders) of ``folder`` are appended to it (one listing for
+        both). Read-only.
         """
         self._ensure_open()
         check_name(folder, allow_root=True)
         entries: builtins.list[Entry] = []
-        for entry in self._list(folder):
-            if entry.basename.startswith(TEMP_PREFIX):
-                continue
-            check_listed(folder, entry.basename)
-            if entry.name != join(folder, entry.basename):
-                raise UnsafeName(f"server listed {entry.name!r} as a child of {folder or '/'!r}", name=entry.name)
-            entries.append(entry)
+        for entry, temporary in self._checked(folder):
+            if not temporary:
+                entries.append(entry)
+            elif temporaries is not None and not entry.is_dir:
+                temporaries.append(entry)
         entries.sort(key=lambda e: e.name)
         return entries
+
+    def list_temporaries(self, folder: str = "") -> builtins.list[Entry]:
+        """The temporary objects (:data:`TEMP_PREFIX` names) directly in ``folder``,
+        with their size and mtime, sorted by name.
+
+        A temporary is what a ``put`` writes before renaming it into place: one
+        in use by a put in progress, or left for good by an interrupted one.
+        Folders (the FTP and WebDAV guards) are not listed: their backend removes
+        stale ones itself. Raises RelayNotFound when ``folder`` does not exist.
+        """
+        found: builtins.list[Entry] = []
+        self.list(folder, temporaries=found)
+        found.sort(key=lambda e: e.name)
+        return found
+
+    def delete_temporary(self, name: str) -> None:
+        """Delete the temporary object ``name`` (as listed by
+        :meth:`list_temporaries`). Raises UnsafeName when ``name`` is not a safe
+        temporary name, RelayNotFound when it is missing. A put that was still
+        writing it fails (its writer retries); nothing else refers to it."""
+        self._ensure_open()
+        parent, _, base = name.rpartition("/")
+        check_name(parent, allow_root=True)
+        problem = listed_problem(base, temporary=True)
+        if problem is not None:
+            raise UnsafeName(f"not a relay temporary: {name!r} ({problem})", name=name)
+        self._delete_temporary(name)
+
+    def list_raw(self, folder: str = "") -> builtins.list[Entry]:
+        """The backend's listing of ``folder`` as is (unchecked names,
+        temporaries included). For wrappers of a backend only; everyone else
+        uses :meth:`list`."""
+        self._ensure_open()
+        return self._list(check_name(folder, allow_root=True))
+
+    def _checked(self, folder: str) -> Iterator[tuple[Entry, bool]]:
+        """``(entry, is_temporary)`` for each safe listed child of ``folder``."""
+        prefix = f"{folder}/" if folder else ""
+        for entry in self._list(folder):
+            name = entry.name if isinstance(entry.name, str) else repr(entry.name)
+            child = name[len(prefix):] if name.startswith(prefix) else None
+            problem = "a name outside the folder" if child is None else listed_problem(child)
+            temporary = child is not None and child.startswith(TEMP_PREFIX)
+            if temporary and child is not None:
+                problem = listed_problem(child, temporary=True)
+            if problem is not None:
+                shown = name if child is None else child
+                warned = self.__dict__.setdefault("_warned_names", set())
+                if (folder, shown) not in warned and len(warned) < 10_000:
+                    # once per name and connection: a listing repeated (lease polls) stays quiet
+                    warned.add((folder, shown))
+                    log.warning("%s: ignoring %s listed in folder %r: %r", self.describe(), problem,
+                                folder or "/", shown)
+                continue
+            yield entry, temporary
 
     def stat(self, name: str) -> Entry:
         """Size and mtime of ``name``. Raises RelayNotFound when missing."""
@@ -262,6 +356,18 @@ class Relay(abc.ABC):
         self._ensure_open()
         self._mkdir(check_name(name))
 
+    def create_root(self) -> None:
+        """Create the repository folder itself (and its parents); an existing
+        folder is fine. :meth:`open` never creates it: a repository is created
+        on purpose, never because its folder vanished (an unmounted disk)."""
+        self._ensure_open()
+        self._create_root()
+
+    def _create_root(self) -> None:
+        """Backends whose ``_mkdir`` takes ``""`` as the repository folder
+        inherit this; the others (probing on creation) override it."""
+        self._mkdir("")
+
     def rmdir(self, name: str) -> None:
         """Remove the empty folder ``name``. Raises RelayNotFound when missing."""
         self._ensure_open()
@@ -274,11 +380,22 @@ class Relay(abc.ABC):
 
     # ----------------------------------------------------------- conveniences
 
-    def get_bytes(self, name: str) -> bytes:
-        """The whole content of ``name`` in memory (for small objects)."""
-        buffer = io.BytesIO()
-        self.get(name, buffer)
-        return buffer.getvalue()
+    def get_bytes(self, name: str, *, limit: int | None = None) -> bytes:
+        """The whole content of ``name`` in memory (for small objects).
+
+        With ``limit``, an object larger than ``limit`` bytes raises
+        ObjectTooLarge naming it: backends that learn the size before the
+        content (stat, Content-Length) refuse at once, the others stop reading
+        as soon as the limit is passed, so at most ``limit`` bytes are ever
+        held. Raises RelayNotFound when missing.
+        """
+        if limit is None:
+            buffer = io.BytesIO()
+            self.get(name, buffer)
+            return buffer.getvalue()
+        sink = BoundedSink(name, limit)
+        self.get(name, sink)  # type: ignore[arg-type]
+        return sink.getvalue()
 
     def put_bytes(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
         """Store ``data`` under ``name``; same contract as :meth:`put`."""
@@ -330,3 +447,54 @@ class Relay(abc.ABC):
 
     def _usage(self) -> Usage | None:
         return None
+
+    def _delete_temporary(self, name: str) -> None:
+        """Delete a temporary (name checked by :meth:`delete_temporary`)."""
+        self._delete(name)
+
+
+class BoundedSink:
+    """An in-memory sink that refuses to hold more than ``limit`` bytes.
+
+    A write past the limit raises ObjectTooLarge naming relay object ``name``.
+    Backends that know an object's size before reading it call
+    :func:`check_size` first. Seekable (the retry wrapper rewinds sinks).
+    """
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self._buffer = io.BytesIO()
+
+    def too_large(self, size: int | None = None) -> ObjectTooLarge:
+        what = f"{size} bytes" if size is not None else "more"
+        return ObjectTooLarge(f"relay object {self.name}: {what} where at most {self.limit} bytes are "
+                              "accepted for this kind of object; refused", name=self.name)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._buffer.tell() + len(data) > self.limit:
+            raise self.too_large()
+        return self._buffer.write(data)
+
+    def getvalue(self) -> bytes:
+        return self._buffer.getvalue()
+
+    def tell(self) -> int:
+        return self._buffer.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._buffer.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._buffer.truncate(size)
+
+    def flush(self) -> None:
+        pass
+
+
+def check_size(sink: object, size: int | None) -> None:
+    """Raise ObjectTooLarge when ``sink`` is a :class:`BoundedSink` and the
+    object about to be read into it is known to be ``size`` bytes, over its
+    limit. Backends call it where they learn the size before the content."""
+    if isinstance(sink, BoundedSink) and size is not None and size > sink.limit:
+        raise sink.too_large(size)

@@ -1,22 +1,55 @@
 """The ``file`` backend: a local or mounted folder as the relay.
 
 Atomic put: the content is written to a temporary name (:data:`TEMP_PREFIX`) in
-the target's own folder, flushed to disk, then moved into place with
-``os.replace`` (atomic on POSIX file systems). Exclusive create and exclusive
-rename use ``os.link``, which fails atomically when the target exists; on file
-systems without hard links (some FUSE mounts) the capability is reported as
-missing and a check-then-move is used instead.
+the target's own folder, then moved into place with ``os.replace`` (atomic on
+POSIX file systems). Exclusive create and exclusive rename use ``os.link``,
+which fails atomically when the target exists; on file systems without hard
+links (some FUSE mounts) the capability is reported as missing and a
+check-then-move is used instead.
+
+Durability (what survives a power loss or a kernel crash; a crash of the
+process alone loses nothing that ``put`` returned, the page cache keeps it).
+The protocol's crash argument needs two things of the disk: a *commit* object
+(one written with an exclusive put: a placeholder, a lease generation, the
+repository header) is whole or absent, and everything written before it (the
+payload it points to) is on disk before it can be. It does not need every
+object durable the moment ``put`` returns. So:
+
+* a plain (replacing) put is not flushed: payloads, acknowledgements, the
+  change marker, registrations and lease renewals are renamed into place and
+  the relay remembers that it has unflushed writes;
+* an exclusive put is a *barrier*: its temporary file is written, then one
+  ``syncfs()`` of the relay's file system (or, where there is none, an
+  ``fsync`` of each unflushed file and of the temporary) makes it and every
+  earlier write durable, and only then is it linked into place. One call per
+  commit, instead of one per object;
+* ``close()`` is a barrier too, so a pass that ends cleanly leaves nothing
+  unflushed.
+
+After a power loss, an object written by a plain put since the last barrier
+may therefore be found empty or cut short under its name. Nothing durable
+points to it (the commit that would comes after a barrier), and every such
+object is authenticated and read as hostile input anyway: a damaged payload
+is put again by its pusher (payload puts replace), a damaged acknowledgement,
+marker, registration or lease record is refused with a warning, as one forged
+by the relay would be, and is rewritten or goes stale; nothing is applied from
+it. Deletions are not flushed either (as before): a delete that a power loss
+undoes leaves an object that the next reclaim deletes again. The folder
+holding a renamed object is flushed by ``syncfs`` at the next barrier; with
+the per-file fallback, the parent folders written to are flushed as well.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import logging
 import os
 import secrets
 import shutil
 import stat
 from collections.abc import Callable
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 from escale.errors import (
     RelayConnectionError,
@@ -26,10 +59,26 @@ from escale.errors import (
     RelayPermissionDenied,
     RelayQuotaExceeded,
 )
-from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, check_size
 from escale.relay.spec import RelaySpec
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+def _libc_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(fd)`` (Linux), or None where there is none."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return cast(Callable[[int], int], func)
+
+
+_SYNCFS = _libc_syncfs()
 
 _CHUNK = 1024 * 1024
 
@@ -69,6 +118,10 @@ class FileRelay(Relay):
             mtime_precision=0.01,
             usage=True,
         )
+        #: Files (and their folders) renamed into place but not yet flushed.
+        self._unflushed: set[str] = set()
+        #: How many flushes (syncfs or fsync calls) this relay made: for benchmarks.
+        self.flushes = 0
 
     def describe(self) -> str:
         return f"file://{self.root}"
@@ -85,12 +138,51 @@ class FileRelay(Relay):
     # ----------------------------------------------------------- lifecycle
 
     def _connect(self) -> None:
-        self._call("", lambda: os.makedirs(self.root, exist_ok=True))
-        if not os.path.isdir(self.root):
+        # the folder is not created here (see Relay.create_root): a missing one
+        # is an unmounted disk as long as nobody asks to create a repository
+        if os.path.lexists(self.root) and not os.path.isdir(self.root):
             raise RelayNotFound(f"relay folder is not a folder: {self.root}", name="")
 
     def _disconnect(self) -> None:
-        pass
+        try:
+            self._barrier()
+        except OSError as exc:  # close never raises: say it, and forget them
+            log.warning("%s: could not flush the relay folder to disk: %s", self.describe(), exc)
+            self._unflushed.clear()
+
+    def _barrier(self, *extra: int) -> None:
+        """Make every unflushed write, and the open files ``extra``, durable.
+
+        One ``syncfs`` when the platform has it and other writes are
+        unflushed; else an ``fsync`` of each file in ``extra`` and of each
+        unflushed file and its folder."""
+        if not self._unflushed and not extra:
+            return
+        if _SYNCFS is not None and self._unflushed:
+            fd = extra[0] if extra else os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self.flushes += 1
+                if _SYNCFS(fd) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code), self.root)
+            finally:
+                if not extra:
+                    os.close(fd)
+        else:
+            for fd in extra:
+                self.flushes += 1
+                os.fsync(fd)
+            for path in sorted(self._unflushed):
+                try:
+                    handle = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # deleted or replaced since: nothing of it to flush
+                try:
+                    self.flushes += 1
+                    os.fsync(handle)
+                finally:
+                    os.close(handle)
+        self._unflushed.clear()
 
     # ----------------------------------------------------------- operations
 
@@ -119,6 +211,7 @@ class FileRelay(Relay):
     def _get(self, name: str, sink: BinaryIO) -> None:
         def copy() -> None:
             with open(self._path(name), "rb") as handle:
+                check_size(sink, os.fstat(handle.fileno()).st_size)
                 shutil.copyfileobj(handle, sink, _CHUNK)
 
         self._call(name, copy)
@@ -136,12 +229,17 @@ class FileRelay(Relay):
                 with open(temp, "xb") as handle:
                     shutil.copyfileobj(source, handle, _CHUNK)
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    if exclusive:  # a commit: it and all before it are durable first
+                        self._barrier(handle.fileno())
                 if exclusive:
                     os.link(temp, path)  # atomic: EEXIST when the name exists
                     os.unlink(temp)
                 else:
                     os.replace(temp, path)
+                # its folder entry (and, for a plain put, its data) at the next barrier
+                self._unflushed.add(path)
+                if _SYNCFS is None:
+                    self._unflushed.add(os.path.dirname(path))
             except BaseException:
                 try:
                     os.unlink(temp)
@@ -173,6 +271,7 @@ class FileRelay(Relay):
             else:
                 os.link(src, dst)  # atomic: EEXIST when the target exists
                 os.unlink(src)
+            self._unflushed.add(dst)  # flushed at the next barrier, as a plain put
 
         try:
             move()
@@ -185,6 +284,9 @@ class FileRelay(Relay):
 
     def _mkdir(self, name: str) -> None:
         self._call(name, lambda: os.makedirs(self._path(name), exist_ok=True))
+
+    def _create_root(self) -> None:
+        self._call("", lambda: os.makedirs(self.root, exist_ok=True))
 
     def _rmdir(self, name: str) -> None:
         self._call(name, lambda: os.rmdir(self._path(name)))

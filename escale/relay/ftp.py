@@ -1,73 +1,26 @@
 """The ``ftp`` and ``ftps`` backends (ftplib, passive mode).
 
-``ftps`` is explicit FTPS: ``AUTH TLS`` on the control connection, then
-``PROT P`` so that data connections are encrypted too. The server certificate
-and host name are verified by default (against the system store or
-``ca_file``); ``verify_ssl=False`` turns that off and is logged as a warning
-once per relay. See :mod:`escale.relay.tls` for ``ssl_version`` and client
-certificates.
+Contract: a :class:`~escale.relay.base.Relay` over one FTP server; ``ftps`` is
+explicit FTPS (control and data connections encrypted; certificate and host
+name verified unless ``verify_ssl=False``). Puts are atomic (temporary name,
+then ``RNFR``/``RNTO``). Exclusive create and rename are atomic only where the
+server refuses ``MKD`` on an existing folder (probed at ``open()``); the
+capabilities say which. ``5xx`` replies become the matching relay errors
+(550 RelayNotFound, 530 RelayPermissionDenied, 552 RelayQuotaExceeded);
+``4xx`` replies, socket errors, timeouts and TLS failures during a transfer are
+RelayConnectionError (transient); an unverifiable certificate is
+CertificateError. Every socket operation has the timeout ``spec.timeout``.
 
-Paths: the repository folder ``spec.directory`` is taken relative to the login
-folder (``PWD``) unless it is absolute; every command then uses absolute paths,
-so the working folder never matters. Names travel as UTF-8 (``OPTS UTF8 ON`` is
-sent when the server offers ``UTF8``).
-
-Listing uses ``MLSD`` when the server offers ``MLST`` in ``FEAT`` (type, size,
-``modify`` in UTC to the second or better), else ``LIST`` (Unix or DOS format;
-mtimes from ``LIST`` are too coarse and are reported as None). ``stat`` uses
-``MLST``, else ``SIZE`` + ``MDTM``.
-
-A name listed twice (rclone's VFS, for an instant while a rename replaces an
-object) is reported once, with the newest modification time.
-
-Atomic put: the content is stored under a :data:`TEMP_PREFIX` name in the
-target's folder, then ``RNFR``/``RNTO`` moves it into place. Every server tested
-replaces an existing target in ``RNTO`` with one ``rename()`` of its storage.
-
-Exclusive create and exclusive rename have no FTP command of their own. The
-strongest primitive found is ``MKD``, *when the server refuses to create a
-folder that exists*. ``open()`` probes for it by sending ``MKD`` on the
-repository folder, which exists by then:
-
-* refused (pyftpdlib, vsftpd, ProFTPD): an exclusive rename first creates a
-  guard folder ``TEMP_PREFIX + "guard-" + name`` next to the target with ``MKD``
-  (exactly one of concurrent creators succeeds), then, while holding it,
-  checks that the target is missing, renames, and removes the guard. Others wait
-  for the guard to go. A guard left by a crashed client is removed once the
-  same guard has been seen for longer than :attr:`FtpRelay.stale_guard_after`
-  seconds on the waiter's own monotonic clock (remote clocks are not trusted).
-  This is exclusive among escale clients (they all take the guard); a plain
-  overwrite does not take it, by design. Removing a stale guard has a small
-  race (two waiters judging the same stale guard), only after a crash.
-* accepted (``rclone serve ftp``): no atomic primitive; ``exclusive=True`` and
-  ``overwrite=False`` are a check then an action (racy), and the capabilities
-  say so.
-
-=====================  ==========  ================  ================  ==============  =====
-server                 atomic_put  exclusive_create  rename_exclusive  mtime (MLSD)    usage
-=====================  ==========  ================  ================  ==============  =====
-pyftpdlib (FTP, FTPS)  yes         yes (MKD guard)   yes (MKD guard)   1 s             no
-rclone serve ftp       no [1]_     no (racy check)   no (racy check)   1 s             no
-=====================  ==========  ================  ================  ==============  =====
-
-.. [1] a read racing an overwrite can fail ("551 Error reading file"); it never
-   returns part of an object, but it does not return a whole version either.
-
-Errors: ``5xx`` replies are translated by code and text (550 "no such file" is
-RelayNotFound, 530 RelayPermissionDenied, 552 RelayQuotaExceeded); ``4xx``
-replies, socket errors, timeouts, ``EOFError`` and TLS failures during a
-transfer are RelayConnectionError (transient); a certificate that does not
-verify is CertificateError (not transient). Every socket operation has the
-timeout ``spec.timeout``.
+How each part is done (paths, MLSD or LIST, the MKD guard and its staleness)
+and what each tested server guarantees: ``doc/protocol.rst``, "Servers and
+their guarantees", "FTP and FTPS".
 """
-
 from __future__ import annotations
 
 import calendar
 import ftplib
 import logging
 import posixpath
-import random
 import re
 import secrets
 import socket
@@ -77,8 +30,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO, TypeVar
 
+from escale.backoff import Backoff
 from escale.errors import (
     CertificateError,
+    ObjectTooLarge,
     RelayConnectionError,
     RelayError,
     RelayExists,
@@ -87,9 +42,9 @@ from escale.errors import (
     RelayProtocolError,
     RelayQuotaExceeded,
     RelayTimeout,
-    UnsafeName,
 )
 from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, parent_of
+from escale.relay.listing import unique_entries
 from escale.relay.spec import RelaySpec
 from escale.relay.tls import client_context
 
@@ -196,6 +151,16 @@ _DOS_LIST = re.compile(
 )
 
 
+def parse_mlsd_line(line: str) -> tuple[str, dict[str, str]] | None:
+    """``(name, facts)`` from one ``MLSD`` line (``fact=value;... name``), or None
+    when the line is not one (for example the rest of a name that held a line
+    break). Fact names are lower case; the name is returned as is."""
+    facts_text, sep, name = line.rstrip("\r\n").partition(" ")
+    if not sep or not name or "=" not in facts_text:
+        return None
+    return name, _parse_facts(facts_text)
+
+
 def parse_list_line(line: str) -> tuple[str, int, bool] | None:
     """``(name, size, is_dir)`` from one ``LIST`` line, or None for noise."""
     match = _UNIX_LIST.match(line)
@@ -209,17 +174,6 @@ def parse_list_line(line: str) -> tuple[str, int, bool] | None:
         is_dir = bool(match.group("dir"))
         return match.group("name"), 0 if is_dir else int(match.group("size")), is_dir
     return None
-
-
-def unique_entries(entries: list[Entry]) -> list[Entry]:
-    """One entry per name: a server may list a name twice for an instant (rclone's
-    VFS while a rename replaces an object); the most recently modified is kept."""
-    kept: dict[str, Entry] = {}
-    for entry in entries:
-        seen = kept.get(entry.name)
-        if seen is None or (entry.mtime or 0.0) >= (seen.mtime or 0.0):
-            kept[entry.name] = entry
-    return list(kept.values())
 
 
 class FtpRelay(Relay):
@@ -246,11 +200,12 @@ class FtpRelay(Relay):
         # The server that refuses MKD on an existing folder (pyftpdlib) also
         # serves whole versions to a reader racing an overwrite; the one that
         # accepts it (rclone serve ftp) was seen to fail such a read with
-        # "551 Error reading file", so it does not get atomic_put.
+        # "551 Error reading file", whether the overwrite is a put or a
+        # replacing rename, so it gets neither atomic_put nor rename_overwrite.
         return Capabilities(
             atomic_put=self.exclusive_mkdir,
             exclusive_create=self.exclusive_mkdir,
-            rename_overwrite=True,
+            rename_overwrite=self.exclusive_mkdir,
             rename_exclusive=self.exclusive_mkdir,
             mtime_precision=1.0,
             usage=False,
@@ -299,7 +254,11 @@ class FtpRelay(Relay):
 
     def _login(self, ftp: ftplib.FTP) -> None:
         spec = self.spec
-        ftp.connect(spec.host or "localhost", spec.port or 21)
+        host, port = spec.host or "localhost", spec.port or 21
+        try:
+            ftp.connect(host, port)
+        except ConnectionRefusedError:
+            raise RelayConnectionError(f"{self.describe()}: connection refused to {host}:{port}") from None
         log.debug("%s: connected: %s", self.describe(), ftp.getwelcome())
         if isinstance(ftp, ftplib.FTP_TLS):
             ftp.auth()
@@ -335,8 +294,17 @@ class FtpRelay(Relay):
         return features
 
     def _open_repository(self) -> None:
-        """Create the repository folder, then probe whether MKD is exclusive."""
-        self._makedirs(self._base)
+        """Probe whether MKD is exclusive, on the repository folder if it exists
+        (it is not created here: see Relay.create_root; until it exists, the
+        weakest capabilities are declared)."""
+        try:
+            present = self._is_dir(self._base)
+        except _FOREIGN as exc:
+            raise translate(exc, self.describe(), "", missing_ok=False) from exc
+        if not present:
+            self.exclusive_mkdir = False
+            self.capabilities = self._capabilities()
+            return
         try:
             self.ftp.mkd(self._base)
             self.exclusive_mkdir = False
@@ -400,39 +368,51 @@ class FtpRelay(Relay):
 
     def _list_mlsd(self, folder: str, path: str) -> list[Entry]:
         entries = []
-        for raw, facts in self.ftp.mlsd(path):
+        for line in self._listing_lines(f"MLSD {path}"):
+            parsed = parse_mlsd_line(line)
+            if parsed is None:
+                log.warning("%s: ignoring a listing line of folder %r: %r", self.describe(), folder or "/", line)
+                continue
+            raw, facts = parsed
             kind = facts.get("type", "file").lower()
             if kind in ("cdir", "pdir") or raw in (".", ".."):
                 continue
-            entries.append(self._entry(folder, self._child(folder, raw), facts))
+            entry = self._entry(folder, raw, facts)
+            if entry is None:
+                log.warning("%s: ignoring %r listed in folder %r: bad facts", self.describe(), raw, folder or "/")
+                continue
+            entries.append(entry)
         return entries
 
-    def _child(self, folder: str, raw: str) -> str:
-        """A listed name must be one component (base.list checks the rest)."""
-        if "/" in raw or not raw:
-            raise UnsafeName(f"{self.describe()}: server listed a nested name in {folder or '/'!r}: {raw!r}")
-        return raw
+    def _listing_lines(self, command: str) -> list[str]:
+        """The lines of a listing, decoded one by one: a name that is not UTF-8
+        becomes lone surrogates (refused by base.list), not a failed listing."""
+        chunks: list[bytes] = []
+        self.ftp.retrbinary(command, chunks.append)
+        return [line.decode("utf-8", "surrogateescape") for line in b"".join(chunks).splitlines()]
 
-    def _entry(self, folder: str, raw: str, facts: dict[str, str]) -> Entry:
+    def _entry(self, folder: str, raw: str, facts: dict[str, str]) -> Entry | None:
+        """The entry of ``raw`` listed in ``folder``; None when its facts are
+        not understood (base.list checks the name itself)."""
         is_dir = facts.get("type", "file").lower() == "dir"
-        size = 0 if is_dir else int(facts.get("size", "0") or 0)
+        size_text = facts.get("size", "0") or "0"
+        if not size_text.isascii() or not size_text.isdigit() or len(size_text) > 19:
+            return None
+        size = 0 if is_dir else int(size_text)
         mtime = _parse_mlst_time(facts["modify"]) if "modify" in facts else None
         return Entry(name=f"{folder}/{raw}" if folder else raw, size=size, mtime=mtime, is_dir=is_dir)
 
     def _list_plain(self, folder: str, path: str) -> list[Entry]:
         if not self._is_dir(path):
             raise _missing_reply()
-        lines: list[str] = []
-        self.ftp.retrlines(f"LIST {path}", lines.append)
         entries = []
-        for line in lines:
+        for line in self._listing_lines(f"LIST {path}"):
             parsed = parse_list_line(line)
             if parsed is None:
                 continue
             raw, size, is_dir = parsed
             if raw in (".", ".."):
                 continue
-            self._child(folder, raw)
             entries.append(
                 Entry(name=f"{folder}/{raw}" if folder else raw, size=0 if is_dir else size, mtime=None,
                       is_dir=is_dir)
@@ -451,6 +431,8 @@ class FtpRelay(Relay):
             if line.startswith(" "):
                 facts_text = line[1:].partition(" ")[0]
                 entry = self._entry(parent_of(name), name.rpartition("/")[2], _parse_facts(facts_text))
+                if entry is None:
+                    raise RelayProtocolError(f"{self.describe()}: MLST {name}: bad facts in reply", name=name)
                 return entry
         raise RelayProtocolError(f"{self.describe()}: MLST {name}: no facts in reply", name=name)
 
@@ -491,7 +473,22 @@ class FtpRelay(Relay):
             raise translate(exc, self.describe(), name, missing_ok=False) from exc
 
     def _get(self, name: str, sink: BinaryIO) -> None:
-        self._on_existing(name, lambda: self.ftp.retrbinary(f"RETR {self._path(name)}", sink.write, _BLOCK))
+        try:
+            self._on_existing(name, lambda: self.ftp.retrbinary(f"RETR {self._path(name)}", sink.write, _BLOCK))
+        except ObjectTooLarge:
+            self._settle_aborted_transfer()
+            raise
+
+    def _settle_aborted_transfer(self) -> None:
+        """After a download stopped early (a bounded read), read the transfer's
+        final reply so that the control connection stays in step; if it does
+        not come, drop the connection (the next operation reconnects)."""
+        try:
+            self.ftp.voidresp()
+        except (ftplib.error_temp, ftplib.error_perm, ftplib.error_reply):
+            pass  # 426/451: the server saw the data connection closed
+        except (ftplib.Error, OSError, EOFError):
+            self._disconnect()
 
     # ----------------------------------------------------------- write
 
@@ -592,7 +589,7 @@ class FtpRelay(Relay):
         parent = posixpath.dirname(dst)
         guard = posixpath.join(parent, TEMP_PREFIX + "guard-" + posixpath.basename(dst))
         seen: tuple[str, float] | None = None  # (guard identity, first seen, monotonic)
-        delay = 0.02
+        waits = Backoff(0.02, 0.5, jitter=(0.5, 1.5))
         while True:
             try:
                 self.ftp.mkd(guard)
@@ -617,8 +614,7 @@ class FtpRelay(Relay):
                     raise translate(exc, self.describe(), target, missing_ok=False) from exc
                 seen = None
                 continue
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.5)
+            time.sleep(waits.next())
         try:
             yield
         finally:
@@ -647,6 +643,10 @@ class FtpRelay(Relay):
 
     def _mkdir(self, name: str) -> None:
         self._makedirs(self._path(name))
+
+    def _create_root(self) -> None:
+        self._makedirs(self._base)
+        self._open_repository()
 
     def _rmdir(self, name: str) -> None:
         self._on_existing(name, lambda: self.ftp.rmd(self._path(name)))

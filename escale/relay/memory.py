@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from escale.errors import RelayExists, RelayNotFound
-from escale.relay.base import Capabilities, Entry, Relay, Usage, parent_of
+from escale.relay.base import Capabilities, Entry, Relay, Usage, check_size, parent_of
 from escale.relay.spec import RelaySpec
 
 
@@ -99,6 +99,7 @@ class MemoryRelay(Relay):
             if name not in self.store.objects:
                 raise RelayNotFound(f"no such relay object: {name}", name=name)
             data = self.store.objects[name][0]
+        check_size(sink, len(data))
         sink.write(data)
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:

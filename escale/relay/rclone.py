@@ -14,14 +14,33 @@ is the folder inside it.
 
 Operations: ``list``/``stat`` use ``operations/list``/``operations/stat``;
 ``get`` streams the object through the rc server's ``--rc-serve`` file serving;
-``put`` streams a multipart upload (``operations/uploadfile``) to a
-:data:`TEMP_PREFIX` name in the target's folder, then moves it into place with
-``operations/movefile`` (destination check off, so that the move is the remote's
-own server-side move or copy, which replaces the target whole on the remotes
-that have one; on remotes that allow duplicate names, such as Google Drive, the
-old target is deleted first, and atomic put is not declared). rclone has no
-"fail if the target exists" primitive, so the exclusive ``put`` and ``rename``
-check the target first: they are not race-free, and the capabilities say so.
+``put`` sends a multipart upload (``operations/uploadfile``): streamed in 1 MiB
+chunks, or, for a seekable source of at most 256 KiB, from memory as one body
+(fewer sends and wake-ups per request). Every call goes over one kept-alive
+HTTP connection (a ``requests.Session``), so a call costs one round trip to
+the rcd, not a connection or a process. rclone's "corrupted on transfer" (its
+hash check after an upload) is transient: a retry decides.
+
+Where an upload is atomic by itself (object stores: rclone's ``BucketBased``
+remotes that do not declare ``PartialUploads``; an S3 PUT shows the whole new
+object or the old one), ``put`` uploads straight to the final name: one
+request, and no copy (S3 has no rename: a move there is a copy plus a delete).
+Elsewhere it uploads to a :data:`TEMP_PREFIX` name in the target's folder, then
+moves it into place with ``operations/movefile`` (destination check off, so
+that the move is the remote's own server-side move or copy, which replaces the
+target whole on the remotes that have one; on remotes that allow duplicate
+names, such as Google Drive, the old target is deleted first, and atomic put is
+not declared). rclone has no "fail if the target exists" primitive (nor does it
+send S3's conditional ``If-None-Match`` writes), so the exclusive ``put`` and
+``rename`` check the target first, as late as they can (after the upload,
+right before the move): they are not race-free, and the capabilities say so.
+
+On an object store a folder is only a prefix of object names
+(:attr:`RcloneRelay.folders_are_prefixes`): ``mkdir`` and ``rmdir`` do nothing
+that lasts, an empty folder does not exist, ``stat`` of a folder answers
+whether an object lies below it, and ``list`` of a missing folder is empty
+rather than RelayNotFound. The protocol never relies on an empty folder: it
+decides from objects (doc/protocol.rst, *Object stores*).
 
 Capabilities are read from the remote with ``operations/fsinfo`` when the relay
 opens (before that, :attr:`RcloneRelay.capabilities` declares nothing).
@@ -62,12 +81,14 @@ from escale.errors import (
     RelayQuotaExceeded,
     RelayTimeout,
 )
-from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, parent_of
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, check_size
 from escale.relay.spec import RelaySpec
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+#: Objects up to this size are uploaded from memory in one piece (see _upload).
+_SMALL_UPLOAD = 256 * 1024
 #: rclone's "modification time not supported" precision: 100 years, in ns.
 _NO_MODTIME_NS = 100 * 365 * 24 * 3600 * 10**9
 #: An rc call may wait on the remote through a few of rclone's own low-level retries.
@@ -118,6 +139,20 @@ def fs_string(remote: str, directory: str) -> str:
     else:
         path = base or directory
     return f"{name}:{path}"
+
+
+def _read_if_small(source: BinaryIO, limit: int) -> bytes | None:
+    """The rest of ``source`` when it is seekable and at most ``limit`` bytes
+    long (its position then at the end); None otherwise (nothing read)."""
+    try:
+        start = source.tell()
+        end = source.seek(0, os.SEEK_END)
+        source.seek(start)
+    except (AttributeError, OSError, ValueError):
+        return None
+    if end - start > limit:
+        return None
+    return source.read()
 
 
 def _parse_time(text: str | None) -> float | None:
@@ -259,6 +294,10 @@ class RcloneRelay(Relay):
         self._rcd: _Rcd | None = None
         self._session: requests.Session | None = None
         self._duplicates = False  # the remote allows two objects of one name
+        #: An object store: a folder is a name prefix (no empty folder, no
+        #: folder of its own), and every upload is atomic (see _put).
+        self.folders_are_prefixes = False
+        self._atomic_uploads = False
         # Stops the rcd if this relay is dropped unclosed, or at interpreter exit.
         self._reaper: weakref.finalize[Any, Any] | None = None
 
@@ -284,6 +323,16 @@ class RcloneRelay(Relay):
             return RelayPermissionDenied(f"{self.describe()} refused access to {what}: {detail}", name=name)
         if any(s in text for s in _NO_SPACE):
             return RelayQuotaExceeded(f"{self.describe()} is full: {detail}", name=name)
+        if "connection refused" in text:
+            # rclone (Go) says "dial tcp HOST:PORT: connect: connection refused"
+            dialed = re.search(r"dial tcp (\S+?):? connect: connection refused", message)
+            where = f" to {dialed.group(1)}" if dialed else ""
+            return RelayConnectionError(f"{self.describe()}: connection refused{where}", name=name)
+        if "corrupted on transfer" in text:
+            # rclone's hash check after an upload failed: the object damaged on
+            # the way, or replaced by a concurrent writer at that instant (S3
+            # answers with the other upload's hash). Transient: a retry decides.
+            return RelayConnectionError(f"{self.describe()}: {what} did not arrive intact: {detail}", name=name)
         if any(s in text for s in _NETWORK):
             return RelayConnectionError(f"{self.describe()}: remote unreachable: {detail}", name=name)
         return RelayError(f"{self.describe()}: rclone failed on {what}: {detail}", name=name)
@@ -343,8 +392,10 @@ class RcloneRelay(Relay):
         try:
             info = self._rc("operations/fsinfo", {"fs": self.fs})
             self.capabilities = _capabilities(info)
-            self._duplicates = bool((info.get("Features") or {}).get("DuplicateFiles"))
-            self._rc("operations/mkdir", {"fs": self.fs, "remote": ""})
+            features = info.get("Features") or {}
+            self._duplicates = bool(features.get("DuplicateFiles"))
+            self.folders_are_prefixes = bool(features.get("BucketBased"))
+            self._atomic_uploads = _uploads_atomic(features)
         except RelayError:
             self._disconnect()
             raise
@@ -370,18 +421,35 @@ class RcloneRelay(Relay):
         answer = self._rc(
             "operations/list", {"fs": self.fs, "remote": folder, "opt": {"noMimeType": True}}, folder
         )
-        entries = []
+        entries: dict[str, Entry] = {}
         for item in answer.get("list") or []:
             base = str(item.get("Name") or posixpath.basename(str(item.get("Path", ""))))
-            entries.append(self._entry(f"{folder}/{base}" if folder else base, item))
-        return entries
+            name = f"{folder}/{base}" if folder else base
+            if name in entries:
+                # One name listed twice: an object in the middle of being replaced
+                # (rclone serve s3 shows both) or a remote with duplicate names.
+                # A name addresses one object: list it once.
+                log.debug("%s listed %r twice in %r", self.describe(), base, folder or "/")
+                continue
+            entries[name] = self._entry(name, item)
+        return list(entries.values())
 
     def _stat(self, name: str) -> Entry:
         answer = self._rc("operations/stat", {"fs": self.fs, "remote": name}, name)
         item = answer.get("item")
         if not isinstance(item, dict):
+            if self.folders_are_prefixes and name and self._prefix_used(name):
+                return Entry(name=name, size=0, mtime=None, is_dir=True)
             raise RelayNotFound(f"no such relay object: {name}", name=name)
         return self._entry(name, item)
+
+    def _prefix_used(self, name: str) -> bool:
+        """Whether some object's name starts with ``name/`` (an object store's
+        folder exists exactly then); rclone may not stat such a folder."""
+        try:
+            return bool(self._list(name))
+        except RelayNotFound:
+            return False
 
     def _object_url(self, rcd: _Rcd, name: str) -> str:
         return f"{rcd.url}/[{quote(self.fs, safe='/:')}]/{quote(name, safe='/')}"
@@ -394,40 +462,53 @@ class RcloneRelay(Relay):
             ) as response:
                 if response.status_code != 200:
                     self._answer(response, name)
+                length = response.headers.get("Content-Length", "")
+                check_size(sink, int(length) if length.isascii() and length.isdigit() else None)
                 for chunk in response.iter_content(_CHUNK):
                     sink.write(chunk)
         except requests.RequestException as exc:
             raise self._request_failed(exc, name) from exc
 
-    def _upload(self, folder: str, filename: str, source: BinaryIO) -> None:
-        """Stream ``source`` as ``folder/filename`` with a multipart upload."""
+    def _upload(self, folder: str, filename: str, source: BinaryIO, name: str) -> None:
+        """Stream ``source`` as ``folder/filename`` with a multipart upload
+        (errors name relay object ``name``). The file name travels percent-encoded
+        (RFC 7578/2231 ``filename*``), so that any valid relay name survives."""
         rcd, session = self._base()
         boundary = "escale-" + secrets.token_hex(16)
+        encoded = quote(filename, safe="")
+
+        head = (
+            f"--{boundary}\r\n"
+            f"Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''{encoded}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
 
         def body() -> Iterator[bytes]:
-            yield (
-                f"--{boundary}\r\n"
-                f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                "Content-Type: application/octet-stream\r\n\r\n"
-            ).encode()
+            yield head
             while True:
                 chunk = source.read(_CHUNK)
                 if not chunk:
                     break
                 yield chunk
-            yield f"\r\n--{boundary}--\r\n".encode()
+            yield tail
 
+        small = _read_if_small(source, _SMALL_UPLOAD)
+        # A small object goes as one bytes body: http.client then sends headers
+        # and body in one send, where a streamed (chunked) body costs several
+        # sends and wake-ups per request.
+        data: bytes | Iterator[bytes] = head + small + tail if small is not None else body()
         try:
             response = session.post(
                 f"{rcd.url}/operations/uploadfile",
                 params={"fs": self.fs, "remote": folder},
-                data=body(),
+                data=data,
                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
                 timeout=(self.timeout, self.timeout * _RC_READ_FACTOR),
             )
         except requests.RequestException as exc:
-            raise self._request_failed(exc, folder) from exc
-        self._answer(response, folder)
+            raise self._request_failed(exc, name) from exc
+        self._answer(response, name)
 
     def _move(self, source: str, target: str) -> None:
         """Server-side move of ``source`` onto ``target`` (replacing it)."""
@@ -458,13 +539,20 @@ class RcloneRelay(Relay):
             log.debug("could not remove temporary %s on %s", name, self.describe())
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
-        if exclusive and self._exists(name):
-            raise RelayExists(f"relay object exists: {name}", name=name)
-        folder = parent_of(name)
+        folder, _, base = name.rpartition("/")
+        if self._atomic_uploads:
+            # An object store's PUT replaces the object whole, or not at all:
+            # no temporary name, no server-side copy (S3 has no rename).
+            if exclusive and self._exists(name):
+                raise RelayExists(f"relay object exists: {name}", name=name)
+            self._upload(folder, base, source, name)
+            return
         temp_base = TEMP_PREFIX + secrets.token_hex(8)
         temp = f"{folder}/{temp_base}" if folder else temp_base
         try:
-            self._upload(folder, temp_base, source)
+            self._upload(folder, temp_base, source, name)
+            # The one check that matters comes last, right before the move: a
+            # check before the upload would only cost one more request.
             if exclusive and self._exists(name):
                 raise RelayExists(f"relay object exists: {name}", name=name)
             self._move(temp, name)
@@ -511,6 +599,17 @@ class RcloneRelay(Relay):
         return Usage(used=None if used is None else int(used), total=None if total is None else int(total))
 
 
+def _uploads_atomic(features: dict[str, Any]) -> bool:
+    """Whether every upload to the remote appears whole or not at all by itself.
+
+    That is an object store's PUT (S3, GCS, Azure Blob, B2, Swift: rclone
+    calls them bucket-based), unless rclone says a failed upload can leave a
+    partial object (``PartialUploads``: local disks, SFTP, FTP, SMB). Elsewhere
+    an upload may be seen half-written, so it goes to a temporary name first.
+    """
+    return bool(features.get("BucketBased")) and not features.get("PartialUploads")
+
+
 def _capabilities(info: dict[str, Any]) -> Capabilities:
     """What ``operations/fsinfo`` says the remote can do, as escale capabilities."""
     features = info.get("Features") or {}
@@ -523,7 +622,7 @@ def _capabilities(info: dict[str, Any]) -> Capabilities:
     # unless the remote allows duplicate names: then the old one is deleted first.
     whole = bool(features.get("Move") or features.get("Copy")) and not features.get("DuplicateFiles")
     return Capabilities(
-        atomic_put=whole,
+        atomic_put=whole or _uploads_atomic(features),
         exclusive_create=False,
         rename_overwrite=whole,
         rename_exclusive=False,

@@ -16,16 +16,19 @@ Retrying is safe for every operation because each is idempotent or reported:
   object back (the lease code does);
 * ``delete`` and ``rename`` retried after an unseen success raise RelayNotFound;
   callers treat that as done where it is.
+
+Hand-written, no library: tenacity or backoff would time the waits, but each attempt
+here must also reopen the connection and rewind the caller's stream; that is the loop.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
+from escale.backoff import Backoff
 from escale.errors import EscaleError
 from escale.relay.base import Capabilities, Entry, Relay, Usage
 
@@ -52,7 +55,6 @@ class RetryingRelay(Relay):
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._sleep = sleep
-        self.retries = 0  # how many retries happened, for status and tests
 
     @property
     def capabilities(self) -> Capabilities:
@@ -69,6 +71,7 @@ class RetryingRelay(Relay):
     def _retry(self, what: str, action: Callable[[], T], rewind: Callable[[], object] | None = None) -> T:
         attempt = 1
         reconnect = False
+        waits = Backoff(min(self.base_delay, self.max_delay), self.max_delay, jitter=(0.5, 1.0))
         while True:
             try:
                 if reconnect:
@@ -81,15 +84,13 @@ class RetryingRelay(Relay):
             except EscaleError as exc:
                 if not exc.transient or attempt >= self.attempts:
                     raise
-                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-                delay *= 0.5 + random.random() / 2
+                delay = waits.next()
                 log.warning(
                     "%s on %s failed (%s); retry %d/%d in %.1fs",
                     what, self.describe(), exc, attempt, self.attempts - 1, delay,
                 )
                 self._sleep(delay)
                 attempt += 1
-                self.retries += 1
                 reconnect = True
 
     def _connect(self) -> None:
@@ -99,7 +100,8 @@ class RetryingRelay(Relay):
         self.inner.close()
 
     def _list(self, folder: str) -> list[Entry]:
-        return self._retry("list", lambda: self.inner.list(folder))
+        # raw: this wrapper's own list() checks the names and sorts temporaries out
+        return self._retry("list", lambda: self.inner.list_raw(folder))
 
     def _stat(self, name: str) -> Entry:
         return self._retry("stat", lambda: self.inner.stat(name))
@@ -128,8 +130,14 @@ class RetryingRelay(Relay):
     def _mkdir(self, name: str) -> None:
         self._retry("mkdir", lambda: self.inner.mkdir(name))
 
+    def _create_root(self) -> None:
+        self._retry("create the repository folder", self.inner.create_root)
+
     def _rmdir(self, name: str) -> None:
         self._retry("rmdir", lambda: self.inner.rmdir(name))
+
+    def _delete_temporary(self, name: str) -> None:
+        self._retry("delete", lambda: self.inner.delete_temporary(name))
 
     def _usage(self) -> Usage | None:
         return self._retry("usage", self.inner.usage)

@@ -50,6 +50,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
 import paramiko
+from paramiko import sftp as paramiko_sftp
 
 from escale.errors import (
     HostKeyError,
@@ -60,7 +61,7 @@ from escale.errors import (
     RelayPermissionDenied,
     RelayTimeout,
 )
-from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, check_size
 from escale.relay.spec import RelaySpec
 
 T = TypeVar("T")
@@ -135,7 +136,7 @@ def _preferred_key_types(host: str, port: int, known_hosts: str, defaults: tuple
         return list(defaults)
     known: dict[str, paramiko.PKey] = dict(keys.lookup(known_hosts_name(host, port)) or {})
     first: list[str] = []
-    for key_type in known.keys():
+    for key_type in known:
         names = ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if key_type == "ssh-rsa" else [key_type]
         first.extend(n for n in names if n in defaults and n not in first)
     return first + [n for n in defaults if n not in first]
@@ -227,6 +228,8 @@ class SftpRelay(Relay):
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except TimeoutError as exc:
             raise RelayTimeout(f"{self.describe()}: no answer from {where} within {self.timeout:g}s") from exc
+        except ConnectionRefusedError:
+            raise RelayConnectionError(f"{self.describe()}: connection refused to {where}") from None
         except OSError as exc:
             raise RelayConnectionError(
                 f"{self.describe()}: cannot connect to {where}: {exc.strerror or exc}"
@@ -270,7 +273,6 @@ class SftpRelay(Relay):
             self._drop()
             raise error from exc
         try:
-            self._call("", lambda s: self._makedirs(s, self._path("")))
             self._probe_capabilities()
         except RelayError:
             self._drop()
@@ -320,7 +322,20 @@ class SftpRelay(Relay):
             self._posix_rename = exc.errno == errno.ENOENT
         except (EOFError, paramiko.SSHException) as exc:
             raise self._translate(exc, "") from exc
-        usage = self._statvfs(self._path("")) is not None
+        # the repository folder is not created on connect (Relay.create_root):
+        # a missing one is probed through its nearest existing parent (same
+        # file system as far as the server tells), a non-folder is refused
+        probe = self._path("")
+        try:
+            kind = self._is_dir(sftp, probe)
+            if kind is False:
+                raise RelayError(f"{self.describe()}: the repository path is not a folder")
+            while kind is None and posixpath.dirname(probe.rstrip("/")) not in ("", probe.rstrip("/")):
+                probe = posixpath.dirname(probe.rstrip("/")) or "/"
+                kind = self._is_dir(sftp, probe)
+        except OSError as exc:
+            raise self._translate(exc, "") from exc
+        usage = self._statvfs(probe) is not None
         exclusive = self._openssh
         # rclone's server renames atomically on disk, but its virtual file system
         # lets a reader see the name missing, or a mix of the old and new content,
@@ -423,9 +438,9 @@ class SftpRelay(Relay):
     def _list(self, folder: str) -> list[Entry]:
         def scan(sftp: paramiko.SFTPClient) -> list[Entry]:
             return [
-                self._entry(f"{folder}/{a.filename}" if folder else a.filename, a)
-                for a in sftp.listdir_attr(self._path(folder))
-                if a.filename not in (".", "..")
+                self._entry(f"{folder}/{filename}" if folder else filename, attrs)
+                for filename, attrs in _listdir_lenient(sftp, self._path(folder))
+                if filename not in (".", "..")
             ]
 
         return self._call(folder, scan)
@@ -436,7 +451,10 @@ class SftpRelay(Relay):
     def _get(self, name: str, sink: BinaryIO) -> None:
         def fetch(sftp: paramiko.SFTPClient) -> None:
             with sftp.open(self._path(name), "rb") as handle:
-                handle.prefetch()
+                # prefetch buffers what the server sends: know the size first
+                size = handle.stat().st_size
+                check_size(sink, size)
+                handle.prefetch(size)
                 while True:
                     chunk = handle.read(_CHUNK)
                     if not chunk:
@@ -557,6 +575,38 @@ class SftpRelay(Relay):
         if not self.capabilities.usage:
             return None
         return self._statvfs(self._path(""))
+
+
+def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> list[tuple[str, paramiko.SFTPAttributes]]:
+    """``listdir_attr`` that survives a name which is not UTF-8.
+
+    paramiko decodes listed names strictly, so one such name fails the whole
+    listing; here it is decoded with lone surrogates, which base.list refuses
+    (one warning) while the other names stay listed. Same requests as
+    paramiko's own (OPENDIR, READDIR until EOF, CLOSE).
+    """
+    client: Any = sftp  # paramiko's request plumbing is not in its type stubs
+    attributes: Any = paramiko.SFTPAttributes
+    kind, msg = client._request(paramiko_sftp.CMD_OPENDIR, path)
+    if kind != paramiko_sftp.CMD_HANDLE:
+        raise paramiko.SFTPError("Expected handle")
+    handle = msg.get_binary()
+    found: list[tuple[str, paramiko.SFTPAttributes]] = []
+    try:
+        while True:
+            try:
+                kind, msg = client._request(paramiko_sftp.CMD_READDIR, handle)
+            except EOFError:
+                break
+            if kind != paramiko_sftp.CMD_NAME:
+                raise paramiko.SFTPError("Expected name response")
+            for _ in range(msg.get_int()):
+                filename = msg.get_string().decode("utf-8", "surrogateescape")
+                longname = msg.get_string().decode("utf-8", "replace")
+                found.append((filename, attributes._from_msg(msg, filename, longname)))
+    finally:
+        client._request(paramiko_sftp.CMD_CLOSE, handle)
+    return found
 
 
 def _local_user() -> str:

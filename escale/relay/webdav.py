@@ -1,70 +1,25 @@
 """The ``webdav``, ``http`` and ``https`` backends (WebDAV over requests).
 
-``https`` (or an address starting with ``https://``) uses TLS; ``webdav`` and
-``http`` use plain HTTP unless the address says ``https://``. An address may
-carry a path prefix (``https://cloud.example/remote.php/dav/files/me``); the
-repository folder ``spec.directory`` is below it. TLS is verified by default
-(system store or ``ca_file``); see :mod:`escale.relay.tls`.
+Contract: a :class:`~escale.relay.base.Relay` over one WebDAV server, below an
+optional path prefix of the address; TLS verified by default. Puts never show a
+partial object, but a ``MOVE`` onto an existing object may leave it missing for
+an instant (``atomic_put`` and ``rename_overwrite`` false). Exclusive create and
+rename are atomic where the server offers locking (``DAV: 2``); the capabilities
+say which. ``href`` values outside the folder asked for are skipped with a
+warning; a name the server would shorten in ``MOVE`` is refused (UnsafeName).
+404 is RelayNotFound, 412 RelayExists, 401/403 RelayPermissionDenied, 507
+RelayQuotaExceeded; 5xx, connection failures and timeouts are
+RelayConnectionError (transient); an unverifiable certificate is
+CertificateError. Every request has the timeout ``spec.timeout``.
 
-Authentication: the first request goes without credentials; on ``401`` the
-``WWW-Authenticate`` challenge decides (Digest when offered, else Basic) and the
-session authenticates every later request. Each relay object has its own
-``requests.Session``. Every request has the timeout ``spec.timeout``.
-
-Operations: ``PROPFIND`` (Depth 1 to list, Depth 0 to stat; ``getcontentlength``,
-``getlastmodified`` (RFC 1123, to the second), ``resourcetype``), ``GET``,
-``PUT``, ``MOVE`` (``Overwrite: T``/``F``), ``DELETE``, ``MKCOL``. Names are
-percent-encoded as UTF-8; ``href`` values returned by the server are decoded and
-must lie directly inside the folder asked for, else UnsafeName.
-
-Atomic put: the content is ``PUT`` under a :data:`TEMP_PREFIX` name in the
-target's folder, then ``MOVE``\\d into place. RFC 4918 makes a ``MOVE`` onto an
-existing target a ``DELETE`` followed by the move, and both servers tested do
-exactly that: while an object is replaced, a reader may find it *missing* for an
-instant, but never sees a part of it. ``atomic_put`` and ``rename_overwrite``
-are therefore declared false for them.
-
-Exclusive create and exclusive rename: where the server offers WebDAV locking
-(``DAV: 2`` in ``OPTIONS``), an exclusive write ``LOCK`` on a guard resource
-``TEMP_PREFIX + "guard-" + name`` next to the target serialises the creators:
-the holder checks that the target is missing and moves with ``Overwrite: F``,
-then unlocks the guard; others get ``423 Locked`` and wait. The
-server grants conflicting exclusive locks to one client only, and a lock left by
-a crashed client expires by itself (``Timeout`` asked:
-:attr:`WebdavRelay.guard_seconds`). Without locking, ``Overwrite: F`` is left
-to the server, which checks then moves (racy), and the capabilities say so.
-The guard resource itself (empty, hidden from listings by its prefix) is left
-in place: deleting it races with a concurrent ``LOCK`` in WsgiDAV 4.4 (the new
-lock is granted on a vanished resource, answered 500 and left orphaned until it
-expires).
-
-=================  ==========  ================  ================  =========  =====
-server             atomic_put  exclusive_create  rename_exclusive  mtime      usage
-=================  ==========  ================  ================  =========  =====
-WsgiDAV (cheroot)  no [1]      yes (LOCK guard)  yes (LOCK guard)  1 s        yes
-rclone serve       no [1]      yes (LOCK guard)  yes (LOCK guard)  1 s        no
-=================  ==========  ================  ================  =========  =====
-
-[1] never a partial object; an instant of absence while an object is replaced.
-``usage`` is from RFC 4331 ``quota-available-bytes``/``quota-used-bytes`` when the
-server reports them (probed at ``open()``).
-
-Names: WsgiDAV 4.4 decodes the ``Destination`` header of ``MOVE`` before
-splitting it, so a target holding ``?`` or ``;`` lands on a shorter name. A probe
-on first use of such a name detects this, and the name is then refused
-(UnsafeName) instead of replacing another object; rclone keeps them.
-
-Errors: 404 RelayNotFound, 412 RelayExists, 401/403 RelayPermissionDenied, 507
-RelayQuotaExceeded, 5xx, connection failures and timeouts RelayConnectionError
-(transient; RelayTimeout for timeouts), an unverifiable certificate
-CertificateError.
+How each part is done (authentication, requests, the LOCK guard, quotas) and
+what each tested server guarantees: ``doc/protocol.rst``, "Servers and their
+guarantees", "WebDAV, HTTP and HTTPS".
 """
-
 from __future__ import annotations
 
 import email.utils
 import logging
-import random
 import secrets
 import time
 from collections.abc import Iterator
@@ -78,6 +33,7 @@ from defusedxml import DefusedXmlException, ElementTree  # type: ignore[import-u
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth, HTTPDigestAuth
 
+from escale.backoff import Backoff
 from escale.errors import (
     CertificateError,
     RelayConnectionError,
@@ -90,8 +46,8 @@ from escale.errors import (
     RelayTimeout,
     UnsafeName,
 )
-from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, join, parent_of
-from escale.relay.ftp import unique_entries
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, check_size, join, parent_of
+from escale.relay.listing import unique_entries
 from escale.relay.spec import RelaySpec
 from escale.relay.tls import client_context
 
@@ -157,8 +113,10 @@ def parse_multistatus(body: bytes, where: str) -> list[_Props]:
             continue
         try:
             path = unquote(urlsplit(href.strip()).path, errors="strict")
-        except UnicodeDecodeError as exc:
-            raise RelayProtocolError(f"{where}: server sent a name that is not UTF-8") from exc
+        except (UnicodeDecodeError, ValueError):
+            # one name the client cannot address: skipped, the rest stays usable
+            log.warning("%s: ignoring a listed name that is not UTF-8 or not a URL: %r", where, href)
+            continue
         props: dict[str, Any] = {}
         for propstat in response.iter(f"{_DAV}propstat"):
             status = propstat.findtext(f"{_DAV}status") or ""
@@ -186,6 +144,23 @@ def parse_multistatus(body: bytes, where: str) -> list[_Props]:
             )
         )
     return out
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a refused TCP connection (requests wraps the
+    ConnectionRefusedError in urllib3 errors: their causes, contexts and
+    ``reason`` are followed)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return False
 
 
 def translate(exc: BaseException, relay: str, name: str) -> RelayError:
@@ -310,6 +285,10 @@ class WebdavRelay(Relay):
                 allow_redirects=False, verify=self._verify, **kwargs,
             )
         except (requests.exceptions.RequestException, OSError) as exc:
+            if _refused(exc):
+                origin = urlsplit(self._origin)
+                where = f"{origin.hostname}:{origin.port or (443 if self.tls else 80)}"
+                raise RelayConnectionError(f"{self.describe()}: connection refused to {where}") from None
             raise translate(exc, self.describe(), name) from exc
         if response.status_code in ok or 200 <= response.status_code < 300:
             return response
@@ -368,9 +347,9 @@ class WebdavRelay(Relay):
         response = self._request("PROPFIND", "", folder=True, ok=(404,), data=_PROPFIND_QUOTA,
                                  headers={"Depth": "0", **_XML})
         if response.status_code == 404:
-            self._makedirs("")
-            response = self._request("PROPFIND", "", folder=True, data=_PROPFIND_QUOTA,
-                                     headers={"Depth": "0", **_XML})
+            # not created here (see Relay.create_root): weakest capabilities until it exists
+            response.close()
+            return
         props = parse_multistatus(response.content, self.describe())
         if not props or not props[0].is_dir:
             raise RelayError(f"{self.describe()}: the repository path is not a folder")
@@ -407,14 +386,10 @@ class WebdavRelay(Relay):
                     raise RelayNotFound(f"not a folder: {folder} on {self.describe()}", name=folder)
                 continue
             if not props.path.startswith(base + "/"):
-                raise RelayProtocolError(
-                    f"{self.describe()}: server listed {props.path!r} outside {folder or '/'!r}"
-                )
+                log.warning("%s: ignoring %r listed outside folder %r", self.describe(), props.path, folder or "/")
+                continue
+            # a nested or unsafe child is skipped by base.list, which sees it whole
             child = props.path[len(base) + 1:]
-            if "/" in child or not child:
-                # base.list checks the last component only: refuse nesting here.
-                raise UnsafeName(f"{self.describe()}: server listed a nested name in {folder or '/'!r}: "
-                                 f"{child!r}")
             entries.append(Entry(join(folder, child), props.size, props.mtime, props.is_dir))
         if not found_self and not entries:
             raise RelayProtocolError(f"{self.describe()}: empty PROPFIND answer for {folder or '/'}")
@@ -430,6 +405,8 @@ class WebdavRelay(Relay):
     def _get(self, name: str, sink: BinaryIO) -> None:
         response = self._request("GET", name, stream=True)
         try:
+            length = response.headers.get("Content-Length", "")
+            check_size(sink, int(length) if length.isascii() and length.isdigit() else None)
             for chunk in response.iter_content(_CHUNK):
                 sink.write(chunk)
         except (requests.exceptions.RequestException, OSError) as exc:
@@ -560,7 +537,7 @@ class WebdavRelay(Relay):
         guard = join(parent_of(target), TEMP_PREFIX + "guard-" + target.rpartition("/")[2])
         headers = {"Timeout": f"Second-{self.guard_seconds}", "Depth": "0", **_XML}
         deadline = time.monotonic() + self.guard_seconds + 2 * self.spec.timeout
-        delay = 0.02
+        waits = Backoff(0.02, 0.2, jitter=(0.5, 1.5))
         while True:
             response = self._request("LOCK", guard, ok=(409, 423), data=_LOCKINFO, headers=headers)
             response.close()
@@ -575,8 +552,7 @@ class WebdavRelay(Relay):
             if time.monotonic() > deadline:
                 raise RelayConnectionError(f"{self.describe()}: {target} stays locked by another client",
                                            name=target)
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.2)
+            time.sleep(waits.next())
         try:
             yield
         finally:
@@ -607,6 +583,10 @@ class WebdavRelay(Relay):
 
     def _mkdir(self, name: str) -> None:
         self._makedirs(name)
+
+    def _create_root(self) -> None:
+        self._makedirs("")
+        self._open_repository()
 
     def _rmdir(self, name: str) -> None:
         if self._list(name):

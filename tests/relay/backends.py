@@ -17,6 +17,7 @@ CONFORMANCE_BACKENDS = [
     "sftp_rclone",
     "rclone_local",
     "rclone_sftp",
+    "rclone_s3",
 ]
 
 #: Backends a separate ``escale`` process can reach (used by end-to-end tests).

@@ -1,11 +1,22 @@
-"""Fixtures shared by the backend-specific relay tests."""
+"""Fixtures shared by the relay tests."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Protocol, TypeVar
 
 import pytest
+
+from escale.relay import Relay
+
+R = TypeVar("R", bound=Relay)
+
+
+class OpenRelay(Protocol):
+    """The ``open_relay`` fixture's function: opens a relay and returns it."""
+
+    def __call__(self, relay: R, /) -> R: ...
 
 
 @pytest.fixture
@@ -15,3 +26,20 @@ def silent_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def open_relay() -> Iterator[OpenRelay]:
+    """``open_relay(relay)`` opens ``relay`` and returns it; every relay given
+    is closed at the end of the test, whether the test passed, failed or
+    skipped (closing twice is harmless: ``Relay.close`` is idempotent)."""
+    opened: list[Relay] = []
+
+    def open_one(relay: R) -> R:
+        opened.append(relay)
+        relay.open()
+        return relay
+
+    yield open_one
+    for relay in reversed(opened):
+        relay.close()

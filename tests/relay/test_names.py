@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import pytest
 
 from escale.errors import RelayConnectionError, RelayNotFound, UnsafeName
-from escale.relay.base import TEMP_PREFIX, check_listed, check_name
+from escale.relay.base import TEMP_PREFIX, check_listed, check_name, listed_problem
 from escale.relay.memory import MemoryRelay
 from escale.relay.retry import RetryingRelay
 
@@ -45,7 +47,7 @@ class _Flaky(MemoryRelay):
     def _connect(self) -> None:
         self.opens += 1
 
-    def _get(self, name, sink):  # type: ignore[no-untyped-def]
+    def _get(self, name: str, sink: BinaryIO) -> None:
         if self.failures:
             self.failures -= 1
             sink.write(b"partial garbage")
@@ -55,31 +57,34 @@ class _Flaky(MemoryRelay):
 
 def test_retry_reconnects_and_rewinds_sink() -> None:
     inner = _Flaky(failures=2)
-    relay = RetryingRelay(inner, attempts=5, sleep=lambda s: None)
+    waits: list[float] = []  # one wait before each retry
+    relay = RetryingRelay(inner, attempts=5, sleep=waits.append)
     relay.open()
     relay.put_bytes("obj", b"payload")
     assert relay.get_bytes("obj") == b"payload"
-    assert relay.retries == 2
+    assert len(waits) == 2
     assert inner.opens == 3
 
 
 def test_retry_gives_up_after_attempts() -> None:
     inner = _Flaky(failures=10)
-    relay = RetryingRelay(inner, attempts=3, sleep=lambda s: None)
+    waits: list[float] = []
+    relay = RetryingRelay(inner, attempts=3, sleep=waits.append)
     relay.open()
     relay.put_bytes("obj", b"payload")
     with pytest.raises(RelayConnectionError):
         relay.get_bytes("obj")
-    assert relay.retries == 2
+    assert len(waits) == 2
 
 
 def test_retry_does_not_retry_permanent_errors() -> None:
     inner = _Flaky(failures=0)
-    relay = RetryingRelay(inner, attempts=5, sleep=lambda s: None)
+    waits: list[float] = []
+    relay = RetryingRelay(inner, attempts=5, sleep=waits.append)
     relay.open()
     with pytest.raises(RelayNotFound):
         relay.get_bytes("missing")
-    assert relay.retries == 0
+    assert waits == []
 
 
 def test_retry_wrapper_reports_capabilities_learnt_on_open() -> None:
@@ -92,17 +97,30 @@ def test_retry_wrapper_reports_capabilities_learnt_on_open() -> None:
     relay = RetryingRelay(Probing(), sleep=lambda s: None)
     assert relay.capabilities.exclusive_create  # the memory relay's before open
     relay.open()
-    assert not relay.capabilities.exclusive_create and relay.capabilities.mtime_precision == 5.0
+    learnt = relay.capabilities  # read again: open() replaced them
+    assert not learnt.exclusive_create and learnt.mtime_precision == 5.0
 
 
-def test_listed_entry_outside_its_folder_is_refused() -> None:
+def test_listed_entry_outside_its_folder_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
     from escale.relay.base import Entry
 
     class Lying(MemoryRelay):
-        def _list(self, folder):  # type: ignore[no-untyped-def]
-            return [Entry("elsewhere/x", 1, None)]
+        def _list(self, folder: str) -> list[Entry]:
+            return [Entry("elsewhere/x", 1, None), Entry("dir/a/b", 1, None), Entry("dir/", 1, None),
+                    Entry("dir/..", 0, None, True), Entry("dir/ok", 1, None), Entry("dir/\udcff", 1, None)]
 
     relay = Lying()
     relay.open()
-    with pytest.raises(UnsafeName):
-        relay.list("dir")
+    assert [e.name for e in relay.list("dir")] == ["dir/ok"]
+    assert caplog.text.count("ignoring") == 5
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", ".", "a\nb", "\udcff", "a\\b", TEMP_PREFIX + "x"])
+def test_listed_problem_names_the_reason(name: str) -> None:
+    assert listed_problem(name) is not None
+
+
+def test_listed_problem_of_temporaries() -> None:
+    assert listed_problem(TEMP_PREFIX + "ab12", temporary=True) is None
+    assert listed_problem(TEMP_PREFIX + "a\nb", temporary=True) is not None
+    assert listed_problem("plain", temporary=True) is not None

@@ -14,6 +14,7 @@ import requests
 
 from escale.config.parser import parse_config
 from escale.errors import RelayConnectionError, RelayError, RelayNotFound
+from escale.processes import pid_alive
 from escale.relay import RelaySpec, make_relay
 from escale.relay.rclone import RcloneRelay, fs_string
 from escale.relay.retry import RetryingRelay
@@ -27,14 +28,6 @@ pytestmark = pytest.mark.timeout(120)
 def _proc_file(pid: int, name: str) -> list[bytes]:
     with open(f"/proc/{pid}/{name}", "rb") as handle:
         return handle.read().split(b"\0")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _open(target: RelayTarget, folder: str | None = None) -> RcloneRelay:
@@ -74,19 +67,19 @@ def test_rcd_refuses_requests_without_its_credentials(target_rclone_local: Relay
 def test_close_stops_the_rcd(target_rclone_local: RelayTarget) -> None:
     relay = _open(target_rclone_local)
     pid = relay.rcd_pid
-    assert pid is not None and _alive(pid)
+    assert pid is not None and pid_alive(pid)
     relay.close()
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert relay.rcd_pid is None
 
 
 def test_unclosed_relay_does_not_leak_its_rcd(target_rclone_local: RelayTarget) -> None:
     relay = _open(target_rclone_local)
     pid = relay.rcd_pid
-    assert pid is not None and _alive(pid)
+    assert pid is not None and pid_alive(pid)
     del relay
     gc.collect()
-    assert not _alive(pid)
+    assert not pid_alive(pid)
 
 
 def test_dead_rcd_is_transient_and_reopen_starts_a_new_one(target_rclone_local: RelayTarget) -> None:
@@ -96,7 +89,7 @@ def test_dead_rcd_is_transient_and_reopen_starts_a_new_one(target_rclone_local: 
     first = relay.rcd_pid
     assert first is not None
     os.kill(first, 9)  # our own child process
-    while _alive(first):
+    while pid_alive(first):
         time.sleep(0.01)
     with pytest.raises(RelayConnectionError) as caught:
         relay.list()
@@ -111,16 +104,22 @@ def test_dead_rcd_is_transient_and_reopen_starts_a_new_one(target_rclone_local: 
 def test_retry_wrapper_survives_a_dying_rcd(target_rclone_local: RelayTarget) -> None:
     inner = target_rclone_local.relay()
     assert isinstance(inner, RcloneRelay)
-    relay = RetryingRelay(inner, attempts=4, base_delay=0.05, max_delay=0.2)
+    waits: list[float] = []  # one wait before each retry
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    relay = RetryingRelay(inner, attempts=4, base_delay=0.05, max_delay=0.2, sleep=sleep)
     relay.open()
     relay.put_bytes("a", b"1")
     pid = inner.rcd_pid
     assert pid is not None
     os.kill(pid, 9)
-    while _alive(pid):  # dead (a zombie until the relay reaps it) before we go on
+    while pid_alive(pid):  # dead (a zombie until the relay reaps it) before we go on
         time.sleep(0.01)
     assert relay.get_bytes("a") == b"1"
-    assert relay.retries >= 1
+    assert len(waits) >= 1
     assert inner.rcd_pid != pid
     relay.close()
 
@@ -209,12 +208,9 @@ def test_silent_sftp_remote_is_a_transient_error(
     assert "ssh" in str(caught.value).lower()
 
 
-def test_local_remote_capabilities(target_rclone_local: RelayTarget) -> None:
+def test_local_remote_mtime_precision_and_usage(target_rclone_local: RelayTarget) -> None:
     relay = _open(target_rclone_local)
-    caps = relay.capabilities
-    assert caps.atomic_put and caps.rename_overwrite
-    assert not caps.exclusive_create and not caps.rename_exclusive
-    assert caps.usage
+    caps = relay.capabilities  # its flags: tests/relay/test_capabilities.py
     assert caps.mtime_precision is not None and caps.mtime_precision <= 1.0
     usage = relay.usage()
     assert usage is not None and usage.total
@@ -238,7 +234,7 @@ def test_config_lines_describe_the_same_relay(name: str, request: pytest.Fixture
     assert config.clients[0].relay == target.spec_for("repo")
 
 
-def test_rcd_dies_with_a_killed_escale(tmp_path, target_rclone_local) -> None:  # type: ignore[no-untyped-def]
+def test_rcd_dies_with_a_killed_escale(tmp_path: Path, target_rclone_local: RelayTarget) -> None:
     """An escale process killed with SIGKILL leaves no rclone rcd behind."""
     import os
     import signal

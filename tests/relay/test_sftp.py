@@ -100,6 +100,7 @@ def test_default_known_hosts_is_in_home(sshd_server: SshServer) -> None:
         relay.open()
     shutil_copy(sshd_server.known_hosts, os.path.join(ssh_dir, "known_hosts"))
     relay.open()
+    relay.create_root()
     assert relay.list() == []
     relay.close()
 
@@ -143,11 +144,29 @@ def test_missing_key_file_named_in_error(sshd_server: SshServer, tmp_path: Path)
         make_relay(sshd_server.spec_for("no-key", ssh_key=missing)).open()
 
 
-def test_keyfile_is_the_fallback_for_ssh_key(sshd_server: SshServer) -> None:
+def test_keyfile_is_the_fallback_for_ssh_key(sshd_server: SshServer, tmp_path: Path) -> None:
+    """Without ``ssh key``, the ``keyfile`` key logs in; with both, ``ssh key`` wins."""
     relay = make_relay(sshd_server.spec_for("keyfile", ssh_key=None, keyfile=sshd_server.user_key))
     relay.open()
-    relay.put_bytes("k", b"v")
-    relay.close()
+    try:
+        relay.put_bytes("k", b"v")
+        assert relay.get_bytes("k") == b"v"
+    finally:
+        relay.close()
+    with open(os.path.join(sshd_server.root, "keyfile", "k"), "rb") as handle:
+        assert handle.read() == b"v", "the object did not reach the server's folder"
+    # the fallback is really the key used: a key the server does not know is refused
+    stranger = str(tmp_path / "stranger")
+    keygen(stranger)
+    with pytest.raises(RelayPermissionDenied, match="authentication failed for user"):
+        make_relay(sshd_server.spec_for("keyfile", ssh_key=None, keyfile=stranger)).open()
+    # and ``ssh key`` comes first: the stranger as keyfile does not matter then
+    both = make_relay(sshd_server.spec_for("keyfile", keyfile=stranger))
+    both.open()
+    try:
+        assert both.get_bytes("k") == b"v"
+    finally:
+        both.close()
 
 
 def test_password_login(rclone_sftp_server: RcloneSftpServer) -> None:
@@ -229,39 +248,47 @@ def test_server_that_stops_answering_mid_session_times_out(sshd_server: SshServe
 
 
 # ----------------------------------------------------------------- capabilities per server
+# What each server declares is checked against doc/protocol.rst's table by
+# tests/relay/test_capabilities.py; here: the probe gives the same answer
+# before the repository folder exists (probed through its nearest parent).
 
 
-def test_openssh_capabilities(sshd_server: SshServer) -> None:
+def test_openssh_capabilities_probed_before_the_folder_exists(sshd_server: SshServer) -> None:
     relay = make_relay(sshd_server.spec_for("caps"))
     assert isinstance(relay, SftpRelay)
     relay.open()
-    assert relay.server_version.startswith("SSH-2.0-OpenSSH")
-    caps = relay.capabilities
-    assert caps.atomic_put and caps.rename_overwrite
-    assert caps.exclusive_create and caps.rename_exclusive
-    assert caps.usage and caps.mtime_precision == 1.0
-    usage = relay.usage()
-    assert usage is not None and usage.total and usage.free is not None
-    relay.close()
+    try:
+        assert relay.server_version.startswith("SSH-2.0-OpenSSH")
+        before = relay.capabilities
+        assert before.mtime_precision == 1.0
+        relay.create_root()
+        relay.open()
+        assert relay.capabilities == before
+        usage = relay.usage()
+        assert usage is not None and usage.total and usage.free is not None
+    finally:
+        relay.close()
 
 
-def test_rclone_serve_capabilities(rclone_sftp_server: RcloneSftpServer) -> None:
+def test_rclone_serve_capabilities_probed_before_the_folder_exists(rclone_sftp_server: RcloneSftpServer) -> None:
     relay = make_relay(rclone_sftp_server.spec_for("caps"))
     assert isinstance(relay, SftpRelay)
     relay.open()
-    assert not relay.server_version.startswith("SSH-2.0-OpenSSH")
-    caps = relay.capabilities
-    # rclone's plain SFTP rename replaces an existing target: no race-free exclusivity.
-    assert not caps.exclusive_create and not caps.rename_exclusive
-    # posix-rename@openssh.com is offered, but rclone's readers may see a
-    # missing or mixed object during the replacement: no atomicity declared.
-    assert not caps.atomic_put and not caps.rename_overwrite
-    relay.close()
+    try:
+        assert not relay.server_version.startswith("SSH-2.0-OpenSSH")
+        before = relay.capabilities
+        relay.create_root()
+        relay.open()
+        assert relay.capabilities == before
+    finally:
+        relay.close()
 
 
-def test_open_creates_the_repository_folder_with_parents(sshd_server: SshServer) -> None:
+def test_create_root_makes_the_repository_folder_with_parents(sshd_server: SshServer) -> None:
     relay = make_relay(sshd_server.spec_for("deep/er/repo"))
     relay.open()
+    assert not os.path.exists(os.path.join(sshd_server.root, "deep")), "open() must not create the folder"
+    relay.create_root()
     relay.close()
     assert os.path.isdir(os.path.join(sshd_server.root, "deep", "er", "repo"))
 

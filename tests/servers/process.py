@@ -1,10 +1,13 @@
 """A test server run as a child process on a fixed 127.0.0.1 port.
 
-:class:`ServerProcess` starts a command, polls the port until it accepts, and
-can be stopped and started again on the same port (``restart``), which is what
-the conformance suite's reconnection test needs. Secrets are handed to the child
-through its environment, never its command line. A server that does not come up
-raises RuntimeError with the tail of its output: in CI that fails the run.
+:class:`ServerProcess` starts a command, polls the port until it accepts and
+checks that the listening socket is the child's own (another process may take
+a port found free in advance; :func:`start_on_free_port` then tries a fresh
+one). It can be stopped and started again on the same port (``restart``), which
+is what the conformance suite's reconnection test needs. Secrets are handed to
+the child through its environment, never its command line. A server that does
+not come up raises RuntimeError with the tail of its output: in CI that fails
+the run.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
-from tests.servers.target import free_port, wait_for_port
+from tests.servers.target import free_port, listening_pids, wait_for_port
 
 PASSWORD_ENV = "ESCALE_TEST_SERVER_PASSWORD"
 """The environment variable that hands a child server its user's password."""
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The checkout's top folder: a child run as ``python -m tests.servers.X`` starts there."""
+
+
+class PortTakenError(RuntimeError):
+    """The port accepts connections, but not our server's: another process took it."""
 
 
 class ServerProcess:
@@ -46,7 +53,7 @@ class ServerProcess:
         self.cwd = cwd
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - open for the server's life, closed by shutdown()
 
     def start(self) -> None:
         """Start the child and wait until its port accepts connections."""
@@ -65,13 +72,23 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} server exited at start: {self.output_tail()}")
             try:
                 wait_for_port(self.port, timeout=0.5)
+                if not listening_pids(self.port, [self._proc.pid]):
+                    self.stop()
+                    raise PortTakenError(f"{self.name}: port {self.port} is held by another process")
                 return
+            except PortTakenError:
+                raise
             except RuntimeError:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(
                         f"{self.name} server not listening on port {self.port}: {self.output_tail()}"
                     ) from None
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's pid (None when stopped)."""
+        return None if self._proc is None else self._proc.pid
 
     def stop(self) -> None:
         """Terminate the child (by its pid only) and wait for it."""

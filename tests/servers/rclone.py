@@ -104,14 +104,11 @@ class RcloneSftpServer(SftpFolderServer):
             "--dir-cache-time", "0s",  # see files planted straight into the folder
             "--config", os.path.join(self.workdir, "empty-rclone.conf"),
         ]  # fmt: skip
-        log = open(self.log_path, "ab")
-        offset = log.tell()
-        try:
+        with open(self.log_path, "ab") as log:
+            offset = log.tell()
             self.proc = subprocess.Popen(
                 argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
-        finally:
-            log.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

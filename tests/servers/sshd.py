@@ -27,7 +27,7 @@ import pytest
 
 from escale.relay import RelaySpec
 from tests.servers.process import start_again
-from tests.servers.target import RelayTarget, free_port, plant_file
+from tests.servers.target import RelayTarget, free_port, listening_pids, plant_file
 
 __all__ = ["sshd_server", "target_sftp"]
 
@@ -242,8 +242,7 @@ class SshServer(SftpFolderServer):
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation folder
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        try:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", self.config_path],
                 stdin=subprocess.DEVNULL,
@@ -251,9 +250,10 @@ class SshServer(SftpFolderServer):
                 stderr=log,
                 start_new_session=True,
             )
-        finally:
-            log.close()
         self.banner = wait_for_banner(self.port, self.proc, self.log_path)
+        if not listening_pids(self.port, [self.proc.pid]):  # another process's server answered
+            self.stop()
+            raise RuntimeError(f"port {self.port} is held by another process")
 
     def remote_directory(self, folder: str) -> str:
         return os.path.join(self.root, folder)

@@ -42,6 +42,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listening_pids(port: int, pids: list[int]) -> bool:
+    """Whether one of ``pids`` holds the socket listening on TCP ``port``
+    (read from /proc: a port that accepts may belong to another process, one
+    that took the port found free before our server could bind it)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                inodes.add(fields[9])
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
+
+
 def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
     """Poll until a TCP server accepts on ``port``; raise RuntimeError on timeout."""
     deadline = time.monotonic() + timeout
@@ -78,5 +108,20 @@ class RelayTarget:
         return unique_folder()
 
     def relay(self, folder: str | None = None) -> Relay:
-        """A closed relay on ``folder`` (a fresh one when None)."""
-        return make_relay(self.spec_for(folder or self.new_folder()))
+        """A closed relay on ``folder`` (a fresh one when None) whose ``open()``
+        also creates the repository folder, as a test that writes to it expects
+        (escale itself never creates one on open: Relay.create_root)."""
+        return creating_on_open(make_relay(self.spec_for(folder or self.new_folder())))
+
+
+def creating_on_open(relay: Relay) -> Relay:
+    """``relay`` with an ``open()`` that connects, then creates the repository
+    folder (see :meth:`Relay.create_root`); returns the same object."""
+    connect = relay.open
+
+    def open_and_create() -> None:
+        connect()
+        relay.create_root()
+
+    relay.open = open_and_create  # type: ignore[method-assign]
+    return relay

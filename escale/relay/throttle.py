@@ -1,0 +1,176 @@
+"""A bandwidth limit for one client's relay transfers: a token bucket.
+
+``bandwidth limit = 2 MB`` caps the bytes a client moves through its relay to
+that many per second, reads and writes together. :class:`TokenBucket` holds
+the allowance (shared by every connection the client opens, and by its threads);
+:class:`ThrottledRelay` wraps a backend so that each ``get`` and ``put`` streams
+through the bucket: each chunk written to the sink or read from the source is
+paid for before it moves on, so a transfer never runs ahead of the limit by
+more than the bucket's burst (a quarter of a second's worth, at most 256 KiB).
+Listings and stats are not counted: they are small and a limit on them would
+only slow the pass down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import BinaryIO, cast
+
+from escale.relay.base import Capabilities, Entry, Relay, Usage
+
+#: The most bytes a bucket lets through at once after an idle time.
+MAX_BURST = 256 * 1024
+
+
+class TokenBucket:
+    """``rate`` bytes per second, with a burst of ``burst`` bytes (default: a
+    quarter second's worth, at most :data:`MAX_BURST`). Thread-safe.
+
+    :meth:`take` may run the bucket into debt (a chunk larger than the burst
+    goes through at once) and then sleeps until the debt is paid: the average
+    rate over any stretch is never above ``rate`` by more than ``burst`` bytes.
+    """
+
+    def __init__(self, rate: int, burst: int | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate < 1:
+            raise ValueError("rate must be at least one byte per second")
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(1, min(MAX_BURST, rate // 4)))
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def take(self, amount: int) -> None:
+        """Pay for ``amount`` bytes, sleeping as long as the limit asks."""
+        if amount <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= amount
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+
+
+class _Source:
+    """A seekable source whose reads are paid for in ``bucket``."""
+
+    def __init__(self, inner: BinaryIO, bucket: TokenBucket) -> None:
+        self._inner = inner
+        self._bucket = bucket
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self._bucket.take(len(data))
+        return data
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def seekable(self) -> bool:
+        return self._inner.seekable()
+
+    def readable(self) -> bool:
+        return True
+
+
+class _Sink:
+    """A sink whose writes are paid for in ``bucket``; rewinding and truncating
+    (the retry wrapper's) go to the inner sink."""
+
+    def __init__(self, inner: BinaryIO, bucket: TokenBucket) -> None:
+        self._inner = inner
+        self._bucket = bucket
+
+    def write(self, data: bytes) -> int:
+        self._bucket.take(len(data))
+        return self._inner.write(data)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._inner.truncate(size)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def seekable(self) -> bool:
+        return self._inner.seekable()
+
+    def writable(self) -> bool:
+        return True
+
+
+class ThrottledRelay(Relay):
+    """``inner`` whose object contents move at most ``bucket.rate`` bytes a second."""
+
+    def __init__(self, inner: Relay, bucket: TokenBucket) -> None:
+        super().__init__()
+        self.inner = inner
+        self.bucket = bucket
+        self.scheme = inner.scheme
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The inner backend's, read live (some learn theirs on open())."""
+        return self.inner.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        self.inner.capabilities = value
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def _connect(self) -> None:
+        self.inner.open()
+
+    def _disconnect(self) -> None:
+        self.inner.close()
+
+    def _list(self, folder: str) -> list[Entry]:
+        return self.inner.list_raw(folder)
+
+    def _stat(self, name: str) -> Entry:
+        return self.inner.stat(name)
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        self.inner.get(name, cast(BinaryIO, _Sink(sink, self.bucket)))
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        self.inner.put(name, cast(BinaryIO, _Source(source, self.bucket)), exclusive=exclusive)
+
+    def _delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def _rename(self, source: str, target: str, overwrite: bool) -> None:
+        self.inner.rename(source, target, overwrite=overwrite)
+
+    def _mkdir(self, name: str) -> None:
+        self.inner.mkdir(name)
+
+    def _create_root(self) -> None:
+        self.inner.create_root()
+
+    def _rmdir(self, name: str) -> None:
+        self.inner.rmdir(name)
+
+    def _delete_temporary(self, name: str) -> None:
+        self.inner.delete_temporary(name)
+
+    def _usage(self) -> Usage | None:
+        return self.inner.usage()

@@ -1,0 +1,49 @@
+"""The bandwidth and dry-run wrappers over every backend: a throttled relay
+carries contents unchanged (each backend streams its own way: copyfileobj,
+STOR/RETR blocks, SFTP chunks, an HTTP body), and a read-only relay reads
+everything and writes nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+
+from escale.relay import Relay
+from escale.relay.readonly import ReadOnlyRelay
+from escale.relay.retry import RetryingRelay
+from escale.relay.throttle import ThrottledRelay, TokenBucket
+
+
+def test_throttled_relay_round_trip(relay: Relay) -> None:
+    data = os.urandom(300_000)
+    throttled = RetryingRelay(ThrottledRelay(relay, TokenBucket(100_000_000)))
+    throttled.open()
+    try:
+        throttled.put("a/big", io.BytesIO(data))
+        sink = io.BytesIO()
+        throttled.get("a/big", sink)
+        assert sink.getvalue() == data
+        assert [e.name for e in throttled.list("a")] == ["a/big"]
+    finally:
+        throttled.close()
+
+
+def test_read_only_relay_reads_and_writes_nothing(relay: Relay) -> None:
+    relay.put_bytes("kept", b"original")
+    read_only = ReadOnlyRelay(relay)
+    read_only.open()
+    try:
+        assert read_only.get_bytes("kept") == b"original"
+        read_only.put_bytes("kept", b"changed")
+        read_only.put_bytes("new/object", b"x")
+        read_only.delete("kept")
+        read_only.rename("kept", "moved", overwrite=True)
+        read_only.mkdir("folder")
+        assert read_only.dropped == ["put kept", "put new/object", "delete kept", "rename kept moved",
+                                     "mkdir folder"]
+        assert [e.name for e in read_only.list()] == ["kept"]
+    finally:
+        read_only.close()
+    relay.open()
+    assert relay.get_bytes("kept") == b"original"
+    assert [e.name for e in relay.list()] == ["kept"]
