@@ -203,6 +203,21 @@ class ProtocolError(EscaleError):
         self.name = name
 
 
+class RepositoryGone(ProtocolError):
+    """The repository this client synced with is no longer on the relay (an
+    unmounted disk, a wiped server) or the relay now holds a different one.
+    Nothing is re-created on its own: the user checks the relay, then runs
+    ``escalectl fix`` (rebuild from this client) or ``escalectl migrate``."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class ObjectTooLarge(ProtocolError):
+    """A relay object is larger than the bound for its kind (metadata objects
+    are read whole, so they are bounded: a planted huge object is refused, not
+    read into memory). ``name`` is the relay object."""
+
+
 class LeaseBusy(ProtocolError):
     """Another client holds the relay's lease; try again later."""
 
@@ -237,9 +252,11 @@ class DiskFull(LocalError):
 
 
 class ClientBusy(EscaleError):
-    """Another escale process is already working on this client."""
+    """Another escale process is already working on this client (a cron
+    ``--once`` beside the daemon): try again later, nothing is wrong."""
 
     exit_code = EX_TEMPFAIL
+    transient = True
 
 
 class DaemonError(EscaleError):

@@ -298,9 +298,3 @@ def derive_keys(secret: KeySecret, salt: bytes, kdf: KdfParams | None) -> Reposi
     with _cache_lock:
         _cache[cache_key] = keys
     return keys
-
-
-def clear_cache() -> None:
-    """Forget every cached derivation (tests; or after a key change)."""
-    with _cache_lock:
-        _cache.clear()

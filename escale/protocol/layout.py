@@ -30,12 +30,21 @@ ACKS = "acks"
 FOLDERS = (CLIENTS, LEASES, META, DATA, ACKS)
 
 _HEX32 = r"[0-9a-f]{32}"
-_META = re.compile(rf"({_HEX32})\.(\d{{10}})")
-_DATA = re.compile(rf"({_HEX32})\.(\d{{10}})\.([0-9a-f]{{16}})")
-_ACK = re.compile(rf"({_HEX32})\.(\d{{10}})\.({_HEX32})")
-# 12 digits, more once 10**12 is passed (a forged lease/999999999999 must not
-# leave writers unable to name the next generation); 18 keeps it in 64 bits
-_LEASE = re.compile(r"\d{12,18}")
+# versions: ASCII digits, at least 10 (zero-padded), more from 10**10 on; 19
+# digits hold every 63-bit number, so a longer run is foreign (never int()ed)
+_VERSION = r"([0-9]{10,19})"
+_META = re.compile(rf"({_HEX32})\.{_VERSION}")
+_DATA = re.compile(rf"({_HEX32})\.{_VERSION}\.([0-9a-f]{{16}})")
+_ACK = re.compile(rf"({_HEX32})\.{_VERSION}\.({_HEX32})")
+#: the highest path version: versions go to SQLite (64-bit signed integers).
+MAX_VERSION = 2**63 - 1
+# ASCII digits only (``\d`` would also take other scripts' digits); any count,
+# so that the successor of a forged lease/999999999999999999 is still listed and
+# parsed. parse_lease() also requires the canonical spelling and the range.
+_LEASE = re.compile(r"[0-9]+")
+#: the highest lease generation: SQLite (the observations) stores 64-bit signed
+#: integers. A name above it is foreign. Only a planted name can get there.
+MAX_LEASE_GENERATION = 2**63 - 1
 _CLIENT = re.compile(_HEX32)
 
 
@@ -44,7 +53,18 @@ def new_client_id() -> str:
     return secrets.token_hex(16)
 
 
+def _version(digits: str) -> int | None:
+    """The version spelled ``digits`` (as matched by ``_VERSION``): None when it
+    is out of range or not the one canonical spelling ``f"{v:010d}"`` (an
+    ``00000000001`` would alias version 1's object under another name)."""
+    version = int(digits)
+    if not 1 <= version <= MAX_VERSION or digits != f"{version:010d}":
+        return None
+    return version
+
+
 def meta_name(key: str, version: int) -> str:
+    """Zero-padded to 10 digits; more digits (no padding) from ``10**10`` on."""
     return f"{META}/{key}.{version:010d}"
 
 
@@ -58,6 +78,8 @@ def ack_name(key: str, version: int, client: str) -> str:
 
 
 def lease_name(generation: int) -> str:
+    """The object of lease ``generation``: zero-padded to 12 digits, more
+    digits (no padding) from ``10**12`` on."""
     return f"{LEASES}/{generation:012d}"
 
 
@@ -75,27 +97,46 @@ class VersionRef:
     suffix: str = ""
 
 
+def _parse(pattern: re.Pattern[str], name: str) -> VersionRef | None:
+    match = pattern.fullmatch(name.rpartition("/")[2])
+    if match is None:
+        return None
+    version = _version(match[2])
+    if version is None:
+        return None
+    return VersionRef(name, match[1], version, match[3] if pattern.groups > 2 else "")
+
+
 def parse_meta(name: str) -> VersionRef | None:
-    base = name.rpartition("/")[2]
-    match = _META.fullmatch(base)
-    return VersionRef(name, match[1], int(match[2])) if match else None
+    """``meta/<key>.<version>``; None for a foreign name (callers skip it)."""
+    return _parse(_META, name)
 
 
 def parse_data(name: str) -> VersionRef | None:
-    base = name.rpartition("/")[2]
-    match = _DATA.fullmatch(base)
-    return VersionRef(name, match[1], int(match[2]), match[3]) if match else None
+    """``data/<key>.<version>.<random>``; None for a foreign name."""
+    return _parse(_DATA, name)
 
 
 def parse_ack(name: str) -> VersionRef | None:
-    base = name.rpartition("/")[2]
-    match = _ACK.fullmatch(base)
-    return VersionRef(name, match[1], int(match[2]), match[3]) if match else None
+    """``acks/<key>.<version>.<client>``; None for a foreign name."""
+    return _parse(_ACK, name)
 
 
 def parse_lease(name: str) -> int | None:
+    """The generation of a listed lease name; None when the name is foreign.
+
+    A generation name is what :func:`lease_name` writes for a generation from 1
+    to :data:`MAX_LEASE_GENERATION`: decimal digits of any count, in the one
+    canonical spelling (``000000000007``, ``1000000000000``; neither ``7`` nor
+    ``0001000000000000``, which would alias another name).
+    """
     base = name.rpartition("/")[2]
-    return int(base) if _LEASE.fullmatch(base) else None
+    if not _LEASE.fullmatch(base) or len(base) > 19:  # 19 digits hold every 63-bit number
+        return None
+    generation = int(base)
+    if not 1 <= generation <= MAX_LEASE_GENERATION or base != f"{generation:012d}":
+        return None
+    return generation
 
 
 def parse_client(name: str) -> str | None:

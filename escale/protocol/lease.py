@@ -3,19 +3,55 @@
 Objects: ``lease/<generation>`` (see :mod:`escale.protocol.layout`), each a sealed
 :class:`LeaseRecord`. The current lease is the highest generation listed.
 
+Names: a generation is named by :func:`layout.lease_name` and read back by
+:func:`layout.parse_lease` (any number of digits, canonical spelling, at most
+``2**63 - 1``). Anything else listed in ``lease/`` (a folder, a foreign or
+non-canonical name, a number beyond 63 bits) is ignored with one warning; the
+next generation is still chosen above every generation *name* listed, folders
+included, so that it can be written, listed and parsed.
+
 Taking the lease (generation ``g+1`` after ``g``):
 
-1. The current record must be released, ours from a process that is gone, or
-   *stale*: the observer has seen the same ``(token, beat)`` for longer than
-   ``lock timeout`` on its own boot-time clock. Remote clocks are never read. An
-   unreadable record (forged, wrong key) counts as held by an unknown client and
-   goes stale the same way: an outsider can delay a client, not fool it.
+1. The current record must be released, stale, or ours from an attempt that
+   is over: ours means our client id on our host; over means its process is
+   gone, or it is this very process and its token is not one a live
+   :class:`Lease` (or an acquisition in progress) of this process holds (a
+   pass that failed while the relay dropped, its release lost with it). A
+   record of our client from another *live* process is held like anyone's.
+   *Stale*: the observer has seen the same ``(token, beat)`` for longer than
+   ``lock timeout`` on its own boot-time clock. Remote clocks are never read.
+   An unreadable record (forged, wrong key) counts as held by an unknown
+   client and goes stale the same way: an outsider can delay a client, not
+   fool it.
 2. ``lease/<g+1>`` is created with an exclusive put. Where the backend's exclusive
    create is atomic, exactly one contender wins generation ``g+1``. Where it is
-   not (check-then-put servers), the winner waits ``settle`` seconds, then reads
-   its record back and lists the folder: it holds the lease only if its token is
-   still there and no higher generation appeared.
-3. The holder renews (rewrites its record with ``beat + 1``) every third of the
+   not (check-then-put servers), contenders may overwrite each other; every
+   writer waits ``settle`` seconds, then reads the record back and lists the
+   folder. **Rule**: the contender whose token the record holds wins, unless a
+   generation above ``g+1`` is listed. The record holds one token at a time,
+   and the last writer always reads back its own: when every contender runs
+   in lock step, the last to write wins (a write that becomes visible later
+   than ``settle`` remains the one window of this weakest server).
+
+   The settle is measured, not fixed (:meth:`LeaseManager.settle_for`). A
+   competitor can overwrite our record only if its existence check ran before
+   our record was visible, that is before our exclusive put returned; its own
+   record is then visible at most one *claim window* (check, upload, move:
+   the whole exclusive put, as timed by the writer) after that check. So
+   waiting one competitor's claim window after our put returns is enough. The
+   competitor's window is not known; ours, timed on this relay and this
+   machine at this moment, stands for it with a margin:
+   ``SETTLE_FACTOR`` times the longest of our recent windows (this one
+   included), at least ``SETTLE_FLOOR`` (scheduling noise) and at most the old
+   fixed bound, a tenth of the lock timeout and 2 s. Where exclusive create is
+   atomic the settle is 0: the put itself decides.
+3. A contender that wrote a record and does not become the holder (a higher
+   generation appeared, or its attempt failed with a relay error after the
+   write) *withdraws*: if the record still holds its token it rewrites it as
+   released. So a record that never became a lease does not block the others
+   until it goes stale; only a contender that dies (or loses the relay) between
+   write and withdrawal leaves one, which then goes stale like a dead holder's.
+4. The holder renews (rewrites its record with ``beat + 1``) every third of the
    timeout, from a heartbeat thread on its own connection, and verifies the
    record is still its own each time.
 
@@ -24,7 +60,9 @@ when the lease was taken over, or when the holder's own clock says its last
 successful renewal is older than 90% of the timeout: a client suspended
 (SIGSTOP, laptop sleep; the boot-time clock counts suspended time) past its
 expiry can never commit, even if nobody took the lease meanwhile. Every
-placeholder also records the generation it was committed under.
+placeholder also records the generation it was committed under. The holder's
+own clock counts from the instant *before* each write of its record, so its
+expiry always comes before any observer's staleness of that record.
 """
 
 from __future__ import annotations
@@ -47,9 +85,10 @@ from escale.errors import (
     RelayExists,
     RelayNotFound,
 )
+from escale.processes import pid_alive
 from escale.protocol import layout
-from escale.protocol.envelope import Sealer
-from escale.protocol.objects import LeaseRecord
+from escale.protocol.objects import MAX_OBJECT_BYTES, LeaseRecord
+from escale.protocol.sealer import Sealer
 from escale.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -82,23 +121,154 @@ class Observation:
     boot: str
 
 
-def _pid_alive(pid: int) -> bool:
+#: (relay, name) of lease names already reported as foreign by this process
+#: The settle, where exclusive create is not atomic, is this many times the
+#: longest claim window measured (see rule 2 of the module) ...
+SETTLE_FACTOR = 4.0
+#: ... and never shorter than this (seconds: the scheduling noise of a busy host) ...
+SETTLE_FLOOR = 0.2
+#: ... nor longer than this, or a tenth of the lock timeout (the former fixed settle).
+SETTLE_CEILING = 2.0
+#: How many recent claim windows the settle remembers.
+SETTLE_HISTORY = 8
+
+_reported: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
+
+
+def _report_foreign(relay: Relay, name: str, what: str) -> None:
+    """Log a foreign name in ``lease/``: WARNING the first time, then DEBUG."""
+    key = (relay.describe(), name)
+    with _reported_lock:
+        first = key not in _reported
+        _reported.add(key)
+    log.log(logging.WARNING if first else logging.DEBUG, "relay object %s: %s; ignored", name, what)
+
+
+@dataclass(frozen=True)
+class LeaseListing:
+    """What ``lease/`` lists: the generations that are objects (sorted), and the
+    highest generation *name* of anything listed (folders included)."""
+
+    generations: list[int]
+    highest_name: int
+
+    @property
+    def current(self) -> int:
+        """The current (highest) generation; 0 when there is none."""
+        return self.generations[-1] if self.generations else 0
+
+
+def list_leases(relay: Relay) -> LeaseListing:
+    """List ``lease/`` on ``relay`` (needs no key); an absent folder is empty.
+
+    Names that are not generations (foreign, non-canonical, beyond 63 bits) and
+    folders are left out of ``generations`` and reported once each (WARNING,
+    then DEBUG): a planted name never stops a pass.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        entries = relay.list(layout.LEASES)
+    except RelayNotFound:
+        return LeaseListing([], 0)
+    generations: list[int] = []
+    highest_name = 0
+    for entry in entries:
+        generation = layout.parse_lease(entry.name)
+        if generation is None:
+            _report_foreign(relay, entry.name, "not a lease generation name")
+            continue
+        highest_name = max(highest_name, generation)
+        if entry.is_dir:
+            _report_foreign(relay, entry.name, "a folder where a lease record belongs")
+            continue
+        generations.append(generation)
+    generations.sort()
+    return LeaseListing(generations, highest_name)
 
 
 def highest_generation(relay: Relay) -> int:
     """The highest lease generation listed on ``relay`` (0 when none); needs no key."""
+    return list_leases(relay).current
+
+
+def read_record(relay: Relay, sealer: Sealer, generation: int) -> LeaseRecord | None:
+    """The record of lease ``generation`` on ``relay``; None when missing.
+
+    Raises ProtocolError or CryptoError when the object does not open or
+    decode (forged or foreign), or names another generation.
+    """
+    name = layout.lease_name(generation)
     try:
-        entries = relay.list(layout.LEASES)
+        sealed = relay.get_bytes(name, limit=MAX_OBJECT_BYTES)
     except RelayNotFound:
-        return 0
-    return max((g for e in entries if (g := layout.parse_lease(e.name)) is not None), default=0)
+        return None
+    record = LeaseRecord.decode(sealer.open(name, sealed), name)
+    if record.generation != generation:
+        raise ProtocolError(f"relay object {name}: lease generation mismatch", name=name)
+    return record
+
+
+def write_record(relay: Relay, sealer: Sealer, record: LeaseRecord, *, exclusive: bool = False) -> None:
+    """Seal ``record`` and put it as lease ``record.generation`` on ``relay``
+    (``exclusive``: RelayExists when that generation exists)."""
+    name = layout.lease_name(record.generation)
+    relay.put_bytes(name, sealer.seal(name, record.encode()), exclusive=exclusive)
+
+
+def new_record(generation: int, *, holder: str, label: str, operation: str) -> LeaseRecord:
+    """A new record of lease ``generation`` written by this process: this host
+    and pid, a fresh token, no renewal yet, not released."""
+    return LeaseRecord(generation=generation, holder=holder, label=label, host=socket.gethostname(),
+                       pid=os.getpid(), operation=operation, token=secrets.token_hex(16), beat=0)
+
+
+def write_released(
+    relay: Relay, sealer: Sealer, record: LeaseRecord, *, reissue: bool = False, exclusive: bool = False
+) -> LeaseRecord:
+    """Write ``record`` marked *released* on ``relay``; return what was written.
+
+    This is how every lease record ends: a record is never deleted to free the
+    lease (generations only grow), it is rewritten released, and the next client
+    may take generation ``record.generation + 1`` at once. Uses:
+
+    * the holder giving its lease back, or a contender withdrawing a record that
+      never became a lease: ``record`` is its own, token kept;
+    * a record written on behalf of no live lease (``escalectl leases --break``,
+      a restore or migration continuing the generation numbers): pass a
+      :func:`new_record`, or ``reissue=True`` to copy another record's fields
+      with a fresh token and this process's host and pid, so that the written
+      record is never taken for the one it copies.
+
+    ``exclusive``: only where the generation does not exist yet (RelayExists
+    otherwise). Relay errors propagate; nothing is retried here.
+    """
+    released = replace(record, released=True)
+    if reissue:
+        released = replace(released, token=secrets.token_hex(16), host=socket.gethostname(), pid=os.getpid())
+    write_record(relay, sealer, released, exclusive=exclusive)
+    return released
+
+
+#: tokens of the leases this process holds or is taking: a record of ours
+#: (client, host, pid) with any other token is left from an attempt that is over
+_live_tokens: set[str] = set()
+_live_lock = threading.Lock()
+
+
+def _hold_token(token: str) -> None:
+    with _live_lock:
+        _live_tokens.add(token)
+
+
+def _drop_token(token: str) -> None:
+    with _live_lock:
+        _live_tokens.discard(token)
+
+
+def token_is_live(token: str) -> bool:
+    """Whether ``token`` belongs to a lease this process holds or is taking."""
+    with _live_lock:
+        return token in _live_tokens
 
 
 class Lease:
@@ -116,10 +286,6 @@ class Lease:
     @property
     def generation(self) -> int:
         return self.record.generation
-
-    @property
-    def lost(self) -> bool:
-        return self._lost is not None
 
     def _age(self) -> float:
         return self._manager.clock() - self._renewed_at
@@ -146,12 +312,14 @@ class Lease:
             if self._manager.highest(relay) > self.generation:
                 self._lose(f"a newer lease generation than {self.generation} exists")
             renewed = replace(self.record, beat=self.record.beat + 1)
+            before = self._manager.clock()  # observers cannot see the new beat earlier
             self._manager.write(relay, renewed)
             self.record = renewed
-            self._renewed_at = self._manager.clock()
+            self._renewed_at = before
 
     def _lose(self, reason: str) -> None:
         self._lost = reason
+        _drop_token(self.record.token)
         log.error("%s", reason)
         raise LeaseLost(reason)
 
@@ -167,6 +335,7 @@ class Lease:
             with self._lock:
                 if not self._lost:
                     self._lost = f"lease generation {self.generation} expired before commit"
+                    _drop_token(self.record.token)
             raise LeaseLost(self._lost or "lease lost")
         if self._age() > self._manager.timeout / 3:
             self.renew()
@@ -196,7 +365,9 @@ class Lease:
     def release(self) -> None:
         """Give the lease back (best effort): mark our record released.
 
-        Never raises: a failed release only means others wait for staleness.
+        Never raises: a failed release only means other clients wait for
+        staleness; this process itself takes the record over at its next
+        attempt (the token is no longer live). The lease is over either way.
         """
         self.stop_heartbeat()
         if self._lost:
@@ -205,10 +376,12 @@ class Lease:
             with self._lock:
                 current = self._manager.read(self._manager.relay, self.generation)
                 if current is not None and current.token == self.record.token:
-                    self._manager.write(self._manager.relay, replace(self.record, released=True))
-                self._lost = "lease released"
+                    write_released(self._manager.relay, self._manager.sealer, self.record)
         except EscaleError as exc:
             log.warning("could not release lease generation %d: %s", self.generation, exc)
+        finally:
+            self._lost = "lease released"
+            _drop_token(self.record.token)
 
     def __enter__(self) -> Lease:
         return self
@@ -241,13 +414,37 @@ class LeaseManager:
         self.observations: MutableMapping[int, Observation] = (
             observations if observations is not None else {}
         )
-        if settle is None:
-            settle = 0.0 if relay.capabilities.exclusive_create else min(2.0, timeout / 10)
-        self.settle = settle
+        #: A fixed settle given by the caller; None: measured (see :attr:`settle`).
+        self.fixed_settle = settle
+        self._windows: list[float] = []  # recent claim windows, seconds
         self.clock = clock
         self.sleep = sleep
         self.host = socket.gethostname()
         self.boot = boot_id()
+
+    @property
+    def settle(self) -> float:
+        """Seconds a claim waits before reading its record back: the fixed
+        settle when one was given, else 0 where exclusive create is atomic,
+        else :meth:`settle_for` of the longest recent claim window (the
+        ceiling before any claim was timed)."""
+        if self.fixed_settle is not None:
+            return self.fixed_settle
+        if self.relay.capabilities.exclusive_create:
+            return 0.0
+        return self.settle_for(max(self._windows, default=float("inf")))
+
+    def settle_for(self, window: float) -> float:
+        """The settle for a claim window of ``window`` seconds (rule 2 of the
+        module): ``SETTLE_FACTOR * window`` within ``[SETTLE_FLOOR, ceiling]``,
+        the ceiling being ``min(SETTLE_CEILING, timeout / 10)``."""
+        ceiling = min(SETTLE_CEILING, self.timeout / 10)
+        return max(min(SETTLE_FLOOR, ceiling), min(ceiling, SETTLE_FACTOR * window))
+
+    def _timed_claim(self, window: float) -> None:
+        """Remember one claim window (the exclusive put of a record, timed)."""
+        self._windows.append(window)
+        del self._windows[:-SETTLE_HISTORY]
 
     # ----------------------------------------------------------- relay I/O
 
@@ -256,39 +453,37 @@ class LeaseManager:
         return highest_generation(relay)
 
     def read(self, relay: Relay, generation: int) -> LeaseRecord | None:
-        """The record of ``generation``; None when missing.
-
-        Raises ProtocolError or CryptoError when the object does not open or
-        decode (forged or foreign).
-        """
-        name = layout.lease_name(generation)
-        try:
-            sealed = relay.get_bytes(name)
-        except RelayNotFound:
-            return None
-        record = LeaseRecord.decode(self.sealer.open(name, sealed), name)
-        if record.generation != generation:
-            raise ProtocolError(f"relay object {name}: lease generation mismatch", name=name)
-        return record
+        """:func:`read_record` with this manager's sealer."""
+        return read_record(relay, self.sealer, generation)
 
     def write(self, relay: Relay, record: LeaseRecord, *, exclusive: bool = False) -> None:
-        name = layout.lease_name(record.generation)
-        relay.put_bytes(name, self.sealer.seal(name, record.encode()), exclusive=exclusive)
+        """:func:`write_record` with this manager's sealer."""
+        write_record(relay, self.sealer, record, exclusive=exclusive)
 
     # ----------------------------------------------------------- taking
+
+    def _is_ours_and_over(self, generation: int, record: LeaseRecord) -> bool:
+        """Whether ``record`` is this client's, on this host, from an attempt
+        that is over: its process is gone, or it is this process and the token
+        is not live here. Our client in another live process still holds it."""
+        if record.holder != self.client_id or record.host != self.host:
+            return False
+        if record.pid == os.getpid():
+            if token_is_live(record.token):
+                return False  # a Lease of this very process holds it
+            log.info("taking over lease generation %d left by an earlier attempt of this process "
+                     "(its release did not reach the relay)", generation)
+            return True
+        if not pid_alive(record.pid):
+            log.info("taking over lease generation %d left by our own dead process %d", generation, record.pid)
+            return True
+        return False
 
     def _is_free(self, generation: int, record: LeaseRecord | None, unreadable: bool) -> bool:
         """Whether lease ``generation`` may be superseded now (observing it if not)."""
         if record is not None and record.released:
             return True
-        if (
-            record is not None
-            and record.holder == self.client_id
-            and record.host == self.host
-            and record.pid != os.getpid()
-            and not _pid_alive(record.pid)
-        ):
-            log.info("taking over lease generation %d left by our own dead process %d", generation, record.pid)
+        if record is not None and self._is_ours_and_over(generation, record):
             return True
         token = record.token if record is not None else ("?unreadable" if unreadable else "?missing")
         beat = record.beat if record is not None else -1
@@ -300,8 +495,15 @@ class LeaseManager:
         return now - seen.first_seen > self.timeout
 
     def acquire(self, operation: str = "sync") -> Lease:
-        """Take the lease for ``operation``; raise LeaseBusy when another holds it."""
-        current = self.highest(self.relay)
+        """Take the lease for ``operation``; raise LeaseBusy when another holds it.
+
+        Raises ProtocolError when the generation names are exhausted (a planted
+        ``lease/9223372036854775807`` that went stale: only deleting it helps),
+        and relay errors as they come; after any failure this attempt has
+        withdrawn its record where it could (see the module's rule 3).
+        """
+        listing = list_leases(self.relay)
+        current = listing.current
         if current:
             unreadable = False
             try:
@@ -312,41 +514,82 @@ class LeaseManager:
             if not self._is_free(current, record, unreadable):
                 holder = f"{record.label} on {record.host}" if record else "an unknown client"
                 raise LeaseBusy(f"relay lease generation {current} is held by {holder}")
-        token = secrets.token_hex(16)
+        generation = max(current, listing.highest_name) + 1
+        if generation > layout.MAX_LEASE_GENERATION:
+            name = layout.lease_name(generation - 1)
+            raise ProtocolError(f"relay object {name}: no lease generation is left after it (a planted name?); "
+                                f"delete it from the relay to let clients take the lease", name=name)
         mine = LeaseRecord(
-            generation=current + 1,
+            generation=generation,
             holder=self.client_id,
             label=self.label,
             host=self.host,
             pid=os.getpid(),
             operation=operation,
-            token=token,
+            token=secrets.token_hex(16),
             beat=0,
         )
+        _hold_token(mine.token)
+        started = self.clock()  # before the write: no observer can see the record earlier
         try:
-            self.write(self.relay, mine, exclusive=True)
-        except RelayExists:
-            pass  # lost the race, or our own write retried after success: read back below
-        if self.settle:
-            self.sleep(self.settle)
-        try:
-            back = self.read(self.relay, mine.generation)
-        except (ProtocolError, CryptoError):
-            back = None
-        if back is None or back.token != token or self.highest(self.relay) != mine.generation:
-            raise LeaseBusy(f"another client took relay lease generation {mine.generation} first")
-        lease = Lease(self, mine, self.clock())
+            lease = self._claim(mine, started)
+        except BaseException:
+            _drop_token(mine.token)
+            raise
         self._prune(mine.generation)
         log.debug("took relay lease generation %d for %s", mine.generation, operation)
         return lease
 
-    def _prune(self, generation: int) -> None:
-        """Delete lease generations older than ``generation - 1`` (best effort)."""
+    def _claim(self, mine: LeaseRecord, started: float) -> Lease:
+        """Write ``mine`` exclusively and confirm it (rules 2 and 3 of the module)."""
         try:
-            for entry in self.relay.list(layout.LEASES):
-                old = layout.parse_lease(entry.name)
-                if old is not None and old < generation - 1:
-                    self.relay.delete(entry.name)
+            began = time.monotonic()
+            try:
+                self.write(self.relay, mine, exclusive=True)
+            except RelayExists:
+                pass  # lost the race, or our own write retried after success: read back below
+            # a write that failed otherwise may still have landed: withdrawn below
+            self._timed_claim(time.monotonic() - began)
+            settle = self.settle
+            if settle:
+                log.debug("settling %.3fs after claiming lease generation %d", settle, mine.generation)
+                self.sleep(settle)
+            try:
+                back = self.read(self.relay, mine.generation)
+            except (ProtocolError, CryptoError):
+                back = None
+            if back is None or back.token != mine.token:
+                raise LeaseBusy(f"another client took relay lease generation {mine.generation} first")
+            newer = self.highest(self.relay)
+            if newer > mine.generation:
+                self._withdraw(mine)
+                raise LeaseBusy(f"relay lease generation {newer} appeared while taking generation "
+                                f"{mine.generation}")
+        except EscaleError as exc:
+            if not isinstance(exc, LeaseBusy):
+                self._withdraw(mine)
+            raise
+        return Lease(self, mine, started)
+
+    def _withdraw(self, mine: LeaseRecord) -> None:
+        """Mark our record released if it still holds our token (best effort):
+        a record that never became a lease must not block the others."""
+        try:
+            back = self.read(self.relay, mine.generation)
+            if back is not None and back.token == mine.token and not back.released:
+                write_released(self.relay, self.sealer, mine)
+                log.debug("withdrew from relay lease generation %d", mine.generation)
+        except EscaleError as exc:
+            log.warning("could not withdraw from relay lease generation %d (others wait until it is stale): %s",
+                        mine.generation, exc)
+
+    def _prune(self, generation: int) -> None:
+        """Delete lease generations older than ``generation - 1`` (best effort);
+        folders and foreign names are left alone."""
+        try:
+            for old in list_leases(self.relay).generations:
+                if old < generation - 1:
+                    self.relay.delete(layout.lease_name(old))
                     self.observations.pop(old, None)
         except EscaleError as exc:
             log.debug("pruning old leases: %s", exc)

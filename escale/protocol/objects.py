@@ -10,12 +10,17 @@ every field.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any, Literal, TypeVar
 
 from escale.errors import ProtocolError
-from escale.protocol.layout import DATA, parse_data
+from escale.protocol.layout import DATA, MAX_VERSION, parse_data
 
 FORMAT = 1
 
@@ -42,26 +47,137 @@ def _field(doc: dict[str, Any], key: str, kind: type[T] | tuple[type, ...], name
     return value
 
 
-def _load(data: bytes, name: str, kind: str) -> dict[str, Any]:
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise ValueError("duplicate field")
+    return doc
+
+
+def _load(data: bytes, name: str, kind: str, fields: Iterable[str] = ()) -> dict[str, Any]:
+    """The JSON document of relay object ``name``, refused unless it is exactly
+    what :func:`_dump` writes: UTF-8, one object, sorted keys, compact, each key
+    once, no key outside ``format``, ``type`` and ``fields`` (when given).
+    Whatever is wrong raises ProtocolError naming the object, never anything
+    else (so that a forged object costs one warning, not a pass)."""
+    if len(data) > MAX_OBJECT_BYTES:
+        raise ProtocolError(f"relay object {name}: larger than {MAX_OBJECT_BYTES} bytes", name=name)
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"relay object {name}: not a valid {kind} ({exc})", name=name) from exc
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"relay object {name}: not a valid {kind} ({type(exc).__name__})", name=name) from exc
     if not isinstance(doc, dict):
         raise ProtocolError(f"relay object {name}: not a valid {kind}", name=name)
-    if doc.get("format") != FORMAT or doc.get("type") != kind:
-        raise ProtocolError(
-            f"relay object {name}: unsupported {kind} format {doc.get('format')!r}", name=name
-        )
+    if doc.get("format") != FORMAT or doc.get("type") != kind or isinstance(doc.get("format"), bool):
+        shown = repr(doc.get("format"))[:40]
+        raise ProtocolError(f"relay object {name}: unsupported {kind} format {shown}", name=name)
+    known = set(fields)
+    if known:
+        unknown = sorted(k for k in doc if k not in known and k not in ("format", "type"))
+        if unknown:
+            raise ProtocolError(f"relay object {name}: unknown field {unknown[0][:40]!r} in a {kind}", name=name)
+    try:
+        canonical = _canonical(doc) == data
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        canonical = False
+    if not canonical:
+        # the same document spelled differently is not the object a client wrote
+        raise ProtocolError(f"relay object {name}: not in the canonical form of a {kind}", name=name)
     return doc
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _dump(kind: str, fields: dict[str, Any]) -> bytes:
     doc = {"format": FORMAT, "type": kind, **fields}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _canonical(doc)
 
 
-@dataclass(frozen=True)
+def _names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclass_fields(kind))
+
+
+#: Bound of every metadata object (placeholder, acknowledgement, registration,
+#: lease, header) as stored on the relay: they are read whole, so a bigger one
+#: is refused unread (``Relay.get_bytes(limit=...)``). A placeholder listing a
+#: few thousand receivers stays far below it.
+MAX_OBJECT_BYTES = 1024 * 1024
+#: Bounds of a synchronised path (relative, ``/``-separated, UTF-8): bytes of
+#: one component (NAME_MAX of common filesystems), components, bytes in all
+#: (PATH_MAX on Linux). A placeholder beyond them is refused when read.
+MAX_NAME_BYTES = 255
+MAX_PATH_DEPTH = 256
+MAX_PATH_BYTES = 4096
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CLIENT_ID = re.compile(r"[0-9a-f]{32}")
+_HEX = re.compile(r"[0-9a-f]+")
+#: digests of variable length: no fixed-length hex to check
+_VARIABLE_DIGESTS = frozenset({"shake_128", "shake_256"})
+
+
+@functools.cache
+def checksum_algorithms() -> dict[str, int]:
+    """Checksum algorithms a placeholder may name, with their digest size in
+    bytes: this machine's hashlib algorithms of fixed length (as the
+    ``checksum`` setting accepts them), lower case."""
+    sizes: dict[str, int] = {}
+    for algorithm in sorted({a.lower() for a in hashlib.algorithms_available} - _VARIABLE_DIGESTS):
+        try:
+            sizes[algorithm] = hashlib.new(algorithm).digest_size
+        except (ValueError, TypeError):  # listed but unusable (FIPS mode, broken provider)
+            continue
+    return sizes
+
+
+def checksum_problem(checksum: str) -> str | None:
+    """Why ``checksum`` (``"<algorithm>:<hex>"``) is unusable here; None if fine."""
+    algorithm, sep, digest = checksum.partition(":")
+    size = checksum_algorithms().get(algorithm)
+    if not sep or size is None:
+        return f"checksum algorithm {algorithm[:40]!r} is not available here"
+    if len(digest) != 2 * size or not _HEX.fullmatch(digest):
+        return f"checksum is not a {algorithm} digest"
+    return None
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a synchronised path; None if it can.
+
+    A path is relative and ``/``-separated; no component is empty, ``.`` or
+    ``..`` or holds a control character (NUL included); it is valid UTF-8, each
+    component at most :data:`MAX_NAME_BYTES` bytes, at most
+    :data:`MAX_PATH_DEPTH` components and :data:`MAX_PATH_BYTES` bytes in all.
+    """
+    if not path:
+        return "unsafe path: empty"
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "unsafe path: not UTF-8"
+    if size > MAX_PATH_BYTES:
+        return f"unsafe path: longer than {MAX_PATH_BYTES} bytes"
+    parts = path.split("/")
+    if len(parts) > MAX_PATH_DEPTH:
+        return f"unsafe path: deeper than {MAX_PATH_DEPTH} folders"
+    if any(part in ("", ".", "..") for part in parts):
+        return f"unsafe path {path[:200]!r}"
+    if _CONTROL.search(path):
+        return f"unsafe path {path[:200]!r}: control character"
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
+        return f"unsafe path: a name longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _client_id(value: str, what: str, name: str) -> str:
+    if not _CLIENT_ID.fullmatch(value):
+        raise ProtocolError(f"relay object {name}: {what} is not a client id", name=name)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
 class Placeholder:
     """One version of one synchronised path.
 
@@ -97,7 +213,11 @@ class Placeholder:
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> Placeholder:
-        doc = _load(data, name, "placeholder")
+        """The placeholder in ``data`` (relay object ``name``), checked whole:
+        format, fields, path (:func:`path_problem`), checksum
+        (:func:`checksum_problem`), client ids, numbers, payload name. Raises
+        ProtocolError naming the object, and nothing else, for any other input."""
+        doc = _load(data, name, "placeholder", _names(cls))
         kind = _field(doc, "kind", str, name)
         if kind not in ("file", "tombstone"):
             raise ProtocolError(f"relay object {name}: unknown kind {kind!r}", name=name)
@@ -119,8 +239,29 @@ class Placeholder:
             receivers=tuple(receivers),
             puller_count=_field(doc, "puller_count", int, name, optional=True),
         )
-        if result.version < 1 or result.size < 0:
-            raise ProtocolError(f"relay object {name}: bad version or size", name=name)
+        result.check(name)
+        return result
+
+    def check(self, name: str) -> None:
+        """Raise ProtocolError naming relay object ``name`` unless every field
+        is acceptable (what :meth:`decode` checks beyond the JSON form)."""
+        result = self
+        if not 1 <= result.version <= MAX_VERSION or result.size < 0 or result.generation < 0:
+            raise ProtocolError(f"relay object {name}: bad version, generation or size", name=name)
+        if result.puller_count is not None and result.puller_count < 0:
+            raise ProtocolError(f"relay object {name}: bad puller count", name=name)
+        problem = path_problem(result.path)
+        if problem is not None:
+            raise ProtocolError(f"relay object {name}: {problem}", name=name)
+        if result.checksum is not None:
+            problem = checksum_problem(result.checksum)
+            if problem is not None:
+                raise ProtocolError(f"relay object {name}: {problem}", name=name)
+        if not _HEX.fullmatch(result.key) or len(result.key) != 32:
+            raise ProtocolError(f"relay object {name}: key is not a path key", name=name)
+        _client_id(result.pusher, "pusher", name)
+        for receiver in result.receivers:
+            _client_id(receiver, "receiver", name)
         if result.kind == "file" and result.payload is None:
             raise ProtocolError(f"relay object {name}: file without payload name", name=name)
         if result.payload is not None:
@@ -129,9 +270,8 @@ class Placeholder:
             ref = parse_data(result.payload)
             if (ref is None or not result.payload.startswith(f"{DATA}/") or ref.key != result.key
                     or ref.version != result.version or result.kind != "file"):
-                raise ProtocolError(f"relay object {name}: payload name {result.payload!r} is not "
+                raise ProtocolError(f"relay object {name}: payload name {result.payload[:200]!r} is not "
                                     "this version's", name=name)
-        return result
 
 
 @dataclass(frozen=True)
@@ -148,34 +288,61 @@ class Ack:
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> Ack:
-        doc = _load(data, name, "ack")
-        return cls(
-            client=_field(doc, "client", str, name),
+        doc = _load(data, name, "ack", _names(cls))
+        ack = cls(
+            client=_client_id(_field(doc, "client", str, name), "client", name),
             key=_field(doc, "key", str, name),
             version=_field(doc, "version", int, name),
         )
+        if not _CLIENT_ID.fullmatch(ack.key) or not 1 <= ack.version <= MAX_VERSION:
+            raise ProtocolError(f"relay object {name}: bad key or version", name=name)
+        return ack
 
 
 @dataclass(frozen=True)
 class ClientRecord:
-    """A client registered on the relay: whether it receives files, its label."""
+    """A client registered on the relay: whether it receives files, its label.
+
+    ``seen`` is a sign of life: the client's own clock (milliseconds since the
+    epoch) when it last refreshed its registration, which it does at most
+    about once a day of its own activity. Observers never compare it with
+    their clock: they only watch it change, and judge a receiver stale by how
+    long, on their own clock, they have seen the same value. None in records
+    written before the field existed (they stay valid).
+
+    ``forgotten`` marks a registration removed by ``escalectl clients
+    forget``: the client is no longer awaited by reclaim, even where older
+    placeholders list it as a receiver. A forgotten client that runs again
+    registers again (and then misses what was reclaimed meanwhile).
+    """
 
     client: str
     label: str
     receives: bool
     mode: str
+    seen: int | None = None
+    forgotten: bool = False
 
     def encode(self) -> bytes:
-        return _dump("client", asdict(self))
+        fields = asdict(self)
+        # absent rather than null/false: a record without them reads as before
+        if self.seen is None:
+            del fields["seen"]
+        if not self.forgotten:
+            del fields["forgotten"]
+        return _dump("client", fields)
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> ClientRecord:
-        doc = _load(data, name, "client")
+        doc = _load(data, name, "client", _names(cls))
+        forgotten = _field(doc, "forgotten", bool, name, optional=True)
         return cls(
             client=_field(doc, "client", str, name),
             label=_field(doc, "label", str, name),
             receives=_field(doc, "receives", bool, name),
             mode=_field(doc, "mode", str, name),
+            seen=_field(doc, "seen", int, name, optional=True),
+            forgotten=bool(forgotten),
         )
 
 
@@ -203,7 +370,7 @@ class LeaseRecord:
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> LeaseRecord:
-        doc = _load(data, name, "lease")
+        doc = _load(data, name, "lease", _names(cls))
         return cls(
             generation=_field(doc, "generation", int, name),
             holder=_field(doc, "holder", str, name),

@@ -5,7 +5,8 @@ reads the relay into a :class:`RelayState` (no lease needed), fetches payloads,
 writes acknowledgements, and, under a :class:`Lease`, commits new versions,
 reclaims acknowledged payloads and removes garbage.
 
-Write order (DESIGN.md §3.2), and what a crash at each point leaves:
+Write order (doc/protocol.rst, "Push, pull, acknowledge, reclaim" and "Crash
+recovery"), and what a crash at each point leaves:
 
 * commit: payload ``data/…`` first, then placeholder ``meta/…`` (exclusive), then
   removal of the superseded version: its placeholder, then its payload, then its
@@ -20,8 +21,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
@@ -37,12 +41,28 @@ from escale.errors import (
     RelayQuotaExceeded,
 )
 from escale.protocol import layout
-from escale.protocol.envelope import Sealer
 from escale.protocol.lease import Lease
-from escale.protocol.objects import Ack, ClientRecord, Placeholder
+from escale.protocol.marker import MARKER, ChangeMarker
+from escale.protocol.objects import MAX_OBJECT_BYTES, Ack, ClientRecord, Placeholder, checksum_problem
+from escale.protocol.sealer import Sealer
 from escale.relay import Entry, Relay
 
 log = logging.getLogger(__name__)
+
+#: Seconds after which a relay temporary (``.escale-tmp-*``) is stale: an
+#: upload of that age is over, or was interrupted. See
+#: :meth:`Repository.stale_temporaries`.
+STALE_TEMPORARY_AGE = 6 * 3600.0
+#: ``meta_cache`` key prefix: when this client first saw a temporary without mtime
+_TEMP_SEEN = "temporary-seen@"
+#: ``meta_cache`` keys: the highest change-marker counter seen or written, and
+#: the snapshot of the last full read taken under a clean marker
+_MARKER_HIGHEST = "marker@highest"
+_SNAPSHOT = "marker@snapshot"
+#: Seconds after which a pass reads ``meta/`` and ``data/`` in full even when
+#: the change marker did not move (a safety net: the marker is an
+#: optimisation, never the only way to see a change).
+FULL_READ_AFTER = 3600.0
 
 
 @dataclass
@@ -60,13 +80,35 @@ class RelayState:
     acks: dict[tuple[str, int], set[str]] = field(default_factory=dict)
     ack_names: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     payloads: dict[str, int] = field(default_factory=dict)
+    #: temporaries (``.escale-tmp-*``: uploads in progress or interrupted) seen
+    #: in the folders read, by name: they take relay space like payloads
+    temporaries: dict[str, Entry] = field(default_factory=dict)
     clients: dict[str, ClientRecord] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
+    #: anomalies of the read as a whole (a change marker that went back), one
+    #: human line each: the caller reports them
+    warnings: list[str] = field(default_factory=list)
+    #: ``meta/`` and ``data/`` were not listed: the change marker showed that
+    #: nothing changed there since the last full read, whose result this is
+    #: (temporaries of those folders are then unknown)
+    from_snapshot: bool = False
 
     def latest_version(self, key: str) -> int:
         """The highest version number listed for ``key``, readable or not (the
         next commit goes above it, so it never collides with any object)."""
         return max(self.versions.get(key, []), default=0)
+
+    def next_version(self, key: str, path: str) -> int:
+        """The number of ``path``'s next commit (above every listed version).
+
+        Raises ProtocolError when none is left: a planted version at the 63-bit
+        ceiling must be deleted by hand (no name above it would be parsed)."""
+        version = self.latest_version(key) + 1
+        if version > layout.MAX_VERSION:
+            raise ProtocolError(
+                f"relay object {layout.meta_name(key, version - 1)}: no version number is left above it for "
+                f"{path}; delete that object (it was not written by escale)", name=layout.meta_name(key, version - 1))
+        return version
 
     def superseded(self) -> list[tuple[str, int]]:
         """Listed versions older than their key's latest *readable* version.
@@ -83,8 +125,10 @@ class RelayState:
         return placeholder.payload is not None and placeholder.payload in self.payloads
 
     def stored_bytes(self) -> int:
-        """Bytes of payloads on the relay (what ``disk quota`` limits)."""
-        return sum(self.payloads.values())
+        """Bytes of payloads and temporaries on the relay (what ``disk quota``
+        limits): a temporary left by an interrupted upload takes space until
+        :meth:`Repository.collect_garbage` removes it."""
+        return sum(self.payloads.values()) + sum(e.size for e in self.temporaries.values())
 
 
 @dataclass(frozen=True)
@@ -130,32 +174,66 @@ class Repository:
         #: called after each single relay mutation inside a multi-object
         #: operation (fault tests crash or pause the process there)
         self.step: Callable[[str], None] = on_step or _no_step
+        #: temporaries seen by the listings of the current read_state
+        self._temporaries: list[Entry] = []
+        #: the lease under which this repository marked the relay as being
+        #: changed (see :meth:`_touch`), until :meth:`finish_changes`
+        self._marker_lease: Lease | None = None
+        #: the modification times of ``meta/`` and ``data/`` as listed by
+        #: :meth:`prepare` (None each where the backend does not tell)
+        self._folder_stamps: list[float | None] | None = None
 
     # ----------------------------------------------------------- setup
 
     def prepare(self) -> None:
         """Create the layout's missing folders (idempotent; one listing when
         they all exist). Registration happens in :meth:`read_state`."""
-        present = {e.basename for e in self.relay.list() if e.is_dir}
+        folders = {e.basename: e for e in self.relay.list() if e.is_dir}
+        present = set(folders)
+        self._folder_stamps = [folders[f].mtime if f in folders else None for f in (layout.META, layout.DATA)]
         for folder in layout.FOLDERS:
             if folder not in present:
                 self.relay.mkdir(folder)
 
-    def _register(self, state: RelayState) -> None:
-        """Write this client's registration if it is missing or out of date."""
-        record = ClientRecord(self.client_id, self.label, self.receives, self.mode)
-        if state.clients.get(self.client_id) != record:
+    def _register(self, state: RelayState, every: float = 86400.0) -> None:
+        """Write this client's registration if it is missing or out of date.
+
+        Out of date: its label, mode or ``receives`` changed, it was forgotten
+        (``escalectl clients forget``; the client then registers again), or its
+        ``seen`` stamp is ``every`` seconds old or more on this client's own
+        clock (or ahead of it). The stamp is this clock in milliseconds; only
+        its changes matter to observers. Read passes call this with a day;
+        :func:`escale.sync.receivers.after_pass` with a shorter ``every`` when
+        ``stale receiver`` is shorter than four days.
+        """
+        import time  # kept local: this method is the only user in this module
+
+        current = state.clients.get(self.client_id)
+        now = int(time.time() * 1000)
+        seen = current.seen if current is not None and not current.forgotten else None
+        if seen is None or abs(now - seen) >= every * 1000:
+            seen = now
+        record = ClientRecord(self.client_id, self.label, self.receives, self.mode, seen=seen)
+        if current != record:
             name = layout.client_name(self.client_id)
             self.relay.put_bytes(name, self.sealer.seal(name, record.encode()))
             self.meta_cache.pop(name, None)
             state.clients[self.client_id] = record
-            log.info("registered client %s (%s) on %s", self.label, self.client_id, self.relay.describe())
+            if current is None:
+                log.info("registered client %s (%s) on %s", self.label, self.client_id, self.relay.describe())
+            elif current.forgotten:
+                log.warning("client %s (%s) had been forgotten on %s (escalectl clients forget): registered "
+                            "again; versions reclaimed meanwhile are missed here", self.label, self.client_id,
+                            self.relay.describe())
+            elif (current.label, current.receives, current.mode) != (record.label, record.receives, record.mode):
+                log.info("updated the registration of client %s (%s) on %s", self.label, self.client_id,
+                         self.relay.describe())
 
     # ----------------------------------------------------------- reading
 
     def _entries(self, folder: str) -> list[Entry]:
         try:
-            return [e for e in self.relay.list(folder) if not e.is_dir]
+            return [e for e in self.relay.list(folder, temporaries=self._temporaries) if not e.is_dir]
         except RelayNotFound:
             return []
 
@@ -164,25 +242,66 @@ class Repository:
 
     def _open_meta(self, name: str) -> Placeholder:
         cached = self.meta_cache.get(name)
+        fetched = cached is None
         if cached is None:
-            cached = self.sealer.open(name, self.relay.get_bytes(name))
+            cached = self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES))
         placeholder = Placeholder.decode(cached, name)
         ref = layout.parse_meta(name)
         if ref is None or placeholder.key != ref.key or placeholder.version != ref.version:
             raise ProtocolError(f"relay object {name}: placeholder does not match its name", name=name)
         if self.sealer.object_key(placeholder.path) != placeholder.key:
             raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
-        self.meta_cache[name] = cached
+        if fetched:
+            self.meta_cache[name] = cached
         return placeholder
 
-    def read_state(self) -> RelayState:
+    def read_state(self, *, use_marker: bool = False) -> RelayState:
         """List the relay and decode what changed since the last read.
 
         Placeholders are immutable (a new version is a new object), so each is
         fetched once and then served from ``meta_cache``. Objects that fail to
         open or decode are listed in ``rejected`` and otherwise ignored.
+
+        The change marker (:mod:`escale.protocol.marker`) is read first, before
+        any listing. A full read with a clean marker is remembered in
+        ``meta_cache`` as a snapshot (the names listed in ``meta/`` and
+        ``data/`` and which placeholders were the latest). With
+        ``use_marker`` (a pass's read without the lease), when the marker is
+        clean and is the very one of that snapshot, and the snapshot is less
+        than :data:`FULL_READ_AFTER` seconds old, and ``meta/`` and ``data/``
+        look unchanged (on a local-folder relay: their folder times, as
+        :meth:`prepare` listed them; elsewhere: their names, listed), no
+        placeholder is fetched or decoded strictly: the state is rebuilt from
+        the snapshot and the cached placeholders (``from_snapshot``). ``clients/`` and ``acks/``, which other clients
+        write without the lease, are always listed. A marker whose counter is
+        below the highest this client saw is reported in ``warnings`` (a
+        rolled-back relay) and forces a full read.
         """
         state = RelayState()
+        self._temporaries = []
+        marker = self._read_marker(state)
+        self._read_clients(state)
+        if use_marker and marker is not None and marker.clean and not state.warnings:
+            state.from_snapshot = self._from_snapshot(state, marker)
+        if not state.from_snapshot:
+            for payload_name, stored in self._data_entries():
+                state.payloads[payload_name] = stored
+        for name in self._list(layout.ACKS):
+            ref = layout.parse_ack(name)
+            if ref is not None:
+                state.acks.setdefault((ref.key, ref.version), set()).add(ref.suffix)
+                state.ack_names.setdefault((ref.key, ref.version), []).append(name)
+        if not state.from_snapshot:
+            self._read_meta(state)
+            if marker is not None and marker.clean and not state.warnings:
+                self._save_snapshot(state, marker)
+            else:
+                self.meta_cache.pop(_SNAPSHOT, None)
+        state.temporaries = {e.name: e for e in self._temporaries}
+        self._register(state)
+        return state
+
+    def _read_clients(self, state: RelayState) -> None:
         for entry in self._entries(layout.CLIENTS):
             name = entry.name
             client = layout.parse_client(name)
@@ -193,7 +312,7 @@ class Repository:
             try:
                 data = self.meta_cache.get(cache_key)
                 if data is None:
-                    data = self.sealer.open(name, self.relay.get_bytes(name))
+                    data = self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES))
                 record = ClientRecord.decode(data, name)
             except RelayNotFound:
                 continue
@@ -207,13 +326,8 @@ class Repository:
                     for old in [k for k in self.meta_cache if k.startswith(name + "@")]:
                         del self.meta_cache[old]
                     self.meta_cache[cache_key] = data
-        for payload_name, stored in self._data_entries():
-            state.payloads[payload_name] = stored
-        for name in self._list(layout.ACKS):
-            ref = layout.parse_ack(name)
-            if ref is not None:
-                state.acks.setdefault((ref.key, ref.version), set()).add(ref.suffix)
-                state.ack_names.setdefault((ref.key, ref.version), []).append(name)
+
+    def _read_meta(self, state: RelayState) -> None:
         metas = [ref for name in self._list(layout.META) if (ref := layout.parse_meta(name))]
         for ref in metas:
             state.versions.setdefault(ref.key, []).append(ref.version)
@@ -236,8 +350,138 @@ class Repository:
         live = {layout.meta_name(k, v) for k, vs in state.versions.items() for v in vs}
         for stale in [n for n in self.meta_cache if n.startswith(layout.META + "/") and n not in live]:
             del self.meta_cache[stale]
-        self._register(state)
-        return state
+
+    # ----------------------------------------------------------- the change marker
+
+    def _read_marker(self, state: RelayState) -> ChangeMarker | None:
+        """The relay's change marker, None when it is missing or unreadable
+        (both mean: read everything). Records the highest counter seen; a
+        lower one is a rollback, put in ``state.warnings``."""
+        highest = _int_or_zero(self.meta_cache.get(_MARKER_HIGHEST))
+        try:
+            marker = ChangeMarker.decode(self.sealer.open(MARKER, self.relay.get_bytes(
+                MARKER, limit=MAX_OBJECT_BYTES)))
+        except RelayNotFound:
+            if highest:
+                state.warnings.append(
+                    f"the relay's change marker ({MARKER}) is missing, but counter {highest} was seen here: "
+                    "the relay lost objects or was rolled back to an older state")
+            return None
+        except (ProtocolError, CryptoError) as exc:
+            log.warning("ignoring relay object %s: %s", MARKER, exc)
+            state.rejected.append(MARKER)
+            return None
+        if marker.counter < highest:
+            state.warnings.append(
+                f"the relay's change marker ({MARKER}) went back from counter {highest} to {marker.counter}: "
+                "the relay was rolled back to an older state (a restored backup, a replay)")
+        elif marker.counter > highest:
+            self.meta_cache[_MARKER_HIGHEST] = str(marker.counter).encode("ascii")
+        return marker
+
+    def _save_snapshot(self, state: RelayState, marker: ChangeMarker) -> None:
+        snapshot = {
+            "counter": marker.counter, "token": marker.token, "time": time.time(), "stamps": self._folder_stamps,
+            "meta": sorted(f"{key}.{v:010d}" for key, versions in state.versions.items() for v in versions),
+            "latest": [layout.meta_name(p.key, p.version) for p in state.latest.values()],
+            "payloads": state.payloads, "rejected": state.rejected,
+        }
+        self.meta_cache[_SNAPSHOT] = json.dumps(snapshot, separators=(",", ":")).encode("utf-8")
+
+    def _from_snapshot(self, state: RelayState, marker: ChangeMarker) -> bool:
+        """Fill ``state``'s ``meta/`` and ``data/`` part from the last full
+        read's snapshot if ``marker`` is the one it was taken under; False
+        (``state`` untouched there) when it cannot be used."""
+        raw = self.meta_cache.get(_SNAPSHOT)
+        if raw is None:
+            return False
+        try:
+            snapshot = json.loads(raw)
+            if (snapshot["counter"], snapshot["token"]) != (marker.counter, marker.token):
+                return False
+            if self._stamps_trusted():
+                if snapshot["stamps"] != self._folder_stamps:
+                    return False  # meta/ or data/ changed without the marker (by hand, a partial restore)
+            else:
+                # folder times too coarse (a change within the second of the last read keeps the
+                # time) or meaningless: the names are listed (no object is read or decoded)
+                listed = sorted(name.rpartition("/")[2] for name in self._list(layout.META))
+                if listed != snapshot["meta"] or dict(self._data_entries()) != snapshot["payloads"]:
+                    return False
+            if not 0 <= time.time() - float(snapshot["time"]) < FULL_READ_AFTER:
+                return False
+            versions: dict[str, list[int]] = {}
+            for base in snapshot["meta"]:
+                key, _, digits = base.partition(".")
+                versions.setdefault(sys.intern(key), []).append(int(digits))
+            latest: dict[str, Placeholder] = {}
+            wanted = set(snapshot["latest"])
+            stream = getattr(self.meta_cache, "items_with_prefix", None)
+            if stream is not None:  # the state database's table: one query for them all
+                for name, data in stream(layout.META + "/"):
+                    if name in wanted:
+                        placeholder = _cached_placeholder(data)
+                        latest[placeholder.path] = placeholder
+            else:
+                for name in wanted:
+                    placeholder = _cached_placeholder(self.meta_cache[name])
+                    latest[placeholder.path] = placeholder
+            if len(latest) != len(wanted):
+                return False  # a cached placeholder is missing (or two share a path)
+            payloads = {str(k): int(v) for k, v in snapshot["payloads"].items()}
+            rejected = [str(n) for n in snapshot["rejected"]]
+        except (KeyError, ValueError, TypeError, AttributeError):
+            log.debug("the snapshot of the last full read is unusable: reading the relay")
+            return False
+        state.versions, state.latest, state.payloads = versions, latest, payloads
+        state.rejected.extend(rejected)
+        return True
+
+    def _stamps_trusted(self) -> bool:
+        """Whether the folder times listed by :meth:`prepare` show every change
+        of ``meta/`` and ``data/``: a local folder relay, whose times are
+        finer than a second (on servers they are whole seconds, or, on object
+        stores, not kept at all)."""
+        precision = self.relay.capabilities.mtime_precision
+        return (self.relay.scheme == "file" and precision is not None and precision < 1.0
+                and self._folder_stamps is not None and None not in self._folder_stamps)
+
+    def _touch(self, lease: Lease) -> None:
+        """Before a change to ``meta/`` or ``data/`` under ``lease``: mark the
+        relay as being changed (once per lease), so that no reader trusts an
+        older snapshot from now on, even if this writer crashes."""
+        if self._marker_lease is lease:
+            return
+        highest = _int_or_zero(self.meta_cache.get(_MARKER_HIGHEST))
+        try:
+            current = ChangeMarker.decode(self.sealer.open(MARKER, self.relay.get_bytes(
+                MARKER, limit=MAX_OBJECT_BYTES)))
+            highest = max(highest, current.counter)
+        except RelayNotFound:
+            pass
+        except (ProtocolError, CryptoError) as exc:
+            log.warning("overwriting relay object %s: %s", MARKER, exc)
+        self._write_marker(lease, ChangeMarker.next(highest, clean=False))
+        self._marker_lease = lease
+
+    def finish_changes(self, lease: Lease) -> None:
+        """After the last change under ``lease`` (before releasing it): mark
+        the relay clean again, with a new counter and token, so that readers
+        read it in full once and may then skip ``meta/`` and ``data/``. Does
+        nothing when nothing was changed under ``lease``; a writer that
+        crashed or lost its lease before this leaves the marker not clean,
+        and readers read in full until the next writer finishes."""
+        if self._marker_lease is not lease:
+            return
+        self._marker_lease = None
+        self._write_marker(lease, ChangeMarker.next(_int_or_zero(self.meta_cache.get(_MARKER_HIGHEST)),
+                                                    clean=True))
+
+    def _write_marker(self, lease: Lease, marker: ChangeMarker) -> None:
+        lease.check()
+        self.relay.put_bytes(MARKER, self.sealer.seal(MARKER, marker.encode()))
+        self.meta_cache[_MARKER_HIGHEST] = str(marker.counter).encode("ascii")
+        self.step(f"marker {marker.counter}")
 
     def _data_entries(self) -> Iterable[tuple[str, int]]:
         return [(e.name, e.size) for e in self._entries(layout.DATA) if layout.parse_data(e.name)]
@@ -254,6 +498,10 @@ class Repository:
         if placeholder.payload is None:
             raise RelayNotFound(f"{placeholder.path} has no payload", name=placeholder.path)
         algorithm = placeholder.checksum.partition(":")[0] if placeholder.checksum else None
+        if placeholder.checksum and checksum_problem(placeholder.checksum) is not None:
+            # decode() refuses these; a placeholder built elsewhere must not reach hashlib
+            raise ProtocolError(f"{placeholder.path}: {checksum_problem(placeholder.checksum)}",
+                                name=placeholder.path)
         hasher = hashlib.new(algorithm) if algorithm else None
         counting = _HashingWriter(sink, hasher)
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
@@ -279,9 +527,17 @@ class Repository:
     # ----------------------------------------------------------- receivers
 
     def expected_receivers(self, placeholder: Placeholder, state: RelayState) -> set[str]:
-        """Clients that must acknowledge ``placeholder`` before its payload goes."""
-        receivers = {c for c, r in state.clients.items() if r.receives}
-        receivers |= set(placeholder.receivers)
+        """Clients that must acknowledge ``placeholder`` before its payload goes.
+
+        The registered receivers, plus the receivers listed in the placeholder
+        (a registration that is missing or unreadable does not release its
+        client: absence is not a fact), minus the pusher and minus clients
+        whose registration says ``forgotten`` (``escalectl clients forget``):
+        only an explicit forget lets reclaim go on without a receiver.
+        """
+        forgotten = {c for c, r in state.clients.items() if r.forgotten}
+        receivers = {c for c, r in state.clients.items() if r.receives and not r.forgotten}
+        receivers |= set(placeholder.receivers) - forgotten
         receivers.discard(placeholder.pusher)
         return receivers
 
@@ -289,9 +545,11 @@ class Repository:
         """Whether every expected receiver acknowledged this version.
 
         With ``puller count`` set, that many acknowledgements suffice. Without
-        it, every registered receiving client (except the pusher) must have
-        acknowledged, and at least one must exist: a payload nobody can receive
-        yet is kept for the clients still to come.
+        it, every expected receiver (:meth:`expected_receivers`: registered and
+        listed ones, never forgotten ones) must have acknowledged, and at least
+        one must exist: a payload nobody can receive yet is kept for the
+        clients still to come. A stale receiver (see ``stale receiver``) still
+        counts: it is reported, never dropped on its own.
         """
         acks = state.acks.get((placeholder.key, placeholder.version), set())
         acks = acks - {placeholder.pusher}
@@ -306,6 +564,27 @@ class Repository:
         name = layout.ack_name(placeholder.key, placeholder.version, self.client_id)
         ack = Ack(self.client_id, placeholder.key, placeholder.version)
         self.relay.put_bytes(name, self.sealer.seal(name, ack.encode()))
+
+    # ----------------------------------------------------------- batching (the index layout's hooks)
+
+    def flush_acks(self) -> None:
+        """Write acknowledgements buffered so far: nothing here (each is
+        written by :meth:`acknowledge`); the index layout writes its record."""
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the commits made so far are on the relay:
+        at once here (:meth:`commit_file` commits before it returns); the
+        index layout runs it after :meth:`commit_pending`."""
+        callback()
+
+    def commit_pending(self, lease: Lease, state: RelayState) -> list[Placeholder]:
+        """Commit what :meth:`commit_file` and :meth:`commit_tombstone`
+        buffered: nothing here; the index layout uploads its page and index
+        delta. Returns the placeholders committed."""
+        return []
+
+    def abandon_pending(self) -> None:
+        """Forget what was buffered and not committed (the relay phase failed)."""
 
     # ----------------------------------------------------------- committing
 
@@ -331,7 +610,7 @@ class Repository:
         version on the relay moved since ``state`` was read.
         """
         key = self.sealer.object_key(local.path)
-        version = state.latest_version(key) + 1
+        version = state.next_version(key, local.path)
         hasher = hashlib.new(self.checksum) if self.checksum else None
         payload = layout.data_name(key, version)
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
@@ -347,6 +626,7 @@ class Repository:
                     name=local.path,
                 )
             spool.seek(0)
+            self._touch(lease)
             lease.check()
             self.relay.put(payload, spool)
         state.payloads[payload] = stored
@@ -365,7 +645,7 @@ class Repository:
         """Record that ``path`` was deleted (its next version is a tombstone)."""
         key = self.sealer.object_key(path)
         placeholder = Placeholder(
-            path=path, key=key, version=state.latest_version(key) + 1, generation=lease.generation,
+            path=path, key=key, version=state.next_version(key, path), generation=lease.generation,
             kind="tombstone", pusher=self.client_id, pusher_label=self.label, size=0, mtime_ns=0,
             checksum=None, payload=None, receivers=(), puller_count=self.puller_count,
         )
@@ -375,13 +655,14 @@ class Repository:
     def _commit(self, lease: Lease, state: RelayState, placeholder: Placeholder) -> None:
         name = layout.meta_name(placeholder.key, placeholder.version)
         sealed = self.sealer.seal(name, placeholder.encode())
+        self._touch(lease)
         lease.check()
         self.step(f"fenced {placeholder.path}")
         try:
             self.relay.put_bytes(name, sealed, exclusive=True)
         except RelayExists:
             # our own earlier attempt (retried after a dropped connection) or another writer
-            if self.relay.get_bytes(name) != sealed:
+            if self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES) != sealed:
                 raise ProtocolError(
                     f"relay object {name}: version {placeholder.version} of {placeholder.path} "
                     "was committed by another client", name=name,
@@ -437,9 +718,10 @@ class Repository:
         for placeholder in list(state.latest.values()):
             if not state.has_payload(placeholder) or not self.reclaimable(placeholder, state):
                 continue
-            if not self._acks_authentic(placeholder, state):
+            if not self.acks_authentic(placeholder, state):
                 continue
             assert placeholder.payload is not None
+            self._touch(lease)
             lease.check()
             self._delete_quietly(placeholder.payload)
             state.payloads.pop(placeholder.payload, None)
@@ -448,11 +730,14 @@ class Repository:
             log.info("reclaimed %s (version %d) from the relay", placeholder.path, placeholder.version)
         return done
 
-    def _acks_authentic(self, placeholder: Placeholder, state: RelayState) -> bool:
+    def acks_authentic(self, placeholder: Placeholder, state: RelayState) -> bool:
+        """Whether every acknowledgement listed for ``placeholder`` opens and
+        names it (a forged one is dropped from ``state`` and logged); reads
+        each acknowledgement object once."""
         names = state.ack_names.get((placeholder.key, placeholder.version), [])
         for name in names:
             try:
-                ack = Ack.decode(self.sealer.open(name, self.relay.get_bytes(name)), name)
+                ack = Ack.decode(self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES)), name)
             except (RelayNotFound, ProtocolError, CryptoError) as exc:
                 log.warning("ignoring acknowledgement %s: %s", name, exc)
                 state.acks.get((placeholder.key, placeholder.version), set()).discard(
@@ -465,7 +750,8 @@ class Repository:
                 return False
         return True
 
-    def collect_garbage(self, lease: Lease, state: RelayState) -> int:
+    def collect_garbage(self, lease: Lease, state: RelayState, *,
+                        temporary_age: float = STALE_TEMPORARY_AGE) -> int:
         """Remove leftovers of interrupted operations; return how many objects.
 
         Under the lease nobody else commits, so a payload that no placeholder
@@ -473,15 +759,21 @@ class Repository:
         path's latest readable version are leftovers of an interrupted retire
         (versions that do not open are reported by :meth:`read_state` and left
         alone; a later genuine commit goes above them and retires them).
+
+        Temporaries (``.escale-tmp-*``, seen by :meth:`read_state` in
+        ``clients/``, ``data/``, ``acks/`` and ``meta/``) are removed once
+        stale, see :meth:`stale_temporaries`.
         """
         removed = 0
         referenced = {p.payload for p in state.latest.values() if p.payload}
         for key, version in state.superseded():
+            self._touch(lease)
             lease.check()
             self.retire(state, key, version)
             removed += 1
         for payload in [p for p in state.payloads if p not in referenced]:
             if layout.parse_data(payload) is not None:
+                self._touch(lease)
                 lease.check()
                 self._delete_quietly(payload)
                 state.payloads.pop(payload, None)
@@ -495,9 +787,58 @@ class Repository:
                     removed += 1
                 state.ack_names.pop(pair, None)
                 state.acks.pop(pair, None)
+        for entry in self.stale_temporaries(state, temporary_age):
+            self._touch(lease)
+            lease.check()
+            try:
+                self.relay.delete_temporary(entry.name)
+            except RelayNotFound:
+                pass
+            state.temporaries.pop(entry.name, None)
+            self.meta_cache.pop(_TEMP_SEEN + entry.name, None)
+            self.step("removed stale temporary")
+            log.info("removed stale temporary %s (%d bytes) from the relay", entry.name, entry.size)
+            removed += 1
         if removed:
             log.info("removed %d leftover objects from the relay", removed)
         return removed
+
+    def stale_temporaries(self, state: RelayState, age: float = STALE_TEMPORARY_AGE) -> list[Entry]:
+        """The temporaries of ``state`` that no upload can still be writing.
+
+        Only the lease holder uploads payloads and placeholders; other clients
+        write acknowledgements and registrations (small, written in a moment).
+        A temporary is stale once it is older than ``age`` seconds: by its
+        relay mtime against this machine's clock when the relay reports one,
+        else since this client first saw it with the same size (remembered in
+        ``meta_cache`` across passes). ``age`` is far above any lease timeout,
+        so an upload of a previous holder whose lease expired while it still
+        wrote is over (or doomed: it can no longer commit) by then. Removing a
+        temporary that is still being written only makes that one put fail;
+        nothing refers to a temporary, so no data is ever lost by it.
+        """
+        now = time.time()
+        stale = []
+        for entry in state.temporaries.values():
+            if entry.mtime is not None:
+                if now - entry.mtime > age:
+                    stale.append(entry)
+                continue
+            key = _TEMP_SEEN + entry.name
+            seen = self.meta_cache.get(key, b"").decode("ascii", "replace").split()
+            if len(seen) == 2 and seen[0] == str(entry.size):
+                try:
+                    first = float(seen[1])
+                except ValueError:
+                    first = now
+                if now - first > age:
+                    stale.append(entry)
+                continue
+            self.meta_cache[key] = f"{entry.size} {now}".encode("ascii")
+        for key in [k for k in self.meta_cache if k.startswith(_TEMP_SEEN)]:
+            if key[len(_TEMP_SEEN):] not in state.temporaries:
+                del self.meta_cache[key]
+        return stale
 
 
 class _LocalSpool:
@@ -534,6 +875,30 @@ class _LocalSpool:
 
     def truncate(self, size: int | None = None) -> int:
         return self.spool.truncate(size)
+
+
+def _int_or_zero(data: bytes | None) -> int:
+    try:
+        return int(data) if data else 0
+    except ValueError:
+        return 0
+
+
+def _cached_placeholder(data: bytes) -> Placeholder:
+    """A placeholder from ``meta_cache``: it was checked whole (or written by
+    this client) before it was cached, so only its JSON is parsed here.
+    Raises ValueError, KeyError or TypeError when the bytes do not fit."""
+    doc = json.loads(data)
+    if doc.pop("format") != 1 or doc.pop("type") != "placeholder":
+        raise ValueError("not a cached placeholder")
+    # client ids and labels repeat across placeholders, and paths and keys are
+    # also held by the scan, the base and the versions seen: one string each in memory
+    doc["path"] = sys.intern(doc["path"])
+    doc["key"] = sys.intern(doc["key"])
+    doc["pusher"] = sys.intern(doc["pusher"])
+    doc["pusher_label"] = sys.intern(doc["pusher_label"])
+    doc["receivers"] = tuple(sys.intern(r) for r in doc["receivers"])
+    return Placeholder(**doc)
 
 
 def _no_step(name: str) -> None:

@@ -10,9 +10,14 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 import escale.crypto.keys as keys_module
 from escale.crypto import KdfParams, KeySecret, create_repository_header, load_secret, open_repository_header
-from escale.crypto.keys import clear_cache
 from escale.errors import CryptoError, IntegrityError, ProtocolError, WrongKeyError
 from tests.crypto.conftest import CHEAP_KDF
+
+
+def clear_cache() -> None:
+    """Forget every key derivation this process cached, as a new process would start."""
+    with keys_module._cache_lock:
+        keys_module._cache.clear()
 
 
 def _fields(header: bytes) -> dict[str, object]:

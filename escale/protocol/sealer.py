@@ -1,7 +1,8 @@
-"""What the protocol needs from the crypto layer, as a structural type.
+"""The sealer: what the protocol needs from the crypto layer, as a structural type.
 
 :mod:`escale.crypto` provides the implementations (plain and encrypted); the
-protocol only relies on this shape, so it never depends on an algorithm.
+protocol only relies on this shape, so it never depends on an algorithm. The
+envelope format itself (what a sealed object holds) is :mod:`escale.crypto.envelope`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,472 @@
+"""Names and exact forms of the index layout's relay objects.
+
+::
+
+    escale.repo                                   header, ``"layout": "index"``
+    clients/<client-id>                           registration (as in the placeholder layout)
+    clients/<client-id>.ack.<sequence:012d>       acknowledgement record of one receiver
+    lease/<generation:012d>                       the lease (as in the placeholder layout)
+    index/<generation:012d>                       index delta of one index generation
+    index/<generation:012d>.full                  index checkpoint: the whole index as of that generation
+    pages/<generation:012d>.<random16>            archive page written for that generation
+    big/<key>.<version:010d>.<random16>           content of one big file version
+
+Every metadata document here (delta, checkpoint, acknowledgement record, the
+page index at the end of a page) is canonical JSON as in
+:mod:`escale.protocol.objects` (UTF-8, sorted keys, compact, each key once);
+deltas, checkpoints and acknowledgement records are then compressed with zlib
+and sealed under their relay name. Decoding is strict: anything else raises
+:class:`ProtocolError` naming the object. ``doc/protocol.rst`` ("The index
+layout") describes every field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import zlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from escale.errors import ProtocolError
+from escale.protocol.layout import CLIENTS, LEASES, MAX_VERSION
+from escale.protocol.objects import (
+    FORMAT,
+    Placeholder,
+    _canonical,
+    _client_id,
+    _field,
+    _no_duplicates,
+    checksum_problem,
+    path_problem,
+)
+
+INDEX = "index"
+PAGES = "pages"
+BIG = "big"
+FOLDERS = (CLIENTS, LEASES, INDEX, PAGES, BIG)
+ACK_SUFFIX = ".ack"
+
+#: Bound of a decoded index document (checkpoint, delta, acknowledgement
+#: record), compressed or not: a checkpoint of a few hundred thousand paths
+#: stays below it; anything bigger is refused unread.
+MAX_INDEX_BYTES = 256 * 1024 * 1024
+#: Bound of a page index (the JSON trailer of a page).
+MAX_PAGE_INDEX_BYTES = 64 * 1024 * 1024
+COMPRESSIONS = ("none", "zlib")
+MAX_GENERATION = 2**63 - 1
+
+_HEX32 = r"[0-9a-f]{32}"
+_GEN = r"([0-9]{12,19})"
+_INDEX_NAME = re.compile(rf"{_GEN}(\.full)?")
+_PAGE_NAME = re.compile(rf"{_GEN}\.[0-9a-f]{{16}}")
+_BIG_NAME = re.compile(rf"({_HEX32})\.([0-9]{{10,19}})\.[0-9a-f]{{16}}")
+_ACK_NAME = re.compile(rf"({_HEX32})\.ack\.{_GEN}")
+_KEY = re.compile(_HEX32)
+
+
+def _generation(digits: str) -> int | None:
+    value = int(digits)
+    if not 1 <= value <= MAX_GENERATION or digits != f"{value:012d}":
+        return None
+    return value
+
+
+def delta_name(generation: int) -> str:
+    return f"{INDEX}/{generation:012d}"
+
+
+def checkpoint_name(generation: int) -> str:
+    return f"{INDEX}/{generation:012d}.full"
+
+
+def page_name(generation: int) -> str:
+    """A fresh page name for a page written for index ``generation``."""
+    return f"{PAGES}/{generation:012d}.{secrets.token_hex(8)}"
+
+
+def big_name(key: str, version: int) -> str:
+    """A fresh object name for the content of a big file version."""
+    return f"{BIG}/{key}.{version:010d}.{secrets.token_hex(8)}"
+
+
+def ack_record_name(client: str, sequence: int) -> str:
+    """Record number ``sequence`` of ``client``: each rewrite takes a new name
+    (a listing shows every change, whatever the server's time resolution)."""
+    return f"{CLIENTS}/{client}{ACK_SUFFIX}.{sequence:012d}"
+
+
+def parse_index_name(name: str) -> tuple[int, bool] | None:
+    """``(generation, is_checkpoint)`` of a listed ``index/`` name; None if foreign."""
+    match = _INDEX_NAME.fullmatch(name.rpartition("/")[2])
+    if match is None or not name.startswith(f"{INDEX}/"):
+        return None
+    generation = _generation(match[1])
+    return None if generation is None else (generation, match[2] is not None)
+
+
+def is_page_name(name: str) -> bool:
+    match = _PAGE_NAME.fullmatch(name.rpartition("/")[2])
+    return (match is not None and name.startswith(f"{PAGES}/") and name.count("/") == 1
+            and _generation(match[1]) is not None)
+
+
+def parse_big_name(name: str) -> tuple[str, int] | None:
+    """``(key, version)`` of a ``big/`` object name; None if foreign."""
+    match = _BIG_NAME.fullmatch(name.rpartition("/")[2])
+    if match is None or not name.startswith(f"{BIG}/") or name.count("/") != 1:
+        return None
+    version = int(match[2])
+    if not 1 <= version <= MAX_VERSION or match[2] != f"{version:010d}":
+        return None
+    return match[1], version
+
+
+def parse_ack_record_name(name: str) -> tuple[str, int] | None:
+    """``(client id, sequence)`` of a ``clients/<id>.ack.<sequence>`` name; None otherwise."""
+    match = _ACK_NAME.fullmatch(name.rpartition("/")[2])
+    if match is None or not name.startswith(f"{CLIENTS}/") or name.count("/") != 1:
+        return None
+    sequence = _generation(match[2])
+    return None if sequence is None else (match[1], sequence)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _problem(name: str, what: str) -> ProtocolError:
+    return ProtocolError(f"relay object {name}: {what}", name=name)
+
+
+def load_document(data: bytes, name: str, kind: str, fields: tuple[str, ...], limit: int) -> dict[str, Any]:
+    """The canonical JSON document ``data`` of type ``kind``; ProtocolError otherwise."""
+    if len(data) > limit:
+        raise _problem(name, f"larger than {limit} bytes")
+    try:
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _problem(name, f"not a valid {kind} ({type(exc).__name__})") from exc
+    if not isinstance(doc, dict) or doc.get("type") != kind or doc.get("format") != FORMAT \
+            or isinstance(doc.get("format"), bool):
+        raise _problem(name, f"not a valid {kind}")
+    unknown = sorted(k for k in doc if k not in fields and k not in ("format", "type"))
+    if unknown:
+        raise _problem(name, f"unknown field {unknown[0][:40]!r} in a {kind}")
+    try:
+        canonical = _canonical(doc) == data
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        canonical = False
+    if not canonical:
+        raise _problem(name, f"not in the canonical form of a {kind}")
+    return doc
+
+
+def dump_document(kind: str, fields: dict[str, Any]) -> bytes:
+    return _canonical({"format": FORMAT, "type": kind, **fields})
+
+
+def compress_document(data: bytes) -> bytes:
+    return zlib.compress(data, 6)
+
+
+def decompress_document(data: bytes, name: str, limit: int = MAX_INDEX_BYTES) -> bytes:
+    """Inflate a compressed document, refusing more than ``limit`` bytes,
+    trailing bytes or a cut stream."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise _problem(name, "not a compressed document") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _problem(name, f"expands beyond {limit} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise _problem(name, "cut or followed by foreign bytes")
+    return out
+
+
+def _int(doc: dict[str, Any], key: str, name: str, low: int = 0, high: int = 2**63 - 1) -> int:
+    value: int = _field(doc, key, int, name)
+    if not low <= value <= high:
+        raise _problem(name, f"field {key!r} is out of range")
+    return value
+
+
+# --------------------------------------------------------------------------- index entries
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the stored form of one file version lives: ``length`` bytes at
+    ``offset`` of the plaintext of relay object ``object`` (a page, or a big
+    object with offset 0), compressed with ``compression``."""
+
+    object: str
+    offset: int
+    length: int
+    compression: Literal["none", "zlib"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"object": self.object, "offset": self.offset, "length": self.length,
+                "compression": self.compression}
+
+    @classmethod
+    def from_json(cls, doc: Any, name: str) -> Location:
+        if not isinstance(doc, dict) or set(doc) != {"object", "offset", "length", "compression"}:
+            raise _problem(name, "bad location")
+        compression = _field(doc, "compression", str, name)
+        if compression not in COMPRESSIONS:
+            raise _problem(name, f"unknown compression {compression[:20]!r}")
+        return cls(object=_field(doc, "object", str, name), offset=_int(doc, "offset", name),
+                   length=_int(doc, "length", name), compression=compression)
+
+
+_ENTRY_FIELDS = ("path", "key", "version", "generation", "lease", "kind", "pusher", "pusher_label", "size",
+                 "mtime_ns", "checksum", "receivers", "puller_count", "location")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One version of one path as the index records it.
+
+    ``generation`` is the index generation that first recorded this version
+    (kept when the content is moved by compaction); ``lease`` the lease
+    generation it was committed under. ``location`` is None for a tombstone.
+    """
+
+    path: str
+    key: str
+    version: int
+    generation: int
+    lease: int
+    kind: Literal["file", "tombstone"]
+    pusher: str
+    pusher_label: str
+    size: int
+    mtime_ns: int
+    checksum: str | None
+    receivers: tuple[str, ...]
+    puller_count: int | None
+    location: Location | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "key": self.key, "version": self.version, "generation": self.generation,
+                "lease": self.lease, "kind": self.kind, "pusher": self.pusher,
+                "pusher_label": self.pusher_label, "size": self.size, "mtime_ns": self.mtime_ns,
+                "checksum": self.checksum, "receivers": list(self.receivers),
+                "puller_count": self.puller_count,
+                "location": self.location.to_json() if self.location else None}
+
+    @classmethod
+    def from_json(cls, doc: Any, name: str) -> IndexEntry:
+        if not isinstance(doc, dict) or set(doc) != set(_ENTRY_FIELDS):
+            raise _problem(name, "bad index entry")
+        kind = _field(doc, "kind", str, name)
+        if kind not in ("file", "tombstone"):
+            raise _problem(name, f"unknown kind {kind[:20]!r}")
+        receivers = _field(doc, "receivers", list, name)
+        if not all(isinstance(r, str) for r in receivers):
+            raise _problem(name, "bad receivers")
+        location = doc["location"]
+        entry = cls(
+            path=_field(doc, "path", str, name), key=_field(doc, "key", str, name),
+            version=_int(doc, "version", name, 1, MAX_VERSION), generation=_int(doc, "generation", name, 1),
+            lease=_int(doc, "lease", name), kind=kind, pusher=_field(doc, "pusher", str, name),
+            pusher_label=_field(doc, "pusher_label", str, name), size=_int(doc, "size", name),
+            mtime_ns=_field(doc, "mtime_ns", int, name),
+            checksum=_field(doc, "checksum", str, name, optional=True), receivers=tuple(receivers),
+            puller_count=_field(doc, "puller_count", int, name, optional=True),
+            location=None if location is None else Location.from_json(location, name),
+        )
+        entry.check(name)
+        return entry
+
+    def check(self, name: str) -> None:
+        """Raise ProtocolError unless every field is acceptable."""
+        problem = path_problem(self.path)
+        if problem is not None:
+            raise _problem(name, problem)
+        if self.checksum is not None and (problem := checksum_problem(self.checksum)) is not None:
+            raise _problem(name, problem)
+        if not _KEY.fullmatch(self.key):
+            raise _problem(name, "key is not a path key")
+        if self.puller_count is not None and self.puller_count < 0:
+            raise _problem(name, "bad puller count")
+        _client_id(self.pusher, "pusher", name)
+        for receiver in self.receivers:
+            _client_id(receiver, "receiver", name)
+        if (self.kind == "file") != (self.location is not None):
+            raise _problem(name, "a file needs a location, a tombstone has none")
+        if self.location is not None:
+            target = self.location.object
+            big = parse_big_name(target)
+            if big is not None:
+                if big != (self.key, self.version) or self.location.offset != 0:
+                    raise _problem(name, f"big object {target[:200]!r} is not this version's")
+            elif not is_page_name(target):
+                raise _problem(name, f"location {target[:200]!r} is not a page nor a big object")
+
+    def to_placeholder(self) -> Placeholder:
+        """The placeholder the sync layer sees: ``payload`` names the object
+        holding the content (a page is shared by many versions)."""
+        return Placeholder(
+            path=self.path, key=self.key, version=self.version, generation=self.lease, kind=self.kind,
+            pusher=self.pusher, pusher_label=self.pusher_label, size=self.size, mtime_ns=self.mtime_ns,
+            checksum=self.checksum, payload=self.location.object if self.location else None,
+            receivers=self.receivers, puller_count=self.puller_count)
+
+
+def _entries(doc: dict[str, Any], name: str) -> tuple[IndexEntry, ...]:
+    raw = _field(doc, "entries", list, name)
+    entries = tuple(IndexEntry.from_json(item, name) for item in raw)
+    paths = [e.path for e in entries]
+    if paths != sorted(paths) or len(set(paths)) != len(paths):
+        raise _problem(name, "entries are not sorted by path, or a path appears twice")
+    return entries
+
+
+def _objects(doc: dict[str, Any], key: str, name: str) -> dict[str, int]:
+    raw = _field(doc, key, dict, name)
+    for obj, size in raw.items():
+        if not (is_page_name(obj) or parse_big_name(obj)) or isinstance(size, bool) \
+                or not isinstance(size, int) or not 0 <= size < 2**63:
+            raise _problem(name, f"bad object {obj[:200]!r}")
+    return dict(raw)
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass(frozen=True)
+class IndexDelta:
+    """What index generation ``generation`` changed: new or moved versions
+    (``entries``), content objects it added (name to stored size) and content
+    objects it dropped (reclaimed or superseded: deleted after this delta)."""
+
+    generation: int
+    lease: int
+    writer: str
+    entries: tuple[IndexEntry, ...]
+    added: dict[str, int]
+    dropped: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return compress_document(dump_document("index-delta", {
+            "generation": self.generation, "lease": self.lease, "writer": self.writer,
+            "entries": [e.to_json() for e in sorted(self.entries, key=lambda e: e.path)],
+            "added": self.added, "dropped": sorted(self.dropped)}))
+
+    @classmethod
+    def decode(cls, data: bytes, name: str) -> IndexDelta:
+        doc = load_document(decompress_document(data, name), name, "index-delta",
+                            ("generation", "lease", "writer", "entries", "added", "dropped"), MAX_INDEX_BYTES)
+        dropped = _field(doc, "dropped", list, name)
+        if not all(isinstance(d, str) and (is_page_name(d) or parse_big_name(d)) for d in dropped) \
+                or dropped != sorted(set(dropped)):
+            raise _problem(name, "bad dropped objects")
+        delta = cls(generation=_int(doc, "generation", name, 1), lease=_int(doc, "lease", name),
+                    writer=_client_id(_field(doc, "writer", str, name), "writer", name),
+                    entries=_entries(doc, name), added=_objects(doc, "added", name), dropped=tuple(dropped))
+        parsed = parse_index_name(name)
+        if parsed is None or parsed != (delta.generation, False):
+            raise _problem(name, "delta does not match its name")
+        return delta
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The whole index as of generation ``generation``: the latest version of
+    every path (tombstones included) and the content objects present."""
+
+    generation: int
+    entries: tuple[IndexEntry, ...]
+    objects: dict[str, int]
+
+    def encode(self) -> bytes:
+        return compress_document(dump_document("index-checkpoint", {
+            "generation": self.generation,
+            "entries": [e.to_json() for e in sorted(self.entries, key=lambda e: e.path)],
+            "objects": self.objects}))
+
+    @classmethod
+    def decode(cls, data: bytes, name: str, *, expect_name: bool = True) -> Checkpoint:
+        """``expect_name``: the relay name must be this generation's
+        checkpoint (false for the copy kept in the state database)."""
+        doc = load_document(decompress_document(data, name), name, "index-checkpoint",
+                            ("generation", "entries", "objects"), MAX_INDEX_BYTES)
+        checkpoint = cls(generation=_int(doc, "generation", name, 0), entries=_entries(doc, name),
+                         objects=_objects(doc, "objects", name))
+        if expect_name and parse_index_name(name) != (checkpoint.generation, True):
+            raise _problem(name, "checkpoint does not match its name")
+        return checkpoint
+
+
+@dataclass(frozen=True)
+class AckRecord:
+    """Client ``client`` has processed every version recorded at index
+    generations up to ``generation``, except the ``missing`` (key, version)
+    pairs: it acknowledges all others that it had to receive."""
+
+    client: str
+    generation: int
+    missing: tuple[tuple[str, int], ...]
+
+    def encode(self) -> bytes:
+        return compress_document(dump_document("index-ack", {
+            "client": self.client, "generation": self.generation,
+            "missing": [[k, v] for k, v in sorted(set(self.missing))]}))
+
+    @classmethod
+    def decode(cls, data: bytes, name: str) -> AckRecord:
+        doc = load_document(decompress_document(data, name), name, "index-ack",
+                            ("client", "generation", "missing"), MAX_INDEX_BYTES)
+        raw = _field(doc, "missing", list, name)
+        missing = []
+        for item in raw:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                    and _KEY.fullmatch(item[0]) and isinstance(item[1], int) and not isinstance(item[1], bool)
+                    and 1 <= item[1] <= MAX_VERSION):
+                raise _problem(name, "bad missing version")
+            missing.append((item[0], item[1]))
+        if missing != sorted(set(missing)):
+            raise _problem(name, "missing versions are not sorted or repeat")
+        record = cls(client=_client_id(_field(doc, "client", str, name), "client", name),
+                     generation=_int(doc, "generation", name, 0), missing=tuple(missing))
+        parsed = parse_ack_record_name(name)
+        if parsed is None or parsed[0] != record.client:
+            raise _problem(name, "acknowledgement record does not match its name")
+        return record
+
+
+@dataclass(frozen=True)
+class PageMember:
+    """One member of a page, as the page index at the page's end lists it."""
+
+    key: str
+    version: int
+    offset: int
+    length: int
+    size: int
+    compression: Literal["none", "zlib"]
+
+
+def encode_page_index(generation: int, members: list[PageMember]) -> bytes:
+    return dump_document("page-index", {"generation": generation, "members": [
+        [m.key, m.version, m.offset, m.length, m.size, m.compression] for m in members]})
+
+
+def decode_page_index(data: bytes, name: str) -> tuple[int, list[PageMember]]:
+    """The generation and members of a page index; members lie one after
+    the other from offset 0, without gap or overlap."""
+    doc = load_document(data, name, "page-index", ("generation", "members"), MAX_PAGE_INDEX_BYTES)
+    generation = _int(doc, "generation", name, 1)
+    members: list[PageMember] = []
+    end = 0
+    for item in _field(doc, "members", list, name):
+        if not (isinstance(item, list) and len(item) == 6 and isinstance(item[0], str) and _KEY.fullmatch(item[0])
+                and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63 for x in item[1:5])
+                and item[5] in COMPRESSIONS and 1 <= item[1] <= MAX_VERSION and item[2] == end):
+            raise _problem(name, "bad page member")
+        members.append(PageMember(item[0], item[1], item[2], item[3], item[4], item[5]))
+        end = item[2] + item[3]
+    return generation, members

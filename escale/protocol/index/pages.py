@@ -1,0 +1,250 @@
+"""Archive pages and big objects of the index layout: writing and reading.
+
+A page's plaintext is its members' stored forms one after the other, then
+the page index (canonical JSON, :func:`~escale.protocol.index.objects.encode_page_index`),
+then the page index's length as 8 bytes big-endian. The whole plaintext is
+sealed as one envelope stream under the page's relay name. A member is
+compressed with zlib only when that makes it smaller ("compress only where it
+pays"); otherwise it is stored as is.
+
+A big object's plaintext is the file's content, deflated as one zlib stream
+when a sample of its first MiB shrinks by a tenth or more, else as is; it is
+sealed as one envelope stream. Writing and reading it take constant memory.
+
+Everything is spooled in temporary files of the client's spool folder: memory
+stays bounded by the small-file threshold, whatever the page size.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+import zlib
+from typing import BinaryIO, Literal, Protocol, cast
+
+from escale.errors import IntegrityError, ProtocolError
+from escale.protocol.index.objects import (
+    MAX_PAGE_INDEX_BYTES,
+    PageMember,
+    decode_page_index,
+    encode_page_index,
+    is_page_name,
+)
+from escale.protocol.sealer import Sealer
+
+_TRAILER = struct.Struct(">Q")
+CHUNK = 1 << 20
+#: a big file is deflated when its first MiB deflates to at most this share
+BIG_COMPRESS_RATIO = 0.9
+
+
+class Writable(Protocol):
+    def write(self, data: bytes) -> object: ...
+
+
+def compress_member(data: bytes) -> tuple[bytes, Literal["none", "zlib"]]:
+    """The stored form of a small file's content: deflated when smaller."""
+    if data:
+        packed = zlib.compress(data, 6)
+        if len(packed) < len(data):
+            return packed, "zlib"
+    return data, "none"
+
+
+class PageWriter:
+    """Collects members into a plaintext spool; :meth:`seal` writes the page."""
+
+    def __init__(self, spool_dir: str | None) -> None:
+        self.spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (closed by close())
+        self.members: list[PageMember] = []
+
+    @property
+    def size(self) -> int:
+        """Plaintext bytes so far (without the page index)."""
+        return self.spool.tell()
+
+    def add(self, key: str, version: int, content: bytes) -> PageMember:
+        stored, compression = compress_member(content)
+        return self.add_stored(key, version, stored, len(content), compression)
+
+    def add_stored(self, key: str, version: int, stored: bytes, size: int,
+                   compression: Literal["none", "zlib"]) -> PageMember:
+        member = PageMember(key, version, self.spool.tell(), len(stored), size, compression)
+        self.spool.write(stored)
+        self.members.append(member)
+        return member
+
+    def seal(self, sealer: Sealer, name: str, generation: int, sink: BinaryIO) -> int:
+        """Append the page index and seal the page named ``name`` into ``sink``."""
+        index = encode_page_index(generation, self.members)
+        self.spool.write(index)
+        self.spool.write(_TRAILER.pack(len(index)))
+        self.spool.seek(0)
+        return sealer.seal_stream(name, cast(BinaryIO, self.spool), sink)
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+class OpenedPage:
+    """A page fetched, authenticated and decrypted into a spool file."""
+
+    def __init__(self, name: str, plain: BinaryIO, members: list[PageMember]) -> None:
+        self.name = name
+        self.plain = plain
+        self.members = {(m.key, m.version): m for m in members}
+
+    def stored(self, member: PageMember) -> bytes:
+        """The stored bytes of ``member`` (bounded by the small-file threshold)."""
+        self.plain.seek(member.offset)
+        data = self.plain.read(member.length)
+        if len(data) != member.length:
+            raise IntegrityError(f"relay object {self.name}: page cut inside a member")
+        return data
+
+    def close(self) -> None:
+        self.plain.close()
+
+
+def open_page(relay_get: _Getter, sealer: Sealer, name: str, spool_dir: str | None) -> OpenedPage:
+    """Fetch page ``name``, open its envelope and read its page index.
+
+    Raises IntegrityError when the envelope does not open (tampered, cut,
+    swapped), ProtocolError when the page index is malformed or names another
+    generation than the page name.
+    """
+    if not is_page_name(name):
+        raise ProtocolError(f"relay object {name}: not a page name", name=name)
+    plain = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 (owned by the OpenedPage returned)
+    try:
+        with tempfile.TemporaryFile(dir=spool_dir) as raw:
+            relay_get(name, cast(BinaryIO, raw))
+            raw.seek(0)
+            sealer.open_stream(name, cast(BinaryIO, raw), cast(BinaryIO, plain))
+        total = plain.tell()
+        if total < _TRAILER.size:
+            raise ProtocolError(f"relay object {name}: too short for a page", name=name)
+        plain.seek(total - _TRAILER.size)
+        (length,) = _TRAILER.unpack(plain.read(_TRAILER.size))
+        if length > MAX_PAGE_INDEX_BYTES or length > total - _TRAILER.size:
+            raise ProtocolError(f"relay object {name}: bad page index length", name=name)
+        start = total - _TRAILER.size - length
+        plain.seek(start)
+        generation, members = decode_page_index(plain.read(length), name)
+        if name.rpartition("/")[2].partition(".")[0] != f"{generation:012d}":
+            raise ProtocolError(f"relay object {name}: page index names generation {generation}", name=name)
+        end = members[-1].offset + members[-1].length if members else 0
+        if end != start:
+            raise ProtocolError(f"relay object {name}: page members do not fill the page", name=name)
+        return OpenedPage(name, cast(BinaryIO, plain), members)
+    except BaseException:
+        plain.close()
+        raise
+
+
+class _Getter(Protocol):
+    def __call__(self, name: str, sink: BinaryIO) -> None: ...
+
+
+def inflate_to(stored: bytes, compression: str, out: Writable, name: str) -> None:
+    """Write the content of a member's stored form into ``out``."""
+    if compression == "none":
+        out.write(stored)
+        return
+    inflater = zlib.decompressobj()
+    data = stored
+    try:
+        while data:
+            piece = inflater.decompress(data, CHUNK)
+            out.write(piece)
+            data = inflater.unconsumed_tail
+        out.write(inflater.flush())
+    except zlib.error as exc:
+        raise IntegrityError(f"relay object {name}: member does not inflate") from exc
+    if not inflater.eof or inflater.unused_data:
+        raise IntegrityError(f"relay object {name}: member cut or followed by foreign bytes")
+
+
+class DeflatingReader:
+    """Reads ``source`` as a zlib stream (or as is), counting what it produces.
+
+    The decision is taken on the first MiB: deflated when that sample shrinks
+    to at most :data:`BIG_COMPRESS_RATIO` of its size.
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        first = source.read(CHUNK)
+        sample = zlib.compress(first, 1) if first else b""
+        self.compression: Literal["none", "zlib"] = (
+            "zlib" if first and len(sample) <= BIG_COMPRESS_RATIO * len(first) else "none")
+        self._deflater = zlib.compressobj(6) if self.compression == "zlib" else None
+        self._buffer = bytearray()
+        self._pending = first
+        self._done = False
+        self.produced = 0
+
+    def _fill(self, want: int) -> None:
+        while len(self._buffer) < want and not self._done:
+            data = self._pending if self._pending else self.source.read(CHUNK)
+            self._pending = b""
+            if self._deflater is None:
+                if data:
+                    self._buffer += data
+                else:
+                    self._done = True
+                continue
+            if data:
+                self._buffer += self._deflater.compress(data)
+            else:
+                self._buffer += self._deflater.flush()
+                self._done = True
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size is not None and size >= 0 else CHUNK
+        self._fill(want)
+        out = bytes(self._buffer[:want])
+        del self._buffer[:want]
+        self.produced += len(out)
+        return out
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class InflatingWriter:
+    """A sink that inflates what it receives (or passes it through) into ``out``."""
+
+    def __init__(self, out: Writable, compression: str, name: str) -> None:
+        self.out = out
+        self.name = name
+        self._inflater = zlib.decompressobj() if compression == "zlib" else None
+        self.received = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.received += len(data)
+        if self._inflater is None:
+            self.out.write(bytes(data))
+            return len(data)
+        try:
+            chunk = bytes(data)
+            while chunk:
+                self.out.write(self._inflater.decompress(chunk, CHUNK))
+                chunk = self._inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise IntegrityError(f"relay object {self.name}: content does not inflate") from exc
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        if self._inflater is not None:
+            try:
+                self.out.write(self._inflater.flush())
+            except zlib.error as exc:
+                raise IntegrityError(f"relay object {self.name}: content does not inflate") from exc
+            if not self._inflater.eof or self._inflater.unused_data:
+                raise IntegrityError(f"relay object {self.name}: content cut or followed by foreign bytes")

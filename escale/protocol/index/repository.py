@@ -1,0 +1,836 @@
+"""The index-layout repository: many small files in a handful of relay requests.
+
+:class:`IndexRepository` offers the interface the sync layer uses on the
+placeholder layout's :class:`~escale.protocol.repository.Repository` (it is a
+subclass: registration, receivers and temporaries are shared), over the
+objects of :mod:`escale.protocol.index.objects`:
+
+* Reading (:meth:`read_state`) lists ``clients/`` (registrations and
+  acknowledgement records) and ``index/``, and fetches only the index deltas
+  above the generation this client materialised in its state database (or the
+  latest checkpoint, then the deltas after it). With nothing new that is two
+  listings, whatever the number of files.
+* Pushing is buffered: :meth:`commit_file` packs small files into the pending
+  archive page (big files are uploaded at once as their own objects) and
+  returns the planned placeholder; :meth:`commit_pending` uploads the page,
+  then commits one index delta naming it, then runs the callbacks registered
+  by :meth:`when_committed` (the sync layer records its bases there). A full
+  page is committed on its own before the next file is packed.
+* Acknowledgements are buffered too: :meth:`flush_acks` rewrites this
+  client's one acknowledgement record.
+
+Write order, and what a crash at each point leaves: content objects (page,
+big objects) before the delta that names them (a crash leaves orphans, which
+the next lease holder's :meth:`collect_garbage` removes); a delta that drops
+objects (reclaim, clean-up, compaction) before their deletion (a crash leaves
+unreferenced objects, removed likewise). A version is visible only once its
+delta is on the relay, and then its content is there.
+
+Knowledge only moves forward: the highest index generation seen is kept in
+the state database; a relay listing a lower one, or missing a delta between
+the materialised generation (or a checkpoint) and the head, is a rollback:
+:meth:`read_state` raises ProtocolError and nothing is applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, cast
+
+from escale.errors import (
+    CryptoError,
+    EscaleError,
+    IntegrityError,
+    ProtocolError,
+    RelayExists,
+    RelayNotFound,
+    RelayQuotaExceeded,
+)
+from escale.protocol.index import objects as io
+from escale.protocol.index.objects import AckRecord, Checkpoint, IndexDelta, IndexEntry, Location
+from escale.protocol.index.pages import (
+    DeflatingReader,
+    InflatingWriter,
+    OpenedPage,
+    PageWriter,
+    compress_member,
+    inflate_to,
+    open_page,
+)
+from escale.protocol.layout import CLIENTS, parse_client
+from escale.protocol.lease import Lease
+from escale.protocol.objects import MAX_OBJECT_BYTES, ClientRecord, Placeholder, checksum_problem
+from escale.protocol.repository import (
+    STALE_TEMPORARY_AGE,
+    LocalVersion,
+    RelayState,
+    Repository,
+    _HashingReader,
+    _HashingWriter,
+    _LocalSpool,
+)
+from escale.protocol.sealer import Sealer
+from escale.relay import Entry, Relay
+
+log = logging.getLogger(__name__)
+
+#: Files up to this size share pages; bigger ones are objects of their own.
+#: Also bounds the memory one file takes while packed or unpacked.
+MAX_SMALL_FILE = 16 * 1024 * 1024
+#: A checkpoint is written once this many deltas were committed since the last.
+CHECKPOINT_EVERY = 64
+#: A page is compacted when more than half of it is dead and at least this much.
+COMPACT_MIN_DEAD = 256 * 1024
+#: Opened pages kept per pass (in spool files) while receiving.
+OPEN_PAGES = 2
+#: Sealing overhead allowance for the quota check of a pending page.
+SEAL_SLACK = 1.04
+
+_MATERIALISED = "index@materialised"
+_KNOWN = "index@known"
+_MY_ACK = "index@my-ack"
+_MY_ACK_SEQUENCE = "index@my-ack-sequence"
+_PREPARED = "index@prepared"
+#: content objects this client uploaded or dropped and may have left behind
+#: (a crash between the upload and its delta, or between a drop and the
+#: deletion): they make clean-up due until a listing shows them gone
+_UNSETTLED = "index@unsettled"
+_ACK_CACHE = "index-ack@"
+
+
+@dataclass
+class _Pending:
+    entry: IndexEntry
+    on_page: bool
+
+
+class IndexRepository(Repository):
+    """One client's view of one relay repository in the index layout."""
+
+    def __init__(self, relay: Relay, sealer: Sealer, *, maxpagesize: int = 1_000_000_000, **kwargs: Any) -> None:
+        """As :class:`Repository`; ``maxpagesize`` bounds a page's plaintext."""
+        super().__init__(relay, sealer, **kwargs)
+        self.maxpagesize = max(64 * 1024, maxpagesize)
+        self.big_threshold = min(MAX_SMALL_FILE, self.maxpagesize // 4)
+        self.entries: dict[str, IndexEntry] = {}
+        self.objects: dict[str, int] = {}
+        self.head = 0
+        self._loaded = False
+        self._records: dict[str, AckRecord] = {}
+        self._my_ack: AckRecord | None = None
+        self._ack_dirty = False
+        self._my_sequence = 0
+        #: this client's record names listed by the last read (older ones are deleted after a rewrite)
+        self._my_listed: list[tuple[int, str]] = []
+        self._acked_now: set[tuple[str, int]] = set()
+        self._page: PageWriter | None = None
+        self._pending: list[_Pending] = []
+        self._pending_big: dict[str, int] = {}
+        self._callbacks: list[Callable[[], None]] = []
+        self._open_pages: dict[str, OpenedPage] = {}
+        self._bad_pages: dict[str, EscaleError] = {}
+        self._reclaim_cache: tuple[RelayState, int, set[str]] | None = None
+        self._checkpoints: set[int] = set()
+        self._deltas: set[int] = set()
+
+    # ----------------------------------------------------------- setup
+
+    def prepare(self) -> None:
+        """Create the layout's folders once (remembered in the state database:
+        later passes spend no request on it)."""
+        if self.meta_cache.get(_PREPARED) == b"1":
+            return
+        present = {e.basename for e in self.relay.list() if e.is_dir}
+        for folder in io.FOLDERS:
+            if folder not in present:
+                self.relay.mkdir(folder)
+        self.meta_cache[_PREPARED] = b"1"
+
+    # ----------------------------------------------------------- the materialised index
+
+    def _load_materialised(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        data = self.meta_cache.get(_MATERIALISED)
+        my_ack = self.meta_cache.get(_MY_ACK)
+        try:
+            self._my_sequence = int(self.meta_cache.get(_MY_ACK_SEQUENCE, b"0").decode("ascii"))
+            if my_ack is not None and self._my_sequence > 0:
+                self._my_ack = AckRecord.decode(my_ack, io.ack_record_name(self.client_id, self._my_sequence))
+        except (ProtocolError, ValueError):
+            self._my_ack = None
+        if data is None:
+            return
+        try:
+            checkpoint = Checkpoint.decode(data, "the local copy of the index", expect_name=False)
+        except ProtocolError as exc:
+            log.warning("the local copy of the index is unreadable (%s): reading it again from the relay", exc)
+            return
+        self.head = checkpoint.generation
+        self.entries = {e.path: e for e in checkpoint.entries}
+        self.objects = dict(checkpoint.objects)
+
+    def _persist(self) -> None:
+        self.meta_cache[_MATERIALISED] = Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode()
+        if self.head > self.known:
+            self.meta_cache[_KNOWN] = str(self.head).encode("ascii")
+
+    @property
+    def known(self) -> int:
+        """The highest index generation this client ever saw or wrote."""
+        try:
+            return int(self.meta_cache.get(_KNOWN, b"0").decode("ascii"))
+        except ValueError:
+            return 0
+
+    def _rollback(self, top: int, what: str) -> ProtocolError:
+        return ProtocolError(
+            f"relay {self.relay.describe()} rolled back its index: {what} (highest generation listed {top}, "
+            f"generation {max(self.known, self.head)} known here); nothing was applied. Check the relay "
+            "(a restored backup or a replayed folder?); run `escalectl fix` on an up-to-date client",
+            name=io.INDEX)
+
+    def _open_index(self, name: str) -> bytes:
+        try:
+            return self.sealer.open(name, self.relay.get_bytes(name, limit=io.MAX_INDEX_BYTES))
+        except CryptoError as exc:
+            raise IntegrityError(f"relay object {name}: {exc}; nothing was applied") from exc
+
+    def _apply(self, delta: IndexDelta) -> None:
+        """Apply one delta (checked against the index first: all or nothing)."""
+        name = io.delta_name(delta.generation)
+        for entry in delta.entries:
+            if self.sealer.object_key(entry.path) != entry.key:
+                raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
+            current = self.entries.get(entry.path)
+            if current is not None and entry.version < current.version:
+                raise ProtocolError(f"relay object {name}: records version {entry.version} of {entry.path} "
+                                    f"below version {current.version}", name=name)
+        for entry in delta.entries:
+            self.entries[entry.path] = entry
+        self.objects.update(delta.added)
+        for dropped in delta.dropped:
+            self.objects.pop(dropped, None)
+        self.head = delta.generation
+
+    def _catch_up(self, listing: list[str]) -> None:
+        deltas: set[int] = set()
+        checkpoints: set[int] = set()
+        for name in listing:
+            parsed = io.parse_index_name(name)
+            if parsed is None:
+                continue
+            (checkpoints if parsed[1] else deltas).add(parsed[0])
+        self._deltas, self._checkpoints = deltas, checkpoints
+        top = max(deltas | checkpoints, default=0)
+        if top < self.known or top < self.head:
+            raise self._rollback(top, "its highest generation is below the one known here")
+        if top == self.head:
+            return
+        needed = range(self.head + 1, top + 1)
+        if not all(g in deltas for g in needed):
+            candidates = [c for c in checkpoints if self.head < c <= top]
+            if not candidates:
+                raise self._rollback(top, f"deltas after generation {self.head} are missing")
+            start = max(candidates)
+            name = io.checkpoint_name(start)
+            checkpoint = Checkpoint.decode(self._open_index(name), name)
+            for entry in checkpoint.entries:
+                if self.sealer.object_key(entry.path) != entry.key:
+                    raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
+            self.entries = {e.path: e for e in checkpoint.entries}
+            self.objects = dict(checkpoint.objects)
+            self.head = start
+            needed = range(start + 1, top + 1)
+            if not all(g in deltas for g in needed):
+                raise self._rollback(top, f"deltas after checkpoint {start} are missing")
+        for generation in needed:
+            name = io.delta_name(generation)
+            self._apply(IndexDelta.decode(self._open_index(name), name))
+        self._persist()
+
+    # ----------------------------------------------------------- reading
+
+    def read_state(self, *, use_marker: bool = False) -> RelayState:
+        """List ``clients/`` and ``index/``; read what changed since the last read
+        (``use_marker`` is the placeholder layout's: the index needs no marker).
+
+        Raises ProtocolError (rollback, malformed or refused index object) or
+        IntegrityError (an index object that does not open): the index is
+        applied whole or not at all, so such a pass applies nothing.
+        """
+        self._load_materialised()
+        state = RelayState()
+        self._temporaries = []
+        records: dict[str, AckRecord] = {}
+        newest: dict[str, tuple[int, str]] = {}
+        self._my_listed = []
+        for entry in self._entries(CLIENTS):
+            if (parsed := io.parse_ack_record_name(entry.name)) is not None:
+                client, sequence = parsed
+                if client == self.client_id:
+                    self._my_listed.append((sequence, entry.name))
+                elif sequence > newest.get(client, (0, ""))[0]:
+                    newest[client] = (sequence, entry.name)
+            elif (registered := parse_client(entry.name)) is not None:
+                record_c = self._read_client(entry, registered, state)
+                if record_c is not None:
+                    state.clients[registered] = record_c
+        for client, (_, name) in newest.items():
+            record = self._read_ack(name, client, state)
+            if record is not None:
+                records[client] = record
+        mine = max(self._my_listed, default=(0, ""))
+        if self._my_ack is not None and mine[0] == self._my_sequence:
+            records[self.client_id] = self._my_ack  # what this client wrote: not fetched again
+        elif mine[0]:
+            record = self._read_ack(mine[1], self.client_id, state)
+            if record is not None:
+                records[self.client_id] = record
+        # the record this client last wrote is missing (a relay that lost it): written again
+        self._ack_dirty = self._my_ack is not None and mine[0] != self._my_sequence
+        listing = [e.name for e in self._entries(io.INDEX)]
+        try:
+            self._catch_up(listing)
+        except RelayNotFound:
+            # a delta pruned between the listing and the read: list once more
+            self._catch_up([e.name for e in self._entries(io.INDEX)])
+        self._records = records
+        self._fill(state)
+        state.temporaries = {e.name: e for e in self._temporaries}
+        self._register(state)
+        return state
+
+    def _read_client(self, entry: Entry, client: str, state: RelayState) -> ClientRecord | None:
+        name = entry.name
+        cache_key = f"{name}@{entry.size}@{entry.mtime}"
+        try:
+            data = self.meta_cache.get(cache_key) if entry.mtime is not None else None
+            if data is None:
+                data = self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES))
+            record = ClientRecord.decode(data, name)
+        except RelayNotFound:
+            return None
+        except (ProtocolError, CryptoError) as exc:
+            log.warning("ignoring relay object %s: %s", name, exc)
+            state.rejected.append(name)
+            return None
+        if record.client != client:
+            return None
+        if entry.mtime is not None and cache_key not in self.meta_cache:
+            for old in [k for k in self.meta_cache if k.startswith(name + "@")]:
+                del self.meta_cache[old]
+            self.meta_cache[cache_key] = data
+        return record
+
+    def _read_ack(self, name: str, client: str, state: RelayState) -> AckRecord | None:
+        """Record ``name`` (written once: cached by name)."""
+        cache_key = f"{_ACK_CACHE}{name}"
+        try:
+            data = self.meta_cache.get(cache_key)
+            if data is None:
+                data = self.sealer.open(name, self.relay.get_bytes(name, limit=io.MAX_INDEX_BYTES))
+            record = AckRecord.decode(data, name)
+        except RelayNotFound:
+            return None
+        except (ProtocolError, CryptoError) as exc:
+            log.warning("ignoring relay object %s: %s", name, exc)
+            state.rejected.append(name)
+            return None
+        if record.client != client:
+            return None
+        if cache_key not in self.meta_cache:
+            prefix = f"{_ACK_CACHE}{CLIENTS}/{client}."
+            for old in [k for k in self.meta_cache if k.startswith(prefix)]:
+                del self.meta_cache[old]
+            self.meta_cache[cache_key] = data
+        return record
+
+    def _fill(self, state: RelayState) -> None:
+        """The sync layer's view of the materialised index and the records."""
+        for entry in self.entries.values():
+            ph = entry.to_placeholder()
+            if ph.payload is not None and ph.payload not in self.objects:
+                ph = replace(ph, payload=None)  # reclaimed: no longer names an object (which may linger)
+            state.latest[entry.path] = ph
+            state.versions[entry.key] = [entry.version]
+        state.payloads = {**{name: 0 for name in self._unsettled()}, **self.objects}
+        files = [e for e in self.entries.values() if e.kind == "file"]
+        for client, record in self._records.items():
+            missing = set(record.missing)
+            for e in files:
+                if e.generation <= record.generation and e.pusher != client and (e.key, e.version) not in missing:
+                    state.acks.setdefault((e.key, e.version), set()).add(client)
+
+    # ----------------------------------------------------------- receiving
+
+    def fetch(self, placeholder: Placeholder, sink: BinaryIO) -> str | None:
+        """Write the content of ``placeholder`` into ``sink``; as
+        :meth:`Repository.fetch`. A page is fetched and opened once per pass
+        (kept in a spool file) for all its members."""
+        entry = self.entries.get(placeholder.path)
+        if entry is None or entry.version != placeholder.version or entry.location is None \
+                or entry.location.object not in self.objects:
+            raise RelayNotFound(f"{placeholder.path} has no content on the relay", name=placeholder.path)
+        location = entry.location
+        algorithm = entry.checksum.partition(":")[0] if entry.checksum else None
+        if entry.checksum and checksum_problem(entry.checksum) is not None:
+            raise ProtocolError(f"{entry.path}: {checksum_problem(entry.checksum)}", name=entry.path)
+        hasher = hashlib.new(algorithm) if algorithm else None
+        counting = _HashingWriter(sink, hasher)
+        name = location.object
+        if io.parse_big_name(name) is not None:
+            inflating = InflatingWriter(counting, location.compression, name)
+            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+                self.relay.get(name, cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), entry.path)))
+                spool.seek(0)
+                self.sealer.open_stream(name, cast(BinaryIO, spool), cast(BinaryIO, inflating))
+            inflating.finish()
+            if inflating.received != location.length:
+                raise IntegrityError(f"relay object {name}: {inflating.received} stored bytes, the index "
+                                     f"says {location.length}")
+        else:
+            page = self._page_for(name)
+            member = page.members.get((entry.key, entry.version))
+            if member is None or (member.offset, member.length, member.compression, member.size) != (
+                    location.offset, location.length, location.compression, entry.size):
+                raise IntegrityError(f"relay object {name}: its page index does not list {entry.path} "
+                                     "as the index does")
+            inflate_to(page.stored(member), member.compression, counting, name)
+        if counting.count != entry.size:
+            raise IntegrityError(f"relay object {name}: size {counting.count} differs from the index "
+                                 f"({entry.size}) for {entry.path}")
+        if hasher is not None and entry.checksum:
+            got = f"{algorithm}:{hasher.hexdigest()}"
+            if got != entry.checksum:
+                raise IntegrityError(f"relay object {name}: checksum mismatch for {entry.path}")
+            return got
+        return None
+
+    def _page_for(self, name: str) -> OpenedPage:
+        if name in self._bad_pages:
+            raise self._bad_pages[name]
+        page = self._open_pages.get(name)
+        if page is not None:
+            return page
+        try:
+            page = open_page(self.relay.get, self.sealer, name, self.spool_dir)
+        except (IntegrityError, ProtocolError) as exc:
+            self._bad_pages[name] = exc
+            log.error("refusing relay object %s: %s", name, exc)
+            raise
+        while len(self._open_pages) >= OPEN_PAGES:
+            self._open_pages.pop(next(iter(self._open_pages))).close()
+        self._open_pages[name] = page
+        return page
+
+    def acknowledge(self, placeholder: Placeholder) -> None:
+        """Buffer that this client is done with ``placeholder``; written by
+        :meth:`flush_acks`."""
+        self._acked_now.add((placeholder.key, placeholder.version))
+
+    def flush_acks(self) -> None:
+        """Rewrite this client's acknowledgement record if it changed.
+
+        The record says: every version recorded at or below the index head
+        this client read is processed, except those it still lacks (listed).
+        A client that does not receive writes none. Also closes the pages
+        opened for receiving.
+        """
+        for page in self._open_pages.values():
+            page.close()
+        self._open_pages.clear()
+        self._bad_pages.clear()
+        if not self.receives and not self._acked_now:
+            return
+        old = self._my_ack
+        old_generation = old.generation if old is not None else 0
+        old_missing = set(old.missing) if old is not None else set()
+        missing = []
+        changed = old is None
+        for e in self.entries.values():
+            pair = (e.key, e.version)
+            if e.kind != "file" or e.pusher == self.client_id or e.generation > self.head:
+                continue
+            if e.location is None or e.location.object not in self.objects:
+                continue
+            fresh = e.generation > old_generation
+            if pair in self._acked_now:
+                changed = changed or fresh or pair in old_missing
+            elif fresh or pair in old_missing:
+                missing.append(pair)
+                changed = changed or fresh
+        record = AckRecord(self.client_id, self.head, tuple(sorted(missing)))
+        self._acked_now.clear()
+        if not changed and not self._ack_dirty:
+            # nothing this record says changed (the head moved by deltas that
+            # concern other clients only, or dropped content): the old one stands
+            return
+        sequence = max([self._my_sequence, *(n for n, _ in self._my_listed)]) + 1
+        name = io.ack_record_name(self.client_id, sequence)
+        data = record.encode()
+        self.relay.put_bytes(name, self.sealer.seal(name, data))
+        self._my_ack, self._my_sequence = record, sequence
+        self._ack_dirty = False
+        self.meta_cache[_MY_ACK] = data
+        self.meta_cache[_MY_ACK_SEQUENCE] = str(sequence).encode("ascii")
+        self.step("acknowledgements written")
+        for _, replaced in self._my_listed:  # the records this one replaces
+            self._delete_quietly(replaced)
+        self._my_listed = [(sequence, name)]
+
+    # ----------------------------------------------------------- receivers
+
+    def _reclaimable_objects(self, state: RelayState) -> set[str]:
+        """Content objects all of whose live versions every receiver took."""
+        cache = self._reclaim_cache
+        if cache is not None and cache[0] is state and cache[1] == self.head:
+            return cache[2]
+        groups: dict[str, list[Placeholder]] = {}
+        for entry in self.entries.values():
+            if entry.location is not None and entry.location.object in self.objects:
+                groups.setdefault(entry.location.object, []).append(entry.to_placeholder())
+        done = {obj for obj, members in groups.items()
+                if all(Repository.reclaimable(self, ph, state) for ph in members)}
+        self._reclaim_cache = (state, self.head, done)
+        return done
+
+    def reclaimable(self, placeholder: Placeholder, state: RelayState) -> bool:
+        """Whether the object holding ``placeholder`` can go: every live
+        version in it is acknowledged as :meth:`Repository.reclaimable` says."""
+        return placeholder.payload is not None and placeholder.payload in self._reclaimable_objects(state)
+
+    # ----------------------------------------------------------- committing
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the commits made so far are on the relay."""
+        if self._pending:
+            self._callbacks.append(callback)
+        else:
+            callback()
+
+    def _next_version(self, state: RelayState, key: str, path: str) -> int:
+        version = state.next_version(key, path)
+        for pending in self._pending:
+            if pending.entry.key == key:
+                version = max(version, pending.entry.version + 1)
+        return version
+
+    def _pending_bytes(self) -> int:
+        page = self._page.size if self._page is not None else 0
+        return int(page * SEAL_SLACK) + sum(self._pending_big.values())
+
+    def _check_quota(self, state: RelayState, more: int, path: str) -> None:
+        if self.disk_quota is not None and state.stored_bytes() + self._pending_bytes() + more > self.disk_quota:
+            raise RelayQuotaExceeded(f"disk quota of {self.disk_quota} bytes reached; {path} waits for reclaim",
+                                     name=path)
+
+    def commit_file(self, lease: Lease, state: RelayState, local: LocalVersion, source: BinaryIO) -> Placeholder:
+        """Pack ``source`` as the path's next version; returns the planned
+        placeholder, committed by :meth:`commit_pending` (which runs here when
+        the page is full). Raises as :meth:`Repository.commit_file`; a file
+        that would exceed ``disk quota`` is refused (after the page so far is
+        committed: a push cuts its pages to fit the space left)."""
+        key = self.sealer.object_key(local.path)
+        version = self._next_version(state, key, local.path)
+        hasher = hashlib.new(self.checksum) if self.checksum else None
+        reader = _HashingReader(source, hasher)
+        if local.size <= self.big_threshold:
+            parts = []
+            while piece := reader.read(self.big_threshold + 1 - reader.count):
+                parts.append(piece)
+                if reader.count > self.big_threshold:
+                    break
+            content = b"".join(parts)
+            if reader.count != local.size:
+                raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+            stored, compression = compress_member(content)
+            if self._page is not None and self._page.members and self._page.size + len(stored) > self.maxpagesize:
+                self.commit_pending(lease, state)
+            try:
+                self._check_quota(state, int(len(stored) * SEAL_SLACK) + 4096, local.path)
+            except RelayQuotaExceeded:
+                self.commit_pending(lease, state)
+                raise
+            if self._page is None:
+                self._page = PageWriter(self.spool_dir)
+            member = self._page.add_stored(key, version, stored, len(content), compression)
+            location = Location("", member.offset, member.length, compression)
+            on_page = True
+        else:
+            name = io.big_name(key, version)
+            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+                deflating = DeflatingReader(cast(BinaryIO, reader))
+                self.sealer.seal_stream(name, cast(BinaryIO, deflating),
+                                        cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), local.path)))
+                stored_size = spool.tell()
+                if reader.count != local.size:
+                    raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+                self._check_quota(state, stored_size, local.path)
+                spool.seek(0)
+                lease.check()
+                self._unsettle([name])
+                self.relay.put(name, cast(BinaryIO, spool))
+            self._pending_big[name] = stored_size
+            self.step(f"big object uploaded {local.path}")
+            location = Location(name, 0, deflating.produced, deflating.compression)
+            on_page = False
+        checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
+        entry = IndexEntry(
+            path=local.path, key=key, version=version, generation=self.head + 1, lease=lease.generation,
+            kind="file", pusher=self.client_id, pusher_label=self.label, size=local.size,
+            mtime_ns=local.mtime_ns, checksum=checksum, receivers=self._receivers_now(state),
+            puller_count=self.puller_count, location=location)
+        self._pending.append(_Pending(entry, on_page))
+        self.step(f"packed {local.path}")
+        return entry.to_placeholder()
+
+    def commit_tombstone(self, lease: Lease, state: RelayState, path: str) -> Placeholder:
+        """Plan a tombstone for ``path``; committed by :meth:`commit_pending`."""
+        key = self.sealer.object_key(path)
+        entry = IndexEntry(
+            path=path, key=key, version=self._next_version(state, key, path), generation=self.head + 1,
+            lease=lease.generation, kind="tombstone", pusher=self.client_id, pusher_label=self.label, size=0,
+            mtime_ns=0, checksum=None, receivers=(), puller_count=self.puller_count, location=None)
+        self._pending.append(_Pending(entry, False))
+        return entry.to_placeholder()
+
+    def commit_pending(self, lease: Lease, state: RelayState) -> list[Placeholder]:
+        """Upload the pending page, then commit one index delta for every
+        pending version; then run the :meth:`when_committed` callbacks.
+        Returns the committed placeholders. Raises LeaseLost (nothing more is
+        recorded), ProtocolError when another writer took this generation."""
+        if not self._pending:
+            self._discard_page()
+            return []
+        generation = self.head + 1
+        added = dict(self._pending_big)
+        page = None
+        if self._page is not None and self._page.members:
+            page = io.page_name(generation)
+            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+                self._page.seal(self.sealer, page, generation,
+                                cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), page)))
+                added[page] = spool.tell()
+                spool.seek(0)
+                lease.check()
+                self._unsettle([page])
+                self.relay.put(page, cast(BinaryIO, spool))
+            self.step(f"page uploaded {generation}")
+        latest: dict[str, IndexEntry] = {}
+        for pending in self._pending:
+            entry = pending.entry
+            if pending.on_page:
+                assert entry.location is not None and page is not None
+                entry = replace(entry, location=replace(entry.location, object=page))
+            latest[entry.path] = replace(entry, generation=generation, lease=lease.generation)
+        delta = IndexDelta(generation, lease.generation, self.client_id, tuple(latest.values()), added, ())
+        self._commit_delta(lease, state, delta)
+        self._settle(added)
+        self._pending.clear()
+        self._pending_big.clear()
+        self._discard_page()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+        return [e.to_placeholder() for e in latest.values()]
+
+    def _discard_page(self) -> None:
+        if self._page is not None:
+            self._page.close()
+            self._page = None
+
+    def abandon_pending(self) -> None:
+        """Forget what was packed and not committed (the pass failed)."""
+        self._pending.clear()
+        self._pending_big.clear()
+        self._callbacks.clear()
+        self._discard_page()
+
+    def _unsettled(self) -> list[str]:
+        raw = self.meta_cache.get(_UNSETTLED, b"")
+        return [n for n in raw.decode("ascii", "replace").split("\n") if io.is_page_name(n) or io.parse_big_name(n)]
+
+    def _unsettle(self, names: Iterable[str]) -> None:
+        """Remember ``names`` (about to be uploaded or dropped) until settled."""
+        current = self._unsettled()
+        self.meta_cache[_UNSETTLED] = "\n".join(sorted({*current, *names})).encode("ascii")
+
+    def _settle(self, names: Iterable[str]) -> None:
+        gone = set(names)
+        self.meta_cache[_UNSETTLED] = "\n".join(n for n in self._unsettled() if n not in gone).encode("ascii")
+
+    def _commit_delta(self, lease: Lease, state: RelayState, delta: IndexDelta) -> None:
+        name = io.delta_name(delta.generation)
+        sealed = self.sealer.seal(name, delta.encode())
+        lease.check()
+        self.step(f"fenced index {delta.generation}")
+        try:
+            self.relay.put_bytes(name, sealed, exclusive=True)
+        except RelayExists:
+            if self.relay.get_bytes(name, limit=io.MAX_INDEX_BYTES) != sealed:
+                raise ProtocolError(f"relay object {name}: index generation {delta.generation} was committed "
+                                    "by another client", name=name) from None
+        self.step(f"index committed {delta.generation}")
+        # fence again, as Repository._commit: a commit that landed after the
+        # lease was lost is reported, not recorded (the next read applies it)
+        lease.check()
+        self._apply(delta)
+        self._deltas.add(delta.generation)
+        self._persist()
+        for entry in delta.entries:
+            state.latest[entry.path] = entry.to_placeholder()
+            state.versions[entry.key] = [entry.version]
+        state.payloads = dict(self.objects)
+
+    # ----------------------------------------------------------- maintenance
+
+    def _drop(self, lease: Lease, state: RelayState, dropped: list[str],
+              moved: tuple[IndexEntry, ...] = (), added: dict[str, int] | None = None) -> None:
+        """Commit a delta dropping ``dropped`` (and moving ``moved`` into
+        ``added``), then delete the dropped objects."""
+        delta = IndexDelta(self.head + 1, lease.generation, self.client_id, moved, added or {},
+                           tuple(sorted(set(dropped))))
+        self._unsettle(delta.dropped)
+        self._commit_delta(lease, state, delta)
+        for name in delta.dropped:
+            lease.check()
+            self._delete_quietly(name)
+            self.step(f"deleted {name}")
+        self._settle(delta.dropped)
+
+    def reclaim(self, lease: Lease, state: RelayState) -> list[Placeholder]:
+        """Delete the objects all of whose live versions every expected
+        receiver acknowledged (one delta drops them first)."""
+        gone = sorted(self._reclaimable_objects(state) & set(self.objects))
+        if not gone:
+            return []
+        done = [e.to_placeholder() for e in self.entries.values()
+                if e.location is not None and e.location.object in gone]
+        self._drop(lease, state, gone)
+        for ph in done:
+            log.info("reclaimed %s (version %d) from the relay", ph.path, ph.version)
+        return done
+
+    def _live_bytes(self) -> dict[str, int]:
+        live: dict[str, int] = {}
+        for e in self.entries.values():
+            if e.location is not None:
+                live[e.location.object] = live.get(e.location.object, 0) + e.location.length
+        return live
+
+    def collect_garbage(self, lease: Lease, state: RelayState, *,
+                        temporary_age: float = STALE_TEMPORARY_AGE) -> int:
+        """Under the lease: drop objects no live version uses, compact pages
+        more than half dead, remove orphans of interrupted pushes (objects no
+        index generation names), write a checkpoint every
+        :data:`CHECKPOINT_EVERY` generations (pruning deltas and checkpoints
+        the previous checkpoint covers), remove stale temporaries."""
+        removed = 0
+        live = self._live_bytes()
+        dead = [o for o in self.objects if o not in live]
+        compact = [o for o, size in self.objects.items() if io.is_page_name(o) and o in live
+                   and size - live[o] > max(size // 2, COMPACT_MIN_DEAD)]
+        moved: tuple[IndexEntry, ...] = ()
+        added: dict[str, int] = {}
+        if compact:
+            moved, added = self._compact(lease, compact)
+        if dead or moved:
+            self._drop(lease, state, dead + (compact if moved else []), moved, added)
+            removed += len(dead) + (len(compact) if moved else 0)
+        listed: set[str] = set()
+        for folder in (io.PAGES, io.BIG):
+            for entry in self._entries(folder):
+                if (io.is_page_name(entry.name) or io.parse_big_name(entry.name)) and entry.name not in self.objects:
+                    lease.check()
+                    self._delete_quietly(entry.name)
+                    self.step("removed orphan object")
+                    removed += 1
+                else:
+                    listed.add(entry.name)
+        # what this client left unsettled is settled once gone from the relay, or referenced
+        self._settle([n for n in self._unsettled() if n not in listed or n in self.objects])
+        if self.head - max(self._checkpoints, default=0) >= CHECKPOINT_EVERY:
+            self._checkpoint(lease)
+        for entry in self.stale_temporaries(state, temporary_age):
+            lease.check()
+            try:
+                self.relay.delete_temporary(entry.name)
+            except RelayNotFound:
+                pass
+            state.temporaries.pop(entry.name, None)
+            self.step("removed stale temporary")
+            removed += 1
+        if removed:
+            log.info("removed %d leftover objects from the relay", removed)
+        return removed
+
+    def _compact(self, lease: Lease, pages: list[str]) -> tuple[tuple[IndexEntry, ...], dict[str, int]]:
+        """Copy the live members of ``pages`` into one new page (uploaded
+        here); return the moved entries and the new page."""
+        generation = self.head + 1
+        writer = PageWriter(self.spool_dir)
+        moved = []
+        try:
+            for name in pages:
+                try:
+                    page = open_page(self.relay.get, self.sealer, name, self.spool_dir)
+                except (IntegrityError, ProtocolError, RelayNotFound) as exc:
+                    log.warning("not compacting %s: %s", name, exc)
+                    continue
+                try:
+                    for e in self.entries.values():
+                        loc = e.location
+                        if loc is None or loc.object != name:
+                            continue
+                        member = page.members.get((e.key, e.version))
+                        if member is None or (member.offset, member.length) != (loc.offset, loc.length):
+                            continue
+                        new = writer.add_stored(e.key, e.version, page.stored(member), member.size,
+                                                member.compression)
+                        moved.append(replace(e, location=Location("", new.offset, new.length, loc.compression)))
+                finally:
+                    page.close()
+            if not moved:
+                return (), {}
+            target = io.page_name(generation)
+            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+                writer.seal(self.sealer, target, generation, cast(BinaryIO, spool))
+                size = spool.tell()
+                spool.seek(0)
+                lease.check()
+                self._unsettle([target])
+                self.relay.put(target, cast(BinaryIO, spool))
+            self.step(f"compacted page uploaded {generation}")
+            return tuple(_relocated(e, target) for e in moved), {target: size}
+        finally:
+            writer.close()
+
+    def _checkpoint(self, lease: Lease) -> None:
+        previous = max(self._checkpoints, default=0)
+        name = io.checkpoint_name(self.head)
+        sealed = self.sealer.seal(name, Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode())
+        lease.check()
+        try:
+            self.relay.put_bytes(name, sealed, exclusive=True)
+        except RelayExists:
+            return
+        self.step(f"checkpoint written {self.head}")
+        self._checkpoints.add(self.head)
+        for generation in sorted(g for g in self._deltas if g <= previous):
+            self._delete_quietly(io.delta_name(generation))
+            self._deltas.discard(generation)
+        for generation in sorted(g for g in self._checkpoints if g < previous):
+            self._delete_quietly(io.checkpoint_name(generation))
+            self._checkpoints.discard(generation)
+        self.step("index pruned")
+
+
+def _relocated(entry: IndexEntry, target: str) -> IndexEntry:
+    assert entry.location is not None
+    return replace(entry, location=replace(entry.location, object=target))

@@ -1,0 +1,239 @@
+"""Property tests of the index layout's objects (doc/protocol.rst, "The index layout").
+
+Every object (index delta, checkpoint, acknowledgement record, page index)
+survives a round trip; any change of its compressed bytes, of its canonical
+JSON, or of its name is refused with a ProtocolError naming the object, never
+another exception; sealed under its name in an encrypted repository, any
+change of the sealed bytes is an IntegrityError.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any, Literal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from escale.crypto import Envelope, create_repository_header, generate_key_file, load_secret
+from escale.crypto.keys import KdfParams
+from escale.errors import EscaleError, IntegrityError, ProtocolError
+from escale.protocol.index import objects as io
+from escale.protocol.index.objects import (
+    AckRecord,
+    Checkpoint,
+    IndexDelta,
+    IndexEntry,
+    Location,
+    PageMember,
+    decode_page_index,
+    encode_page_index,
+)
+from escale.protocol.objects import MAX_NAME_BYTES
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+hex32 = st.text("0123456789abcdef", min_size=32, max_size=32)
+hex16 = st.text("0123456789abcdef", min_size=16, max_size=16)
+generations = st.integers(1, 10**13)
+versions = st.integers(1, 2**63 - 1)
+_component = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/"), min_size=1, max_size=20
+).filter(lambda c: c not in (".", "..") and len(c.encode()) <= MAX_NAME_BYTES)
+paths = st.lists(_component, min_size=1, max_size=4).map("/".join)
+
+
+@st.composite
+def entries(draw: st.DrawFn, path: str | None = None) -> IndexEntry:
+    key = draw(hex32)
+    version = draw(versions)
+    kind: Literal["file", "tombstone"] = draw(st.sampled_from(["file", "tombstone"]))
+    location = None
+    if kind == "file":
+        if draw(st.booleans()):
+            location = Location(f"big/{key}.{version:010d}.{draw(hex16)}", 0, draw(st.integers(0, 2**40)),
+                                draw(st.sampled_from(["none", "zlib"])))
+        else:
+            location = Location(f"pages/{draw(generations):012d}.{draw(hex16)}", draw(st.integers(0, 2**40)),
+                                draw(st.integers(0, 2**30)), draw(st.sampled_from(["none", "zlib"])))
+    return IndexEntry(
+        path=path if path is not None else draw(paths), key=key, version=version, generation=draw(generations),
+        lease=draw(st.integers(0, 10**6)), kind=kind, pusher=draw(hex32), pusher_label=draw(st.text(max_size=10)),
+        size=draw(st.integers(0, 2**40)), mtime_ns=draw(st.integers(-(2**62), 2**62)),
+        checksum=draw(st.none() | hex32.map(lambda h: "sha256:" + h * 2)),
+        receivers=tuple(draw(st.lists(hex32, max_size=3))), puller_count=draw(st.none() | st.integers(0, 9)),
+        location=location)
+
+
+entry_lists = st.lists(paths, max_size=5, unique=True).flatmap(
+    lambda ps: st.tuples(*[entries(p) for p in sorted(ps)]))
+object_maps = st.dictionaries(
+    st.builds(lambda g, r: f"pages/{g:012d}.{r}", generations, hex16), st.integers(0, 2**40), max_size=3)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[str, Any]:
+    kind = draw(st.sampled_from(["delta", "checkpoint", "ack"]))
+    generation = draw(generations)
+    if kind == "delta":
+        obj: Any = IndexDelta(generation, draw(st.integers(0, 10**6)), draw(hex32), draw(entry_lists),
+                              draw(object_maps), tuple(sorted(draw(object_maps))))
+        return io.delta_name(generation), obj
+    if kind == "checkpoint":
+        return io.checkpoint_name(generation), Checkpoint(generation, draw(entry_lists), draw(object_maps))
+    client = draw(hex32)
+    missing = tuple(sorted(set(draw(st.lists(st.tuples(hex32, versions), max_size=4)))))
+    return io.ack_record_name(client, draw(generations)), AckRecord(client, draw(st.integers(0, 10**13)), missing)
+
+
+def _decode(obj: Any, data: bytes, name: str) -> Any:
+    try:
+        return type(obj).decode(data, name)
+    except EscaleError as exc:
+        refused = exc
+    assert isinstance(refused, ProtocolError) and name in str(refused)
+    return None
+
+
+@FUZZ
+@given(doc=documents(), data=st.data())
+def test_round_trip_and_any_mutation_is_refused_or_another_valid_object(doc: tuple[str, Any],
+                                                                         data: st.DataObject) -> None:
+    name, obj = doc
+    encoded = obj.encode()
+    assert type(obj).decode(encoded, name) == obj
+    # the compressed bytes: a change is refused, or decodes to a valid object
+    index = data.draw(st.integers(0, len(encoded) - 1))
+    changed = encoded[:index] + bytes([encoded[index] ^ data.draw(st.integers(1, 255))]) + encoded[index + 1:]
+    _decode(obj, changed, name)
+    _decode(obj, encoded[:index], name)
+    # the JSON inside: any byte change gives a refusal or a different object
+    plain = zlib.decompress(encoded)
+    at = data.draw(st.integers(0, len(plain) - 1))
+    mutated = plain[:at] + bytes([plain[at] ^ data.draw(st.integers(1, 255))]) + plain[at + 1:]
+    again = _decode(obj, zlib.compress(mutated), name)
+    assert again is None or again != obj
+
+
+@FUZZ
+@given(doc=documents())
+def test_objects_are_bound_to_their_names(doc: tuple[str, Any]) -> None:
+    name, obj = doc
+    others = {"index/000000000007", "index/000000000007.full", "clients/" + "e" * 32 + ".ack.000000000001"} - {name}
+    for other in others:
+        with pytest.raises(ProtocolError):
+            type(obj).decode(obj.encode(), other)
+
+
+@FUZZ
+@given(data=st.binary(max_size=2000))
+def test_arbitrary_bytes_refused(data: bytes) -> None:
+    for cls, name in ((IndexDelta, "index/000000000001"), (Checkpoint, "index/000000000001.full"),
+                      (AckRecord, "clients/" + "a" * 32 + ".ack.000000000001")):
+        for blob in (data, zlib.compress(data)):
+            try:
+                cls.decode(blob, name)
+            except ProtocolError:
+                pass
+
+
+@FUZZ
+@given(doc=st.dictionaries(st.sampled_from(["format", "type", "generation", "lease", "writer", "entries",
+                                             "added", "dropped", "objects", "client", "missing", "x"]),
+                           st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+                                        lambda inner: st.lists(inner, max_size=3)
+                                        | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=10),
+                           max_size=10),
+       kind=st.sampled_from(["index-delta", "index-checkpoint", "index-ack"]))
+def test_arbitrary_documents_refused_or_decoded(doc: dict[str, Any], kind: str) -> None:
+    doc.update({"format": 1, "type": kind})
+    data = zlib.compress(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    for cls, name in ((IndexDelta, "index/000000000001"), (Checkpoint, "index/000000000001.full"),
+                      (AckRecord, "clients/" + "a" * 32 + ".ack.000000000001")):
+        try:
+            cls.decode(data, name)
+        except ProtocolError:
+            pass
+
+
+def test_a_compression_bomb_is_refused_unexpanded() -> None:
+    bomb = zlib.compress(b" " * (io.MAX_INDEX_BYTES + 10), 9)
+    with pytest.raises(ProtocolError, match="expands beyond"):
+        IndexDelta.decode(bomb, "index/000000000001")
+
+
+@FUZZ
+@given(members=st.lists(st.tuples(hex32, versions, st.integers(0, 2**30), st.integers(0, 2**40),
+                                  st.sampled_from(["none", "zlib"])), max_size=5),
+       generation=generations, data=st.data())
+def test_page_index_round_trip_and_mutations(members: list[Any], generation: int, data: st.DataObject) -> None:
+    listed, offset = [], 0
+    for key, version, length, size, compression in members:
+        listed.append(PageMember(key, version, offset, length, size, compression))
+        offset += length
+    encoded = encode_page_index(generation, listed)
+    assert decode_page_index(encoded, "pages/x") == (generation, listed)
+    at = data.draw(st.integers(0, len(encoded) - 1))
+    mutated = encoded[:at] + bytes([encoded[at] ^ data.draw(st.integers(1, 255))]) + encoded[at + 1:]
+    try:
+        assert decode_page_index(mutated, "pages/x") != (generation, listed)
+    except ProtocolError:
+        pass
+
+
+def test_entries_pointing_elsewhere_are_refused() -> None:
+    key = "a" * 32
+    good = IndexEntry("a/b", key, 3, 1, 1, "file", "b" * 32, "x", 1, 0, None, (), None,
+                      Location(f"big/{key}.0000000003.{'c' * 16}", 0, 1, "none"))
+    good.check("index/000000000001")
+    for location in (Location(f"big/{'d' * 32}.0000000003.{'c' * 16}", 0, 1, "none"),  # another path's
+                     Location(f"big/{key}.0000000004.{'c' * 16}", 0, 1, "none"),  # another version's
+                     Location("lease/000000000001", 0, 1, "none"), Location("escale.repo", 0, 1, "none"),
+                     Location("pages/1.cccccccccccccccc", 0, 1, "none")):
+        delta = IndexDelta(1, 1, "b" * 32, (IndexEntry(**{**good.__dict__, "location": location}),), {}, ())
+        with pytest.raises(ProtocolError):
+            IndexDelta.decode(delta.encode(), "index/000000000001")
+    for path in ("../x", "/abs", "a//b", "a/\x00"):
+        delta = IndexDelta(1, 1, "b" * 32, (IndexEntry(**{**good.__dict__, "path": path}),), {}, ())
+        with pytest.raises(ProtocolError, match="unsafe path"):
+            IndexDelta.decode(delta.encode(), "index/000000000001")
+
+
+def test_names_parse_back_and_foreign_spellings_do_not() -> None:
+    assert io.parse_index_name(io.delta_name(7)) == (7, False)
+    assert io.parse_index_name(io.checkpoint_name(10**12)) == (10**12, True)
+    for foreign in ("index/7", "index/0000000000007", "index/000000000000", "index/000000000007.ful",
+                    "pages/000000000007"):
+        assert io.parse_index_name(foreign) is None
+    assert io.is_page_name(io.page_name(5)) and not io.is_page_name("pages/000000000005.xyz")
+    key = "f" * 32
+    assert io.parse_big_name(io.big_name(key, 9)) == (key, 9)
+    assert io.parse_big_name(f"big/{key}.9.{'0' * 16}") is None
+    assert io.parse_ack_record_name(io.ack_record_name(key, 3)) == (key, 3)
+    assert io.parse_ack_record_name(f"clients/{key}") is None
+    assert io.parse_ack_record_name(f"clients/{key}.ack.3") is None
+
+
+@pytest.fixture(scope="module")
+def envelope(tmp_path_factory: pytest.TempPathFactory) -> Envelope:
+    path = tmp_path_factory.mktemp("index-key") / "escale.key"
+    generate_key_file(str(path))
+    return create_repository_header("aes-256-gcm", load_secret(str(path), None), kdf=KdfParams(n=2**10, r=8, p=1))[1]
+
+
+@FUZZ
+@given(doc=documents(), data=st.data())
+def test_sealed_index_objects_refuse_any_change_and_any_other_name(envelope: Envelope, doc: tuple[str, Any],
+                                                                   data: st.DataObject) -> None:
+    name, obj = doc
+    sealed = envelope.seal(name, obj.encode())
+    assert type(obj).decode(envelope.open(name, sealed), name) == obj
+    at = data.draw(st.integers(0, len(sealed) - 1))
+    with pytest.raises(IntegrityError):
+        envelope.open(name, sealed[:at] + bytes([sealed[at] ^ 1]) + sealed[at + 1:])
+    with pytest.raises(IntegrityError):
+        envelope.open(name, sealed[:at])
+    with pytest.raises(IntegrityError):
+        envelope.open("index/000000000001" if name != "index/000000000001" else "index/000000000002", sealed)

@@ -1,0 +1,297 @@
+"""The index layout's repository, driven directly on a local-folder relay.
+
+What these prove: pages hold compressible members deflated and incompressible
+ones as is; a big file streams through its own object in constant memory; a
+tampered, cut or swapped page is refused; an index rolled back, or with a delta
+missing, or replayed under another name, is refused and nothing is applied; a
+page is reclaimed only once every receiver acknowledged every live member, with
+one acknowledgement record per receiver; a read with nothing new costs two
+relay requests; deltas are compacted into checkpoints.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.counting import CountingRelay
+from escale.crypto import create_repository_header, generate_key_file, load_secret
+from escale.crypto.keys import KdfParams
+from escale.errors import IntegrityError, ProtocolError, RelayNotFound
+from escale.protocol.index import objects as io_names
+from escale.protocol.index import repository as index_repository
+from escale.protocol.index.pages import open_page
+from escale.protocol.index.repository import IndexRepository
+from escale.protocol.lease import Lease, LeaseManager
+from escale.protocol.repository import LocalVersion
+from escale.protocol.sealer import Sealer
+from escale.relay.file import FileRelay
+
+A, B, C = "a" * 32, "b" * 32, "c" * 32
+
+
+@pytest.fixture(scope="module")
+def sealer(tmp_path_factory: pytest.TempPathFactory) -> Sealer:
+    key = tmp_path_factory.mktemp("key") / "escale.key"
+    generate_key_file(str(key))
+    return create_repository_header("aes-256-gcm", load_secret(str(key), None), kdf=KdfParams(n=2**10, r=8, p=1))[1]
+
+
+class Setup:
+    def __init__(self, root: str, sealer: Sealer) -> None:
+        self.root = os.path.join(root, "relay")
+        os.makedirs(self.root, exist_ok=True)
+        self.sealer = sealer
+        self.caches: dict[str, dict[str, bytes]] = {}
+        self.spool = os.path.join(root, "spool")
+        os.makedirs(self.spool, exist_ok=True)
+
+    def repo(self, client: str, *, receives: bool = True, maxpagesize: int = 1 << 20,
+             counts: Counter[str] | None = None) -> IndexRepository:
+        relay = FileRelay(self.root) if counts is None else CountingRelay(FileRelay(self.root), counts)
+        relay.open()
+        repo = IndexRepository(relay, self.sealer, client_id=client, label=client[:4], receives=receives,
+                               mode="shared", meta_cache=self.caches.setdefault(client, {}), spool_dir=self.spool,
+                               maxpagesize=maxpagesize)
+        repo.prepare()
+        return repo
+
+    def lease(self, repo: IndexRepository) -> Lease:
+        return LeaseManager(repo.relay, repo.sealer, client_id=repo.client_id, label="t", timeout=600).acquire()
+
+    def push(self, repo: IndexRepository, files: dict[str, bytes]) -> None:
+        state = repo.read_state()
+        with self.lease(repo) as lease:
+            for path, data in files.items():
+                repo.commit_file(lease, state, LocalVersion(path, len(data), 0, None), io.BytesIO(data))
+            repo.commit_pending(lease, state)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+
+@pytest.fixture
+def setup(tmp_path, sealer: Sealer) -> Setup:  # type: ignore[no-untyped-def]
+    return Setup(str(tmp_path), sealer)
+
+
+def _fetch(repo: IndexRepository, path: str) -> bytes:
+    state = repo.read_state()
+    sink = io.BytesIO()
+    repo.fetch(state.latest[path], sink)
+    return sink.getvalue()
+
+
+def test_compress_only_where_it_pays(setup: Setup) -> None:
+    a, b = setup.repo(A), setup.repo(B)
+    text = b"the same words again and again " * 200
+    noise = random.Random(1).randbytes(5000)
+    setup.push(a, {"text.txt": text, "noise.bin": noise, "empty": b""})
+    state = b.read_state()
+    page_name = state.latest["text.txt"].payload
+    assert page_name is not None and page_name == state.latest["noise.bin"].payload  # one page
+    page = open_page(b.relay.get, b.sealer, page_name, setup.spool)
+    try:
+        members = {m.size: m for m in page.members.values()}
+        assert members[len(text)].compression == "zlib" and members[len(text)].length < len(text) // 10
+        assert members[len(noise)].compression == "none" and members[len(noise)].length == len(noise)
+    finally:
+        page.close()
+    assert _fetch(b, "text.txt") == text and _fetch(b, "noise.bin") == noise and _fetch(b, "empty") == b""
+
+
+def test_a_full_page_is_committed_before_the_next_file(setup: Setup) -> None:
+    a, b = setup.repo(A, maxpagesize=64 * 1024), setup.repo(B)
+    files = {f"f{i:03d}": random.Random(i).randbytes(10_000) for i in range(20)}
+    setup.push(a, files)
+    state = b.read_state()
+    pages = {ph.payload for ph in state.latest.values()}
+    assert len(pages) >= 3 and all(size <= 80 * 1024 for size in state.payloads.values())
+    assert all(_fetch(b, p) == d for p, d in files.items())
+
+
+class _Stream(io.RawIOBase):
+    """``size`` bytes of a repeating pseudo-random block, produced on demand."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.block = random.Random(7).randbytes(1 << 16)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        n = min(len(buffer), self.left, len(self.block))
+        buffer[:n] = self.block[:n]
+        self.left -= n
+        return n
+
+
+class _Discard(io.RawIOBase):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        self.count += len(data)
+        return len(data)
+
+
+@pytest.mark.parametrize("size", [40 << 20, 120 << 20])
+def test_a_big_file_streams_in_constant_memory(setup: Setup, size: int) -> None:
+    a, b = setup.repo(A), setup.repo(B)
+    state = a.read_state()
+    tracemalloc.start()
+    try:
+        with setup.lease(a) as lease:
+            a.commit_file(lease, state, LocalVersion("big.bin", size, 0, None),
+                          io.BufferedReader(_Stream(size)))
+            a.commit_pending(lease, state)
+        _, peak_push = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        sink = _Discard()
+        state_b = b.read_state()
+        b.fetch(state_b.latest["big.bin"], sink)  # type: ignore[arg-type]
+        _, peak_pull = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sink.count == size
+    assert state_b.latest["big.bin"].payload.startswith("big/")  # type: ignore[union-attr]
+    # the same bound for 40 and 120 MiB: memory does not follow the file size
+    assert peak_push < 12 << 20 and peak_pull < 12 << 20
+
+
+def _flip(path: str, at: int = -100) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(at, os.SEEK_END)
+        byte = handle.read(1)
+        handle.seek(at, os.SEEK_END)
+        handle.write(bytes([byte[0] ^ 1]))
+
+
+def test_a_tampered_cut_or_swapped_page_is_refused(setup: Setup) -> None:
+    a, b = setup.repo(A), setup.repo(B)
+    setup.push(a, {"one": b"first page " * 100})
+    setup.push(a, {"two": b"second page " * 100})
+    state = b.read_state()
+    one, two = state.latest["one"].payload, state.latest["two"].payload
+    assert one and two and one != two
+    saved = Path(setup.path(one)).read_bytes()
+    _flip(setup.path(one))
+    with pytest.raises(IntegrityError):
+        b.fetch(state.latest["one"], io.BytesIO())
+    b.flush_acks()  # forgets the pages opened this pass
+    with open(setup.path(one), "wb") as handle:
+        handle.write(saved[:-5000] if len(saved) > 5000 else saved[: len(saved) // 2])
+    with pytest.raises(IntegrityError):
+        b.fetch(state.latest["one"], io.BytesIO())
+    b.flush_acks()
+    shutil.copyfile(setup.path(two), setup.path(one))  # another page under this page's name
+    with pytest.raises(IntegrityError):
+        b.fetch(state.latest["one"], io.BytesIO())
+
+
+def test_rollback_missing_delta_and_replay_are_refused(setup: Setup) -> None:
+    a, b = setup.repo(A), setup.repo(B)
+    for i in range(3):
+        setup.push(a, {f"f{i}": b"x" * i})
+    assert len(b.read_state().latest) == 3
+    third = setup.path(io_names.delta_name(3))
+    saved = Path(third).read_bytes()
+    os.remove(third)  # the relay lost (or rolled back) its newest generation
+    with pytest.raises(ProtocolError, match="rolled back"):
+        b.read_state()
+    # a fresh reader cannot fill the hole either
+    os.remove(setup.path(io_names.delta_name(2)))
+    with open(third, "wb") as handle:
+        handle.write(saved)
+    with pytest.raises(ProtocolError, match="missing"):
+        setup.repo(C).read_state()
+    # replay: an old delta served under the next generation's name
+    with open(setup.path(io_names.delta_name(2)), "wb") as handle:
+        handle.write(Path(setup.path(io_names.delta_name(1))).read_bytes())
+    with pytest.raises(IntegrityError):
+        setup.repo("d" * 32).read_state()
+
+
+def test_a_tampered_delta_applies_nothing(setup: Setup) -> None:
+    a, b = setup.repo(A), setup.repo(B)
+    setup.push(a, {"f": b"one"})
+    assert set(b.read_state().latest) == {"f"}
+    setup.push(a, {"g": b"two"})
+    _flip(setup.path(io_names.delta_name(2)), -20)
+    with pytest.raises(IntegrityError):
+        b.read_state()
+    assert b.head == 1 and set(b.entries) == {"f"}
+
+
+def test_reclaim_waits_for_every_receiver_of_every_live_member(setup: Setup) -> None:
+    a, b, c = setup.repo(A), setup.repo(B), setup.repo(C)
+    for repo in (a, b, c):
+        repo.read_state()  # registered: both b and c must receive
+    setup.push(a, {"x": b"x" * 100, "y": b"y" * 100})
+    for repo, paths in ((b, ["x", "y"]), (c, ["x"])):
+        state = repo.read_state()
+        for path in paths:
+            repo.fetch(state.latest[path], io.BytesIO())
+            repo.acknowledge(state.latest[path])
+        repo.flush_acks()
+    state = a.read_state()
+    with setup.lease(a) as lease:
+        assert a.reclaim(lease, state) == []  # c still lacks y: the page stays
+    state = c.read_state()
+    c.acknowledge(state.latest["y"])
+    c.flush_acks()
+    state = a.read_state()
+    with setup.lease(a) as lease:
+        assert sorted(ph.path for ph in a.reclaim(lease, state)) == ["x", "y"]
+    assert os.listdir(setup.path(io_names.PAGES)) == []
+    state = b.read_state()
+    assert not state.has_payload(state.latest["x"])  # known, content gone
+    with pytest.raises(RelayNotFound):
+        b.fetch(state.latest["x"], io.BytesIO())
+    # one record per receiver (each rewrite replaces the previous one)
+    records = sorted(n.partition(".")[0] for n in os.listdir(setup.path("clients")) if ".ack." in n)
+    assert records == [B, C]
+
+
+def test_a_read_with_nothing_new_costs_two_requests(setup: Setup) -> None:
+    a = setup.repo(A)
+    setup.push(a, {f"d/f{i}": b"%d" % i for i in range(500)})
+    counts: Counter[str] = Counter()
+    b = setup.repo(B, counts=counts)
+    for _ in range(2):  # registration and first acknowledgement record, then read once more
+        b.read_state()
+        b.flush_acks()
+    counts.clear()
+    b.read_state()
+    b.flush_acks()
+    assert sum(counts.values()) == 2, counts
+
+
+def test_superseded_pages_go_and_checkpoints_replace_old_deltas(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_repository, "CHECKPOINT_EVERY", 4)
+    a, b = setup.repo(A, receives=False), setup.repo(B)
+    b.read_state()
+    for i in range(10):
+        setup.push(a, {"same": b"version %d" % i})
+        state = a.read_state()
+        with setup.lease(a) as lease:
+            a.collect_garbage(lease, state)
+    assert len(os.listdir(setup.path(io_names.PAGES))) == 1  # only the live version's page
+    names = sorted(os.listdir(setup.path(io_names.INDEX)))
+    assert any(n.endswith(".full") for n in names) and len(names) < 12
+    fresh = setup.repo(C)
+    assert _fetch(fresh, "same") == b"version 9"
+    assert _fetch(b, "same") == b"version 9"
+
+
