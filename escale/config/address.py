@@ -44,6 +44,14 @@ class Address:
     remote: str | None = None
 
 
+def parse_protocol(text: str) -> str:
+    """The value of ``protocol``: one of :data:`CONFIG_PROTOCOLS`, any case, returned lower-case."""
+    word = text.strip().lower()
+    if word not in CONFIG_PROTOCOLS:
+        raise ValueProblem(f"unknown protocol {text.strip()!r}; known: {', '.join(CONFIG_PROTOCOLS)}")
+    return word
+
+
 def address_scheme(text: str) -> str | None:
     """The lower-cased ``protocol`` of ``protocol://...``, or None for a short form.
 
@@ -117,7 +125,13 @@ def _rclone_address(body: str, scheme: str | None) -> Address:
 def _network_address(body: str, scheme: str | None) -> Address:
     if not body:
         raise ValueProblem("empty address")
-    parts = urlsplit("//" + body)
+    try:
+        # urlsplit refuses an unclosed or invalid bracketed host ("[::1/x"); its
+        # message is not repeated (it may quote parts of the address).
+        parts = urlsplit("//" + body)
+        host = parts.hostname
+    except ValueError:
+        raise ValueProblem("the host in the address cannot be read (an IPv6 host is written [::1])") from None
     if parts.query or parts.fragment:
         raise ValueProblem("an address cannot contain '?' or '#'")
     if parts.password is not None:
@@ -130,9 +144,13 @@ def _network_address(body: str, scheme: str | None) -> Address:
         raise ValueProblem("the port in the address is not a number between 0 and 65535") from None
     if port == 0:
         raise ValueProblem("port 0 in the address")
-    host = parts.hostname
     if not host:
         raise ValueProblem("the address names no host")
+    hostport = parts.netloc.rpartition("@")[2]
+    after = hostport.partition("]")[2] if hostport.startswith("[") else ""
+    junk_after_brackets = bool(after) and not re.fullmatch(r":[0-9]*", after)
+    if junk_after_brackets or not host.isprintable() or any(c in host for c in "[]\\ "):
+        raise ValueProblem("the host in the address cannot be read (an IPv6 host is written [::1])")
     user = unquote(parts.username) if parts.username else None
     path = unquote(parts.path) if parts.path and parts.path != "/" else None
     return Address(protocol=scheme, host=host, port=port, username=user, directory=path)

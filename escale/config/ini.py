@@ -15,6 +15,9 @@ and the key, with the line number in the message: a malformed line, an unknown k
 (with the closest known key), a global-only key inside a section, a duplicate key in
 one section (two aliases of one key count as a duplicate), a duplicate or invalid
 section name. Values are never quoted in these messages.
+
+Hand-written, no library: configparser reads indented lines as continuations and ``%``
+as interpolation, and knows no key table to name the line of an unknown or aliased key.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from escale.errors import ConfigError
 SYSTEM_CONFIG = "/etc/escale.conf"
 
 
-def DEFAULT_SEARCH_PATHS() -> list[str]:
+def default_search_paths() -> list[str]:
     """The files tried, in order: the XDG one, the historical one, the system-wide one.
 
     ``$XDG_CONFIG_HOME/escale/escale.conf`` (``~/.config`` when the variable is
@@ -28,11 +28,11 @@ def DEFAULT_SEARCH_PATHS() -> list[str]:
 
 
 def find_config(search_paths: Sequence[str] | None = None) -> str:
-    """The first existing file of ``search_paths`` (default :func:`DEFAULT_SEARCH_PATHS`).
+    """The first existing file of ``search_paths`` (default :func:`default_search_paths`).
 
     Raises ConfigError, saying how to create one, when none exists.
     """
-    candidates = list(DEFAULT_SEARCH_PATHS() if search_paths is None else search_paths)
+    candidates = list(default_search_paths() if search_paths is None else search_paths)
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate

@@ -15,19 +15,14 @@ never part of a message. Nothing here writes anything.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
 from escale.config.client import ClientBuilder
-from escale.config.converters import Converters, convert_entry
 from escale.config.ini import IniFile, read_ini
+from escale.config.keys import GLOBAL_KEYS, entry_value, lookup
 from escale.config.locate import find_config
-from escale.config.settings import DEFAULT_LOG_ROTATE, Config, GlobalSettings
-from escale.config.values import parse_int, parse_log_level
+from escale.config.settings import Config, GlobalSettings
 from escale.errors import ConfigError
-
-T = TypeVar("T")
-
 
 # ----------------------------------------------------------------------------- reading
 
@@ -65,25 +60,20 @@ def parse_config(text: str, path: str) -> Config:
     """
     path = os.path.abspath(path)
     ini = read_ini(text, path)
-    converters = Converters(os.path.dirname(path))
-    glob = _global_settings(ini, converters)
+    glob = _global_settings(ini)
     for entry in ini.globals.values():
-        function = converters.for_entry(entry)
-        if function is not None and entry.value:
-            convert_entry(entry, function, path)  # a bad global default is reported once, as global
-    clients = tuple(ClientBuilder(path, section, ini, converters).build() for section in ini.sections)
+        key = lookup(entry.key)
+        if key is not None and not key.global_only and entry.value:
+            entry_value(entry, path)  # a bad global default is reported once, as global
+    clients = tuple(ClientBuilder(path, section, ini).build() for section in ini.sections)
     return Config(path=path, globals=glob, clients=clients)
 
 
-def _global_settings(ini: IniFile, conv: Converters) -> GlobalSettings:
-    def value(key: str, function: Callable[[str], T], default: T) -> T:
-        entry = ini.globals.get(key)
-        return convert_entry(entry, function, ini.path) if entry and entry.value else default
-
-    return GlobalSettings(
-        log_file=value("log file", conv.path, None),
-        log_rotate=value("log rotate", lambda text: parse_int(text, minimum=0), DEFAULT_LOG_ROTATE),
-        log_level=value("log level", parse_log_level, "INFO"),
-    )
-
-
+def _global_settings(ini: IniFile) -> GlobalSettings:
+    """The global-only keys, each set one copied to its field."""
+    values: dict[str, Any] = {}
+    for key in GLOBAL_KEYS:
+        entry = ini.globals.get(key.name)
+        if entry is not None and entry.value and key.field is not None:
+            values[key.field] = entry_value(entry, ini.path)
+    return GlobalSettings(**values)

@@ -16,6 +16,21 @@ from escale.relay.spec import RelaySpec
 Mode = Literal["shared", "upload", "download", "conservative"]
 MODES: tuple[Mode, ...] = ("shared", "upload", "download", "conservative")
 
+
+def mode_sends(mode: Mode) -> bool:
+    """Whether a client in ``mode`` sends its local files to the relay: every
+    mode but ``download``. The one statement of this rule (the planner's
+    per-file access modifiers override it)."""
+    return mode != "download"
+
+
+def mode_receives(mode: Mode) -> bool:
+    """Whether a client in ``mode`` writes relay versions into its local folder
+    (and so is a receiver others wait for): every mode but ``upload``. The one
+    statement of this rule (the planner's per-file access modifiers override it)."""
+    return mode != "upload"
+
+
 #: Encryption algorithms selectable by name; ``encryption = yes`` means RECOMMENDED.
 ENCRYPTION_ALGORITHMS = (
     "aes-256-gcm",
@@ -32,6 +47,17 @@ DEFAULT_LOCK_TIMEOUT = 120.0
 DEFAULT_MAXPAGESIZE = 1_000_000_000
 DEFAULT_LOG_ROTATE = 3
 DEFAULT_DELETION_GUARD = 0.5
+#: ``stale receiver``: 7 days without a sign of life
+DEFAULT_STALE_RECEIVER = 7 * 86400.0
+#: ``watch delay``: quiet seconds after the last local change before a watch-mode pass
+DEFAULT_WATCH_DELAY = 1.0
+#: ``keep versions``: 30 days
+DEFAULT_KEEP_VERSIONS = 30 * 86400.0
+#: ``hook timeout``: seconds a hook may run before it is killed
+DEFAULT_HOOK_TIMEOUT = 60.0
+
+AfterDelivery = Literal["leave", "move", "delete"]
+DeliveredWhen = Literal["acknowledged", "sent"]
 
 
 @dataclass(frozen=True)
@@ -63,16 +89,36 @@ class FileFilter:
             return False
         return not any(p.fullmatch(base) for p in self.exclude)
 
+    def excludes_dir(self, relpath: str) -> bool:
+        """Whether folder ``relpath`` (relative, ``/``-separated) is excluded by ``exclude_dirs``.
+
+        A pattern excludes the folder when it matches in full, for the folder or
+        any folder above it, either its path from the root (``docs/cache``
+        excludes ``docs/cache`` and ``docs/cache/old``, not ``x/docs/cache``) or
+        its name alone (``cache`` excludes ``cache``, ``docs/cache`` and
+        ``a/b/cache/c``, but not ``cached``). A name holds no ``/``, so a pattern
+        written with a ``/`` only ever matches paths from the root.
+        """
+        if not self.exclude_dirs:
+            return False
+        parts = relpath.split("/")
+        for depth, name in enumerate(parts):
+            prefix = "/".join(parts[: depth + 1])
+            if any(p.fullmatch(prefix) or p.fullmatch(name) for p in self.exclude_dirs):
+                return True
+        return False
+
     def accepts_dir(self, relpath: str) -> bool:
         """Whether files under folder ``relpath`` may be synced.
 
-        ``include_dirs`` is tested against each leading part of the path (so that
-        ``data`` admits ``data/run1``); ``exclude_dirs`` against every prefix.
+        ``exclude_dirs`` as :meth:`excludes_dir` says; ``include_dirs`` is tested
+        against each leading part of the path (so that ``data`` admits
+        ``data/run1``).
         """
+        if self.excludes_dir(relpath):
+            return False
         parts = relpath.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(p.fullmatch(prefix) for p in self.exclude_dirs for prefix in prefixes):
-            return False
         if self.include_dirs:
             return any(p.fullmatch(prefix) for p in self.include_dirs for prefix in prefixes)
         return True
@@ -105,6 +151,25 @@ class ClientSettings:
     priority: Literal["upload"] | None = None
     state_dir: str | None = None
     deletion_guard: float = DEFAULT_DELETION_GUARD
+    stale_receiver: float = DEFAULT_STALE_RECEIVER
+    #: ``bandwidth limit``: bytes per second through the relay (None: no limit)
+    bandwidth_limit: int | None = None
+    #: the daemon watches the local folder (inotify) besides its periodic pass
+    watch: bool = True
+    watch_delay: float = DEFAULT_WATCH_DELAY
+    #: versions kept (escale.sync.trash): seconds a replaced or deleted file is
+    #: kept (0: none kept), total bytes kept (None: no limit), where (None:
+    #: ``<state dir>/versions``)
+    keep_versions: float = DEFAULT_KEEP_VERSIONS
+    keep_versions_size: int | None = None
+    versions_dir: str | None = None
+    #: handoff (escale.sync.handoff), ``upload`` mode only
+    after_delivery: AfterDelivery = "leave"
+    holding_dir: str | None = None
+    delivered_when: DeliveredWhen = "acknowledged"
+    #: a program run as ``[hook, status, path]`` after each delivered or received file
+    hook: str | None = None
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
 
     @property
     def label(self) -> str:
@@ -113,11 +178,13 @@ class ClientSettings:
 
     @property
     def sends(self) -> bool:
-        return self.mode != "download"
+        """See :func:`mode_sends`."""
+        return mode_sends(self.mode)
 
     @property
     def receives(self) -> bool:
-        return self.mode != "upload"
+        """See :func:`mode_receives`."""
+        return mode_receives(self.mode)
 
 
 @dataclass(frozen=True)

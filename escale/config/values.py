@@ -14,6 +14,7 @@ import math
 import os
 import re
 from collections.abc import Iterator
+from typing import Literal
 
 from escale.config.settings import ENCRYPTION_ALGORITHMS, RECOMMENDED_ALGORITHM, Mode
 
@@ -53,17 +54,71 @@ def parse_int(text: str, *, minimum: int | None = None, maximum: int | None = No
     return value
 
 
-def parse_seconds(text: str) -> float:
-    """A positive duration in seconds; decimals allowed (``0.5``); no unit, no exponent."""
+def _shown(word: str, limit: int = 40) -> str:
+    """``word`` quoted for a message, cut when very long."""
+    return repr(word if len(word) <= limit else word[:limit] + "...")
+
+
+def _format_seconds(value: float) -> str:
+    """``604800`` -> ``604800 s (7 days)``; ``0.1`` -> ``0.1 s``."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if value >= size and value % size == 0:
+            count = int(value // size)
+            return f"{value:g} s ({count} {unit[:-1] if count == 1 else unit})"
+    return f"{value:g} s"
+
+
+def parse_seconds(text: str, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A positive, finite duration in seconds; decimals allowed (``0.5``); no unit, no exponent.
+
+    With ``minimum``/``maximum``, the value must lie within them (inclusive);
+    the message then states the range.
+    """
     word = text.strip()
     if word.startswith("-"):
-        raise ValueProblem(f"must be a positive number of seconds, got {word!r}")
+        raise ValueProblem(f"must be a positive number of seconds, got {_shown(word)}")
     if not _DECIMAL.fullmatch(word):
-        raise ValueProblem(f"expected a number of seconds, got {word!r}")
+        raise ValueProblem(f"expected a number of seconds (digits, no unit, no exponent), got {_shown(word)}")
     value = float(word)
-    if value <= 0 or not math.isfinite(value):
-        raise ValueProblem(f"must be a positive number of seconds, got {word!r}")
+    if value <= 0:
+        raise ValueProblem(f"must be a positive number of seconds, got {_shown(word)}")
+    too_small = minimum is not None and value < minimum
+    too_large = not math.isfinite(value) or (maximum is not None and value > maximum)
+    if too_small or too_large:
+        if minimum is not None and maximum is not None:
+            span = f"between {_format_seconds(minimum)} and {_format_seconds(maximum)}"
+        elif minimum is not None:
+            span = f"at least {_format_seconds(minimum)}"
+        elif maximum is not None:
+            span = f"at most {_format_seconds(maximum)}"
+        else:
+            span = "a finite number of seconds"
+        raise ValueProblem(f"must be {span}, got {_shown(word)}")
     return value
+
+
+#: Inclusive ranges, in seconds, of the duration keys (``doc/configuration.rst``).
+REFRESH_RANGE = (0.1, 7 * 86400.0)
+LOCK_TIMEOUT_RANGE = (3.0, 86400.0)
+TIMEOUT_RANGE = (0.1, 3600.0)
+
+
+def parse_refresh(text: str) -> float:
+    """``refresh``: seconds between two passes, within :data:`REFRESH_RANGE`."""
+    return parse_seconds(text, minimum=REFRESH_RANGE[0], maximum=REFRESH_RANGE[1])
+
+
+def parse_lock_timeout(text: str) -> float:
+    """``lock timeout``: seconds before an unrenewed lease is stale, within
+    :data:`LOCK_TIMEOUT_RANGE` (a holder renews every third of it, so a shorter
+    one would let a live lease look stale over a slow link)."""
+    return parse_seconds(text, minimum=LOCK_TIMEOUT_RANGE[0], maximum=LOCK_TIMEOUT_RANGE[1])
+
+
+def parse_timeout(text: str) -> float:
+    """``timeout``: the network timeout of relay operations, within :data:`TIMEOUT_RANGE`
+    (well inside what sockets and the relay libraries accept)."""
+    return parse_seconds(text, minimum=TIMEOUT_RANGE[0], maximum=TIMEOUT_RANGE[1])
 
 
 #: Size units, lower-cased, to their factor in bytes. A bare number is megabytes.
@@ -106,21 +161,6 @@ def parse_size(text: str) -> int:
     if size < 1:
         raise ValueProblem(f"must be at least one byte, got {word!r}")
     return size
-
-
-def format_size(size: int) -> str:
-    """``size`` bytes written with the largest unit that keeps it exact (``1GB``, ``3KiB``, ``17B``).
-
-    ``parse_size(format_size(n)) == n`` for every positive ``n``.
-    """
-    if size < 1:
-        raise ValueError("size must be positive")
-    best = "B"
-    for unit in ("KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"):
-        factor = SIZE_UNITS[unit.lower()]
-        if size % factor == 0 and factor > SIZE_UNITS[best.lower()]:
-            best = unit
-    return f"{size // SIZE_UNITS[best.lower()]}{best}"
 
 
 def parse_fraction(text: str) -> float:
@@ -273,6 +313,13 @@ def parse_index(text: str) -> tuple[bool, int | None]:
     raise ValueProblem(f"expected yes, no, topdir or topdir:N, got {text.strip()!r}")
 
 
+def parse_priority(text: str) -> Literal["upload"]:
+    """``upload`` (any case): the only priority there is."""
+    if text.strip().lower() != "upload":
+        raise ValueProblem(f"priority accepts only 'upload', got {text.strip()!r}")
+    return "upload"
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -285,13 +332,23 @@ def parse_log_level(text: str) -> str:
 
 
 #: Accepted ``ssl version`` spellings, by lower-case form.
-SSL_VERSIONS = {v.lower(): v for v in ("SSLv2", "SSLv3", "SSLv23", "TLS", "TLSv1", "TLSv1.1",
-                                        "TLSv1.2", "TLSv1.3")}
+SSL_VERSIONS = {v.lower(): v for v in ("SSLv23", "TLS", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")}
+#: ``ssl version`` names of broken protocols, refused when the file is read.
+INSECURE_SSL_VERSIONS = {v.lower(): v for v in ("SSLv2", "SSLv3")}
 
 
 def parse_ssl_version(text: str) -> str:
-    """An SSL/TLS version name, returned in its canonical spelling (``tlsv1.2`` -> ``TLSv1.2``)."""
-    version = SSL_VERSIONS.get(text.strip().lower())
+    """An SSL/TLS version name, returned in its canonical spelling (``tlsv1.2`` -> ``TLSv1.2``).
+
+    ``SSLv2`` and ``SSLv3`` (broken protocols, which no current TLS library
+    speaks) are refused here, when the configuration is read, rather than at
+    the first connection.
+    """
+    word = text.strip().lower()
+    insecure = INSECURE_SSL_VERSIONS.get(word)
+    if insecure is not None:
+        raise ValueProblem(f"{insecure} is insecure and not supported; use TLS, TLSv1.2 or TLSv1.3")
+    version = SSL_VERSIONS.get(word)
     if version is None:
         raise ValueProblem(f"unknown ssl version {text.strip()!r}: use {', '.join(SSL_VERSIONS.values())}")
     return version
@@ -301,3 +358,56 @@ def resolve_path(text: str, base_dir: str) -> str:
     """``text`` with ``~`` expanded, made absolute relative to ``base_dir``, normalised."""
     path = os.path.expanduser(text.strip())
     return os.path.normpath(os.path.join(base_dir, path))
+
+
+#: ``keep versions`` units, to seconds; a bare number is days.
+DURATION_UNITS: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "day": 86400.0,
+                                    "days": 86400.0}
+_DURATION = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[a-zA-Z]*)")
+
+
+def parse_keep_versions(text: str) -> float:
+    """``keep versions``: how long replaced and deleted files are kept, in
+    seconds. ``no`` (or ``0``) keeps none; else a number of days (``30``), or
+    a number with a unit ``s``, ``min``, ``h`` or ``d``/``days`` (``12 h``)."""
+    word = text.strip()
+    if word.lower() in FALSE_WORDS:
+        return 0.0
+    match = _DURATION.fullmatch(word)
+    if not match:
+        raise ValueProblem(f"expected a duration such as 30 (days), 12 h or no, got {_shown(word)}")
+    unit: str = match["unit"].lower() or "d"
+    factor = DURATION_UNITS.get(unit)
+    if factor is None:
+        raise ValueProblem(f"unknown duration unit {unit!r} (use s, min, h or d)")
+    value = float(match["number"]) * factor
+    if not math.isfinite(value):
+        raise ValueProblem(f"must be a finite duration, got {_shown(word)}")
+    return value
+
+
+def parse_after_delivery(text: str) -> Literal["leave", "move", "delete"]:
+    """``after delivery``: ``leave``, ``move`` or ``delete`` (any case)."""
+    word = text.strip().lower()
+    if word == "leave":
+        return "leave"
+    if word == "move":
+        return "move"
+    if word == "delete":
+        return "delete"
+    raise ValueProblem(f"expected leave, move or delete, got {_shown(text.strip())}")
+
+
+def parse_delivered_when(text: str) -> Literal["acknowledged", "sent"]:
+    """``delivered when``: ``acknowledged`` (by the receivers) or ``sent`` (any case)."""
+    word = text.strip().lower()
+    if word in ("acknowledged", "acked"):
+        return "acknowledged"
+    if word == "sent":
+        return "sent"
+    raise ValueProblem(f"expected acknowledged or sent, got {_shown(text.strip())}")
+
+
+def parse_hook_timeout(text: str) -> float:
+    """``hook timeout``: seconds, between 1 second and 1 day."""
+    return parse_seconds(text, minimum=1.0, maximum=86400.0)

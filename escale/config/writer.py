@@ -4,6 +4,9 @@ Used by ``escale -i`` and ``escalectl migrate``. The file is rewritten whole int
 temporary file in the same folder, flushed to disk, then renamed over the old one:
 a reader sees the old file or the new one, never a mix; a crash leaves the old
 file (and at worst a stray ``.escale.conf.*.tmp`` file) in place.
+
+Hand-written, no library: configparser loses every comment when it writes a file
+back, and configobj/tomlkit keep comments but read and write other syntaxes (quoting).
 """
 
 from __future__ import annotations

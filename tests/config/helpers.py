@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from escale.config import Config, load_config
 from escale.config.keys import lookup
 from escale.config.settings import ClientSettings
 from escale.errors import ConfigError
+from tests.unprivileged import unprivileged_command
 
 #: A minimal valid section on a file relay, relative to the configuration folder.
 BASE: dict[str, str] = {"local path": "local", "protocol": "file", "relay directory": "relay"}
@@ -69,3 +72,33 @@ def expect_error(folder: Path, text: str, *, section: str | None, key: str | Non
         assert f"'{key}'" in message
     assert contains in message, message
     return error
+
+
+#: Seconds a started escale may take before the test gives up on it (a guard
+#: against a process that runs on instead of refusing; not a timing assertion).
+PATIENCE = 90.0
+
+
+def run_escale(argv: list[str], *, program: str = "escale.cli.main", unprivileged: bool = False,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``escale ARGV`` (or ``escalectl`` with ``program="escale.cli.ctl"``) as a real process.
+
+    With ``unprivileged`` it runs without root's file privileges
+    (:func:`tests.unprivileged.unprivileged_command`), so permissions apply even in CI.
+    """
+    command = [sys.executable, "-m", program, *argv]
+    if unprivileged:
+        command = unprivileged_command(command)
+    return subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def one_config_line(result: subprocess.CompletedProcess[str], prog: str = "escale") -> str:
+    """The one line a configuration fault prints; checks exit code 78 and no traceback."""
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and "warning: running as root" not in line]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 78, (result.returncode, result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{prog}: "), lines[0]
+    return lines[0]

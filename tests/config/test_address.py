@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from escale.config import Address, parse_address
 from escale.config.values import ValueProblem
@@ -180,3 +182,22 @@ def test_sftp_keys(tmp_path: Path) -> None:
     assert (c.relay.ssh_key, c.relay.keyfile) == (None, str(tmp_path / "id_ed25519"))
     expect_error(tmp_path, section_text({"address": "sftp://h/x", "ssh key": "missing"}, drop=NO_RELAY),
                  section="client", key="ssh key", contains="not found")
+
+
+@pytest.mark.parametrize("text", ["ftp://[::1/x", "ftp://[::1", "sftp://bob@[::1:22/x", "https://[nothost]/dav",
+                                  "ftp://[::1]x]/y"])
+def test_malformed_bracketed_host_is_a_config_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ValueProblem, match="host"):
+        parse_address(text)
+    expect_error(tmp_path, section_text({"host address": text}, drop=("dir", "protocol")),
+                 section="client", key="host address")
+
+
+@given(st.text(alphabet=st.sampled_from(list("[]:@/%?#.a1 \\\t\x00é")), max_size=24),
+       st.sampled_from(["ftp", "sftp", "https", "file", "rclone", "s3", None]),
+       st.sampled_from(["", "ftp://", "file://", "s3://"]))
+def test_any_address_text_is_an_address_or_a_value_problem(text: str, protocol: str | None, prefix: str) -> None:
+    try:
+        parse_address(prefix + text, protocol)
+    except ValueProblem:
+        pass

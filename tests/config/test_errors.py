@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from escale.config import load_config, parse_config
 from escale.errors import ConfigError
-from tests.config.helpers import client, expect_error, section_text, write_conf
+from tests.config.helpers import client, expect_error, one_config_line, run_escale, section_text, write_conf
 
 SECRET = "Pa55-w0rd-XYZZY"
 
@@ -174,12 +175,15 @@ def test_unreadable_or_malformed_secret_file(tmp_path: Path, content: bytes) -> 
     assert "nouser" not in str(error) and "line one" not in str(error)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_secret_file_without_read_permission(tmp_path: Path) -> None:
+    """Run as a process without root's file privileges (CI runs as root, which reads any file)."""
     (tmp_path / "pw").write_text(SECRET)
     (tmp_path / "pw").chmod(0)
-    expect_error(tmp_path, section_text({"protocol": "ftp", "address": "h", "secret file": "pw"},
-                                        drop=("dir",)), section="client", key="secret file", contains="read")
+    conf = write_conf(tmp_path, section_text({"protocol": "ftp", "address": "h", "secret file": "pw"},
+                                             drop=("dir",)))
+    line = one_config_line(run_escale(["--once", "-c", conf], unprivileged=True))
+    assert "[client] 'secret file'" in line and "read" in line and str(tmp_path / "pw") in line
+    assert SECRET not in line
 
 
 def test_secrets_never_reach_log_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -216,3 +220,122 @@ def test_unreadable_configuration_file(tmp_path: Path) -> None:
         load_config(str(tmp_path / "bin.conf"))
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(str(tmp_path))
+
+
+# ------------------------------------------------------- start-up faults, through real processes
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A configuration escale must refuse at start: the file's text (after ``prepare``
+    made what it needs in the work folder), the fragments its one line must hold,
+    and whether it only shows without root's file privileges."""
+
+    text: str
+    says: tuple[str, ...]
+    prepare: Callable[[Path], None] = lambda work: None
+    unprivileged: bool = False
+
+
+def _file(name: str) -> Callable[[Path], None]:
+    def make(work: Path) -> None:
+        (work / name).write_text("not a folder\n")
+    return make
+
+
+def _folder(name: str, mode: int) -> Callable[[Path], None]:
+    def make(work: Path) -> None:
+        (work / name).mkdir()
+        (work / name).chmod(mode)
+    return make
+
+
+def _default_state_is_a_file(work: Path) -> None:
+    (work / "local").mkdir()
+    (work / "local" / ".escale").write_text("not a folder\n")
+
+
+_BIG = "1" + "0" * 26
+FAULTS: dict[str, Fault] = {
+    "empty file": Fault("", ("no client section",)),
+    "global lines only": Fault("log level = INFO\nrefresh = 5\n", ("no client section",)),
+    "local path is a file": Fault(section_text({"local path": "afile"}),
+                                  ("[client] 'local path'", "afile is not a folder"), _file("afile")),
+    "local path cannot be created": Fault(section_text({"local path": "ro/sub/local"}),
+                                          ("[client] 'local path'", "cannot be created", "ro"),
+                                          _folder("ro", 0o555), unprivileged=True),
+    "state directory is a file": Fault(section_text({"state directory": "afile"}),
+                                       ("[client] 'state directory'", "afile is not a folder"), _file("afile")),
+    "state directory cannot be read": Fault(section_text({"state directory": "st"}),
+                                            ("[client] 'state directory'", "st", "permission denied"),
+                                            _folder("st", 0), unprivileged=True),
+    "state directory cannot be created": Fault(section_text({"state directory": "ro/state"}),
+                                               ("[client] 'state directory'", "cannot be created"),
+                                               _folder("ro", 0o555), unprivileged=True),
+    "default state folder is a file": Fault(section_text({}), ("[client] 'local path'", "state folder",
+                                                              ".escale is not a folder"), _default_state_is_a_file),
+    "address with an unclosed IPv6 host": Fault(
+        section_text({"protocol": "ftp", "host address": "ftp://[::1/x"}, drop=("dir",)),
+        ("[client] 'host address'", "IPv6")),
+    "huge timeout": Fault(section_text({"timeout": "99999999999999999999"}), ("[client] 'timeout'", "3600 s")),
+    "huge timeout on a network relay": Fault(
+        section_text({"protocol": "ftp", "host address": "ftp://127.0.0.1:9/x",
+                      "timeout": "99999999999999999999"}, drop=("dir",)),
+        ("[client] 'timeout'", "3600 s")),
+    "refresh with an exponent": Fault(section_text({"refresh": "1e26"}), ("[client] 'refresh'", "exponent")),
+    "refresh of 10^26 seconds": Fault(section_text({"refresh": _BIG}), ("[client] 'refresh'", "7 days")),
+    "lock timeout of 0.1 microsecond": Fault(section_text({"lock timeout": "0.0000001"}),
+                                             ("[client] 'lock timeout'", "between 3 s")),
+}
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("foreground", [False, True], ids=["once", "foreground"])
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_start_up_fault_is_one_line_and_exit_78(tmp_path: Path, name: str, foreground: bool) -> None:
+    """``escale --once`` and ``escale`` (foreground) refuse the file with one line
+    naming it, the section and the key, exit 78, and write nothing."""
+    fault = FAULTS[name]
+    work, run = tmp_path / "work", tmp_path / "run"
+    work.mkdir()
+    run.mkdir(mode=0o700)
+    fault.prepare(work)
+    conf = write_conf(work, fault.text)
+    before = _tree(work)
+    argv = ["-c", conf] if foreground else ["--once", "-c", conf]
+    try:
+        result = run_escale(argv, unprivileged=fault.unprivileged, env={"XDG_RUNTIME_DIR": str(run)})
+        line = one_config_line(result)
+        assert line.startswith(f"escale: {conf}"), line
+        for fragment in fault.says:
+            assert fragment in line, (fragment, line)
+        assert _tree(work) == before  # nothing created, nothing half-written
+        assert not any(run.iterdir())  # no pid file, no socket
+    finally:
+        for path in work.rglob("*"):  # let pytest remove what the test locked
+            if path.is_dir():
+                path.chmod(0o700)
+
+
+_BAD_VALUES = ["address with an unclosed IPv6 host", "huge timeout", "huge timeout on a network relay",
+               "refresh with an exponent", "refresh of 10^26 seconds", "lock timeout of 0.1 microsecond"]
+
+
+@pytest.mark.parametrize("name", _BAD_VALUES)
+def test_escalectl_status_reports_a_bad_value_in_one_line(tmp_path: Path, name: str) -> None:
+    """A bad value is a parse error: every command that reads the file refuses it."""
+    fault = FAULTS[name]
+    conf = write_conf(tmp_path, fault.text)
+    line = one_config_line(run_escale(["-c", conf, "status"], program="escale.cli.ctl"), prog="escalectl")
+    assert all(fragment in line for fragment in fault.says), line
+
+
+def test_a_missing_local_folder_that_can_be_created_is_not_a_config_error(tmp_path: Path) -> None:
+    """The client decides what a missing local folder means; start-up only refuses
+    a folder that can never be made (checked without root's file privileges)."""
+    conf = write_conf(tmp_path, section_text({"local path": "new/sub/local"}))
+    result = run_escale(["--once", "-c", conf], unprivileged=True)
+    assert result.returncode != 78 and "Traceback" not in result.stderr, result.stderr

@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 
-from escale.config.keys import CLIENT_KEYS, GLOBAL_KEYS, closest_key, lookup, normalize
+from escale.config.keys import (
+    ALL_KEYS,
+    CLIENT_KEYS,
+    FILE_OR_VALUE_KEYS,
+    GLOBAL_KEYS,
+    PATH_KEYS,
+    PROGRAM_KEYS,
+    closest_key,
+    key_named,
+    lookup,
+    normalize,
+)
 from escale.config.settings import ClientSettings
 from tests.config.helpers import client, load_text
 
@@ -85,6 +96,19 @@ SAMPLES: dict[str, Sample] = {
     "known hosts": Sample("kh", lambda c: c.relay.known_hosts, _under("kh")),
     "ssh key": Sample("id_test", lambda c: c.relay.ssh_key, _under("id_test"), files={"id_test": "x"}),
     "timeout": Sample("5", lambda c: c.relay.timeout, 5.0),
+    "stale receiver": Sample("86400", lambda c: c.stale_receiver, 86400.0),
+    "bandwidth limit": Sample("2 MB", lambda c: c.bandwidth_limit, 2_000_000),
+    "keep versions": Sample("12 h", lambda c: c.keep_versions, 12 * 3600.0),
+    "keep versions size": Sample("1GB", lambda c: c.keep_versions_size, 10**9),
+    "versions folder": Sample("kept", lambda c: c.versions_dir, _under("kept")),
+    "after delivery": Sample("Move", lambda c: (c.after_delivery, c.holding_dir), ("move", "/held"),
+                             extra={"mode": "upload", "holding folder": "/held"}),
+    "holding folder": Sample("held", lambda c: c.holding_dir, _under("held")),
+    "delivered when": Sample("SENT", lambda c: c.delivered_when, "sent"),
+    "hook": Sample("/usr/local/bin/on-file", lambda c: c.hook, "/usr/local/bin/on-file"),
+    "hook timeout": Sample("5", lambda c: c.hook_timeout, 5.0),
+    "watch": Sample("off", lambda c: c.watch, False),
+    "watch delay": Sample("2.5", lambda c: c.watch_delay, 2.5),
 }
 
 ALL_NAMES = [(name, key.name) for key in CLIENT_KEYS for name in key.names]
@@ -126,6 +150,31 @@ def test_defaults_of_a_minimal_section(tmp_path: Path) -> None:
     assert (c.index, c.index_topdir, c.maxpagesize, c.deletion_guard) == (False, None, 10**9, 0.5)
     assert (c.lock_timeout, c.puller_count, c.priority, c.disk_quota) == (120.0, None, None, None)
     assert c.relay.timeout == 30.0 and c.relay.rclone_binary == "rclone" and c.relay.verify_ssl
+
+
+def test_every_unset_key_takes_the_default_its_table_entry_states(tmp_path: Path) -> None:
+    """The default the key table gives (and the wizard offers) is what a file without the key gets."""
+    c = client(tmp_path)
+    globals_ = load_text(tmp_path, "").globals
+    owners: dict[str, Any] = {"": c, "relay": c.relay, "filters": c.filters}
+    checked = []
+    for key in ALL_KEYS:
+        if key.field is None or key.name == "local path":  # combined keys; the one required key
+            continue
+        owner, _, name = key.field.rpartition(".")
+        assert getattr(globals_ if key.global_only else owners[owner], name) == key.default, key.name
+        checked.append(key.name)
+    assert len(checked) > 30
+    assert (key_named("refresh").default, key_named("mode").default, key_named("log rotate").default) == (
+        10.0, "shared", 3)
+
+
+def test_keys_by_kind_of_value() -> None:
+    """What the wizard's import makes absolute follows from each key's converter."""
+    assert PATH_KEYS == {"local path", "state directory", "certificate", "keyfile", "ca file", "rclone config",
+                         "known hosts", "ssh key", "versions folder", "holding folder"}
+    assert FILE_OR_VALUE_KEYS == {"password", "passphrase", "verify ssl"}
+    assert PROGRAM_KEYS == {"rclone binary", "hook"}
 
 
 def test_global_keys(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from escale.config import DEFAULT_SEARCH_PATHS, find_config, load_config
+from escale.config import default_search_paths, find_config, load_config
 from escale.errors import ConfigError
 from tests.config.helpers import section_text
 
@@ -22,7 +22,7 @@ def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_default_search_paths_follow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = _home(tmp_path, monkeypatch)
-    assert DEFAULT_SEARCH_PATHS() == [
+    assert default_search_paths() == [
         str(home / ".config" / "escale" / "escale.conf"),
         str(home / ".escale" / "escale.conf"),
         "/etc/escale.conf",
@@ -32,16 +32,16 @@ def test_default_search_paths_follow_home(tmp_path: Path, monkeypatch: pytest.Mo
 def test_xdg_config_home_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = _home(tmp_path, monkeypatch)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert DEFAULT_SEARCH_PATHS()[0] == str(tmp_path / "xdg" / "escale" / "escale.conf")
+    assert default_search_paths()[0] == str(tmp_path / "xdg" / "escale" / "escale.conf")
     for invalid in ("", "relative/dir"):  # the XDG spec says: ignore these
         monkeypatch.setenv("XDG_CONFIG_HOME", invalid)
-        assert DEFAULT_SEARCH_PATHS()[0] == str(home / ".config" / "escale" / "escale.conf")
+        assert default_search_paths()[0] == str(home / ".config" / "escale" / "escale.conf")
 
 
 def test_first_existing_file_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _home(tmp_path, monkeypatch)
     system = tmp_path / "etc" / "escale.conf"
-    xdg, legacy, _ = DEFAULT_SEARCH_PATHS()
+    xdg, legacy, _ = default_search_paths()
     search = [xdg, legacy, str(system)]
     with pytest.raises(ConfigError) as info:
         find_config(search)

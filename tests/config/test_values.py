@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 from escale.config.settings import FileFilter
 from escale.config.values import (
     FALSE_WORDS,
+    LOCK_TIMEOUT_RANGE,
+    REFRESH_RANGE,
     SIZE_UNITS,
+    TIMEOUT_RANGE,
     TRUE_WORDS,
     ValueProblem,
     compile_pattern,
-    format_size,
     parse_bool,
     parse_checksum,
     parse_encryption,
@@ -51,8 +53,11 @@ def test_false_words(tmp_path: Path, word: str) -> None:
 def test_other_words_are_not_booleans(tmp_path: Path, word: str) -> None:
     with pytest.raises(ValueProblem):
         parse_bool(word)
-    expect_error(tmp_path, section_text({"verify ssl": word}), section="client", key="verify ssl",
+    expect_error(tmp_path, section_text({"checksum cache": word}), section="client", key="checksum cache",
                  contains="boolean")
+    # 'verify ssl' also takes a CA file: a word that is neither says so
+    expect_error(tmp_path, section_text({"verify ssl": word}), section="client", key="verify ssl",
+                 contains="expected yes, no or the path of a CA certificate file")
 
 
 @given(st.text(max_size=12))
@@ -261,7 +266,6 @@ def test_mode_values(tmp_path: Path) -> None:
     ("key", "get"),
     [
         ("refresh", lambda c: c.refresh),
-        ("lock timeout", lambda c: c.lock_timeout),
         ("timeout", lambda c: c.relay.timeout),
         ("puller count", lambda c: c.puller_count),
         ("port", lambda c: c.relay.port),
@@ -270,3 +274,46 @@ def test_mode_values(tmp_path: Path) -> None:
 def test_one_in_a_number_key_is_the_number_one(tmp_path: Path, key: str, get: Any) -> None:
     got = get(client(tmp_path, {"protocol": "ftp", "address": "h", key: "1"}, drop=("dir",)))
     assert got == 1 and type(got) is not bool
+
+
+def test_lock_timeout_one_is_one_second_and_too_short(tmp_path: Path) -> None:
+    """``lock timeout = 1`` is read as one second (not "true"), which is below the range."""
+    expect_error(tmp_path, section_text({"lock timeout": "1"}), section="client", key="lock timeout",
+                 contains="got '1'")
+
+
+@pytest.mark.parametrize(("key", "get", "low", "high"), [
+    ("refresh", lambda c: c.refresh, REFRESH_RANGE[0], REFRESH_RANGE[1]),
+    ("lock timeout", lambda c: c.lock_timeout, LOCK_TIMEOUT_RANGE[0], LOCK_TIMEOUT_RANGE[1]),
+    ("timeout", lambda c: c.relay.timeout, TIMEOUT_RANGE[0], TIMEOUT_RANGE[1]),
+])
+def test_durations_are_finite_and_within_their_documented_range(tmp_path: Path, key: str, get: Any,
+                                                                low: float, high: float) -> None:
+    assert get(client(tmp_path, {key: f"{low:g}"})) == low
+    assert get(client(tmp_path, {key: f"{high:g}"})) == high
+    for bad in (f"{low / 2:g}", f"{high + 1:g}", "1" + "0" * 20, "9" * 400, "0.0000001"):
+        error = expect_error(tmp_path, section_text({key: bad}), section="client", key=key,
+                             contains=f"between {low:g} s")
+        assert len(str(error)) < 300  # a 400-digit value is not repeated whole
+
+
+def test_documented_ranges_match_the_code() -> None:
+    text = (Path(__file__).parents[2] / "doc" / "configuration.rst").read_text(encoding="utf-8")
+    assert "between 0.1 and 604800 (7 days)" in text
+    assert "between 3 and 86400 (1 day)" in text
+    assert "between 0.1 and 3600 (1 hour)" in text
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes written with the largest unit that keeps it exact (``1GB``, ``3KiB``, ``17B``).
+
+    ``parse_size(format_size(n)) == n`` for every positive ``n``.
+    """
+    if size < 1:
+        raise ValueError("size must be positive")
+    best = "B"
+    for unit in ("KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"):
+        factor = SIZE_UNITS[unit.lower()]
+        if size % factor == 0 and factor > SIZE_UNITS[best.lower()]:
+            best = unit
+    return f"{size // SIZE_UNITS[best.lower()]}{best}"
