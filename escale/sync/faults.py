@@ -11,7 +11,8 @@ laptop that goes to sleep); it carries on from there when it receives
 (``ESCALE_PAUSE_AT="payload uploaded big.bin"``): the first step of that name.
 Unset, :func:`step` only counts.
 
-The steps are marked by :mod:`escale.sync.client` and, through the
+The steps are marked by the sync pass (:mod:`escale.sync.executor`,
+:mod:`escale.sync.relay_phase`, the handoff of :mod:`escale.sync.delivery`) and, through the
 ``on_step`` hook of :class:`escale.protocol.repository.Repository`, inside the
 protocol's multi-object operations (commit, retire, reclaim, clean-up).
 """

@@ -7,50 +7,122 @@ rename into place. If anything fails, the temporary file is removed and the
 user's file is untouched. The only unprotected window is between the re-check
 and the rename (a few microseconds): an edit landing there is the one case a
 sync tool without kernel help cannot rule out.
+
+**No write through a link.** Every function here takes the local root and a
+relative ``/`` path, and reaches the path's folder from the root one component
+at a time with directory file descriptors (``openat`` with ``O_NOFOLLOW``), at
+the moment of the operation. A component that is a symbolic link or not a
+folder is refused (:class:`UnsafeLocalPath`), and so is a final entry that is a
+symbolic link: nothing is ever created, replaced, renamed, deleted or read
+outside the root, whatever the plan saw and whatever changed since. The root
+itself may be a symbolic link (the configured ``local path`` is the user's
+choice); only what lies below it is checked.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
 import secrets
-from collections.abc import Callable
+import stat as stat_module
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 from escale.errors import DiskFull, LocalError
 from escale.sync.planner import LocalFile
-from escale.sync.scanner import STATE_FOLDER, TEMP_PREFIX
+
+log = logging.getLogger(__name__)
+
+#: escale's own folder at the top of the local folder (state, spool).
+STATE_FOLDER = ".escale"
+#: Prefix of every name escale itself creates in the local folder.
+TEMP_PREFIX = ".escale-"
+#: Prefix of the temporary files a download is written to before the rename.
+PART_PREFIX = ".escale-part-"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class LocalChanged(LocalError):
+    """The user's file changed after the plan was made; the action was skipped."""
+
+    transient = True
+
+
+class UnsafeLocalPath(LocalError):
+    """A component of a local path is a symbolic link or not a folder, or the
+    file itself is a symbolic link: escale refuses to write, rename, delete or
+    read through it. ``path`` is the absolute path of the offending entry."""
+
+
+class LocalUnreadable(LocalError):
+    """A local file exists but cannot be opened or read (permissions, I/O
+    error): it is skipped for this pass, never taken for a deletion."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why a single local file or folder name cannot be carried, or None.
+
+    A name must be valid UTF-8 (``os.scandir`` turns undecodable bytes into
+    lone surrogates), and must not contain what the relay protocol refuses in a
+    name (a control character or a backslash, see
+    :func:`escale.relay.base.check_name`).
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    if _CONTROL.search(name):
+        return "its name contains a control character"
+    if "\\" in name:
+        return "its name contains a backslash"
+    return None
+
+
+def printable(path: str) -> str:
+    """``path`` for a log line or message: undecodable bytes shown as ``\\xNN``,
+    control characters escaped (``\\t``, ``\\x01``)."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        raw = path.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def _parts(rel: str) -> list[str]:
+    """The components of a relative path, or LocalError when the path may not
+    be written by escale (leaves the root, touches escale's own files, or has a
+    name escale cannot carry)."""
+    parts = rel.split("/")
+    if (
+        not rel
+        or rel.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or parts[0] == STATE_FOLDER
+        or any(p.startswith(TEMP_PREFIX) for p in parts)
+        or any(name_problem(p) is not None for p in parts)
+    ):
+        raise LocalError(f"unsafe path from relay refused: {printable(rel)}", path=rel)
+    return parts
 
 
 def safe_join(root: str, rel: str) -> str:
     """The absolute path of relative path ``rel`` under ``root``.
 
-    Raises LocalError for a path that would leave ``root`` or touch escale's own
-    files (``..``, absolute, empty components, NUL, ``.escale``): a relay cannot
-    make a client write outside its folder.
+    Raises LocalError for a path that would leave ``root``, touch escale's own
+    files (``..``, absolute, empty components, ``.escale``, ``.escale-…``
+    names) or that escale cannot carry (not UTF-8, a control character, a
+    backslash): a relay cannot make a client write outside its folder. This
+    is a check of the name only; the operations below also refuse symbolic
+    links at the moment they run.
     """
-    parts = rel.split("/")
-    if (
-        not rel
-        or rel.startswith("/")
-        or "\x00" in rel
-        or any(p in ("", ".", "..") for p in parts)
-        or parts[0] == STATE_FOLDER
-        or any(p.startswith(TEMP_PREFIX) for p in parts)
-    ):
-        raise LocalError(f"unsafe path from relay refused: {rel!r}", path=rel)
-    return os.path.join(root, *parts)
-
-
-def unchanged(path: str, expect: LocalFile | None) -> bool:
-    """Whether the file at ``path`` is still as expected (None: absent)."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return expect is None
-    if expect is None:
-        return False
-    return st.st_size == expect.size and st.st_mtime_ns == expect.mtime_ns
+    return os.path.join(root, *_parts(rel))
 
 
 def _translate(exc: OSError, path: str) -> LocalError:
@@ -61,99 +133,398 @@ def _translate(exc: OSError, path: str) -> LocalError:
     return LocalError(f"cannot write {path}: {exc.strerror or exc}", path=path)
 
 
+class _Missing(Exception):
+    """A folder on the way does not exist (and was not to be created)."""
+
+
+def _refusal(root: str, parts: list[str], dir_fd: int, name: str, error: OSError, *,
+             what: str = "write") -> LocalError:
+    """The error for component ``name`` (under ``dir_fd``) that could not be
+    entered as a folder (``error``): a symbolic link, something that is not a
+    folder, or a folder that cannot be opened."""
+    shown = "/".join(parts)
+    full = os.path.join(root, *parts)
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        return LocalError(f"cannot {what} below {full}: {exc.strerror or exc}", path=full)
+    if stat_module.S_ISDIR(st.st_mode):
+        return LocalError(f"cannot {what} below {full}: {error.strerror or error}", path=full)
+    if stat_module.S_ISLNK(st.st_mode):
+        return UnsafeLocalPath(f"refusing to {what} through the symbolic link {shown} (in {root})", path=full)
+    return UnsafeLocalPath(f"refusing to {what} below {shown}: not a folder (in {root})", path=full)
+
+
+@contextmanager
+def _folder(root: str, parts: list[str], *, create: bool, what: str = "write") -> Iterator[int]:
+    """A file descriptor on folder ``root/parts…``, reached without following
+    any symbolic link below ``root``; missing folders are made with ``create``,
+    else :class:`_Missing` is raised. Closed on exit."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if create:
+            raise LocalError(f"local folder {root} is missing", path=root) from None
+        raise _Missing() from None
+    except OSError as exc:
+        raise LocalError(f"cannot open local folder {root}: {exc.strerror or exc}", path=root) from exc
+    try:
+        for index, name in enumerate(parts):
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise _Missing() from None
+                try:
+                    os.mkdir(name, dir_fd=fd)
+                except FileExistsError:
+                    pass  # made meanwhile (or a link planted meanwhile: refused just below)
+                except OSError as exc:
+                    raise _translate(exc, os.path.join(root, *parts[: index + 1])) from exc
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    raise _refusal(root, parts[: index + 1], fd, name, exc, what=what) from None
+            except OSError as exc:
+                raise _refusal(root, parts[: index + 1], fd, name, exc, what=what) from None
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _matches(st: os.stat_result | None, expect: LocalFile | None) -> bool:
+    if st is None or expect is None:
+        return st is None and expect is None
+    return stat_module.S_ISREG(st.st_mode) and st.st_size == expect.size and st.st_mtime_ns == expect.mtime_ns
+
+
+def unchanged(root: str, rel: str, expect: LocalFile | None) -> bool:
+    """Whether the file at ``rel`` under ``root`` is still as expected (None:
+    absent). A symbolic link or a folder at ``rel`` is never ``expect``.
+    Raises UnsafeLocalPath when a parent component is a link."""
+    parts = _parts(rel)
+    try:
+        with _folder(root, parts[:-1], create=False) as fd:
+            return _matches(_lstat(fd, parts[-1]), expect)
+    except _Missing:
+        return expect is None
+
+
 def write_atomically(
-    target: str,
+    root: str,
+    rel: str,
     fill: Callable[[BinaryIO], object],
     *,
     expect: LocalFile | None,
     mtime_ns: int | None = None,
 ) -> os.stat_result:
-    """Replace ``target`` with what ``fill`` writes, if ``target`` is still ``expect``.
+    """Replace ``root/rel`` with what ``fill`` writes, if it is still ``expect``.
 
+    Missing folders on the way are created; a component that is a symbolic
+    link or not a folder raises :class:`UnsafeLocalPath` (nothing written).
     ``fill(handle)`` writes the new content and raises to abort (e.g. an
     integrity error): the target is then untouched. Returns the new file's
     stat, or raises :class:`LocalChanged` when the user's file changed since the
-    plan (nothing replaced), DiskFull/LocalError on local I/O failure.
+    plan (nothing replaced; a link now at ``rel`` counts as a change),
+    DiskFull/LocalError on local I/O failure. The temporary file never
+    outlives the call.
     """
-    folder = os.path.dirname(target)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise _translate(exc, target) from exc
-    temp = os.path.join(folder, f"{TEMP_PREFIX}part-{secrets.token_hex(6)}")
-    try:
+    parts = _parts(rel)
+    target = os.path.join(root, *parts)
+    name = parts[-1]
+    with _folder(root, parts[:-1], create=True) as fd:
+        temp = f"{PART_PREFIX}{secrets.token_hex(6)}"
         try:
-            with open(temp, "xb") as handle:
-                fill(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if mtime_ns is not None:
-                os.utime(temp, ns=(mtime_ns, mtime_ns))
-        except OSError as exc:
-            raise _translate(exc, target) from exc
-        if not unchanged(target, expect):
-            raise LocalChanged(f"{target} changed during the transfer; it will be synced next pass",
-                               path=target)
-        try:
-            if expect is None:
-                os.link(temp, target)  # atomic, refuses a file that appeared meanwhile
-                os.unlink(temp)
-            else:
-                os.replace(temp, target)
-        except FileExistsError as exc:
-            raise LocalChanged(f"{target} appeared during the transfer", path=target) from exc
-        except OSError as exc:
-            raise _translate(exc, target) from exc
-        return os.stat(target, follow_symlinks=False)
-    finally:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+            try:
+                handle_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                    0o666, dir_fd=fd)
+                with os.fdopen(handle_fd, "wb") as handle:
+                    fill(handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    if mtime_ns is not None:
+                        os.utime(handle.fileno(), ns=(mtime_ns, mtime_ns))
+            except OSError as exc:
+                raise _translate(exc, target) from exc
+            if not _matches(_lstat(fd, name), expect):
+                raise LocalChanged(f"{target} changed during the transfer; it will be synced next pass",
+                                   path=target)
+            try:
+                if expect is None:
+                    # atomic, refuses a file (or link) that appeared meanwhile
+                    os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+                    os.unlink(temp, dir_fd=fd)
+                else:
+                    os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            except FileExistsError as exc:
+                raise LocalChanged(f"{target} appeared during the transfer", path=target) from exc
+            except OSError as exc:
+                raise _translate(exc, target) from exc
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        finally:
+            try:
+                os.unlink(temp, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # pragma: no cover - the folder went read-only meanwhile
+                log.warning("cannot remove temporary file %s: %s", os.path.join(os.path.dirname(target), temp),
+                            exc.strerror)
 
 
-class LocalChanged(LocalError):
-    """The user's file changed after the plan was made; the action was skipped."""
+def rename_aside(root: str, source: str, target: str, *, expect: LocalFile) -> None:
+    """Rename ``root/source`` to ``root/target`` if the source is still
+    ``expect`` and the target does not exist (never overwrites; missing folders
+    of the target are created). Raises LocalChanged when the source changed or
+    is gone, UnsafeLocalPath when either path goes through a link."""
+    src_parts, dst_parts = _parts(source), _parts(target)
+    shown = os.path.join(root, *src_parts)
+    try:
+        with _folder(root, src_parts[:-1], create=False) as sfd, \
+                _folder(root, dst_parts[:-1], create=True) as dfd:
+            if not _matches(_lstat(sfd, src_parts[-1]), expect):
+                raise LocalChanged(f"{shown} changed; conflict handling postponed", path=shown)
+            try:
+                try:
+                    os.link(src_parts[-1], dst_parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+                except FileExistsError:
+                    # the copy exists already (a previous attempt): same content name, keep it
+                    if not _matches(_lstat(sfd, src_parts[-1]), expect):
+                        return
+                os.unlink(src_parts[-1], dir_fd=sfd)
+            except OSError as exc:
+                raise _translate(exc, shown) from exc
+    except _Missing:
+        raise LocalChanged(f"{shown} changed; conflict handling postponed", path=shown) from None
+
+
+def delete_if_unchanged(root: str, rel: str, expect: LocalFile) -> bool:
+    """Delete ``root/rel`` if it is still ``expect``; return whether it was
+    deleted. Empty parent folders are left in place (they may be the user's).
+    Raises UnsafeLocalPath when a parent component is a link."""
+    parts = _parts(rel)
+    try:
+        with _folder(root, parts[:-1], create=False, what="delete") as fd:
+            if not _matches(_lstat(fd, parts[-1]), expect):
+                return False
+            try:
+                os.unlink(parts[-1], dir_fd=fd)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise _translate(exc, os.path.join(root, *parts)) from exc
+            return True
+    except _Missing:
+        return False
+
+
+def open_for_push(root: str, rel: str, expect: LocalFile) -> BinaryIO:
+    """Open ``root/rel`` for sending if it is still as scanned.
+
+    The check is made on the opened file itself, so what is sent is what was
+    checked. Raises LocalChanged (changed or gone since the scan),
+    UnsafeLocalPath (a link on the way, or the file is a link),
+    LocalUnreadable (exists but cannot be opened: permissions, I/O error).
+    """
+    parts = _parts(rel)
+    full = os.path.join(root, *parts)
+    try:
+        with _folder(root, parts[:-1], create=False, what="read") as dfd:
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
+                raise LocalChanged(f"{full} is gone since the scan", path=full) from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise UnsafeLocalPath(f"refusing to send the symbolic link {'/'.join(parts)} (in {root})",
+                                          path=full) from None
+                raise LocalUnreadable(f"cannot read {full}: {exc.strerror or exc}", path=full) from exc
+    except _Missing:
+        raise LocalChanged(f"{full} is gone since the scan", path=full) from None
+    try:
+        if not _matches(os.fstat(fd), expect):
+            raise LocalChanged(f"{full} changed since the scan; it will be sent next pass", path=full)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def remove_leftovers(root: str, leftovers: Iterable[str]) -> int:
+    """Remove escale's temporary ``.escale-part-…`` files (as found by the
+    scanner in ``ScanResult.leftovers``); return how many were removed.
+
+    Only call this while holding the client lock: only one process syncs a
+    client at a time, so every part file found then is a leftover of a pass
+    that was killed. Anything else is refused: a path whose last component
+    does not start with ``.escale-part-``, one that is not a regular file, or
+    one reached through a link. Failures are logged and skipped.
+    """
+    removed = 0
+    for rel in leftovers:
+        folder, _, name = rel.rpartition("/")
+        if not name.startswith(PART_PREFIX) or name_problem(name) is not None or "/" in name:
+            log.warning("not removing %s: not an escale temporary file", printable(rel))
+            continue
+        full = os.path.join(root, printable(rel))
+        try:
+            with _folder(root, _parts(folder) if folder else [], create=False, what="delete") as fd:
+                st = _lstat(fd, name)
+                if st is None:
+                    continue
+                if not stat_module.S_ISREG(st.st_mode):
+                    log.warning("not removing %s: not a regular file", full)
+                    continue
+                os.unlink(name, dir_fd=fd)
+        except (_Missing, FileNotFoundError):
+            continue
+        except OSError as exc:
+            log.warning("cannot remove leftover temporary file %s: %s", full, exc.strerror or exc)
+            continue
+        except LocalError as exc:
+            log.warning("cannot remove leftover temporary file %s: %s", full, exc)
+            continue
+        removed += 1
+        log.info("removed leftover temporary file %s (%d bytes) from an interrupted pass", full, st.st_size)
+    return removed
+
+
+# --------------------------------------------------------------------------- keeping a copy elsewhere
+# (versions kept, escale.sync.trash; the holding folder, escale.sync.handoff)
+
+
+class KeptTargetExists(LocalError):
+    """The place a file was to be kept at holds another file already."""
 
     transient = True
 
 
-def rename_aside(source: str, target: str, *, expect: LocalFile) -> None:
-    """Rename ``source`` to ``target`` if ``source`` is still ``expect`` and
-    ``target`` does not exist (never overwrites)."""
-    if not unchanged(source, expect):
-        raise LocalChanged(f"{source} changed; conflict handling postponed", path=source)
+def current(root: str, rel: str) -> LocalFile | None:
+    """The regular file at ``root/rel`` now (size and mtime, no checksum), or
+    None when nothing is there. Raises UnsafeLocalPath when a parent component
+    or the entry itself is a link, LocalError when it is not a regular file."""
+    parts = _parts(rel)
     try:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.link(source, target)
-        os.unlink(source)
-    except FileExistsError:
-        # the copy exists already (a previous attempt): same content name, keep it
-        if unchanged(source, expect):
-            os.unlink(source)
-    except OSError as exc:
-        raise _translate(exc, source) from exc
+        with _folder(root, parts[:-1], create=False, what="read") as fd:
+            st = _lstat(fd, parts[-1])
+    except _Missing:
+        return None
+    if st is None:
+        return None
+    full = os.path.join(root, *parts)
+    if stat_module.S_ISLNK(st.st_mode):
+        raise UnsafeLocalPath(f"{full} is a symbolic link", path=full)
+    if not stat_module.S_ISREG(st.st_mode):
+        raise LocalError(f"{full} is not a regular file", path=full)
+    return LocalFile(st.st_size, st.st_mtime_ns)
 
 
-def delete_if_unchanged(path: str, expect: LocalFile) -> bool:
-    """Delete ``path`` if it is still ``expect``; return whether it was deleted.
-    Empty parent folders are left in place (they may be the user's)."""
-    if not unchanged(path, expect):
-        return False
+def keep_copy(root: str, rel: str, expect: LocalFile, dest_root: str, dest_rel: str) -> os.stat_result:
+    """Make ``dest_root/dest_rel`` a copy of ``root/rel``, which stays where it is.
+
+    The source must still be ``expect`` (else :class:`LocalChanged`). The copy
+    is a hard link when both are on one file system (instant, no extra space,
+    nothing to verify); otherwise the content is copied to a temporary name
+    beside the target, checked to be as long as ``expect``, synced to disk, and
+    only then given its name. Missing folders of the target are created (mode
+    0700 for ``dest_root`` itself). Nothing is ever overwritten: a target that
+    is already this very file (same inode: an earlier attempt) counts as done,
+    any other raises :class:`KeptTargetExists`. No component of either path,
+    below its root, may be a symbolic link (:class:`UnsafeLocalPath`).
+    Returns the target's stat.
+    """
+    src_parts, dst_parts = _parts(rel), _parts(dest_rel)
+    shown = os.path.join(root, *src_parts)
+    target = os.path.join(dest_root, *dst_parts)
+    os.makedirs(dest_root, mode=0o700, exist_ok=True)
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise _translate(exc, path) from exc
-    return True
+        with _folder(root, src_parts[:-1], create=False, what="read") as sfd, \
+                _folder(dest_root, dst_parts[:-1], create=True) as dfd:
+            st = _lstat(sfd, src_parts[-1])
+            if not _matches(st, expect):
+                raise LocalChanged(f"{shown} changed; not kept", path=shown)
+            assert st is not None
+            there = _lstat(dfd, dst_parts[-1])
+            if there is not None:
+                if (there.st_ino, there.st_dev) == (st.st_ino, st.st_dev):
+                    return there
+                raise KeptTargetExists(f"{target} exists already", path=target)
+            try:
+                os.link(src_parts[-1], dst_parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+                return os.stat(dst_parts[-1], dir_fd=dfd, follow_symlinks=False)
+            except FileExistsError as exc:
+                raise KeptTargetExists(f"{target} appeared meanwhile", path=target) from exc
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise _translate(exc, target) from exc
+            return _copy_between(sfd, src_parts[-1], expect, dfd, dst_parts[-1], shown, target)
+    except _Missing:
+        raise LocalChanged(f"{shown} is gone; not kept", path=shown) from None
 
 
-def open_for_push(path: str, expect: LocalFile) -> BinaryIO:
-    """Open a local file for sending if it is still as scanned."""
-    if not unchanged(path, expect):
-        raise LocalChanged(f"{path} changed since the scan; it will be sent next pass", path=path)
+def _copy_between(sfd: int, name: str, expect: LocalFile, dfd: int, dest: str, shown: str,
+                  target: str) -> os.stat_result:
+    """:func:`keep_copy` across file systems: copy, check, sync, then name."""
     try:
-        return open(path, "rb")
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sfd)
     except OSError as exc:
-        raise LocalError(f"cannot read {path}: {exc.strerror}", path=path) from exc
+        raise LocalUnreadable(f"cannot read {shown}: {exc.strerror or exc}", path=shown) from exc
+    temp = f"{PART_PREFIX}{secrets.token_hex(6)}"
+    try:
+        with os.fdopen(src, "rb") as reader:
+            if not _matches(os.fstat(reader.fileno()), expect):
+                raise LocalChanged(f"{shown} changed; not kept", path=shown)
+            os.set_blocking(reader.fileno(), True)
+            try:
+                out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                              dir_fd=dfd)
+                with os.fdopen(out, "wb") as writer:
+                    copied = 0
+                    while chunk := reader.read(1 << 20):
+                        writer.write(chunk)
+                        copied += len(chunk)
+                    writer.flush()
+                    os.fsync(writer.fileno())
+                    os.utime(writer.fileno(), ns=(expect.mtime_ns, expect.mtime_ns))
+            except OSError as exc:
+                raise _translate(exc, target) from exc
+            if copied != expect.size or not _matches(os.fstat(reader.fileno()), expect):
+                raise LocalChanged(f"{shown} changed while it was copied; not kept", path=shown)
+        try:
+            os.link(temp, dest, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+        except FileExistsError as exc:
+            raise KeptTargetExists(f"{target} appeared meanwhile", path=target) from exc
+        except OSError as exc:
+            raise _translate(exc, target) from exc
+        return os.stat(dest, dir_fd=dfd, follow_symlinks=False)
+    finally:
+        try:
+            os.unlink(temp, dir_fd=dfd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # pragma: no cover - the folder went read-only meanwhile
+            log.warning("cannot remove temporary file %s: %s", temp, exc.strerror)
+
+
+def remove_kept(dest_root: str, dest_rel: str) -> None:
+    """Remove the regular file ``dest_root/dest_rel`` made by :func:`keep_copy`
+    (nothing through a link; an absent file is fine)."""
+    parts = _parts(dest_rel)
+    try:
+        with _folder(dest_root, parts[:-1], create=False, what="delete") as fd:
+            st = _lstat(fd, parts[-1])
+            if st is not None and stat_module.S_ISREG(st.st_mode):
+                os.unlink(parts[-1], dir_fd=fd)
+    except (_Missing, FileNotFoundError):
+        pass
+    except OSError as exc:
+        raise _translate(exc, os.path.join(dest_root, *parts)) from exc

@@ -29,6 +29,9 @@ upload        yes          never                           never
 
 Only ``shared`` clients turn local deletions into relay tombstones; the others
 keep a note that the file is gone locally and do not fetch that version again.
+Whether a mode sends, and whether it writes relay files here at all, is stated
+once in :func:`escale.config.settings.mode_sends` and
+:func:`~escale.config.settings.mode_receives`; the rules below call them.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-Mode = Literal["shared", "upload", "download", "conservative"]
+from escale.config.settings import Mode, mode_receives, mode_sends
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LocalFile:
     """A local file as scanned. ``checksum`` is None with ``checksum = no``."""
 
@@ -50,7 +53,7 @@ class LocalFile:
     checksum: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RemoteEntry:
     """The relay's latest version of a path, as far as the planner cares."""
 
@@ -66,7 +69,7 @@ class RemoteEntry:
     expects_me: bool  # this client must acknowledge it (a receiver, not the pusher)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BaseEntry:
     """What this client last synced for a path.
 
@@ -104,6 +107,7 @@ ActionKind = Literal[
     "record",  # update the base without any transfer
     "forget",  # drop the base entry
     "ack",  # acknowledge the relay version without transfer
+    "diverged",  # report: the relay's newer version can no longer be fetched here
 ]
 
 
@@ -148,25 +152,60 @@ class Plan:
 
 
 def same_content(a: LocalFile | BaseEntry | RemoteEntry, b: LocalFile | BaseEntry | RemoteEntry) -> bool:
-    """Equal content: by checksum when both have one, else by size and mtime."""
-    if a.checksum is not None and b.checksum is not None:
+    """Equal content: by checksum when both have one of the same algorithm,
+    else by size and mtime (two checksums of different algorithms say nothing
+    about each other: comparing them would make equal files look changed)."""
+    if (a.checksum is not None and b.checksum is not None
+            and a.checksum.partition(":")[0] == b.checksum.partition(":")[0]):
         return a.checksum == b.checksum
     return a.size == b.size and a.mtime_ns == b.mtime_ns
+
+
+#: Longest file name (one path component) most filesystems accept, in bytes.
+NAME_MAX = 255
+_LABEL_MAX = 64  # bytes of the client label kept in a conflict name
+_STEM_MIN = 16  # bytes of the original name kept before the extension is cut
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` that is at most ``limit`` bytes of UTF-8
+    (cut at a character boundary)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    return raw[: max(limit, 0)].decode("utf-8", "ignore")
 
 
 def conflict_name(path: str, label: str, content_id: str) -> str:
     """The deterministic conflict-copy path: ``dir/name.conflict-<label>-<id8>.ext``.
 
     ``content_id`` identifies the losing content (its checksum, or size and
-    mtime); the same conflict therefore always yields the same name.
+    mtime); the same conflict therefore always yields the same name, and
+    different contents give different names. The last component is at most
+    :data:`NAME_MAX` bytes of UTF-8, so the copy can be created wherever the
+    original could: when it would be longer, the name before the extension is
+    shortened (at a character boundary); the ``.conflict-<label>-<id8>`` marker
+    and the extension are kept, except that a label is cut to 64 bytes and an
+    extension so long that fewer than 16 bytes of the name would remain is cut
+    as well.
     """
     folder, _, base = path.rpartition("/")
     stem, dot, ext = base.rpartition(".")
     if not stem:  # no extension, or a dot-file like ".bashrc"
         stem, dot, ext = base, "", ""
-    safe_label = "".join(c if c.isalnum() or c in "-_" else "_" for c in label) or "client"
-    short = hashlib.sha256(content_id.encode()).hexdigest()[:8]
-    name = f"{stem}.conflict-{safe_label}-{short}{dot}{ext}"
+    safe_label = "".join(c if c.isalnum() or c in "-_@" else "_" for c in label) or "client"
+    short = hashlib.sha256(content_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    marker = f".conflict-{_cut(safe_label, _LABEL_MAX)}-{short}"
+
+    def size(text: str) -> int:
+        return len(text.encode("utf-8", "surrogatepass"))
+
+    suffix = f"{dot}{ext}"
+    room = NAME_MAX - size(marker)
+    if size(stem) + size(suffix) > room:
+        suffix = _cut(suffix, room - min(size(stem), _STEM_MIN))
+        stem = _cut(stem, room - size(suffix))
+    name = f"{stem}{marker}{suffix}"
     return f"{folder}/{name}" if folder else name
 
 
@@ -175,16 +214,18 @@ def _content_id(entry: LocalFile | RemoteEntry) -> str:
 
 
 def _may_send(mode: Mode, access: Access) -> bool:
+    """Whether the client may send this file: its ``r`` modifier, else its mode."""
     if access.read is not None:
         return access.read
-    return mode != "download"
+    return mode_sends(mode)
 
 
 def _may_write(mode: Mode, access: Access) -> bool:
-    """Whether the client may create local files from the relay at all."""
+    """Whether the client may create local files from the relay at all: the
+    file's ``w`` modifier, else its mode."""
     if access.write is not None:
         return access.write
-    return mode != "upload"
+    return mode_receives(mode)
 
 
 def _may_replace(mode: Mode, access: Access, base: BaseEntry | None) -> bool:
@@ -228,21 +269,21 @@ def plan_path(
     """The actions for one path. See the module docstring for the rules."""
     send = _may_send(mode, access)
     write = _may_write(mode, access)
-    rver = remote.version if remote is not None else 0
+    relay_version = remote.version if remote is not None else 0
     ack = remote is not None and remote.expects_me and not remote.acked and not remote.deleted
 
     def decline(reason: str, new_base: BaseEntry | None) -> list[Action]:
         """Keep local as it is, note the relay version as seen, acknowledge it."""
         out = []
         if new_base is not None:
-            out.append(Action("record", path, expect_local=local, expect_version=rver, base=new_base,
+            out.append(Action("record", path, expect_local=local, expect_version=relay_version, base=new_base,
                               reason=reason))
         if ack:
-            out.append(Action("ack", path, expect_version=rver, reason=reason))
+            out.append(Action("ack", path, expect_version=relay_version, reason=reason))
         return out
 
     def push(reason: str) -> list[Action]:
-        return [Action("push", path, expect_local=local, expect_version=rver, reason=reason)]
+        return [Action("push", path, expect_local=local, expect_version=relay_version, reason=reason)]
 
     # ---- never synced before
     if base is None:
@@ -250,7 +291,7 @@ def plan_path(
             return push("new local file") if send else []
         if local is None and remote is not None and not remote.deleted:
             if write and remote.available:
-                return [Action("pull", path, expect_local=None, expect_version=rver, ack=ack,
+                return [Action("pull", path, expect_local=None, expect_version=relay_version, ack=ack,
                                reason="new relay file")]
             if not write:
                 return decline("not accepted here", None)
@@ -268,7 +309,7 @@ def plan_path(
         # the relay moved to a new version holding the content last synced here
         # (``escalectl fix``, or an identical re-push): only the number changed
         base = replace(base, version=remote.version)
-        prefix = [Action("record", path, expect_local=local, expect_version=rver, base=base,
+        prefix = [Action("record", path, expect_local=local, expect_version=relay_version, base=base,
                          reason="relay version renumbered, same content")]
     return prefix + _plan_synced(path, local, remote, base, mode=mode, access=access, label=label,
                                  send=send, write=write, ack=ack, decline=decline, push=push)
@@ -290,34 +331,34 @@ def _plan_synced(
     push: Callable[[str], list[Action]],
 ) -> list[Action]:
     """The rules for a path synced before (``base`` known)."""
-    rver = remote.version if remote is not None else 0
-    lchg = _local_changed(local, base)
-    rchg = remote is None or remote.version != base.version
+    relay_version = remote.version if remote is not None else 0
+    local_changed = _local_changed(local, base)
+    relay_changed = remote is None or remote.version != base.version
 
     # ---- in sync
-    if not lchg and not rchg:
+    if not local_changed and not relay_changed:
         if ack:
-            return [Action("ack", path, expect_version=rver, reason="acknowledgement missing")]
+            return [Action("ack", path, expect_version=relay_version, reason="acknowledgement missing")]
         return []
 
     # ---- only the local side changed
-    if lchg and not rchg:
+    if local_changed and not relay_changed:
         assert remote is not None
         if local is not None:
             if send:
                 return push("modified locally" if not base.local_deleted else "recreated locally")
             if base.origin == "remote" and not base.modified_here:
-                return [Action("record", path, expect_local=local, expect_version=rver,
+                return [Action("record", path, expect_local=local, expect_version=relay_version,
                                base=_replace_base(base, modified_here=True), reason="modified locally")]
             return []
         if mode == "shared" and send and not remote.deleted:
-            return [Action("push_delete", path, expect_local=None, expect_version=rver,
+            return [Action("push_delete", path, expect_local=None, expect_version=relay_version,
                            reason="deleted locally")]
-        return [Action("record", path, expect_local=None, expect_version=rver,
+        return [Action("record", path, expect_local=None, expect_version=relay_version,
                        base=_replace_base(base, local_deleted=True), reason="deleted locally, kept on relay")]
 
     # ---- only the relay side changed
-    if not lchg and rchg:
+    if not local_changed and relay_changed:
         if remote is None:  # the relay lost this path's metadata
             if local is not None and send:
                 return push("missing on relay")
@@ -326,31 +367,39 @@ def _plan_synced(
             if local is None:
                 return [Action("forget", path, reason="deleted on both sides")]
             if _may_replace(mode, access, base):
-                return [Action("delete_local", path, expect_local=local, expect_version=rver,
+                return [Action("delete_local", path, expect_local=local, expect_version=relay_version,
                                reason=f"deleted by {remote.pusher_label}")]
-            return decline("remote deletion not applied here", _replace_base(base, version=rver))
+            return decline("remote deletion not applied here", _replace_base(base, version=relay_version))
         if local is not None and same_content(local, remote):
-            return decline("already identical", _replace_base(base, version=rver))
+            return decline("already identical", _replace_base(base, version=relay_version))
         if base.local_deleted and local is None:
             if write and remote.available:
-                return [Action("pull", path, expect_local=None, expect_version=rver, ack=ack,
+                return [Action("pull", path, expect_local=None, expect_version=relay_version, ack=ack,
                                reason=f"new version from {remote.pusher_label}")]
             # the base keeps the version last agreed on: a re-creation here does
-            # not descend from ``rver`` and must not replace it (conflict)
+            # not descend from ``relay_version`` and must not replace it (conflict)
             return decline("not accepted here", base)
         if _may_replace(mode, access, base) and remote.available:
-            return [Action("pull", path, expect_local=local, expect_version=rver, ack=ack,
+            return [Action("pull", path, expect_local=local, expect_version=relay_version, ack=ack,
                            reason=f"modified by {remote.pusher_label}")]
         if not _may_replace(mode, access, base) and mode == "conservative" and remote.available and write:
             copy = conflict_name(path, remote.pusher_label, _content_id(remote))
-            return [Action("pull_copy", path, expect_local=None, expect_version=rver, copy_path=copy,
-                           ack=ack, base=_replace_base(base, version=rver),
+            return [Action("pull_copy", path, expect_local=None, expect_version=relay_version, copy_path=copy,
+                           ack=ack, base=_replace_base(base, version=relay_version),
                            reason="conservative: relay version kept beside the local file")]
         if not remote.available and _may_replace(mode, access, base):
-            return []  # wait: nothing to fetch (reclaimed); a newer version will come
+            if not remote.acked:
+                return []  # reclaimed without us (puller count: reported as missed), or lost (re-sent)
+            # this client declined that version earlier (an access modifier
+            # refused it) and it was reclaimed since: the copies differ until a
+            # newer version comes; say so rather than wait in silence
+            return [Action("diverged", path, expect_local=local, expect_version=relay_version,
+                           reason=f"version {relay_version} from {remote.pusher_label} was reclaimed from the "
+                                  f"relay after this client declined it; the local file keeps version "
+                                  f"{base.version} until a newer one comes")]
         # keep the base at the version the local content descends from: a later
-        # edit here is then a conflict with ``rver``, never a silent replacement
-        # of a version this client did not take
+        # edit here is then a conflict with ``relay_version``, never a silent
+        # replacement of a version this client did not take
         return decline("local file protected", base)
 
     # ---- both sides changed
@@ -362,13 +411,13 @@ def _plan_synced(
         if remote.deleted:
             return [Action("forget", path, reason="deleted on both sides")]
         if write and remote.available:
-            return [Action("pull", path, expect_local=None, expect_version=rver, ack=ack,
+            return [Action("pull", path, expect_local=None, expect_version=relay_version, ack=ack,
                            reason="modified remotely after local deletion")]
         return decline("deleted here", _replace_base(base, local_deleted=True))  # see "not accepted here"
     if remote.deleted:
         if send:
             return push("modified locally after remote deletion")
-        return decline("kept after remote deletion", _replace_base(base, version=rver))
+        return decline("kept after remote deletion", _replace_base(base, version=relay_version))
     if same_content(local, remote):
         return decline("same change on both sides", _base_from_remote(remote, local, base.origin))
     return _conflict(path, local, remote, base, mode, access, label, send, write, ack)
@@ -391,27 +440,27 @@ def _conflict(
     ack: bool,
 ) -> list[Action]:
     """Both sides hold different content: keep both, never lose one."""
-    rver = remote.version
+    relay_version = remote.version
     local_copy = conflict_name(path, label, _content_id(local))
     if mode == "conservative" or (access.write is False and write is False):
         actions: list[Action] = []
         if remote.available and _may_write(mode, access):
             remote_copy = conflict_name(path, remote.pusher_label, _content_id(remote))
-            actions.append(Action("pull_copy", path, expect_local=None, expect_version=rver,
+            actions.append(Action("pull_copy", path, expect_local=None, expect_version=relay_version,
                                   copy_path=remote_copy, ack=ack, reason="conflict: relay version as copy"))
         elif ack:
-            actions.append(Action("ack", path, expect_version=rver, reason="conflict"))
+            actions.append(Action("ack", path, expect_version=relay_version, reason="conflict"))
         if send and remote.available:
             # the relay version is kept here as a copy (and sent on from here)
-            actions.append(Action("push", path, expect_local=local, expect_version=rver,
+            actions.append(Action("push", path, expect_local=local, expect_version=relay_version,
                                   reason="conflict: local version kept and sent"))
         elif send:
             # the relay version was reclaimed before this client could keep a copy:
             # sending ours over it would replace it on every other client, so ours
             # goes out as a conflict copy and the base stays where it descends from
-            actions.append(Action("push_copy", path, expect_local=local, expect_version=rver,
+            actions.append(Action("push_copy", path, expect_local=local, expect_version=relay_version,
                                   copy_path=local_copy, reason="conflict: local version sent as a copy"))
-            actions.append(Action("record", path, expect_local=local, expect_version=rver,
+            actions.append(Action("record", path, expect_local=local, expect_version=relay_version,
                                   base=BaseEntry(local.size, local.mtime_ns, local.checksum,
                                                  base.version if base else 0, "local", modified_here=True),
                                   reason="conflict"))
@@ -420,30 +469,30 @@ def _conflict(
         if not send:
             return []
         return [
-            Action("push_copy", path, expect_local=local, expect_version=rver, copy_path=local_copy,
+            Action("push_copy", path, expect_local=local, expect_version=relay_version, copy_path=local_copy,
                    reason="conflict: local version sent as a copy"),
-            # the local content does not descend from ``rver``: the base keeps the
+            # the local content does not descend from ``relay_version``: the base keeps the
             # version it descends from, so the next edit is a conflict again
-            Action("record", path, expect_local=local, expect_version=rver,
+            Action("record", path, expect_local=local, expect_version=relay_version,
                    base=BaseEntry(local.size, local.mtime_ns, local.checksum, base.version if base else 0,
                                   "local"),
                    reason="conflict"),
         ]
     if remote.available:
-        return [Action("conflict", path, expect_local=local, expect_version=rver, copy_path=local_copy,
+        return [Action("conflict", path, expect_local=local, expect_version=relay_version, copy_path=local_copy,
                        ack=ack, reason=f"conflict with {remote.pusher_label}")]
     # the relay version can no longer be fetched: keep ours as a copy, leave the name free
-    return [Action("conflict", path, expect_local=local, expect_version=rver, copy_path=local_copy,
+    return [Action("conflict", path, expect_local=local, expect_version=relay_version, copy_path=local_copy,
                    ack=ack, base=_replace_base(
-                       base or BaseEntry(remote.size, remote.mtime_ns, remote.checksum, rver, "remote"),
-                       version=rver, local_deleted=True),
+                       base or BaseEntry(remote.size, remote.mtime_ns, remote.checksum, relay_version, "remote"),
+                       version=relay_version, local_deleted=True),
                    reason=f"conflict with {remote.pusher_label} (its version was reclaimed)")]
 
 
 # --------------------------------------------------------------------------- whole plan
 
 _ORDER = {"conflict": 0, "pull_copy": 1, "pull": 2, "delete_local": 3, "record": 4, "forget": 5,
-          "ack": 6, "push": 7, "push_copy": 8, "push_delete": 9}
+          "ack": 6, "diverged": 7, "push": 8, "push_copy": 9, "push_delete": 10}
 
 
 def plan(

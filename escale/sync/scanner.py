@@ -4,28 +4,71 @@ Walks the local folder, applies the client's filters, and returns a
 :class:`LocalFile` per regular file. Unchanged files cost a ``stat``: their
 checksum comes from the cache, keyed by size, mtime (ns), inode and ctime (ns),
 so an edit within the same second, or one that sets the mtime back, still
-changes the key and is re-read. Symbolic links and special files are skipped
-(logged once at DEBUG); escale's own folder ``.escale`` and temporary names
-starting with ``.escale-`` are never listed.
+changes the key and is re-read. The cache is read one folder at a time (one
+query per folder, see :meth:`StateDB.cached_checksums`): the scan never holds
+the whole cache.
+
+**Absence is a fact only when confirmed.** A path missing from
+:attr:`ScanResult.files` may be taken for a deletion only if
+:meth:`ScanResult.is_unconfirmed` is false for it: its folder was listed and
+the entry was not there. Everything the scanner could not see is reported
+instead of being left out silently:
+
+* a file that exists but cannot be stat'ed, opened or read (permissions, I/O
+  error, a stale mount), or that changed while it was being read, is in
+  :attr:`ScanResult.unconfirmed`;
+* a folder that cannot be listed or entered is in :attr:`ScanResult.unlisted`
+  (nothing below it is known), and so is every symbolic link: escale never
+  follows one, and a synced folder or file replaced by a link is not deleted
+  elsewhere;
+* a name escale cannot carry (not valid UTF-8, a control character, a
+  backslash) is skipped with its whole subtree; no such path was ever synced.
+
+Each unreadable path, link and uncarriable name is one line in
+:attr:`ScanResult.warnings`, and is logged at WARNING the first time it is met
+in this process (until it is seen fine again), at DEBUG afterwards: a daemon
+rescanning every minute does not repeat itself. A file that changes while being
+read, special files (sockets, fifos, devices) and empty folders are not warned
+about. escale's own folder ``.escale`` and names starting with ``.escale-`` are
+never listed; escale's temporary download files (``.escale-part-…``) are
+reported in :attr:`ScanResult.leftovers` (see
+:func:`escale.sync.localfs.remove_leftovers`).
+
+The walk holds a file descriptor per folder level and opens each folder with
+``O_NOFOLLOW`` relative to its parent, so a folder swapped for a link during
+the scan is not followed either.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import stat as stat_module
+import sys
+import threading
 from dataclasses import dataclass, field
 
 from escale.config.settings import FileFilter
 from escale.errors import LocalError
+from escale.protocol.objects import path_problem
+from escale.sync.localfs import PART_PREFIX as PART_PREFIX
+from escale.sync.localfs import STATE_FOLDER as STATE_FOLDER
+from escale.sync.localfs import TEMP_PREFIX as TEMP_PREFIX
+from escale.sync.localfs import name_problem, printable
 from escale.sync.planner import LocalFile
 from escale.sync.state import StateDB
 
 log = logging.getLogger(__name__)
 
-STATE_FOLDER = ".escale"
-TEMP_PREFIX = ".escale-"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+#: (root, relative path) of every path warned about and still skipped: the
+#: next warning for it is logged at DEBUG. Shared by every client of the process.
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
 
 
 def is_internal(name: str) -> bool:
@@ -35,78 +78,274 @@ def is_internal(name: str) -> bool:
 
 def hash_file(path: str, algorithm: str) -> str:
     """``algorithm:hex`` of a file's content (streamed)."""
-    hasher = hashlib.new(algorithm)
     with open(path, "rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            hasher.update(chunk)
+        return _hash_handle(handle.fileno(), algorithm)
+
+
+def _hash_handle(fd: int, algorithm: str) -> str:
+    hasher = hashlib.new(algorithm)
+    while chunk := os.read(fd, 1024 * 1024):
+        hasher.update(chunk)
     return f"{algorithm}:{hasher.hexdigest()}"
 
 
 @dataclass
 class ScanResult:
-    """Files found (relative ``/`` paths) and whether the root exists."""
+    """What the scan found, as relative ``/`` paths.
+
+    ``files``: every regular file seen and read. ``root_missing``: the local
+    folder does not exist. ``unconfirmed``: entries that exist but could not be
+    stat'ed, read or hashed (or changed while being read). ``unlisted``: folders
+    that could not be listed or entered, and symbolic links (nothing below them
+    is known). ``leftovers``: escale's temporary ``.escale-part-…`` files.
+    ``warnings``: one human line per path skipped this pass.
+    """
 
     files: dict[str, LocalFile] = field(default_factory=dict)
     root_missing: bool = False
     hashed_bytes: int = 0
+    unconfirmed: set[str] = field(default_factory=set)
+    unlisted: set[str] = field(default_factory=set)
+    leftovers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def is_unconfirmed(self, path: str) -> bool:
+        """Whether ``path``'s absence from :attr:`files` is unknown rather than
+        confirmed: the path was unreadable, or it is (or lies below) an
+        unlisted folder or a symbolic link. Such a path must not become a
+        deletion, nor be written to, this pass."""
+        if path in self.unconfirmed or path in self.unlisted:
+            return True
+        if not self.unlisted:
+            return False
+        index = path.find("/")
+        while index != -1:
+            if path[:index] in self.unlisted:
+                return True
+            index = path.find("/", index + 1)
+        return False
+
+
+class _Scan:
+    def __init__(self, root: str, filters: FileFilter, checksum: str | None, db: StateDB | None,
+                 persist_cache: bool) -> None:
+        self.root = root
+        self.filters = filters
+        self.checksum = checksum
+        self.db = db
+        self.persist_cache = persist_cache
+        self.result = ScanResult()
+        self.skipped: set[str] = set()
+        #: the checksum cache entries of the folder being read, by file name
+        #: (read on its first file that needs one; one folder at a time)
+        self.cache: dict[str, tuple[int, int, int, int, str]] | None = None
+
+    def skip(self, rel: str, why: str) -> None:
+        """Record a warning for ``rel``: WARNING the first time, DEBUG after."""
+        line = f"skipping {printable(rel)}: {why}"
+        self.result.warnings.append(line)
+        self.skipped.add(rel)
+        key = (self.root, rel)
+        with _warned_lock:
+            first = key not in _warned
+            _warned.add(key)
+        log.log(logging.WARNING if first else logging.DEBUG, "%s (in %s)", line, self.root)
+
+    def forget_recovered(self) -> None:
+        """Paths warned about before and not skipped now: warn again next time."""
+        with _warned_lock:
+            stale = {k for k in _warned if k[0] == self.root and k[1] not in self.skipped}
+            _warned.difference_update(stale)
+
+    def folder(self, parent: int, rel: str, name: str) -> int | None:
+        """Open sub-folder ``name`` of ``parent`` without following a link."""
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return None  # removed since it was listed: confirmed absent
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                # replaced (by a link or a file) since it was listed: next pass
+                log.debug("skipping %s: changed while scanning", rel)
+                self.result.unlisted.add(rel)
+            else:
+                self.result.unlisted.add(rel)
+                self.skip(rel, f"cannot open folder: {exc.strerror or exc}")
+            return None
+
+    def listing(self, fd: int, rel: str) -> list[os.DirEntry[str]] | None:
+        try:
+            with os.scandir(fd) as entries:
+                return list(entries)
+        except OSError as exc:
+            if not rel:
+                raise LocalError(f"cannot read local folder {self.root}: {exc.strerror or exc}",
+                                 path=self.root) from exc
+            self.result.unlisted.add(rel)
+            self.skip(rel, f"cannot list folder: {exc.strerror or exc}")
+            return None
+
+    def run(self) -> ScanResult:
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            self.result.root_missing = True
+            return self.result
+        except OSError as exc:
+            raise LocalError(f"cannot read local folder {self.root}: {exc.strerror or exc}",
+                             path=self.root) from exc
+        # depth-first; one open descriptor per level: (fd, rel, sub-folders still to visit)
+        try:
+            top = self.entries(root_fd, "")
+        except BaseException:
+            os.close(root_fd)
+            raise
+        stack: list[tuple[int, str, list[str]]] = [(root_fd, "", top)]
+        try:
+            while stack:
+                fd, rel, pending = stack[-1]
+                if not pending:
+                    os.close(fd)
+                    stack.pop()
+                    continue
+                name = pending.pop()
+                child_rel = f"{rel}/{name}" if rel else name
+                child = self.folder(fd, child_rel, name)
+                if child is None:
+                    continue
+                try:
+                    subfolders = self.entries(child, child_rel)
+                except BaseException:
+                    os.close(child)
+                    raise
+                stack.append((child, child_rel, subfolders))
+        finally:
+            for fd, _, _ in stack:
+                os.close(fd)
+        self.forget_recovered()
+        return self.result
+
+    def entries(self, fd: int, folder: str) -> list[str]:
+        """Record the files of folder ``fd``; return the sub-folders to visit."""
+        listed = self.listing(fd, folder)
+        if listed is None:
+            return []
+        subfolders = []
+        self.cache = None
+        for entry in listed:
+            name = entry.name
+            rel = f"{folder}/{name}" if folder else name
+            problem = name_problem(name)
+            if problem is not None:
+                self.skip(rel, problem)
+                continue
+            if is_internal(name):
+                if name.startswith(PART_PREFIX) and entry.is_file(follow_symlinks=False):
+                    self.result.leftovers.append(rel)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since the listing: confirmed absent
+            except OSError as exc:
+                # a folder (or an entry of unknown type): nothing below it is known either
+                try:
+                    folder_like = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    folder_like = True
+                (self.result.unlisted if folder_like else self.result.unconfirmed).add(rel)
+                self.skip(rel, f"cannot read its details: {exc.strerror or exc}")
+                continue
+            if stat_module.S_ISDIR(st.st_mode):
+                if self.filters.accepts_dir(rel):
+                    subfolders.append(name)
+                continue
+            if stat_module.S_ISLNK(st.st_mode):
+                self.result.unlisted.add(rel)
+                self.skip(rel, "symbolic links are not followed")
+                continue
+            if not stat_module.S_ISREG(st.st_mode):
+                log.debug("skipping %s: not a regular file", rel)
+                self.result.unconfirmed.add(rel)
+                continue
+            if not self.filters.accepts_file(rel):
+                continue
+            too_far = path_problem(rel)
+            if too_far is not None:
+                # a path every reader would refuse (too deep, too long): never sent
+                self.skip(rel, f"cannot be synchronised: {too_far}")
+                continue
+            self.file(fd, folder, rel, name, st)
+        self.cache = None
+        return subfolders
+
+    def cached(self, folder: str, name: str, st: os.stat_result) -> str | None:
+        """The cached checksum of file ``name`` of ``folder``, if its size,
+        mtime (ns), inode and ctime (ns) are those of ``st`` and it was
+        computed with this scan's algorithm; else None."""
+        if self.db is None:
+            return None
+        if self.cache is None:
+            self.cache = self.db.cached_checksums(folder)
+        entry = self.cache.get(name)
+        if entry is None or entry[:4] != (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns):
+            return None
+        digest = entry[4]
+        if digest.partition(":")[0] != self.checksum:
+            return None  # cached under another algorithm (the repository's differs)
+        return digest
+
+    def file(self, folder_fd: int, folder: str, rel: str, name: str, st: os.stat_result) -> None:
+        digest = None
+        if self.checksum is not None:
+            digest = self.cached(folder, name, st)
+            if digest is None:
+                try:
+                    fd = os.open(name, _FILE_FLAGS, dir_fd=folder_fd)
+                except FileNotFoundError:
+                    return  # gone since the listing: confirmed absent
+                except OSError as exc:
+                    self.result.unconfirmed.add(rel)
+                    if exc.errno == errno.ELOOP:  # replaced by a link meanwhile: next pass
+                        log.debug("skipping %s: changed while scanning", rel)
+                    else:
+                        self.skip(rel, f"cannot read: {exc.strerror or exc}")
+                    return
+                try:
+                    opened = os.fstat(fd)
+                    if not stat_module.S_ISREG(opened.st_mode) or opened.st_ino != st.st_ino:
+                        self.result.unconfirmed.add(rel)
+                        log.debug("skipping %s: replaced while scanning", rel)
+                        return
+                    digest = _hash_handle(fd, self.checksum)
+                    after = os.fstat(fd)
+                except OSError as exc:
+                    self.result.unconfirmed.add(rel)
+                    self.skip(rel, f"cannot read: {exc.strerror or exc}")
+                    return
+                finally:
+                    os.close(fd)
+                if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+                        st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                    self.result.unconfirmed.add(rel)
+                    log.debug("skipping %s: changed while being read", rel)
+                    return
+                self.result.hashed_bytes += st.st_size
+                if self.db is not None and self.persist_cache:
+                    self.db.cache_checksum(rel, st, digest)
+        # interned: the base, the relay state and the plan hold the same path strings
+        self.result.files[sys.intern(rel)] = LocalFile(st.st_size, st.st_mtime_ns, digest)
 
 
 def scan(root: str, filters: FileFilter, *, checksum: str | None, db: StateDB | None,
          persist_cache: bool = True) -> ScanResult:
-    """Scan ``root``. Files that vanish or change during the scan are skipped
-    (the next pass sees them). Raises LocalError only when ``root`` exists but
-    cannot be read."""
-    result = ScanResult()
-    if not os.path.isdir(root):
-        result.root_missing = True
-        return result
-    stack = [""]
-    while stack:
-        folder = stack.pop()
-        full = os.path.join(root, folder) if folder else root
-        try:
-            entries = list(os.scandir(full))
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            if not folder:
-                raise LocalError(f"cannot read local folder {root}: {exc.strerror}", path=root) from exc
-            log.warning("cannot read local folder %s: %s", full, exc.strerror)
-            continue
-        for entry in entries:
-            if is_internal(entry.name):
-                continue
-            rel = f"{folder}/{entry.name}" if folder else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat_module.S_ISDIR(st.st_mode):
-                if filters.accepts_dir(rel):
-                    stack.append(rel)
-                continue
-            if not stat_module.S_ISREG(st.st_mode):
-                log.debug("skipping %s: not a regular file", rel)
-                continue
-            if not filters.accepts_file(rel):
-                continue
-            digest = None
-            if checksum is not None:
-                digest = db.cached_checksum(rel, st) if db is not None else None
-                if digest is None:
-                    try:
-                        digest = hash_file(entry.path, checksum)
-                        after = os.stat(entry.path, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    except OSError as exc:
-                        log.warning("cannot read %s: %s", rel, exc.strerror)
-                        continue
-                    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-                        log.debug("skipping %s: changed while being read", rel)
-                        continue
-                    result.hashed_bytes += st.st_size
-                    if db is not None and persist_cache:
-                        db.cache_checksum(rel, st, digest)
-            result.files[rel] = LocalFile(st.st_size, st.st_mtime_ns, digest)
-    return result
+    """Scan ``root`` (which may itself be a symbolic link; nothing below it is
+    followed).
+
+    Never raises for a path below ``root``: what cannot be read is reported in
+    the result (see the module's docstring). Raises LocalError only when
+    ``root`` exists but cannot be read; a missing ``root`` gives
+    ``root_missing``. With ``checksum = None`` files are not opened: an
+    unreadable file is then found when it is sent.
+    """
+    return _Scan(root, filters, checksum, db, persist_cache).run()

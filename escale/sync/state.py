@@ -5,18 +5,47 @@ Holds the client's identity, the last synced state of every path (the planner's
 seen per path key (so a relay serving an older history is noticed), decoded
 placeholders (they are immutable) and lease observations.
 
-Every write is its own transaction, committed before the call returns: a crash
-loses at most the step in progress, which the next pass redoes. WAL mode lets
-``escalectl access`` write while the daemon runs.
+Outside a batch, every write is its own transaction, committed before the
+call returns: a crash loses at most the step in progress, which the next pass
+redoes. WAL mode lets ``escalectl access`` write while the daemon runs.
+
+**Batches.** Inside :meth:`StateDB.batch` writes are grouped: they are
+committed together when the batch ends (whether it ends normally or by an
+exception), and also every :data:`BATCH_WRITES` writes or
+:data:`BATCH_SECONDS` seconds, so a batch never holds SQLite's write lock long
+(``escalectl access`` waits at most that long). A crash therefore loses at most
+the writes since the last of those commits, never a part of one write, and
+always a *suffix* of the pass's writes (SQLite's transactions are atomic and
+ordered). That is still safe because a pass only batches writes that the next
+pass redoes from what it finds, and whose loss never makes escale believe
+something that is not so:
+
+* the checksum cache: a lost entry only means that the file is hashed again;
+  pruning it is redone by the next pass's prune;
+* decoded placeholders, registrations and the change-marker snapshot
+  (``relay_meta``): lost entries are fetched and decoded again (a lost
+  snapshot means a full read of the relay);
+* the highest version seen per path key: a lost record is the version read
+  during that very pass; the next pass reads the relay again and records what
+  it shows (it only ever raises a version), so the loss can only hide a
+  rollback that happened within the crashed pass itself.
+
+Writes that record an action's outcome (a downloaded file's base, a
+commit's) are made outside any batch unless their loss is equally harmless
+(a file received whose base is lost is found identical to the relay's
+version at the next pass and recorded then).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
-from collections.abc import Iterator, MutableMapping
+import time
+from collections.abc import Callable, Container, Iterator, MutableMapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from escale.errors import LocalError
 from escale.protocol.layout import new_client_id
@@ -24,6 +53,10 @@ from escale.protocol.lease import Observation
 from escale.sync.planner import Access, BaseEntry
 
 SCHEMA_VERSION = 1
+#: A batch (:meth:`StateDB.batch`) commits at least every this many writes...
+BATCH_WRITES = 5000
+#: ... and at least every this many seconds.
+BATCH_SECONDS = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +91,10 @@ class StateDB:
         except (OSError, sqlite3.Error) as exc:
             raise LocalError(f"cannot open state database {path}: {exc}", path=path) from exc
         self._lock = threading.RLock()
+        #: open batches (nested batches share the outermost one's transaction)
+        self._depth = 0
+        self._pending = 0
+        self._since = 0.0
         version = self.get_setting("schema")
         if version is None:
             self.set_setting("schema", str(SCHEMA_VERSION))
@@ -67,22 +104,65 @@ class StateDB:
     def close(self) -> None:
         self._conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run several writes atomically."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
     def _exec(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
             try:
-                return self._conn.execute(sql, args).fetchall()
+                rows = self._conn.execute(sql, args).fetchall()
+                if self._depth and not sql.startswith("SELECT"):
+                    self._pending += 1
+                    if self._pending >= BATCH_WRITES or time.monotonic() - self._since >= BATCH_SECONDS:
+                        self._conn.execute("COMMIT")
+                        self._begin()
+                return rows
+            except sqlite3.Error as exc:
+                raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
+
+    def _begin(self) -> None:
+        self._conn.execute("BEGIN")
+        self._pending = 0
+        self._since = time.monotonic()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the writes made inside (by any thread) into few transactions.
+
+        They are committed when the outermost batch ends, normally or by an
+        exception (each write was complete on its own: nothing is rolled
+        back), and every :data:`BATCH_WRITES` writes or :data:`BATCH_SECONDS`
+        seconds meanwhile. Only for writes whose loss in a crash the next pass
+        repairs (see the module's docstring). Raises LocalError when the
+        final commit fails.
+        """
+        with self._lock:
+            if self._depth == 0:
+                try:
+                    self._begin()
+                except sqlite3.Error as exc:
+                    raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    try:
+                        self._conn.execute("COMMIT")
+                    except sqlite3.Error as exc:
+                        raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
+
+    def _stream(self, sql: str) -> Iterator[tuple[object, ...]]:
+        """The rows of a query, fetched in chunks (no list of every row).
+
+        The lock is held while the caller consumes them: consume at once."""
+        return self._stream_args(sql, ())
+
+    def _stream_args(self, sql: str, args: tuple[object, ...]) -> Iterator[tuple[object, ...]]:
+        with self._lock:
+            try:
+                cursor = self._conn.execute(sql, args)
+                while chunk := cursor.fetchmany(1024):
+                    yield from chunk
             except sqlite3.Error as exc:
                 raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
 
@@ -103,13 +183,33 @@ class StateDB:
             self.set_setting("client_id", current)
         return current
 
+    def new_identity(self) -> str:
+        """Give this state a fresh client id (a copied state folder must not
+        act as the client it was copied from); returns it."""
+        fresh = new_client_id()
+        self.set_setting("client_id", fresh)
+        return fresh
+
+    # ----------------------------------------------------------- what this client knows of its relay
+
+    def repository_identity(self) -> str | None:
+        """The identity of the repository this client is bound to, if recorded."""
+        return self.get_setting("repository")
+
+    def bind_repository(self, identity: str) -> None:
+        self.set_setting("repository", identity)
+
+    def has_history(self) -> bool:
+        """Whether this client ever synced: it tracks a path or knows a version."""
+        return bool(self._exec("SELECT 1 FROM files LIMIT 1") or self._exec("SELECT 1 FROM seen LIMIT 1"))
+
     # ----------------------------------------------------------- base
 
     def base(self) -> dict[str, BaseEntry]:
-        rows = self._exec("SELECT path, size, mtime_ns, checksum, version, origin, modified_here, "
-                          "local_deleted FROM files")
+        rows = self._stream("SELECT path, size, mtime_ns, checksum, version, origin, modified_here, "
+                            "local_deleted FROM files")
         return {
-            str(r[0]): BaseEntry(int(r[1]), int(r[2]), r[3] if r[3] is None else str(r[3]),  # type: ignore[call-overload]
+            sys.intern(str(r[0])): BaseEntry(int(r[1]), int(r[2]), r[3] if r[3] is None else str(r[3]),  # type: ignore[call-overload]
                                  int(r[4]), "remote" if r[5] == "remote" else "local",  # type: ignore[call-overload]
                                  bool(r[6]), bool(r[7]))
             for r in rows
@@ -133,19 +233,48 @@ class StateDB:
             "AND ctime_ns = ?", (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
         return str(rows[0][0]) if rows else None
 
+    def cached_checksums(self, folder: str) -> dict[str, tuple[int, int, int, int, str]]:
+        """The cache entries of the files directly in ``folder`` (relative,
+        ``""`` for the root), by file name: (size, mtime_ns, inode, ctime_ns,
+        checksum). One query per folder, so a scan never holds the whole
+        cache."""
+        if folder:
+            prefix = folder + "/"
+            rows = self._stream_args(
+                "SELECT path, size, mtime_ns, inode, ctime_ns, checksum FROM checksums "
+                "WHERE path >= ? AND path < ? AND instr(substr(path, ?), '/') = 0",
+                (prefix, folder + "0", len(prefix) + 1))
+        else:
+            rows = self._stream_args("SELECT path, size, mtime_ns, inode, ctime_ns, checksum FROM checksums "
+                                     "WHERE instr(path, '/') = 0", ())
+        cut = len(folder) + 1 if folder else 0
+        return {str(r[0])[cut:]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), str(r[5]))  # type: ignore[call-overload]
+                for r in rows}
+
     def cache_checksum(self, path: str, st: os.stat_result, checksum: str) -> None:
         self._exec("INSERT OR REPLACE INTO checksums VALUES (?, ?, ?, ?, ?, ?)",
                    (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, checksum))
 
-    def prune_checksums(self, keep: set[str]) -> None:
-        for (path,) in self._exec("SELECT path FROM checksums"):
-            if path not in keep:
-                self._exec("DELETE FROM checksums WHERE path = ?", (path,))
+    def prune_checksums(self, keep: Container[str], *, also_keep: Callable[[str], bool] | None = None) -> int:
+        """Drop the cached checksums of paths not in ``keep`` (and for which
+        ``also_keep`` is not true); return how many. One streamed read of the
+        cache and one statement per dropped entry (in the current batch, if
+        any)."""
+        gone = [path for (path,) in self._stream("SELECT path FROM checksums")
+                if path not in keep and not (also_keep is not None and also_keep(str(path)))]
+        for path in gone:
+            self._exec("DELETE FROM checksums WHERE path = ?", (path,))
+        return len(gone)
+
+    def checksum_count(self) -> int:
+        """How many checksums the cache holds."""
+        count = self._exec("SELECT count(*) FROM checksums")[0][0]
+        return count if isinstance(count, int) else 0
 
     # ----------------------------------------------------------- access modifiers
 
     def access(self) -> dict[str, Access]:
-        rows = self._exec("SELECT path, read, write FROM access")
+        rows = self._stream("SELECT path, read, write FROM access")
         return {str(r[0]): Access(None if r[1] is None else bool(r[1]), None if r[2] is None else bool(r[2]))
                 for r in rows}
 
@@ -160,10 +289,13 @@ class StateDB:
     # ----------------------------------------------------------- relay history
 
     def seen_versions(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self._exec("SELECT key, version FROM seen")}  # type: ignore[call-overload]
+        return {sys.intern(str(k)): int(v) for k, v in self._stream("SELECT key, version FROM seen")}  # type: ignore[call-overload]
 
     def set_seen(self, key: str, version: int) -> None:
-        self._exec("INSERT OR REPLACE INTO seen VALUES (?, ?)", (key, version))
+        """Record that ``version`` of path key ``key`` was seen on, or written to,
+        the relay. Knowledge only moves forward: a lower version is ignored."""
+        self._exec("INSERT INTO seen VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET version = "
+                   "MAX(version, excluded.version)", (key, version))
 
     def meta_cache(self) -> MutableMapping[str, bytes]:
         return _TableMap(self, "relay_meta", "name", "data")
@@ -171,32 +303,139 @@ class StateDB:
     def lease_observations(self) -> MutableMapping[int, Observation]:
         return _LeaseMap(self)
 
+    # ----------------------------------------------------------- other clients (escale.sync.receivers)
+
+    def _receivers_schema(self) -> None:
+        # created on first use (additive: older databases gain the tables)
+        self._exec("CREATE TABLE IF NOT EXISTS receiver_seen (client TEXT PRIMARY KEY, stamp TEXT NOT NULL, "
+                   "first_seen REAL NOT NULL, warned REAL)")
+        self._exec("CREATE TABLE IF NOT EXISTS missed_seen (key TEXT NOT NULL, version INTEGER NOT NULL, "
+                   "PRIMARY KEY (key, version))")
+
+    def receiver_observations(self) -> dict[str, tuple[str, float, float | None]]:
+        """Per other client id: (its registration's ``seen`` stamp as text, when
+        this client first saw that stamp, when it last warned that the client
+        is stale), times on this machine's clock."""
+        self._receivers_schema()
+        rows = self._exec("SELECT client, stamp, first_seen, warned FROM receiver_seen")
+        return {str(r[0]): (str(r[1]), float(r[2]), None if r[3] is None else float(r[3]))  # type: ignore[arg-type]
+                for r in rows}
+
+    def set_receiver_observation(self, client: str, stamp: str, first_seen: float, warned: float | None) -> None:
+        self._receivers_schema()
+        self._exec("INSERT OR REPLACE INTO receiver_seen VALUES (?, ?, ?, ?)", (client, stamp, first_seen, warned))
+
+    def drop_receiver_observation(self, client: str) -> None:
+        self._receivers_schema()
+        self._exec("DELETE FROM receiver_seen WHERE client = ?", (client,))
+
+    def missed_reported(self) -> set[tuple[str, int]]:
+        """Versions (key, version) this client already logged as missed."""
+        self._receivers_schema()
+        return {(str(k), int(v)) for k, v in self._exec("SELECT key, version FROM missed_seen")}  # type: ignore[call-overload]
+
+    def set_missed_reported(self, key: str, version: int) -> None:
+        self._receivers_schema()
+        self._exec("INSERT OR IGNORE INTO missed_seen VALUES (?, ?)", (key, version))
+
+    # ----------------------------------------------------------- per-file delivery (escale.sync.delivery)
+
+    def _deliveries_schema(self) -> None:
+        # created on first use (additive: older databases gain the table)
+        self._exec("CREATE TABLE IF NOT EXISTS deliveries (path TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+                   "size INTEGER NOT NULL, state TEXT NOT NULL, changed_at REAL NOT NULL, sent_at REAL, "
+                   "delivered_at REAL, receivers TEXT NOT NULL, handoff TEXT NOT NULL)")
+
+    def deliveries(self) -> list[Delivery]:
+        """Every path's last delivery record (see :class:`Delivery`), by path."""
+        self._deliveries_schema()
+        rows = self._exec("SELECT path, version, size, state, changed_at, sent_at, delivered_at, receivers, "
+                          "handoff FROM deliveries ORDER BY path")
+        return [Delivery(str(r[0]), int(r[1]), int(r[2]), str(r[3]), float(r[4]),  # type: ignore[call-overload, arg-type]
+                         None if r[5] is None else float(r[5]),  # type: ignore[arg-type]
+                         None if r[6] is None else float(r[6]),  # type: ignore[arg-type]
+                         tuple(x for x in str(r[7]).split("\n") if x), str(r[8]))
+                for r in rows]
+
+    def set_delivery(self, record: Delivery) -> None:
+        self._deliveries_schema()
+        self._exec("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (record.path, record.version, record.size, record.state, record.changed_at, record.sent_at,
+                    record.delivered_at, "\n".join(record.receivers), record.handoff))
+
+    def drop_delivery(self, path: str) -> None:
+        self._deliveries_schema()
+        self._exec("DELETE FROM deliveries WHERE path = ?", (path,))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of a path's latest version on its way out (or in).
+
+    ``state``: ``pending`` (to be sent), ``sent`` (committed to the relay),
+    ``delivered`` (see ``delivered when``) or ``received`` (from another
+    client). ``receivers``: labels of the clients that acknowledged it so far
+    (for ``received``: the sender). ``handoff``: what ``after delivery`` did
+    with the local file (``""``, ``moving``, ``moved``, ``deleted``). Times are
+    seconds since the epoch on this machine's clock.
+    """
+
+    path: str
+    version: int
+    size: int
+    state: str
+    changed_at: float
+    sent_at: float | None = None
+    delivered_at: float | None = None
+    receivers: tuple[str, ...] = ()
+    handoff: str = ""
+
 
 class _TableMap(MutableMapping[str, bytes]):
-    """A key/value table as a mapping (loaded once, written through)."""
+    """A key/value table as a mapping, read and written through.
+
+    Nothing is held in memory: each lookup is one query by primary key, so a
+    pass over a large repository does not keep every cached placeholder in
+    memory. Iteration lists the keys (a list of the keys at that moment, so
+    entries may be deleted meanwhile)."""
 
     def __init__(self, db: StateDB, table: str, key: str, value: str) -> None:
         self._db, self._table, self._key, self._value = db, table, key, value
-        self._data = {str(k): bytes(v) for k, v in db._exec(f"SELECT {key}, {value} FROM {table}")}  # type: ignore[call-overload]
 
     def __getitem__(self, k: str) -> bytes:
-        value: bytes = self._data[k]
-        return value
+        rows = self._db._exec(f"SELECT {self._value} FROM {self._table} WHERE {self._key} = ?", (k,))
+        if not rows:
+            raise KeyError(k)
+        value = rows[0][0]
+        return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else str(value).encode()
+
+    def __contains__(self, k: object) -> bool:
+        return bool(self._db._exec(f"SELECT 1 FROM {self._table} WHERE {self._key} = ?", (k,)))
 
     def __setitem__(self, k: str, v: bytes) -> None:
-        if self._data.get(k) != v:
+        if self.get(k) != v:
             self._db._exec(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", (k, v))
-            self._data[k] = v
 
     def __delitem__(self, k: str) -> None:
-        del self._data[k]
+        if k not in self:
+            raise KeyError(k)
         self._db._exec(f"DELETE FROM {self._table} WHERE {self._key} = ?", (k,))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data))
+        return iter([str(r[0]) for r in self._db._stream(f"SELECT {self._key} FROM {self._table}")])
+
+    def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        """The entries whose key starts with ``prefix`` (not empty), streamed in
+        key order by one query; consume at once (the database is locked meanwhile)."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        for k, v in self._db._stream_args(
+                f"SELECT {self._key}, {self._value} FROM {self._table} WHERE {self._key} >= ? AND {self._key} < ?",
+                (prefix, end)):
+            yield str(k), bytes(v) if isinstance(v, (bytes, bytearray, memoryview)) else str(v).encode()
 
     def __len__(self) -> int:
-        return len(self._data)
+        count = self._db._exec(f"SELECT count(*) FROM {self._table}")[0][0]
+        return count if isinstance(count, int) else 0
 
 
 class _LeaseMap(MutableMapping[int, Observation]):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.cluster import Cluster
@@ -15,17 +17,17 @@ def process_target(request: pytest.FixtureRequest) -> RelayTarget:
 
 
 @pytest.fixture
-def cluster(tmp_path, process_target: RelayTarget) -> Cluster:  # type: ignore[no-untyped-def]
+def cluster(tmp_path: Path, process_target: RelayTarget) -> Cluster:
     return Cluster(str(tmp_path), process_target, process_target.new_folder())
 
 
 @pytest.fixture(params=PRIMARY_PROCESS_BACKENDS)
-def primary_cluster(tmp_path, request: pytest.FixtureRequest) -> Cluster:  # type: ignore[no-untyped-def]
+def primary_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Cluster:
     """A cluster on one server of each backend module, in turn."""
     target: RelayTarget = request.getfixturevalue(f"target_{request.param}")
     return Cluster(str(tmp_path), target, target.new_folder())
 
 
 @pytest.fixture
-def file_cluster(tmp_path, target_file: RelayTarget) -> Cluster:  # type: ignore[no-untyped-def]
+def file_cluster(tmp_path: Path, target_file: RelayTarget) -> Cluster:
     return Cluster(str(tmp_path), target_file, target_file.new_folder())

@@ -9,6 +9,7 @@ of the whole sync never contains the key or the passphrase.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,7 @@ def _relay_blobs(root: str) -> list[tuple[str, bytes]]:
 
 
 @pytest.mark.parametrize("algorithm", ["yes", "fernet", "blowfish", "chacha20-poly1305"])
-def test_relay_sees_no_plaintext(file_cluster: Cluster, tmp_path, algorithm: str) -> None:  # type: ignore[no-untyped-def]
+def test_relay_sees_no_plaintext(file_cluster: Cluster, tmp_path: Path, algorithm: str) -> None:
     key = str(tmp_path / "shared.key")
     generate_key_file(key)
     file_cluster.common.update({"encryption": algorithm, "key": key})
@@ -64,7 +65,7 @@ def test_relay_sees_no_plaintext(file_cluster: Cluster, tmp_path, algorithm: str
     assert key_text not in log and key_text.partition(":")[2] not in log
 
 
-def test_wrong_key_is_refused_and_nothing_written(file_cluster: Cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_key_is_refused_and_nothing_written(file_cluster: Cluster, tmp_path: Path) -> None:
     good, bad = str(tmp_path / "good.key"), str(tmp_path / "bad.key")
     generate_key_file(good)
     generate_key_file(bad)
@@ -84,7 +85,7 @@ def test_wrong_key_is_refused_and_nothing_written(file_cluster: Cluster, tmp_pat
     assert _relay_blobs(relay_root) == relay_before
 
 
-def test_passphrase_and_key_never_logged(file_cluster: Cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_passphrase_and_key_never_logged(file_cluster: Cluster, tmp_path: Path) -> None:
     passphrase = "correct horse battery staple 4242"
     secret_file = tmp_path / "pass.txt"
     secret_file.write_text(passphrase + "\n")
@@ -101,7 +102,7 @@ def test_passphrase_and_key_never_logged(file_cluster: Cluster, tmp_path) -> Non
     assert "horse battery" not in log
 
 
-def test_generated_key_file_is_private(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_generated_key_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "k" / "escale.key"
     generate_key_file(str(path))
     assert (path.stat().st_mode & 0o777) == 0o600

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.faults.world import World
@@ -19,10 +21,10 @@ def core_target(request: pytest.FixtureRequest) -> RelayTarget:
 
 
 @pytest.fixture
-def world(tmp_path, core_target: RelayTarget) -> World:  # type: ignore[no-untyped-def]
+def world(tmp_path: Path, core_target: RelayTarget) -> World:
     return World(str(tmp_path), core_target, core_target.new_folder())
 
 
 @pytest.fixture
-def file_world(tmp_path, target_file: RelayTarget) -> World:  # type: ignore[no-untyped-def]
+def file_world(tmp_path: Path, target_file: RelayTarget) -> World:
     return World(str(tmp_path), target_file, target_file.new_folder())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -112,7 +113,7 @@ def _points(reference: Outcome) -> list[tuple[int, int]]:
 
 
 @pytest.mark.timeout(420)
-def test_crash_at_every_step_loses_nothing(tmp_path, target_file: RelayTarget) -> None:  # type: ignore[no-untyped-def]
+def test_crash_at_every_step_loses_nothing(tmp_path: Path, target_file: RelayTarget) -> None:
     reference = _reference(str(tmp_path / "reference"), target_file)
     points = _points(reference)
     names = {reference.steps[i][n - 1] for i, n in points}
@@ -128,7 +129,7 @@ def test_crash_at_every_step_loses_nothing(tmp_path, target_file: RelayTarget) -
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend", ["ftp", "webdav", "sftp"])
-def test_crash_on_network_relays(tmp_path, request: pytest.FixtureRequest, backend: str) -> None:  # type: ignore[no-untyped-def]
+def test_crash_on_network_relays(tmp_path: Path, request: pytest.FixtureRequest, backend: str) -> None:
     """Every twelfth step, on each network protocol (the relay-side steps differ
     there: uploads to temporary names, guards, retried connections)."""
     target: RelayTarget = request.getfixturevalue(f"target_{backend}")

@@ -4,8 +4,12 @@ fills up, two clients' clocks are an hour apart.
 * **Server restart.** ``target.restart()`` (the server process and every
   session it runs are stopped, then started on the same port) while a real
   ``escale --once`` process is sending, then while another is receiving, a
-  large file: the pass completes (the retry wrapper reconnects) or fails with a
-  one-line error (no traceback); the next pass converges, the file intact.
+  large file. The restart provably hits the transfer: the client is stepped
+  (SIGSTOP/SIGCONT) until, while it is stopped, the server holds the payload
+  open (1 MiB of an upload received, or a download opened to send). The pass
+  completes (the retry wrapper reconnects) or fails with a one-line transient
+  error (exit 69 or 75, never 70, no traceback); the next pass converges, the
+  file intact.
 * **Disk full.** The receiver's folder lives on a 2 MiB tmpfs (when this test
   may mount one, i.e. runs as root), or the receiving ``escale`` process runs
   with ``RLIMIT_FSIZE`` of 1 MiB (every write past it fails with EFBIG, which
@@ -29,25 +33,103 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.faults.world import Ledger, World, relay_names, sha, tree, write
+from tests.servers.ftp import FtpServer
+from tests.servers.sshd import SshServer, descendants
+from tests.servers.target import RelayTarget
+from tests.servers.webdav import WebdavServer
 
 LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
 
 
-def _wait_for_step(log: str, step: str, process: subprocess.Popen[str], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(log):
-            with open(log, encoding="utf-8") as handle:
-                if any(line.split(" ", 1)[1].strip() == step for line in handle):
-                    return
+#: How long the frozen client may run between two looks at the server while
+#: the test steps it towards a transfer: a bound on its progress, not a wait
+#: for an event (the event is checked while the client is stopped).
+_SLICE = 0.002
+
+
+def _all_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (or the process is gone)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as handle:
+                state = handle.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state not in ("T", "t", "Z", "X"):
+            return False
+    return True
+
+
+def _wait_stopped(process: subprocess.Popen[str], what: str) -> None:
+    """Wait until ``process`` (which SIGSTOPs itself or was sent SIGSTOP) is stopped."""
+    deadline = time.monotonic() + 60
+    while not _all_stopped(process.pid):
         if process.poll() is not None:
-            raise AssertionError(f"the process ended before step {step!r}")
-        time.sleep(0.01)
-    raise AssertionError(f"step {step!r} never came")
+            raise AssertionError(f"the process ended before {what}: {process.communicate()[1][-2000:]}")
+        assert time.monotonic() < deadline, f"the process never stopped at {what}"
+        time.sleep(0.001)
+    if process.poll() is not None:
+        raise AssertionError(f"the process ended before {what}: {process.communicate()[1][-2000:]}")
+
+
+def _server_pids(request: pytest.FixtureRequest, backend: str) -> tuple[str, Callable[[], list[int]]]:
+    """The served folder of ``backend``'s test server and a function giving the
+    pids of its processes (the server and every session it forked)."""
+    if backend == "sftp":
+        sshd: SshServer = request.getfixturevalue("sshd_server")
+        return sshd.root, lambda: [] if sshd.proc is None else [sshd.proc.pid, *descendants(sshd.proc.pid)]
+    server: FtpServer | WebdavServer = request.getfixturevalue(f"{backend}_server")
+
+    def pids() -> list[int]:
+        pid = server.process.pid
+        return [] if pid is None else [pid, *descendants(pid)]
+
+    return server.root, pids
+
+
+def _open_on_server(pids: list[int], folder: str, min_size: int) -> list[str]:
+    """The files under ``folder`` that one of ``pids`` holds open, of at least
+    ``min_size`` bytes: what the server is receiving or sending right now."""
+    found = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            link = f"/proc/{pid}/fd/{fd}"
+            try:
+                path = os.readlink(link)
+                size = os.stat(link).st_size
+            except OSError:
+                continue
+            if path.startswith(folder + os.sep) and size >= min_size:
+                found.append(f"{os.path.relpath(path, folder)} ({size} bytes)")
+    return found
+
+
+def _freeze_in_transfer(process: subprocess.Popen[str], seen: Callable[[], list[str]], what: str) -> list[str]:
+    """Step the stopped ``process`` in short slices (SIGCONT, SIGSTOP: we
+    started it) until ``seen()`` reports the transfer while it is stopped;
+    return what it reported. The client stays stopped."""
+    deadline = time.monotonic() + 120
+    while not (found := seen()):
+        assert time.monotonic() < deadline, f"the server never saw {what}"
+        os.kill(process.pid, signal.SIGCONT)
+        time.sleep(_SLICE)
+        os.kill(process.pid, signal.SIGSTOP)
+        _wait_stopped(process, what)
+    return found
 
 
 #: paramiko's read-ahead thread (escale/relay/sftp.py uses ``prefetch``) prints
@@ -56,46 +138,74 @@ def _wait_for_step(log: str, step: str, process: subprocess.Popen[str], timeout:
 _PREFETCH_NOISE = "Exception in thread"
 
 
-def _clean_outcome(process: subprocess.Popen[str]) -> tuple[int, str]:
+def _clean_outcome(process: subprocess.Popen[str], allowed: tuple[int, ...]) -> tuple[int, str]:
+    """Wait for ``process``; its exit code must be one of ``allowed`` (never
+    70, an internal error) and any failure a one-line error, no traceback.
+    Returns the exit code and the last line of its error output."""
     _, stderr = process.communicate(timeout=180)
     escale_part = stderr.split(_PREFETCH_NOISE)[0]
     if _PREFETCH_NOISE in stderr:
         assert "_prefetch_thread" in stderr, stderr[-3000:]
         print("\n(paramiko's prefetch thread printed a traceback after the connection was cut)")
     assert "Traceback" not in escale_part, stderr[-3000:]
-    assert process.returncode in (0, 69, 70, 74, 75), (process.returncode, stderr[-2000:])
+    lines = [line for line in stderr.splitlines() if line.startswith("escale: ") and "running as root" not in line]
+    assert not any("internal error" in line for line in lines), lines
+    if process.returncode == 70 and 70 not in allowed:
+        # 70 is also "a pass had per-file errors" (doc/cli.rst): accepted only as
+        # such, the one transferred file refused for that pass and retried later
+        assert lines and all(": big.bin: " in line for line in lines), (process.returncode, lines, stderr[-2000:])
+    else:
+        assert process.returncode in allowed, (process.returncode, lines, stderr[-2000:])
     return process.returncode, stderr.strip().splitlines()[-1] if stderr.strip() else ""
 
 
 # --------------------------------------------------------------------------- restart
 
+#: A pass cut by a server restart either completes (retried) or gives up with
+#: a transient relay error: 69 (relay unavailable) or 75 (try again later); a
+#: transfer refused for that pass (70 with only a per-file line for it, see
+#: _clean_outcome) is retried by the next pass, which the test then checks.
+_RESTART_OUTCOMES = (0, 69, 75)
+
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("backend", ["ftp", "webdav", "sftp"])
-def test_server_restart_during_transfer(tmp_path, request: pytest.FixtureRequest, backend: str) -> None:  # type: ignore[no-untyped-def]
-    target = request.getfixturevalue(f"target_{backend}")
-    world = World(str(tmp_path), target, target.new_folder())
+def test_server_restart_during_transfer(tmp_path: Path, request: pytest.FixtureRequest, backend: str) -> None:
+    """The restart hits a transfer the server has begun: the client is frozen
+    (SIGSTOP) while the server holds the payload open, the server restarts, and
+    the client goes on; no internal error, and the next passes converge."""
+    target: RelayTarget = request.getfixturevalue(f"target_{backend}")
+    served, pids = _server_pids(request, backend)
+    folder = target.new_folder()
+    repository = os.path.realpath(os.path.join(served, folder))
+    world = World(str(tmp_path), target, folder)
     a = world.add("a")
     b = world.add("b")
     world.sync("b")  # registered: the payload waits for it
     data = os.urandom(24 * 1024 * 1024)
     write(a, "big.bin", data)
     outcomes = []
-    for name, step in (("a", "push big.bin"), ("b", "download big.bin")):
-        log = os.path.join(str(tmp_path), f"{name}.steps")
-        process = world.start(name, env={"ESCALE_CRASH_LOG": log})
-        _wait_for_step(log, step, process)
-        time.sleep(0.05)  # into the transfer
-        assert target.restart is not None
-        target.restart()
-        outcomes.append(_clean_outcome(process))
+    for name, step, what in (("a", "push big.bin", "the upload"), ("b", "download big.bin", "the download")):
+        process = world.start(name, env={"ESCALE_PAUSE_AT": step})
+        try:
+            _wait_stopped(process, step)
+            # an upload is seen once 1 MiB of it reached the server's file; a
+            # download once the server opened the payload to send it
+            hit = _freeze_in_transfer(process, lambda: _open_on_server(pids(), repository, 1024 * 1024), what)
+            assert target.restart is not None
+            target.restart()
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        code, _ = _clean_outcome(process, _RESTART_OUTCOMES)
+        outcomes.append((code, hit))
         world.quiesce([name])  # the same client's next pass completes the transfer
     world.quiesce(["a", "b"])
     assert tree(b) == tree(a) == {"big.bin": sha(data)}
     assert relay_names(world, "data") == []
     retries = world.log_text().count(" failed (")
-    print(f"\n[{backend}] restart while sending: exit {outcomes[0][0]}; while receiving: exit "
-          f"{outcomes[1][0]}; {retries} operations retried after reconnecting; converged")
+    print(f"\n[{backend}] restart while the server held {outcomes[0][1]} (sending): exit {outcomes[0][0]}; "
+          f"while it held {outcomes[1][1]} (receiving): exit {outcomes[1][0]}; "
+          f"{retries} operations retried after reconnecting; converged")
 
 
 # --------------------------------------------------------------------------- disk full
@@ -116,7 +226,7 @@ def _limit_file_size() -> None:
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
-def test_disk_full_during_pull(world: World, tmp_path, how: str) -> None:  # type: ignore[no-untyped-def]
+def test_disk_full_during_pull(world: World, tmp_path: Path, how: str) -> None:
     mounted = how == "tmpfs" and _mount_tmpfs(str(tmp_path / "small"), "2m")
     try:
         world.add("b", local_path=str(tmp_path / "small" / "b"))
@@ -130,9 +240,12 @@ def test_disk_full_during_pull(world: World, tmp_path, how: str) -> None:  # typ
         ledger.write("a", a, "keep.txt", big)
         world.sync("a")
         process = world.start("b", preexec=None if mounted else _limit_file_size)
-        code, last = _clean_outcome(process)
+        # 70 is also what ``--once`` exits with when a pass had per-file errors
+        # (doc/cli.rst): allowed here only with the file's own one-line error
+        code, last = _clean_outcome(process, (0, 70, 74))
         assert code != 0, "a pull that could not be written was reported as a success"
         assert "disk full" in last, last
+        assert code == 74 or last.startswith("escale: [b] keep.txt: "), (code, last)
         assert tree(b) == before, "the user's file changed although the new version did not fit"
         leftovers = [n for n in os.listdir(b) if n.startswith(".escale-")]
         assert not leftovers, leftovers
@@ -147,7 +260,7 @@ def test_disk_full_during_pull(world: World, tmp_path, how: str) -> None:  # typ
             subprocess.run(["umount", "-l", str(tmp_path / "small")], check=False)
 
 
-def test_efbig_is_disk_full(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_efbig_is_disk_full(tmp_path: Path) -> None:
     """EFBIG (a file size limit) is reported like ENOSPC: the disk is full for us."""
     from escale.errors import DiskFull
     from escale.sync import localfs
@@ -156,7 +269,7 @@ def test_efbig_is_disk_full(tmp_path) -> None:  # type: ignore[no-untyped-def]
         raise OSError(errno.EFBIG, "File too large")
 
     with pytest.raises(DiskFull):
-        localfs.write_atomically(str(tmp_path / "x"), fill, expect=None)
+        localfs.write_atomically(str(tmp_path), "x", fill, expect=None)
     assert os.listdir(tmp_path) == []
 
 

@@ -9,9 +9,11 @@ releases. Afterwards no two holding intervals may overlap.
 
 Backends whose exclusive create is atomic (local folder, OpenSSH, pyftpdlib's
 MKD guard, WebDAV LOCK guards) rely on it; the others (rclone remotes, rclone
-serve ftp and sftp) rely on *settle and read back* (doc/protocol.rst): the
-winner waits ``settle`` seconds, then checks its record is still there and no
-newer generation exists. The test uses each backend's own relay class opened
+serve ftp and sftp) rely on *settle and read back* (doc/protocol.rst): every
+writer waits ``settle`` seconds, then the one whose token the record holds wins
+unless a newer generation exists. A writer that does not become the holder
+withdraws its record (marks it released), so an attempt that failed after its
+write cannot leave the next rounds facing a live-looking record. The test uses each backend's own relay class opened
 directly, so its declared capability (and no more) decides which argument is
 in force; the figures (rounds, winners, settle) are printed per backend.
 
@@ -50,10 +52,16 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
     target: RelayTarget = request.getfixturevalue(f"target_{backend}")
     folder = target.new_folder()
     relays: list[Relay] = []
+
+    def close_all() -> None:  # whatever the outcome
+        for relay in relays:
+            relay.close()
+
+    request.addfinalizer(close_all)
     for _ in range(CONTENDERS):
         relay = target.relay(folder)
-        relay.open()
         relays.append(relay)
+        relay.open()
     relays[0].mkdir(layout.LEASES)  # as Repository.prepare() does before any lease
     managers = [LeaseManager(r, plain_envelope(), client_id=f"{i:032x}", label=f"racer{i}", timeout=TIMEOUT)
                 for i, r in enumerate(relays)]
@@ -97,9 +105,11 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
         thread.start()
     for thread in threads:
         thread.join()
-    for relay in relays:
-        relay.close()
     assert not errors, errors
+    print(f"\n[{backend}] exclusive create {relays[0].capabilities.exclusive_create}, settle "
+          f"{managers[0].settle:.1f}s: {ROUNDS} rounds x {CONTENDERS} racers, {len(intervals)} holds, "
+          f"{busy[0]} refused, {len(failed)} failed with a relay error"
+          + (f" (first error: {failed[0]})" if failed else ""))
     intervals.sort()
     for (_, e1, r1, g1), (s2, _, r2, g2) in itertools.pairwise(intervals):
         assert s2 >= e1, (f"{backend}: racer {r1} (generation {g1}) and racer {r2} (generation {g2}) "
@@ -107,7 +117,3 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
     generations = [g for *_, g in intervals]
     assert len(set(generations)) == len(generations), f"{backend}: two holders of one generation"
     assert intervals, f"{backend}: nobody ever got the lease"
-    print(f"\n[{backend}] exclusive create {relays[0].capabilities.exclusive_create}, settle "
-          f"{managers[0].settle:.1f}s: {ROUNDS} rounds x {CONTENDERS} racers, {len(intervals)} holds, "
-          f"{busy[0]} refused, {len(failed)} failed with a relay error, no overlap"
-          + (f" (first error: {failed[0]})" if failed else ""))

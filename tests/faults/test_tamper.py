@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -84,7 +85,7 @@ def _latest_meta(world: World) -> dict[str, str]:
 # --------------------------------------------------------------------------- encrypted
 
 
-def test_encrypted_forgeries_change_nothing(world: World, tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_encrypted_forgeries_change_nothing(world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a, b = _setup(world, tmp_path, encrypted=True)
     trees = (tree(a), tree(b))
     genuine = relay_names(world, "meta")
@@ -116,7 +117,7 @@ def test_encrypted_forgeries_change_nothing(world: World, tmp_path, caplog: pyte
     assert tree(a) == tree(b) and tree(b)["keep.txt"] != trees[1]["keep.txt"]
 
 
-def test_encrypted_rollback_and_swap_refused(world: World, tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_encrypted_rollback_and_swap_refused(world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a, b = _setup(world, tmp_path, encrypted=True)
     relay = _relay(world)
     try:
@@ -156,7 +157,7 @@ def test_encrypted_rollback_and_swap_refused(world: World, tmp_path, caplog: pyt
     assert "rolled back" in log
 
 
-def test_encrypted_forged_lease_only_delays(world: World, tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_encrypted_forged_lease_only_delays(world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a, b = _setup(world, tmp_path, encrypted=True)
     relay = _relay(world)
     try:
@@ -211,7 +212,7 @@ def _plant_placeholder(world: World, path: str, data: bytes, *, payload: str | N
     return layout.meta_name(key, version)
 
 
-def test_plain_unsafe_paths_refused(world: World, tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_plain_unsafe_paths_refused(world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a, b = _setup(world, tmp_path, encrypted=False)
     trees = (tree(a), tree(b))
     outside = os.path.join(os.path.dirname(a), "escaped.txt")
@@ -225,7 +226,7 @@ def test_plain_unsafe_paths_refused(world: World, tmp_path, caplog: pytest.LogCa
     assert all(name in relay_names(world, "meta") for name in planted)
 
 
-def test_plain_payload_mismatch_and_foreign_payload_refused(world: World, tmp_path,  # type: ignore[no-untyped-def]
+def test_plain_payload_mismatch_and_foreign_payload_refused(world: World, tmp_path: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     a, b = _setup(world, tmp_path, encrypted=False)
     write(a, "keep.txt", "version two\n")
@@ -254,7 +255,7 @@ def _list_root(world: World) -> list:  # type: ignore[type-arg]
         relay.close()
 
 
-def test_plain_rollback_and_absurd_lease(world: World, tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_plain_rollback_and_absurd_lease(world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a, b = _setup(world, tmp_path, encrypted=False)
     relay = _relay(world)
     try:

@@ -99,7 +99,7 @@ def relay_names(world: Cluster, folder: str) -> list[str]:
         relay.close()
 
 
-_CONFLICT = re.compile(r"\.conflict-[A-Za-z0-9_-]+-[0-9a-f]{8}")
+_CONFLICT = re.compile(r"\.conflict-[A-Za-z0-9_@-]+-[0-9a-f]{8}")
 
 
 def origin_path(path: str) -> str:

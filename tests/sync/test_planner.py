@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from escale.config.settings import Mode
 from escale.sync.planner import (
     Access,
     BaseEntry,
@@ -37,7 +38,8 @@ R_DEL = remote(4, deleted=True)  # a tombstone
 MODES = ("shared", "download", "conservative", "upload")
 
 
-def kinds(local, rem, base, mode, access=None):  # type: ignore[no-untyped-def]
+def kinds(local: LocalFile | None, rem: RemoteEntry | None, base: BaseEntry | None, mode: Mode,
+          access: Access | None = None) -> list[str]:
     return [a.kind for a in plan_path("f.txt", local, rem, base, mode=mode, label="me", access=access or Access())]
 
 
@@ -94,7 +96,8 @@ RULES = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("rule", "local", "rem", "base", "expected"), RULES, ids=[r[0] for r in RULES])
-def test_rule(rule, local, rem, base, expected, mode):  # type: ignore[no-untyped-def]
+def test_rule(rule: str, local: LocalFile | None, rem: RemoteEntry | None, base: BaseEntry | None,
+              expected: dict[str, list[str]], mode: Mode) -> None:
     assert kinds(local, rem, base, mode) == expected[mode], rule
 
 
@@ -102,7 +105,7 @@ def test_rule(rule, local, rem, base, expected, mode):  # type: ignore[no-untype
     (Access(read=False), "shared", []),  # r-: never sent
     (Access(read=True), "download", ["push"]),  # r+: sent even in download mode
 ])
-def test_read_modifier(access, mode, expected):  # type: ignore[no-untyped-def]
+def test_read_modifier(access: Access, mode: Mode, expected: list[str]) -> None:
     assert kinds(A2, remote(3, acked=True), BASE, mode, access) == expected
 
 
@@ -110,7 +113,7 @@ def test_read_modifier(access, mode, expected):  # type: ignore[no-untyped-def]
     (Access(write=False), "shared", ["record", "ack"]),  # w-: never overwritten
     (Access(write=True), "upload", ["pull"]),  # w+: accepted even in upload mode
 ])
-def test_write_modifier(access, mode, expected):  # type: ignore[no-untyped-def]
+def test_write_modifier(access: Access, mode: Mode, expected: list[str]) -> None:
     assert kinds(A, R_NEW, BASE, mode, access) == expected
 
 
@@ -203,7 +206,7 @@ modes = st.sampled_from(MODES)
 
 @settings(max_examples=600, deadline=None)
 @given(locals_, remotes, bases, modes)
-def test_no_local_loss(local, rem, base, mode):  # type: ignore[no-untyped-def]
+def test_no_local_loss(local: LocalFile | None, rem: RemoteEntry | None, base: BaseEntry | None, mode: Mode) -> None:
     """A local file whose content differs from what the relay offers is never
     replaced or deleted unless it is unchanged since the last sync (and the
     mode allows it), or it is first kept as a conflict copy."""
@@ -219,7 +222,7 @@ def test_no_local_loss(local, rem, base, mode):  # type: ignore[no-untyped-def]
 
 @settings(max_examples=600, deadline=None)
 @given(locals_, remotes, bases, modes)
-def test_mode_boundaries(local, rem, base, mode):  # type: ignore[no-untyped-def]
+def test_mode_boundaries(local: LocalFile | None, rem: RemoteEntry | None, base: BaseEntry | None, mode: Mode) -> None:
     """Upload clients never change local files; download clients never send."""
     kinds_ = {a.kind for a in plan_path("f", local, rem, base, mode=mode, label="me")}
     if mode == "upload":
@@ -230,7 +233,9 @@ def test_mode_boundaries(local, rem, base, mode):  # type: ignore[no-untyped-def
 
 @settings(max_examples=300, deadline=None)
 @given(locals_, remotes, bases, modes)
-def test_planning_is_deterministic(local, rem, base, mode):  # type: ignore[no-untyped-def]
+def test_planning_is_deterministic(
+    local: LocalFile | None, rem: RemoteEntry | None, base: BaseEntry | None, mode: Mode
+) -> None:
     one = plan_path("f", local, rem, base, mode=mode, label="me")
     two = plan_path("f", local, rem, base, mode=mode, label="me")
     assert one == two

@@ -1,0 +1,94 @@
+"""The relay phase of a pass: everything that needs the repository's lease.
+
+It takes the lease (waiting for a busy one as long as the client allows),
+renews it from a second connection, re-reads the relay, commits the plan's
+pushes and tombstones (each re-checked against the version it was planned on,
+see :meth:`Executor.push`), reclaims payloads every receiver has taken,
+removes leftovers, marks the relay's change marker clean again (see
+:mod:`escale.protocol.marker`), and releases the lease whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from escale.config.settings import ClientSettings
+from escale.errors import LeaseBusy
+from escale.protocol.lease import Lease, LeaseManager
+from escale.protocol.lease_wait import acquire_with_wait
+from escale.protocol.repository import Repository
+from escale.relay import Relay
+from escale.sync import faults
+from escale.sync.executor import Executor
+from escale.sync.planner import Plan
+from escale.sync.state import StateDB
+
+log = logging.getLogger(__name__)
+
+
+def take_lease(
+    settings: ClientSettings,
+    db: StateDB,
+    repo: Repository,
+    open_relay: Callable[[], Relay],
+    *,
+    wait: float,
+    stop: threading.Event,
+) -> tuple[Lease, Relay]:
+    """Take the sync lease of ``repo`` and start its heartbeat.
+
+    The heartbeat's connection comes from ``open_relay`` and is opened first;
+    a busy lease is tried again for ``wait`` seconds, or until ``stop`` is set,
+    then LeaseBusy is raised. Whatever it raises, the heartbeat connection is
+    closed. Returns the lease and the heartbeat connection: the caller releases
+    one and closes the other.
+    """
+    heartbeat = open_relay()
+    try:
+        heartbeat.open()
+        manager = LeaseManager(repo.relay, repo.sealer, client_id=repo.client_id, label=settings.label,
+                               timeout=settings.lock_timeout, observations=db.lease_observations())
+        lease = acquire_with_wait(manager, "sync", wait=wait, stop=stop)
+    except BaseException:
+        heartbeat.close()
+        raise
+    lease.start_heartbeat(heartbeat)
+    return lease, heartbeat
+
+
+def run_relay_phase(
+    executor: Executor,
+    the_plan: Plan,
+    open_relay: Callable[[], Relay],
+    *,
+    wait: float,
+) -> None:
+    """Push, reclaim and clean up under the lease, for the pass ``executor`` runs.
+
+    A lease still busy after ``wait`` seconds marks the report ``busy`` (the
+    pass retries later); LeaseLost and errors of the relay as a whole are raised.
+    """
+    settings, repo, report, stop = executor.settings, executor.repo, executor.report, executor.stop
+    try:
+        lease, heartbeat = take_lease(settings, executor.db, repo, open_relay, wait=wait, stop=stop)
+    except LeaseBusy as exc:
+        report.busy = True
+        log.info("[%s] %s; will retry", settings.name, exc)
+        return
+    try:
+        faults.step("lease taken")
+        state = repo.read_state()
+        executor.run_pushes(lease, state, the_plan)
+        if not stop.is_set():
+            for ph in repo.reclaim(lease, state):
+                report.reclaimed.append(ph.path)
+                faults.step(f"reclaimed {ph.path}")
+            repo.collect_garbage(lease, state)
+        # the change marker: clean again, with a new counter (an error above
+        # leaves it marked as changing: readers then read in full, which is safe)
+        repo.finish_changes(lease)
+    finally:
+        lease.release()
+        heartbeat.close()
