@@ -21,20 +21,33 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from escale import __version__
 from escale.cli.common import run_command
+from escale.cli.plaintext import plain_text
 from escale.errors import UsageError
 
-SUBCOMMANDS = ("start", "stop", "restart", "status", "access", "leases", "migrate", "backup", "restore", "fix")
+SUBCOMMANDS = ("start", "stop", "restart", "status", "access", "leases", "migrate", "backup", "restore", "fix",
+               "clients", "allow_deletions", "versions")
 
 
 class CtlParser(argparse.ArgumentParser):
-    """An argument parser whose errors are UsageError (one line, exit 64)."""
+    """An argument parser whose errors are UsageError (one line, exit 64), and
+    whose help is plain text (descriptions written as reStructuredText lose
+    their markup: :func:`escale.cli.plaintext.plain_text`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for text in ("description", "epilog"):
+            if isinstance(kwargs.get(text), str):
+                kwargs[text] = plain_text(kwargs[text])
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def format_help(self) -> str:
+        return plain_text(super().format_help())
 
 
 def build_parser() -> CtlParser:

@@ -4,7 +4,9 @@ Without CLIENT, the daemon is stopped as by ``escalectl stop`` (when it runs)
 and started again as by ``escalectl start``, re-reading the configuration file.
 With CLIENT names, only those clients' threads are stopped (after their
 current object) and started again inside the running daemon, with the
-configuration the daemon read when it started.
+configuration the daemon read when it started; a section it did not load is
+read from the file and started, and with no daemon running, one is started
+with only those clients. The other clients are never touched.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load(args)
     names = check_sections(config, args.clients)
+    if names and find_daemon(config.path) is None:
+        say(args, f"escale was not running for {config.path}")
+        daemon = start_daemon(config.path, timeout=max(args.timeout, 1.0), verbose=args.verbose, clients=names)
+        say(args, f"escale started for {config.path} with {', '.join(f'[{n}]' for n in names)} (pid {daemon.pid})")
+        if args.json:
+            print_json({"pid": daemon.pid, "config": config.path, "restarted": names})
+        return EX_OK
     if names:
         answer = stop_clients(args, config.path, names, cmd="restart")
         if args.json:

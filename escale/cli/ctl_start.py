@@ -2,9 +2,11 @@
 
 Without CLIENT, launches ``escale -d -c FILE`` (with this Python) and waits
 until its control socket answers; a daemon already running for FILE is an
-error (AlreadyRunning, exit 75). With CLIENT names, asks the running daemon to
-start those clients (stopped earlier with ``escalectl stop CLIENT``); no daemon
-running is an error (NotRunning, exit 69).
+error (AlreadyRunning, exit 75). With CLIENT names and a daemon running, asks
+it to start those clients: clients stopped earlier with ``escalectl stop
+CLIENT`` start again, sections the daemon did not load are read from FILE
+again and added. With CLIENT names and no daemon running, starts one that runs
+only those clients (``escale -d -c FILE -r CLIENT ...``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 from typing import Any
 
 from escale.cli.ctl_support import add_json_option, check_sections, load, print_json
-from escale.daemon.instance import require_daemon, start_daemon
+from escale.daemon.instance import find_daemon, require_daemon, start_daemon
 from escale.errors import EX_OK, DaemonError
 
 DEFAULT_TIMEOUT = 60.0
@@ -44,8 +46,9 @@ def start_clients(args: argparse.Namespace, config_path: str, names: list[str]) 
     """Ask the running daemon to start ``names``; raise when it refuses."""
     daemon = require_daemon(config_path)
     answer = daemon.request("start", clients=names, timeout=args.timeout + 10.0)
+    loaded = answer.get("loaded", [])
     for name in answer.get("started", []):
-        say(args, f"[{name}] started")
+        say(args, f"[{name}] {'loaded from ' + config_path + ' and started' if name in loaded else 'started'}")
     for name in answer.get("already_running", []):
         say(args, f"[{name}] already running")
     return answer
@@ -54,7 +57,7 @@ def start_clients(args: argparse.Namespace, config_path: str, names: list[str]) 
 def run(args: argparse.Namespace) -> int:
     config = load(args)
     names = check_sections(config, args.clients)
-    if names:
+    if names and find_daemon(config.path) is not None:
         answer = start_clients(args, config.path, names)
         if args.json:
             print_json({"pid": answer["pid"], "config": config.path, "started": answer.get("started", []),
@@ -62,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
         return EX_OK
     if args.timeout <= 0:
         raise DaemonError("--timeout must be positive")
-    daemon = start_daemon(config.path, timeout=args.timeout, verbose=args.verbose)
+    daemon = start_daemon(config.path, timeout=args.timeout, verbose=args.verbose, clients=names)
     log_file = (daemon.answer or {}).get("log_file")
-    say(args, f"escale started for {config.path} (pid {daemon.pid}; log {log_file or 'none'})")
+    only = f" with {', '.join(f'[{n}]' for n in names)}" if names else ""
+    say(args, f"escale started for {config.path}{only} (pid {daemon.pid}; log {log_file or 'none'})")
     if args.json:
-        print_json({"pid": daemon.pid, "config": config.path, "log_file": log_file})
+        print_json({"pid": daemon.pid, "config": config.path, "log_file": log_file,
+                    "started": names or [c.name for c in config.clients]})
     return EX_OK

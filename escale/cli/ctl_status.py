@@ -1,8 +1,10 @@
 """``escalectl status``: what the daemon and each client are doing.
 
-Per client: state (running, stopping, stopped), mode, relay, last pass (time
-and result), files and bytes waiting to go up and down, the relay's use
-against ``disk quota``, and the last error. When no daemon runs for the
+Per client: state (running, stopping, stopped), mode, relay, last pass (time,
+result and how many warnings), files and bytes waiting to go up and down, the
+relay's use against ``disk quota``, the last error, and the last pass's
+warnings one per line (paths skipped, relay anomalies, stale receivers,
+versions missed because ``puller count`` was reached). When no daemon runs for the
 configuration, says so, lists the configured clients, and exits with 3
 (as an LSB init script's ``status`` does for "not running").
 """
@@ -16,6 +18,7 @@ from typing import Any
 from escale.cli.ctl_start import say
 from escale.cli.ctl_support import add_json_option, load, print_json
 from escale.cli.progress import human_size
+from escale.cli.status_files import run_files
 from escale.config.settings import Config
 from escale.daemon.instance import find_daemon
 from escale.errors import EX_OK, DaemonError
@@ -29,6 +32,9 @@ def add_parser(subparsers: Any) -> None:
         "status", help="show the daemon's and each client's state", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_json_option(parser)
+    parser.add_argument("--files", nargs="?", const="*", metavar="CLIENT",
+                        help="list each file's delivery (pending, sent, delivered, received) from the state "
+                             "databases, of every client or of CLIENT; no daemon needed")
     parser.set_defaults(run=run)
 
 
@@ -60,6 +66,9 @@ def _last_pass(client: dict[str, Any]) -> str:
         result = "relay busy"
     else:
         result = "ok"
+    warnings = len(last.get("warnings") or [])
+    if warnings:
+        result += f", {warnings} warning{'s' if warnings != 1 else ''}"
     return f"{_when(last['finished'])} {result}"
 
 
@@ -87,6 +96,8 @@ def _configured(config: Config) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "files", None) is not None:
+        return run_files(args)
     config = load(args)
     daemon = find_daemon(config.path)
     if daemon is None:
@@ -129,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     for client in clients:
         if client.get("last_error"):
             print(f"[{client['name']}] last error: {client['last_error']}")
+    for client in clients:
+        for line in (client.get("last_pass") or {}).get("warnings") or []:
+            print(f"[{client['name']}] warning: {line}")
     if missing:
-        print("sections added since the daemon started are loaded by 'escalectl restart'")
+        print("sections the daemon did not load start with 'escalectl start SECTION' (the file is read again)")
     return EX_OK

@@ -8,7 +8,9 @@ process that is this configuration's daemon is ever signalled (pid file, /proc
 command line, control socket answer, start time).
 With CLIENT names, stops those clients and leaves the daemon and the other
 clients running; a client still busy after ``--timeout`` is reported (exit 75)
-and stops as soon as its current object is done.
+and stops as soon as its current object is done. A section the daemon did not
+load is reported as not running.
+Nothing running is not an error: one line says so, and the exit code is 0.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def stop_clients(args: argparse.Namespace, config_path: str, names: list[str], c
     answer = daemon.request(cmd, clients=names, wait=args.timeout, timeout=args.timeout + 10.0)
     for name in answer.get("stopped", []):
         say(args, f"[{name}] {'restarted' if name in answer.get('started', []) else 'stopped'}")
+    for name in answer.get("loaded", []):
+        if name in answer.get("started", []):
+            say(args, f"[{name}] loaded from {config_path} and started (the daemon had not loaded it)")
+    for name in answer.get("not_loaded", []):
+        say(args, f"[{name}] not running (the daemon did not load it)")
     busy = answer.get("still_stopping") or []
     if busy:
         error = DaemonError(
@@ -68,10 +75,16 @@ def stop_whole(args: argparse.Namespace, config_path: str) -> tuple[int, str]:
 def run(args: argparse.Namespace) -> int:
     config = load(args)
     names = check_sections(config, args.clients)
+    if find_daemon(config.path) is None:
+        say(args, f"escale is not running for {config.path}")
+        if args.json:
+            print_json({"pid": None, "config": config.path, "how": "not running"})
+        return EX_OK
     if names:
         answer = stop_clients(args, config.path, names)
         if args.json:
-            print_json({"pid": answer["pid"], "config": config.path, "stopped": answer.get("stopped", [])})
+            print_json({"pid": answer["pid"], "config": config.path, "stopped": answer.get("stopped", []),
+                        "not_loaded": answer.get("not_loaded", [])})
         return EX_OK
     pid, how = stop_whole(args, config.path)
     if args.json:

@@ -4,12 +4,18 @@ Two clients, *alice* and *bob*, keep a folder in sync through a local-folder
 relay, encrypted with a generated key. The demo writes a real configuration
 file, runs real passes, and prints what moved, what the relay holds (opaque,
 encrypted objects) and whether both folders ended identical.
+
+Without DIR the demo works in a new temporary folder and removes it at the
+end, saying so; ``--keep`` (or a failed demo) leaves it in place, and says
+where. A DIR given by the user is the user's: it is kept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import sys
 import tempfile
 
@@ -72,13 +78,48 @@ def _write(root: str, files: dict[str, bytes]) -> None:
             handle.write(data)
 
 
-def run_demo(where: str | None) -> int:
-    """Run the demo in ``where`` (a new temporary folder when None)."""
-    base = os.path.abspath(where) if where else tempfile.mkdtemp(prefix="escale-demo-")
-    if os.path.exists(base) and os.listdir(base):
-        _say(f"escale demo: {base} is not empty; give an empty or new folder")
-        return EX_SOFTWARE
-    os.makedirs(base, exist_ok=True)
+def _close_logs_under(folder: str) -> None:
+    """Detach and close the log handlers writing to files below ``folder``."""
+    root = logging.getLogger()
+    prefix = os.path.join(folder, "")
+    for handler in list(root.handlers):
+        target = getattr(handler, "baseFilename", None)
+        if isinstance(target, str) and target.startswith(prefix):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def run_demo(where: str | None, *, keep: bool = False) -> int:
+    """Run the demo in ``where`` (a new temporary folder when None).
+
+    The temporary folder is removed at the end unless ``keep`` is true or the
+    demo failed; the last line says where it was and whether it is still there.
+    """
+    if where:
+        base = os.path.abspath(where)
+        if os.path.exists(base) and os.listdir(base):
+            _say(f"escale demo: {base} is not empty; give an empty or new folder")
+            return EX_SOFTWARE
+        os.makedirs(base, exist_ok=True)
+        return _run(base)
+    base = tempfile.mkdtemp(prefix="escale-demo-")
+    code = EX_SOFTWARE
+    try:
+        code = _run(base)
+    finally:
+        if keep or code != EX_OK:
+            why = "as asked (--keep)" if keep else "to look at what went wrong"
+            _say(f"\nThe demo folder {base} is kept {why}; remove it when done.")
+        else:
+            _close_logs_under(base)
+            shutil.rmtree(base, ignore_errors=True)
+            gone = "removed" if not os.path.exists(base) else "NOT removed (remove it by hand)"
+            _say(f"\nThe demo folder {base} was {gone}; run 'escale --demo --keep' to keep it.")
+    return code
+
+
+def _run(base: str) -> int:
+    """The demo itself, in the existing, empty folder ``base``."""
     key = os.path.join(base, "escale.key")
     generate_key_file(key)
     conf = os.path.join(base, "escale.conf")

@@ -9,22 +9,27 @@ terminal (never in a pipe, a log or under ``--json``).
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TextIO
 
 from escale.cli.progress import Progress
 
 
 class ProgressCallback:
-    """Use as ``on_progress``; close it (or use ``with``) when the operation ends."""
+    """Use as ``on_progress``; close it (or use ``with``) when the operation ends.
 
-    def __init__(self, label: str, *, enabled: bool | None = None) -> None:
+    The bar is made on the first call; ``enabled`` and ``stream`` are passed to
+    :class:`~escale.cli.progress.Progress` (None: standard error, drawn only on a terminal).
+    """
+
+    def __init__(self, label: str, *, enabled: bool | None = None, stream: TextIO | None = None) -> None:
         self.label = label
         self.enabled = enabled
+        self.stream = stream
         self._bar: Progress | None = None
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar is None:
-            self._bar = Progress(total, self.label, enabled=self.enabled)
-            self._bar.__enter__()
+            self._bar = Progress(total, self.label, enabled=self.enabled, stream=self.stream)
         self._bar.total = total
         if done > self._bar.done:
             self._bar.advance(done - self._bar.done)

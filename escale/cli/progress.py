@@ -10,24 +10,28 @@
     with Progress(total_bytes, "restore", unit="bytes") as bar:
         bar.advance(len(chunk))
 
-The bar is drawn on standard error, at most ten times a second, only when
-standard error is a terminal (``stream.isatty()``); in a pipe, a log file or
-under ``--json`` it prints nothing at all, so output stays parseable. ``total``
-may be None (unknown): a counter is shown instead of a bar. On leaving the
-``with`` block the line is finished with a newline (nothing when not drawing).
-Not thread-safe: advance from one thread.
+Drawing is tqdm's (label, percentage, bar, counts, rate and time left). The
+contract kept on top of it: the bar goes to standard error, at most ten times
+a second, and only when that stream is a terminal (``stream.isatty()``); in a
+pipe, a log file or under ``--json`` (``enabled=False``) nothing at all is
+written, so output stays parseable. ``total`` may be None (unknown): a
+counter is shown instead of a bar. Leaving the ``with`` block (or
+:meth:`Progress.close`) draws the final state and ends the line; nothing when
+not drawing. :attr:`Progress.done` counts the units advanced whether drawn or
+not. Not thread-safe: advance from one thread.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-import time
 from types import TracebackType
-from typing import Literal, TextIO
+from typing import Literal, NoReturn, TextIO
+
+from tqdm import tqdm
 
 Unit = Literal["items", "bytes"]
 
-WIDTH = 30
 #: Seconds between two redraws.
 INTERVAL = 0.1
 
@@ -42,12 +46,26 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _screen(stream: TextIO) -> tuple[int | None, int | None]:
+    """The terminal's columns and lines, each 80/24 when it reports 0 (a
+    pseudo-terminal whose size was never set says 0x0, and tqdm then draws
+    nothing at all); None when the stream has no terminal size."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None, None
+    return size.columns or 80, size.lines or 24
+
+
 class Progress:
-    """A progress display for ``total`` units of work (None: unknown)."""
+    """A progress display for ``total`` units of work (None: unknown).
+
+    ``enabled`` None means "when ``stream`` is a terminal"; ``stream`` defaults
+    to the standard error of the moment the bar is made.
+    """
 
     def __init__(self, total: int | None, label: str, *, unit: Unit = "items", stream: TextIO | None = None,
                  enabled: bool | None = None) -> None:
-        self.total = total
         self.label = label
         self.unit = unit
         self.done = 0
@@ -56,11 +74,28 @@ class Progress:
             isatty = getattr(self.stream, "isatty", None)
             enabled = bool(isatty and isatty())
         self.enabled = enabled
-        self._last_draw = 0.0
-        self._drawn = False
+        self._total = total
+        self._bar: tqdm[NoReturn] | None = None
+        if enabled:
+            scaled = unit == "bytes"
+            self._bar = tqdm(total=total, desc=label, file=self.stream, mininterval=INTERVAL,
+                             ncols=_screen(self.stream)[0], nrows=_screen(self.stream)[1],
+                             unit="B" if scaled else " items", unit_scale=scaled, unit_divisor=1000,
+                             leave=True)
+
+    @property
+    def total(self) -> int | None:
+        """The units of work in all (None: unknown); may be changed while running."""
+        return self._total
+
+    @total.setter
+    def total(self, total: int | None) -> None:
+        self._total = total
+        if self._bar is not None and self._bar.total != total:
+            self._bar.total = total
+            self._bar.refresh()
 
     def __enter__(self) -> Progress:
-        self._draw(force=True)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -70,42 +105,12 @@ class Progress:
     def advance(self, n: int = 1) -> None:
         """Count ``n`` more units done; redraws when due."""
         self.done += n
-        self._draw()
-
-    def set_label(self, label: str) -> None:
-        """Change the text before the bar (for example the current object)."""
-        self.label = label
-        self._draw()
+        if self._bar is not None:
+            self._bar.update(n)
 
     def close(self) -> None:
         """Draw the final state and end the line. Idempotent."""
-        if self.enabled and self._drawn:
-            self._draw(force=True)
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-            self.enabled = False
-
-    def _amount(self, value: int) -> str:
-        return human_size(value) if self.unit == "bytes" else str(value)
-
-    def render(self) -> str:
-        """The current line (without carriage return)."""
-        if self.total:
-            fraction = min(1.0, self.done / self.total)
-            filled = int(WIDTH * fraction)
-            bar = "#" * filled + "-" * (WIDTH - filled)
-            return (f"{self.label} [{bar}] {fraction * 100:3.0f}% "
-                    f"{self._amount(self.done)}/{self._amount(self.total)}")
-        return f"{self.label} {self._amount(self.done)}"
-
-    def _draw(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_draw < INTERVAL:
-            return
-        self._last_draw = now
-        self.stream.write("\r\033[K" + self.render())
-        self.stream.flush()
-        self._drawn = True
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.enabled = False

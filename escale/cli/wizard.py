@@ -5,12 +5,26 @@ Setup asks, in order: the local folder, the section name, the relay address
 credentials (written to ``<section>.secret`` next to the configuration file,
 mode 0600, referenced by ``secret file``; never to the configuration file
 itself), encryption (a new key file ``<section>.key``, mode 0600, or an existing
-one), the mode, the puller count, the refresh interval and the index layout.
-Each answer is checked on the spot and asked again when wrong. The section is
-added with :func:`escale.config.write_client_section` (an existing section is
-replaced only after a yes), the file is loaded back to prove it valid, and the
-relay is opened and its root listed. A relay that does not answer is reported
-(exit code of the error) and the written configuration is kept.
+one), the mode, the puller count and the refresh interval. Each answer is
+checked on the spot and asked again when wrong; an address whose
+``protocol://`` is mistyped (``ftp//host/x``, ``ftp:/host/x``) is refused
+rather than read as a host named ``ftp``.
+
+The relay is checked before anything goes into the configuration file: the
+section is written to a temporary copy of the file, loaded, and its relay
+opened and its root listed (the temporary copy is then removed). A relay that
+refuses the login or does not answer is reported, and the user chooses: enter
+the relay and credentials again (the default), keep these settings anyway (the
+section is written, and the command ends with the error's exit code), or
+cancel (nothing is written to the configuration file).
+
+The index layout (``index``) is not offered: this version does not implement
+it yet (``index = yes`` only logs a warning), so the wizard does not propose a
+setting that does nothing.
+
+The section is added with :func:`escale.config.write_client_section` (an
+existing section is replaced only after a yes) and the file is loaded back to
+prove it valid.
 
 Import (``escale -i FILE``) copies every section of FILE into the
 configuration (``-c``, default ``~/.config/escale/escale.conf``): global client
@@ -27,25 +41,21 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 
-from escale.config import DEFAULT_SEARCH_PATHS, load_config, parse_address, write_client_section
+from escale.config import default_search_paths, load_config, parse_address, write_client_section
 from escale.config.address import CONFIG_PROTOCOLS, NETWORK_PROTOCOLS, RCLONE_FAMILY, Address, address_scheme
 from escale.config.ini import read_ini, section_name_problem
-from escale.config.keys import lookup
+from escale.config.keys import FILE_OR_VALUE_KEYS, PATH_KEYS, PROGRAM_KEYS, key_named, lookup
 from escale.config.settings import MODES
-from escale.config.values import ValueProblem, parse_int, parse_seconds
+from escale.config.values import ValueProblem
 from escale.crypto import generate_key_file
 from escale.crypto.keys import load_secret
-from escale.errors import EX_OK, ConfigError, EscaleError, UsageError
+from escale.errors import EX_OK, ConfigError, EscaleError, RelayNotFound, UsageError
 from escale.relay import make_relay
-
-#: Keys whose value is a path, relative to the configuration file's folder.
-PATH_KEYS = frozenset(("local path", "state directory", "certificate", "keyfile", "ca file", "rclone config",
-                       "known hosts", "ssh key"))
-#: Keys whose value is a file path when it names an existing file, else the secret itself.
-FILE_OR_VALUE_KEYS = frozenset(("password", "passphrase"))
 
 
 class Cancelled(UsageError):
@@ -146,14 +156,6 @@ def _same_name(name: str, names: list[str]) -> str | None:
     return next((n for n in names if n.casefold() == name.casefold()), None)
 
 
-def _check_port(text: str) -> None:
-    parse_int(text, minimum=1, maximum=65535)
-
-
-def _check_pullers(text: str) -> None:
-    parse_int(text, minimum=1)
-
-
 def _check_key_file(text: str) -> None:
     path = os.path.abspath(os.path.expanduser(text))
     if not os.path.isfile(path):
@@ -188,6 +190,33 @@ def _raise_if(problem: str | None) -> None:
         raise ValueProblem(problem)
 
 
+_MISTYPED_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)(//|:/(?!/)|:\\)")
+
+
+def malformed_scheme(line: str) -> str | None:
+    """Why relay address ``line`` looks like a mistyped ``protocol://``, or None.
+
+    ``ftp//host/x``, ``ftp:/host/x`` and ``ftp:\\host`` would otherwise be read
+    as a short form naming a host ``ftp``. An rclone remote may legitimately
+    be followed by ``:/`` (``s3:/bucket``), so only ``//`` counts for those.
+    """
+    match = _MISTYPED_SCHEME.match(line)
+    if match is None or address_scheme(line) is not None:
+        return None
+    word, sep = match[1].lower(), match[2]
+    if word not in CONFIG_PROTOCOLS or (word in RCLONE_FAMILY and sep != "//"):
+        return None
+    rest = line.strip()[len(match[1]) + len(sep):].lstrip("/\\")
+    if word == "file":
+        rest = "/" + rest  # file:///absolute/path
+    return f"malformed address: the protocol is written {word}:// (did you mean {word}://{rest}?)"
+
+
+def _check_host(text: str) -> None:
+    if any(c in text for c in "/@\\ ") or text.count(":") == 1:
+        raise ValueProblem("a host name or address only, e.g. files.example.org, 192.0.2.7 or ::1")
+
+
 def _ask_protocol(asker: Asker, default: str = "sftp") -> str:
     return asker.choice("Protocol", CONFIG_PROTOCOLS, default)
 
@@ -200,6 +229,10 @@ def _ask_relay(asker: Asker) -> tuple[str, Address]:
                          "(empty: step by step)", "", required=False)
         if not line:
             break
+        problem = malformed_scheme(line)
+        if problem:
+            asker.say(f"  {problem}")
+            continue
         try:
             scheme = address_scheme(line)
             protocol = scheme or _ask_protocol(asker)
@@ -214,8 +247,8 @@ def _ask_relay(asker: Asker) -> tuple[str, Address]:
         remote = asker.ask("rclone remote name (as in 'rclone config')")
         folder = asker.ask("Folder on the remote", "", required=False)
         return protocol, Address(protocol=protocol, remote=remote, directory=folder or None)
-    host = asker.ask("Server host name or address")
-    port = asker.ask("Port (empty: the protocol's default)", "", _check_port, required=False)
+    host = asker.ask("Server host name or address", check=_check_host)
+    port = asker.ask("Port (empty: the protocol's default)", "", key_named("port").read, required=False)
     user = asker.ask("User name (empty: none)", "", required=False)
     folder = asker.ask("Folder on the server (empty: the login folder)", "", required=False)
     return protocol, Address(protocol=protocol, host=host, port=int(port) if port else None,
@@ -291,28 +324,77 @@ def _ask_encryption(asker: Asker, name: str, folder: str, values: dict[str, str]
     values["key"] = key_path
 
 
-def _check_relay(asker: Asker, target: str, name: str) -> int:
+def _probe_relay(asker: Asker, target: str, name: str, values: dict[str, str], replace: bool) -> EscaleError | None:
+    """Check the relay that section ``[name]`` with ``values`` would use, before
+    anything is written to ``target``: the section goes into a temporary copy of
+    ``target`` (same folder, so relative paths and global defaults read the
+    same), which is loaded, and the relay is opened and its root listed. Returns
+    the error met, or None when the relay answers."""
+    folder = os.path.dirname(target)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".escale-setup.", suffix=".conf.tmp")
+    os.close(fd)
     try:
-        config = load_config(target)
-    except ConfigError as exc:
-        asker.say(f"The configuration was written but does not load: {exc}")
-        return exc.exit_code
-    client = next(c for c in config.clients if c.name == name)
+        try:
+            if os.path.isfile(target):
+                shutil.copyfile(target, probe)
+            write_client_section(probe, name, values, replace=replace)
+            client = load_config(probe).client(name)
+        except ConfigError as exc:
+            # the message names the temporary copy: name the real file instead
+            error = ConfigError(str(exc).replace(probe, target))
+            asker.say(f"These settings do not load: {error}")
+            return error
+        except OSError as exc:
+            error = ConfigError(f"cannot check the settings next to {target}: {exc.strerror or exc}")
+            asker.say(str(error))
+            return error
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
     where = client.relay.describe()
     asker.say(f"Checking the relay {where} ...")
     relay = make_relay(client.relay)
     try:
         relay.open()
-        entries = relay.list("")
+        try:
+            entries = relay.list("")
+        except RelayNotFound:
+            entries = []  # a new repository folder: the first pass creates it
     except EscaleError as exc:
-        asker.say(f"The relay {where} does not answer: {exc}")
-        asker.say(f"The configuration is kept in {target}; fix the relay, then run 'escale -c {target}'.")
-        return exc.exit_code
+        asker.say(f"The relay {where} cannot be used: {exc}")
+        return exc
     finally:
         relay.close()
     asker.say(f"The relay answers ({len(entries)} entries at its root).")
-    asker.say(f"Done. Run 'escale -c {target}' (or 'escalectl -c {target} start' in the background).")
-    return EX_OK
+    return None
+
+
+def _ask_working_relay(asker: Asker, target: str, name: str, replace: bool, values: dict[str, str],
+                       written: list[str]) -> EscaleError | None:
+    """Ask the relay and its credentials into ``values`` until the relay answers,
+    or until the user keeps a relay that does not (its error is returned then).
+    Secret files written are appended to ``written``. Raises Cancelled when the
+    user cancels."""
+    folder = os.path.dirname(target)
+    while True:
+        protocol, address = _ask_relay(asker)
+        relay_values = _relay_values(protocol, address)
+        _ask_credentials(asker, protocol, address, name, folder, relay_values)
+        if "secret file" in relay_values:
+            written.append(relay_values["secret file"])
+        attempt = {**values, **relay_values}
+        error = _probe_relay(asker, target, name, attempt, replace)
+        if error is None:
+            values.update(relay_values)
+            return None
+        answer = asker.choice("Enter the relay again, keep these settings anyway, or cancel?",
+                              ("again", "keep", "cancel"), "again")
+        if answer == "keep":
+            values.update(relay_values)
+            return error
+        if answer == "cancel":
+            raise Cancelled(f"setup cancelled; {target} was not changed")
 
 
 def setup(target: str, asker: Asker) -> int:
@@ -321,25 +403,39 @@ def setup(target: str, asker: Asker) -> int:
     asker.say(f"escale setup: this adds one client to {target}")
     local = os.path.abspath(os.path.expanduser(asker.ask("Local folder to synchronise")))
     name, replace = _ask_section(asker, target, local)
-    protocol, address = _ask_relay(asker)
     values: dict[str, str] = {"local path": local}
-    values.update(_relay_values(protocol, address))
-    _ask_credentials(asker, protocol, address, name, folder, values)
+    written: list[str] = []
+    try:
+        relay_error = _ask_working_relay(asker, target, name, replace, values, written)
+    except Cancelled:
+        for path in written:  # credentials of a setup that was not kept
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
     _ask_encryption(asker, name, folder, values)
-    values["mode"] = asker.choice("Synchronisation mode", MODES, "shared")
+    values["mode"] = asker.choice("Synchronisation mode", MODES, key_named("mode").default)
     pullers = asker.ask("How many clients receive these files (puller count; empty: every registered client)",
-                        "", _check_pullers, required=False)
+                        "", key_named("puller count").read, required=False)
     if pullers:
         values["puller count"] = pullers
-    values["refresh"] = asker.ask("Seconds between two passes (refresh)", "10", parse_seconds)
-    if asker.yes_no("Bundle small files into archives on the relay (index)?", False):
-        values["index"] = "yes"
+    refresh = key_named("refresh")
+    values["refresh"] = asker.ask("Seconds between two passes (refresh)", f"{refresh.default:g}", refresh.read)
     if not os.path.isdir(local):
         os.makedirs(local, exist_ok=True)
         asker.say(f"  created the local folder {local}")
     write_client_section(target, name, values, replace=replace)
     asker.say(f"Wrote section [{name}] to {target}.")
-    return _check_relay(asker, target, name)
+    try:
+        load_config(target)
+    except ConfigError as exc:
+        asker.say(f"The configuration was written but does not load: {exc}")
+        return exc.exit_code
+    if relay_error is not None:
+        asker.say(f"The configuration is kept in {target} although the relay cannot be used ({relay_error}); "
+                  f"fix the relay, then run 'escale -c {target}'.")
+        return relay_error.exit_code
+    asker.say(f"Done. Run 'escale -c {target}' (or 'escalectl -c {target} start' in the background).")
+    return EX_OK
 
 
 # --------------------------------------------------------------------------- import
@@ -369,7 +465,7 @@ def import_sections(source: str, target: str, asker: Asker) -> int:
         values: dict[str, str] = {}
         for key, entry in entries.items():
             value = entry.value
-            if key in PATH_KEYS or (key == "rclone binary" and "/" in value):
+            if key in PATH_KEYS or (key in PROGRAM_KEYS and "/" in value):
                 value = _absolute(value, base)
             elif key in FILE_OR_VALUE_KEYS:
                 candidate = _absolute(value, base)
@@ -404,7 +500,7 @@ def import_sections(source: str, target: str, asker: Asker) -> int:
 
 def default_target() -> str:
     """Where ``escale -i`` writes without ``-c``: the first file of the search order."""
-    return DEFAULT_SEARCH_PATHS()[0]
+    return default_search_paths()[0]
 
 
 def run_wizard(config_path: str | None, import_from: str | None = None, *, asker: Asker | None = None) -> int:

@@ -35,13 +35,13 @@ from escale.daemon.pidfile import (
     config_in_cmdline,
     instance_paths,
     is_escale_process,
-    pid_alive,
     read_pid_file,
     remove_quietly,
     stale_reason,
     start_time,
 )
 from escale.errors import AlreadyRunning, DaemonError, NotRunning
+from escale.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,12 @@ def require_daemon(config_path: str) -> Daemon:
     return daemon
 
 
-def start_daemon(config_path: str, *, timeout: float = 60.0, verbose: int = 0) -> Daemon:
+def start_daemon(config_path: str, *, timeout: float = 60.0, verbose: int = 0,
+                 clients: list[str] | None = None) -> Daemon:
     """Launch ``escale -d -c CONFIG`` and wait until its socket answers.
+
+    With ``clients``, the daemon runs only those sections (``-r NAME`` each);
+    ``escalectl start NAME`` adds others later.
 
     Raises AlreadyRunning when a daemon runs already, DaemonError (with the
     exit code of ``escale -d`` when it failed before detaching, its last
@@ -136,6 +140,8 @@ def start_daemon(config_path: str, *, timeout: float = 60.0, verbose: int = 0) -
     if running is not None:
         raise AlreadyRunning(f"escale is already running for {paths.config} (pid {running.pid})")
     command = [sys.executable, "-m", "escale.cli.main", "-d", "-c", paths.config]
+    for name in clients or []:
+        command += ["-r", name]
     if verbose:
         command.append("-" + "v" * verbose)
     result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

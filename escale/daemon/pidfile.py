@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 
 from escale.errors import AlreadyRunning, DaemonError
+from escale.processes import pid_alive
 
 #: Longest path an AF_UNIX socket address can hold on Linux (108 bytes with the NUL).
 MAX_SOCKET_PATH = 107
@@ -69,24 +70,6 @@ def instance_paths(config_path: str) -> InstancePaths:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            state = handle.read().rpartition(")")[2].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def cmdline(pid: int) -> list[str] | None:

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Any
 
 from escale import __version__
+from escale.config import check_client_folders, load_config
 from escale.config.settings import ClientSettings, Config
 from escale.daemon.control import ControlServer
 from escale.daemon.logs import setup_logging
@@ -39,6 +40,7 @@ from escale.daemon.notify import Notifier
 from escale.daemon.pidfile import InstancePaths, PidFile, instance_paths
 from escale.daemon.runner import Runner
 from escale.errors import EX_OK, EX_TEMPFAIL, DaemonError, UsageError
+from escale.sync.client import state_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ def _report_dict(runner: Runner, settings: ClientSettings) -> dict[str, Any]:
             "bytes_up": report.bytes_up,
             "bytes_down": report.bytes_down,
             "busy": report.busy,
+            # skipped paths, relay anomalies, stale receivers, missed versions
+            "warnings": list(report.warnings),
         }
     return {
         "name": settings.name,
@@ -108,15 +112,43 @@ class Service:
         return {"ok": True, "pid": os.getpid(), "config": self.config.path, "version": __version__,
                 "since": self.started, "log_file": self.log_file, "stopping": self.stopping.is_set()}
 
-    def _names(self, request: dict[str, Any]) -> list[str]:
+    def _names(self, request: dict[str, Any]) -> tuple[list[str], dict[str, ClientSettings]]:
+        """The request's client names, each a section of the configuration
+        file, and the settings of those the daemon did not load, read from the
+        file again; UsageError for a name the file does not have either."""
         names = request.get("clients") or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise UsageError("'clients' must be a list of section names")
-        known = [c.name for c in self.config.clients]
-        for name in names:
-            if name not in known:
-                raise UsageError(f"no section [{name}] in {self.config.path} (sections: {', '.join(known)})")
-        return list(dict.fromkeys(names))
+        names = list(dict.fromkeys(names))
+        loaded = {c.name for c in self.config.clients}
+        unloaded: dict[str, ClientSettings] = {}
+        missing = [n for n in names if n not in loaded]
+        if missing:
+            fresh = load_config(self.config.path)
+            sections = {c.name: c for c in fresh.clients}
+            for name in missing:
+                if name not in sections:
+                    raise UsageError(f"no section [{name}] in {self.config.path} "
+                                     f"(sections: {', '.join(sections) or 'none'})")
+                unloaded[name] = sections[name]
+        return names, unloaded
+
+    def _load(self, unloaded: dict[str, ClientSettings]) -> list[str]:
+        """Add the clients of ``unloaded`` (read from the file again by
+        :meth:`_names`) to the daemon; returns their names."""
+        added = []
+        for name, settings in unloaded.items():
+            if name in self.runner.clients:
+                continue
+            check_client_folders(self.config.path, settings, state_dir_for(settings))
+            try:
+                self.runner.add_client(settings)
+            except ValueError:  # loaded meanwhile by another request
+                continue
+            self.config = self.runner.config
+            added.append(name)
+            log.info("[%s] client loaded from %s", name, self.config.path)
+        return added
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer one request (see :mod:`escale.daemon.control`). Raises EscaleError to refuse."""
@@ -129,7 +161,7 @@ class Service:
             return answer
         if cmd not in ("stop", "start", "restart"):
             raise UsageError(f"unknown control command {cmd!r}")
-        names = self._names(request)
+        names, unloaded = self._names(request)
         if not names:
             if cmd == "stop":
                 self.request_stop("stop requested through the control socket")
@@ -141,11 +173,17 @@ class Service:
         if not isinstance(timeout, (int, float)) or timeout < 0:
             raise UsageError("'wait' must be a number of seconds")
         answer = self._identity()
+        loaded = [n for n in names if n not in unloaded]
+        if cmd == "stop":
+            answer["not_loaded"] = [n for n in names if n in unloaded]
+        elif unloaded:
+            answer["loaded"] = self._load(unloaded)
         if cmd in ("stop", "restart"):
-            stopped, busy = self._stop_clients(names, float(timeout))
+            stopped, busy = self._stop_clients(loaded, float(timeout))
             answer["stopped"], answer["still_stopping"] = stopped, busy
             if cmd == "restart":
-                answer["started"] = [n for n in stopped if self.runner.start_client(n)]
+                answer["started"] = [n for n in [*stopped, *answer.get("loaded", [])]
+                                     if self.runner.start_client(n)]
         else:
             answer["started"] = [n for n in names if self.runner.start_client(n)]
             answer["already_running"] = [n for n in names if n not in answer["started"]]

@@ -10,18 +10,18 @@ connection).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from escale.config.settings import ClientSettings
 from escale.crypto.keys import KeySecret, load_secret
-from escale.errors import LeaseBusy, OperationError, RelayNotFound
+from escale.errors import OperationError, RelayNotFound
 from escale.protocol import layout
-from escale.protocol.envelope import Sealer
 from escale.protocol.header import open_repository
 from escale.protocol.lease import Lease, LeaseManager
+from escale.protocol.lease_wait import acquire_with_wait
+from escale.protocol.sealer import Sealer
 from escale.relay import Relay, RelaySpec, make_relay
 from escale.relay.base import Entry
 from escale.relay.retry import RetryingRelay
@@ -145,16 +145,7 @@ def held_lease(
     released on exit, whatever happened.
     """
     manager = LeaseManager(relay, sealer, client_id=client_id, label=label, timeout=timeout)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            lease = manager.acquire(operation)
-            break
-        except LeaseBusy as exc:
-            if time.monotonic() >= deadline:
-                raise
-            log.info("%s; waiting", exc)
-            time.sleep(min(2.0, max(0.2, timeout / 20)))
+    lease = acquire_with_wait(manager, operation, wait=wait, on_wait=lambda exc: log.info("%s; waiting", exc))
     heartbeat: Relay | None = None
     try:
         heartbeat = open_relay(spec)

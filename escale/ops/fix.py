@@ -12,7 +12,9 @@ configuration section) and, from its state database and its local folder:
   relay or older than what the client has seen (a rolled-back relay, e.g. after
   restoring an old backup), commits the local file again (payload, then
   placeholder) under the lease, operation ``fix``;
-* removes leftovers the lost metadata no longer points to (orphan payloads).
+* removes leftovers the lost metadata no longer points to (orphan payloads),
+  and the temporaries (``.escale-tmp-*``) of interrupted uploads in every
+  layout folder that were not written to for ``lock timeout`` seconds.
 
 Versions: a recreated path gets version ``max(seen, synced, relay) + 1``, where
 *seen* is the highest version of the path this client ever saw on the relay
@@ -32,21 +34,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 
 from escale.config.settings import ClientSettings
-from escale.crypto.keys import KdfParams
-from escale.errors import LeaseLost, LocalError, OperationError, ProtocolError, RelayQuotaExceeded
+from escale.crypto.keys import KdfParams, KeySecret
+from escale.errors import LeaseLost, LocalError, OperationError, ProtocolError, RelayNotFound, RelayQuotaExceeded
 from escale.ops.common import Progress, held_lease, no_progress, open_relay, secret_loader
 from escale.protocol import layout
-from escale.protocol.envelope import Sealer
 from escale.protocol.header import open_repository
 from escale.protocol.lease import Lease
 from escale.protocol.repository import LocalVersion, RelayState, Repository
-from escale.relay import Relay
+from escale.protocol.sealer import Sealer
+from escale.relay import Entry, Relay
 from escale.relay.memory import MemoryRelay
 from escale.sync import localfs
+from escale.sync.attach import open_client_repository
 from escale.sync.client import ClientLock, state_dir_for
 from escale.sync.planner import BaseEntry, LocalFile, same_content
 from escale.sync.scanner import scan
@@ -136,12 +141,17 @@ def fix_client(
         lock.release()
 
 
-def _repository(settings: ClientSettings, db: StateDB, relay: Relay, sealer: Sealer) -> Repository:
-    spool = os.path.join(state_dir_for(settings), "spool")
-    os.makedirs(spool, mode=0o700, exist_ok=True)
-    return Repository(relay, sealer, client_id=db.client_id(), label=settings.label, receives=settings.receives,
-                      mode=settings.mode, checksum=settings.checksum, puller_count=settings.puller_count,
-                      disk_quota=settings.disk_quota, meta_cache=db.meta_cache(), spool_dir=spool)
+def _repository(settings: ClientSettings, db: StateDB, relay: Relay, *, secret: Callable[[], KeySecret] | None,
+                kdf: KdfParams | None) -> Repository:
+    """The client's repository on ``relay``, its header rebuilt with the
+    identity this client knows when it is missing (the one rule of
+    :func:`escale.sync.attach.open_client_repository`)."""
+    opened = open_client_repository(settings, db, relay, spool_dir=os.path.join(state_dir_for(settings), "spool"),
+                                    secret=secret, kdf=kdf, rebuild=True)
+    if opened.attached.layout != "placeholder":
+        raise OperationError(f"client [{settings.name}]: escalectl fix does not rebuild an index-layout repository "
+                             "yet")
+    return opened.repo
 
 
 def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lease_wait: float | None,
@@ -157,18 +167,22 @@ def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lea
             state = RelayState()
         else:
             sealer = open_repository(relay, encryption=settings.encryption, secret=secret, kdf=kdf)
-            state = _repository(settings, db, relay, sealer).read_state()
+            state = Repository(relay, sealer, client_id=db.client_id(), label=settings.label,
+                               receives=settings.receives, mode=settings.mode, meta_cache=db.meta_cache()).read_state()
         candidates = _candidates(settings, db, sealer, state, report)
         report.recreated = [FixItem(c.path, c.version, c.reason) for c in candidates]
         referenced = {p.payload for p in state.latest.values() if p.payload}
         report.removed = sum(1 for p in state.payloads if p not in referenced) + sum(
             len(v) - 1 for v in state.versions.values() if v)
+        if not report.header_recreated:
+            report.removed += len(_temporaries(relay, settings.lock_timeout))
         return report
-    sealer = open_repository(relay, encryption=settings.encryption, secret=secret, kdf=kdf)
+    # a recreated header keeps the identity this client knows, so that the other
+    # clients recognise their repository (doc/protocol.rst: "A repository is born once")
+    repo = _repository(settings, db, relay, secret=secret, kdf=kdf)
+    sealer = repo.sealer
     if report.header_recreated:
         log.warning("[%s] recreated the repository header of %s", settings.name, relay.describe())
-    repo = _repository(settings, db, relay, sealer)
-    repo.prepare()
     wait = settings.lock_timeout + 10 if lease_wait is None else lease_wait
     with held_lease(relay, settings.relay, sealer, operation="fix", client_id=repo.client_id,
                     label=f"{settings.label} (escalectl fix)", timeout=settings.lock_timeout, wait=wait) as lease:
@@ -186,9 +200,33 @@ def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lea
                 log.error("[%s] %s: not recreated: %s", settings.name, candidate.path, exc)
             on_progress(done, len(candidates))
         report.removed = repo.collect_garbage(lease, state)
+        for entry in _temporaries(relay, settings.lock_timeout):
+            lease.check()
+            with contextlib.suppress(RelayNotFound):
+                relay.delete_temporary(entry.name)
+            log.info("[%s] removed temporary %s (%d bytes) left on the relay", settings.name, entry.name,
+                     entry.size)
+            report.removed += 1
+        repo.finish_changes(lease)  # the change marker: clean again (see escale.protocol.marker)
     log.info("[%s] fix: %d paths recreated on %s, %d leftovers removed, %d skipped, %d failed", settings.name,
              len(report.recreated), relay.describe(), report.removed, len(report.skipped), len(report.errors))
     return report
+
+
+def _temporaries(relay: Relay, age: float) -> list[Entry]:
+    """The relay temporaries (``.escale-tmp-*``, left by interrupted uploads) in
+    the repository folder and its layout folders that were not written to in
+    the last ``age`` seconds (by relay mtime; all of them when the relay gives
+    none). Fix holds the lease: an upload in progress is another client's
+    acknowledgement or registration, written in a moment (its mtime is fresh)."""
+    now = time.time()
+    found: list[Entry] = []
+    for folder in ("", *layout.FOLDERS):
+        try:
+            found += [e for e in relay.list_temporaries(folder) if e.mtime is None or now - e.mtime > age]
+        except RelayNotFound:
+            continue
+    return found
 
 
 def _candidates(settings: ClientSettings, db: StateDB, sealer: Sealer, state: RelayState,
@@ -234,8 +272,7 @@ def _recommit(settings: ClientSettings, db: StateDB, repo: Repository, lease: Le
     if phantom:
         versions.append(floor)  # commit_file numbers the new version after the highest known one
     try:
-        target = localfs.safe_join(settings.local_path, candidate.path)
-        with localfs.open_for_push(target, candidate.local) as handle:
+        with localfs.open_for_push(settings.local_path, candidate.path, candidate.local) as handle:
             local = LocalVersion(candidate.path, candidate.local.size, candidate.local.mtime_ns,
                                  candidate.local.checksum)
             placeholder = repo.commit_file(lease, state, local, handle)

@@ -24,11 +24,7 @@ hand once every machine uses the new relay.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 from dataclasses import dataclass
-from dataclasses import replace as dc_replace
 
 from escale.config.settings import ClientSettings, Config
 from escale.errors import OperationError, TargetNotEmpty
@@ -44,9 +40,9 @@ from escale.ops.common import (
 from escale.ops.copy import copy_object
 from escale.ops.reconfigure import Relocation, apply_relocation, plan_relocation
 from escale.protocol import layout
-from escale.protocol.envelope import Sealer
-from escale.protocol.lease import LeaseManager
+from escale.protocol.lease import write_released
 from escale.protocol.objects import LeaseRecord
+from escale.protocol.sealer import Sealer
 from escale.relay import Relay, RelaySpec
 
 log = logging.getLogger(__name__)
@@ -118,10 +114,7 @@ def copy_repository(
 def _leave_released_lease(target: Relay, sealer: Sealer, record: LeaseRecord) -> None:
     """Write a released copy of our lease ``record`` on ``target``, so that the
     first lease taken there continues the source's generations."""
-    manager = LeaseManager(target, sealer, client_id=record.holder, label=record.label, timeout=60.0)
-    released = dc_replace(record, released=True, token=secrets.token_hex(16), host=socket.gethostname(),
-                          pid=os.getpid())
-    manager.write(target, released)
+    write_released(target, sealer, record, reissue=True)
 
 
 def _check_complete(source: Relay, target: Relay, names: list[str]) -> None:

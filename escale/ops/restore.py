@@ -26,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
-import socket
 import tempfile
 from dataclasses import dataclass
 
@@ -44,10 +42,9 @@ from escale.ops.common import (
 )
 from escale.ops.copy import digest, store_verified
 from escale.protocol import layout
-from escale.protocol.envelope import Sealer
 from escale.protocol.header import open_repository
-from escale.protocol.lease import Lease, LeaseManager
-from escale.protocol.objects import LeaseRecord
+from escale.protocol.lease import Lease, highest_generation, new_record, write_released
+from escale.protocol.sealer import Sealer
 from escale.relay import Relay
 from escale.relay.memory import MemoryRelay
 
@@ -81,14 +78,10 @@ def _archive_sealer(path: str, settings: ClientSettings) -> Sealer:
 def _continue_generation(relay: Relay, sealer: Sealer, generation: int) -> None:
     """On a relay without leases, leave a released lease of ``generation`` so that
     the next lease continues the archive's numbering."""
-    manager = LeaseManager(relay, sealer, client_id=layout.new_client_id(), label="escalectl restore",
-                           timeout=60.0)
-    if generation <= 0 or manager.highest(relay) > 0:
+    if generation <= 0 or highest_generation(relay) > 0:
         return
-    record = LeaseRecord(generation=generation, holder=manager.client_id, label=manager.label,
-                         host=socket.gethostname(), pid=os.getpid(), operation="restore",
-                         token=secrets.token_hex(16), beat=0, released=True)
-    manager.write(relay, record, exclusive=True)
+    record = new_record(generation, holder=layout.new_client_id(), label="escalectl restore", operation="restore")
+    write_released(relay, sealer, record, exclusive=True)
 
 
 def restore(

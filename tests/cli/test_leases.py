@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from escale.cli.ctl_leases import open_relay_repository
 from escale.config import load_config
 from escale.crypto import generate_key_file
 from escale.errors import LeaseLost
+from escale.ops.leases import open_repository
 from escale.protocol.lease import LeaseManager
 from tests.daemon.helpers import ctl, ctl_here, escale, write_config
 
@@ -40,7 +40,7 @@ def test_list_and_break(encrypted: str, capsys: pytest.CaptureFixture[str]) -> N
     (Path(encrypted).parent / "alice" / "f.txt").write_text("x\n")
     assert escale("--once", "-c", encrypted, "-r", "alice").returncode == 0  # creates, leases, releases
     settings = load_config(encrypted).client("bob")
-    relay, sealer = open_relay_repository(settings)
+    relay, sealer = open_repository(settings)
     try:
         holder = LeaseManager(relay, sealer, client_id="f" * 32, label="laptop", timeout=120)
         lease = holder.acquire("backup")

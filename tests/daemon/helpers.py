@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from escale.daemon.pidfile import instance_paths, is_escale_process, pid_alive, read_pid_file
+from escale.daemon.pidfile import instance_paths, is_escale_process, read_pid_file
+from escale.processes import pid_alive
 
 #: Seconds a condition may take before a test gives up (not a timing assertion:
 #: only a guard against hanging on a machine under load).

@@ -1,12 +1,22 @@
-"""A minimal SMTP server on 127.0.0.1 that keeps the messages it receives (for tests)."""
+"""An SMTP server on 127.0.0.1 that keeps the messages it receives (for tests).
+
+The SMTP dialogue is aiosmtpd's; this module only runs it on an event loop in
+a thread of its own, on a port the system picks (bound to port 0, then read
+back: no race with another server), and keeps what arrives.
+"""
 
 from __future__ import annotations
 
-import socketserver
+import asyncio
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+#: Seconds to wait for the server's loop to start or stop.
+PATIENCE = 30.0
 
 
 @dataclass
@@ -25,77 +35,53 @@ class Received:
         return payload.decode()
 
 
-@dataclass
 class SmtpSink:
-    """Serves SMTP (HELO/EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) on a free port."""
+    """Serves SMTP on a free port of 127.0.0.1 between :meth:`start` and :meth:`stop`."""
 
-    messages: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: socketserver.ThreadingTCPServer | None = None
+    def __init__(self) -> None:
+        self.messages: list[Received] = []
+        self.lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """aiosmtpd's hook for each message accepted (the name is aiosmtpd's)."""
+        content = envelope.content
+        data = content.encode() if isinstance(content, str) else bytes(content or b"")
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from or "", list(envelope.rcpt_tos), data))
+        return "250 queued"
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
     def start(self) -> SmtpSink:
-        sink = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def reply(self, line: str) -> None:
-                self.wfile.write(line.encode("ascii") + b"\r\n")
-
-            def handle(self) -> None:
-                self.reply("220 sink ESMTP ready")
-                sender, recipients = "", list[str]()
-                while True:
-                    raw = self.rfile.readline()
-                    if not raw:
-                        return
-                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    verb = line[:4].upper()
-                    if verb == "EHLO":
-                        self.reply("250-sink")
-                        self.reply("250 8BITMIME")
-                    elif verb == "HELO" or verb == "NOOP":
-                        self.reply("250 ok")
-                    elif verb == "MAIL":
-                        sender, recipients = line.split(":", 1)[1].strip().strip("<>"), []
-                        self.reply("250 ok")
-                    elif verb == "RCPT":
-                        recipients.append(line.split(":", 1)[1].strip().strip("<>"))
-                        self.reply("250 ok")
-                    elif verb == "DATA":
-                        self.reply("354 end with <CRLF>.<CRLF>")
-                        lines = []
-                        while True:
-                            part = self.rfile.readline()
-                            if part in (b".\r\n", b".\n", b""):
-                                break
-                            lines.append(part[1:] if part.startswith(b"..") else part)
-                        with sink.lock:
-                            sink.messages.append(Received(sender, recipients, b"".join(lines)))
-                        self.reply("250 queued")
-                    elif verb == "RSET":
-                        sender, recipients = "", []
-                        self.reply("250 ok")
-                    elif verb == "QUIT":
-                        self.reply("221 bye")
-                        return
-                    else:
-                        self.reply("502 not implemented")
-
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="smtp-sink", daemon=True)
+        self._thread.start()
+        serving = loop.create_server(lambda: SMTP(self, hostname="sink"), "127.0.0.1", 0)
+        self._server = asyncio.run_coroutine_threadsafe(serving, loop).result(PATIENCE)
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        loop, server, thread = self._loop, self._server, self._thread
+        if loop is None or thread is None:
+            return
+        if server is not None:
+            async def close() -> None:  # on the loop's thread: asyncio objects are not thread-safe
+                server.close()
+                await server.wait_closed()
+
+            asyncio.run_coroutine_threadsafe(close(), loop).result(PATIENCE)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(PATIENCE)
+        loop.close()
+        self._loop = self._thread = self._server = None
 
     def received(self) -> list[Received]:
         with self.lock:

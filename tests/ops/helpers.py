@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from escale.config.settings import ClientSettings
 from escale.crypto import generate_key_file
+from escale.errors import RelayNotFound
 from escale.relay import RelaySpec, make_relay
 from escale.sync.client import PassReport, SyncClient
 
@@ -60,11 +61,16 @@ def sync(*clients: ClientSettings, rounds: int = 2) -> list[PassReport]:
 
 
 def relay_objects(spec: RelaySpec) -> dict[str, str]:
-    """name -> sha256 of every object on the relay (a fingerprint of its state)."""
+    """name -> sha256 of every object on the relay (a fingerprint of its state);
+    empty when the repository folder does not even exist."""
     relay = make_relay(spec)
     relay.open()
     try:
-        return {e.name: hashlib.sha256(relay.get_bytes(e.name)).hexdigest() for e in relay.walk("")}
+        try:
+            entries = list(relay.walk(""))
+        except RelayNotFound:
+            return {}
+        return {e.name: hashlib.sha256(relay.get_bytes(e.name)).hexdigest() for e in entries}
     finally:
         relay.close()
 

@@ -140,15 +140,15 @@ def test_progress_callback_draws_only_when_enabled() -> None:
         def isatty(self) -> bool:
             return True
 
-    shown = ProgressCallback("backup", enabled=True)
     stream = Tty()
+    shown = ProgressCallback("backup", enabled=True, stream=stream)
     shown(0, 4)
-    assert shown._bar is not None
-    shown._bar.stream = stream
     shown(4, 4)
     shown.close()
     assert "4/4" in stream.getvalue()
-    quiet = ProgressCallback("backup", enabled=False)
+    silent = Tty()
+    quiet = ProgressCallback("backup", enabled=False, stream=silent)
     quiet(0, 4)
     quiet(4, 4)
     quiet.close()
+    assert silent.getvalue() == ""

@@ -134,7 +134,10 @@ def test_destination_holding_a_repository_is_refused_then_forced(machines: Machi
     base, conf, _alice, bob = machines
     text = _read(conf)
     taken = os.path.join(base, "taken")
-    sync(replace(bob, relay=RelaySpec(protocol="file", directory=taken)), rounds=1)
+    # a client that never synced anywhere creates a repository there (bob's own
+    # state knows another repository: it would refuse to create one)
+    sync(replace(bob, relay=RelaySpec(protocol="file", directory=taken), state_dir=os.path.join(base, "fresh")),
+         rounds=1)
     before = relay_objects(RelaySpec(protocol="file", directory=taken))
     with pytest.raises(TargetNotEmpty, match="already holds an escale repository") as caught:
         migrate(load_config(conf), "shared-docs", taken)

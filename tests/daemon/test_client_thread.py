@@ -1,0 +1,67 @@
+"""A client's thread in the daemon never dies silently: whatever a pass or the wait
+after it raises, the client is reported and retried with back-off."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from escale.config.settings import ClientSettings, Config, GlobalSettings
+from escale.daemon.runner import Runner
+from escale.relay import RelaySpec
+from tests.daemon.helpers import Daemons, ctl, two_clients, wait_for
+
+
+def test_a_refresh_beyond_what_a_wait_accepts_keeps_the_client_alive(tmp_path: Path) -> None:
+    """Settings made by a program (not a file, which refuses it) with ``refresh = 1e26``:
+    the thread used to die in its wait after the first pass while the daemon ran on."""
+    settings = ClientSettings(name="far", local_path=str(tmp_path / "local"), refresh=1e26,
+                              relay=RelaySpec(protocol="file", directory=str(tmp_path / "relay")))
+    runner = Runner(Config(str(tmp_path / "escale.conf"), GlobalSettings(), (settings,)))
+    status = runner.statuses["far"]
+    assert runner.start_client("far")
+    try:
+        wait_for(lambda: status.next_pass, "the first pass to end and the wait to begin")
+        thread = runner.threads["far"]
+        thread.join(1.0)  # a thread that fails its wait ends here at once
+        assert thread.is_alive() and runner.client_state("far") == "running"
+        assert (status.passes, status.failures, status.last_error) == (1, 0, None)
+    finally:
+        runner.stop()
+        for thread in runner.threads.values():
+            thread.join()
+    assert not status.running and status.last_error is None
+    assert not any(t.name == "escale-far" for t in threading.enumerate())
+
+
+def test_a_pass_that_raises_unexpectedly_is_reported_and_retried(tmp_path: Path, daemons: Daemons) -> None:
+    """A state folder replaced by a file while the daemon runs (no start-up check can
+    see it): the client fails, is reported in status, retried with back-off, and the
+    other client goes on; once the folder is back, the client syncs again."""
+    config = two_clients(str(tmp_path))
+    with open(config, "a", encoding="utf-8") as handle:
+        handle.write("[carol]\nlocal path = carol\nprotocol = file\nrelay directory = relay\n"
+                     "state directory = carol-state\nrefresh = 0.2\n")
+    daemons.start(config)
+
+    def status() -> dict[str, Any]:
+        result = ctl(config, "--json", "status")
+        assert result.returncode == 0, result.stderr
+        return {c["name"]: c for c in json.loads(result.stdout)["clients"]}
+
+    wait_for(lambda: status()["carol"]["passes"] >= 1, "carol's first pass")
+    shutil.rmtree(tmp_path / "carol-state")
+    (tmp_path / "carol-state").write_text("a file where the state folder was\n")
+    wait_for(lambda: status()["carol"]["failures"] >= 2, "carol to fail twice")
+    clients = status()
+    assert clients["carol"]["state"] == "running" and clients["carol"]["last_error"]
+    os.makedirs(tmp_path / "alice", exist_ok=True)
+    (tmp_path / "alice" / "note.txt").write_text("for bob and carol\n")
+    wait_for(lambda: (tmp_path / "bob" / "note.txt").exists(), "alice's file to reach bob")
+    os.remove(tmp_path / "carol-state")
+    wait_for(lambda: (tmp_path / "carol" / "note.txt").exists(), "carol to sync again once repaired")
+    assert status()["carol"]["state"] == "running"

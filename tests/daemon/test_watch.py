@@ -1,0 +1,197 @@
+"""Watch mode: two real daemons on one file relay. The writer's periodic pass is
+so rare (``refresh = 300``) that only its watcher can explain a change arriving
+in time; the reader polls the relay every 0.5 s, as ``refresh`` says.
+
+What is proved: a local create, modify, rename and delete (and a new folder
+tree, a renamed folder) reach the other side without waiting for the periodic pass;
+a file written slowly over 5 s is committed once, whole (one version on the
+relay); escale's own writes (state folder, downloads) do not start passes in a
+loop; and when the kernel refuses watches (``max_user_watches``), the daemon
+logs one WARNING and still syncs through its periodic pass.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from escale.crypto.envelope import PlainEnvelope
+from escale.daemon.watch import FolderWatch
+from escale.protocol import layout
+from tests.daemon.helpers import PATIENCE, Daemons, ctl, wait_for, write_config
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@dataclass
+class Pair:
+    """Two daemons, each with one client, sharing a file relay."""
+
+    root: Path
+    alice: Path
+    bob: Path
+    relay: Path
+
+
+def _config(folder: Path, name: str, local: Path, relay: Path, **extra: str) -> str:
+    folder.mkdir()
+    log = folder / "escale.log"
+    values = {"local path": str(local), "protocol": "file", "relay directory": str(relay), "refresh": "300",
+              **extra}
+    return write_config(str(folder), {name: values}, globals_=f"log file = {log}\nlog level = DEBUG\n")
+
+
+def _same(path: Path, content: bytes) -> bool:
+    try:
+        return path.read_bytes() == content
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pair(tmp_path: Path, daemons: Daemons) -> Pair:
+    alice, bob, relay = tmp_path / "alice", tmp_path / "bob", tmp_path / "relay"
+    alice.mkdir()
+    bob.mkdir()
+    (alice / "seed.txt").write_text("first\n")
+    config_a = _config(tmp_path / "A", "alice", alice, relay, **{"watch delay": "2"})
+    config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5")
+    pair = Pair(tmp_path, alice, bob, relay)
+    # alice creates the repository before bob starts (a repository is born once)
+    daemons.start(config_a)
+    wait_for(lambda: (relay / layout.HEADER).exists(), "alice to create the repository")
+    daemons.start(config_b)
+    wait_for(lambda: _same(bob / "seed.txt", b"first\n"), "bob's first pass to bring seed.txt")
+    return pair
+
+
+def test_changes_are_synced_as_they_happen(pair: Pair) -> None:
+    alice, bob = pair.alice, pair.bob
+
+    (alice / "notes.txt").write_bytes(b"created on alice\n")
+    wait_for(lambda: _same(bob / "notes.txt", b"created on alice\n"), "a new file to reach bob")
+
+    (alice / "notes.txt").write_bytes(b"modified on alice, longer than before\n")
+    wait_for(lambda: _same(bob / "notes.txt", b"modified on alice, longer than before\n"),
+             "a modification to reach bob")
+
+    os.rename(alice / "notes.txt", alice / "renamed.txt")
+    wait_for(lambda: _same(bob / "renamed.txt", b"modified on alice, longer than before\n")
+             and not (bob / "notes.txt").exists(), "a rename to reach bob")
+
+    os.remove(alice / "renamed.txt")
+    wait_for(lambda: not (bob / "renamed.txt").exists(), "a deletion to reach bob")
+
+    # a folder tree made at once: its files are seen even before their folders are watched
+    (alice / "tree" / "deeper").mkdir(parents=True)
+    (alice / "tree" / "deeper" / "leaf.txt").write_bytes(b"leaf\n")
+    wait_for(lambda: _same(bob / "tree" / "deeper" / "leaf.txt", b"leaf\n"), "a new folder tree to reach bob")
+    # ... and a file in a folder that is watched since
+    (alice / "tree" / "deeper" / "second.txt").write_bytes(b"second\n")
+    wait_for(lambda: _same(bob / "tree" / "deeper" / "second.txt", b"second\n"), "a file in a new folder")
+
+    os.rename(alice / "tree", alice / "moved-tree")
+    wait_for(lambda: _same(bob / "moved-tree" / "deeper" / "leaf.txt", b"leaf\n")
+             and not (bob / "tree" / "deeper" / "leaf.txt").exists(), "a folder rename to reach bob")
+    (alice / "moved-tree" / "deeper" / "third.txt").write_bytes(b"third\n")
+    wait_for(lambda: _same(bob / "moved-tree" / "deeper" / "third.txt", b"third\n"),
+             "a file in a moved folder to reach bob")
+
+
+def _meta_versions(relay: Path, path: str) -> list[int]:
+    """The versions of ``path`` whose placeholder is on the (unencrypted) relay."""
+    key = PlainEnvelope().object_key(path)
+    refs = (layout.parse_meta(name) for name in os.listdir(relay / layout.META))
+    return sorted(ref.version for ref in refs if ref is not None and ref.key == key)
+
+
+def test_a_file_written_slowly_is_sent_once_whole(pair: Pair) -> None:
+    alice, bob = pair.alice, pair.bob
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    # the scenario: a writer that takes 5 s, with pauses shorter than the watch delay (2 s)
+    with open(alice / "slow.bin", "wb") as handle:
+        for i in range(10):
+            handle.write(chunk[i:] + chunk[:i])
+            handle.flush()
+            os.fsync(handle.fileno())
+            time.sleep(0.5)
+    whole = (alice / "slow.bin").read_bytes()
+    assert len(whole) == 10 * len(chunk)
+
+    wait_for(lambda: _same(bob / "slow.bin", whole), "the slowly written file to reach bob")
+    assert _meta_versions(pair.relay, "slow.bin") == [1]
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-U", "-r", "sh", "-c", "echo 2 > /proc/sys/user/max_inotify_watches"],
+                           capture_output=True, timeout=30, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs user namespaces with their own inotify limits")
+def test_too_many_folders_falls_back_to_periodic_passes(tmp_path: Path, daemons: Daemons) -> None:
+    # the daemon runs in a user namespace allowed 3 inotify watches; the tree has 7 folders
+    alice, bob, relay = tmp_path / "alice", tmp_path / "bob", tmp_path / "relay"
+    for folder in ("a/x", "a/y", "b/x", "b/y"):
+        (alice / folder).mkdir(parents=True)
+    bob.mkdir()
+    config = _config(tmp_path / "A", "alice", alice, relay, refresh="0.5")
+    config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5", watch="no")
+    limited = ["unshare", "-U", "-r", "sh", "-c", 'echo 3 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
+               sys.executable, "-m", "escale.cli.ctl", "-c", config, "start"]
+    started = subprocess.run(limited, capture_output=True, text=True, timeout=PATIENCE, check=False)
+    daemons.track(config)
+    assert started.returncode == 0, started.stderr
+    daemons.start(config_b)
+    log = tmp_path / "A" / "escale.log"
+
+    def warnings() -> list[str]:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [line for line in text.splitlines() if "WARNING" in line and "max_user_watches" in line]
+
+    wait_for(warnings, "the watch-limit warning")
+    (alice / "a" / "x" / "late.txt").write_bytes(b"found by the periodic pass\n")
+    wait_for(lambda: _same(bob / "a" / "x" / "late.txt", b"found by the periodic pass\n"),
+             "a file to reach bob through periodic passes")
+    assert len(warnings()) == 1
+    assert "sysctl fs.inotify.max_user_watches=" in warnings()[0]
+    stopped = ctl(config, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def test_escales_own_writes_do_not_count(tmp_path: Path) -> None:
+    """State folder, temporary names and a landing download make no pass due;
+    the one user file written among them does (and is the only change noted)."""
+    root = tmp_path / "local"
+    (root / ".escale" / "client").mkdir(parents=True)
+    (root / "sub").mkdir()
+    state_elsewhere = root / "state"
+    state_elsewhere.mkdir()
+    watch = FolderWatch("t", str(root), delay=0.2, ignored=(str(state_elsewhere),),
+                        accepts_file=lambda rel: not rel.endswith(".skip"))
+    stop = threading.Event()
+    try:
+        assert watch.start()
+        (root / ".escale" / "client" / "state.db").write_bytes(b"state")
+        (state_elsewhere / "state.db").write_bytes(b"state")
+        (root / ".escale-spool").write_bytes(b"spool")
+        (root / "sub" / ".escale-part-0123").write_bytes(b"download")
+        os.rename(root / "sub" / ".escale-part-0123", root / "sub" / "received.txt")
+        (root / "filtered.skip").write_bytes(b"left out by the filters")
+        (root / "user.txt").write_bytes(b"the user's change")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"user.txt"}
+        watch.pass_started()
+        assert watch.changed == set()
+    finally:
+        watch.close()
