@@ -81,6 +81,10 @@ class CountingRelay(Relay):
         self.counts["mkdir"] += 1
         self.inner.mkdir(name)
 
+    def _create_root(self) -> None:
+        self.counts["mkdir"] += 1
+        self.inner.create_root()
+
     def _rmdir(self, name: str) -> None:
         self.counts["rmdir"] += 1
         self.inner.rmdir(name)

@@ -26,13 +26,16 @@ from tests.servers.rclone import RcloneConf, RcloneSftpServer, rclone_binary
 from tests.servers.rclone import rclone_target as rclone_remote_target
 from tests.servers.rclone_serve import rclone_serve
 from tests.servers.rclone_serve import rclone_target as rclone_serve_target
+from tests.servers.s3 import BUCKET as S3_BUCKET
+from tests.servers.s3 import REMOTE as S3_REMOTE
+from tests.servers.s3 import S3Server, s3_binary
 from tests.servers.sshd import HOST, start_sshd
 from tests.servers.target import RelayTarget
 from tests.servers.tls import make_tls_files
 from tests.servers.webdav import webdav_server_process, webdav_target
 
 #: Every backend the benchmark knows, in table order.
-BACKENDS = ("file", "ftp", "ftps", "webdav", "sftp", "rclone", "serve-ftp", "serve-webdav", "serve-sftp")
+BACKENDS = ("file", "ftp", "ftps", "webdav", "sftp", "rclone", "serve-ftp", "serve-webdav", "serve-sftp", "s3")
 
 #: The default selection: the six backends escale users pick. The ``rclone serve``
 #: servers (a second implementation of each protocol) are there on request:
@@ -52,6 +55,7 @@ DESCRIPTIONS = {
     "serve-ftp": "rclone serve ftp",
     "serve-webdav": "rclone serve webdav",
     "serve-sftp": "rclone serve sftp",
+    "s3": "escale's rclone backend, rclone s3 remote on rclone serve s3",
 }
 
 
@@ -122,6 +126,14 @@ class BenchServers:
         conf = RcloneConf(path=self.conf_path, binary=self.binary)
         target = rclone_remote_target("rclone", conf, "local", base)
         return Backend("rclone", target, "local", lambda folder: os.path.join(base, folder))
+
+    def _start_s3(self) -> Backend:
+        server = S3Server(workdir=self._dir("relay-s3"), binary=s3_binary())
+        server.start()
+        self._stack.callback(server.stop)
+        self._sections[S3_REMOTE] = server.client_section()
+        target = server.target(RcloneConf(path=self.conf_path, binary=server.binary))
+        return Backend("s3", target, S3_REMOTE, lambda folder: f"{S3_BUCKET}/{folder}")
 
     def _start_ftp(self, tls: bool = False) -> Backend:
         name = "ftps" if tls else "ftp"

@@ -52,6 +52,8 @@ from escale.crypto import generate_key_file
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGORITHM = "aes-256-gcm"
 PEERS = ("rclone", "unison")
+#: Repository layouts escale runs with (``--layouts``).
+LAYOUTS = ("placeholder", "index")
 QUICK_SMALL, QUICK_BIG = 200, 10
 MIB = 1024 * 1024
 
@@ -135,13 +137,16 @@ class Bench:
             raise BenchError(f"escale pass [{section}] in {run} failed: {outcome.get('errors')}")
         return measured, outcome
 
-    def escale(self, backend: Backend, dataset: Dataset, encrypted: bool) -> None:
-        """Client A pushes ``dataset``; client B pulls it into an empty folder."""
-        label = ALGORITHM if encrypted else "plain"
-        run = self._fresh(f"escale-{backend.name}-{dataset.name}-{label}")
+    def escale(self, backend: Backend, dataset: Dataset, encrypted: bool, index: bool = False) -> None:
+        """Client A pushes ``dataset``; client B pulls it into an empty folder
+        (``index``: both with ``index = yes``, the index layout)."""
+        label = (ALGORITHM if encrypted else "plain") + (" index" if index else "")
+        run = self._fresh(f"escale-{backend.name}-{dataset.name}-{label.replace(' ', '-')}")
         folder = os.path.basename(run)
         relay_lines = "".join(f"{k} = {v}\n" for k, v in backend.target.config_for(folder).items())
         crypto = f"encryption = {ALGORITHM}\nkey = {self.key_file}\n" if encrypted else "encryption = no\n"
+        if index:
+            crypto += "index = yes\n"
         text = "".join(
             f"[{section}]\nlocal path = {local}\nstate directory = {os.path.join(run, 'state-' + section)}\n"
             f"{relay_lines}{crypto}\n"
@@ -263,7 +268,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_table(rows: Sequence[Row]) -> str:
     """The main table: one line per run."""
-    head = (f"{'backend':12s} {'data':5s} {'run':24s} {'requests':>8s} {'req/file':>8s} {'seconds':>8s} "
+    head = (f"{'backend':12s} {'data':5s} {'run':34s} {'requests':>8s} {'req/file':>8s} {'seconds':>8s} "
             f"{'files/s':>8s} {'MB/s':>7s} {'peak MiB':>8s} {'x rclone':>8s}")
     lines = [head, "-" * len(head)]
     last = ""
@@ -279,7 +284,7 @@ def format_table(rows: Sequence[Row]) -> str:
         files_per_s = row.files / row.seconds if moved or row.run.endswith("reclaim") else None
         mb_per_s = row.size / 1e6 / row.seconds if moved else None
         lines.append(
-            f"{row.backend:12s} {row.data:5s} {row.run:24s} {_fmt(total, 'd'):>8s} {_fmt(per_file, '.1f'):>8s} "
+            f"{row.backend:12s} {row.data:5s} {row.run:34s} {_fmt(total, 'd'):>8s} {_fmt(per_file, '.1f'):>8s} "
             f"{row.seconds:8.2f} {_fmt(files_per_s, '.1f'):>8s} {_fmt(mb_per_s, '.1f'):>7s} "
             f"{row.peak_kib / 1024:8.0f} {_fmt(row.ratio, '.2f'):>8s}"
         )
@@ -309,12 +314,12 @@ def format_unison(bench: Bench) -> str:
 def format_requests(rows: Sequence[Row]) -> str:
     """escale's relay requests by operation, for the push and the pull of each run."""
     ops = [op for op in OPERATIONS if any(r.requests and r.requests.get(op) for r in rows)]
-    head = f"{'backend':12s} {'data':5s} {'run':24s} " + " ".join(f"{op:>7s}" for op in ops)
+    head = f"{'backend':12s} {'data':5s} {'run':34s} " + " ".join(f"{op:>7s}" for op in ops)
     lines = [head, "-" * len(head)]
     for row in rows:
         if row.requests is None or row.run.endswith("push+pull"):
             continue
-        lines.append(f"{row.backend:12s} {row.data:5s} {row.run:24s} "
+        lines.append(f"{row.backend:12s} {row.data:5s} {row.run:34s} "
                      + " ".join(f"{row.requests.get(op, 0):7d}" for op in ops))
     return "\n".join(lines)
 
@@ -331,6 +336,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_SMALL} files, {QUICK_BIG} MiB")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from: rclone, unison")
     parser.add_argument("--no-plain", action="store_true", help="escale with encryption only")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS),
+                        help="comma-separated repository layouts to run escale with, from: placeholder, index "
+                             "(default: both; the index layout runs with encryption only)")
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON to FILE")
     parser.add_argument("--workdir", help="where to work (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -341,6 +349,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [b for b in args.backend_list if b not in BACKENDS]
     if unknown:
         parser.error(f"unknown backend(s) {', '.join(unknown)} (known: {', '.join(BACKENDS)})")
+    args.layout_list = [layout for layout in args.layouts.split(",") if layout]
+    if not args.layout_list or any(layout not in LAYOUTS for layout in args.layout_list):
+        parser.error(f"--layouts takes {', '.join(LAYOUTS)}")
     args.peer_list = [p for p in args.peers.split(",") if p]
     if any(p not in PEERS for p in args.peer_list):
         parser.error(f"--peers takes {', '.join(PEERS)}")
@@ -366,9 +377,12 @@ def run(args: argparse.Namespace) -> Bench:
             backend = servers.backends[name]
             _say(f"[{name}] {DESCRIPTIONS[name]}")
             for dataset in datasets:
-                bench.escale(backend, dataset, encrypted=True)
-                if not args.no_plain:
-                    bench.escale(backend, dataset, encrypted=False)
+                if "placeholder" in args.layout_list:
+                    bench.escale(backend, dataset, encrypted=True)
+                    if not args.no_plain:
+                        bench.escale(backend, dataset, encrypted=False)
+                if "index" in args.layout_list:
+                    bench.escale(backend, dataset, encrypted=True, index=True)
                 if "rclone" in peers:
                     bench.rclone(backend, dataset)
                 if "unison" in peers and name in ("file", "sftp"):

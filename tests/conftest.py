@@ -7,16 +7,23 @@ from collections.abc import Iterator
 
 import pytest
 
+from escale.relay import Relay
 from tests.relay.backends import CONFORMANCE_BACKENDS
-from tests.servers.ftp import *  # noqa: F403
 from tests.servers.local import file_target, memory_target
-from tests.servers.rclone import *  # noqa: F403
-from tests.servers.rclone_serve import *  # noqa: F403
-from tests.servers.sshd import *  # noqa: F403
 from tests.servers.target import RelayTarget
-from tests.servers.webdav import *  # noqa: F403
 
-pytest_plugins: list[str] = []
+#: The server fixtures (``target_ftp``, ``sshd_server``, ...), registered by
+#: module name: each module defines its session-scoped fixtures. A module
+#: comes before the modules that import it (sshd before rclone), so that pytest
+#: still rewrites its asserts.
+pytest_plugins = [
+    "tests.servers.sshd",
+    "tests.servers.ftp",
+    "tests.servers.rclone",
+    "tests.servers.rclone_serve",
+    "tests.servers.s3",
+    "tests.servers.webdav",
+]
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +44,12 @@ def target(request: pytest.FixtureRequest) -> RelayTarget:
 
 
 @pytest.fixture
-def relay(target: RelayTarget) -> Iterator:
-    """An open relay on a fresh repository folder of each backend."""
+def relay(target: RelayTarget) -> Iterator[Relay]:
+    """An open relay on a fresh repository folder of each backend (closed at
+    the end of the test, whether it passed or not)."""
     r = target.relay()
-    r.open()
     try:
+        r.open()
         yield r
     finally:
         r.close()
