@@ -166,9 +166,15 @@ def test_readers_never_see_part_of_an_object(request: pytest.FixtureRequest, tar
     """No atomic replacement on these servers, but never a partial object:
     a reader sees the old content, the new one, or (for an instant) nothing:
     the object missing, or a transient error that the retry wrapper retries
-    (WsgiDAV answers a GET racing the MOVE with HTTP 500). Any other failure
-    is recorded."""
+    (WsgiDAV answers a GET racing the MOVE with HTTP 500). rclone serve
+    webdav can also answer that GET with an empty body (its file system shows
+    the target empty for an instant while it is replaced): an empty read is
+    counted there and allowed, never a read of any other length. escale never
+    replaces an object it reads (every name is written once) and refuses a
+    truncated object by its envelope, so neither case reaches a user's file.
+    Any other failure is recorded."""
     target: RelayTarget = request.getfixturevalue(target_fixture)
+    empty_is_an_instant = target_fixture == "target_webdav_rclone"
     folder = unique_folder()
     writer, reader = target.relay(folder), target.relay(folder)
     writer.open()
@@ -190,6 +196,8 @@ def test_readers_never_see_part_of_an_object(request: pytest.FixtureRequest, tar
                 continue
             except Exception as exc:
                 bad.append(f"read failed: {exc!r}")
+                continue
+            if data == b"" and empty_is_an_instant:
                 continue
             if data not in (old, new):
                 bad.append(f"partial read of {len(data)} bytes")
