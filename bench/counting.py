@@ -14,81 +14,69 @@ from __future__ import annotations
 from collections import Counter
 from typing import BinaryIO
 
-from escale.relay import Capabilities, Entry, Relay, Usage
+from escale.relay import Entry, Relay, Usage
+from escale.relay.delegating import DelegatingRelay
 
 #: The operations counted, in the order tables show them.
 OPERATIONS = ("open", "list", "stat", "get", "put", "delete", "rename", "mkdir", "rmdir", "usage")
 
 
-class CountingRelay(Relay):
+class CountingRelay(DelegatingRelay):
     """``inner``, with every operation counted into ``counts``.
 
     Contracts are those of ``inner``: each call is passed on unchanged and its
     result or exception returned as is; a call is counted before it is made, so
-    a call that raised counts too.
+    a call that raised counts too. Deleting a temporary counts as a delete.
     """
 
     def __init__(self, inner: Relay, counts: Counter[str]) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.counts = counts
-        self.scheme = inner.scheme
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The inner backend's, read live: some backends learn theirs on open()."""
-        return self.inner.capabilities
-
-    @capabilities.setter
-    def capabilities(self, value: Capabilities) -> None:
-        self.inner.capabilities = value
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
     def _connect(self) -> None:
         self.counts["open"] += 1
-        self.inner.open()
-
-    def _disconnect(self) -> None:
-        self.inner.close()
+        super()._connect()
 
     def _list(self, folder: str) -> list[Entry]:
         self.counts["list"] += 1
-        return self.inner.list(folder)
+        return super()._list(folder)
 
     def _stat(self, name: str) -> Entry:
         self.counts["stat"] += 1
-        return self.inner.stat(name)
+        return super()._stat(name)
 
     def _get(self, name: str, sink: BinaryIO) -> None:
         self.counts["get"] += 1
-        self.inner.get(name, sink)
+        super()._get(name, sink)
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         self.counts["put"] += 1
-        self.inner.put(name, source, exclusive=exclusive)
+        super()._put(name, source, exclusive)
 
     def _delete(self, name: str) -> None:
         self.counts["delete"] += 1
-        self.inner.delete(name)
+        super()._delete(name)
+
+    def _delete_temporary(self, name: str) -> None:
+        self.counts["delete"] += 1
+        super()._delete_temporary(name)
 
     def _rename(self, source: str, target: str, overwrite: bool) -> None:
         self.counts["rename"] += 1
-        self.inner.rename(source, target, overwrite=overwrite)
+        super()._rename(source, target, overwrite)
 
     def _mkdir(self, name: str) -> None:
         self.counts["mkdir"] += 1
-        self.inner.mkdir(name)
+        super()._mkdir(name)
 
     def _create_root(self) -> None:
         self.counts["mkdir"] += 1
-        self.inner.create_root()
+        super()._create_root()
 
     def _rmdir(self, name: str) -> None:
         self.counts["rmdir"] += 1
-        self.inner.rmdir(name)
+        super()._rmdir(name)
 
     def _usage(self) -> Usage | None:
         self.counts["usage"] += 1
-        return self.inner.usage()
+        return super()._usage()

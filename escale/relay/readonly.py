@@ -12,54 +12,23 @@ from __future__ import annotations
 import logging
 from typing import BinaryIO
 
-from escale.relay.base import Capabilities, Entry, Relay, Usage
+from escale.relay.base import Relay
+from escale.relay.delegating import DelegatingRelay
 
 log = logging.getLogger(__name__)
 
 
-class ReadOnlyRelay(Relay):
+class ReadOnlyRelay(DelegatingRelay):
     """``inner`` with every write left out."""
 
     def __init__(self, inner: Relay) -> None:
-        super().__init__()
-        self.inner = inner
-        self.scheme = inner.scheme
+        super().__init__(inner)
         #: what was left out, as ``"put NAME"`` lines (for tests and the dry-run report)
         self.dropped: list[str] = []
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The inner backend's, read live (some learn theirs on open())."""
-        return self.inner.capabilities
-
-    @capabilities.setter
-    def capabilities(self, value: Capabilities) -> None:
-        self.inner.capabilities = value
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
     def _drop(self, what: str) -> None:
         self.dropped.append(what)
         log.debug("dry run: %s on %s left out", what, self.describe())
-
-    def _connect(self) -> None:
-        self.inner.open()
-
-    def _disconnect(self) -> None:
-        self.inner.close()
-
-    def _list(self, folder: str) -> list[Entry]:
-        return self.inner.list_raw(folder)
-
-    def _stat(self, name: str) -> Entry:
-        return self.inner.stat(name)
-
-    def _get(self, name: str, sink: BinaryIO) -> None:
-        self.inner.get(name, sink)
-
-    def _usage(self) -> Usage | None:
-        return self.inner.usage()
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         self._drop(f"put {name}")

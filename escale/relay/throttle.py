@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO, cast
 
-from escale.relay.base import Capabilities, Entry, Relay, Usage
+from escale.relay.base import Relay
+from escale.relay.delegating import DelegatingRelay
 
 #: The most bytes a bucket lets through at once after an idle time.
 MAX_BURST = 256 * 1024
@@ -115,62 +116,15 @@ class _Sink:
         return True
 
 
-class ThrottledRelay(Relay):
+class ThrottledRelay(DelegatingRelay):
     """``inner`` whose object contents move at most ``bucket.rate`` bytes a second."""
 
     def __init__(self, inner: Relay, bucket: TokenBucket) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.bucket = bucket
-        self.scheme = inner.scheme
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The inner backend's, read live (some learn theirs on open())."""
-        return self.inner.capabilities
-
-    @capabilities.setter
-    def capabilities(self, value: Capabilities) -> None:
-        self.inner.capabilities = value
-
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    def _connect(self) -> None:
-        self.inner.open()
-
-    def _disconnect(self) -> None:
-        self.inner.close()
-
-    def _list(self, folder: str) -> list[Entry]:
-        return self.inner.list_raw(folder)
-
-    def _stat(self, name: str) -> Entry:
-        return self.inner.stat(name)
 
     def _get(self, name: str, sink: BinaryIO) -> None:
         self.inner.get(name, cast(BinaryIO, _Sink(sink, self.bucket)))
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         self.inner.put(name, cast(BinaryIO, _Source(source, self.bucket)), exclusive=exclusive)
-
-    def _delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def _rename(self, source: str, target: str, overwrite: bool) -> None:
-        self.inner.rename(source, target, overwrite=overwrite)
-
-    def _mkdir(self, name: str) -> None:
-        self.inner.mkdir(name)
-
-    def _create_root(self) -> None:
-        self.inner.create_root()
-
-    def _rmdir(self, name: str) -> None:
-        self.inner.rmdir(name)
-
-    def _delete_temporary(self, name: str) -> None:
-        self.inner.delete_temporary(name)
-
-    def _usage(self) -> Usage | None:
-        return self.inner.usage()

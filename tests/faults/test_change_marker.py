@@ -21,7 +21,7 @@ from escale.protocol.marker import MARKER
 from escale.relay import Entry, Relay, make_relay
 from escale.relay.retry import RetryingRelay
 from escale.sync.client import PassReport, SyncClient
-from tests.faults.world import World, tree, write
+from tests.faults.world import World, relay_delete, relay_get, relay_put, tree, write
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -95,35 +95,17 @@ def test_a_change_on_the_relay_is_seen_after_no_change_passes(world: World) -> N
     assert tree(a) == tree(b)
 
 
-def _relay_bytes(world: World, name: str) -> bytes:
-    relay = world.target.relay(world.folder)
-    relay.open()
-    try:
-        return relay.get_bytes(name)
-    finally:
-        relay.close()
-
-
-def _relay_put(world: World, name: str, data: bytes) -> None:
-    relay = world.target.relay(world.folder)
-    relay.open()
-    try:
-        relay.put_bytes(name, data)
-    finally:
-        relay.close()
-
-
 def test_a_marker_that_goes_back_is_reported(file_world: World) -> None:
     world = file_world
     a = world.add("a")
     b = world.add("b")
     write(a, "doc.txt", "one\n")
     world.quiesce(["a", "b"])
-    old_marker = _relay_bytes(world, MARKER)
+    old_marker = relay_get(world, MARKER)
     write(a, "doc.txt", "two\n")
     world.quiesce(["a", "b"])
     trees = (tree(a), tree(b))
-    _relay_put(world, MARKER, old_marker)  # the relay replays an older marker
+    relay_put(world, {MARKER: old_marker})  # the relay replays an older marker
     report = world.sync("b")
     assert any("change marker" in line and "went back" in line for line in report.warnings), report.warnings
     assert (tree(a), tree(b)) == trees  # nothing older applied
@@ -138,11 +120,6 @@ def test_a_lost_marker_is_reported(file_world: World) -> None:
     world.add("b")
     write(a, "doc.txt", "one\n")
     world.quiesce(["a", "b"])
-    relay = world.target.relay(world.folder)
-    relay.open()
-    try:
-        relay.delete(MARKER)
-    finally:
-        relay.close()
+    relay_delete(world, [MARKER])
     report = world.sync("b")
     assert any("change marker" in line and "missing" in line for line in report.warnings), report.warnings

@@ -31,40 +31,11 @@ import pytest
 
 from escale.protocol import layout
 from escale.sync.state import StateDB
-from tests.faults.world import World, relay_names, tree, write
+from tests.faults.world import World, open_relay, relay_delete, relay_get, relay_names, relay_put, tree, write
 from tests.servers.target import RelayTarget
 from tests.unprivileged import permissions_apply, unprivileged_command
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _relay_file(world: World, name: str) -> bytes:
-    relay = world.target.relay(world.folder)
-    relay.open()
-    try:
-        return relay.get_bytes(name)
-    finally:
-        relay.close()
-
-
-def _delete(world: World, names: list[str]) -> None:
-    relay = world.target.relay(world.folder)
-    relay.open()
-    try:
-        for name in names:
-            relay.delete(name)
-    finally:
-        relay.close()
-
-
-def _put(world: World, objects: dict[str, bytes]) -> None:
-    relay = world.target.relay(world.folder)
-    relay.open()
-    try:
-        for name, data in objects.items():
-            relay.put_bytes(name, data)
-    finally:
-        relay.close()
 
 
 def _objects_of(world: World, version: int) -> dict[str, bytes]:
@@ -74,7 +45,7 @@ def _objects_of(world: World, version: int) -> dict[str, bytes]:
         for name in relay_names(world, folder):
             ref = layout.parse_meta(name) or layout.parse_data(name)
             if ref is not None and ref.version == version:
-                found[name] = _relay_file(world, name)
+                found[name] = relay_get(world, name)
     return found
 
 
@@ -95,7 +66,7 @@ def test_lost_newest_version_never_replaces_the_writers_copy(file_world: World) 
     write(a, "doc.txt", "version two, the only copy\n")
     world.run("a")  # a commits version 2; b has not seen it
     # the relay loses version 2 (placeholder and payload); version 1 was retired
-    _delete(world, list(_objects_of(world, 2)))
+    relay_delete(world, list(_objects_of(world, 2)))
     for _ in range(2):
         world.run("b")
         world.run("a")
@@ -126,8 +97,8 @@ def test_replayed_older_version_is_refused(file_world: World) -> None:
     write(b, "doc.txt", "version two\n")
     world.quiesce(["a", "b"])
     trees = (tree(a), tree(b))
-    _delete(world, list(_objects_of(world, 2)))
-    _put(world, saved)  # the relay replays version 1 (its payload included)
+    relay_delete(world, list(_objects_of(world, 2)))
+    relay_put(world, saved)  # the relay replays version 1 (its payload included)
     world.run("a")
     world.run("b")
     assert (tree(a), tree(b)) == trees
@@ -173,13 +144,9 @@ def test_wiped_ftp_relay_is_not_refilled(tmp_path: Path, target_ftp: RelayTarget
     for i in range(5):
         write(a, f"f{i}.bin", os.urandom(2048))
     world.quiesce(["a", "b"])
-    relay = target_ftp.relay(world.folder)
-    relay.open()
-    try:
+    with open_relay(world) as relay:
         for entry in list(relay.walk("")):
             relay.delete(entry.name)
-    finally:
-        relay.close()
     _stops_on_gone_relay(world, "a")
     assert relay_names(world, layout.DATA) == []
     assert relay_names(world, layout.META) == []
@@ -204,7 +171,7 @@ def test_another_repository_in_place_stops_the_client(file_world: World) -> None
     a = world.add("a")
     write(a, "x.txt", "x\n")
     world.run("a")
-    _delete(world, [layout.HEADER])
+    relay_delete(world, [layout.HEADER])
     world.add("stranger")
     world.run("stranger")  # a client that never synced creates a new repository there
     _stops_on_gone_relay(world, "a", advice="different repository")

@@ -8,28 +8,32 @@ same configuration file): in-process passes are an order of magnitude cheaper
 than a process start, so scenario tests use them for the bulk and real
 processes where a process boundary matters (crashes, signals, resource limits).
 
-Helpers here also read the relay directly (what is stored under a folder) and
+Helpers here also work on the relay directly (:func:`open_relay`; what is
+stored under a folder, reading, planting and deleting raw objects) and
 keep a ledger of every write a test makes (:class:`Ledger`), to prove that no
 version was lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from escale.config import parse_config
 from escale.config.settings import ClientSettings
 from escale.errors import RelayNotFound
+from escale.relay import Relay
 from escale.sync.client import PassReport, SyncClient
 from tests.e2e.cluster import Cluster, tree, write
 
-__all__ = ["Ledger", "World", "relay_names", "sha", "tree", "write"]
+__all__ = ["Ledger", "World", "open_relay", "relay_delete", "relay_get", "relay_names", "relay_put", "sha", "tree",
+           "write"]
 
 
 def sha(data: bytes) -> str:
@@ -86,17 +90,46 @@ class World(Cluster):
             return handle.read()
 
 
-def relay_names(world: Cluster, folder: str) -> list[str]:
-    """Object names under ``folder`` of the world's repository (sorted)."""
+@contextlib.contextmanager
+def open_relay(world: Cluster) -> Iterator[Relay]:
+    """The world's repository folder, as a relay open for the ``with`` block
+    (straight on the server: no repository, no encryption)."""
     relay = world.target.relay(world.folder)
     relay.open()
     try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def relay_names(world: Cluster, folder: str) -> list[str]:
+    """Object names under ``folder`` of the world's repository (sorted)."""
+    with open_relay(world) as relay:
         try:
             return sorted(e.name for e in relay.list(folder) if not e.is_dir)
         except RelayNotFound:
             return []
-    finally:
-        relay.close()
+
+
+def relay_get(world: Cluster, name: str) -> bytes:
+    """The stored bytes of relay object ``name`` (sealed, as the relay holds them)."""
+    with open_relay(world) as relay:
+        return relay.get_bytes(name)
+
+
+def relay_put(world: Cluster, objects: dict[str, bytes]) -> None:
+    """Store each ``name: data`` of ``objects`` on the relay, as a hostile or
+    faulty relay would (nothing sealed here)."""
+    with open_relay(world) as relay:
+        for name, data in objects.items():
+            relay.put_bytes(name, data)
+
+
+def relay_delete(world: Cluster, names: Iterable[str]) -> None:
+    """Delete relay objects ``names`` (the relay loses them)."""
+    with open_relay(world) as relay:
+        for name in names:
+            relay.delete(name)
 
 
 _CONFLICT = re.compile(r"\.conflict-[A-Za-z0-9_@-]+-[0-9a-f]{8}")
