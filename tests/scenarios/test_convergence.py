@@ -116,14 +116,15 @@ def _untouched(t: dict[str, str], touched: set[str]) -> dict[str, str]:
     return {p: h for p, h in t.items() if origin_path(p) not in touched}
 
 
-def run_scenario(world: World, seed: int) -> str:
-    """Run the whole scenario on ``world``; assert the guarantees; return a summary."""
+def run_scenario(world: World, seed: int, operations: int = OPERATIONS) -> str:
+    """Run the whole scenario (``operations`` random operations) on ``world``;
+    assert the guarantees; return a summary."""
     for name, mode in (("a", "shared"), ("b", "shared"), ("c", "conservative"), ("u", "upload"),
                        ("d", "download")):
         world.add(name, mode=mode)
     started = time.monotonic()
     scenario = Scenario(world, seed)
-    for _ in range(OPERATIONS):
+    for _ in range(operations):
         scenario.operate()
         if scenario.rng.random() < 0.4:
             scenario.sync_one()
@@ -138,7 +139,7 @@ def run_scenario(world: World, seed: int) -> str:
     lost = scenario.ledger.missing(trees.values())
     assert not lost, f"writes lost: {lost}"
     assert relay_names(world, "data") == [], "payloads left on the relay after everyone synced"
-    return (f"[{world.target.name}] seed {seed}: {OPERATIONS} operations, {scenario.passes} passes during them "
+    return (f"[{world.target.name}] seed {seed}: {operations} operations, {scenario.passes} passes during them "
             f"({scenario.process_passes} as processes), {len(scenario.ledger.written)} writes, "
             f"{len(scenario.ledger.superseded)} superseded, converged in {rounds} rounds, "
             f"{len(trees['a'])} files in the shared tree, {time.monotonic() - started:.1f}s")

@@ -1,0 +1,170 @@
+"""The placeholder layout's rules, still holding in the index layout (``index = yes``).
+
+* ``disk quota``: a push packs files into a page only while the page fits the
+  space left, commits that page and leaves the rest waiting (nothing is
+  dropped); once the receiver took the page and the pusher reclaimed it, the
+  next files go, until all have; the relay's pages never exceed the quota.
+* Store and forward: a receiver that is down pins only the pages holding
+  versions it has not acknowledged; when it comes back it receives them and
+  the relay empties.
+* ``priority = upload``: a real ``escale --once`` sends its pending files
+  before it receives (the order of its steps says so); without it, receiving
+  comes first.
+* ``puller count = 1``: the page goes once one receiver took it; a second
+  receiver is told what it missed (logged once), and a newer version reaches it.
+* Access modifiers set with a real ``escalectl access``: an ``r-`` file is not
+  sent, a ``w-`` file is not overwritten, and everything else still flows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.faults.crash_points import steps_reached
+from tests.faults.world import World, relay_names, tree, write
+from tests.servers.target import RelayTarget
+
+pytestmark = pytest.mark.timeout(240)
+
+SIZE = 100_000
+
+
+def _index_world(base: Path, target: RelayTarget) -> World:
+    world = World(str(base), target, target.new_folder())
+    world.common["index"] = "yes"
+    return world
+
+
+@pytest.fixture
+def file_index_world(tmp_path: Path, target_file: RelayTarget) -> World:
+    return _index_world(tmp_path, target_file)
+
+
+@pytest.fixture(params=["file", "sftp"])
+def index_world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    target: RelayTarget = request.getfixturevalue(f"target_{request.param}")
+    return _index_world(tmp_path, target)
+
+
+def _stored(world: World) -> int:
+    """Bytes of content objects (pages and big objects) on the relay."""
+    relay = world.target.relay(world.folder)
+    relay.open()
+    try:
+        return sum(e.size for folder in ("pages", "big") for e in relay.list(folder) if not e.is_dir)
+    finally:
+        relay.close()
+
+
+def test_quota_cuts_pages_to_fit_and_the_rest_waits_for_reclaim(index_world: World) -> None:
+    world = index_world
+    quota = int(SIZE * 2.5)
+    a = world.add("a", disk_quota=f"{quota}B")
+    b = world.add("b")
+    world.sync("b")  # a receiver exists: pages wait for it
+    for i in range(5):
+        write(a, f"f{i}.bin", os.urandom(SIZE))  # incompressible: stored as is
+    first = world.sync("a")
+    assert len(first.pushed) == 2 and first.pending_up == 3, first.summary()
+    assert len(relay_names(world, "pages")) == 1 and _stored(world) <= quota
+    passes = 1
+    while set(tree(b)) != set(tree(a)):
+        assert passes < 20, "the push never completed"
+        world.sync("b")
+        world.sync("a")
+        passes += 1
+        assert _stored(world) <= quota, "the relay holds more than the quota"
+    world.quiesce(["a", "b"])
+    assert tree(b) == tree(a) and len(tree(b)) == 5, "a file was dropped"
+    assert relay_names(world, "pages") == [] and relay_names(world, "big") == []
+    print(f"\n[{world.target.name}] quota {quota} bytes, five files of {SIZE}: pages of at most two files, "
+          f"all sent after {passes} passes of a; nothing dropped")
+
+
+def test_a_receiver_down_pins_only_the_pages_it_lacks(file_index_world: World) -> None:
+    world = file_index_world
+    a, b, c = world.add("a"), world.add("b"), world.add("c")
+    write(a, "before.bin", os.urandom(5_000))
+    world.quiesce(["a", "b", "c"])
+    assert relay_names(world, "pages") == [], "acknowledged by everyone, yet kept"
+    write(a, "while-down-1.bin", os.urandom(5_000))  # c is down: a sends two, b takes them
+    write(a, "while-down-2.bin", os.urandom(5_000))
+    world.quiesce(["a", "b"])
+    assert len(relay_names(world, "pages")) == 1, "the page c lacks was not kept (or more than it)"
+    assert set(tree(b)) == {"before.bin", "while-down-1.bin", "while-down-2.bin"}
+    world.quiesce(["c", "a", "b"])  # c comes back
+    assert tree(c) == tree(a) == tree(b)
+    assert relay_names(world, "pages") == []
+
+
+@pytest.mark.parametrize("priority", [True, False])
+def test_priority_upload_sends_before_receiving(file_index_world: World, tmp_path: Path, priority: bool) -> None:
+    world = file_index_world
+    a = world.add("a", **({"priority": "upload"} if priority else {}))
+    b = world.add("b")
+    write(b, "from-b.txt", "b wrote this\n")
+    world.sync("a")
+    world.sync("b")
+    write(a, "from-a.txt", "a wrote this\n")
+    log = str(tmp_path / "steps.log")
+    world.run("a", env={"ESCALE_CRASH_LOG": log})
+    steps = steps_reached(log)
+    pushed, received = steps.index("pushed from-a.txt"), steps.index("downloaded from-b.txt")
+    assert (pushed < received) == priority, steps
+    world.quiesce(["a", "b"])
+    assert tree(a) == tree(b) and set(tree(a)) == {"from-a.txt", "from-b.txt"}
+    assert relay_names(world, "pages") == []
+
+
+def test_puller_count_one_lets_the_page_go_and_tells_the_second_receiver(file_index_world: World) -> None:
+    world = file_index_world
+    a = world.add("a", puller_count="1")
+    b, c = world.add("b"), world.add("c")
+    world.sync("b")
+    world.sync("c")
+    write(a, "report.txt", "only one puller gets this")
+    assert world.sync("a").pushed == ["report.txt"]
+    assert world.sync("b").pulled == ["report.txt"]
+    assert world.sync("a").reclaimed == ["report.txt"]  # puller count 1 reached
+    assert relay_names(world, "pages") == []
+    world.run("c")
+    assert "report.txt" not in tree(c)
+    # "from a" or "from a@<host>", as the pusher names itself
+    lines = [line for line in world.log_text().splitlines() if "report.txt: version 1 from a" in line]
+    assert len(lines) == 1 and lines[0].endswith(
+        " missed: puller count 1 reached before this client received it"), lines
+    report = world.sync("c")  # still listed in the pass's warnings, not logged again
+    assert len(report.warnings) == 1 and report.warnings[0].startswith("report.txt: version 1 from a")
+    assert world.log_text().count("report.txt: version 1 from a") == 1, "logged more than once"
+    write(a, "report.txt", "version two")
+    world.sync("a")
+    assert world.sync("c").pulled == ["report.txt"]
+    assert tree(c)["report.txt"] == tree(a)["report.txt"] != tree(b)["report.txt"]
+
+
+def _access(world: World, path: str, modifiers: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "escale.cli.ctl", "-c", world.config, "access", path, modifiers],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_access_modifiers_hold(file_index_world: World) -> None:
+    world = file_index_world
+    a, b = world.add("a"), world.add("b")
+    write(a, "kept.txt", "original\n")
+    world.quiesce(["a", "b"])
+    _access(world, os.path.join(b, "kept.txt"), "w-")
+    _access(world, os.path.join(a, "draft.txt"), "r-")
+    write(a, "draft.txt", "private\n")
+    write(a, "public.txt", "for everyone\n")
+    write(a, "kept.txt", "changed on a\n")
+    world.quiesce(["a", "b"])
+    assert tree(b)["public.txt"] == tree(a)["public.txt"], "the pull did not happen"
+    assert "draft.txt" not in tree(b), "an r- file was sent"
+    with open(os.path.join(b, "kept.txt"), encoding="utf-8") as handle:
+        assert handle.read() == "original\n", "a w- file was overwritten"
