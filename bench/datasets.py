@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 SMALL_SEED = 4096
 BIG_SEED = 104857600
+MANY_SEED = 20971520
 SMALL_SIZE = 4096
 FILES_PER_FOLDER = 100
 FIXED_MTIME = 1_700_000_000  # 2023-11-14, any constant will do
@@ -37,6 +38,8 @@ class Dataset:
     def describe(self) -> str:
         if self.files == 1:
             return f"1 file of {self.size / MIB:g} MiB"
+        if self.size // self.files >= MIB:
+            return f"{self.files} files of {self.size / self.files / MIB:g} MiB"
         return f"{self.files} files of {self.size // self.files // 1024} KiB"
 
 
@@ -65,6 +68,20 @@ def make_big(root: str, mib: int, *, seed: int = BIG_SEED) -> Dataset:
             handle.write(rng.randbytes(MIB))
     os.utime(path, (FIXED_MTIME, FIXED_MTIME))
     return Dataset("big", root, 1, mib * MIB)
+
+
+def make_many(root: str, count: int, mib: int, *, seed: int = MANY_SEED) -> Dataset:
+    """``count`` files of ``mib`` MiB of random bytes each (several transfers at
+    once matter here: ``transfers``, rclone's ``--transfers``)."""
+    rng = random.Random(seed)
+    for i in range(count):
+        path = os.path.join(root, f"m{i:03d}.bin")
+        os.makedirs(root, exist_ok=True)
+        with open(path, "wb") as handle:
+            for _ in range(mib):
+                handle.write(rng.randbytes(MIB))
+        os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+    return Dataset("many", root, count, count * mib * MIB)
 
 
 def tree_digest(root: str) -> dict[str, str]:

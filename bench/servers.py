@@ -15,6 +15,7 @@ file (obscured, mode 0600), never a command line.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -209,6 +210,20 @@ class BenchServers:
             "md5sum_command": "none", "sha1sum_command": "none",
         }  # fmt: skip
         return Backend("serve-sftp", server.target(), "serve-sftp", lambda folder: folder)
+
+    def crypt_remote(self, backend: Backend) -> str:
+        """The name of an rclone ``crypt`` remote (names and content encrypted,
+        as escale's) over the root of ``backend``'s remote, added to rclone.conf
+        on first use; paths below it are repository folder names."""
+        name = f"{backend.remote}-crypt"
+        if name not in self._sections:
+            root = backend.remote_path("")
+            self._sections[name] = {
+                "type": "crypt", "remote": f"{backend.remote}:{root}", "filename_encryption": "standard",
+                "directory_name_encryption": "true", "password": obscure(secrets.token_hex(16), self.binary),
+            }  # fmt: skip
+            self.write_rclone_conf()
+        return name
 
     def write_rclone_conf(self) -> str:
         """Write rclone.conf (mode 0600) with a remote per started server; return its path."""

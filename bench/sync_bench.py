@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from bench.counting import OPERATIONS
-from bench.datasets import Dataset, make_big, make_small, tree_digest
+from bench.datasets import Dataset, make_big, make_many, make_small, tree_digest
 from bench.measure import BenchError, Measurement, run_measured
 from bench.servers import BACKENDS, DEFAULT_BACKENDS, DESCRIPTIONS, Backend, BenchServers, started
 from escale.crypto import generate_key_file
@@ -55,6 +55,8 @@ PEERS = ("rclone", "unison")
 #: Repository layouts escale runs with (``--layouts``).
 LAYOUTS = ("placeholder", "index")
 QUICK_SMALL, QUICK_BIG = 200, 10
+#: the datasets: N x 4 KiB, 1 x M MiB, and K x L MiB (``--many-count``, ``--many-mib``)
+DATASETS = ("small", "big", "many")
 MIB = 1024 * 1024
 
 
@@ -85,8 +87,11 @@ def _say(text: str) -> None:
 class Bench:
     """One benchmark run in ``workdir``: datasets, key, servers, and the rows measured."""
 
-    def __init__(self, workdir: str, servers: BenchServers, datasets: Sequence[Dataset]) -> None:
+    def __init__(self, workdir: str, servers: BenchServers, datasets: Sequence[Dataset], *,
+                 transfers: int | None = None) -> None:
         self.workdir = workdir
+        #: ``transfers`` for escale and ``--transfers`` for rclone (None: each one's default)
+        self.transfers = transfers
         self.servers = servers
         self.datasets = datasets
         self.digests = {d.name: tree_digest(d.root) for d in datasets}
@@ -147,6 +152,8 @@ class Bench:
         crypto = f"encryption = {ALGORITHM}\nkey = {self.key_file}\n" if encrypted else "encryption = no\n"
         if index:
             crypto += "index = yes\n"
+        if self.transfers is not None:
+            crypto += f"transfers = {self.transfers}\n"
         text = "".join(
             f"[{section}]\nlocal path = {local}\nstate directory = {os.path.join(run, 'state-' + section)}\n"
             f"{relay_lines}{crypto}\n"
@@ -187,21 +194,27 @@ class Bench:
         return run_measured(argv, result_path=os.path.join(run, f"{name}.measure.json"),
                             log_path=os.path.join(run, f"{name}.log"), env=env, check=check)
 
-    def rclone(self, backend: Backend, dataset: Dataset) -> None:
-        """``rclone copy`` up to a fresh folder on the server, then down to a fresh local folder."""
-        run = self._fresh(f"rclone-{backend.name}-{dataset.name}")
-        remote = f"{backend.remote}:{backend.remote_path(os.path.basename(run))}"
+    def rclone(self, backend: Backend, dataset: Dataset, *, crypt: bool = False) -> None:
+        """``rclone copy`` up to a fresh folder on the server, then down to a fresh local folder;
+        ``crypt``: through an rclone ``crypt`` remote over the same server (rows ``rclone crypt ...``)."""
+        kind = "rclone crypt" if crypt else "rclone"
+        run = self._fresh(f"{kind.replace(' ', '-')}-{backend.name}-{dataset.name}")
+        if crypt:
+            remote = f"{self.servers.crypt_remote(backend)}:{os.path.basename(run)}"
+        else:
+            remote = f"{backend.remote}:{backend.remote_path(os.path.basename(run))}"
+        tuned = ("--transfers", str(self.transfers)) if self.transfers is not None else ()
         self._rclone(run, "mkdir", backend, "mkdir", remote)  # untimed: escale's open() makes its folder too
-        up = self._rclone(run, "up", backend, "copy", dataset.root, remote)
+        up = self._rclone(run, "up", backend, "copy", *tuned, dataset.root, remote)
         down_folder = os.path.join(run, "down")
-        down = self._rclone(run, "down", backend, "copy", remote, down_folder)
-        self._check(dataset, down_folder, f"rclone copy down ({backend.name})")
-        self._add(Row(backend.name, dataset.name, "rclone copy up", up.seconds, dataset.files, dataset.size,
+        down = self._rclone(run, "down", backend, "copy", *tuned, remote, down_folder)
+        self._check(dataset, down_folder, f"{kind} copy down ({backend.name})")
+        self._add(Row(backend.name, dataset.name, f"{kind} copy up", up.seconds, dataset.files, dataset.size,
                       up.maxrss_kib))
-        self._add(Row(backend.name, dataset.name, "rclone copy down", down.seconds, dataset.files, dataset.size,
+        self._add(Row(backend.name, dataset.name, f"{kind} copy down", down.seconds, dataset.files, dataset.size,
                       down.maxrss_kib))
-        self._add(Row(backend.name, dataset.name, "rclone copy up+down", up.seconds + down.seconds, dataset.files,
-                      dataset.size, max(up.maxrss_kib, down.maxrss_kib)))
+        self._add(Row(backend.name, dataset.name, f"{kind} copy up+down", up.seconds + down.seconds,
+                      dataset.files, dataset.size, max(up.maxrss_kib, down.maxrss_kib)))
 
     # ----------------------------------------------------------- unison
 
@@ -244,11 +257,17 @@ class Bench:
         for row in self.rows:
             if not row.run.startswith("escale"):
                 continue
-            peer_run = {"push": "rclone copy up", "pull": "rclone copy down",
-                        "push+pull": "rclone copy up+down"}.get(row.run.rpartition(" ")[2])
-            peer = self.find(row.backend, row.data, peer_run) if peer_run else None
-            if peer is not None and peer.seconds > 0:
-                row.ratio, row.versus = row.seconds / peer.seconds, "rclone"
+            phase = {"push": "copy up", "pull": "copy down", "push+pull": "copy up+down"}.get(
+                row.run.rpartition(" ")[2])
+            if phase is None:
+                continue
+            # an encrypted run is compared with rclone crypt when it ran, else with plain rclone
+            kinds = ("rclone crypt", "rclone") if "plain" not in row.run else ("rclone",)
+            for kind in kinds:
+                peer = self.find(row.backend, row.data, f"{kind} {phase}")
+                if peer is not None and peer.seconds > 0:
+                    row.ratio, row.versus = row.seconds / peer.seconds, kind
+                    break
 
 
 def _requests(outcome: dict[str, object]) -> dict[str, int]:
@@ -339,6 +358,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--layouts", default=",".join(LAYOUTS),
                         help="comma-separated repository layouts to run escale with, from: placeholder, index "
                              "(default: both; the index layout runs with encryption only)")
+    parser.add_argument("--datasets", default="small,big",
+                        help="comma-separated, from: small, big, many (default: small,big)")
+    parser.add_argument("--many-count", type=int, default=20, help="files of the 'many' dataset (default 20)")
+    parser.add_argument("--many-mib", type=int, default=20, help="MiB per file of the 'many' dataset (default 20)")
+    parser.add_argument("--transfers", type=int,
+                        help="escale's 'transfers' and rclone's --transfers (default: each one's own, 4)")
+    parser.add_argument("--rclone-crypt", action="store_true",
+                        help="also run rclone copy through an rclone crypt remote (encrypted runs compare with it)")
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON to FILE")
     parser.add_argument("--workdir", help="where to work (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -352,6 +379,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.layout_list = [layout for layout in args.layouts.split(",") if layout]
     if not args.layout_list or any(layout not in LAYOUTS for layout in args.layout_list):
         parser.error(f"--layouts takes {', '.join(LAYOUTS)}")
+    args.dataset_list = [d for d in args.datasets.split(",") if d]
+    if not args.dataset_list or any(d not in DATASETS for d in args.dataset_list):
+        parser.error(f"--datasets takes {', '.join(DATASETS)}")
+    if args.transfers is not None and args.transfers < 1:
+        parser.error("--transfers must be at least 1")
     args.peer_list = [p for p in args.peers.split(",") if p]
     if any(p not in PEERS for p in args.peer_list):
         parser.error(f"--peers takes {', '.join(PEERS)}")
@@ -363,16 +395,20 @@ def run(args: argparse.Namespace) -> Bench:
     workdir = args.workdir or tempfile.mkdtemp(prefix="escale-bench-")
     os.makedirs(workdir, exist_ok=True)
     started_at = time.monotonic()
-    _say(f"escale sync bench in {workdir}: {args.small_count} x 4 KiB, 1 x {args.big_mib} MiB; "
+    makers = {
+        "small": lambda: make_small(os.path.join(workdir, "data", "small"), args.small_count),
+        "big": lambda: make_big(os.path.join(workdir, "data", "big"), args.big_mib),
+        "many": lambda: make_many(os.path.join(workdir, "data", "many"), args.many_count, args.many_mib),
+    }
+    datasets = [makers[name]() for name in args.dataset_list]
+    _say(f"escale sync bench in {workdir}: {', '.join(d.describe() for d in datasets)}; "
          f"backends {', '.join(args.backend_list)}")
-    datasets = [make_small(os.path.join(workdir, "data", "small"), args.small_count),
-                make_big(os.path.join(workdir, "data", "big"), args.big_mib)]
     peers = list(args.peer_list)
     if "unison" in peers and shutil.which("unison") is None:
         _say("unison is not installed (apt-get install unison): unison runs skipped")
         peers.remove("unison")
     with started(os.path.join(workdir, "servers"), args.backend_list) as servers:
-        bench = Bench(workdir, servers, datasets)
+        bench = Bench(workdir, servers, datasets, transfers=args.transfers)
         for name in args.backend_list:
             backend = servers.backends[name]
             _say(f"[{name}] {DESCRIPTIONS[name]}")
@@ -385,6 +421,8 @@ def run(args: argparse.Namespace) -> Bench:
                     bench.escale(backend, dataset, encrypted=True, index=True)
                 if "rclone" in peers:
                     bench.rclone(backend, dataset)
+                    if args.rclone_crypt:
+                        bench.rclone(backend, dataset, crypt=True)
                 if "unison" in peers and name in ("file", "sftp"):
                     bench.unison(dataset, backend if name == "sftp" else None)
     bench.ratios()

@@ -38,7 +38,7 @@ from escale.config.converters import (
     pure,
     verify_setting,
 )
-from escale.config.settings import ClientSettings, FileFilter, GlobalSettings
+from escale.config.settings import MAX_TRANSFERS, ClientSettings, FileFilter, GlobalSettings
 from escale.config.values import (
     parse_after_delivery,
     parse_bool,
@@ -168,6 +168,7 @@ CLIENT_KEYS: tuple[Key, ...] = (
     Key("deletion guard", pure(parse_fraction), "deletion_guard"),
     Key("stale receiver", pure(parse_seconds), "stale_receiver", ("receiver timeout",)),
     Key("bandwidth limit", pure(parse_size), "bandwidth_limit", ("bandwidth",)),
+    Key("transfers", pure(partial(parse_int, minimum=1, maximum=MAX_TRANSFERS)), "transfers"),
     Key("watch", pure(parse_bool), "watch", ("watch mode",)),
     Key("watch delay", pure(partial(parse_seconds, maximum=3600.0)), "watch_delay"),
     # Versions kept, handoff after delivery, hook (doc/guide.rst).

@@ -55,6 +55,10 @@ DEFAULT_WATCH_DELAY = 1.0
 DEFAULT_KEEP_VERSIONS = 30 * 86400.0
 #: ``hook timeout``: seconds a hook may run before it is killed
 DEFAULT_HOOK_TIMEOUT = 60.0
+#: ``transfers``: payloads moved at once on network relays (rclone's default too)
+DEFAULT_TRANSFERS = 4
+#: the most ``transfers`` accepted (each is one more connection to the server)
+MAX_TRANSFERS = 64
 
 AfterDelivery = Literal["leave", "move", "delete"]
 DeliveredWhen = Literal["acknowledged", "sent"]
@@ -154,6 +158,9 @@ class ClientSettings:
     stale_receiver: float = DEFAULT_STALE_RECEIVER
     #: ``bandwidth limit``: bytes per second through the relay (None: no limit)
     bandwidth_limit: int | None = None
+    #: ``transfers``: payloads downloaded or uploaded at once, one connection
+    #: each, on network relays (escale.sync.transfers)
+    transfers: int = DEFAULT_TRANSFERS
     #: the daemon watches the local folder (inotify) besides its periodic pass
     watch: bool = True
     watch_delay: float = DEFAULT_WATCH_DELAY

@@ -141,6 +141,21 @@ class LocalVersion:
     checksum: str | None
 
 
+@dataclass(frozen=True)
+class StagedPayload:
+    """A payload sealed into a local spool file, not yet on the relay (see
+    :meth:`Repository.stage_file`): the placeholder to commit once it is
+    uploaded, the spool, and its stored size."""
+
+    placeholder: Placeholder
+    spool: BinaryIO
+    stored: int
+
+    def close(self) -> None:
+        """Remove the spool file (it has no name: closing it frees it)."""
+        self.spool.close()
+
+
 class Repository:
     """One client's view of one relay repository (placeholder layout)."""
 
@@ -159,11 +174,16 @@ class Repository:
         meta_cache: MutableMapping[str, bytes] | None = None,
         spool_dir: str | None = None,
         on_step: Callable[[str], None] | None = None,
+        pusher_label: str | None = None,
     ) -> None:
         self.relay = relay
         self.sealer = sealer
         self.client_id = client_id
         self.label = label
+        #: what the versions this client pushes name it by (``pusher_label``):
+        #: ``pusher_label`` if given (sync passes give ``<label>@<host>``, see
+        #: :mod:`escale.sync.labels`), else ``label``
+        self.pusher_label = pusher_label or label
         self.receives = receives
         self.mode = mode
         self.checksum = checksum
@@ -494,22 +514,60 @@ class Repository:
         gone (reclaimed or superseded meanwhile), IntegrityError when it fails
         authentication or its checksum or size differs. ``sink`` may hold a
         prefix when it raises: callers write into a temporary file.
+
+        The same as :meth:`download_payload` into a spool file followed by
+        :meth:`open_payload` (which is how parallel transfers use it).
         """
+        self._fetch_algorithm(placeholder)
+        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+            self.download_payload(placeholder, spool)
+            return self.open_payload(placeholder, spool, sink)
+
+    # ----------------------------------------------------------- transfers on other connections
+
+    def fetches_apart(self) -> bool:
+        """Whether a payload may be downloaded on another connection
+        (:meth:`download_payload`) and opened later (:meth:`open_payload`).
+        True for this layout; a layout that fetches its own way (it overrides
+        :meth:`fetch`, as the index layout does) is fetched with :meth:`fetch`."""
+        return type(self).fetch is Repository.fetch
+
+    def _fetch_algorithm(self, placeholder: Placeholder) -> str | None:
+        """The checksum algorithm of ``placeholder`` (None: it has none);
+        RelayNotFound when it has no payload, ProtocolError when its checksum
+        is malformed (checked before anything is downloaded)."""
         if placeholder.payload is None:
             raise RelayNotFound(f"{placeholder.path} has no payload", name=placeholder.path)
-        algorithm = placeholder.checksum.partition(":")[0] if placeholder.checksum else None
         if placeholder.checksum and checksum_problem(placeholder.checksum) is not None:
             # decode() refuses these; a placeholder built elsewhere must not reach hashlib
             raise ProtocolError(f"{placeholder.path}: {checksum_problem(placeholder.checksum)}",
                                 name=placeholder.path)
+        return placeholder.checksum.partition(":")[0] if placeholder.checksum else None
+
+    def download_payload(self, placeholder: Placeholder, spool: BinaryIO, relay: Relay | None = None) -> None:
+        """Download ``placeholder``'s payload as stored (sealed, unchecked)
+        into ``spool`` (a local temporary file), through ``relay`` (another
+        connection to this repository's relay; default: this one's). Nothing
+        is decrypted or verified here: :meth:`open_payload` does that. Raises
+        as :meth:`fetch` (RelayNotFound, ProtocolError, relay errors), DiskFull
+        or LocalError when ``spool`` cannot be written. Touches no shared
+        state: safe from a worker thread with its own ``relay``."""
+        self._fetch_algorithm(placeholder)
+        assert placeholder.payload is not None
+        # a write error here is the local disk's, not the relay's: the
+        # wrapper reports it as such (backends would blame the relay object)
+        (relay or self.relay).get(placeholder.payload, cast(BinaryIO, _LocalSpool(spool, placeholder.path)))
+
+    def open_payload(self, placeholder: Placeholder, spool: BinaryIO, sink: BinaryIO) -> str | None:
+        """Decrypt and verify what :meth:`download_payload` wrote into
+        ``spool`` (read from its start) into ``sink``; returns and raises as
+        :meth:`fetch`."""
+        algorithm = self._fetch_algorithm(placeholder)
+        assert placeholder.payload is not None
         hasher = hashlib.new(algorithm) if algorithm else None
         counting = _HashingWriter(sink, hasher)
-        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-            # a write error here is the local disk's, not the relay's: the
-            # wrapper reports it as such (backends would blame the relay object)
-            self.relay.get(placeholder.payload, cast(BinaryIO, _LocalSpool(spool, placeholder.path)))
-            spool.seek(0)
-            self.sealer.open_stream(placeholder.payload, spool, cast(BinaryIO, counting))
+        spool.seek(0)
+        self.sealer.open_stream(placeholder.payload, spool, cast(BinaryIO, counting))
         if counting.count != placeholder.size:
             raise IntegrityError(
                 f"relay object {placeholder.payload}: size {counting.count} differs from "
@@ -608,15 +666,47 @@ class Repository:
         lost while the placeholder was being written, the placeholder may be
         there, possibly without its payload), ProtocolError when the path's
         version on the relay moved since ``state`` was read.
+
+        The same as :meth:`stage_file`, :meth:`upload_staged` and
+        :meth:`commit_staged` in a row (which is how parallel transfers use it).
         """
+        staged = self.stage_file(lease, state, local, source)
+        try:
+            try:
+                self.upload_staged(lease, staged)
+            except BaseException:
+                self.release_staged(state, staged)
+                raise
+        finally:
+            staged.close()
+        return self.commit_staged(lease, state, staged)
+
+    def pushes_apart(self) -> bool:
+        """Whether payloads may be uploaded on other connections
+        (:meth:`stage_file`, :meth:`upload_staged`, :meth:`commit_staged`).
+        True for this layout; a layout that commits its own way (it overrides
+        :meth:`commit_file`, as the index layout does) uses :meth:`commit_file`."""
+        return type(self).commit_file is Repository.commit_file
+
+    def stage_file(self, lease: Lease, state: RelayState, local: LocalVersion, source: BinaryIO) -> StagedPayload:
+        """The first step of :meth:`commit_file`, on this thread: seal
+        ``source`` into a spool file (hashing it), check ``disk quota`` and
+        reserve the payload's room in ``state.payloads`` (so that payloads
+        staged and not yet uploaded count against the quota), mark the relay
+        as being changed (the change marker, before any payload goes up).
+        Raises as :meth:`commit_file`; nothing is on the relay yet. The caller
+        closes the result, and calls :meth:`release_staged` if it is never
+        uploaded. Versions of one path are staged one at a time (the next is
+        numbered above the last committed one)."""
         key = self.sealer.object_key(local.path)
         version = state.next_version(key, local.path)
         hasher = hashlib.new(self.checksum) if self.checksum else None
         payload = layout.data_name(key, version)
-        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+        spool = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - handed over open, in StagedPayload
+        try:
             reader = _HashingReader(source, hasher)
             self.sealer.seal_stream(payload, cast(BinaryIO, reader),
-                                    cast(BinaryIO, _LocalSpool(spool, local.path)))
+                                    cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), local.path)))
             stored = spool.tell()
             if reader.count != local.size:
                 raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
@@ -627,27 +717,55 @@ class Repository:
                 )
             spool.seek(0)
             self._touch(lease)
-            lease.check()
-            self.relay.put(payload, spool)
+        except BaseException:
+            spool.close()
+            raise
         state.payloads[payload] = stored
-        self.step(f"payload uploaded {local.path}")
         checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
         placeholder = Placeholder(
             path=local.path, key=key, version=version, generation=lease.generation, kind="file",
-            pusher=self.client_id, pusher_label=self.label, size=local.size,
+            pusher=self.client_id, pusher_label=self.pusher_label, size=local.size,
             mtime_ns=local.mtime_ns, checksum=checksum, payload=payload,
             receivers=self._receivers_now(state), puller_count=self.puller_count,
         )
-        self._commit(lease, state, placeholder)
-        return placeholder
+        return StagedPayload(placeholder, cast(BinaryIO, spool), stored)
 
-    def commit_tombstone(self, lease: Lease, state: RelayState, path: str) -> Placeholder:
-        """Record that ``path`` was deleted (its next version is a tombstone)."""
+    def upload_staged(self, lease: Lease, staged: StagedPayload, relay: Relay | None = None) -> None:
+        """The second step: upload a staged payload (whole, atomically)
+        through ``relay`` (another connection to this repository's relay;
+        default: this one's), once the lease is checked. Raises LeaseLost,
+        relay errors. Touches no shared state: safe from a worker thread with
+        its own ``relay``."""
+        assert staged.placeholder.payload is not None
+        staged.spool.seek(0)
+        lease.check()
+        (relay or self.relay).put(staged.placeholder.payload, staged.spool)
+        self.step(f"payload uploaded {staged.placeholder.path}")
+
+    def release_staged(self, state: RelayState, staged: StagedPayload) -> None:
+        """Give back the room :meth:`stage_file` reserved for a payload that
+        was not uploaded (if a failed upload stored it all the same, it is an
+        orphan: :meth:`collect_garbage` of a later pass removes it)."""
+        assert staged.placeholder.payload is not None
+        state.payloads.pop(staged.placeholder.payload, None)
+
+    def commit_staged(self, lease: Lease, state: RelayState, staged: StagedPayload) -> Placeholder:
+        """The last step, on this thread, once :meth:`upload_staged` returned:
+        commit the placeholder (exclusive, fenced by the lease before and
+        after) and retire the superseded version. Raises as :meth:`commit_file`."""
+        self._commit(lease, state, staged.placeholder)
+        return staged.placeholder
+
+    def commit_tombstone(self, lease: Lease, state: RelayState, path: str, *,
+                         deliberate: bool = False) -> Placeholder:
+        """Record that ``path`` was deleted (its next version is a tombstone);
+        ``deliberate``: a deletion allowed past the mass-deletion guard, which
+        receivers do not hold (``Placeholder.deliberate``)."""
         key = self.sealer.object_key(path)
         placeholder = Placeholder(
             path=path, key=key, version=state.next_version(key, path), generation=lease.generation,
-            kind="tombstone", pusher=self.client_id, pusher_label=self.label, size=0, mtime_ns=0,
-            checksum=None, payload=None, receivers=(), puller_count=self.puller_count,
+            kind="tombstone", pusher=self.client_id, pusher_label=self.pusher_label, size=0, mtime_ns=0,
+            checksum=None, payload=None, receivers=(), puller_count=self.puller_count, deliberate=deliberate,
         )
         self._commit(lease, state, placeholder)
         return placeholder

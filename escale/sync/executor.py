@@ -21,18 +21,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from escale.config.settings import ClientSettings
 from escale.errors import EscaleError, LeaseLost, LocalError, ProtocolError, RelayNotFound, RelayQuotaExceeded
 from escale.protocol.lease import Lease
 from escale.protocol.objects import Placeholder
-from escale.protocol.repository import LocalVersion, RelayState, Repository
+from escale.protocol.repository import LocalVersion, RelayState, Repository, StagedPayload
+from escale.relay import Relay
 from escale.sync import delivery, faults, localfs
 from escale.sync.hook import run_hook
 from escale.sync.planner import Action, BaseEntry, LocalFile, Plan
 from escale.sync.report import Announcer, PassReport, TransferProgress
 from escale.sync.state import StateDB
+from escale.sync.transfers import Downloads, TransferPool, Uploads, transfer_connections
 from escale.sync.trash import Trash
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,10 @@ class Executor:
 
     ``report`` collects what was done, ``announce`` the anomalies, ``progress``
     counts the transfers; ``stop`` ends a loop between two actions.
+    ``open_relay`` makes new connections to the relay: with it, payloads are
+    downloaded and uploaded on up to ``settings.transfers`` connections at
+    once (:mod:`escale.sync.transfers`); without it, one at a time on the
+    repository's own connection.
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class Executor:
         progress: TransferProgress,
         stop: threading.Event,
         trash: Trash | None = None,
+        open_relay: Callable[[], Relay] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -66,11 +74,39 @@ class Executor:
         self.stop = stop
         #: where a local file a pull replaces or deletes is kept first (None: not kept)
         self.trash = trash
+        self.open_relay = open_relay
+        #: the payloads run_local's downloads fetch ahead (None: fetched one by one)
+        self._downloads: Downloads | None = None
+
+    def _connections(self) -> int:
+        """How many transfers run at once (1: serial, on the main connection)."""
+        if self.open_relay is None:
+            return 1
+        return transfer_connections(self.settings.transfers, self.repo.relay)
 
     # ----------------------------------------------------------- local side
 
     def run_local(self, state: RelayState, the_plan: Plan) -> None:
-        """Every local action of ``the_plan``, in order, against relay ``state``."""
+        """Every local action of ``the_plan``, in order, against relay ``state``.
+
+        With several transfers, the payloads of the downloads are fetched
+        ahead on other connections (:class:`Downloads`); every action is still
+        carried out here, in order."""
+        count = self._connections()
+        if count > 1 and self.open_relay is not None and self.repo.fetches_apart():
+            wanted = [ph for action in the_plan.actions if _fetches(action)
+                      and (ph := state.latest.get(action.path)) is not None and ph.version == action.expect_version]
+            if len(wanted) > 1:
+                pool = TransferPool(self.open_relay, count, name="download")
+                self._downloads = Downloads(self.repo, wanted, pool, ahead=count, spool_dir=self.repo.spool_dir)
+        try:
+            self._run_local(state, the_plan)
+        finally:
+            if self._downloads is not None:
+                self._downloads.close()
+                self._downloads = None
+
+    def _run_local(self, state: RelayState, the_plan: Plan) -> None:
         report = self.report
         for action in the_plan.actions:
             if action.kind.startswith("push"):
@@ -108,12 +144,22 @@ class Executor:
     def _download(self, ph: Placeholder, rel: str, expect: LocalFile | None) -> os.stat_result:
         """Fetch ``ph`` into ``rel`` of the local folder (atomically, never
         through a symbolic link, only if the file is still ``expect``)."""
-        def fill(handle: BinaryIO) -> None:
-            self.repo.fetch(ph, handle)
-
         faults.step(f"download {ph.path}")
-        st = localfs.write_atomically(self.settings.local_path, rel, fill, expect=expect,
-                                      mtime_ns=ph.mtime_ns if self.settings.use_mtime else None)
+        # fetched ahead on another connection (as stored: opened and verified here), or now
+        spool = self._downloads.take(ph) if self._downloads is not None else None
+
+        def fill(handle: BinaryIO) -> None:
+            if spool is None:
+                self.repo.fetch(ph, handle)
+            else:
+                self.repo.open_payload(ph, spool, handle)
+
+        try:
+            st = localfs.write_atomically(self.settings.local_path, rel, fill, expect=expect,
+                                          mtime_ns=ph.mtime_ns if self.settings.use_mtime else None)
+        finally:
+            if spool is not None:
+                spool.close()
         faults.step(f"downloaded {ph.path}")
         return st
 
@@ -208,14 +254,45 @@ class Executor:
 
     def run_pushes(self, lease: Lease, state: RelayState, the_plan: Plan) -> None:
         """Every relay-side action of ``the_plan``, under ``lease``, against the
-        relay ``state`` read after the lease was taken. Raises LeaseLost."""
+        relay ``state`` read after the lease was taken. Raises LeaseLost.
+
+        With several transfers, payloads are sealed here and uploaded on other
+        connections ahead of their commit (:class:`Uploads`); each placeholder
+        is still committed here, in order, once its payload is stored."""
+        actions = list(the_plan.of_kind("push", "push_copy", "push_delete"))
+        uploads = self._uploads(lease, state, actions)
+        try:
+            self._run_pushes(lease, state, actions, uploads)
+        finally:
+            if uploads is not None:
+                uploads.close()
+        # the index layout packs pushes into a page: committed here, and only
+        # then are they recorded (the callbacks of push); a no-op otherwise
+        self.repo.commit_pending(lease, state)
+
+    def _uploads(self, lease: Lease, state: RelayState, actions: list[Action]) -> Uploads | None:
+        """The uploads ahead of ``actions`` (None: one at a time, in :meth:`push`)."""
+        count = self._connections()
+        if count <= 1 or self.open_relay is None or not self.repo.pushes_apart():
+            return None
+        if sum(1 for a in actions if a.kind != "push_delete") < 2:
+            return None
+
+        def stage(index: int) -> StagedPayload | None:
+            return self._stage(lease, state, actions[index])
+
+        pool = TransferPool(self.open_relay, count, name="upload")
+        return Uploads(self.repo, lease, state, len(actions), stage, pool, ahead=count)
+
+    def _run_pushes(self, lease: Lease, state: RelayState, actions: list[Action], uploads: Uploads | None) -> None:
         report = self.report
         name = self.settings.name
-        for action in the_plan.of_kind("push", "push_copy", "push_delete"):
+        for index, action in enumerate(actions):
             if self.stop.is_set():
                 break
             try:
-                self.push(lease, state, action)
+                staged = uploads.take(index) if uploads is not None else None
+                self.push(lease, state, action, staged)
                 self.progress.advance(action)
             except (localfs.LocalChanged, RelayQuotaExceeded) as exc:
                 report.skipped.append(action.path)
@@ -229,16 +306,10 @@ class Executor:
                     raise
                 report.errors.append(f"{action.path}: {exc}")
                 log.error("[%s] %s: %s", name, action.path, exc)
-        # the index layout packs pushes into a page: committed here, and only
-        # then are they recorded (the callbacks of push); a no-op otherwise
-        self.repo.commit_pending(lease, state)
 
-    def push(self, lease: Lease, state: RelayState, action: Action) -> None:
-        """Commit one relay-side action: the local file as the next version (or
-        under its conflict-copy name), or a tombstone."""
-        db, repo, report = self.db, self.repo, self.report
-        name = self.settings.name
-        root = self.settings.local_path
+    @staticmethod
+    def _recheck(state: RelayState, action: Action) -> None:
+        """LocalChanged unless the relay still shows the version ``action`` was planned on."""
         # the latest *readable* version, as the plan saw it: a version that does
         # not open (forged, corrupted) must not block the path forever; the
         # commit itself goes above every listed number
@@ -248,9 +319,35 @@ class Executor:
         if current != expected:
             raise localfs.LocalChanged(f"{action.path} changed on the relay meanwhile; re-planned next pass",
                                        path=action.path)
+
+    def _stage(self, lease: Lease, state: RelayState, action: Action) -> StagedPayload | None:
+        """Check ``action`` against the relay and seal its file for upload
+        (:meth:`Repository.stage_file`); None for a tombstone. Raises what
+        :meth:`push` raises for those steps."""
+        self._recheck(state, action)
+        if action.kind == "push_delete":
+            return None
+        local = action.expect_local
+        assert local is not None
+        relay_path = action.copy_path or action.path
+        with localfs.open_for_push(self.settings.local_path, action.path, local) as handle:
+            faults.step(f"push {relay_path}")
+            return self.repo.stage_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
+                                                                   local.checksum), handle)
+
+    def push(self, lease: Lease, state: RelayState, action: Action, staged: StagedPayload | None = None) -> None:
+        """Commit one relay-side action: the local file as the next version (or
+        under its conflict-copy name), or a tombstone. ``staged``: the
+        action's payload, already checked, sealed and uploaded
+        (:class:`Uploads`); it is committed and closed here."""
+        db, repo, report = self.db, self.repo, self.report
+        name = self.settings.name
+        root = self.settings.local_path
+        if staged is None:
+            self._recheck(state, action)
         if action.kind == "push_delete":
             faults.step(f"tombstone {action.path}")
-            tombstone = repo.commit_tombstone(lease, state, action.path)
+            tombstone = repo.commit_tombstone(lease, state, action.path, deliberate=action.deliberate)
 
             def deleted() -> None:
                 db.set_seen(tombstone.key, tombstone.version)
@@ -264,10 +361,16 @@ class Executor:
         local = action.expect_local
         assert local is not None
         relay_path = action.copy_path or action.path
-        with localfs.open_for_push(root, action.path, local) as handle:
-            faults.step(f"push {relay_path}")
-            ph = repo.commit_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
-                                                              local.checksum), handle)
+        if staged is not None:
+            try:
+                ph = repo.commit_staged(lease, state, staged)
+            finally:
+                staged.close()
+        else:
+            with localfs.open_for_push(root, action.path, local) as handle:
+                faults.step(f"push {relay_path}")
+                ph = repo.commit_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
+                                                                  local.checksum), handle)
 
         def sent() -> None:
             db.set_seen(ph.key, ph.version)
@@ -285,3 +388,8 @@ class Executor:
 
         # recorded as synced only once on the relay: at once, or after the index layout's delta
         repo.when_committed(sent)
+
+
+def _fetches(action: Action) -> bool:
+    """Whether ``action`` downloads the relay version it was planned on."""
+    return action.kind in ("pull", "pull_copy") or (action.kind == "conflict" and action.base is None)

@@ -98,6 +98,7 @@ SAMPLES: dict[str, Sample] = {
     "timeout": Sample("5", lambda c: c.relay.timeout, 5.0),
     "stale receiver": Sample("86400", lambda c: c.stale_receiver, 86400.0),
     "bandwidth limit": Sample("2 MB", lambda c: c.bandwidth_limit, 2_000_000),
+    "transfers": Sample("8", lambda c: c.transfers, 8),
     "keep versions": Sample("12 h", lambda c: c.keep_versions, 12 * 3600.0),
     "keep versions size": Sample("1GB", lambda c: c.keep_versions_size, 10**9),
     "versions folder": Sample("kept", lambda c: c.versions_dir, _under("kept")),

@@ -98,10 +98,21 @@ def test_seconds_never_accept_a_boolean_word(word: str) -> None:
 
 
 @pytest.mark.parametrize(("key", "bad"), [("port", "0"), ("port", "65536"), ("port", "21.5"),
-                                         ("puller count", "0"), ("puller count", "yes")])
+                                         ("puller count", "0"), ("puller count", "yes"),
+                                         ("transfers", "0"), ("transfers", "-1"), ("transfers", "65"),
+                                         ("transfers", "four")])
 def test_integer_ranges(tmp_path: Path, key: str, bad: str) -> None:
     expect_error(tmp_path, section_text({key: bad, "protocol": "sftp", "address": "h"}, drop=("dir",)),
                  section="client", key=key)
+
+
+def test_transfers_default_range_and_error(tmp_path: Path) -> None:
+    """``transfers``: 4 unless set, 1 to 64; below 1 is refused in one line naming the key."""
+    assert client(tmp_path, {}).transfers == 4
+    assert client(tmp_path, {"transfers": "1"}).transfers == 1
+    assert client(tmp_path, {"transfers": "64"}).transfers == 64
+    expect_error(tmp_path, section_text({"transfers": "0"}), section="client", key="transfers",
+                 contains="must be at least 1, got 0")
 
 
 def test_port_bounds(tmp_path: Path) -> None:

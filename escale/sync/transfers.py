@@ -1,0 +1,442 @@
+"""Several transfers at once: payloads moved on up to ``transfers`` connections.
+
+A pass moves payloads one at a time on its main connection unless the relay
+is a network one and ``transfers`` is above 1 (:func:`transfer_connections`).
+Then:
+
+* **downloads** (:class:`Downloads`) run ahead of the pass's local actions:
+  up to ``transfers`` worker threads, each with its own connection (opened
+  from the client's relay factory on its first job, closed at the end),
+  download payloads *as stored* (sealed) into spool files of the state
+  folder. The executor still applies every action in the plan's order on its
+  own thread: it takes each payload's spool when it reaches its action,
+  decrypts and verifies it into a temporary file beside the user's file and
+  renames it into place (:mod:`escale.sync.localfs`), exactly as a serial
+  pass does. Workers never touch the local folder, the state database or the
+  relay state.
+* **uploads** (:class:`Uploads`) run under the pass's lease: the executor
+  seals each pushed file into a spool file on its own thread (checking the
+  plan and the quota as a serial pass does), hands the upload of the sealed
+  payload to a worker, and commits each placeholder on the main connection,
+  in the plan's order, only once its payload upload has returned: data before
+  the metadata that points to it, fenced by the lease as before.
+
+Memory does not grow with file sizes or counts: content goes through spool
+files in chunks, and at most ``transfers + 1`` payloads are staged or
+downloaded ahead at any time (so the spool holds at most that many payloads).
+A worker's failure is raised, as the very exception the serial path raises,
+when the executor reaches that action; on the way out every job still queued
+is dropped, a transfer in progress stops at its next chunk, and every worker
+connection is closed (:meth:`TransferPool.close`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future
+from typing import BinaryIO, Generic, TypeVar, cast
+
+from escale.protocol.lease import Lease
+from escale.protocol.objects import Placeholder
+from escale.protocol.repository import RelayState, Repository, StagedPayload
+from escale.relay import Relay
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Relay schemes on which transfers run one at a time whatever ``transfers``
+#: says: a local or mounted folder gains nothing from several at once (see
+#: doc/performance.rst, "Transfers at once").
+SERIAL_SCHEMES = frozenset({"file"})
+
+
+def transfer_connections(transfers: int, relay: Relay) -> int:
+    """How many transfers a pass on ``relay`` runs at once: ``transfers``
+    (the client's setting) on network relays, 1 on :data:`SERIAL_SCHEMES`."""
+    if relay.scheme in SERIAL_SCHEMES:
+        return 1
+    return max(1, transfers)
+
+
+class Abandoned(Exception):
+    """Raised inside a worker's transfer whose result is no longer wanted
+    (the pass stops or failed): it ends that transfer at its next chunk.
+    Never leaves this module's pool."""
+
+
+class _Job(Generic[T]):
+    """One unit of work for the pool and its outcome."""
+
+    def __init__(self, work: Callable[[Relay, threading.Event], T]) -> None:
+        self.work = work
+        self.future: Future[T] = Future()
+        #: set when the result is no longer wanted: the work stops at its next chunk
+        self.abandoned = threading.Event()
+
+
+class TransferPool:
+    """Up to ``count`` worker threads, each with its own relay connection.
+
+    ``open_relay`` makes a new, unopened connection to the same relay (the
+    client's relay factory: retry and bandwidth limit included). A worker
+    opens it on its first job and keeps it for the next ones; after a job
+    that raised, it drops it (the next job reconnects). A worker that cannot
+    connect while another worker holds a connection (a server that limits
+    connections per client) hands its job back and ends: the others carry on
+    with fewer transfers at once; when none is connected, the job fails with
+    the connection's error. Jobs start in the order submitted. :meth:`close`
+    must be called (it joins every worker).
+    """
+
+    def __init__(self, open_relay: Callable[[], Relay], count: int, *, name: str = "transfer") -> None:
+        self._open_relay = open_relay
+        self._count = max(1, count)
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job[object] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._pending: list[_Job[object]] = []
+        self._closed = False
+        self._lock = threading.Lock()
+        #: workers holding an open connection, and workers that gave up connecting
+        self._connected = 0
+        self._retired = 0
+
+    def submit(self, work: Callable[[Relay, threading.Event], T]) -> _Job[T]:
+        """Queue ``work(relay, abandoned)``; it runs on a worker's connection.
+        ``abandoned`` is set when the result is no longer wanted: long work
+        checks it between chunks and raises :class:`Abandoned`."""
+        if self._closed:
+            raise RuntimeError("transfer pool used after close")
+        job: _Job[T] = _Job(work)
+        with self._lock:
+            self._pending = [j for j in self._pending if not j.future.done()]
+            self._pending.append(cast(_Job[object], job))
+            spawn = len(self._threads) < self._count and len(self._pending) > len(self._threads) - self._retired
+        if spawn:
+            thread = threading.Thread(target=self._work, name=f"escale-{self._name}-{len(self._threads) + 1}",
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        self._jobs.put(cast(_Job[object], job))
+        return job
+
+    def _work(self) -> None:
+        relay: Relay | None = None
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                if job.abandoned.is_set():
+                    job.future.set_exception(Abandoned())
+                    continue
+                if relay is None:
+                    try:
+                        relay = self._connect()
+                    except BaseException as exc:  # noqa: BLE001 - handed back, or to the waiting thread
+                        if self._hand_back(job, exc):
+                            return
+                        job.future.set_exception(exc)
+                        continue
+                try:
+                    result = job.work(relay, job.abandoned)
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread as is
+                    job.future.set_exception(exc)
+                    # a connection whose transfer failed (or was cut short) may be out of step
+                    self._disconnect(relay)
+                    relay = None
+                else:
+                    job.future.set_result(result)
+        finally:
+            if relay is not None:
+                self._disconnect(relay)
+
+    def _hand_back(self, job: _Job[object], exc: BaseException) -> bool:
+        """After ``job``'s worker failed to connect: if another worker is
+        connected, queue ``job`` again for it and retire this worker (True)."""
+        with self._lock:
+            if self._connected == 0:
+                return False
+            self._retired += 1
+            left = self._connected
+        log.warning("%s: could not open another connection (%s); going on with %d transfer(s) at once",
+                    self._name, exc, left)
+        # the future is RUNNING: a fresh job carries the same work, and hands its outcome over
+        again: _Job[object] = _Job(job.work)
+        again.abandoned = job.abandoned
+
+        def relay_outcome(done: Future[object]) -> None:
+            if job.future.done():
+                return
+            if done.cancelled():
+                job.future.set_exception(Abandoned())
+            elif done.exception() is not None:
+                job.future.set_exception(cast(BaseException, done.exception()))
+            else:
+                job.future.set_result(done.result())
+
+        again.future.add_done_callback(relay_outcome)
+        with self._lock:
+            self._pending.append(again)
+        self._jobs.put(again)
+        return True
+
+    def _disconnect(self, relay: Relay) -> None:
+        relay.close()
+        with self._lock:
+            self._connected -= 1
+
+    def _connect(self) -> Relay:
+        relay = self._open_relay()
+        try:
+            relay.open()
+        except BaseException:
+            relay.close()
+            raise
+        with self._lock:
+            self._connected += 1
+        return relay
+
+    def close(self) -> None:
+        """Drop the jobs not started, stop those running at their next chunk,
+        wait for every worker and close its connection. Idempotent; results
+        of finished jobs stay readable."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            jobs = list(self._pending)
+        for job in jobs:
+            job.abandoned.set()
+            job.future.cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            jobs = list(self._pending)
+        for job in jobs:  # handed back after the workers left: never run
+            if not job.future.done() and not job.future.cancel():
+                job.future.set_exception(Abandoned())
+
+
+class _Watched:
+    """A spool file whose reads and writes stop once ``abandoned`` is set."""
+
+    def __init__(self, inner: BinaryIO, abandoned: threading.Event) -> None:
+        self._inner = inner
+        self._abandoned = abandoned
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._abandoned.is_set():
+            raise Abandoned()
+        return self._inner.write(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if self._abandoned.is_set():
+            raise Abandoned()
+        return self._inner.read(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._inner.truncate(size)
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+
+def _discard_spool(job: _Job[BinaryIO]) -> None:
+    """Close the spool a download job produced or will produce."""
+    job.abandoned.set()
+
+    def drop(future: Future[BinaryIO]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            future.result().close()
+
+    job.future.add_done_callback(drop)
+
+
+class Downloads:
+    """The payloads of a pass's downloads, fetched ahead on other connections.
+
+    ``placeholders`` are the versions the pass's local actions download, in
+    the plan's order. At most ``ahead + 1`` of them are downloading or
+    downloaded and not yet taken. :meth:`take` is called in the same order
+    (a version whose action was skipped is simply never taken).
+    """
+
+    def __init__(self, repo: Repository, placeholders: Sequence[Placeholder], pool: TransferPool, *,
+                 ahead: int, spool_dir: str | None) -> None:
+        self._repo = repo
+        self._order = [p for p in placeholders if p.payload is not None]
+        self._where: dict[str, list[int]] = {}
+        for index, placeholder in enumerate(self._order):
+            assert placeholder.payload is not None
+            self._where.setdefault(placeholder.payload, []).append(index)
+        self._pool = pool
+        self._ahead = max(1, ahead)
+        self._spool_dir = spool_dir
+        self._jobs: dict[int, _Job[BinaryIO]] = {}
+        self._submitted = 0
+        self._taken = 0
+        self._fill(self._ahead)
+
+    def _fill(self, upto: int) -> None:
+        while self._submitted < min(upto, len(self._order)):
+            self._jobs[self._submitted] = self._pool.submit(self._download_job(self._order[self._submitted]))
+            self._submitted += 1
+
+    def _download_job(self, placeholder: Placeholder) -> Callable[[Relay, threading.Event], BinaryIO]:
+        repo, spool_dir = self._repo, self._spool_dir
+
+        def work(relay: Relay, abandoned: threading.Event) -> BinaryIO:
+            spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - handed over open to take()
+            try:
+                repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, spool), abandoned)),
+                                      relay)
+            except BaseException:
+                spool.close()
+                raise
+            return cast(BinaryIO, spool)
+
+        return work
+
+    def take(self, placeholder: Placeholder) -> BinaryIO | None:
+        """The spool file holding ``placeholder``'s payload as stored (the
+        caller opens it with :meth:`Repository.open_payload` and closes it),
+        waiting for its download; None when it was not scheduled here (the
+        caller fetches it itself). Raises what its download raised. Payloads
+        scheduled before it and never taken are discarded."""
+        indexes = self._where.get(placeholder.payload or "", [])
+        index = next((i for i in indexes if i >= self._taken), None)
+        if index is None:
+            return None
+        for skipped in range(self._taken, index):
+            job = self._jobs.pop(skipped, None)
+            if job is not None:
+                _discard_spool(job)
+        self._taken = index + 1
+        self._fill(index + 1 + self._ahead)
+        job = self._jobs.pop(index)
+        try:
+            return job.future.result()
+        except CancelledError:  # only after close(): the serial path then fetches it
+            return None
+
+    def close(self) -> None:
+        """Stop what runs, close the pool's connections, remove every spool
+        file not taken."""
+        for job in self._jobs.values():
+            _discard_spool(job)
+        self._jobs.clear()
+        self._pool.close()
+
+
+class Uploads:
+    """The payload uploads of a pass's pushes, on other connections.
+
+    ``stage(index)`` is the executor's: it checks push number ``index`` of
+    the plan and seals its file (:meth:`Repository.stage_file`), returning
+    the staged payload, or None for an action with nothing to upload (a
+    tombstone); what it raises is kept and raised again by :meth:`take` for
+    that action. Uploads start as soon as a payload is staged; at most
+    ``ahead + 1`` payloads are staged and not yet taken.
+    """
+
+    def __init__(self, repo: Repository, lease: Lease, state: RelayState, count: int,
+                 stage: Callable[[int], StagedPayload | None], pool: TransferPool, *, ahead: int) -> None:
+        self._repo = repo
+        self._lease = lease
+        self._state = state
+        self._count = count
+        self._stage = stage
+        self._pool = pool
+        self._ahead = max(1, ahead)
+        self._staged = 0
+        #: per action index: its staged payload and upload, or what staging raised
+        self._outcomes: dict[int, tuple[StagedPayload, _Job[None]] | BaseException | None] = {}
+
+    def _upload_job(self, staged: StagedPayload) -> Callable[[Relay, threading.Event], None]:
+        repo, lease = self._repo, self._lease
+
+        def work(relay: Relay, abandoned: threading.Event) -> None:
+            watched = _Watched(staged.spool, abandoned)
+            repo.upload_staged(lease, StagedPayload(staged.placeholder, cast(BinaryIO, watched), staged.stored),
+                               relay)
+
+        return work
+
+    def advance(self, index: int) -> None:
+        """Stage (and start uploading) every push up to ``index + ahead``."""
+        while self._staged < min(index + 1 + self._ahead, self._count):
+            current = self._staged
+            self._staged += 1
+            try:
+                staged = self._stage(current)
+            except Exception as exc:  # noqa: BLE001 - raised again, for its own action, by take()
+                self._outcomes[current] = exc
+                continue
+            self._outcomes[current] = (staged, self._pool.submit(self._upload_job(staged))) if staged else None
+
+    def take(self, index: int) -> StagedPayload | None:
+        """Push number ``index``'s staged payload once its upload returned
+        (the caller commits it and closes it), None when it has nothing to
+        upload. Raises what its staging or its upload raised (the payload's
+        reserved room is then given back)."""
+        self.advance(index)
+        outcome = self._outcomes.pop(index, None)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome is None:
+            return None
+        staged, job = outcome
+        try:
+            job.future.result()
+        except BaseException:
+            self._repo.release_staged(self._state, staged)
+            staged.close()
+            raise
+        return staged
+
+    def close(self) -> None:
+        """Stop what runs, close the pool's connections, drop the staged
+        payloads not taken. A payload uploaded and never committed stays in
+        the relay state: :meth:`Repository.collect_garbage` removes it as an
+        orphan (this pass's, or a later one's)."""
+        for outcome in self._outcomes.values():
+            if isinstance(outcome, tuple):
+                outcome[1].abandoned.set()
+        self._pool.close()
+        for outcome in self._outcomes.values():
+            if isinstance(outcome, tuple):
+                staged, job = outcome
+                if job.future.cancelled() or job.future.exception() is not None:
+                    self._repo.release_staged(self._state, staged)
+                staged.close()
+        self._outcomes.clear()

@@ -1,0 +1,309 @@
+"""Several transfers at once (``transfers``), on real servers.
+
+What these prove:
+
+* a workload (pushes, pulls, edits, a deletion, a conflict, encrypted) ends
+  in the same trees and the same relay with ``transfers = 1`` and
+  ``transfers = 4``, on FTP, WebDAV and SFTP;
+* with ``transfers = 4`` four payload downloads, and four payload uploads, are
+  in progress at the same moment, each on its own connection, and every
+  connection a pass opens is closed when it ends; with ``transfers = 1`` there
+  is never more than one;
+* a transfer that fails in a worker surfaces as the error a serial pass
+  raises, leaves no partial file and no spool file behind, closes every
+  connection, and the next pass completes the sync.
+
+Overlap is observed by a relay wrapper that holds each payload transfer until
+four are in progress together (or a generous guard expires, which the test
+then reports as "no overlap"): an event, never a timing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from bench.counting import CountingRelay
+from escale.crypto import generate_key_file
+from escale.errors import RelayConnectionError, RelayNotFound, RelayPermissionDenied
+from escale.relay import Relay, make_relay
+from escale.relay.retry import RetryingRelay
+from escale.sync.client import SyncClient
+from tests.faults.world import World, relay_names, tree, write
+from tests.servers.target import RelayTarget
+
+pytestmark = pytest.mark.timeout(300)
+
+#: Seconds a gated transfer waits for the others to join it before it goes
+#: on alone (a guard against a hang; the test then fails on the count).
+GUARD = 60.0
+
+
+class Gate:
+    """Shared by every connection of one client: counts payload transfers in
+    progress, holds each until ``want`` are in progress together, and can
+    make the transfer of chosen payloads fail."""
+
+    def __init__(self, want: int) -> None:
+        self.want = want
+        self.active = {"get": 0, "put": 0}
+        self.most = {"get": 0, "put": 0}
+        self.reached = {"get": False, "put": False}
+        self.opened = 0
+        self.closed = 0
+        #: connections open at once beyond which a new one is refused (None: no limit)
+        self.max_connections: int | None = None
+        #: operation -> (n, exception): the n-th payload transfer of that kind raises it
+        self.failures: dict[str, tuple[int, Exception]] = {}
+        self.started = {"get": 0, "put": 0}
+        self._cond = threading.Condition()
+
+    def through(self, op: str, name: str) -> None:
+        """Enter a transfer of ``name``; raise a planned failure; wait for company."""
+        with self._cond:
+            self.started[op] += 1
+            planned = self.failures.get(op)
+            if planned is not None and planned[0] == self.started[op]:
+                raise planned[1]
+            self.active[op] += 1
+            self.most[op] = max(self.most[op], self.active[op])
+            if self.active[op] >= self.want:
+                self.reached[op] = True
+                self._cond.notify_all()
+            self._cond.wait_for(lambda: self.reached[op], timeout=GUARD)
+            self.reached[op] = True  # nobody waits twice: the first release lets the rest run freely
+
+    def leave(self, op: str) -> None:
+        with self._cond:
+            self.active[op] -= 1
+
+
+class GatedRelay(CountingRelay):
+    """A real backend whose payload gets and puts (``data/``) go through ``gate``."""
+
+    def __init__(self, inner: Relay, gate: Gate) -> None:
+        super().__init__(inner, Counter())
+        self.gate = gate
+
+    def _connect(self) -> None:
+        with self.gate._cond:  # a slot is taken before connecting: concurrent connects count
+            limit = self.gate.max_connections
+            if limit is not None and self.gate.opened - self.gate.closed >= limit:
+                raise RelayConnectionError("too many connections from this address (test)")
+            self.gate.opened += 1
+        try:
+            super()._connect()
+        except BaseException:
+            with self.gate._cond:
+                self.gate.opened -= 1
+            raise
+
+    def _disconnect(self) -> None:
+        super()._disconnect()
+        with self.gate._cond:
+            self.gate.closed += 1
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        if not name.startswith("data/"):
+            return super()._get(name, sink)
+        self.gate.through("get", name)
+        try:
+            super()._get(name, sink)
+        finally:
+            self.gate.leave("get")
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        if not name.startswith("data/"):
+            return super()._put(name, source, exclusive)
+        self.gate.through("put", name)
+        try:
+            super()._put(name, source, exclusive)
+        finally:
+            self.gate.leave("put")
+
+
+def _gated(world: World, name: str, gate: Gate) -> SyncClient:
+    settings = world.settings(name)
+    return SyncClient(settings, relay_factory=lambda: RetryingRelay(GatedRelay(make_relay(settings.relay), gate),
+                                                                     base_delay=0.01))
+
+
+def _world(tmp_path: Path, target: RelayTarget, transfers: int) -> World:
+    world = World(str(tmp_path), target, target.new_folder())
+    key = os.path.join(str(tmp_path), "shared.key")
+    generate_key_file(key)
+    world.common.update({"encryption": "yes", "key": key, "transfers": str(transfers)})
+    return world
+
+
+def _files(count: int, seed: int) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    sizes = [0, 1, 4096, 70_000, 300_000, 1_100_000]
+    return {f"d{i % 3}/file{i:02d}.bin": rng.randbytes(sizes[i % len(sizes)]) for i in range(count)}
+
+
+def _spool_files(world: World, name: str) -> list[str]:
+    spool = os.path.join(world.path(name), ".escale", name, "spool")
+    return os.listdir(spool) if os.path.isdir(spool) else []
+
+
+def _workload(world: World) -> dict[str, dict[str, str]]:
+    a = world.add("a")
+    b = world.add("b")
+    for rel, data in _files(12, 1).items():
+        write(a, rel, data)
+    world.sync("a")
+    world.sync("b")
+    write(a, "d0/file00.bin", b"edited on a")
+    write(a, "d1/file01.bin", b"both edited: a")
+    write(b, "d1/file01.bin", b"both edited: b")
+    os.unlink(os.path.join(a, "d2/file02.bin"))
+    for rel, data in _files(6, 2).items():
+        write(b, "new/" + rel, data)
+    world.quiesce(["a", "b"])
+    return {"a": tree(a), "b": tree(b)}
+
+
+@pytest.mark.parametrize("backend", ["ftp", "webdav", "sftp"])
+def test_one_or_four_transfers_give_the_same_result(tmp_path: Path, request: pytest.FixtureRequest,
+                                                    backend: str) -> None:
+    target: RelayTarget = request.getfixturevalue(f"target_{backend}")
+    outcomes = []
+    for transfers in (1, 4):
+        world = _world(tmp_path / f"t{transfers}", target, transfers)
+        trees = _workload(world)
+        assert trees["a"] == trees["b"]
+        assert relay_names(world, "data") == []  # every payload taken and reclaimed
+        assert _spool_files(world, "a") == [] and _spool_files(world, "b") == []
+        # conflict copies are named after the client and a random tag: compare their count
+        outcomes.append(({p: h for p, h in trees["a"].items() if ".conflict-" not in p},
+                         sum(".conflict-" in p for p in trees["a"])))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][1] == 1
+
+
+@pytest.mark.parametrize("transfers", [1, 4])
+def test_transfers_overlap_on_their_own_connections(tmp_path: Path, target_sftp: RelayTarget,
+                                                    transfers: int) -> None:
+    world = _world(tmp_path, target_sftp, transfers)
+    a = world.add("a")
+    b = world.add("b")
+    files = _files(9, 3)
+    for rel, data in files.items():
+        write(a, rel, data)
+    gate = Gate(want=transfers)
+    report = _gated(world, "a", gate).run_pass()
+    assert sorted(report.pushed) == sorted(files)
+    assert gate.most["put"] == transfers
+    assert gate.opened == gate.closed  # the pass, its lease heartbeat and every worker: all closed
+
+    gate = Gate(want=transfers)
+    report = _gated(world, "b", gate).run_pass()
+    assert sorted(report.pulled) == sorted(files)
+    assert gate.most["get"] == transfers
+    assert gate.opened == gate.closed
+    assert tree(b) == tree(a)
+    # one connection for the pass, one per worker (and a lease heartbeat when it writes)
+    assert gate.opened <= 1 + transfers + 1
+
+
+def test_a_server_that_limits_connections_gets_fewer_transfers(tmp_path: Path, target_ftp: RelayTarget,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Connections beyond the server's limit are refused: the workers that
+    could not connect hand their transfers to those that could, and the pass
+    completes with fewer at once."""
+    world = _world(tmp_path, target_ftp, 4)
+    a = world.add("a")
+    b = world.add("b")
+    files = _files(9, 6)
+    for rel, data in files.items():
+        write(a, rel, data)
+    world.sync("a")
+    gate = Gate(want=2)
+    gate.max_connections = 3  # the pass's own connection and two workers
+    with caplog.at_level(logging.WARNING, logger="escale.sync.transfers"):
+        report = _gated(world, "b", gate).run_pass()
+    assert sorted(report.pulled) == sorted(files) and report.errors == []
+    assert gate.most["get"] == 2
+    assert gate.opened == gate.closed
+    assert "going on with 2 transfer(s) at once" in caplog.text
+    assert tree(b) == tree(a)
+
+
+def test_a_failed_download_is_reported_as_when_serial(tmp_path: Path, target_sftp: RelayTarget) -> None:
+    """A worker's download failing with a per-file error (the payload gone)
+    and with a pass-wide one (permission denied): each surfaces as a serial
+    pass reports it; no partial file, no spool file, every connection closed."""
+    world = _world(tmp_path, target_sftp, 4)
+    a = world.add("a")
+    b = world.add("b")
+    files = _files(9, 4)
+    for rel, data in files.items():
+        write(a, rel, data)
+    world.sync("a")
+
+    gate = Gate(want=1)
+    gate.failures["get"] = (3, RelayNotFound("payload gone meanwhile (test)"))
+    report = _gated(world, "b", gate).run_pass()
+    assert len(report.errors) == 1 and "payload gone meanwhile" in report.errors[0], report.errors
+    victim = report.errors[0].partition(":")[0]
+    assert sorted(report.pulled) == sorted(p for p in files if p != victim)
+    assert not os.path.exists(os.path.join(b, victim))
+    assert _leftovers(b) == [] and _spool_files(world, "b") == []
+    assert gate.opened == gate.closed
+
+    for rel in files:
+        write(a, rel, b"a newer version of " + rel.encode())
+    world.sync("a")
+    gate = Gate(want=1)
+    gate.failures["get"] = (2, RelayPermissionDenied("permission denied (test)"))
+    with pytest.raises(RelayPermissionDenied, match="permission denied"):
+        _gated(world, "b", gate).run_pass()
+    assert _leftovers(b) == [] and _spool_files(world, "b") == []
+    assert gate.opened == gate.closed
+    for rel in files:  # each file is its old version or the new one, whole
+        if rel == victim and not os.path.exists(os.path.join(b, rel)):
+            continue  # never received (above): received now, or not yet
+        with open(os.path.join(b, rel), "rb") as handle:
+            assert handle.read() in (files[rel], b"a newer version of " + rel.encode()), rel
+
+    world.quiesce(["a", "b"])
+    assert tree(b) == tree(a)
+
+
+def test_a_failed_upload_commits_nothing_for_it(tmp_path: Path, target_webdav: RelayTarget) -> None:
+    """A worker's upload failing (permission denied) ends the pass as a
+    serial one ends: that file has no version on the relay, the others that
+    were committed are whole, every connection is closed; the next pass
+    sends the rest."""
+    world = _world(tmp_path, target_webdav, 4)
+    a = world.add("a")
+    b = world.add("b")
+    files = _files(9, 5)
+    for rel, data in files.items():
+        write(a, rel, data)
+    gate = Gate(want=1)
+    gate.failures["put"] = (3, RelayPermissionDenied("permission denied (test)"))
+    with pytest.raises(RelayPermissionDenied):
+        _gated(world, "a", gate).run_pass()
+    assert gate.opened == gate.closed
+    assert _spool_files(world, "a") == []
+    assert len(relay_names(world, "meta")) < len(files)  # that file (at least) was not committed
+
+    world.quiesce(["a", "b"])
+    assert tree(b) == tree(a) == {rel: tree(a)[rel] for rel in files}
+
+
+def _leftovers(root: str) -> list[str]:
+    found: list[str] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".escale"]
+        found.extend(os.path.join(folder, n) for n in names if n.startswith(".escale-"))
+    return found
