@@ -18,9 +18,11 @@ the relay and credentials again (the default), keep these settings anyway (the
 section is written, and the command ends with the error's exit code), or
 cancel (nothing is written to the configuration file).
 
-The index layout (``index``) is not offered: this version does not implement
-it yet (``index = yes`` only logs a warning), so the wizard does not propose a
-setting that does nothing.
+After encryption it asks whether to use the index layout (``index = yes``:
+many small files packed into few relay requests), default no, with a
+one-line explanation; the answer is written only when yes. An existing
+repository keeps its layout: a client whose answer differs is told at its
+first pass to set ``index`` or to convert with ``escalectl migrate --layout``.
 
 The section is added with :func:`escale.config.write_client_section` (an
 existing section is replaced only after a yes) and the file is loaded back to
@@ -324,6 +326,14 @@ def _ask_encryption(asker: Asker, name: str, folder: str, values: dict[str, str]
     values["key"] = key_path
 
 
+def _ask_index(asker: Asker, values: dict[str, str]) -> None:
+    """Offer the index layout (``index = yes``), default no; written only when chosen."""
+    asker.say("  The index layout packs many small files into a few relay requests (fastest for thousands")
+    asker.say("  of small files); every client of one relay must use the same layout.")
+    if asker.yes_no("Use the index layout (index)?", False):
+        values["index"] = "yes"
+
+
 def _probe_relay(asker: Asker, target: str, name: str, values: dict[str, str], replace: bool) -> EscaleError | None:
     """Check the relay that section ``[name]`` with ``values`` would use, before
     anything is written to ``target``: the section goes into a temporary copy of
@@ -413,6 +423,7 @@ def setup(target: str, asker: Asker) -> int:
                 os.unlink(path)
         raise
     _ask_encryption(asker, name, folder, values)
+    _ask_index(asker, values)
     values["mode"] = asker.choice("Synchronisation mode", MODES, key_named("mode").default)
     pullers = asker.ask("How many clients receive these files (puller count; empty: every registered client)",
                         "", key_named("puller count").read, required=False)

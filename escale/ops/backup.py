@@ -1,7 +1,9 @@
 """``escalectl backup``: a snapshot of a relay repository in a tar archive.
 
-Every object of the repository (payloads, placeholders, acknowledgements,
-client registrations, the header, and any foreign object in the folder) is
+Every object of the repository, in either layout (payloads, placeholders,
+acknowledgements; or pages, big objects, index deltas and checkpoints,
+acknowledgement records; client registrations, the header, and any foreign
+object in the folder) is
 stored sealed, exactly as on the relay, under its relay name; lease objects are
 left out (they describe who works on the relay now, not its content), and the
 manifest records the lease generation instead. See :mod:`escale.ops.archive`
@@ -28,6 +30,8 @@ from escale.config.settings import ClientSettings
 from escale.errors import OperationError, RelayNotFound, UsageError
 from escale.ops.archive import ArchiveWriter, Manifest, compression_for
 from escale.ops.common import (
+    LEASED_FOLDERS,
+    METADATA_FOLDERS,
     ObjectInfo,
     Progress,
     escalectl_lease,
@@ -63,15 +67,19 @@ class BackupReport:
 def _snapshot(relay: Relay) -> list[Entry]:
     """The objects to back up, in protocol order, leases left out.
 
-    Placeholders are listed before payloads: in a ``--fast`` backup a commit
-    landing between the two listings then adds at worst an orphan payload, never
-    a placeholder whose payload was missed.
+    Metadata (placeholders, or the index layout's deltas and checkpoints) is
+    listed before content (payloads, pages, big objects): in a ``--fast``
+    backup a commit landing between the listings then adds at worst an orphan
+    content object, never metadata whose content was missed. Both layouts are
+    backed up alike (every object under its relay name).
     """
-    try:
-        metas = list(relay.walk(layout.META))
-    except RelayNotFound:
-        metas = []
-    rest = [e for e in relay.walk("") if top_folder(e.name) not in (layout.META, layout.LEASES)]
+    metas: list[Entry] = []
+    for folder in METADATA_FOLDERS:
+        try:
+            metas.extend(relay.walk(folder))
+        except RelayNotFound:
+            continue
+    rest = [e for e in relay.walk("") if top_folder(e.name) not in (*METADATA_FOLDERS, layout.LEASES)]
     entries = {e.name: e for e in [*metas, *rest]}
     return [entries[n] for n in in_protocol_order(list(entries))]
 
@@ -135,7 +143,7 @@ def _write(settings: ClientSettings, relay: Relay, archive: str, lease: Lease | 
             try:
                 info = fetch(relay, entry.name, spool)
             except RelayNotFound:
-                if lease is not None and top_folder(entry.name) in (layout.DATA, layout.META):
+                if lease is not None and top_folder(entry.name) in LEASED_FOLDERS:
                     raise OperationError(
                         f"relay object {entry.name} vanished during the backup although the lease was held"
                     ) from None

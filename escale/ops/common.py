@@ -18,7 +18,7 @@ from escale.config.settings import ClientSettings
 from escale.crypto.keys import KeySecret, load_secret
 from escale.errors import OperationError, RelayNotFound
 from escale.protocol import layout
-from escale.protocol.header import open_repository
+from escale.protocol.header import attach_repository
 from escale.protocol.lease import Lease, LeaseManager
 from escale.protocol.lease_wait import acquire_with_wait
 from escale.protocol.sealer import Sealer
@@ -32,8 +32,15 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 #: Write order of the top-level parts of a repository: data before the metadata
-#: that points to it, the header last (a half-written relay is not a repository).
-_RANK = {layout.DATA: 0, layout.META: 1, layout.ACKS: 2, layout.CLIENTS: 3, layout.LEASES: 4}
+#: that points to it (payloads, pages and big objects before placeholders and
+#: index documents), the header last (a half-written relay is not a repository).
+_RANK = {layout.DATA: 0, layout.PAGES: 0, layout.BIG: 0, layout.META: 1, layout.INDEX: 1, layout.ACKS: 2,
+         layout.CLIENTS: 3, layout.LEASES: 4}
+#: Folders holding metadata that points to content (listed first by a backup
+#: without the lease, so that a commit meanwhile adds at worst an orphan).
+METADATA_FOLDERS = (layout.META, layout.INDEX)
+#: Folders whose objects a lease holder alone removes (content and metadata).
+LEASED_FOLDERS = (layout.DATA, layout.META, layout.INDEX, layout.PAGES, layout.BIG)
 _FOREIGN_RANK = 5
 _HEADER_RANK = 9
 
@@ -51,8 +58,10 @@ def protocol_rank(name: str) -> int:
 
 
 def in_protocol_order(names: list[str]) -> list[str]:
-    """``names`` sorted for writing: payloads, placeholders, acknowledgements,
-    registrations, leases, anything else, and the header ``escale.repo`` last."""
+    """``names`` sorted for writing: content (payloads, pages, big objects),
+    metadata (placeholders, index documents), acknowledgements, registrations
+    (and index acknowledgement records), leases, anything else, and the header
+    ``escale.repo`` last."""
     return sorted(names, key=lambda n: (protocol_rank(n), n))
 
 
@@ -88,10 +97,10 @@ def list_objects(relay: Relay, *, skip_leases: bool = False) -> list[Entry]:
 
 def repository_objects(relay: Relay) -> list[str]:
     """Names of the escale objects on ``relay``: the header and whatever lies in
-    the layout's folders (a partial repository counts). Foreign files are not
-    counted: a repository folder may sit among other files."""
+    the folders of either layout (a partial repository counts). Foreign files
+    are not counted: a repository folder may sit among other files."""
     found = [layout.HEADER] if relay.exists(layout.HEADER) else []
-    for folder in layout.FOLDERS:
+    for folder in layout.ALL_FOLDERS:
         try:
             found.extend(e.name for e in relay.walk(folder))
         except RelayNotFound:
@@ -116,11 +125,13 @@ def secret_loader(settings: ClientSettings) -> Callable[[], KeySecret] | None:
 def existing_sealer(relay: Relay, settings: ClientSettings) -> Sealer:
     """The sealer of the repository already on ``relay``; never creates a header.
 
+    Either layout is accepted (operations on whole repositories work on both).
     Raises OperationError when there is no repository, ProtocolError when its
     encryption differs from the client's, WrongKeyError for a wrong key.
     """
     require_repository(relay)
-    return open_repository(relay, encryption=settings.encryption, secret=secret_loader(settings))
+    return attach_repository(relay, encryption=settings.encryption, secret=secret_loader(settings),
+                             create=False, any_layout=True).sealer
 
 
 @contextmanager

@@ -27,6 +27,17 @@ content they already have, record it, and carry on.
 Paths the client does not hold as synced (changed locally since, deleted,
 never received) are not recreated and are listed in the report with the
 reason; a path changed locally is sent by the next normal pass.
+
+The index layout (``index = yes``) is fixed the same way, plus its index
+itself: when the relay's index does not read whole (lost or corrupted
+deltas), shows a generation below the highest this client saw (a rolled-back
+or wiped relay, an older backup restored), or names content objects that are
+gone, fix first writes one checkpoint at a generation above every generation
+this client saw, holding the readable entries and only the content objects
+present; then the paths are recommitted as above, packed into pages and
+committed as one delta. Clients that saw no more than this client read the
+checkpoint as progress. Objects of the other layout, left by an interrupted
+``escalectl migrate --layout``, are removed.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +53,22 @@ from dataclasses import replace as dc_replace
 
 from escale.config.settings import ClientSettings
 from escale.crypto.keys import KdfParams, KeySecret
-from escale.errors import LeaseLost, LocalError, OperationError, ProtocolError, RelayNotFound, RelayQuotaExceeded
+from escale.errors import (
+    IntegrityError,
+    LeaseLost,
+    LocalError,
+    OperationError,
+    ProtocolError,
+    RelayNotFound,
+    RelayQuotaExceeded,
+)
 from escale.ops.common import Progress, held_lease, no_progress, open_relay, secret_loader
+from escale.ops.convert import index_top, reader_for, remove_layout
 from escale.protocol import layout
-from escale.protocol.header import open_repository
+from escale.protocol.header import attach_repository, open_repository
+from escale.protocol.index import objects as io
+from escale.protocol.index.objects import Checkpoint, IndexEntry
+from escale.protocol.index.repository import IndexRepository
 from escale.protocol.lease import Lease
 from escale.protocol.repository import LocalVersion, RelayState, Repository
 from escale.protocol.sealer import Sealer
@@ -82,10 +106,12 @@ class FixReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     removed: int = 0
     up_to_date: int = 0
+    #: index layout: the generation of the checkpoint fix wrote (0: the index was kept)
+    index_generation: int = 0
 
     @property
     def changed(self) -> bool:
-        return bool(self.header_recreated or self.recreated or self.removed)
+        return bool(self.header_recreated or self.recreated or self.removed or self.index_generation)
 
 
 @dataclass(frozen=True)
@@ -148,10 +174,56 @@ def _repository(settings: ClientSettings, db: StateDB, relay: Relay, *, secret: 
     :func:`escale.sync.attach.open_client_repository`)."""
     opened = open_client_repository(settings, db, relay, spool_dir=os.path.join(state_dir_for(settings), "spool"),
                                     secret=secret, kdf=kdf, rebuild=True)
-    if opened.attached.layout != "placeholder":
-        raise OperationError(f"client [{settings.name}]: escalectl fix does not rebuild an index-layout repository "
-                             "yet")
+    if isinstance(opened.repo, IndexRepository):
+        present = {e.basename for e in relay.list() if e.is_dir}
+        for folder in io.FOLDERS:  # a wiped relay: prepare() may remember folders that are gone
+            if folder not in present:
+                relay.mkdir(folder)
     return opened.repo
+
+
+def _rebase_index(settings: ClientSettings, relay: Relay, repo: IndexRepository, lease: Lease,
+                  spool_dir: str) -> int:
+    """Re-establish a consistent index for ``repo`` under ``lease``; return the
+    generation of the checkpoint written (0 when none was needed).
+
+    The index as the relay shows it (read afresh, whatever this client knows)
+    is kept when it reads whole, its generations are not below the highest
+    this client saw, and every content object it names is on the relay. Else
+    a checkpoint is written at a generation above every one this client saw
+    (and every one listed): the readable entries (none when the index does not
+    read), naming only content objects that are present. Every client whose
+    knowledge is not above this client's reads it as progress; the paths it
+    lost are then recommitted by :func:`_fix` above every version seen.
+    """
+    top = index_top(relay)
+    reader = reader_for("index", relay, repo.sealer, spool_dir)
+    assert isinstance(reader, IndexRepository)
+    entries: dict[str, IndexEntry] = {}
+    objects: dict[str, int] = {}
+    readable = True
+    try:
+        reader.read_state()
+        entries, objects = dict(reader.entries), dict(reader.objects)
+    except (ProtocolError, IntegrityError, RelayNotFound) as exc:
+        readable = False
+        log.warning("[%s] the index on %s does not read (%s): rebuilding it from this client", settings.name,
+                    relay.describe(), exc)
+    listed: set[str] = set()
+    for folder in (io.PAGES, io.BIG):
+        with contextlib.suppress(RelayNotFound):
+            listed.update(e.name for e in relay.list(folder) if not e.is_dir)
+    present = {name: size for name, size in objects.items() if name in listed}
+    if readable and top >= repo.known and present == objects:
+        return 0
+    generation = max(top, repo.known, repo.head) + 1
+    name = io.checkpoint_name(generation)
+    lease.check()
+    relay.put_bytes(name, repo.sealer.seal(name, Checkpoint(generation, tuple(entries.values()), present).encode()),
+                    exclusive=True)
+    log.warning("[%s] wrote index checkpoint %d on %s (%d paths, %d content objects; %d lost objects dropped)",
+                settings.name, generation, relay.describe(), len(entries), len(present), len(objects) - len(present))
+    return generation
 
 
 def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lease_wait: float | None,
@@ -166,9 +238,9 @@ def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lea
             sealer = open_repository(scratch, encryption=settings.encryption, secret=secret, kdf=kdf)
             state = RelayState()
         else:
-            sealer = open_repository(relay, encryption=settings.encryption, secret=secret, kdf=kdf)
-            state = Repository(relay, sealer, client_id=db.client_id(), label=settings.label,
-                               receives=settings.receives, mode=settings.mode, meta_cache=db.meta_cache()).read_state()
+            sealer = attach_repository(relay, encryption=settings.encryption, secret=secret, kdf=kdf,
+                                       create=False, any_layout=True).sealer
+            state = _dry_run_state(relay, sealer, db, settings)
         candidates = _candidates(settings, db, sealer, state, report)
         report.recreated = [FixItem(c.path, c.version, c.reason) for c in candidates]
         referenced = {p.payload for p in state.latest.values() if p.payload}
@@ -186,6 +258,8 @@ def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lea
     wait = settings.lock_timeout + 10 if lease_wait is None else lease_wait
     with held_lease(relay, settings.relay, sealer, operation="fix", client_id=repo.client_id,
                     label=f"{settings.label} (escalectl fix)", timeout=settings.lock_timeout, wait=wait) as lease:
+        if isinstance(repo, IndexRepository):
+            report.index_generation = _rebase_index(settings, relay, repo, lease, repo.spool_dir or ".")
         state = repo.read_state()
         candidates = _candidates(settings, db, sealer, state, report)
         on_progress(0, len(candidates))
@@ -199,7 +273,12 @@ def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lea
                 report.errors.append((candidate.path, str(exc)))
                 log.error("[%s] %s: not recreated: %s", settings.name, candidate.path, exc)
             on_progress(done, len(candidates))
+        # the index layout packs the recommits: committed here (a no-op for placeholders)
+        repo.commit_pending(lease, state)
         report.removed = repo.collect_garbage(lease, state)
+        # objects of the other layout left by an interrupted `escalectl migrate --layout`
+        report.removed += remove_layout(relay, "placeholder" if isinstance(repo, IndexRepository) else "index",
+                                        lease)
         for entry in _temporaries(relay, settings.lock_timeout):
             lease.check()
             with contextlib.suppress(RelayNotFound):
@@ -213,6 +292,19 @@ def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lea
     return report
 
 
+def _dry_run_state(relay: Relay, sealer: Sealer, db: StateDB, settings: ClientSettings) -> RelayState:
+    """The relay's state as a dry run sees it: read without writing anything
+    (an index that does not read counts as empty: fix would rebuild it)."""
+    if settings.index:
+        with tempfile.TemporaryDirectory(prefix="escale-fix-") as spool:
+            try:
+                return reader_for("index", relay, sealer, spool).read_state()
+            except (ProtocolError, IntegrityError, RelayNotFound):
+                return RelayState()
+    return Repository(relay, sealer, client_id=db.client_id(), label=settings.label, receives=settings.receives,
+                      mode=settings.mode, meta_cache=db.meta_cache()).read_state()
+
+
 def _temporaries(relay: Relay, age: float) -> list[Entry]:
     """The relay temporaries (``.escale-tmp-*``, left by interrupted uploads) in
     the repository folder and its layout folders that were not written to in
@@ -221,7 +313,7 @@ def _temporaries(relay: Relay, age: float) -> list[Entry]:
     acknowledgement or registration, written in a moment (its mtime is fresh)."""
     now = time.time()
     found: list[Entry] = []
-    for folder in ("", *layout.FOLDERS):
+    for folder in ("", *layout.ALL_FOLDERS):
         try:
             found += [e for e in relay.list_temporaries(folder) if e.mtime is None or now - e.mtime > age]
         except RelayNotFound:
@@ -280,9 +372,13 @@ def _recommit(settings: ClientSettings, db: StateDB, repo: Repository, lease: Le
         if phantom:
             with contextlib.suppress(ValueError):
                 state.versions[candidate.key].remove(floor)
-    db.set_base(candidate.path, dc_replace(candidate.base, version=placeholder.version,
-                                           checksum=placeholder.checksum or candidate.base.checksum))
-    db.set_seen(candidate.key, placeholder.version)
+
+    def record() -> None:
+        db.set_base(candidate.path, dc_replace(candidate.base, version=placeholder.version,
+                                               checksum=placeholder.checksum or candidate.base.checksum))
+        db.set_seen(candidate.key, placeholder.version)
+
+    repo.when_committed(record)  # the index layout: once its delta is on the relay
     log.info("[%s] recreated %s on the relay as version %d (%s)", settings.name, candidate.path,
              placeholder.version, candidate.reason)
     return FixItem(candidate.path, placeholder.version, candidate.reason)

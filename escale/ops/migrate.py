@@ -19,15 +19,22 @@ Steps, and what a failure at each point leaves:
 
 The source repository is left as it was (its lease released): remove it by
 hand once every machine uses the new relay.
+
+With a layout (``escalectl migrate --layout index|placeholder``) the
+repository is converted in place instead (:mod:`escale.ops.convert`), or,
+with a destination too, copied first and the copy converted (the source stays
+untouched); the configuration file then also gets ``index = yes`` or
+``index = no``, in the same atomic rewrite. Running it again after an interruption finishes it.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from escale.config.settings import ClientSettings, Config
-from escale.errors import OperationError, TargetNotEmpty
+from escale.errors import OperationError, TargetNotEmpty, UsageError
 from escale.ops.common import (
     Progress,
     existing_sealer,
@@ -37,8 +44,9 @@ from escale.ops.common import (
     open_relay,
     repository_objects,
 )
+from escale.ops.convert import ConvertReport, convert_layout
 from escale.ops.copy import copy_object
-from escale.ops.reconfigure import Relocation, apply_relocation, plan_relocation
+from escale.ops.reconfigure import Relocation, apply_relocation, plan_layout_change, plan_relocation
 from escale.protocol import layout
 from escale.protocol.lease import write_released
 from escale.protocol.objects import LeaseRecord
@@ -59,6 +67,8 @@ class MigrateReport:
     bytes: int
     config: str = ""
     config_backup: str = ""
+    #: the conversion, when a layout was asked for
+    conversion: ConvertReport | None = None
 
 
 def copy_repository(
@@ -152,3 +162,51 @@ def migrate(
     log.info("[%s] now uses %s; previous configuration kept as %s", section, plan.spec.describe(),
              report.config_backup)
     return report
+
+
+def migrate_layout(
+    config: Config,
+    section: str,
+    layout_name: str,
+    destination: str | None = None,
+    *,
+    force: bool = False,
+    lease_wait: float | None = None,
+    on_progress: Progress = no_progress,
+    on_step: Callable[[str], None] | None = None,
+) -> MigrateReport:
+    """Convert the repository of ``section`` to ``layout_name`` and rewrite the file.
+
+    Without ``destination`` the repository is converted in place, under its
+    lease (see :mod:`escale.ops.convert`). With one, it is first copied there
+    (as :func:`migrate`; the source stays untouched) and the copy converted.
+    The configuration file gets ``index = yes`` or ``no`` (and the new relay)
+    only after the conversion was verified and switched. Raises UsageError for
+    an unknown layout, or when the repository already has it and there is
+    nothing to move; what :func:`migrate` and :func:`convert_layout` raise
+    otherwise.
+    """
+    if layout_name not in ("index", "placeholder"):
+        raise UsageError(f"unknown layout {layout_name!r} (choose index or placeholder)")
+    settings = config.client(section)
+    moved: Relocation | None = None
+    if destination is not None:
+        moved = plan_relocation(config.path, section, destination)
+    plan = plan_layout_change(config.path, section, layout_name, after=moved)
+    if moved is not None:
+        log.info("migrating [%s] from %s to %s", section, settings.relay.describe(), moved.spec.describe())
+        report = copy_repository(settings, moved.spec, force=force, lease_wait=lease_wait, on_progress=on_progress)
+        settings = replace(settings, relay=moved.spec)
+    else:
+        report = MigrateReport(section, settings.relay.describe(), settings.relay.describe(), 0, 0)
+    report.conversion = convert_layout(settings, layout_name, lease_wait=lease_wait, on_progress=on_progress,
+                                       on_step=on_step or _no_step)
+    report.config_backup = apply_relocation(plan)
+    report.config = plan.path
+    log.info("[%s] now uses the %s layout on %s; previous configuration kept as %s", section, layout_name,
+             settings.relay.describe(), report.config_backup)
+    return report
+
+
+def _no_step(name: str) -> None:
+    """No fault hook."""

@@ -1,4 +1,4 @@
-"""Pointing a configuration section at another relay (for ``escalectl migrate``).
+"""Pointing a configuration section at another relay or layout (for ``escalectl migrate``).
 
 Only the section's relay keys change (protocol, address, folder, port, user,
 credentials and TLS/SSH options); every other line of the file, comments
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from escale.config import load_config, parse_address, parse_config
 from escale.config.ini import Entry, IniFile, Section, read_ini
-from escale.config.values import ValueProblem
+from escale.config.values import ValueProblem, parse_bool
 from escale.errors import ConfigError, UsageError
 from escale.relay import RelaySpec
 
@@ -36,6 +36,8 @@ RELAY_KEYS = (
 #: Relay keys whose value may be a path relative to its configuration file.
 _PATH_KEYS = ("host directory", "password", "certificate", "keyfile", "ca file", "known hosts", "ssh key",
               "rclone binary", "rclone config")
+#: Relay keys whose value is a boolean or a file (a path relative to its configuration file).
+_BOOL_OR_PATH_KEYS = ("verify ssl",)
 #: Keys an address replaces.
 _ADDRESS_KEYS = ("protocol", "host address", "host directory", "port")
 
@@ -134,6 +136,14 @@ def _from_address(text: str, section: Section, destination: str, protocol: str,
     return _rewrite(text, section, drop, add), None
 
 
+def _is_bool(value: str) -> bool:
+    try:
+        parse_bool(value)
+    except ValueProblem:
+        return False
+    return True
+
+
 def _from_config_file(text: str, section: Section, other: str) -> tuple[str, RelaySpec]:
     other = os.path.abspath(other)
     wanted = load_config(other).client(section.name).relay
@@ -144,12 +154,35 @@ def _from_config_file(text: str, section: Section, other: str) -> tuple[str, Rel
     add = []
     for key, entry in entries.items():
         value = entry.value
-        if key in _PATH_KEYS and value and not value.startswith(("/", "~")):
+        if (key in _PATH_KEYS or (key in _BOOL_OR_PATH_KEYS and not _is_bool(value))) and value \
+                and not value.startswith(("/", "~")):
             candidate = os.path.join(base, value)
             if os.path.exists(candidate):
                 value = candidate
         add.append((entry.written, value))
     return _rewrite(text, section, set(RELAY_KEYS), add), wanted
+
+
+#: The keys that choose the layout (``compact`` is the alias of ``index``).
+LAYOUT_KEYS = ("index", "compact")
+
+
+def plan_layout_change(path: str, section: str, layout_name: str, *, after: Relocation | None = None) -> Relocation:
+    """Plan setting ``index = yes`` (``layout_name`` "index") or ``index = no``
+    in ``section`` of configuration file ``path``, on top of the relocation
+    ``after`` when given (a move and a conversion in one rewrite). Every other
+    line stays. Raises ConfigError when the result is not a valid
+    configuration. Reads only."""
+    path = os.path.realpath(path)
+    old_text = after.old_text if after is not None else _read(path)
+    text = after.new_text if after is not None else old_text
+    current = _section(read_ini(text, path), section)
+    new_text = _rewrite(text, current, set(LAYOUT_KEYS), [("index", "yes" if layout_name == "index" else "no")])
+    try:
+        spec = parse_config(new_text, path).client(section).relay
+    except ConfigError as exc:
+        raise ConfigError(f"cannot set the layout of this section: {exc}", path=path, section=section) from None
+    return Relocation(path, section, old_text, new_text, spec)
 
 
 def backup_name(path: str) -> str:

@@ -10,9 +10,11 @@ Order of work, and what a failure at each point leaves:
 3. unless ``fast``, the archive's header is opened with the client's key (a
    wrong key fails here, nothing written) and the relay's lease is taken
    (operation ``restore``), its generation continuing the archive's;
-4. objects are written in protocol order: payloads ``data/``, placeholders
-   ``meta/``, acknowledgements ``acks/``, registrations ``clients/``, any
-   foreign object, and the header ``escale.repo`` last; each is checked again
+4. objects are written in protocol order: content (payloads ``data/``, or
+   pages ``pages/`` and big objects ``big/``), metadata (placeholders
+   ``meta/``, or index documents ``index/``), acknowledgements ``acks/``,
+   registrations (and index acknowledgement records) ``clients/``, any
+   foreign object, and the header ``escale.repo`` last (either layout); each is checked again
    against the manifest before it is written and read back after. A failure
    midway leaves a relay without header (not taken for a repository by an
    operation; rerun the restore with ``force``).
@@ -42,7 +44,7 @@ from escale.ops.common import (
 )
 from escale.ops.copy import digest, store_verified
 from escale.protocol import layout
-from escale.protocol.header import open_repository
+from escale.protocol.header import attach_repository
 from escale.protocol.lease import Lease, highest_generation, new_record, write_released
 from escale.protocol.sealer import Sealer
 from escale.relay import Relay
@@ -72,7 +74,8 @@ def _archive_sealer(path: str, settings: ClientSettings) -> Sealer:
     scratch = MemoryRelay()
     scratch.open()
     scratch.put_bytes(layout.HEADER, header)
-    return open_repository(scratch, encryption=settings.encryption, secret=secret_loader(settings))
+    return attach_repository(scratch, encryption=settings.encryption, secret=secret_loader(settings),
+                             create=False, any_layout=True).sealer
 
 
 def _continue_generation(relay: Relay, sealer: Sealer, generation: int) -> None:

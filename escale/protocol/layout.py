@@ -1,4 +1,4 @@
-"""Names of the relay objects of the placeholder layout.
+"""Names of the relay objects of the placeholder layout (and the index layout's folders).
 
 ::
 
@@ -28,6 +28,15 @@ META = "meta"
 DATA = "data"
 ACKS = "acks"
 FOLDERS = (CLIENTS, LEASES, META, DATA, ACKS)
+#: Folders of the index layout's own objects (its names and formats live in
+#: :mod:`escale.protocol.index.objects`, whose ``FOLDERS`` add the shared
+#: ``clients/`` and ``lease/``).
+INDEX = "index"
+PAGES = "pages"
+BIG = "big"
+#: Every folder either layout may use: what whole-repository operations
+#: (backup, restore, migrate, fix) look at, whatever the header's layout.
+ALL_FOLDERS = (CLIENTS, LEASES, META, DATA, ACKS, INDEX, PAGES, BIG)
 
 _HEX32 = r"[0-9a-f]{32}"
 # versions: ASCII digits, at least 10 (zero-padded), more from 10**10 on; 19

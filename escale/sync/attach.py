@@ -57,6 +57,7 @@ def open_client_repository(
     create: bool = True,
     rebuild: bool = False,
     on_step: Callable[[str], None] | None = None,
+    pusher_label: str | None = None,
 ) -> OpenedRepository:
     """Attach client ``settings`` (state ``db``) to the repository on ``relay``.
 
@@ -67,7 +68,8 @@ def open_client_repository(
     knows. A header in another layout than the configuration's raises
     ProtocolError naming both. The spool folder is created (0700); the
     repository's layout folders are created by :meth:`Repository.prepare`.
-    Raises as :func:`attach_repository` does otherwise.
+    Raises as :func:`attach_repository` does otherwise. ``pusher_label``
+    names this client in the versions it pushes (default: its label).
     """
     known = db.repository_identity()
     if rebuild:
@@ -84,8 +86,9 @@ def open_client_repository(
         raise ProtocolError(
             f"[{settings.name}] relay {relay.describe()} holds a repository in the {attached.layout} layout but "
             f"this client has index = {'yes' if settings.index else 'no'}; set index = "
-            f"{'yes' if attached.layout == 'index' else 'no'} (`escalectl migrate` cannot convert between "
-            "layouts yet)", name="escale.repo")
+            f"{'yes' if attached.layout == 'index' else 'no'} in [{settings.name}] to use it (it was probably "
+            f"converted by `escalectl migrate --layout {attached.layout}`), or convert it back with "
+            f"`escalectl migrate -r {settings.name} --layout {wanted_layout(settings)}`", name="escale.repo")
     if not known:
         db.bind_repository(attached.identity)
     checksum = settings.checksum
@@ -96,7 +99,8 @@ def open_client_repository(
     repo = layout_class(relay, attached.sealer, client_id=db.client_id(), label=settings.label,
                         receives=settings.receives, mode=settings.mode, checksum=checksum,
                         puller_count=settings.puller_count, disk_quota=settings.disk_quota,
-                        meta_cache=db.meta_cache(), spool_dir=spool_dir, on_step=on_step)
+                        meta_cache=db.meta_cache(), spool_dir=spool_dir, on_step=on_step,
+                        pusher_label=pusher_label)
     if isinstance(repo, IndexRepository):
         repo.maxpagesize = max(64 * 1024, settings.maxpagesize)
         repo.big_threshold = min(repo.big_threshold, repo.maxpagesize // 4)

@@ -62,6 +62,9 @@ def test_setup_with_a_file_relay_and_a_new_key(tmp_path: Path) -> None:
     key_line = term.after
     assert isinstance(key_line, str)
     term.expect(r"Every other client of this relay needs a copy of this key file")
+    term.expect(r"packs many small files into a few relay requests")
+    term.expect(r"Use the index layout \(index\)\? \[y/N\]: ")
+    term.sendline("")
     term.expect(r"Synchronisation mode \(shared/upload/download/conservative\) \[shared\]: ")
     term.sendline("sideways")
     term.expect(r"choose one of: shared, upload, download, conservative")
@@ -75,7 +78,6 @@ def test_setup_with_a_file_relay_and_a_new_key(tmp_path: Path) -> None:
     term.sendline("0.5")
     term.expect(r"Done\. Run 'escale -c ")
     assert _finish(term) == 0, _transcript(term)
-    assert "(index)" not in _transcript(term)  # not offered: the index layout does not work yet
 
     target = os.path.join(os.environ["HOME"], ".config", "escale", "escale.conf")
     config = load_config(target)
@@ -114,6 +116,8 @@ def test_setup_with_credentials_and_an_unreachable_relay(tmp_path: Path) -> None
     term.sendline("keep")
     term.expect(r"Encrypt the files on the relay \(recommended\)\? \[Y/n\]: ")
     term.sendline("n")
+    term.expect(r"Use the index layout \(index\)\? \[y/N\]: ")
+    term.sendline("")
     term.expect(r"Synchronisation mode .*: ")
     term.sendline("")
     term.expect(r"puller count.*: ")
@@ -197,13 +201,15 @@ def test_a_mistyped_address_and_a_refused_login_are_asked_again(tmp_path: Path, 
     term.expect(r"The relay answers")
     term.expect(r"Encrypt the files on the relay \(recommended\)\? \[Y/n\]: ")
     term.sendline("n")
-    for question in (r"Synchronisation mode .*: ", r"puller count.*: ", r"\(refresh\) \[10\]: "):
+    for question in (r"Use the index layout \(index\)\? \[y/N\]: ", r"Synchronisation mode .*: ",
+                     r"puller count.*: ", r"\(refresh\) \[10\]: "):
         term.expect(question)
         term.sendline("")
     term.expect(r"Done\.")
     assert _finish(term) == 0, _transcript(term)
     transcript = _transcript(term)
-    assert "(index)" not in transcript and ftp_server.password not in transcript
+    assert ftp_server.password not in transcript
+    assert load_config(str(target)).client("lab").index is False  # the default: no
 
     client = load_config(str(target)).client("lab")
     assert (client.relay.protocol, client.relay.host, client.relay.port) == ("ftp", "127.0.0.1", ftp_server.port)
@@ -245,3 +251,31 @@ def test_cancel_after_a_refused_relay_writes_nothing(tmp_path: Path) -> None:
     assert _finish(term) == 64, _transcript(term)
     assert "was not changed" in _transcript(term)
     assert not target.exists() and list(target.parent.iterdir()) == []  # no section, no secret file
+
+
+def test_setup_offers_the_index_layout(tmp_path: Path) -> None:
+    local = tmp_path / "Photos"
+    relay = tmp_path / "relay"
+    target = tmp_path / "conf" / "escale.conf"
+    term = _escale("-i", "-c", str(target))
+    term.expect(r"Local folder to synchronise: ")
+    term.sendline(str(local))
+    term.expect(r"\[Photos\]: ")
+    term.sendline("")
+    term.expect(r"\(empty: step by step\): ")
+    term.sendline(f"file://{relay}")
+    term.expect(r"Encrypt the files on the relay \(recommended\)\? \[Y/n\]: ")
+    term.sendline("n")
+    term.expect(r"The index layout packs many small files into a few relay requests")
+    term.expect(r"Use the index layout \(index\)\? \[y/N\]: ")
+    term.sendline("maybe")
+    term.expect(r"please answer y or n")
+    term.expect(r"Use the index layout \(index\)\? \[y/N\]: ")
+    term.sendline("y")
+    for question in (r"Synchronisation mode .*: ", r"puller count.*: ", r"\(refresh\) \[10\]: "):
+        term.expect(question)
+        term.sendline("")
+    term.expect(r"Done\.")
+    assert _finish(term) == 0, _transcript(term)
+    assert "index = yes" in target.read_text()
+    assert load_config(str(target)).client("Photos").index is True

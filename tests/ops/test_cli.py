@@ -71,7 +71,7 @@ def test_backup_restore_through_escalectl(setup: Setup, capsys: pytest.CaptureFi
     (["restore", "alice", "{base}/corrupt.tar.gz", "--force"], 65, "corrupt or truncated"),
     (["restore", "alice", "{base}/good.tar"], 73, "already holds an escale repository"),
     (["fix", "-r", "nobody"], 64, "no section [nobody]"),
-    (["migrate", "-r", "alice"], 64, "the following arguments are required"),
+    (["migrate", "-r", "alice"], 64, "give a DESTINATION relay, a --layout, or both"),
 ])
 def test_bad_inputs_one_line_exit_code_nothing_changed(
     setup: Setup, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str,

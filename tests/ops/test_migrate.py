@@ -14,6 +14,7 @@ from escale.config import load_config
 from escale.config.settings import ClientSettings
 from escale.errors import ConfigError, TargetNotEmpty, UsageError
 from escale.ops.migrate import migrate
+from escale.ops.reconfigure import plan_relocation
 from escale.relay import RelaySpec
 from escale.sync.client import SyncClient
 from tests.ops.helpers import key_file, relay_objects, sync, tree, write
@@ -222,3 +223,27 @@ def test_cli_migrate_file_to_sftp_and_back(
     sync(replace(bob, relay=home.relay), home)
     assert tree(alice.local_path) == tree(bob.local_path)
     assert len([n for n in os.listdir(base) if n.startswith("alice.conf.bak-")]) == 2
+
+
+@pytest.mark.parametrize("verify", ["certs/ca.pem", "yes"])
+def test_relative_verify_ssl_ca_file_of_a_destination_file_is_made_absolute(
+        machines: Machines, tmp_path: Path, verify: str) -> None:
+    """``verify ssl = FILE`` is relative to the destination file's folder, as
+    ``ca file`` is: the rewritten section names the same CA file, absolute; a
+    boolean is carried over as it is."""
+    _base, conf, _alice, _ = machines
+    other_dir = tmp_path / "elsewhere"
+    (other_dir / "certs").mkdir(parents=True)
+    ca = other_dir / "certs" / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    other = other_dir / "new.conf"
+    other.write_text("[shared-docs]\nlocal path = /ignored\nprotocol = ftps\nhost address = 127.0.0.1\n"
+                     f"port = 2121\nhost directory = /relay\nusername = u\npassword = p\nverify ssl = {verify}\n")
+    plan = plan_relocation(conf, "shared-docs", str(other))
+    assert plan.spec.protocol == "ftps" and plan.spec.verify_ssl is True
+    if verify == "yes":
+        assert "\nverify ssl = yes\n" in plan.new_text
+    else:
+        assert plan.spec.ca_file == str(ca)
+        assert f"\nverify ssl = {ca}\n" in plan.new_text
+    assert _read(conf) == plan.old_text  # planning reads only
