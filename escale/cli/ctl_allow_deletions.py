@@ -6,6 +6,10 @@ command allows them for one pass of each CLIENT, daemon or ``escale --once``
 alike, without stopping anything: it writes the file ``allow-deletions`` in
 the client's state folder; the next pass reads it, applies the held deletions
 and removes it. ``--cancel`` removes it before a pass has used it.
+
+The deletions such a pass sends are marked deliberate on the relay, and the
+receivers apply them without an allowance of their own: allowing the client
+where the files were deleted is enough.
 """
 
 from __future__ import annotations

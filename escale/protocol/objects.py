@@ -171,6 +171,16 @@ def path_problem(path: str) -> str | None:
     return None
 
 
+def _deliberate(doc: dict[str, Any], name: str) -> bool:
+    """The optional ``deliberate`` field of ``doc``: absent (False) or ``true``
+    (``false`` is not how a client writes it, so it is refused)."""
+    if "deliberate" not in doc:
+        return False
+    if doc["deliberate"] is not True:
+        raise ProtocolError(f"relay object {name}: field 'deliberate' is present but not true", name=name)
+    return True
+
+
 def _client_id(value: str, what: str, name: str) -> str:
     if not _CLIENT_ID.fullmatch(value):
         raise ProtocolError(f"relay object {name}: {what} is not a client id", name=name)
@@ -186,6 +196,12 @@ class Placeholder:
     of the path; ``generation`` is the lease generation under which it was
     committed. ``checksum`` is ``"<algorithm>:<hex>"`` of the plaintext, or None
     when the pusher runs with ``checksum = no``.
+
+    ``deliberate`` marks a tombstone pushed by a pass that was allowed to make
+    deletions the mass-deletion guard would have held (``escalectl
+    allow-deletions``): receivers apply it without holding it in their own
+    guard. Only a tombstone carries it, and only as ``true``: the field is
+    absent otherwise, so every other placeholder reads as before.
     """
 
     path: str
@@ -201,6 +217,7 @@ class Placeholder:
     payload: str | None
     receivers: tuple[str, ...]
     puller_count: int | None = None
+    deliberate: bool = False
 
     @property
     def deleted(self) -> bool:
@@ -209,6 +226,8 @@ class Placeholder:
     def encode(self) -> bytes:
         fields = asdict(self)
         fields["receivers"] = list(self.receivers)
+        if not self.deliberate:
+            del fields["deliberate"]  # absent rather than false (see the class docstring)
         return _dump("placeholder", fields)
 
     @classmethod
@@ -238,6 +257,7 @@ class Placeholder:
             payload=_field(doc, "payload", str, name, optional=True),
             receivers=tuple(receivers),
             puller_count=_field(doc, "puller_count", int, name, optional=True),
+            deliberate=_deliberate(doc, name),
         )
         result.check(name)
         return result
@@ -262,6 +282,8 @@ class Placeholder:
         _client_id(result.pusher, "pusher", name)
         for receiver in result.receivers:
             _client_id(receiver, "receiver", name)
+        if result.deliberate and result.kind != "tombstone":
+            raise ProtocolError(f"relay object {name}: only a tombstone can be deliberate", name=name)
         if result.kind == "file" and result.payload is None:
             raise ProtocolError(f"relay object {name}: file without payload name", name=name)
         if result.payload is not None:

@@ -49,7 +49,8 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from escale.config.settings import ClientSettings
 from escale.crypto.keys import KdfParams, KeySecret, load_secret
@@ -68,7 +69,7 @@ from escale.sync.planner import Plan, plan
 from escale.sync.relay_phase import run_relay_phase
 from escale.sync.relay_view import lost_payloads, maintenance_due, remote_view, rolled_back
 from escale.sync.report import TRANSFERS, Announcer, PassReport, TransferProgress
-from escale.sync.scanner import STATE_FOLDER, scan
+from escale.sync.scanner import STATE_FOLDER, ScanResult, scan
 from escale.sync.state import StateDB
 from escale.sync.trash import Trash
 
@@ -198,7 +199,7 @@ class SyncClient:
         spool = os.path.join(self.state_dir if not self.dry_run else os.path.dirname(db.path), "spool")
         opened = open_client_repository(
             s, db, relay, spool_dir=spool, secret=self._load_secret if s.encryption else None, kdf=self.kdf,
-            create=not self.dry_run, on_step=faults.step)
+            create=not self.dry_run, on_step=faults.step, pusher_label=self.conflict_label)
         if opened.checksum != s.checksum and self._announce.first_time(f"checksum:{opened.checksum}"):
             log.info("[%s] the repository on %s uses checksum %s (configured: %s); using %s", s.name,
                      relay.describe(), opened.checksum, s.checksum, opened.checksum)
@@ -319,7 +320,7 @@ class SyncClient:
                 db.prune_checksums(scanned.files, also_keep=scanned.is_unconfirmed)
         for line in scanned.warnings:
             report.warnings.append(line)
-        unconfirmed = {p for p in set(base) | set(remote) | set(scanned.files) if scanned.is_unconfirmed(p)}
+        unconfirmed = _unconfirmed(scanned, base, remote, scanned.files)
         frozen |= unconfirmed
         if scanned.leftovers and not self.dry_run:
             removed = localfs.remove_leftovers(s.local_path, scanned.leftovers)
@@ -327,9 +328,10 @@ class SyncClient:
                 log.info("[%s] removed %d temporary files left by an interrupted pass", s.name, removed)
         resend = [a for a in lost_payloads(s, repo, state, scanned.files) if a.path not in frozen]
         frozen |= {a.path for a in resend}
-        local = {p: f for p, f in scanned.files.items() if p not in frozen}
-        base = {p: b for p, b in base.items() if p not in frozen}
-        remote = {p: r for p, r in remote.items() if p not in frozen}
+        # frozen paths leave the three views in place (no second copy of a view of the whole tree)
+        local = _without(scanned.files, frozen)
+        base = _without(base, frozen)
+        remote = _without(remote, frozen)
         flag = os.path.join(self.state_dir, ALLOW_DELETIONS)
         allowed_once = os.path.exists(flag)
         if allowed_once:
@@ -350,7 +352,7 @@ class SyncClient:
         progress.start()
         trash = Trash.of(s, self.state_dir)
         executor = Executor(s, db, repo, report, announce=self._announce, progress=progress, stop=self.stop,
-                            trash=trash)
+                            trash=trash, open_relay=self._relay_factory)  # transfers: more connections
         relay_due = the_plan.needs_lease or maintenance_due(repo, state)
         if s.priority == "upload" and relay_due:
             # priority = upload: send what is pending before receiving
@@ -382,3 +384,21 @@ class SyncClient:
                 pass
             else:
                 log.info("[%s] held deletions allowed for one pass: %s removed", s.name, flag)
+
+
+_V = TypeVar("_V")
+
+
+def _unconfirmed(scanned: ScanResult, *views: Mapping[str, object]) -> set[str]:
+    """The paths of ``views`` whose local absence is not confirmed by the scan
+    (:meth:`ScanResult.is_unconfirmed`), without building their union."""
+    if not scanned.unconfirmed and not scanned.unlisted:
+        return set()
+    return {p for view in views for p in view if scanned.is_unconfirmed(p)}
+
+
+def _without(view: dict[str, _V], frozen: set[str]) -> dict[str, _V]:
+    """``view`` with the paths of ``frozen`` removed, in place; returned."""
+    for path in frozen:
+        view.pop(path, None)
+    return view

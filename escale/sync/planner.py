@@ -67,6 +67,7 @@ class RemoteEntry:
     available: bool  # payload still on the relay
     acked: bool  # this client already acknowledged this version
     expects_me: bool  # this client must acknowledge it (a receiver, not the pusher)
+    deliberate: bool = False  # a tombstone allowed past its pusher's mass-deletion guard
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,7 @@ class Action:
     base: BaseEntry | None = None
     ack: bool = False  # also acknowledge the relay version once done
     reason: str = ""
+    deliberate: bool = False  # push_delete: allowed past the mass-deletion guard (marked on the relay)
 
 
 @dataclass
@@ -514,23 +516,35 @@ def plan(
     least 10 and more than ``deletion_guard`` of the files tracked in the base,
     or when the local folder is missing or empty while the base tracks files
     (an unmounted disk), those deletions are held back in ``Plan.held`` and the
-    rest of the plan goes ahead. ``allow_mass_deletion`` lifts the guard.
+    rest of the plan goes ahead. ``allow_mass_deletion`` lifts the guard; the
+    relay deletions it lets through are marked ``deliberate``. Local deletions
+    for tombstones marked ``deliberate`` (their pusher was allowed past its own
+    guard) are never held, nor counted.
     """
     access = access or {}
     result = Plan()
-    for path in sorted(set(local) | set(remote) | set(base)):
+    for path in sorted(set(local).union(remote, base)):  # one set of the paths, not one per view
         result.actions.extend(
             plan_path(path, local.get(path), remote.get(path), base.get(path), mode=mode, label=label,
                       access=access.get(path, Access()))
         )
     tracked = sum(1 for b in base.values() if not b.local_deleted)
-    if not allow_mass_deletion:
-        for kind in ("delete_local", "push_delete"):
-            doomed = [a for a in result.actions if a.kind == kind]
-            unmounted = kind == "push_delete" and tracked > 0 and (local_root_missing or not local)
-            if doomed and (unmounted or (len(doomed) >= 10 and len(doomed) > deletion_guard * tracked)):
+
+    def guarded(action: Action, kind: ActionKind) -> bool:
+        entry = remote.get(action.path)
+        return action.kind == kind and not (kind == "delete_local" and entry is not None and entry.deliberate)
+
+    kinds: tuple[ActionKind, ...] = ("delete_local", "push_delete")
+    for kind in kinds:
+        doomed = [a for a in result.actions if guarded(a, kind)]
+        unmounted = kind == "push_delete" and tracked > 0 and (local_root_missing or not local)
+        if doomed and (unmounted or (len(doomed) >= 10 and len(doomed) > deletion_guard * tracked)):
+            if allow_mass_deletion:
+                if kind == "push_delete":
+                    result.actions = [replace(a, deliberate=True) if a.kind == kind else a for a in result.actions]
+            else:
                 result.held.extend(doomed)
-                result.actions = [a for a in result.actions if a.kind != kind]
+                result.actions = [a for a in result.actions if not guarded(a, kind)]
                 result.notes.append(
                     f"held back {len(doomed)} {'local' if kind == 'delete_local' else 'relay'} deletions "
                     f"of {tracked} tracked files (mass-deletion guard)"

@@ -87,7 +87,7 @@ def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: 
         entry = RemoteEntry(
             version=ph.version, deleted=ph.deleted, pusher=ph.pusher, pusher_label=ph.pusher_label,
             size=ph.size, mtime_ns=ph.mtime_ns, checksum=ph.checksum, available=state.has_payload(ph),
-            acked=me in acks, expects_me=expects)
+            acked=me in acks, expects_me=expects, deliberate=ph.deliberate)
         if not ph.deleted and not settings.filters.accepts_file(path):
             if expects and me not in acks and not ph.deleted:
                 repo.acknowledge(ph)  # not wanted here: do not pin the payload

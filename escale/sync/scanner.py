@@ -333,8 +333,10 @@ class _Scan:
                 self.result.hashed_bytes += st.st_size
                 if self.db is not None and self.persist_cache:
                     self.db.cache_checksum(rel, st, digest)
-        # interned: the base, the relay state and the plan hold the same path strings
-        self.result.files[sys.intern(rel)] = LocalFile(st.st_size, st.st_mtime_ns, digest)
+        # interned: the base, the relay state and the plan hold the same path strings,
+        # and an unchanged file's checksum is the base's string
+        self.result.files[sys.intern(rel)] = LocalFile(st.st_size, st.st_mtime_ns,
+                                                       None if digest is None else sys.intern(digest))
 
 
 def scan(root: str, filters: FileFilter, *, checksum: str | None, db: StateDB | None,

@@ -206,10 +206,12 @@ class StateDB:
     # ----------------------------------------------------------- base
 
     def base(self) -> dict[str, BaseEntry]:
+        """Every tracked path's base entry (paths and checksums interned: the
+        scan's equal strings are then the same objects)."""
         rows = self._stream("SELECT path, size, mtime_ns, checksum, version, origin, modified_here, "
                             "local_deleted FROM files")
         return {
-            sys.intern(str(r[0])): BaseEntry(int(r[1]), int(r[2]), r[3] if r[3] is None else str(r[3]),  # type: ignore[call-overload]
+            sys.intern(str(r[0])): BaseEntry(int(r[1]), int(r[2]), r[3] if r[3] is None else sys.intern(str(r[3])),  # type: ignore[call-overload]
                                  int(r[4]), "remote" if r[5] == "remote" else "local",  # type: ignore[call-overload]
                                  bool(r[6]), bool(r[7]))
             for r in rows

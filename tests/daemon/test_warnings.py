@@ -11,9 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from escale.sync.labels import conflict_label
 from tests.daemon.helpers import Daemons, ctl, escale, wait_for, write_config
 
-MISSED = "notes.txt: version 1 from alice missed: puller count 1 reached before this client received it"
+# the pusher as it names itself in what it pushes: its label and this host
+MISSED = (f"notes.txt: version 1 from {conflict_label('alice')} missed: puller count 1 reached before this "
+          "client received it")
 
 
 def _carol(config: str) -> dict[str, Any] | None:

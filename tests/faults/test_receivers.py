@@ -22,6 +22,7 @@ import sys
 
 import pytest
 
+from escale.sync.labels import conflict_label
 from tests.faults.world import World, relay_names, tree, write
 
 pytestmark = pytest.mark.timeout(240)
@@ -108,12 +109,12 @@ def test_second_receiver_is_told_what_puller_count_made_it_miss(file_world: Worl
     assert world.sync("a").reclaimed == ["report.txt"]  # puller count 1 reached
     world.run("c")
     assert "report.txt" not in tree(c)
-    assert "report.txt: version 1 from a missed: puller count 1 reached before this client received it" \
-        in world.log_text()
+    pusher = conflict_label("a")  # as a names itself in what it pushes: its label and this host
+    missed = f"report.txt: version 1 from {pusher} missed: puller count 1 reached before this client received it"
+    assert missed in world.log_text()
     report = world.sync("c")
-    assert report.warnings == [
-        "report.txt: version 1 from a missed: puller count 1 reached before this client received it"]
-    assert world.log_text().count("report.txt: version 1 from a missed") == 1, "logged once per version"
+    assert report.warnings == [missed]
+    assert world.log_text().count(f"report.txt: version 1 from {pusher} missed") == 1, "logged once per version"
     # b, which received it, has nothing to report; a newer version reaches c again
     assert world.sync("b").warnings == []
     write(a, "report.txt", "version two")

@@ -62,6 +62,32 @@ def test_copies_from_two_hosts_with_one_section_name_differ(tmp_path: Path, targ
     assert {origin_path(p) for p in copies} == {"report.txt", "notes.txt"}
 
 
+def test_a_conservative_copy_of_the_relay_version_names_the_pushing_host(
+        tmp_path: Path, target_file: RelayTarget) -> None:
+    """A ``conservative`` client keeps another client's version of its own file
+    as a copy named after that client's label *and host* (stored in what it
+    pushed), not after the section name both machines share."""
+    folder = target_file.new_folder()
+    laptop = _machine(tmp_path, "laptop", target_file, folder)
+    desktop = _machine(tmp_path, "desktop", target_file, folder)
+    (tmp_path / "laptop" / "escale.conf").write_text(
+        (tmp_path / "laptop" / "escale.conf").read_text() + "mode = conservative\n")
+    laptop = SyncClient(load_config(str(tmp_path / "laptop" / "escale.conf")).client("documents"), host="laptop")
+    for client in (laptop, desktop):
+        client.run_pass()
+    write(laptop.settings.local_path, "report.txt", b"the laptop's report")
+    laptop.run_pass()
+    desktop.run_pass()
+    write(desktop.settings.local_path, "report.txt", b"the desktop's edit")
+    desktop.run_pass()
+    laptop.run_pass()
+    files = tree(laptop.settings.local_path)
+    copies = [p for p in files if p != "report.txt"]
+    assert len(copies) == 1 and re.fullmatch(r"report\.conflict-documents@desktop-[0-9a-f]{8}\.txt", copies[0])
+    with open(os.path.join(laptop.settings.local_path, "report.txt"), "rb") as handle:
+        assert handle.read() == b"the laptop's report"
+
+
 def test_the_label_is_deterministic_and_safe() -> None:
     assert conflict_label("documents", "lab-pc.example.org") == "documents@lab-pc"
     assert conflict_label("my docs", "a b") == "my_docs@a_b"

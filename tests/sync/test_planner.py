@@ -182,6 +182,40 @@ def test_mass_remote_deletion_is_held_but_the_rest_syncs() -> None:
     assert [a.path for a in result.of_kind("push")] == ["new"]
 
 
+def test_allowed_mass_deletion_is_marked_deliberate() -> None:
+    _, rem, base = _many(20)
+    allowed = plan({}, rem, base, mode="shared", label="me", allow_mass_deletion=True)
+    assert all(a.deliberate for a in allowed.of_kind("push_delete"))
+    local = {f"f{i}": A for i in range(2, 20)}  # two deletions: the guard would not hold them
+    few = plan(local, rem, base, mode="shared", label="me", allow_mass_deletion=True)
+    assert [a.deliberate for a in few.of_kind("push_delete")] == [False, False]
+
+
+def test_deliberate_tombstones_are_not_held_by_the_receiver() -> None:
+    base = {f"f{i}": BASE_REMOTE for i in range(20)}
+    local = {f"f{i}": A for i in range(20)}
+    rem = {f"f{i}": replace(R_DEL, deliberate=True) for i in range(15)}
+    rem.update({f"f{i}": remote(3, acked=True) for i in range(15, 20)})
+    result = plan(local, rem, base, mode="shared", label="me")
+    assert len(result.of_kind("delete_local")) == 15 and not result.held
+    # undeliberate tombstones beside them are judged on their own
+    rem.update({f"f{i}": R_DEL for i in range(15, 20)})
+    rem.update({f"g{i}": R_DEL for i in range(10)})
+    base.update({f"g{i}": BASE_REMOTE for i in range(10)})
+    local.update({f"g{i}": A for i in range(10)})
+    result = plan(local, rem, base, mode="shared", label="me", deletion_guard=0.4)
+    assert {a.path for a in result.of_kind("delete_local")} == {f"f{i}" for i in range(15)}
+    assert len(result.held) == 15
+
+
+def test_conservative_relay_copy_is_named_after_the_pusher_label_and_host() -> None:
+    actions = plan_path("d/f.txt", A, remote(4, "sha256:ccc", label="lab@pc-2"), BASE, mode="conservative",
+                        label="me@here")
+    copies = [a.copy_path for a in actions if a.kind == "pull_copy"]
+    assert len(copies) == 1 and copies[0] is not None
+    assert copies[0].startswith("d/f.conflict-lab@pc-2-") and copies[0].endswith(".txt")
+
+
 def test_few_deletions_are_not_held() -> None:
     local, rem, base = _many(20)
     local = {f"f{i}": A for i in range(2, 20)}

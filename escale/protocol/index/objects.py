@@ -36,6 +36,7 @@ from escale.protocol.objects import (
     Placeholder,
     _canonical,
     _client_id,
+    _deliberate,
     _field,
     _no_duplicates,
     checksum_problem,
@@ -232,6 +233,8 @@ class IndexEntry:
     ``generation`` is the index generation that first recorded this version
     (kept when the content is moved by compaction); ``lease`` the lease
     generation it was committed under. ``location`` is None for a tombstone.
+    ``deliberate``: as in :class:`~escale.protocol.objects.Placeholder` (key
+    ``deliberate`` present, ``true``, only in a deliberate tombstone's entry).
     """
 
     path: str
@@ -248,18 +251,23 @@ class IndexEntry:
     receivers: tuple[str, ...]
     puller_count: int | None
     location: Location | None
+    deliberate: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "key": self.key, "version": self.version, "generation": self.generation,
-                "lease": self.lease, "kind": self.kind, "pusher": self.pusher,
-                "pusher_label": self.pusher_label, "size": self.size, "mtime_ns": self.mtime_ns,
-                "checksum": self.checksum, "receivers": list(self.receivers),
-                "puller_count": self.puller_count,
-                "location": self.location.to_json() if self.location else None}
+        doc: dict[str, Any] = {
+            "path": self.path, "key": self.key, "version": self.version, "generation": self.generation,
+            "lease": self.lease, "kind": self.kind, "pusher": self.pusher,
+            "pusher_label": self.pusher_label, "size": self.size, "mtime_ns": self.mtime_ns,
+            "checksum": self.checksum, "receivers": list(self.receivers),
+            "puller_count": self.puller_count,
+            "location": self.location.to_json() if self.location else None}
+        if self.deliberate:
+            doc["deliberate"] = True
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any, name: str) -> IndexEntry:
-        if not isinstance(doc, dict) or set(doc) != set(_ENTRY_FIELDS):
+        if not isinstance(doc, dict) or set(doc) - {"deliberate"} != set(_ENTRY_FIELDS):
             raise _problem(name, "bad index entry")
         kind = _field(doc, "kind", str, name)
         if kind not in ("file", "tombstone"):
@@ -277,6 +285,7 @@ class IndexEntry:
             checksum=_field(doc, "checksum", str, name, optional=True), receivers=tuple(receivers),
             puller_count=_field(doc, "puller_count", int, name, optional=True),
             location=None if location is None else Location.from_json(location, name),
+            deliberate=_deliberate(doc, name),
         )
         entry.check(name)
         return entry
@@ -295,6 +304,8 @@ class IndexEntry:
         _client_id(self.pusher, "pusher", name)
         for receiver in self.receivers:
             _client_id(receiver, "receiver", name)
+        if self.deliberate and self.kind != "tombstone":
+            raise _problem(name, "only a tombstone can be deliberate")
         if (self.kind == "file") != (self.location is not None):
             raise _problem(name, "a file needs a location, a tombstone has none")
         if self.location is not None:
@@ -313,7 +324,7 @@ class IndexEntry:
             path=self.path, key=self.key, version=self.version, generation=self.lease, kind=self.kind,
             pusher=self.pusher, pusher_label=self.pusher_label, size=self.size, mtime_ns=self.mtime_ns,
             checksum=self.checksum, payload=self.location.object if self.location else None,
-            receivers=self.receivers, puller_count=self.puller_count)
+            receivers=self.receivers, puller_count=self.puller_count, deliberate=self.deliberate)
 
 
 def _entries(doc: dict[str, Any], name: str) -> tuple[IndexEntry, ...]:

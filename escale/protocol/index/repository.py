@@ -583,20 +583,23 @@ class IndexRepository(Repository):
         checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
         entry = IndexEntry(
             path=local.path, key=key, version=version, generation=self.head + 1, lease=lease.generation,
-            kind="file", pusher=self.client_id, pusher_label=self.label, size=local.size,
+            kind="file", pusher=self.client_id, pusher_label=self.pusher_label, size=local.size,
             mtime_ns=local.mtime_ns, checksum=checksum, receivers=self._receivers_now(state),
             puller_count=self.puller_count, location=location)
         self._pending.append(_Pending(entry, on_page))
         self.step(f"packed {local.path}")
         return entry.to_placeholder()
 
-    def commit_tombstone(self, lease: Lease, state: RelayState, path: str) -> Placeholder:
-        """Plan a tombstone for ``path``; committed by :meth:`commit_pending`."""
+    def commit_tombstone(self, lease: Lease, state: RelayState, path: str, *,
+                         deliberate: bool = False) -> Placeholder:
+        """Plan a tombstone for ``path`` (``deliberate``: see the base class);
+        committed by :meth:`commit_pending`."""
         key = self.sealer.object_key(path)
         entry = IndexEntry(
             path=path, key=key, version=self._next_version(state, key, path), generation=self.head + 1,
-            lease=lease.generation, kind="tombstone", pusher=self.client_id, pusher_label=self.label, size=0,
-            mtime_ns=0, checksum=None, receivers=(), puller_count=self.puller_count, location=None)
+            lease=lease.generation, kind="tombstone", pusher=self.client_id, pusher_label=self.pusher_label,
+            size=0, mtime_ns=0, checksum=None, receivers=(), puller_count=self.puller_count, location=None,
+            deliberate=deliberate)
         self._pending.append(_Pending(entry, False))
         return entry.to_placeholder()
 
