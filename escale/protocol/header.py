@@ -101,6 +101,14 @@ def _parse(data: bytes) -> dict[str, Any]:
     return doc
 
 
+def recorded_layout(relay: Relay) -> str:
+    """The layout the header on ``relay`` records now (one read).
+
+    Raises RelayNotFound when there is no header, ProtocolError when it is not
+    a valid one."""
+    return str(_parse(relay.get_bytes(layout.HEADER, limit=MAX_OBJECT_BYTES))["layout"])
+
+
 def _identity(doc: dict[str, Any], data: bytes) -> str:
     identity = doc.get("id")
     return identity if isinstance(identity, str) else hashlib.sha256(data).hexdigest()[:32]
@@ -211,7 +219,7 @@ def attach_repository(
     if not any_layout and recorded_layout != layout_name:
         raise ProtocolError(
             f"relay {where} holds a repository in the {recorded_layout} layout; this operation works on the "
-            f"{layout_name} layout only (converting between layouts is not available yet)", name=layout.HEADER)
+            f"{layout_name} layout only (`escalectl migrate --layout` converts a repository)", name=layout.HEADER)
     recorded_checksum = doc.get("checksum")
     relay_encryption = doc.get("encryption")
     if not same_encryption(encryption, relay_encryption):

@@ -36,6 +36,7 @@ from escale.errors import (
     IntegrityError,
     LocalError,
     ProtocolError,
+    RelayError,
     RelayExists,
     RelayNotFound,
     RelayQuotaExceeded,
@@ -158,6 +159,9 @@ class StagedPayload:
 
 class Repository:
     """One client's view of one relay repository (placeholder layout)."""
+
+    #: The layout this class reads and writes, as the header records it.
+    layout_name = "placeholder"
 
     def __init__(
         self,
@@ -524,6 +528,17 @@ class Repository:
             return self.open_payload(placeholder, spool, sink)
 
     # ----------------------------------------------------------- transfers on other connections
+
+    def replaced_meanwhile(self, placeholder: Placeholder) -> bool:
+        """Whether ``placeholder``'s version was removed from the relay since it
+        was read, because a newer version superseded it (its placeholder is
+        gone: removal takes the placeholder first, then the payload). One
+        request. False when the placeholder is still there (the payload alone
+        went: reclaimed, or lost) or cannot be checked."""
+        try:
+            return not self.relay.exists(layout.meta_name(placeholder.key, placeholder.version))
+        except RelayError:
+            return False
 
     def fetches_apart(self) -> bool:
         """Whether a payload may be downloaded on another connection

@@ -41,7 +41,6 @@ the per-file fallback, the parent folders written to are flushed as well.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -49,8 +48,9 @@ import secrets
 import shutil
 import stat
 from collections.abc import Callable
-from typing import BinaryIO, TypeVar, cast
+from typing import BinaryIO, TypeVar
 
+from escale import flush
 from escale.errors import (
     RelayConnectionError,
     RelayError,
@@ -67,18 +67,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def _libc_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs(fd)`` (Linux), or None where there is none."""
-    try:
-        func = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = [ctypes.c_int]
-    func.restype = ctypes.c_int
-    return cast(Callable[[int], int], func)
-
-
-_SYNCFS = _libc_syncfs()
 
 _CHUNK = 1024 * 1024
 
@@ -158,13 +146,11 @@ class FileRelay(Relay):
         unflushed file and its folder."""
         if not self._unflushed and not extra:
             return
-        if _SYNCFS is not None and self._unflushed:
+        if flush.AVAILABLE and self._unflushed:
             fd = extra[0] if extra else os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 self.flushes += 1
-                if _SYNCFS(fd) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code), self.root)
+                flush.syncfs(fd, self.root)
             finally:
                 if not extra:
                     os.close(fd)
@@ -238,7 +224,7 @@ class FileRelay(Relay):
                     os.replace(temp, path)
                 # its folder entry (and, for a plain put, its data) at the next barrier
                 self._unflushed.add(path)
-                if _SYNCFS is None:
+                if not flush.AVAILABLE:
                     self._unflushed.add(os.path.dirname(path))
             except BaseException:
                 try:

@@ -8,7 +8,12 @@ plan was made against: a download replaces the user's file only if that file
 is still the one planned on (:mod:`escale.sync.localfs`), a push goes ahead
 only if the relay still shows the version planned on. The state database is
 updated right after each completed step, so that a crash at any point leaves
-a state the next pass completes.
+a state the next pass completes. One exception, for speed: received files are
+written without an ``fsync`` each and *settled* in groups (one ``syncfs``, then
+their records in one transaction, then their acknowledgements), so that no
+acknowledgement leaves before the file it vouches for is on disk. A crash
+before a group is settled leaves files whose record is missing: the next pass
+finds them identical to the relay's versions and records them.
 
 Per-action problems never stop the pass: a file changed meanwhile is skipped,
 a file behind a link or unreadable is skipped and announced, a local or
@@ -21,7 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from escale.config.settings import ClientSettings
@@ -39,6 +46,22 @@ from escale.sync.transfers import Downloads, TransferPool, Uploads, transfer_con
 from escale.sync.trash import Trash
 
 log = logging.getLogger(__name__)
+
+#: Received files wait for one durability barrier (``syncfs``) before they are
+#: recorded and acknowledged: at most this many of them ...
+SETTLE_FILES = 500
+#: ... or for at most this long (so that a slow pull still acknowledges as it goes).
+SETTLE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class _Received:
+    """A file a pull wrote into the local folder, waiting to be settled."""
+
+    path: str
+    placeholder: Placeholder
+    stat: os.stat_result
+    ack: bool
 
 
 class Executor:
@@ -75,6 +98,12 @@ class Executor:
         #: where a local file a pull replaces or deletes is kept first (None: not kept)
         self.trash = trash
         self.open_relay = open_relay
+        #: received files are written without their own fsync and made durable
+        #: together (see _settle) where the platform allows it
+        self.bulk_durability = localfs.BULK_DURABILITY
+        #: files received but not yet durable, recorded and acknowledged
+        self._unsettled: list[_Received] = []
+        self._unsettled_since = time.monotonic()
         #: the payloads run_local's downloads fetch ahead (None: fetched one by one)
         self._downloads: Downloads | None = None
 
@@ -101,10 +130,64 @@ class Executor:
                 self._downloads = Downloads(self.repo, wanted, pool, ahead=count, spool_dir=self.repo.spool_dir)
         try:
             self._run_local(state, the_plan)
+        except BaseException:
+            self._settle_after_failure()
+            raise
+        else:
+            self._settle()
         finally:
             if self._downloads is not None:
                 self._downloads.close()
                 self._downloads = None
+
+    # ----------------------------------------------------------- received files
+
+    def _settle_if_due(self) -> None:
+        """Settle the received files once enough of them, or old enough ones, wait."""
+        if len(self._unsettled) >= SETTLE_FILES or time.monotonic() - self._unsettled_since >= SETTLE_SECONDS:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Make the files received since the last call durable with one
+        barrier, then record them (one transaction) and acknowledge them.
+
+        Raises LocalError when the barrier fails (nothing recorded or
+        acknowledged: the next pass finds those files identical to the relay's
+        versions and records them then), or what an acknowledgement raises (the
+        files are recorded; the next pass acknowledges the rest)."""
+        pending, self._unsettled = self._unsettled, []
+        if not pending:
+            return
+        localfs.make_durable(self.settings.local_path)
+        faults.step(f"flushed {len(pending)} received")
+        with self.db.batch():
+            self._record_received(pending)
+        self._acknowledge_received(pending)
+
+    def _settle_after_failure(self) -> None:
+        """The pass is failing: still settle what was received, and only log
+        what goes wrong meanwhile (the pass's own error is the one raised)."""
+        try:
+            self._settle()
+        except EscaleError as exc:
+            log.warning("[%s] received files not all recorded: %s (the next pass does it)",
+                        self.settings.name, exc)
+
+    def _record_received(self, received: list[_Received]) -> None:
+        """Record each received file as the synced version of its path."""
+        for item in received:
+            ph, st = item.placeholder, item.stat
+            self.db.set_base(item.path, BaseEntry(st.st_size, st.st_mtime_ns, ph.checksum, ph.version, "remote"))
+            faults.step(f"recorded {item.path}")
+            delivery.record_received(self.db, ph, st.st_size)
+
+    def _acknowledge_received(self, received: list[_Received]) -> None:
+        """Acknowledge the received files that must be, then run the hook."""
+        for item in received:
+            if item.ack:
+                self.repo.acknowledge(item.placeholder)
+                faults.step(f"acknowledged {item.path}")
+            run_hook(self.settings, "received", item.path)
 
     def _run_local(self, state: RelayState, the_plan: Plan) -> None:
         report = self.report
@@ -123,7 +206,17 @@ class Executor:
                 # a link made, or a permission taken, during the pass: skipped, never written through
                 report.skipped.append(action.path)
                 self.announce(report, str(exc))
-            except (LocalError, ProtocolError, RelayNotFound) as exc:
+            except RelayNotFound as exc:
+                if _fetches(action) and (ph := state.latest.get(action.path)) is not None \
+                        and self.repo.replaced_meanwhile(ph):
+                    # another client's newer version superseded it during this pass
+                    report.skipped.append(action.path)
+                    log.info("[%s] %s: version %d was replaced on the relay meanwhile; the next pass "
+                             "receives the new one", self.settings.name, action.path, ph.version)
+                else:
+                    report.errors.append(f"{action.path}: {exc}")
+                    log.error("[%s] %s: %s", self.settings.name, action.path, exc)
+            except (LocalError, ProtocolError) as exc:
                 report.errors.append(f"{action.path}: {exc}")
                 log.error("[%s] %s: %s", self.settings.name, action.path, exc)
             except EscaleError as exc:
@@ -141,9 +234,11 @@ class Executor:
                                 name=action.path)
         return ph
 
-    def _download(self, ph: Placeholder, rel: str, expect: LocalFile | None) -> os.stat_result:
+    def _download(self, ph: Placeholder, rel: str, expect: LocalFile | None, *,
+                  durable: bool = True) -> os.stat_result:
         """Fetch ``ph`` into ``rel`` of the local folder (atomically, never
-        through a symbolic link, only if the file is still ``expect``)."""
+        through a symbolic link, only if the file is still ``expect``; on disk
+        before it returns if ``durable``, else at the next :meth:`_settle`)."""
         faults.step(f"download {ph.path}")
         # fetched ahead on another connection (as stored: opened and verified here), or now
         spool = self._downloads.take(ph) if self._downloads is not None else None
@@ -155,7 +250,7 @@ class Executor:
                 self.repo.open_payload(ph, spool, handle)
 
         try:
-            st = localfs.write_atomically(self.settings.local_path, rel, fill, expect=expect,
+            st = localfs.write_atomically(self.settings.local_path, rel, fill, expect=expect, durable=durable,
                                           mtime_ns=ph.mtime_ns if self.settings.use_mtime else None)
         finally:
             if spool is not None:
@@ -190,21 +285,23 @@ class Executor:
             if kept is not None:
                 faults.step(f"kept version {path}")
             try:
-                st = self._download(ph, path, expect)
+                st = self._download(ph, path, expect, durable=not self.bulk_durability)
             except BaseException:
                 if self.trash:
                     self.trash.discard(kept, root)
                 raise
-            db.set_base(path, BaseEntry(st.st_size, st.st_mtime_ns, ph.checksum, ph.version, "remote"))
-            faults.step(f"recorded {path}")
-            delivery.record_received(db, ph, st.st_size)
             report.pulled.append(path)
             report.bytes_down += st.st_size
             log.info("[%s] received %s (%d bytes) from %s", name, path, st.st_size, ph.pusher_label)
-            if action.ack:
-                repo.acknowledge(ph)
-                faults.step(f"acknowledged {path}")
-            run_hook(self.settings, "received", path)
+            received = _Received(path, ph, st, action.ack)
+            if self.bulk_durability:
+                if not self._unsettled:
+                    self._unsettled_since = time.monotonic()
+                self._unsettled.append(received)
+                self._settle_if_due()
+            else:
+                self._record_received([received])
+                self._acknowledge_received([received])
         elif action.kind == "pull_copy":
             ph = self._placeholder(state, action)
             assert action.copy_path is not None

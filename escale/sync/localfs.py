@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from escale import flush
 from escale.errors import DiskFull, LocalError
 from escale.sync.planner import LocalFile
 
@@ -219,6 +220,22 @@ def unchanged(root: str, rel: str, expect: LocalFile | None) -> bool:
         return expect is None
 
 
+#: Whether :func:`make_durable` can flush many writes at once (else every
+#: write must be ``durable`` on its own).
+BULK_DURABILITY = flush.AVAILABLE
+
+
+def make_durable(root: str) -> None:
+    """Make every write under ``root`` so far durable (one ``syncfs``).
+
+    Raises LocalError when the kernel reports a write error: what was written
+    without ``durable`` since the last call may then be lost."""
+    try:
+        flush.syncfs_path(root)
+    except OSError as exc:
+        raise LocalError(f"cannot flush {root} to disk: {exc.strerror or exc}", path=root) from exc
+
+
 def write_atomically(
     root: str,
     rel: str,
@@ -226,8 +243,14 @@ def write_atomically(
     *,
     expect: LocalFile | None,
     mtime_ns: int | None = None,
+    durable: bool = True,
 ) -> os.stat_result:
     """Replace ``root/rel`` with what ``fill`` writes, if it is still ``expect``.
+
+    With ``durable`` the new content is on disk (``fsync``) before it replaces
+    the old; without, the caller makes it durable later with
+    :func:`make_durable` before relying on it (a power cut before that may
+    leave the new name with incomplete content; a killed process cannot).
 
     Missing folders on the way are created; a component that is a symbolic
     link or not a folder raises :class:`UnsafeLocalPath` (nothing written).
@@ -250,7 +273,8 @@ def write_atomically(
                 with os.fdopen(handle_fd, "wb") as handle:
                     fill(handle)
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    if durable:
+                        os.fsync(handle.fileno())
                     if mtime_ns is not None:
                         os.utime(handle.fileno(), ns=(mtime_ns, mtime_ns))
             except OSError as exc:

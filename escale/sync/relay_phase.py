@@ -1,7 +1,8 @@
 """The relay phase of a pass: everything that needs the repository's lease.
 
 It takes the lease (waiting for a busy one as long as the client allows),
-renews it from a second connection, re-reads the relay, commits the plan's
+renews it from a second connection, checks that the repository's layout is
+still the one the pass attached to, re-reads the relay, commits the plan's
 pushes and tombstones (each re-checked against the version it was planned on,
 see :meth:`Executor.push`), reclaims payloads every receiver has taken,
 removes leftovers, marks the relay's change marker clean again (see
@@ -15,7 +16,8 @@ import threading
 from collections.abc import Callable
 
 from escale.config.settings import ClientSettings
-from escale.errors import LeaseBusy
+from escale.errors import LeaseBusy, ProtocolError
+from escale.protocol.header import recorded_layout
 from escale.protocol.lease import Lease, LeaseManager
 from escale.protocol.lease_wait import acquire_with_wait
 from escale.protocol.repository import Repository
@@ -58,6 +60,20 @@ def take_lease(
     return lease, heartbeat
 
 
+def _confirm_layout(settings: ClientSettings, repo: Repository) -> None:
+    """Under the lease: the repository still has the layout this pass
+    attached to. ``escalectl migrate --layout`` converts a repository under
+    the lease; a pass that attached before the conversion and took the lease
+    after it would otherwise write into the old layout's folders. Raises
+    ProtocolError (nothing written) when the layout changed."""
+    found = recorded_layout(repo.relay)
+    if found != repo.layout_name:
+        raise ProtocolError(
+            f"[{settings.name}] the repository on relay {repo.relay.describe()} was converted to the {found} "
+            f"layout during this pass; nothing was sent (set index = {'yes' if found == 'index' else 'no'} "
+            f"in [{settings.name}])", name="escale.repo")
+
+
 def run_relay_phase(
     executor: Executor,
     the_plan: Plan,
@@ -79,6 +95,7 @@ def run_relay_phase(
         return
     try:
         faults.step("lease taken")
+        _confirm_layout(settings, repo)
         state = repo.read_state()
         executor.run_pushes(lease, state, the_plan)
         if not stop.is_set():

@@ -32,6 +32,7 @@ from escale.crypto import plain_envelope
 from escale.protocol.lease import LeaseManager
 from escale.protocol.objects import LeaseRecord
 from tests.faults.world import Ledger, World, relay_names, tree
+from tests.paused import wait_stopped
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,19 +52,6 @@ def _lease(world: World) -> LeaseRecord | None:
         return manager.read(relay, generation) if generation else None
     finally:
         relay.close()
-
-
-def _wait_stopped(pid: int, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            state = handle.read().rpartition(")")[2].split()[0]
-        if state in ("T", "t"):
-            return
-        if state == "Z":
-            raise AssertionError("the escale process ended before reaching its pause point")
-        time.sleep(0.05)
-    raise AssertionError("the escale process never paused")
 
 
 def _take_when_stale(world: World, name: str, limit: float = 60.0) -> tuple[int, float]:
@@ -94,7 +82,7 @@ def test_stopped_holder_cannot_commit_after_expiry(world: World, pause: str) -> 
 
     process = world.start("a", env={"ESCALE_PAUSE_AT": pause})
     try:
-        _wait_stopped(process.pid)
+        wait_stopped(process.pid)
         held = _lease(world)
         assert held is not None and held.pid == process.pid and not held.released, held
         assert any(n.startswith(f"data/{_key('big.bin')}.") for n in relay_names(world, "data"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from escale.errors import ProtocolError
 from escale.relay import RelaySpec
 from escale.sync.client import SyncClient, state_dir_for
 from tests.ops.helpers import key_file, relay_objects, sync, tree, write
+from tests.paused import wait_stopped
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECTION = "shared-docs"
@@ -231,3 +233,36 @@ def _steps_on_copy(base: str, scratch: str) -> list[str]:
     with open(conf, "w") as handle:
         handle.write(text)
     return _steps(conf, scratch)
+
+
+def test_a_pass_that_attached_before_the_conversion_sends_nothing_into_the_old_layout(machines: Machines) -> None:
+    """bob's pass attaches to the placeholder repository, is frozen before it takes the lease
+    (while it applies what it received), the repository is converted meanwhile; when bob
+    carries on, he finds the new layout under the lease and sends nothing into the old one."""
+    _, alice_conf, bob_conf, spec = machines
+    bob = _client(bob_conf)
+    write(bob.local_path, {"new-on-bob.txt": b"must not land in meta/"})
+    full = {**os.environ, "PYTHONPATH": REPO_ROOT, "ESCALE_PAUSE_AT": "download pending.txt"}
+    proc = subprocess.Popen([sys.executable, "-m", "escale.cli.main", "-c", bob_conf, "--once"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full,
+                            stdin=subprocess.DEVNULL)
+    try:
+        wait_stopped(proc.pid)
+        done = _migrate(alice_conf, "--layout", "index")
+        assert done.returncode == 0, done.stderr
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "was converted to the index layout during this pass; nothing was sent" in err, err
+    assert not {"meta", "data"} & _folders(spec)
+    # bob's file is still his, and reaches alice once bob follows the conversion
+    _set_index(bob_conf, True)
+    alice, bob = _client(alice_conf), _client(bob_conf)
+    sync(bob, alice)
+    assert tree(alice.local_path)["new-on-bob.txt"] == b"must not land in meta/"
+

@@ -111,6 +111,8 @@ class _Pending:
 class IndexRepository(Repository):
     """One client's view of one relay repository in the index layout."""
 
+    layout_name = "index"
+
     def __init__(self, relay: Relay, sealer: Sealer, *, maxpagesize: int = 1_000_000_000, **kwargs: Any) -> None:
         """As :class:`Repository`; ``maxpagesize`` bounds a page's plaintext."""
         super().__init__(relay, sealer, **kwargs)
@@ -368,6 +370,12 @@ class IndexRepository(Repository):
                     state.acks.setdefault((e.key, e.version), set()).add(client)
 
     # ----------------------------------------------------------- receiving
+
+    def replaced_meanwhile(self, placeholder: Placeholder) -> bool:
+        """Always False here: a page's member is never removed while the index
+        still names it (a receiver that read an older index reads the new one
+        at its next pass)."""
+        return False
 
     def fetch(self, placeholder: Placeholder, sink: BinaryIO) -> str | None:
         """Write the content of ``placeholder`` into ``sink``; as
