@@ -18,15 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from escale.config.settings import ClientSettings
 from escale.errors import UsageError
 from escale.ops.common import escalectl_lease, existing_sealer, open_relay
+from escale.ops.readers import reader_for
 from escale.protocol import layout
+from escale.protocol.header import recorded_layout
 from escale.protocol.objects import ClientRecord
-from escale.protocol.repository import RelayState, Repository
+from escale.protocol.repository import Repository
 from escale.protocol.sealer import Sealer
 from escale.relay import Relay
 from escale.sync.client import state_dir_for
@@ -69,23 +70,16 @@ class ClientsReport:
     clients: list[ClientInfo] = field(default_factory=list)
 
 
-class _Observer(Repository):
-    """A repository reader that never registers (``escalectl`` is not a client)."""
-
-    def _register(self, state: RelayState, every: float = 0.0) -> None:
-        """Nothing: reading the relay must not register anyone."""
-
-
 def _state_db(settings: ClientSettings) -> StateDB | None:
     """The section's state database when it exists (never created here)."""
     path = os.path.join(state_dir_for(settings), "state.db")
     return StateDB(path) if os.path.exists(path) else None
 
 
-def _reader(relay: Relay, sealer: Sealer, settings: ClientSettings, me: str) -> _Observer:
-    cache: MutableMapping[str, bytes] = {}
-    return _Observer(relay, sealer, client_id=me, label=settings.label, receives=settings.receives,
-                     mode=settings.mode, puller_count=settings.puller_count, meta_cache=cache)
+def _reader(relay: Relay, sealer: Sealer, settings: ClientSettings, me: str) -> Repository:
+    """A reader of the repository on ``relay`` (either layout) computing on behalf of client ``me``."""
+    return reader_for(recorded_layout(relay), relay, sealer, client_id=me, label=settings.label,
+                      receives=settings.receives, mode=settings.mode, puller_count=settings.puller_count)
 
 
 def list_clients(settings: ClientSettings, *, now: float | None = None) -> ClientsReport:

@@ -55,11 +55,12 @@ from typing import Any, BinaryIO, cast
 from escale.config.settings import ClientSettings
 from escale.errors import CryptoError, EscaleError, OperationError, ProtocolError, RelayNotFound, UsageError
 from escale.ops.common import Progress, escalectl_lease, existing_sealer, no_progress, open_relay
+from escale.ops.readers import reader_for
 from escale.protocol import layout
 from escale.protocol.index import objects as io
 from escale.protocol.index.objects import AckRecord, Checkpoint, IndexEntry, Location
 from escale.protocol.index.pages import DeflatingReader, PageWriter, compress_member
-from escale.protocol.index.repository import MAX_SMALL_FILE, IndexRepository
+from escale.protocol.index.repository import MAX_SMALL_FILE
 from escale.protocol.lease import Lease
 from escale.protocol.marker import MARKER, ChangeMarker
 from escale.protocol.objects import MAX_OBJECT_BYTES, Ack, Placeholder
@@ -103,20 +104,6 @@ class ConvertReport:
     already: bool = False
 
 
-class _PlaceholderReader(Repository):
-    """A placeholder-layout reader that never registers (an operation is not a client)."""
-
-    def _register(self, state: RelayState, every: float = 86400.0) -> None:
-        return
-
-
-class _IndexReader(IndexRepository):
-    """An index-layout reader that never registers."""
-
-    def _register(self, state: RelayState, every: float = 86400.0) -> None:
-        return
-
-
 def header_document(relay: Relay) -> dict[str, Any]:
     """The repository header of ``relay`` as a JSON object (OperationError if absent)."""
     try:
@@ -137,17 +124,6 @@ def index_floor(doc: dict[str, Any]) -> int:
     value = doc.get(INDEX_FLOOR)
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= io.MAX_GENERATION \
         else 0
-
-
-def reader_for(layout_name: str, relay: Relay, sealer: Sealer, spool_dir: str, *,
-               maxpagesize: int = 1_000_000_000) -> Repository:
-    """A reader of ``layout_name`` on ``relay`` that writes nothing when reading
-    (no registration, an in-memory cache)."""
-    common: dict[str, Any] = {"client_id": layout.new_client_id(), "label": "escalectl", "receives": False,
-                              "mode": "upload", "meta_cache": {}, "spool_dir": spool_dir}
-    if layout_name == "index":
-        return _IndexReader(relay, sealer, maxpagesize=maxpagesize, **common)
-    return _PlaceholderReader(relay, sealer, **common)
 
 
 def index_top(relay: Relay) -> int:

@@ -63,7 +63,8 @@ from escale.errors import (
     RelayQuotaExceeded,
 )
 from escale.ops.common import Progress, held_lease, no_progress, open_relay, secret_loader
-from escale.ops.convert import index_top, reader_for, remove_layout
+from escale.ops.convert import index_top, remove_layout
+from escale.ops.readers import reader_for
 from escale.protocol import layout
 from escale.protocol.header import attach_repository, open_repository
 from escale.protocol.index import objects as io

@@ -296,7 +296,7 @@ class Placeholder:
                                     "this version's", name=name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ack:
     """Client ``client`` is done with version ``version`` of path key ``key``
     (it has the content, or deliberately declined it)."""

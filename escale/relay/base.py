@@ -140,7 +140,7 @@ class Capabilities:
     usage: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One listed or stat'ed object. ``name`` is the full relay name."""
 

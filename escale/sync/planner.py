@@ -112,7 +112,7 @@ ActionKind = Literal[
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """One step for the executor.
 

@@ -168,3 +168,19 @@ def test_access_modifiers_hold(file_index_world: World) -> None:
     assert "draft.txt" not in tree(b), "an r- file was sent"
     with open(os.path.join(b, "kept.txt"), encoding="utf-8") as handle:
         assert handle.read() == "original\n", "a w- file was overwritten"
+
+
+def test_a_page_whose_member_a_receiver_declines_is_still_reclaimed(file_index_world: World) -> None:
+    """b keeps its own kept.txt (``w-``): declining a version acknowledges it, so the page
+    holding it goes once everyone is done, and the relay holds no content afterwards."""
+    world = file_index_world
+    a, b = world.add("a"), world.add("b")
+    write(a, "kept.txt", "original\n")
+    world.quiesce(["a", "b"])
+    _access(world, os.path.join(b, "kept.txt"), "w-")
+    write(a, "kept.txt", "changed on a, declined by b\n")
+    world.quiesce(["a", "b"])
+    with open(os.path.join(b, "kept.txt"), encoding="utf-8") as handle:
+        assert handle.read() == "original\n"
+    world.quiesce(["a", "b"])
+    assert relay_names(world, "pages") == [] and relay_names(world, "big") == []

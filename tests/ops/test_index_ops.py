@@ -11,6 +11,7 @@ import pytest
 from escale.config.settings import ClientSettings
 from escale.errors import ProtocolError
 from escale.ops.backup import backup
+from escale.ops.clients import list_clients
 from escale.ops.fix import fix_client
 from escale.ops.restore import restore
 from escale.relay import RelaySpec
@@ -114,3 +115,14 @@ def test_fix_on_a_consistent_index_changes_nothing(pair: Pair) -> None:
         n for n in before if n.startswith(("index/", "pages/", "big/"))}
     sync(alice, bob)
     assert tree(alice.local_path) == tree(bob.local_path)
+
+
+def test_clients_lists_what_each_receiver_still_has_to_take(pair: Pair) -> None:
+    """``escalectl clients`` reads an index repository with its own reader: bob has the
+    one file alice pushed after the last sync still to take, alice nothing."""
+    _, _, alice, bob = pair
+    report = list_clients(alice)
+    pending = {info.label: info.pending for info in report.clients}
+    assert pending == {alice.label: 0, bob.label: 1}
+    sync(bob, rounds=1)
+    assert {info.label: info.pending for info in list_clients(alice).clients} == {alice.label: 0, bob.label: 0}

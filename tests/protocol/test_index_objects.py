@@ -9,6 +9,7 @@ change of the sealed bytes is an IntegrityError.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from typing import Any, Literal
@@ -192,11 +193,11 @@ def test_entries_pointing_elsewhere_are_refused() -> None:
                      Location(f"big/{key}.0000000004.{'c' * 16}", 0, 1, "none"),  # another version's
                      Location("lease/000000000001", 0, 1, "none"), Location("escale.repo", 0, 1, "none"),
                      Location("pages/1.cccccccccccccccc", 0, 1, "none")):
-        delta = IndexDelta(1, 1, "b" * 32, (IndexEntry(**{**good.__dict__, "location": location}),), {}, ())
+        delta = IndexDelta(1, 1, "b" * 32, (dataclasses.replace(good, location=location),), {}, ())
         with pytest.raises(ProtocolError):
             IndexDelta.decode(delta.encode(), "index/000000000001")
     for path in ("../x", "/abs", "a//b", "a/\x00"):
-        delta = IndexDelta(1, 1, "b" * 32, (IndexEntry(**{**good.__dict__, "path": path}),), {}, ())
+        delta = IndexDelta(1, 1, "b" * 32, (dataclasses.replace(good, path=path),), {}, ())
         with pytest.raises(ProtocolError, match="unsafe path"):
             IndexDelta.decode(delta.encode(), "index/000000000001")
 

@@ -196,7 +196,7 @@ def _int(doc: dict[str, Any], key: str, name: str, low: int = 0, high: int = 2**
 # --------------------------------------------------------------------------- index entries
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where the stored form of one file version lives: ``length`` bytes at
     ``offset`` of the plaintext of relay object ``object`` (a page, or a big
@@ -226,7 +226,7 @@ _ENTRY_FIELDS = ("path", "key", "version", "generation", "lease", "kind", "pushe
                  "mtime_ns", "checksum", "receivers", "puller_count", "location")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IndexEntry:
     """One version of one path as the index records it.
 
