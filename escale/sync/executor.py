@@ -101,6 +101,8 @@ class Executor:
         #: received files are written without their own fsync and made durable
         #: together (see _settle) where the platform allows it
         self.bulk_durability = localfs.BULK_DURABILITY
+        #: what to record once the commits made so far are on the relay
+        self._after_commit: list[Callable[[], None]] = []
         #: files received but not yet durable, recorded and acknowledged
         self._unsettled: list[_Received] = []
         self._unsettled_since = time.monotonic()
@@ -347,6 +349,22 @@ class Executor:
         elif action.kind == "diverged":
             self.announce(report, f"{path}: {action.reason}")
 
+    def _when_committed(self, record: Callable[[], None]) -> None:
+        """Run ``record`` (it writes a commit's outcome to the state database)
+        once the commit is on the relay: at once in the placeholder layout;
+        in the index layout, together with the others of its delta, in one
+        state-database batch (a lost record is harmless: the next pass finds
+        the file identical to the relay's version and records it then)."""
+        self._after_commit.append(record)
+        if len(self._after_commit) == 1:
+            self.repo.when_committed(self._run_after_commit)
+
+    def _run_after_commit(self) -> None:
+        records, self._after_commit = self._after_commit, []
+        with self.db.batch():
+            for record in records:
+                record()
+
     # ----------------------------------------------------------- relay side
 
     def run_pushes(self, lease: Lease, state: RelayState, the_plan: Plan) -> None:
@@ -453,7 +471,7 @@ class Executor:
                 report.deleted_remote.append(action.path)
                 log.info("[%s] deleted %s on the relay", name, action.path)
 
-            repo.when_committed(deleted)  # at once, or once the index layout's delta is written
+            self._when_committed(deleted)  # at once, or once the index layout's delta is written
             return
         local = action.expect_local
         assert local is not None
@@ -484,7 +502,7 @@ class Executor:
             log.info("[%s] sent %s (%d bytes)", name, relay_path, local.size)
 
         # recorded as synced only once on the relay: at once, or after the index layout's delta
-        repo.when_committed(sent)
+        self._when_committed(sent)
 
 
 def _fetches(action: Action) -> bool:

@@ -23,19 +23,30 @@ import os
 import signal
 
 _count = 0
+#: (crash log, crash at, pause at), read from the environment at the first step
+_settings: tuple[str | None, str | None, str | None] | None = None
 
 
 def step(name: str) -> None:
-    """Mark a mutating step; crash or pause here if this is the configured one."""
-    global _count
+    """Mark a mutating step; crash or pause here if this is the configured one.
+
+    The variables are read once per process, at its first step: they are set
+    when the process starts."""
+    global _count, _settings
     _count += 1
-    log_path = os.environ.get("ESCALE_CRASH_LOG")
+    if _settings is None:
+        env = os.environ
+        _settings = (env.get("ESCALE_CRASH_LOG") or None, env.get("ESCALE_CRASH_AT") or None,
+                     env.get("ESCALE_PAUSE_AT") or None)
+    log_path, crash_at, pause_at = _settings
+    if log_path is None and crash_at is None and pause_at is None:
+        return
     if log_path:
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(f"{_count} {name}\n")
-    if _matches(os.environ.get("ESCALE_CRASH_AT"), name):
+    if _matches(crash_at, name):
         os._exit(137)
-    if _matches(os.environ.get("ESCALE_PAUSE_AT"), name):
+    if _matches(pause_at, name):
         os.kill(os.getpid(), signal.SIGSTOP)
 
 

@@ -5,7 +5,8 @@ the page index (canonical JSON, :func:`~escale.protocol.index.objects.encode_pag
 then the page index's length as 8 bytes big-endian. The whole plaintext is
 sealed as one envelope stream under the page's relay name. A member is
 compressed with zlib only when that makes it smaller ("compress only where it
-pays"); otherwise it is stored as is.
+pays"); otherwise it is stored as is. A member over 512 bytes whose first 512
+bytes do not deflate to 90 % or less is stored as is without trying the rest.
 
 A big object's plaintext is the file's content, deflated as one zlib stream
 when a sample of its first MiB shrinks by a tenth or more, else as is; it is
@@ -42,12 +43,26 @@ class Writable(Protocol):
     def write(self, data: bytes) -> object: ...
 
 
+#: a small file longer than this is first probed on a sample of this size ...
+MEMBER_PROBE = 512
+#: ... and deflated only when the sample shrinks to at most this share of it
+MEMBER_PROBE_RATIO = 0.9
+
+
 def compress_member(data: bytes) -> tuple[bytes, Literal["none", "zlib"]]:
-    """The stored form of a small file's content: deflated when smaller."""
-    if data:
-        packed = zlib.compress(data, 6)
-        if len(packed) < len(data):
-            return packed, "zlib"
+    """The stored form of a small file's content: deflated when smaller.
+
+    Content longer than :data:`MEMBER_PROBE` whose first bytes do not deflate
+    well (already compressed or encrypted data) is stored as is without
+    deflating the rest: trying costs about as much as sealing it."""
+    if not data:
+        return data, "none"
+    if len(data) > MEMBER_PROBE and \
+            len(zlib.compress(data[:MEMBER_PROBE], 1)) > MEMBER_PROBE * MEMBER_PROBE_RATIO:
+        return data, "none"
+    packed = zlib.compress(data, 6)
+    if len(packed) < len(data):
+        return packed, "zlib"
     return data, "none"
 
 

@@ -131,6 +131,8 @@ class IndexRepository(Repository):
         self._acked_now: set[tuple[str, int]] = set()
         self._page: PageWriter | None = None
         self._pending: list[_Pending] = []
+        #: the highest version packed so far per path key (the next is above it)
+        self._pending_top: dict[str, int] = {}
         self._pending_big: dict[str, int] = {}
         self._callbacks: list[Callable[[], None]] = []
         self._open_pages: dict[str, OpenedPage] = {}
@@ -524,10 +526,13 @@ class IndexRepository(Repository):
 
     def _next_version(self, state: RelayState, key: str, path: str) -> int:
         version = state.next_version(key, path)
-        for pending in self._pending:
-            if pending.entry.key == key:
-                version = max(version, pending.entry.version + 1)
-        return version
+        packed = self._pending_top.get(key)
+        return version if packed is None else max(version, packed + 1)
+
+    def _add_pending(self, pending: _Pending) -> None:
+        self._pending.append(pending)
+        key, version = pending.entry.key, pending.entry.version
+        self._pending_top[key] = max(version, self._pending_top.get(key, 0))
 
     def _pending_bytes(self) -> int:
         page = self._page.size if self._page is not None else 0
@@ -594,7 +599,7 @@ class IndexRepository(Repository):
             kind="file", pusher=self.client_id, pusher_label=self.pusher_label, size=local.size,
             mtime_ns=local.mtime_ns, checksum=checksum, receivers=self._receivers_now(state),
             puller_count=self.puller_count, location=location)
-        self._pending.append(_Pending(entry, on_page))
+        self._add_pending(_Pending(entry, on_page))
         self.step(f"packed {local.path}")
         return entry.to_placeholder()
 
@@ -608,7 +613,7 @@ class IndexRepository(Repository):
             lease=lease.generation, kind="tombstone", pusher=self.client_id, pusher_label=self.pusher_label,
             size=0, mtime_ns=0, checksum=None, receivers=(), puller_count=self.puller_count, location=None,
             deliberate=deliberate)
-        self._pending.append(_Pending(entry, False))
+        self._add_pending(_Pending(entry, False))
         return entry.to_placeholder()
 
     def commit_pending(self, lease: Lease, state: RelayState) -> list[Placeholder]:
@@ -644,6 +649,7 @@ class IndexRepository(Repository):
         self._commit_delta(lease, state, delta)
         self._settle(added)
         self._pending.clear()
+        self._pending_top.clear()
         self._pending_big.clear()
         self._discard_page()
         callbacks, self._callbacks = self._callbacks, []
@@ -659,6 +665,7 @@ class IndexRepository(Repository):
     def abandon_pending(self) -> None:
         """Forget what was packed and not committed (the pass failed)."""
         self._pending.clear()
+        self._pending_top.clear()
         self._pending_big.clear()
         self._callbacks.clear()
         self._discard_page()
