@@ -16,6 +16,7 @@ Exit codes are those of :mod:`escale.errors` (``doc/cli.rst``).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -129,7 +130,28 @@ def _run_once(config: Config, args: argparse.Namespace) -> int:
     return code
 
 
+#: the youngest generation's collection threshold (Python's default is 700)
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a pass over a big tree.
+
+    A pass allocates a few objects per tracked file (index entries, views,
+    plan) that live until its end and hold no cycles; with the default
+    thresholds the collector walks them again and again (a quarter of a
+    no-change pass's time on 10,000 files). What the imports made is frozen
+    (never walked again), and a collection of the young objects runs every
+    :data:`GC_YOUNG_THRESHOLD` allocations instead of 700: cyclic garbage
+    still goes, a little later.
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tune_gc()
     parser = build_parser()
     args = parser.parse_args(argv)
 

@@ -64,6 +64,10 @@ AfterDelivery = Literal["leave", "move", "delete"]
 DeliveredWhen = Literal["acknowledged", "sent"]
 
 
+#: folder decisions a FileFilter keeps (bounds its memory on huge trees)
+_FOLDERS_KEPT = 100_000
+
+
 @dataclass(frozen=True)
 class FileFilter:
     """Which local files a client considers.
@@ -80,11 +84,28 @@ class FileFilter:
     include_dirs: tuple[re.Pattern[str], ...] = ()
     exclude_dirs: tuple[re.Pattern[str], ...] = ()
 
+    def __post_init__(self) -> None:
+        # what accepts_file needs beyond the fields: whether the filter takes
+        # everything, and the folders decided so far (a pure function of the
+        # fields, asked once per file and pass: kept, up to _FOLDERS_KEPT)
+        object.__setattr__(self, "_everything", not (self.extensions or self.include or self.exclude
+                                                     or self.include_dirs or self.exclude_dirs))
+        object.__setattr__(self, "_folders", {})
+
     def accepts_file(self, relpath: str) -> bool:
         """Whether the file at ``relpath`` (relative, ``/``-separated) is synced."""
+        if self._everything:  # type: ignore[attr-defined]
+            return True
         folder, _, base = relpath.rpartition("/")
-        if folder and not self.accepts_dir(folder):
-            return False
+        if folder:
+            folders: dict[str, bool] = self._folders  # type: ignore[attr-defined]
+            accepted = folders.get(folder)
+            if accepted is None:
+                if len(folders) >= _FOLDERS_KEPT:
+                    folders.clear()
+                accepted = folders[folder] = self.accepts_dir(folder)
+            if not accepted:
+                return False
         if self.extensions:
             ext = base.rpartition(".")[2].lower() if "." in base else ""
             if ext not in self.extensions:

@@ -536,7 +536,7 @@ class LeaseManager:
         except BaseException:
             _drop_token(mine.token)
             raise
-        self._prune(mine.generation)
+        self._prune(mine.generation, listing.generations)
         log.debug("took relay lease generation %d for %s", mine.generation, operation)
         return lease
 
@@ -583,11 +583,13 @@ class LeaseManager:
             log.warning("could not withdraw from relay lease generation %d (others wait until it is stale): %s",
                         mine.generation, exc)
 
-    def _prune(self, generation: int) -> None:
-        """Delete lease generations older than ``generation - 1`` (best effort);
-        folders and foreign names are left alone."""
+    def _prune(self, generation: int, listed: list[int]) -> None:
+        """Delete the generations of ``listed`` (as listed before ours was
+        claimed: none older can appear since, generations only grow) that are
+        older than ``generation - 1`` (best effort); folders and foreign names
+        are left alone."""
         try:
-            for old in list_leases(self.relay).generations:
+            for old in listed:
                 if old < generation - 1:
                     self.relay.delete(layout.lease_name(old))
                     self.observations.pop(old, None)

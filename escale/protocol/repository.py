@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
 from escale.errors import (
@@ -715,16 +715,10 @@ class Repository:
         numbered above the last committed one)."""
         key = self.sealer.object_key(local.path)
         version = state.next_version(key, local.path)
-        hasher = hashlib.new(self.checksum) if self.checksum else None
         payload = layout.data_name(key, version)
         spool = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - handed over open, in StagedPayload
         try:
-            reader = _HashingReader(source, hasher)
-            self.sealer.seal_stream(payload, cast(BinaryIO, reader),
-                                    cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), local.path)))
-            stored = spool.tell()
-            if reader.count != local.size:
-                raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+            stored, checksum = self._seal_into(payload, local, source, cast(BinaryIO, spool))
             if self.disk_quota is not None and state.stored_bytes() + stored > self.disk_quota:
                 raise RelayQuotaExceeded(
                     f"disk quota of {self.disk_quota} bytes reached; {local.path} waits for reclaim",
@@ -736,14 +730,67 @@ class Repository:
             spool.close()
             raise
         state.payloads[payload] = stored
-        checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
-        placeholder = Placeholder(
+        return StagedPayload(self._staged_placeholder(lease, state, local, key, version, payload, checksum),
+                             cast(BinaryIO, spool), stored)
+
+    def _seal_into(self, payload: str, local: LocalVersion, source: BinaryIO,
+                   spool: BinaryIO) -> tuple[int, str | None]:
+        """Seal ``source`` (``local``'s content) as ``payload`` into ``spool``;
+        returns its stored size and the content's checksum. ProtocolError when
+        ``source`` is not ``local.size`` long (it changed meanwhile). Touches no
+        shared state."""
+        hasher = hashlib.new(self.checksum) if self.checksum else None
+        reader = _HashingReader(source, hasher)
+        self.sealer.seal_stream(payload, cast(BinaryIO, reader), cast(BinaryIO, _LocalSpool(spool, local.path)))
+        if reader.count != local.size:
+            raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+        return spool.tell(), (f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None)
+
+    def _staged_placeholder(self, lease: Lease, state: RelayState, local: LocalVersion, key: str, version: int,
+                            payload: str, checksum: str | None) -> Placeholder:
+        return Placeholder(
             path=local.path, key=key, version=version, generation=lease.generation, kind="file",
             pusher=self.client_id, pusher_label=self.pusher_label, size=local.size,
             mtime_ns=local.mtime_ns, checksum=checksum, payload=payload,
             receivers=self._receivers_now(state), puller_count=self.puller_count,
         )
-        return StagedPayload(placeholder, cast(BinaryIO, spool), stored)
+
+    def seals_apart(self) -> bool:
+        """Whether a payload may be sealed on another thread
+        (:meth:`reserve_stage`, then :meth:`seal_reserved`) rather than by
+        :meth:`stage_file`: when payloads are pushed apart and no ``disk
+        quota`` is set (the quota is checked against the sealed size, before
+        the upload, on the pass's thread)."""
+        return self.pushes_apart() and self.disk_quota is None
+
+    def reserve_stage(self, lease: Lease, state: RelayState, local: LocalVersion) -> StagedPayload:
+        """:meth:`stage_file` without the sealing, on the pass's thread (only
+        where :meth:`seals_apart`): number ``local``'s next version, mark the
+        relay as being changed, and return a staged payload whose spool is
+        still empty and whose placeholder has no checksum yet (stored 0).
+        :meth:`seal_reserved` completes it; the caller closes it, and calls
+        :meth:`release_staged` if it is never uploaded."""
+        assert self.disk_quota is None
+        key = self.sealer.object_key(local.path)
+        version = state.next_version(key, local.path)
+        self._touch(lease)
+        spool = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - handed over open, in StagedPayload
+        placeholder = self._staged_placeholder(lease, state, local, key, version, layout.data_name(key, version),
+                                               None)
+        return StagedPayload(placeholder, cast(BinaryIO, spool), 0)
+
+    def seal_reserved(self, reserved: StagedPayload, local: LocalVersion, source: BinaryIO) -> StagedPayload:
+        """Seal ``source`` (``local``'s content, opened and checked by the
+        caller) into ``reserved``'s spool: the staged payload
+        :meth:`stage_file` would have returned (same spool, with its checksum
+        and stored size). Raises ProtocolError when ``source`` changed
+        meanwhile, DiskFull or LocalError when the spool cannot be written.
+        Touches no shared state: safe from a worker thread. The caller records
+        the stored size with :meth:`commit_staged` (which does it)."""
+        assert reserved.placeholder.payload is not None
+        stored, checksum = self._seal_into(reserved.placeholder.payload, local, source, reserved.spool)
+        reserved.spool.seek(0)
+        return StagedPayload(replace(reserved.placeholder, checksum=checksum), reserved.spool, stored)
 
     def upload_staged(self, lease: Lease, staged: StagedPayload, relay: Relay | None = None) -> None:
         """The second step: upload a staged payload (whole, atomically)
@@ -768,6 +815,8 @@ class Repository:
         """The last step, on this thread, once :meth:`upload_staged` returned:
         commit the placeholder (exclusive, fenced by the lease before and
         after) and retire the superseded version. Raises as :meth:`commit_file`."""
+        assert staged.placeholder.payload is not None
+        state.payloads[staged.placeholder.payload] = staged.stored  # already there unless sealed apart
         self._commit(lease, state, staged.placeholder)
         return staged.placeholder
 

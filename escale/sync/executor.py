@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from escale.config.settings import ClientSettings
 from escale.errors import EscaleError, LeaseLost, LocalError, ProtocolError, RelayNotFound, RelayQuotaExceeded
@@ -42,7 +41,7 @@ from escale.sync.hook import run_hook
 from escale.sync.planner import Action, BaseEntry, LocalFile, Plan
 from escale.sync.report import Announcer, PassReport, TransferProgress
 from escale.sync.state import StateDB
-from escale.sync.transfers import Downloads, TransferPool, Uploads, transfer_connections
+from escale.sync.transfers import Downloads, TransferPool, Unsealed, Uploads, transfer_connections
 from escale.sync.trash import Trash
 
 log = logging.getLogger(__name__)
@@ -242,21 +241,16 @@ class Executor:
         through a symbolic link, only if the file is still ``expect``; on disk
         before it returns if ``durable``, else at the next :meth:`_settle`)."""
         faults.step(f"download {ph.path}")
-        # fetched ahead on another connection (as stored: opened and verified here), or now
-        spool = self._downloads.take(ph) if self._downloads is not None else None
-
-        def fill(handle: BinaryIO) -> None:
-            if spool is None:
-                self.repo.fetch(ph, handle)
-            else:
-                self.repo.open_payload(ph, spool, handle)
-
-        try:
-            st = localfs.write_atomically(self.settings.local_path, rel, fill, expect=expect, durable=durable,
-                                          mtime_ns=ph.mtime_ns if self.settings.use_mtime else None)
-        finally:
-            if spool is not None:
-                spool.close()
+        mtime_ns = ph.mtime_ns if self.settings.use_mtime else None
+        # fetched, opened and verified ahead on another connection, or fetched now
+        prepared = self._downloads.take(ph) if self._downloads is not None else None
+        if prepared is None:
+            st = localfs.write_atomically(self.settings.local_path, rel, lambda handle: self.repo.fetch(ph, handle),
+                                          expect=expect, durable=durable, mtime_ns=mtime_ns)
+        else:
+            with prepared:
+                st = localfs.install_prepared(self.settings.local_path, rel, prepared, expect=expect,
+                                              durable=durable, mtime_ns=mtime_ns)
         faults.step(f"downloaded {ph.path}")
         return st
 
@@ -393,7 +387,7 @@ class Executor:
         if sum(1 for a in actions if a.kind != "push_delete") < 2:
             return None
 
-        def stage(index: int) -> StagedPayload | None:
+        def stage(index: int) -> StagedPayload | Unsealed | None:
             return self._stage(lease, state, actions[index])
 
         pool = TransferPool(self.open_relay, count, name="upload")
@@ -435,20 +429,31 @@ class Executor:
             raise localfs.LocalChanged(f"{action.path} changed on the relay meanwhile; re-planned next pass",
                                        path=action.path)
 
-    def _stage(self, lease: Lease, state: RelayState, action: Action) -> StagedPayload | None:
+    def _stage(self, lease: Lease, state: RelayState, action: Action) -> StagedPayload | Unsealed | None:
         """Check ``action`` against the relay and seal its file for upload
-        (:meth:`Repository.stage_file`); None for a tombstone. Raises what
-        :meth:`push` raises for those steps."""
+        (:meth:`Repository.stage_file`), or, where the repository allows it,
+        reserve it and leave the sealing to the upload's worker
+        (:class:`Unsealed`: the file stays open for it); None for a
+        tombstone. Raises what :meth:`push` raises for those steps."""
         self._recheck(state, action)
         if action.kind == "push_delete":
             return None
         local = action.expect_local
         assert local is not None
         relay_path = action.copy_path or action.path
-        with localfs.open_for_push(self.settings.local_path, action.path, local) as handle:
+        version = LocalVersion(relay_path, local.size, local.mtime_ns, local.checksum)
+        handle = localfs.open_for_push(self.settings.local_path, action.path, local)
+        handed_over = False
+        try:
             faults.step(f"push {relay_path}")
-            return self.repo.stage_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
-                                                                   local.checksum), handle)
+            if self.repo.seals_apart():
+                unsealed = Unsealed(self.repo.reserve_stage(lease, state, version), version, handle)
+                handed_over = True  # closed once sealed, or when the uploads close
+                return unsealed
+            return self.repo.stage_file(lease, state, version, handle)
+        finally:
+            if not handed_over:
+                handle.close()
 
     def push(self, lease: Lease, state: RelayState, action: Action, staged: StagedPayload | None = None) -> None:
         """Commit one relay-side action: the local file as the next version (or

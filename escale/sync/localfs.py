@@ -263,45 +263,162 @@ def write_atomically(
     """
     parts = _parts(rel)
     target = os.path.join(root, *parts)
-    name = parts[-1]
+    with _folder(root, parts[:-1], create=True) as fd:
+        temp = f"{PART_PREFIX}{secrets.token_hex(6)}"
+        try:
+            _write_temp(fd, temp, target, fill, mtime_ns=mtime_ns, durable=durable)
+            return _into_place(fd, temp, parts[-1], expect, target)
+        finally:
+            _remove_temp(fd, temp, target)
+
+
+def _into_place(fd: int, temp: str, name: str, expect: LocalFile | None, target: str) -> os.stat_result:
+    """The last step of an atomic write in folder ``fd``: give the complete
+    file ``temp`` the name ``name`` if the entry there is still ``expect``
+    (LocalChanged otherwise, nothing replaced); returns the new file's stat."""
+    if not _matches(_lstat(fd, name), expect):
+        raise LocalChanged(f"{target} changed during the transfer; it will be synced next pass", path=target)
+    try:
+        if expect is None:
+            # atomic, refuses a file (or link) that appeared meanwhile
+            os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            os.unlink(temp, dir_fd=fd)
+        else:
+            os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+    except FileExistsError as exc:
+        raise LocalChanged(f"{target} appeared during the transfer", path=target) from exc
+    except OSError as exc:
+        raise _translate(exc, target) from exc
+    return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
+
+def _remove_temp(fd: int, temp: str, target: str) -> None:
+    """Remove ``temp`` from folder ``fd`` if it is still there."""
+    try:
+        os.unlink(temp, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # pragma: no cover - the folder went read-only meanwhile
+        log.warning("cannot remove temporary file %s: %s", os.path.join(os.path.dirname(target), temp),
+                    exc.strerror)
+
+
+# --------------------------------------------------------------------------- prepared files
+# (a download decrypted and verified on a worker thread, then installed here)
+
+#: Why linking a prepared file into the local folder may fail where a copy
+#: still works: another file system, no ``/proc``, a file that cannot be
+#: linked (not made by :func:`new_prepared`, or made by its fallback), or a
+#: file system without hard links.
+_LINK_FALLBACK = frozenset({errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP,
+                            errno.EOPNOTSUPP, errno.EINVAL})
+
+
+def new_prepared(folder: str) -> BinaryIO:
+    """A new, empty, nameless file in ``folder`` (escale's own spool folder)
+    to prepare a file's content in, for :func:`install_prepared`; opened for
+    reading and writing, closed by the caller.
+
+    Where the platform has ``O_TMPFILE`` the file never has a name: it
+    vanishes with its last descriptor (even if the process is killed) and
+    :func:`install_prepared` can link it into the local folder. Elsewhere it
+    is a named file removed at once (then it is installed by a copy). Its mode
+    is 0666 less the umask, as for :func:`write_atomically`'s files. Raises
+    DiskFull or LocalError."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    try:
+        if tmpfile:
+            try:
+                return os.fdopen(os.open(folder, flags | tmpfile, 0o666), "w+b")
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+        path = os.path.join(folder, f"{PART_PREFIX}{secrets.token_hex(6)}")
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        os.unlink(path)
+        return os.fdopen(fd, "w+b")
+    except OSError as exc:
+        raise _translate(exc, folder) from exc
+
+
+def install_prepared(
+    root: str,
+    rel: str,
+    prepared: BinaryIO,
+    *,
+    expect: LocalFile | None,
+    mtime_ns: int | None = None,
+    durable: bool = True,
+) -> os.stat_result:
+    """Replace ``root/rel`` with the complete content of ``prepared`` (a file
+    from :func:`new_prepared`, already verified), if it is still ``expect``.
+
+    The same contract as :func:`write_atomically`, whose ``fill`` would have
+    written that content: the folder walk refuses links (UnsafeLocalPath),
+    the user's file is re-checked just before the rename (LocalChanged), the
+    temporary name never outlives the call, ``durable`` and ``mtime_ns`` mean
+    the same. The prepared file itself is given a temporary name beside the
+    target by a hard link (no copy) when both are on one file system;
+    otherwise (another file system, no ``/proc``, a file that has had a
+    name) its content is copied there. ``prepared`` must not be written
+    after this call (it may now be the user's file); the caller closes it."""
+    parts = _parts(rel)
+    target = os.path.join(root, *parts)
+    try:
+        prepared.flush()
+        source = prepared.fileno()
+        if mtime_ns is not None:
+            os.utime(source, ns=(mtime_ns, mtime_ns))
+        if durable:
+            os.fsync(source)
+    except OSError as exc:
+        raise _translate(exc, target) from exc
     with _folder(root, parts[:-1], create=True) as fd:
         temp = f"{PART_PREFIX}{secrets.token_hex(6)}"
         try:
             try:
-                handle_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                    0o666, dir_fd=fd)
-                with os.fdopen(handle_fd, "wb") as handle:
-                    fill(handle)
-                    handle.flush()
-                    if durable:
-                        os.fsync(handle.fileno())
-                    if mtime_ns is not None:
-                        os.utime(handle.fileno(), ns=(mtime_ns, mtime_ns))
+                # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names an O_TMPFILE file
+                os.link(f"/proc/self/fd/{source}", temp, dst_dir_fd=fd, follow_symlinks=True)
             except OSError as exc:
-                raise _translate(exc, target) from exc
-            if not _matches(_lstat(fd, name), expect):
-                raise LocalChanged(f"{target} changed during the transfer; it will be synced next pass",
-                                   path=target)
-            try:
-                if expect is None:
-                    # atomic, refuses a file (or link) that appeared meanwhile
-                    os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
-                    os.unlink(temp, dir_fd=fd)
-                else:
-                    os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
-            except FileExistsError as exc:
-                raise LocalChanged(f"{target} appeared during the transfer", path=target) from exc
-            except OSError as exc:
-                raise _translate(exc, target) from exc
-            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if exc.errno not in _LINK_FALLBACK:
+                    raise _translate(exc, target) from exc
+                _copy_prepared(prepared, fd, temp, target, mtime_ns=mtime_ns, durable=durable)
+            return _into_place(fd, temp, parts[-1], expect, target)
         finally:
-            try:
-                os.unlink(temp, dir_fd=fd)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # pragma: no cover - the folder went read-only meanwhile
-                log.warning("cannot remove temporary file %s: %s", os.path.join(os.path.dirname(target), temp),
-                            exc.strerror)
+            _remove_temp(fd, temp, target)
+
+
+def _copy_prepared(prepared: BinaryIO, fd: int, temp: str, target: str, *, mtime_ns: int | None,
+                   durable: bool) -> None:
+    """:func:`install_prepared` when the prepared file cannot be linked:
+    copy its content into a new file ``temp`` of folder ``fd``."""
+
+    def copy(writer: BinaryIO) -> None:
+        prepared.seek(0)
+        while chunk := prepared.read(1 << 20):
+            writer.write(chunk)
+
+    _write_temp(fd, temp, target, copy, mtime_ns=mtime_ns, durable=durable)
+
+
+def _write_temp(fd: int, temp: str, target: str, fill: Callable[[BinaryIO], object], *,
+                mtime_ns: int | None, durable: bool) -> None:
+    """Create the new file ``temp`` in folder ``fd`` (never through a link) and
+    write it with ``fill``; flushed to disk if ``durable``, its mtime set to
+    ``mtime_ns`` if given. Errors are reported against ``target``; the caller
+    removes ``temp``."""
+    try:
+        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=fd)
+        with os.fdopen(out, "wb") as handle:
+            fill(handle)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+            if mtime_ns is not None:
+                os.utime(handle.fileno(), ns=(mtime_ns, mtime_ns))
+    except OSError as exc:
+        raise _translate(exc, target) from exc
 
 
 def rename_aside(root: str, source: str, target: str, *, expect: LocalFile) -> None:

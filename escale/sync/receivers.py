@@ -134,20 +134,26 @@ def missed_versions(state: RelayState, me: str, base: Mapping[str, BaseEntry], *
     acknowledgements, this client's own missing, while its last synced version
     of the path (``base``) is older. Paths ``accepts`` refuses are left out."""
     out = []
-    for path, ph in sorted(state.latest.items()):
-        if ph.deleted or ph.pusher == me or state.has_payload(ph) or not accepts(path):
+    for path, ph in state.latest.items():
+        if ph.deleted or ph.pusher == me or state.has_payload(ph):
+            continue
+        holders = state.acks.get((ph.key, ph.version))
+        if not holders or me in holders:
+            continue  # taken by this client, or never acknowledged: lost, not reclaimed (repaired by its pusher)
+        acks = holders - {ph.pusher}
+        if not acks:
             continue
         synced = base.get(path)
         if synced is not None and synced.version >= ph.version:
             continue
-        acks = state.acks.get((ph.key, ph.version), set()) - {ph.pusher}
-        if not acks or me in acks:
-            continue  # never acknowledged by anyone: lost, not reclaimed (repaired by its pusher)
+        if not accepts(path):
+            continue
         if ph.puller_count and len(acks) >= ph.puller_count:
             why = f"puller count {ph.puller_count} reached before this client received it"
         else:
             why = "reclaimed before this client received it (was this client forgotten, or new?)"
         out.append((ph, why))
+    out.sort(key=lambda item: item[0].path)
     return out
 
 
@@ -155,6 +161,10 @@ def missed_lines(db: StateDB, state: RelayState, me: str, settings: ClientSettin
     """:func:`missed_versions` as warning lines, each logged once per version
     (at most :data:`MISSED_LINES` listed, the rest counted)."""
     if not settings.receives:
+        return []
+    # without the base first: what it leaves out is a superset, most often
+    # empty, and then the base (a read of every synced path) is not needed
+    if not missed_versions(state, me, {}, accepts=settings.filters.accepts_file):
         return []
     missed = missed_versions(state, me, db.base(), accepts=settings.filters.accepts_file)
     if not missed:

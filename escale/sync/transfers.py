@@ -8,22 +8,30 @@ Then:
   up to ``transfers`` worker threads, each with its own connection (opened
   from the client's relay factory on its first job, closed at the end),
   download payloads *as stored* (sealed) into spool files of the state
-  folder. The executor still applies every action in the plan's order on its
-  own thread: it takes each payload's spool when it reaches its action,
-  decrypts and verifies it into a temporary file beside the user's file and
-  renames it into place (:mod:`escale.sync.localfs`), exactly as a serial
-  pass does. Workers never touch the local folder, the state database or the
-  relay state.
+  folder, then decrypt and verify each into a nameless plaintext file of the
+  same folder (:func:`escale.sync.localfs.new_prepared`): the CPU work of a
+  download runs on the workers too. The executor still applies every action
+  in the plan's order on its own thread: it takes each verified file when it
+  reaches its action, re-checks the user's file and links the prepared file
+  into place (:func:`escale.sync.localfs.install_prepared`: a hard link when
+  the state folder is on the local folder's file system, else a copy), with
+  the guarantees of a serial pass's atomic write. A payload that fails
+  verification is refused before the local folder is touched. Workers never
+  touch the local folder, the state database or the relay state.
 * **uploads** (:class:`Uploads`) run under the pass's lease: the executor
-  seals each pushed file into a spool file on its own thread (checking the
-  plan and the quota as a serial pass does), hands the upload of the sealed
-  payload to a worker, and commits each placeholder on the main connection,
-  in the plan's order, only once its payload upload has returned: data before
-  the metadata that points to it, fenced by the lease as before.
+  checks each pushed file on its own thread (the plan, the relay version, the
+  file as scanned, on the opened file), then a worker seals the opened file
+  into a spool file (:meth:`Repository.seal_reserved`; with a ``disk quota``
+  the executor seals it itself, to check the quota first) and uploads the
+  sealed payload; the executor commits each placeholder on the main
+  connection, in the plan's order, only once its payload upload has
+  returned: data before the metadata that points to it, fenced by the lease
+  as before.
 
 Memory does not grow with file sizes or counts: content goes through spool
 files in chunks, and at most ``transfers + 1`` payloads are staged or
-downloaded ahead at any time (so the spool holds at most that many payloads).
+downloaded ahead at any time (so the spool holds at most that many payloads,
+each at most twice while a worker opens it).
 A worker's failure is raised, as the very exception the serial path raises,
 when the executor reaches that action; on the way out every job still queued
 is dropped, a transfer in progress stops at its next chunk, and every worker
@@ -32,18 +40,22 @@ connection is closed (:meth:`TransferPool.close`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
 from typing import BinaryIO, Generic, TypeVar, cast
 
+from escale.errors import DiskFull, LocalError
 from escale.protocol.lease import Lease
 from escale.protocol.objects import Placeholder
-from escale.protocol.repository import RelayState, Repository, StagedPayload
+from escale.protocol.repository import LocalVersion, RelayState, Repository, StagedPayload
 from escale.relay import Relay
+from escale.sync import localfs
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +283,14 @@ class _Watched:
         return True
 
 
+def _spool_error(exc: OSError, path: str) -> LocalError:
+    """A write error on a spool file of the state folder, as a local error."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFull(f"local disk full while transferring {path} (spool in the state folder); nothing was "
+                        "changed", path=path)
+    return LocalError(f"cannot write the spool file while transferring {path}: {exc.strerror or exc}", path=path)
+
+
 def _discard_spool(job: _Job[BinaryIO]) -> None:
     """Close the spool a download job produced or will produce."""
     job.abandoned.set()
@@ -316,23 +336,32 @@ class Downloads:
         repo, spool_dir = self._repo, self._spool_dir
 
         def work(relay: Relay, abandoned: threading.Event) -> BinaryIO:
-            spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - handed over open to take()
-            try:
-                repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, spool), abandoned)),
+            with tempfile.TemporaryFile(dir=spool_dir) as sealed:
+                repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, sealed), abandoned)),
                                       relay)
-            except BaseException:
-                spool.close()
-                raise
-            return cast(BinaryIO, spool)
+                plain = localfs.new_prepared(spool_dir) if spool_dir else tempfile.TemporaryFile()  # noqa: SIM115
+                try:
+                    try:
+                        repo.open_payload(placeholder, cast(BinaryIO, sealed),
+                                          cast(BinaryIO, _Watched(plain, abandoned)))
+                        plain.flush()
+                    except OSError as exc:  # the spool's, not the relay's
+                        raise _spool_error(exc, placeholder.path) from exc
+                except BaseException:
+                    plain.close()
+                    raise
+            return plain
 
         return work
 
     def take(self, placeholder: Placeholder) -> BinaryIO | None:
-        """The spool file holding ``placeholder``'s payload as stored (the
-        caller opens it with :meth:`Repository.open_payload` and closes it),
+        """A file holding ``placeholder``'s content, decrypted and verified
+        (made by :func:`escale.sync.localfs.new_prepared`: the caller installs
+        it with :func:`escale.sync.localfs.install_prepared` and closes it),
         waiting for its download; None when it was not scheduled here (the
-        caller fetches it itself). Raises what its download raised. Payloads
-        scheduled before it and never taken are discarded."""
+        caller fetches it itself). Raises what its download, or its opening
+        (IntegrityError: refused, nothing written), raised. Payloads scheduled
+        before it and never taken are discarded."""
         indexes = self._where.get(placeholder.payload or "", [])
         index = next((i for i in indexes if i >= self._taken), None)
         if index is None:
@@ -358,19 +387,34 @@ class Downloads:
         self._pool.close()
 
 
+@dataclass(frozen=True)
+class Unsealed:
+    """A push staged on the pass's thread without its sealing
+    (:meth:`Repository.reserve_stage`): a worker seals ``source`` (the local
+    file, opened and checked, as ``local``) into ``reserved`` and uploads it.
+    The source is closed once sealed, or when the uploads close."""
+
+    reserved: StagedPayload
+    local: LocalVersion
+    source: BinaryIO
+
+
 class Uploads:
     """The payload uploads of a pass's pushes, on other connections.
 
     ``stage(index)`` is the executor's: it checks push number ``index`` of
-    the plan and seals its file (:meth:`Repository.stage_file`), returning
-    the staged payload, or None for an action with nothing to upload (a
-    tombstone); what it raises is kept and raised again by :meth:`take` for
-    that action. Uploads start as soon as a payload is staged; at most
-    ``ahead + 1`` payloads are staged and not yet taken.
+    the plan and either seals its file (:meth:`Repository.stage_file`),
+    returning the staged payload, or reserves it and leaves the sealing to
+    the worker that uploads it (:class:`Unsealed`, where
+    :meth:`Repository.seals_apart`); None for an action with nothing to
+    upload (a tombstone). What it raises is kept and raised again by
+    :meth:`take` for that action. Uploads start as soon as a payload is
+    staged; at most ``ahead + 1`` payloads are staged and not yet taken.
     """
 
     def __init__(self, repo: Repository, lease: Lease, state: RelayState, count: int,
-                 stage: Callable[[int], StagedPayload | None], pool: TransferPool, *, ahead: int) -> None:
+                 stage: Callable[[int], StagedPayload | Unsealed | None], pool: TransferPool, *,
+                 ahead: int) -> None:
         self._repo = repo
         self._lease = lease
         self._state = state
@@ -379,16 +423,25 @@ class Uploads:
         self._pool = pool
         self._ahead = max(1, ahead)
         self._staged = 0
-        #: per action index: its staged payload and upload, or what staging raised
-        self._outcomes: dict[int, tuple[StagedPayload, _Job[None]] | BaseException | None] = {}
+        #: per action index: its staged payload, its local file when the
+        #: worker seals it, and its upload; or what staging raised
+        self._outcomes: dict[int, tuple[StagedPayload, BinaryIO | None, _Job[StagedPayload]] | BaseException
+                             | None] = {}
 
-    def _upload_job(self, staged: StagedPayload) -> Callable[[Relay, threading.Event], None]:
+    def _upload_job(self, staged: StagedPayload | Unsealed) -> Callable[[Relay, threading.Event], StagedPayload]:
         repo, lease = self._repo, self._lease
 
-        def work(relay: Relay, abandoned: threading.Event) -> None:
-            watched = _Watched(staged.spool, abandoned)
-            repo.upload_staged(lease, StagedPayload(staged.placeholder, cast(BinaryIO, watched), staged.stored),
+        def work(relay: Relay, abandoned: threading.Event) -> StagedPayload:
+            if isinstance(staged, Unsealed):
+                with staged.source:
+                    sealed = repo.seal_reserved(staged.reserved, staged.local,
+                                                cast(BinaryIO, _Watched(staged.source, abandoned)))
+            else:
+                sealed = staged
+            watched = _Watched(sealed.spool, abandoned)
+            repo.upload_staged(lease, StagedPayload(sealed.placeholder, cast(BinaryIO, watched), sealed.stored),
                                relay)
+            return sealed
 
         return work
 
@@ -402,41 +455,57 @@ class Uploads:
             except Exception as exc:  # noqa: BLE001 - raised again, for its own action, by take()
                 self._outcomes[current] = exc
                 continue
-            self._outcomes[current] = (staged, self._pool.submit(self._upload_job(staged))) if staged else None
+            if staged is None:
+                self._outcomes[current] = None
+                continue
+            job = self._pool.submit(self._upload_job(staged))
+            if isinstance(staged, Unsealed):
+                self._outcomes[current] = (staged.reserved, staged.source, job)
+            else:
+                self._outcomes[current] = (staged, None, job)
 
     def take(self, index: int) -> StagedPayload | None:
-        """Push number ``index``'s staged payload once its upload returned
-        (the caller commits it and closes it), None when it has nothing to
-        upload. Raises what its staging or its upload raised (the payload's
-        reserved room is then given back)."""
+        """Push number ``index``'s staged payload once it is sealed and its
+        upload returned (the caller commits it with
+        :meth:`Repository.commit_staged` and closes it), None when it has
+        nothing to upload. Raises what its staging, its sealing or its upload
+        raised (the payload's reserved room is then given back)."""
         self.advance(index)
         outcome = self._outcomes.pop(index, None)
         if isinstance(outcome, BaseException):
             raise outcome
         if outcome is None:
             return None
-        staged, job = outcome
+        staged, source, job = outcome
         try:
-            job.future.result()
+            return job.future.result()
         except BaseException:
             self._repo.release_staged(self._state, staged)
             staged.close()
             raise
-        return staged
+        finally:
+            if source is not None:
+                source.close()
 
     def close(self) -> None:
         """Stop what runs, close the pool's connections, drop the staged
-        payloads not taken. A payload uploaded and never committed stays in
-        the relay state: :meth:`Repository.collect_garbage` removes it as an
-        orphan (this pass's, or a later one's)."""
+        payloads not taken and close their local files. A payload uploaded
+        and never committed stays in the relay state:
+        :meth:`Repository.collect_garbage` removes it as an orphan (this
+        pass's, or a later one's)."""
         for outcome in self._outcomes.values():
             if isinstance(outcome, tuple):
-                outcome[1].abandoned.set()
+                outcome[2].abandoned.set()
         self._pool.close()
         for outcome in self._outcomes.values():
             if isinstance(outcome, tuple):
-                staged, job = outcome
+                staged, source, job = outcome
                 if job.future.cancelled() or job.future.exception() is not None:
                     self._repo.release_staged(self._state, staged)
+                elif source is not None and staged.placeholder.payload is not None:
+                    # sealed apart and uploaded: on the relay, as stage_file would have recorded it
+                    self._state.payloads[staged.placeholder.payload] = job.future.result().stored
                 staged.close()
+                if source is not None:
+                    source.close()
         self._outcomes.clear()

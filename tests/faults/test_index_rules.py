@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from escale.protocol.index import repository as index_repository
 from tests.faults.crash_points import steps_reached
-from tests.faults.world import World, relay_names, tree, write
+from tests.faults.world import World, relay_names, relay_put, tree, write
 from tests.servers.target import RelayTarget
 
 pytestmark = pytest.mark.timeout(240)
@@ -184,3 +185,28 @@ def test_a_page_whose_member_a_receiver_declines_is_still_reclaimed(file_index_w
         assert handle.read() == "original\n"
     world.quiesce(["a", "b"])
     assert relay_names(world, "pages") == [] and relay_names(world, "big") == []
+
+
+def test_orphans_of_other_clients_are_swept_every_few_generations(file_index_world: World,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page no generation names (another client died between its upload and its
+    delta; it never comes back to settle it) is not looked for at every pass (two
+    listings saved per push), but is removed once SWEEP_EVERY generations went by."""
+    monkeypatch.setattr(index_repository, "SWEEP_EVERY", 4)
+    world = file_index_world
+    a, b = world.add("a"), world.add("b")
+    write(a, "first.txt", "1\n")
+    world.quiesce(["a", "b"])
+    orphan = "pages/000000000999.0123456789abcdef"
+    relay_put(world, {orphan: b"left by a client that never came back"})
+    swept = False
+    for round_ in range(12):
+        write(a, f"file{round_}.txt", f"{round_}\n")
+        world.sync("a")
+        world.sync("b")
+        if orphan not in relay_names(world, "pages"):
+            swept = True
+            break
+        assert round_ < 8, "the orphan outlived more than SWEEP_EVERY generations"
+    assert swept
+    assert tree(a) == tree(b)

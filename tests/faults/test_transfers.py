@@ -36,7 +36,7 @@ from escale.errors import RelayConnectionError, RelayNotFound, RelayPermissionDe
 from escale.relay import Relay, make_relay
 from escale.relay.retry import RetryingRelay
 from escale.sync.client import SyncClient
-from tests.faults.world import World, relay_names, tree, write
+from tests.faults.world import World, open_relay, relay_names, tree, write
 from tests.servers.target import RelayTarget
 
 pytestmark = pytest.mark.timeout(300)
@@ -149,6 +149,18 @@ def _files(count: int, seed: int) -> dict[str, bytes]:
     return {f"d{i % 3}/file{i:02d}.bin": rng.randbytes(sizes[i % len(sizes)]) for i in range(count)}
 
 
+def _pair_with_files(tmp_path: Path, target: RelayTarget, transfers: int, *, count: int,
+                     seed: int) -> tuple[World, str, str, dict[str, bytes]]:
+    """Clients a and b (``transfers`` each) and the files written in a's folder, not yet synced."""
+    world = _world(tmp_path, target, transfers)
+    a = world.add("a")
+    b = world.add("b")
+    files = _files(count, seed)
+    for rel, data in files.items():
+        write(a, rel, data)
+    return world, a, b, files
+
+
 def _spool_files(world: World, name: str) -> list[str]:
     spool = os.path.join(world.path(name), ".escale", name, "spool")
     return os.listdir(spool) if os.path.isdir(spool) else []
@@ -192,12 +204,7 @@ def test_one_or_four_transfers_give_the_same_result(tmp_path: Path, request: pyt
 @pytest.mark.parametrize("transfers", [1, 4])
 def test_transfers_overlap_on_their_own_connections(tmp_path: Path, target_sftp: RelayTarget,
                                                     transfers: int) -> None:
-    world = _world(tmp_path, target_sftp, transfers)
-    a = world.add("a")
-    b = world.add("b")
-    files = _files(9, 3)
-    for rel, data in files.items():
-        write(a, rel, data)
+    world, a, b, files = _pair_with_files(tmp_path, target_sftp, transfers, count=9, seed=3)
     gate = Gate(want=transfers)
     report = _gated(world, "a", gate).run_pass()
     assert sorted(report.pushed) == sorted(files)
@@ -219,12 +226,7 @@ def test_a_server_that_limits_connections_gets_fewer_transfers(tmp_path: Path, t
     """Connections beyond the server's limit are refused: the workers that
     could not connect hand their transfers to those that could, and the pass
     completes with fewer at once."""
-    world = _world(tmp_path, target_ftp, 4)
-    a = world.add("a")
-    b = world.add("b")
-    files = _files(9, 6)
-    for rel, data in files.items():
-        write(a, rel, data)
+    world, a, b, files = _pair_with_files(tmp_path, target_ftp, 4, count=9, seed=6)
     world.sync("a")
     gate = Gate(want=2)
     gate.max_connections = 3  # the pass's own connection and two workers
@@ -241,12 +243,7 @@ def test_a_failed_download_is_reported_as_when_serial(tmp_path: Path, target_sft
     """A worker's download failing with a per-file error (the payload gone)
     and with a pass-wide one (permission denied): each surfaces as a serial
     pass reports it; no partial file, no spool file, every connection closed."""
-    world = _world(tmp_path, target_sftp, 4)
-    a = world.add("a")
-    b = world.add("b")
-    files = _files(9, 4)
-    for rel, data in files.items():
-        write(a, rel, data)
+    world, a, b, files = _pair_with_files(tmp_path, target_sftp, 4, count=9, seed=4)
     world.sync("a")
 
     gate = Gate(want=1)
@@ -278,17 +275,39 @@ def test_a_failed_download_is_reported_as_when_serial(tmp_path: Path, target_sft
     assert tree(b) == tree(a)
 
 
+def test_a_payload_that_fails_its_check_in_a_worker_is_refused(tmp_path: Path, target_sftp: RelayTarget) -> None:
+    """A payload altered on the relay is opened and checked by a worker: the
+    file is refused as a serial pass refuses it (an integrity error for that
+    file, the user's older version untouched), the others are received, and
+    nothing is left beside the files or in the spool."""
+    world, a, b, files = _pair_with_files(tmp_path, target_sftp, 4, count=6, seed=6)
+    world.sync("a")
+    world.sync("b")
+    for rel in files:
+        write(a, rel, b"a newer version of " + rel.encode())
+    world.sync("a")
+    with open_relay(world) as relay:
+        altered = next(n for n in relay_names(world, "data") if ".0000000002." in n)
+        sealed = bytearray(relay.get_bytes(altered))
+        sealed[-1] ^= 1
+        relay.put_bytes(altered, bytes(sealed))
+
+    report = _gated(world, "b", Gate(want=1)).run_pass()
+    assert len(report.errors) == 1 and "failed authentication" in report.errors[0], report.errors
+    victim = report.errors[0].partition(":")[0]
+    assert sorted(report.pulled) == sorted(p for p in files if p != victim)
+    for rel in files:
+        with open(os.path.join(b, rel), "rb") as handle:
+            assert handle.read() == (files[rel] if rel == victim else b"a newer version of " + rel.encode()), rel
+    assert _leftovers(b) == [] and _spool_files(world, "b") == []
+
+
 def test_a_failed_upload_commits_nothing_for_it(tmp_path: Path, target_webdav: RelayTarget) -> None:
     """A worker's upload failing (permission denied) ends the pass as a
     serial one ends: that file has no version on the relay, the others that
     were committed are whole, every connection is closed; the next pass
     sends the rest."""
-    world = _world(tmp_path, target_webdav, 4)
-    a = world.add("a")
-    b = world.add("b")
-    files = _files(9, 5)
-    for rel, data in files.items():
-        write(a, rel, data)
+    world, a, b, files = _pair_with_files(tmp_path, target_webdav, 4, count=9, seed=5)
     gate = Gate(want=1)
     gate.failures["put"] = (3, RelayPermissionDenied("permission denied (test)"))
     with pytest.raises(RelayPermissionDenied):

@@ -295,3 +295,34 @@ def test_superseded_pages_go_and_checkpoints_replace_old_deltas(setup: Setup, mo
     assert _fetch(b, "same") == b"version 9"
 
 
+
+
+def test_the_local_copy_of_the_index_is_trusted_only_while_its_digest_matches(
+        setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    a = setup.repo(A)
+    files = {f"d/f{i}": b"%d" % i for i in range(5)}
+    setup.push(a, files)
+    setup.repo(B).read_state()
+    cache = setup.caches[B]
+    good = cache["index@materialised"]
+    assert good.startswith(index_repository._COPY_MAGIC)
+
+    # a damaged copy is noticed and the index is read again from the relay
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0x01
+    cache["index@materialised"] = bytes(damaged)
+    counts: Counter[str] = Counter()
+    with caplog.at_level("WARNING"):
+        state = setup.repo(B, counts=counts).read_state()
+    assert "the local copy of the index is unreadable" in caplog.text
+    assert set(state.latest) == set(files) and counts["get"] >= 1
+    assert cache["index@materialised"] == good  # written again, whole
+
+    # a copy kept before digests (the bare checkpoint) is checked field by field, then kept with its digest
+    caplog.clear()
+    cache["index@materialised"] = index_repository._unsealed_copy(good) or b""
+    counts.clear()
+    with caplog.at_level("WARNING"):
+        state = setup.repo(B, counts=counts).read_state()
+    assert "unreadable" not in caplog.text and set(state.latest) == set(files)
+    assert counts["get"] == 0 and cache["index@materialised"] == good

@@ -164,9 +164,10 @@ def test_request_counts_of_a_big_push_and_of_a_pass_with_nothing_to_do(tmp_path:
     assert len(report.pushed) == 1000
     pages = len(relay_names(world, "pages"))
     print(f"\npush of 1000 files: {_requests(counts)} requests ({dict(counts)}), {pages} page(s)")
-    # header, listings, lease (take, read back, renew, release), one page, one delta, acknowledgements:
-    # a constant, not one per file
-    assert _requests(counts) <= 20 + pages, counts
+    # header, listings, lease (take, read back, release), the header again under the lease (a
+    # conversion?), the state again, one page, one delta: 14, a constant, not one per file (a lease
+    # renewal on a slow machine adds two)
+    assert _requests(counts) <= 16 + pages, counts
     counts.clear()
     report = _counted(world, "b", counts).run_pass()
     assert len(report.pulled) == 1000

@@ -263,3 +263,109 @@ def test_remove_leftovers(root: Path) -> None:
     assert count == 2
     assert _files(root) == ["keep.txt", "l"]
     assert _files(outside) == [".escale-part-cccc"]
+
+
+# --------------------------------------------------------------------------- install_prepared
+
+
+def _prepared(folder: Path, data: bytes) -> BinaryIO:
+    handle = localfs.new_prepared(str(folder))
+    handle.write(data)
+    return handle
+
+
+@pytest.fixture
+def spool(root: Path) -> Path:
+    """A spool folder on the local folder's file system (as in the state folder)."""
+    folder = root.parent / "spool"
+    folder.mkdir()
+    return folder
+
+
+def test_prepared_file_has_no_name_and_is_linked_into_place(root: Path, spool: Path) -> None:
+    with _prepared(spool, b"verified") as handle:
+        assert os.listdir(spool) == []
+        st = localfs.install_prepared(str(root), "a/b/c.txt", handle, expect=None, mtime_ns=10**18)
+        assert st.st_ino == os.fstat(handle.fileno()).st_ino  # the very file, not a copy
+    assert (root / "a/b/c.txt").read_bytes() == b"verified"
+    assert st.st_size == 8 and st.st_mtime_ns == 10**18
+    assert _files(root) == ["a/b/c.txt"] and os.listdir(spool) == []
+
+
+def test_prepared_file_gets_the_mode_of_a_written_file(root: Path, spool: Path) -> None:
+    written = localfs.write_atomically(str(root), "w", _put(b"x"), expect=None)
+    with _prepared(spool, b"x") as handle:
+        installed = localfs.install_prepared(str(root), "p", handle, expect=None)
+    assert installed.st_mode == written.st_mode
+
+
+def test_install_replaces_only_the_expected_file(root: Path, spool: Path) -> None:
+    (root / "f").write_bytes(b"old")
+    planned = _local(root / "f")
+    (root / "f").write_bytes(b"edited meanwhile")
+    with _prepared(spool, b"new") as handle, pytest.raises(LocalChanged):
+        localfs.install_prepared(str(root), "f", handle, expect=planned)
+    assert (root / "f").read_bytes() == b"edited meanwhile"
+    with _prepared(spool, b"new") as handle, pytest.raises(LocalChanged):
+        localfs.install_prepared(str(root), "f", handle, expect=None)  # appeared since the plan
+    assert (root / "f").read_bytes() == b"edited meanwhile"
+    with _prepared(spool, b"new") as handle:
+        localfs.install_prepared(str(root), "f", handle, expect=_local(root / "f"))
+    assert (root / "f").read_bytes() == b"new"
+    assert _files(root) == ["f"]
+
+
+def test_install_refuses_a_symlinked_folder(root: Path, spool: Path) -> None:
+    outside = root.parent / "outside"
+    (root / "d").symlink_to(outside)
+    with _prepared(spool, b"payload") as handle, pytest.raises(UnsafeLocalPath):
+        localfs.install_prepared(str(root), "d/f", handle, expect=None)
+    assert _files(outside) == []
+    assert _files(root) == ["d"]
+
+
+def test_install_never_replaces_a_symlink(root: Path, spool: Path) -> None:
+    outside = root.parent / "outside"
+    (outside / "victim").write_bytes(b"theirs")
+    (root / "f").symlink_to(outside / "victim")
+    with _prepared(spool, b"payload") as handle, pytest.raises(LocalChanged):
+        localfs.install_prepared(str(root), "f", handle, expect=_local(outside / "victim"))
+    assert (outside / "victim").read_bytes() == b"theirs"
+    assert (root / "f").is_symlink()
+
+
+def _other_file_system(root: Path) -> Path:
+    """A folder on another file system than ``root``'s (skips the test when there is none)."""
+    for candidate in ("/dev/shm", "/run/user", "/tmp"):
+        if os.path.isdir(candidate) and os.access(candidate, os.W_OK) \
+                and os.stat(candidate).st_dev != os.stat(root).st_dev:
+            return Path(candidate)
+    pytest.skip("no writable folder on another file system")
+
+
+def test_install_copies_across_file_systems(root: Path) -> None:
+    other = _other_file_system(root)
+    folder = other / f"escale-test-spool-{os.getpid()}"
+    folder.mkdir()
+    try:
+        with _prepared(folder, b"across") as handle:
+            with pytest.raises(OSError, match="cross-device") as linked:  # what install_prepared meets
+                os.link(f"/proc/self/fd/{handle.fileno()}", root / "probe", follow_symlinks=True)
+            assert linked.value.errno == errno.EXDEV
+            (root / "f").write_bytes(b"old")
+            st = localfs.install_prepared(str(root), "f", handle, expect=_local(root / "f"), mtime_ns=10**18)
+            assert st.st_ino != os.fstat(handle.fileno()).st_ino
+        assert (root / "f").read_bytes() == b"across" and st.st_mtime_ns == 10**18
+        assert _files(root) == ["f"]
+    finally:
+        folder.rmdir()
+
+
+def test_install_copies_a_file_that_cannot_be_linked(root: Path, spool: Path) -> None:
+    """A file that had a name and lost it (new_prepared's fallback) is copied."""
+    (spool / "named").write_bytes(b"content")
+    with open(spool / "named", "r+b") as handle:
+        os.unlink(spool / "named")
+        localfs.install_prepared(str(root), "f", handle, expect=None)
+    assert (root / "f").read_bytes() == b"content"
+    assert _files(root) == ["f"] and os.listdir(spool) == []

@@ -9,7 +9,11 @@ objects of :mod:`escale.protocol.index.objects`:
   acknowledgement records) and ``index/``, and fetches only the index deltas
   above the generation this client materialised in its state database (or the
   latest checkpoint, then the deltas after it). With nothing new that is two
-  listings, whatever the number of files.
+  listings, whatever the number of files. The materialised index is kept
+  with a SHA-256 digest of its encoded form: while the digest matches it is
+  decoded without the field checks (run when its content came from the
+  relay); otherwise with every check, and read again from the relay if it
+  fails them.
 * Pushing is buffered: :meth:`commit_file` packs small files into the pending
   archive page (big files are uploaded at once as their own objects) and
   returns the planned placeholder; :meth:`commit_pending` uploads the page,
@@ -89,6 +93,11 @@ COMPACT_MIN_DEAD = 256 * 1024
 OPEN_PAGES = 2
 #: Sealing overhead allowance for the quota check of a pending page.
 SEAL_SLACK = 1.04
+#: ``pages/`` and ``big/`` are listed for orphans (content no generation names,
+#: left by any client's interrupted push) when this many generations were
+#: committed since the last such listing, and whenever this client has
+#: unsettled objects of its own: not at every pass.
+SWEEP_EVERY = 16
 
 _MATERIALISED = "index@materialised"
 _KNOWN = "index@known"
@@ -99,7 +108,12 @@ _PREPARED = "index@prepared"
 #: (a crash between the upload and its delta, or between a drop and the
 #: deletion): they make clean-up due until a listing shows them gone
 _UNSETTLED = "index@unsettled"
+#: the generation at which this client last listed pages/ and big/
+_SWEPT = "index@swept"
 _ACK_CACHE = "index-ack@"
+#: the start of the materialised index kept in the state database (then the
+#: SHA-256 of the encoded checkpoint in hex, a newline, the checkpoint)
+_COPY_MAGIC = b"escale-index-copy-1 sha256:"
 
 
 @dataclass
@@ -170,8 +184,16 @@ class IndexRepository(Repository):
             self._my_ack = None
         if data is None:
             return
+        what = "the local copy of the index"
+        encoded = _unsealed_copy(data)
         try:
-            checkpoint = Checkpoint.decode(data, "the local copy of the index", expect_name=False)
+            if encoded is not None:
+                checkpoint = Checkpoint.decode_trusted(encoded, what)
+            else:
+                # no digest, or one that does not match: checked field by field,
+                # then kept with its digest (the next load is the quick one)
+                checkpoint = Checkpoint.decode(data, what, expect_name=False)
+                self.meta_cache[_MATERIALISED] = _sealed_copy(data)
         except ProtocolError as exc:
             log.warning("the local copy of the index is unreadable (%s): reading it again from the relay", exc)
             return
@@ -180,7 +202,8 @@ class IndexRepository(Repository):
         self.objects = dict(checkpoint.objects)
 
     def _persist(self) -> None:
-        self.meta_cache[_MATERIALISED] = Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode()
+        encoded = Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode()
+        self.meta_cache[_MATERIALISED] = _sealed_copy(encoded)
         if self.head > self.known:
             self.meta_cache[_KNOWN] = str(self.head).encode("ascii")
 
@@ -357,19 +380,29 @@ class IndexRepository(Repository):
 
     def _fill(self, state: RelayState) -> None:
         """The sync layer's view of the materialised index and the records."""
+        objects = self.objects
+        latest, versions = state.latest, state.versions
         for entry in self.entries.values():
-            ph = entry.to_placeholder()
-            if ph.payload is not None and ph.payload not in self.objects:
-                ph = replace(ph, payload=None)  # reclaimed: no longer names an object (which may linger)
-            state.latest[entry.path] = ph
-            state.versions[entry.key] = [entry.version]
+            location = entry.location
+            # a reclaimed version no longer names its object (which may linger)
+            latest[entry.path] = entry.to_placeholder(location is not None and location.object in objects)
+            versions[entry.key] = [entry.version]
         state.payloads = {**{name: 0 for name in self._unsettled()}, **self.objects}
+        if not self._records:
+            return
         files = [e for e in self.entries.values() if e.kind == "file"]
+        acks = state.acks
         for client, record in self._records.items():
             missing = set(record.missing)
+            top = record.generation
             for e in files:
-                if e.generation <= record.generation and e.pusher != client and (e.key, e.version) not in missing:
-                    state.acks.setdefault((e.key, e.version), set()).add(client)
+                if e.generation <= top and e.pusher != client:
+                    pair = (e.key, e.version)
+                    if pair not in missing:
+                        if (holders := acks.get(pair)) is None:
+                            acks[pair] = {client}
+                        else:
+                            holders.add(client)
 
     # ----------------------------------------------------------- receiving
 
@@ -761,18 +794,8 @@ class IndexRepository(Repository):
         if dead or moved:
             self._drop(lease, state, dead + (compact if moved else []), moved, added)
             removed += len(dead) + (len(compact) if moved else 0)
-        listed: set[str] = set()
-        for folder in (io.PAGES, io.BIG):
-            for entry in self._entries(folder):
-                if (io.is_page_name(entry.name) or io.parse_big_name(entry.name)) and entry.name not in self.objects:
-                    lease.check()
-                    self._delete_quietly(entry.name)
-                    self.step("removed orphan object")
-                    removed += 1
-                else:
-                    listed.add(entry.name)
-        # what this client left unsettled is settled once gone from the relay, or referenced
-        self._settle([n for n in self._unsettled() if n not in listed or n in self.objects])
+        if self._sweep_due():
+            removed += self._sweep(lease)
         if self.head - max(self._checkpoints, default=0) >= CHECKPOINT_EVERY:
             self._checkpoint(lease)
         for entry in self.stale_temporaries(state, temporary_age):
@@ -786,6 +809,38 @@ class IndexRepository(Repository):
             removed += 1
         if removed:
             log.info("removed %d leftover objects from the relay", removed)
+        return removed
+
+    def _sweep_due(self) -> bool:
+        """Whether to list ``pages/`` and ``big/`` for orphans now: this client
+        has unsettled objects (its own interrupted push or drop), or
+        :data:`SWEEP_EVERY` generations passed since it last did (orphans of
+        other clients' interrupted pushes)."""
+        if self._unsettled():
+            return True
+        try:
+            swept = int(self.meta_cache.get(_SWEPT, b"0").decode("ascii"))
+        except ValueError:
+            swept = 0
+        return not 0 <= self.head - swept < SWEEP_EVERY
+
+    def _sweep(self, lease: Lease) -> int:
+        """Delete listed content objects no generation names; settle what this
+        client left unsettled. Returns how many objects were deleted."""
+        removed = 0
+        listed: set[str] = set()
+        for folder in (io.PAGES, io.BIG):
+            for entry in self._entries(folder):
+                if (io.is_page_name(entry.name) or io.parse_big_name(entry.name)) and entry.name not in self.objects:
+                    lease.check()
+                    self._delete_quietly(entry.name)
+                    self.step("removed orphan object")
+                    removed += 1
+                else:
+                    listed.add(entry.name)
+        # what this client left unsettled is settled once gone from the relay, or referenced
+        self._settle([n for n in self._unsettled() if n not in listed or n in self.objects])
+        self.meta_cache[_SWEPT] = str(self.head).encode("ascii")
         return removed
 
     def _compact(self, lease: Lease, pages: list[str]) -> tuple[tuple[IndexEntry, ...], dict[str, int]]:
@@ -847,6 +902,25 @@ class IndexRepository(Repository):
             self._delete_quietly(io.checkpoint_name(generation))
             self._checkpoints.discard(generation)
         self.step("index pruned")
+
+
+def _sealed_copy(encoded: bytes) -> bytes:
+    """The materialised index as kept in the state database: a digest of the
+    encoded checkpoint, then the checkpoint (see :func:`_unsealed_copy`)."""
+    return _COPY_MAGIC + hashlib.sha256(encoded).hexdigest().encode("ascii") + b"\n" + encoded
+
+
+def _unsealed_copy(stored: bytes) -> bytes | None:
+    """The encoded checkpoint of a copy :func:`_sealed_copy` wrote whose digest
+    matches; None for anything else (an older copy without digest, or a copy
+    damaged since it was written: decoded with every check instead)."""
+    if not stored.startswith(_COPY_MAGIC):
+        return None
+    start = len(_COPY_MAGIC)
+    digest, encoded = stored[start:start + 64], stored[start + 65:]
+    if stored[start + 64:start + 65] != b"\n" or hashlib.sha256(encoded).hexdigest().encode("ascii") != digest:
+        return None
+    return encoded
 
 
 def _relocated(entry: IndexEntry, target: str) -> IndexEntry:
