@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -236,6 +237,16 @@ class BenchServers:
         with os.fdopen(fd, "w") as handle:
             handle.write("\n".join(lines))
         return self.conf_path
+
+
+def stop_servers_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, ``kill``) end this process through its
+    ``finally`` blocks, so that the servers it started are stopped too."""
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
 
 
 @contextmanager

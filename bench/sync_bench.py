@@ -46,7 +46,15 @@ from dataclasses import asdict, dataclass
 from bench.counting import OPERATIONS
 from bench.datasets import Dataset, make_big, make_many, make_small, tree_digest
 from bench.measure import BenchError, Measurement, run_measured
-from bench.servers import BACKENDS, DEFAULT_BACKENDS, DESCRIPTIONS, Backend, BenchServers, started
+from bench.servers import (
+    BACKENDS,
+    DEFAULT_BACKENDS,
+    DESCRIPTIONS,
+    Backend,
+    BenchServers,
+    started,
+    stop_servers_on_sigterm,
+)
 from escale.crypto import generate_key_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -455,6 +463,7 @@ def report(bench: Bench, args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    stop_servers_on_sigterm()
     try:
         bench = run(args)
     except BenchError as exc:
