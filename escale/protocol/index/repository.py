@@ -43,7 +43,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from escale.errors import (
     CryptoError,
@@ -81,6 +81,9 @@ from escale.protocol.sealer import Sealer
 from escale.relay import Entry, Relay
 
 log = logging.getLogger(__name__)
+
+#: A record decoded by :meth:`IndexRepository._open_cached`.
+_Record = TypeVar("_Record")
 
 #: Files up to this size share pages; bigger ones are objects of their own.
 #: Also bounds the memory one file takes while packed or unpacked.
@@ -333,20 +336,32 @@ class IndexRepository(Repository):
         self._register(state)
         return state
 
-    def _read_client(self, entry: Entry, client: str, state: RelayState) -> ClientRecord | None:
-        name = entry.name
-        cache_key = f"{name}@{entry.size}@{entry.mtime}"
+    def _open_cached(self, name: str, cache_key: str | None, limit: int,
+                     decode: Callable[[bytes, str], _Record], state: RelayState) -> tuple[_Record, bytes] | None:
+        """Relay object ``name`` opened and decoded, with its plaintext: read
+        from the cache under ``cache_key`` when there (None: not cached), else
+        from the relay (at most ``limit`` bytes). None when it is gone, or
+        refused (logged, and listed in ``state.rejected``)."""
         try:
-            data = self.meta_cache.get(cache_key) if entry.mtime is not None else None
+            data = self.meta_cache.get(cache_key) if cache_key is not None else None
             if data is None:
-                data = self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES))
-            record = ClientRecord.decode(data, name)
+                data = self.sealer.open(name, self.relay.get_bytes(name, limit=limit))
+            return decode(data, name), data
         except RelayNotFound:
             return None
         except (ProtocolError, CryptoError) as exc:
             log.warning("ignoring relay object %s: %s", name, exc)
             state.rejected.append(name)
             return None
+
+    def _read_client(self, entry: Entry, client: str, state: RelayState) -> ClientRecord | None:
+        name = entry.name
+        cache_key = f"{name}@{entry.size}@{entry.mtime}"
+        opened = self._open_cached(name, cache_key if entry.mtime is not None else None, MAX_OBJECT_BYTES,
+                                   ClientRecord.decode, state)
+        if opened is None:
+            return None
+        record, data = opened
         if record.client != client:
             return None
         if entry.mtime is not None and cache_key not in self.meta_cache:
@@ -358,17 +373,10 @@ class IndexRepository(Repository):
     def _read_ack(self, name: str, client: str, state: RelayState) -> AckRecord | None:
         """Record ``name`` (written once: cached by name)."""
         cache_key = f"{_ACK_CACHE}{name}"
-        try:
-            data = self.meta_cache.get(cache_key)
-            if data is None:
-                data = self.sealer.open(name, self.relay.get_bytes(name, limit=io.MAX_INDEX_BYTES))
-            record = AckRecord.decode(data, name)
-        except RelayNotFound:
+        opened = self._open_cached(name, cache_key, io.MAX_INDEX_BYTES, AckRecord.decode, state)
+        if opened is None:
             return None
-        except (ProtocolError, CryptoError) as exc:
-            log.warning("ignoring relay object %s: %s", name, exc)
-            state.rejected.append(name)
-            return None
+        record, data = opened
         if record.client != client:
             return None
         if cache_key not in self.meta_cache:
