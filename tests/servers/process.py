@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -93,14 +94,7 @@ class ServerProcess:
     def stop(self) -> None:
         """Terminate the child (by its pid only) and wait for it."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(proc)
 
     def shutdown(self) -> None:
         """Stop for good and release the output file (end of the fixture)."""
@@ -117,6 +111,44 @@ class ServerProcess:
         end = self._log.tell()
         self._log.seek(max(0, end - size))
         return self._log.read().decode("utf-8", "replace")
+
+
+def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> None:
+    """End the child ``proc`` (ours, by its pid): SIGTERM, then SIGKILL after
+    10 s; waits for it. Nothing when it is None or already ended."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def launch_logged(argv: list[str], env: dict[str, str], log_path: str, listening: re.Pattern[bytes], port: int,
+                  what: str, log_tail: Callable[[], str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``argv`` with its output appended to ``log_path`` and wait (20 s at
+    most) until a line it writes after the start matches ``listening`` with
+    the port it listens on (``port``, or any when 0). Returns the process and
+    its port; RuntimeError naming ``what`` when it exits or does not start
+    (it is then ended)."""
+    with open(log_path, "ab") as log:
+        offset = log.tell()
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log_tail()}")
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            ports = listening.findall(handle.read())
+        if ports and (port == 0 or int(ports[-1]) == port):
+            return proc, int(ports[-1])
+        time.sleep(0.05)
+    terminate(proc)
+    raise RuntimeError(f"{what} did not start: {log_tail()}")
 
 
 def start_again(start: Callable[[], None], within: float = 10.0) -> None:

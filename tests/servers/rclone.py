@@ -13,7 +13,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from escale.relay import RelaySpec
+from tests.servers.process import launch_logged
 from tests.servers.sshd import HOST, SftpFolderServer, SshServer, descendants, keygen, known_hosts_line
 from tests.servers.target import RelayTarget, plant_file
 
@@ -107,24 +107,8 @@ class RcloneSftpServer(SftpFolderServer):
             # cache cleaner for ever once a session made many folders
             "--config", os.path.join(self.workdir, "empty-rclone.conf"),
         ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            offset = log.tell()
-            self.proc = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rclone serve sftp exited: {self._log_tail()}")
-            with open(self.log_path, "rb") as handle:
-                handle.seek(offset)
-                ports = _LISTENING.findall(handle.read())
-            if ports and (self.port == 0 or int(ports[-1]) == self.port):
-                self.port = int(ports[-1])
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"rclone serve sftp did not start: {self._log_tail()}")
+        self.proc, self.port = launch_logged(argv, env, self.log_path, _LISTENING, self.port, "rclone serve sftp",
+                                             self._log_tail)
         with open(self.known_hosts, "w") as handle:
             handle.write(known_hosts_line(self.port, self.host_public))
 

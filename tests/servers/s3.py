@@ -25,16 +25,14 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from tests.servers.process import start_again
+from tests.servers.process import launch_logged, start_again, terminate
 from tests.servers.rclone import RcloneConf, rclone_target
 from tests.servers.target import RelayTarget
 
@@ -99,36 +97,13 @@ class S3Server:
             self.binary, "serve", "s3", self.root,
             "--addr", f"127.0.0.1:{self.port}",
         ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            offset = log.tell()
-            self.proc = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rclone serve s3 exited: {self._log_tail()}")
-            with open(self.log_path, "rb") as handle:
-                handle.seek(offset)
-                ports = _LISTENING.findall(handle.read())
-            if ports and (self.port == 0 or int(ports[-1]) == self.port):
-                self.port = int(ports[-1])
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"rclone serve s3 did not start: {self._log_tail()}")
+        self.proc, self.port = launch_logged(argv, env, self.log_path, _LISTENING, self.port, "rclone serve s3",
+                                             self._log_tail)
 
     def stop(self) -> None:
         """Terminate the server (ours, by pid) and wait for it."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(proc)
 
     def restart(self) -> None:
         """Stop, then start again on the same port."""
