@@ -24,7 +24,9 @@ Taking the lease (generation ``g+1`` after ``g``):
    client and goes stale the same way: an outsider can delay a client, not
    fool it.
 2. ``lease/<g+1>`` is created with an exclusive put. Where the backend's exclusive
-   create is atomic, exactly one contender wins generation ``g+1``. Where it is
+   create is atomic, exactly one contender wins generation ``g+1``, and a put
+   that returns is the lease (nothing is read back; a put that failed with
+   RelayExists is read back: it may be our own write, retried). Where it is
    not (check-then-put servers), contenders may overwrite each other; every
    writer waits ``settle`` seconds, then reads the record back and lists the
    folder. **Rule**: the contender whose token the record holds wins, unless a
@@ -54,6 +56,11 @@ Taking the lease (generation ``g+1`` after ``g``):
 4. The holder renews (rewrites its record with ``beat + 1``) every third of the
    timeout, from a heartbeat thread on its own connection, and verifies the
    record is still its own each time.
+
+Hand-over: a holder may release its record with a *stamp* (the state it left,
+in its layout's words); the next holder gets the record it superseded as
+:attr:`Lease.previous` and may skip reading the relay again when the stamp is
+that of what it read (doc/protocol.rst, "The hand-over stamp").
 
 Fencing: :meth:`Lease.check` runs before every commit. It fails with LeaseLost
 when the lease was taken over, or when the holder's own clock says its last
@@ -131,6 +138,9 @@ SETTLE_FLOOR = 0.2
 SETTLE_CEILING = 2.0
 #: How many recent claim windows the settle remembers.
 SETTLE_HISTORY = 8
+#: Superseded lease generations (older than the previous one) are deleted
+#: once this many are listed.
+PRUNE_AFTER = 8
 
 _reported: set[tuple[str, str]] = set()
 _reported_lock = threading.Lock()
@@ -274,9 +284,13 @@ def token_is_live(token: str) -> bool:
 class Lease:
     """A held lease. Use :meth:`check` before each commit; :meth:`release` at the end."""
 
-    def __init__(self, manager: LeaseManager, record: LeaseRecord, acquired_at: float) -> None:
+    def __init__(self, manager: LeaseManager, record: LeaseRecord, acquired_at: float,
+                 previous: LeaseRecord | None = None) -> None:
         self._manager = manager
         self.record = record
+        #: the record of the generation this lease superseded, as read when
+        #: taking it (None: there was none, or it was not readable)
+        self.previous = previous
         self._renewed_at = acquired_at
         self._lost: str | None = None
         self._lock = threading.Lock()
@@ -362,9 +376,26 @@ class Lease:
             self._thread.join()
             self._thread = None
 
-    def release(self) -> None:
-        """Give the lease back (best effort): mark our record released.
+    @property
+    def first(self) -> bool:
+        """Whether this is the repository's first lease: generation 1, and no
+        record was listed before it (no lease was ever taken, so nothing a
+        lease guards was ever written)."""
+        return self.generation == 1 and self.previous is None
 
+    def previous_stamp(self) -> str | None:
+        """The stamp the previous holder left, when its record was released
+        with one (see :class:`~escale.protocol.objects.LeaseRecord`); else None."""
+        previous = self.previous
+        return previous.stamp if previous is not None and previous.released else None
+
+    def release(self, stamp: str | None = None) -> None:
+        """Give the lease back (best effort): mark our record released, with
+        ``stamp`` (the state this holder leaves, for the next one).
+
+        Where exclusive create is atomic nobody else writes our generation
+        (a contender's put fails), so the record is rewritten without being
+        read first; elsewhere it is rewritten only if it still holds our token.
         Never raises: a failed release only means other clients wait for
         staleness; this process itself takes the record over at its next
         attempt (the token is no longer live). The lease is over either way.
@@ -372,11 +403,15 @@ class Lease:
         self.stop_heartbeat()
         if self._lost:
             return
+        relay = self._manager.relay
         try:
             with self._lock:
-                current = self._manager.read(self._manager.relay, self.generation)
-                if current is not None and current.token == self.record.token:
-                    write_released(self._manager.relay, self._manager.sealer, self.record)
+                ours = relay.capabilities.exclusive_create
+                if not ours:
+                    current = self._manager.read(relay, self.generation)
+                    ours = current is not None and current.token == self.record.token
+                if ours:
+                    write_released(relay, self._manager.sealer, replace(self.record, stamp=stamp))
         except EscaleError as exc:
             log.warning("could not release lease generation %d: %s", self.generation, exc)
         finally:
@@ -504,6 +539,7 @@ class LeaseManager:
         """
         listing = list_leases(self.relay)
         current = listing.current
+        record: LeaseRecord | None = None
         if current:
             unreadable = False
             try:
@@ -532,7 +568,7 @@ class LeaseManager:
         _hold_token(mine.token)
         started = self.clock()  # before the write: no observer can see the record earlier
         try:
-            lease = self._claim(mine, started)
+            lease = self._claim(mine, started, record)
         except BaseException:
             _drop_token(mine.token)
             raise
@@ -540,14 +576,21 @@ class LeaseManager:
         log.debug("took relay lease generation %d for %s", mine.generation, operation)
         return lease
 
-    def _claim(self, mine: LeaseRecord, started: float) -> Lease:
-        """Write ``mine`` exclusively and confirm it (rules 2 and 3 of the module)."""
+    def _claim(self, mine: LeaseRecord, started: float, previous: LeaseRecord | None) -> Lease:
+        """Write ``mine`` exclusively and confirm it (rules 2 and 3 of the
+        module); ``previous``: the record it supersedes, kept on the lease."""
         try:
             began = time.monotonic()
             try:
                 self.write(self.relay, mine, exclusive=True)
             except RelayExists:
                 pass  # lost the race, or our own write retried after success: read back below
+            else:
+                if self.relay.capabilities.exclusive_create and self.fixed_settle is None:
+                    # atomic: the put that returned is the lease (nobody who listed
+                    # before it can create this generation, nobody who lists after
+                    # it may supersede a fresh record); nothing to read back
+                    return Lease(self, mine, started, previous)
             # a write that failed otherwise may still have landed: withdrawn below
             self._timed_claim(time.monotonic() - began)
             settle = self.settle
@@ -569,7 +612,7 @@ class LeaseManager:
             if not isinstance(exc, LeaseBusy):
                 self._withdraw(mine)
             raise
-        return Lease(self, mine, started)
+        return Lease(self, mine, started, previous)
 
     def _withdraw(self, mine: LeaseRecord) -> None:
         """Mark our record released if it still holds our token (best effort):
@@ -586,12 +629,15 @@ class LeaseManager:
     def _prune(self, generation: int, listed: list[int]) -> None:
         """Delete the generations of ``listed`` (as listed before ours was
         claimed: none older can appear since, generations only grow) that are
-        older than ``generation - 1`` (best effort); folders and foreign names
-        are left alone."""
+        older than ``generation - 1``, once there are :data:`PRUNE_AFTER` of
+        them (best effort: one request per pass would otherwise go to it);
+        folders and foreign names are left alone."""
+        old_ones = [g for g in listed if g < generation - 1]
+        if len(old_ones) < PRUNE_AFTER:
+            return
         try:
-            for old in listed:
-                if old < generation - 1:
-                    self.relay.delete(layout.lease_name(old))
-                    self.observations.pop(old, None)
+            for old in old_ones:
+                self.relay.delete(layout.lease_name(old))
+                self.observations.pop(old, None)
         except EscaleError as exc:
             log.debug("pruning old leases: %s", exc)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from escale.errors import ProtocolError
 from escale.protocol.layout import DATA, MAX_VERSION, parse_data
@@ -375,6 +375,11 @@ class LeaseRecord:
     ``token`` is random per acquisition; ``beat`` increases at each renewal, so
     that observers judge staleness by how long they have seen the same
     ``(token, beat)`` on their own clock. ``released`` marks a lease given back.
+    ``stamp`` (released records only, optional): the state of the repository
+    the holder left behind, in the layout's words (:data:`MAX_STAMP` printable
+    ASCII characters at most); the next holder that read the very same state
+    before taking the lease need not read it again (doc/protocol.rst, "The
+    hand-over stamp"). Absent from the encoded form when None.
     """
 
     generation: int
@@ -386,9 +391,13 @@ class LeaseRecord:
     token: str
     beat: int
     released: bool = False
+    stamp: str | None = None
 
     def encode(self) -> bytes:
-        return _dump("lease", asdict(self))
+        fields = asdict(self)
+        if self.stamp is None:
+            del fields["stamp"]
+        return _dump("lease", fields)
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> LeaseRecord:
@@ -403,4 +412,17 @@ class LeaseRecord:
             token=_field(doc, "token", str, name),
             beat=_field(doc, "beat", int, name),
             released=_field(doc, "released", bool, name),
+            stamp=_stamp(doc, name),
         )
+
+
+#: Bound of a lease record's ``stamp``.
+MAX_STAMP = 200
+
+
+def _stamp(doc: dict[str, Any], name: str) -> str | None:
+    """The optional ``stamp`` of a lease record: printable ASCII, bounded."""
+    stamp = _field(doc, "stamp", str, name, optional=True)
+    if stamp is not None and (len(stamp) > MAX_STAMP or not stamp.isascii() or not stamp.isprintable()):
+        raise ProtocolError(f"relay object {name}: bad stamp in a lease", name=name)
+    return cast(str | None, stamp)

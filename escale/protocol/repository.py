@@ -206,6 +206,9 @@ class Repository:
         #: the modification times of ``meta/`` and ``data/`` as listed by
         #: :meth:`prepare` (None each where the backend does not tell)
         self._folder_stamps: list[float | None] | None = None
+        #: the repository's lasting identity (its header's ``id``), set by
+        #: whoever attached to it; part of :meth:`lease_stamp`
+        self.identity = ""
 
     # ----------------------------------------------------------- setup
 
@@ -487,6 +490,22 @@ class Repository:
             log.warning("overwriting relay object %s: %s", MARKER, exc)
         self._write_marker(lease, ChangeMarker.next(highest, clean=False))
         self._marker_lease = lease
+
+    def lease_stamp(self) -> str | None:
+        """The state this client knows the repository to be in, in words the
+        next lease holder can compare with its own (the released lease record
+        carries it: doc/protocol.rst, "The hand-over stamp"); None when this
+        layout keeps none (the placeholder layout: its readers use the change
+        marker instead)."""
+        return None
+
+    def state_under_lease(self, lease: Lease, state: RelayState) -> RelayState | None:
+        """``state`` (read before ``lease`` was taken) made fit for the relay
+        phase without reading the relay again, when the previous holder's
+        stamp proves that nothing the lease guards changed since it was
+        read; None otherwise (the caller confirms the layout and reads the
+        state again). The placeholder layout always answers None."""
+        return None
 
     def finish_changes(self, lease: Lease) -> None:
         """After the last change under ``lease`` (before releasing it): mark

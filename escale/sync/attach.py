@@ -101,6 +101,7 @@ def open_client_repository(
                         puller_count=settings.puller_count, disk_quota=settings.disk_quota,
                         meta_cache=db.meta_cache(), spool_dir=spool_dir, on_step=on_step,
                         pusher_label=pusher_label)
+    repo.identity = attached.identity
     if isinstance(repo, IndexRepository):
         repo.maxpagesize = max(64 * 1024, settings.maxpagesize)
         repo.big_threshold = min(repo.big_threshold, repo.maxpagesize // 4)

@@ -360,9 +360,9 @@ class SyncClient:
             relay_due = False
         if not self.stop.is_set():
             executor.run_local(state, the_plan)
-        repo.flush_acks()  # the index layout's one acknowledgement record (before the lease's re-read)
+        repo.flush_acks()  # the index layout's one acknowledgement record (before the relay phase)
         if relay_due and not self.stop.is_set():
-            run_relay_phase(executor, the_plan, self._relay_factory, wait=self.lease_wait)
+            run_relay_phase(executor, the_plan, self._relay_factory, wait=self.lease_wait, state=state)
         report.pending_up = sum(1 for a in the_plan.actions if a.kind.startswith("push")) - len(
             report.pushed) - len(report.deleted_remote)
         sent = set(report.pushed)

@@ -20,7 +20,7 @@ from escale.errors import LeaseBusy, ProtocolError
 from escale.protocol.header import recorded_layout
 from escale.protocol.lease import Lease, LeaseManager
 from escale.protocol.lease_wait import acquire_with_wait
-from escale.protocol.repository import Repository
+from escale.protocol.repository import RelayState, Repository
 from escale.relay import Relay
 from escale.sync import faults
 from escale.sync.executor import Executor
@@ -80,11 +80,17 @@ def run_relay_phase(
     open_relay: Callable[[], Relay],
     *,
     wait: float,
+    state: RelayState | None = None,
 ) -> None:
     """Push, reclaim and clean up under the lease, for the pass ``executor`` runs.
 
-    A lease still busy after ``wait`` seconds marks the report ``busy`` (the
-    pass retries later); LeaseLost and errors of the relay as a whole are raised.
+    ``state``: the relay state the pass read before the lease, which the
+    relay phase then uses (and updates) instead of reading it again when the
+    layout can prove it current (:meth:`Repository.state_under_lease`).
+    The lease is released with the repository's stamp when the phase ran to
+    its end, without one otherwise. A lease still busy after ``wait`` seconds
+    marks the report ``busy`` (the pass retries later); LeaseLost and errors
+    of the relay as a whole are raised.
     """
     settings, repo, report, stop = executor.settings, executor.repo, executor.report, executor.stop
     try:
@@ -93,10 +99,14 @@ def run_relay_phase(
         report.busy = True
         log.info("[%s] %s; will retry", settings.name, exc)
         return
+    stamp: str | None = None
     try:
         faults.step("lease taken")
-        _confirm_layout(settings, repo)
-        state = repo.read_state()
+        current = repo.state_under_lease(lease, state) if state is not None else None
+        if current is None:
+            _confirm_layout(settings, repo)
+            current = repo.read_state()
+        state = current
         executor.run_pushes(lease, state, the_plan)
         if not stop.is_set():
             for ph in repo.reclaim(lease, state):
@@ -106,6 +116,7 @@ def run_relay_phase(
         # the change marker: clean again, with a new counter (an error above
         # leaves it marked as changing: readers then read in full, which is safe)
         repo.finish_changes(lease)
+        stamp = repo.lease_stamp()
     finally:
-        lease.release()
+        lease.release(stamp)
         heartbeat.close()

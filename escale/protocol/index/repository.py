@@ -336,6 +336,38 @@ class IndexRepository(Repository):
         self._register(state)
         return state
 
+    def lease_stamp(self) -> str | None:
+        """``index <identity> <head> <latest checkpoint>``: the generation
+        this client's index is at and the checkpoint it knows of. Every
+        change a lease guards (a delta, a checkpoint and the pruning after
+        it) moves one of the two; deletions of content follow the delta that
+        drops it, and orphans are objects no generation names."""
+        return f"index {self.identity or '-'} {self.head} {max(self._checkpoints, default=0)}"
+
+    def state_under_lease(self, lease: Lease, state: RelayState) -> RelayState | None:
+        """``state`` as it is, when the previous holder released its lease
+        with the stamp of the index this client read: every commit needs the
+        lease, and that holder's was the last before ours, so ``index/`` and
+        the header are as read (a conversion releases without a stamp). The
+        same holds under the repository's first lease when this client read
+        an empty ``index/``.
+        ``clients/``, written without the lease, is not read again: a
+        registration or acknowledgement may always arrive while a holder
+        works, and an older view only reclaims less. This client's own
+        acknowledgement record, written since the read, is applied."""
+        stamp = self.lease_stamp()
+        never_written = lease.first and self.head == 0 and not self._checkpoints and not self._deltas
+        if lease.previous_stamp() != stamp and not never_written:
+            log.debug("lease generation %d: the previous holder left %r, this client read %r: reading again",
+                      lease.generation, lease.previous_stamp(), stamp)
+            return None
+        if self._my_ack is not None and self._records.get(self.client_id) is not self._my_ack:
+            self._records[self.client_id] = self._my_ack
+            state.acks.clear()
+            self._reclaim_cache = None
+            self._fill(state)
+        return state
+
     def _open_cached(self, name: str, cache_key: str | None, limit: int,
                      decode: Callable[[bytes, str], _Record], state: RelayState) -> tuple[_Record, bytes] | None:
         """Relay object ``name`` opened and decoded, with its plaintext: read
