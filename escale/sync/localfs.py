@@ -259,17 +259,77 @@ def write_atomically(
     stat, or raises :class:`LocalChanged` when the user's file changed since the
     plan (nothing replaced; a link now at ``rel`` counts as a change),
     DiskFull/LocalError on local I/O failure. The temporary file never
-    outlives the call.
+    outlives the call; for a new name (``expect`` None) it has no name at
+    all where the file system allows (``O_TMPFILE``, then linked to ``rel``).
     """
     parts = _parts(rel)
     target = os.path.join(root, *parts)
     with _folder(root, parts[:-1], create=True) as fd:
+        if expect is None and _TMPFILE:
+            made = _write_new(fd, parts[-1], target, fill, mtime_ns=mtime_ns, durable=durable)
+            if made is not None:
+                return made
         temp = f"{PART_PREFIX}{secrets.token_hex(6)}"
         try:
             _write_temp(fd, temp, target, fill, mtime_ns=mtime_ns, durable=durable)
             return _into_place(fd, temp, parts[-1], expect, target)
         finally:
             _remove_temp(fd, temp, target)
+
+
+#: ``O_TMPFILE`` where the platform has it (Linux), else 0.
+_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
+#: Why a file system refuses ``O_TMPFILE`` (then a named temporary file is used).
+_NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL})
+
+
+def _write_new(fd: int, name: str, target: str, fill: Callable[[BinaryIO], object], *,
+               mtime_ns: int | None, durable: bool) -> os.stat_result | None:
+    """:func:`write_atomically` of a name that must not exist yet, in folder ``fd``.
+
+    The content is written into a nameless file of the folder (``O_TMPFILE``),
+    which is then linked to ``name``: the link fails if anything (a file, a
+    link) took the name meanwhile, which raises LocalChanged with nothing
+    replaced. Fewer steps than a named temporary file (no temporary name to
+    create, check and remove), and a killed process leaves nothing behind.
+    Returns None, having written nothing, when the file system refuses
+    nameless files (the caller then uses a named temporary file). Where the
+    file cannot be linked by its descriptor (no ``/proc``), its content is
+    copied into a named temporary file, which is renamed into place."""
+    try:
+        out = os.open(".", os.O_RDWR | _TMPFILE | os.O_CLOEXEC, 0o666, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:
+            return None
+        raise _translate(exc, target) from exc
+    with os.fdopen(out, "w+b") as handle:
+        try:
+            fill(handle)
+            handle.flush()
+            if durable:
+                os.fsync(out)
+            if mtime_ns is not None:
+                os.utime(out, ns=(mtime_ns, mtime_ns))
+        except OSError as exc:
+            raise _translate(exc, target) from exc
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the nameless file
+            os.link(f"/proc/self/fd/{out}", name, dst_dir_fd=fd, follow_symlinks=True)
+        except FileExistsError as exc:
+            raise LocalChanged(f"{target} appeared during the transfer", path=target) from exc
+        except OSError as exc:
+            if exc.errno not in _LINK_FALLBACK:
+                raise _translate(exc, target) from exc
+            temp = f"{PART_PREFIX}{secrets.token_hex(6)}"
+            try:
+                _copy_prepared(handle, fd, temp, target, mtime_ns=mtime_ns, durable=durable)
+                return _into_place(fd, temp, name, None, target)
+            finally:
+                _remove_temp(fd, temp, target)
+        try:
+            return os.fstat(out)
+        except OSError as exc:  # pragma: no cover - fstat of an open file
+            raise _translate(exc, target) from exc
 
 
 def _into_place(fd: int, temp: str, name: str, expect: LocalFile | None, target: str) -> os.stat_result:

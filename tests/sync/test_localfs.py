@@ -79,6 +79,46 @@ def test_failed_fill_leaves_nothing(root: Path) -> None:
     assert _files(root) == []
 
 
+def test_new_file_never_has_a_temporary_name(root: Path) -> None:
+    """A new name is written through a nameless file: nothing else appears in
+    the folder while the content is written, not even a part file."""
+    seen: list[list[str]] = []
+
+    def fill(handle: BinaryIO) -> None:
+        handle.write(b"content")
+        seen.append(os.listdir(root / "d"))
+
+    (root / "d").mkdir()
+    st = localfs.write_atomically(str(root), "d/new", fill, expect=None, mtime_ns=10**18)
+    assert seen == [[]]
+    assert (root / "d/new").read_bytes() == b"content"
+    assert st.st_ino == os.stat(root / "d/new").st_ino and st.st_mtime_ns == 10**18 and st.st_size == 7
+
+
+@pytest.mark.parametrize("planted", ["file", "link"])
+def test_new_file_never_replaces_what_appeared_during_the_write(root: Path, planted: str) -> None:
+    """A file or a symbolic link that takes the name while the download is
+    written stays as it is: the download is refused and leaves nothing."""
+    outside = root.parent / "outside" / "target"
+    outside.write_bytes(b"outside")
+
+    def fill(handle: BinaryIO) -> None:
+        handle.write(b"download")
+        if planted == "file":
+            (root / "f").write_bytes(b"the user's")
+        else:
+            (root / "f").symlink_to(outside)
+
+    with pytest.raises(LocalChanged, match="appeared"):
+        localfs.write_atomically(str(root), "f", fill, expect=None)
+    if planted == "file":
+        assert (root / "f").read_bytes() == b"the user's"
+    else:
+        assert os.readlink(root / "f") == str(outside)
+    assert outside.read_bytes() == b"outside"
+    assert os.listdir(root) == ["f"]
+
+
 def test_write_refuses_a_symlinked_folder(root: Path) -> None:
     outside = root.parent / "outside"
     (root / "d").symlink_to("../outside")
