@@ -9,7 +9,10 @@ both generated from a fixed seed, see :mod:`bench.datasets`), in one run:
   then client B, with an empty folder, pulls it (another process). Relay
   requests are counted by a :class:`~bench.counting.CountingRelay`;
 * ``rclone copy`` of the same folder to an rclone remote of the same protocol
-  on the same server, into a fresh folder, then back into a fresh local folder;
+  on the same server, into a fresh folder, then back into a fresh local folder,
+  with the options an expert would set for that server (``rclone_tuning`` in
+  :mod:`bench.servers`; with ``--rclone-crypt``, also rclone crypt with
+  rclone's defaults, rows ``rclone crypt (default) ...``);
 * ``unison`` between the dataset and a fresh local folder (compared with the
   escale round trip through the ``file`` relay) and, with ``sftp``, over ssh
   to the same OpenSSH server (compared with the escale round trip over sftp).
@@ -82,6 +85,8 @@ class Row:
     requests: dict[str, int] | None = None
     ratio: float | None = None
     versus: str = ""
+    #: escale's time over rclone crypt's with rclone's default options (where they differ from the tuned ones)
+    ratio_default: float | None = None
 
     @property
     def request_total(self) -> int | None:
@@ -202,20 +207,23 @@ class Bench:
         return run_measured(argv, result_path=os.path.join(run, f"{name}.measure.json"),
                             log_path=os.path.join(run, f"{name}.log"), env=env, check=check)
 
-    def rclone(self, backend: Backend, dataset: Dataset, *, crypt: bool = False) -> None:
-        """``rclone copy`` up to a fresh folder on the server, then down to a fresh local folder;
-        ``crypt``: through an rclone ``crypt`` remote over the same server (rows ``rclone crypt ...``)."""
-        kind = "rclone crypt" if crypt else "rclone"
-        run = self._fresh(f"{kind.replace(' ', '-')}-{backend.name}-{dataset.name}")
+    def rclone(self, backend: Backend, dataset: Dataset, *, crypt: bool = False, tuned: bool = True) -> None:
+        """``rclone copy`` up to a fresh folder on the server, then down to a fresh local folder, through
+        the backend's tuned remote (``tuned`` false: rclone's defaults, rows ``rclone crypt (default) ...``);
+        ``crypt``: through an rclone ``crypt`` remote over it (rows ``rclone crypt ...``)."""
+        kind = ("rclone crypt" if crypt else "rclone") + ("" if tuned else " (default)")
+        label = kind.replace(" (default)", "-default").replace(" ", "-")
+        run = self._fresh(f"{label}-{backend.name}-{dataset.name}")
         if crypt:
-            remote = f"{self.servers.crypt_remote(backend)}:{os.path.basename(run)}"
+            remote = f"{self.servers.crypt_remote(backend, tuned=tuned)}:{os.path.basename(run)}"
         else:
-            remote = f"{backend.remote}:{backend.remote_path(os.path.basename(run))}"
-        tuned = ("--transfers", str(self.transfers)) if self.transfers is not None else ()
+            name = backend.tuned_remote if tuned else backend.remote
+            remote = f"{name}:{backend.remote_path(os.path.basename(run))}"
+        transfers = ("--transfers", str(self.transfers)) if self.transfers is not None else ()
         self._rclone(run, "mkdir", backend, "mkdir", remote)  # untimed: escale's open() makes its folder too
-        up = self._rclone(run, "up", backend, "copy", *tuned, dataset.root, remote)
+        up = self._rclone(run, "up", backend, "copy", *transfers, dataset.root, remote)
         down_folder = os.path.join(run, "down")
-        down = self._rclone(run, "down", backend, "copy", *tuned, remote, down_folder)
+        down = self._rclone(run, "down", backend, "copy", *transfers, remote, down_folder)
         self._check(dataset, down_folder, f"{kind} copy down ({backend.name})")
         self._add(Row(backend.name, dataset.name, f"{kind} copy up", up.seconds, dataset.files, dataset.size,
                       up.maxrss_kib))
@@ -269,13 +277,16 @@ class Bench:
                 row.run.rpartition(" ")[2])
             if phase is None:
                 continue
-            # an encrypted run is compared with rclone crypt when it ran, else with plain rclone
+            # an encrypted run is compared with (tuned) rclone crypt when it ran, else with plain rclone
             kinds = ("rclone crypt", "rclone") if "plain" not in row.run else ("rclone",)
             for kind in kinds:
                 peer = self.find(row.backend, row.data, f"{kind} {phase}")
                 if peer is not None and peer.seconds > 0:
                     row.ratio, row.versus = row.seconds / peer.seconds, kind
                     break
+            default = self.find(row.backend, row.data, f"rclone crypt (default) {phase}")
+            if default is not None and default.seconds > 0 and "plain" not in row.run:
+                row.ratio_default = row.seconds / default.seconds
 
 
 def _requests(outcome: dict[str, object]) -> dict[str, int]:
@@ -295,8 +306,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_table(rows: Sequence[Row]) -> str:
     """The main table: one line per run."""
-    head = (f"{'backend':12s} {'data':5s} {'run':34s} {'requests':>8s} {'req/file':>8s} {'seconds':>8s} "
-            f"{'files/s':>8s} {'MB/s':>7s} {'peak MiB':>8s} {'x rclone':>8s}")
+    head = (f"{'backend':12s} {'data':5s} {'run':36s} {'requests':>8s} {'req/file':>8s} {'seconds':>8s} "
+            f"{'files/s':>8s} {'MB/s':>7s} {'peak MiB':>8s} {'x rclone':>8s} {'x default':>9s}")
     lines = [head, "-" * len(head)]
     last = ""
     for row in rows:
@@ -311,9 +322,9 @@ def format_table(rows: Sequence[Row]) -> str:
         files_per_s = row.files / row.seconds if moved or row.run.endswith("reclaim") else None
         mb_per_s = row.size / 1e6 / row.seconds if moved else None
         lines.append(
-            f"{row.backend:12s} {row.data:5s} {row.run:34s} {_fmt(total, 'd'):>8s} {_fmt(per_file, '.1f'):>8s} "
+            f"{row.backend:12s} {row.data:5s} {row.run:36s} {_fmt(total, 'd'):>8s} {_fmt(per_file, '.1f'):>8s} "
             f"{row.seconds:8.2f} {_fmt(files_per_s, '.1f'):>8s} {_fmt(mb_per_s, '.1f'):>7s} "
-            f"{row.peak_kib / 1024:8.0f} {_fmt(row.ratio, '.2f'):>8s}"
+            f"{row.peak_kib / 1024:8.0f} {_fmt(row.ratio, '.2f'):>8s} {_fmt(row.ratio_default, '.2f'):>9s}"
         )
     return "\n".join(lines)
 
@@ -362,7 +373,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--big-mib", type=int, help="size of the big file in MiB (default 100, --quick 10)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_SMALL} files, {QUICK_BIG} MiB")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from: rclone, unison")
-    parser.add_argument("--no-plain", action="store_true", help="escale with encryption only")
+    parser.add_argument("--no-plain", action="store_true",
+                        help="escale with encryption only (and, with --rclone-crypt, no rclone without crypt)")
     parser.add_argument("--layouts", default=",".join(LAYOUTS),
                         help="comma-separated repository layouts to run escale with, from: placeholder, index "
                              "(default: both; the index layout runs with encryption only)")
@@ -428,9 +440,12 @@ def run(args: argparse.Namespace) -> Bench:
                 if "index" in args.layout_list:
                     bench.escale(backend, dataset, encrypted=True, index=True)
                 if "rclone" in peers:
-                    bench.rclone(backend, dataset)
+                    if not (args.no_plain and args.rclone_crypt):
+                        bench.rclone(backend, dataset)
                     if args.rclone_crypt:
                         bench.rclone(backend, dataset, crypt=True)
+                        if backend.rclone_tuning:  # rclone as it comes, beside rclone as an expert runs it
+                            bench.rclone(backend, dataset, crypt=True, tuned=False)
                 if "unison" in peers and name in ("file", "sftp"):
                     bench.unison(dataset, backend if name == "sftp" else None)
     bench.ratios()
@@ -443,12 +458,21 @@ def run(args: argparse.Namespace) -> Bench:
     return bench
 
 
+def _tuning(bench: Bench) -> str:
+    """The options of the tuned rclone remotes, per backend ("defaults" when none)."""
+    tuned = [f"{b.name} {' '.join(f'{k}={v}' for k, v in b.rclone_tuning.items())}"
+             for b in bench.servers.backends.values() if b.rclone_tuning]
+    return "; ".join(tuned) or "defaults"
+
+
 def report(bench: Bench, args: argparse.Namespace) -> str:
     datasets = ", ".join(d.describe() for d in bench.datasets)
     load = ", ".join(f"{x:.1f}" for x in bench.load)
     parts = [
         f"escale sync bench: {datasets}; {os.cpu_count()} cores, load average at start/end {load}",
-        "escale = one pass per process; x rclone = escale seconds / rclone seconds (same server, same data)",
+        "escale = one pass per process; x rclone = escale seconds / rclone seconds (same server, same data; "
+        "rclone tuned: " + _tuning(bench) + "); x default = escale seconds / rclone crypt seconds with "
+        "rclone's default options",
         "",
         format_table(bench.rows),
         "",
