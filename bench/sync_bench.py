@@ -157,7 +157,10 @@ class Bench:
 
     def escale(self, backend: Backend, dataset: Dataset, encrypted: bool, index: bool = False) -> None:
         """Client A pushes ``dataset``; client B pulls it into an empty folder
-        (``index``: both with ``index = yes``, the index layout)."""
+        (``index``: both with ``index = yes``, the index layout). B's first
+        pass, untimed and uncounted, creates the repository and registers B
+        (as rclone's ``mkdir`` is untimed): the push is that of a sender into
+        a repository a receiver already uses, the steady state."""
         label = (ALGORITHM if encrypted else "plain") + (" index" if index else "")
         run = self._fresh(f"escale-{backend.name}-{dataset.name}-{label.replace(' ', '-')}")
         folder = os.path.basename(run)
@@ -175,6 +178,7 @@ class Bench:
         fd = os.open(os.path.join(run, "escale.conf"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        self._escale_pass(run, "pull", "setup")
         push, pushed = self._escale_pass(run, "push", "push")
         if pushed.get("pushed") != dataset.files:
             raise BenchError(f"escale push in {run} sent {pushed.get('pushed')} of {dataset.files} files")
