@@ -499,6 +499,14 @@ class Repository:
         marker instead)."""
         return None
 
+    def quiet_probe(self) -> str | None:
+        """A summary of what a reader of this layout lists, equal between two
+        moments only if nothing a pass reads changed in between (see
+        :mod:`escale.sync.quiet`); None when this layout has none (the
+        placeholder layout). The listings made for it serve the next
+        :meth:`read_state` of this pass."""
+        return None
+
     def state_under_lease(self, lease: Lease, state: RelayState) -> RelayState | None:
         """``state`` (read before ``lease`` was taken) made fit for the relay
         phase without reading the relay again, when the previous holder's

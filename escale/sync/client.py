@@ -66,6 +66,7 @@ from escale.sync.executor import Executor
 from escale.sync.home import check_home
 from escale.sync.labels import conflict_label
 from escale.sync.planner import Plan, plan
+from escale.sync.quiet import SNAPSHOT_KEY, QuietCheck, was_quiet
 from escale.sync.relay_phase import run_relay_phase
 from escale.sync.relay_view import lost_payloads, maintenance_due, remote_view, rolled_back
 from escale.sync.report import TRANSFERS, Announcer, PassReport, TransferProgress
@@ -305,6 +306,17 @@ class SyncClient:
 
     def _pass(self, db: StateDB, repo: Repository, report: PassReport) -> None:
         s = self.settings
+        flag = os.path.join(self.state_dir, ALLOW_DELETIONS)
+        cache = db.meta_cache()
+        quiet: QuietCheck | None = None
+        if not self.dry_run:
+            quiet, unchanged = QuietCheck.begin(s, repo, db.access(), cache.get(SNAPSHOT_KEY))
+            if unchanged and not os.path.exists(flag):
+                log.debug("[%s] nothing changed since the last pass that had nothing to do", s.name)
+                report.relay_bytes = quiet.relay_bytes
+                Trash.of(s, self.state_dir).prune_due()
+                return
+            cache.pop(SNAPSHOT_KEY, None)
         # reading phase: its writes (caches, versions seen) are batched, see StateDB.batch
         with db.batch():
             state = repo.read_state(use_marker=True)
@@ -332,7 +344,6 @@ class SyncClient:
         local = _without(scanned.files, frozen)
         base = _without(base, frozen)
         remote = _without(remote, frozen)
-        flag = os.path.join(self.state_dir, ALLOW_DELETIONS)
         allowed_once = os.path.exists(flag)
         if allowed_once:
             log.info("[%s] %s found: deletions held back by the mass-deletion guard are applied in this pass",
@@ -353,7 +364,7 @@ class SyncClient:
         trash = Trash.of(s, self.state_dir)
         executor = Executor(s, db, repo, report, announce=self._announce, progress=progress, stop=self.stop,
                             trash=trash, open_relay=self._relay_factory)  # transfers: more connections
-        relay_due = the_plan.needs_lease or maintenance_due(repo, state)
+        relay_due = relay_needed = the_plan.needs_lease or maintenance_due(repo, state)
         if s.priority == "upload" and relay_due:
             # priority = upload: send what is pending before receiving
             run_relay_phase(executor, the_plan, self._relay_factory, wait=self.lease_wait)
@@ -377,6 +388,14 @@ class SyncClient:
         delivery.after_pass(s, db, repo, state, the_plan, report)
         repo.flush_acks()
         trash.prune_due()
+        if quiet is not None and was_quiet(
+                planned=len(the_plan.actions), held=len(the_plan.held) + len(the_plan.notes), frozen=len(frozen),
+                warnings=len(report.warnings) + len(state.warnings) + len(state.rejected),
+                errors=len(report.errors), busy=report.busy, relay_due=relay_needed or allowed_once,
+                stopped=self.stop.is_set) and s.after_delivery == "leave":
+            record = quiet.encode(report.relay_bytes)
+            if record is not None:
+                cache[SNAPSHOT_KEY] = record
         if allowed_once and not self.stop.is_set():
             try:
                 os.unlink(flag)

@@ -157,6 +157,9 @@ class IndexRepository(Repository):
         self._reclaim_cache: tuple[RelayState, int, set[str]] | None = None
         self._checkpoints: set[int] = set()
         self._deltas: set[int] = set()
+        #: listings made by :meth:`quiet_probe` for the next :meth:`read_state`
+        #: (folder: its files, and the temporaries listed with them)
+        self._prelisted: dict[str, tuple[list[Entry], list[Entry]]] = {}
 
     # ----------------------------------------------------------- setup
 
@@ -336,6 +339,35 @@ class IndexRepository(Repository):
         self._register(state)
         return state
 
+    def _entries(self, folder: str) -> list[Entry]:
+        """As :meth:`Repository._entries`; a listing :meth:`quiet_probe` made
+        is used once instead of listing again."""
+        prelisted = self._prelisted.pop(folder, None)
+        if prelisted is None:
+            return super()._entries(folder)
+        entries, temporaries = prelisted
+        self._temporaries.extend(temporaries)
+        return entries
+
+    def quiet_probe(self) -> str | None:
+        """List ``clients/`` and ``index/`` (kept for the next
+        :meth:`read_state`) and return a SHA-256 of every name, size and time
+        listed, with the repository's identity: every commit adds an
+        ``index/`` name, every registration or acknowledgement record changes
+        a ``clients/`` entry."""
+        digest = hashlib.sha256(f"index {self.identity}\n".encode("ascii"))
+        self._prelisted = {}
+        for folder in (CLIENTS, io.INDEX):
+            temporaries: list[Entry] = []
+            try:
+                entries = [e for e in self.relay.list(folder, temporaries=temporaries) if not e.is_dir]
+            except RelayNotFound:
+                entries = []
+            self._prelisted[folder] = (entries, temporaries)
+            for e in sorted(entries + temporaries, key=lambda e: e.name):
+                digest.update(f"{e.name}\0{e.size}\0{e.mtime}\n".encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
     def lease_stamp(self) -> str | None:
         """``index <identity> <head> <latest checkpoint>``: the generation
         this client's index is at and the checkpoint it knows of. Every
@@ -468,15 +500,7 @@ class IndexRepository(Repository):
         counting = _HashingWriter(sink, hasher)
         name = location.object
         if io.parse_big_name(name) is not None:
-            inflating = InflatingWriter(counting, location.compression, name)
-            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-                self.relay.get(name, cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), entry.path)))
-                spool.seek(0)
-                self.sealer.open_stream(name, cast(BinaryIO, spool), cast(BinaryIO, inflating))
-            inflating.finish()
-            if inflating.received != location.length:
-                raise IntegrityError(f"relay object {name}: {inflating.received} stored bytes, the index "
-                                     f"says {location.length}")
+            counting, hasher = self._fetch_big(entry, sink, algorithm)
         else:
             page = self._page_for(name)
             member = page.members.get((entry.key, entry.version))
@@ -494,6 +518,43 @@ class IndexRepository(Repository):
                 raise IntegrityError(f"relay object {name}: checksum mismatch for {entry.path}")
             return got
         return None
+
+    def _fetch_big(self, entry: IndexEntry, sink: BinaryIO,
+                   algorithm: str | None) -> tuple[_HashingWriter, hashlib._Hash | None]:
+        """Download big object ``entry.location.object`` into ``sink``, opened,
+        inflated and hashed as it arrives (no spool: ``sink`` is the caller's
+        temporary file, which may hold a prefix when this raises); the
+        writer that counted the plaintext and its hasher. Checks the stored
+        length against the index. A sink that cannot be rewound (for the
+        retry wrapper's next attempt), or a sealer without
+        ``open_writer``, goes through a spool file as before."""
+        assert entry.location is not None
+        location, name = entry.location, entry.location.object
+        open_writer = getattr(self.sealer, "open_writer", None)
+        try:
+            start = sink.tell() if open_writer is not None else None
+        except (AttributeError, OSError, ValueError):
+            start = None
+        if open_writer is None or start is None:
+            hasher = hashlib.new(algorithm) if algorithm else None
+            counting = _HashingWriter(sink, hasher)
+            inflating = InflatingWriter(counting, location.compression, name)
+            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+                self.relay.get(name, cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), entry.path)))
+                spool.seek(0)
+                self.sealer.open_stream(name, cast(BinaryIO, spool), cast(BinaryIO, inflating))
+            received = _finish_inflating(inflating)
+        else:
+            opening = _OpeningSink(lambda: _BigPipeline(open_writer, name, location.compression, sink, algorithm),
+                                   sink, start)
+            self.relay.get(name, cast(BinaryIO, opening))
+            pipeline = opening.pipeline
+            received = pipeline.finish()
+            counting, hasher = pipeline.counting, pipeline.hasher
+        if received != location.length:
+            raise IntegrityError(f"relay object {name}: {received} stored bytes, the index "
+                                 f"says {location.length}")
+        return counting, hasher
 
     def _page_for(self, name: str) -> OpenedPage:
         if name in self._bad_pages:
@@ -942,6 +1003,84 @@ class IndexRepository(Repository):
             self._delete_quietly(io.checkpoint_name(generation))
             self._checkpoints.discard(generation)
         self.step("index pruned")
+
+
+def _finish_inflating(inflating: InflatingWriter) -> int:
+    """End ``inflating``; the stored (deflated) bytes it received."""
+    inflating.finish()
+    return inflating.received
+
+
+class _BigPipeline:
+    """One attempt at receiving a big object: sealed bytes in, then opened
+    (:meth:`Envelope.open_writer`), inflated, hashed and counted into the sink.
+
+    A failure on the way (a chunk that does not authenticate, a sink that is
+    full) is kept and raised by :meth:`finish`; what arrives after it is
+    dropped. The backend's transfer then ends as usual (an FTP control
+    connection stays in step), and nothing after the failure reaches the sink.
+    """
+
+    def __init__(self, open_writer: Callable[[str, BinaryIO], Any], name: str, compression: str,
+                 sink: BinaryIO, algorithm: str | None) -> None:
+        self.hasher = hashlib.new(algorithm) if algorithm else None
+        self.counting = _HashingWriter(sink, self.hasher)
+        self.inflating = InflatingWriter(self.counting, compression, name)
+        self.opener = open_writer(name, cast(BinaryIO, self.inflating))
+        self.failure: Exception | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.failure is None:
+            try:
+                self.opener.write(data)
+            except Exception as exc:  # noqa: BLE001 - raised again by finish()
+                self.failure = exc
+        return len(data)
+
+    def finish(self) -> int:
+        if self.failure is not None:
+            raise self.failure
+        self.opener.finish()
+        return _finish_inflating(self.inflating)
+
+
+class _OpeningSink:
+    """The sink a big object is downloaded into: what arrives goes straight
+    through a :class:`_BigPipeline`. The retry wrapper rewinds a sink to
+    where it started before another attempt (``seek`` + ``truncate``): that
+    starts a new pipeline and rewinds the real sink to ``start``."""
+
+    def __init__(self, make: Callable[[], _BigPipeline], sink: BinaryIO, start: int) -> None:
+        self._make = make
+        self._sink = sink
+        self._start = start
+        self._received = 0
+        self.pipeline = make()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.pipeline.write(data)
+        self._received += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._received
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset != 0:
+            raise OSError("a download into an opening sink only rewinds to its start")
+        self._sink.seek(self._start)
+        self._sink.truncate()
+        self._received = 0
+        self.pipeline = self._make()
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        if (size if size is not None else self._received) != self._received:
+            raise OSError("a download into an opening sink only rewinds to its start")
+        return self._received
+
+    def flush(self) -> None:
+        pass
 
 
 def _sealed_copy(encoded: bytes) -> bytes:
