@@ -62,10 +62,9 @@ def record_received(db: StateDB, ph: Placeholder, size: int, now: float | None =
 def record_pending(db: StateDB, pending: Iterable[tuple[str, int]], now: float | None = None) -> None:
     """These (path, size) wait to be sent; records already saying so are kept."""
     now = time.time() if now is None else now
-    known = {d.path: d for d in db.deliveries()}
     with db.batch():  # a lost record is written again by the next pass
         for path, size in pending:
-            old = known.get(path)
+            old = db.delivery(path)  # one look-up per file (not every record of the client at once)
             if old is not None and old.state == "pending" and old.size == size:
                 continue
             db.set_delivery(Delivery(path, old.version if old else 0, size, "pending", now))
@@ -89,15 +88,11 @@ def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: R
                if a.expect_local is not None and (a.copy_path or a.path) not in sent]
     if waiting:
         record_pending(db, waiting)
-    records = [d for d in db.deliveries() if d.state in ("sent", "delivered")]
-    if not records:
-        return
     me = repo.client_id
     labels = {c: r.label for c, r in state.clients.items()}
     handoff = settings.after_delivery != "leave"
-    for record in records:
-        if record.state != "sent":
-            continue
+    # read a chunk at a time: a client that sent many files has a record for each
+    for record in db.deliveries_in(("sent",)):
         if settings.delivered_when == "sent":
             delivered = True
             receivers = record.receivers
@@ -123,10 +118,9 @@ def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: R
         run_hook(settings, "delivered", record.path)
     if not handoff:
         return
-    base = db.base()
-    for record in db.deliveries():
-        if record.state == "delivered" and record.handoff in ("", "moving"):
-            synced = base.get(record.path)
+    for record in db.deliveries_in(("delivered",)):
+        if record.handoff in ("", "moving"):
+            synced = db.base_entry(record.path)
             try:
                 hand_off(settings, db, record, synced)
             except LocalError as exc:

@@ -523,7 +523,7 @@ def plan(
     """
     access = access or {}
     result = Plan()
-    for path in sorted(set(local).union(remote, base)):  # one set of the paths, not one per view
+    for path in _union_sorted(local, remote, base):
         result.actions.extend(
             plan_path(path, local.get(path), remote.get(path), base.get(path), mode=mode, label=label,
                       access=access.get(path, Access()))
@@ -549,5 +549,21 @@ def plan(
                     f"held back {len(doomed)} {'local' if kind == 'delete_local' else 'relay'} deletions "
                     f"of {tracked} tracked files (mass-deletion guard)"
                 )
-    result.actions.sort(key=lambda a: (_ORDER[a.kind], a.path))
+    # the actions were made in path order and the sort is stable: sorting by kind
+    # alone gives the order of (kind, path) without a key tuple per action
+    result.actions.sort(key=_kind_rank)
     return result
+
+
+def _kind_rank(action: Action) -> int:
+    return _ORDER[action.kind]
+
+
+def _union_sorted(local: Mapping[str, object], remote: Mapping[str, object], base: Mapping[str, object]) -> list[str]:
+    """The paths of the three views, each once, sorted: one list of
+    references to the views' own strings (no set of every path beside it)."""
+    paths = list(local)
+    paths.extend(p for p in remote if p not in local)
+    paths.extend(p for p in base if p not in local and p not in remote)
+    paths.sort()
+    return paths

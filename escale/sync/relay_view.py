@@ -3,7 +3,8 @@
 A pass reads the relay's state once without the lease; these functions turn it
 into the planner's inputs. :func:`rolled_back` finds the paths the relay shows
 less of than this client knows (frozen for the pass), :func:`remote_view`
-builds the planner's :class:`RemoteEntry` per path, :func:`lost_payloads` finds
+gives the planner a :class:`RemoteEntry` per path (a :class:`RemoteView`,
+which builds each entry when it is read), :func:`lost_payloads` finds
 versions of ours to send again, and :func:`maintenance_due` tells whether the
 relay needs the lease for clean-up even when nothing is to be sent.
 """
@@ -11,9 +12,13 @@ relay needs the lease for clean-up even when nothing is to be sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import ItemsView, Iterator, ValuesView
+from operator import attrgetter
+from typing import Any, cast
 
 from escale.config.settings import ClientSettings
 from escale.errors import LocalError
+from escale.protocol.objects import Placeholder
 from escale.protocol.repository import RelayState, Repository
 from escale.sync import localfs
 from escale.sync.planner import Action, BaseEntry, LocalFile, RemoteEntry
@@ -21,6 +26,25 @@ from escale.sync.report import Announcer, PassReport
 from escale.sync.state import StateDB
 
 log = logging.getLogger(__name__)
+
+
+def _seen_of(db: StateDB, state: RelayState) -> Iterator[tuple[Placeholder, int]]:
+    """Each placeholder of ``state.latest`` with the highest version this
+    client recorded as seen for its key (0: none), in key order.
+
+    One streamed, ordered read of the ``seen`` table merged with the
+    placeholders sorted by key (SQLite's binary order of text is the code
+    point order of Python strings): no dictionary of every key seen."""
+    ordered = sorted(state.latest.values(), key=attrgetter("key"))
+    rows = db.seen_in_key_order()
+    try:
+        row = next(rows, None)
+        for ph in ordered:
+            while row is not None and row[0] < ph.key:
+                row = next(rows, None)
+            yield ph, row[1] if row is not None and row[0] == ph.key else 0
+    finally:
+        rows.close()  # the stream holds the database's lock until it ends
 
 
 def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str, BaseEntry],
@@ -37,11 +61,15 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
     ``escalectl fix`` recommits from an up-to-date client above every
     version seen.
     """
-    seen = db.seen_versions()
-    frozen: set[str] = set()
-    for path, ph in state.latest.items():
-        known = max(seen.get(ph.key, 0), base[path].version if path in base else 0)
+    behind: dict[str, int] = {}
+    for ph, seen in _seen_of(db, state):
+        known = max(seen, base[ph.path].version if ph.path in base else 0)
         if ph.version < known:
+            behind[ph.path] = known
+    frozen: set[str] = set()
+    for path, ph in state.latest.items():  # reported in the relay state's order
+        if path in behind:
+            known = behind[path]
             frozen.add(path)
             announce(report, f"{path} rolled back on the relay: it shows version {ph.version} but "
                      f"version {known} was known here; the local file is left alone (run `escalectl "
@@ -54,14 +82,91 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
         if state.versions.get(key):
             continue  # listed but none opens: refused and reported by read_state
         announce(report, f"{path} rolled back on the relay: it is missing there but version "
-                 f"{max(entry.version, seen.get(key, 0))} was known here; the local file is left alone "
+                 f"{max(entry.version, db.seen_version(key))} was known here; the local file is left alone "
                  "and not re-sent (run `escalectl fix` on an up-to-date client)", level=logging.ERROR)
     return frozen
 
 
+class RemoteView(dict[str, RemoteEntry]):
+    """The planner's view of the relay: a :class:`RemoteEntry` per path.
+
+    Holds a reference to each path's placeholder in the relay state, not a
+    copy of it: the entry is built each time it is read (``[]``, ``get``,
+    ``values``, ``items``, ``pop``), from the placeholder and the relay
+    state's acknowledgements as they are at that moment. Read it before the
+    pass acknowledges anything when ``acked`` matters (the planner does).
+    Removing paths (``pop``, ``del``) works as on a dict; setting a path
+    stores the placeholder it names (:meth:`include`)."""
+
+    def __init__(self, state: RelayState, client_id: str, receives: bool) -> None:
+        super().__init__()
+        self._state = state
+        self._me = client_id
+        self._receives = receives
+
+    def include(self, ph: Placeholder) -> None:
+        """Add ``ph`` as its path's relay version."""
+        dict.__setitem__(self, ph.path, cast(Any, ph))
+
+    def _entry(self, ph: Placeholder) -> RemoteEntry:
+        acks = self._state.acks.get((ph.key, ph.version), ())
+        return RemoteEntry(
+            version=ph.version, deleted=ph.deleted, pusher=ph.pusher, pusher_label=ph.pusher_label,
+            size=ph.size, mtime_ns=ph.mtime_ns, checksum=ph.checksum, available=self._state.has_payload(ph),
+            acked=self._me in acks, expects_me=self._receives and ph.pusher != self._me,
+            deliberate=ph.deliberate)
+
+    def placeholder(self, path: str) -> Placeholder:
+        """The placeholder behind ``path``'s entry (KeyError if none)."""
+        return cast(Placeholder, dict.__getitem__(self, path))
+
+    def __getitem__(self, path: str) -> RemoteEntry:
+        return self._entry(self.placeholder(path))
+
+    def get(self, path: str, default: Any = None) -> Any:
+        ph = dict.get(self, path)
+        return default if ph is None else self._entry(cast(Placeholder, ph))
+
+    def pop(self, path: str, *default: Any) -> Any:
+        if path not in self:
+            if default:
+                return default[0]
+            raise KeyError(path)
+        return self._entry(cast(Placeholder, dict.pop(self, path)))
+
+    def __iter__(self) -> Iterator[str]:
+        # defined so that dict(view) and {**view} go through __getitem__
+        return dict.__iter__(self)
+
+    def values(self) -> ValuesView[RemoteEntry]:  # type: ignore[override]
+        return ValuesView(self)
+
+    def items(self) -> ItemsView[str, RemoteEntry]:  # type: ignore[override]
+        return ItemsView(self)
+
+    def __setitem__(self, path: str, value: RemoteEntry) -> None:
+        raise TypeError("a RemoteView is filled from placeholders (include)")
+
+    def copy(self) -> dict[str, RemoteEntry]:
+        return dict(self.items())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict) and dict(self.items()) == dict(other.items())
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"RemoteView({dict(self.items())!r})"
+
+
 def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: RelayState,
                 frozen: set[str]) -> dict[str, RemoteEntry]:
-    """The planner's view of every relay path outside ``frozen``.
+    """The planner's view of every relay path outside ``frozen`` (a
+    :class:`RemoteView`: entries built on access from ``state``, which the
+    view keeps).
 
     Records each newer version as seen. A path that cannot be a local path
     is logged and added to ``frozen``; a file the client's filters refuse is
@@ -69,30 +174,25 @@ def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: 
     that it does not pin the payload).
     """
     me = repo.client_id
-    seen = db.seen_versions()
-    view: dict[str, RemoteEntry] = {}
+    newer = [ph for ph, seen in _seen_of(db, state) if seen < ph.version and ph.path not in frozen]
+    for ph in newer:  # written once the read has ended
+        db.set_seen(ph.key, ph.version)
+    del newer
+    view = RemoteView(state, me, settings.receives)
     for path, ph in state.latest.items():
         if path in frozen:
             continue
-        if seen.get(ph.key, 0) < ph.version:
-            db.set_seen(ph.key, ph.version)
         try:
             localfs.safe_join(settings.local_path, path)
         except LocalError as exc:
             log.error("%s", exc)
             frozen.add(path)
             continue
-        acks = state.acks.get((ph.key, ph.version), set())
-        expects = settings.receives and ph.pusher != me
-        entry = RemoteEntry(
-            version=ph.version, deleted=ph.deleted, pusher=ph.pusher, pusher_label=ph.pusher_label,
-            size=ph.size, mtime_ns=ph.mtime_ns, checksum=ph.checksum, available=state.has_payload(ph),
-            acked=me in acks, expects_me=expects, deliberate=ph.deliberate)
         if not ph.deleted and not settings.filters.accepts_file(path):
-            if expects and me not in acks and not ph.deleted:
+            if settings.receives and ph.pusher != me and me not in state.acks.get((ph.key, ph.version), ()):
                 repo.acknowledge(ph)  # not wanted here: do not pin the payload
             continue
-        view[path] = entry
+        view.include(ph)
     return view
 
 

@@ -43,7 +43,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Container, Iterator, MutableMapping
+from collections.abc import Callable, Container, Generator, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -151,13 +151,13 @@ class StateDB:
                     except sqlite3.Error as exc:
                         raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
 
-    def _stream(self, sql: str) -> Iterator[tuple[object, ...]]:
+    def _stream(self, sql: str) -> Generator[tuple[object, ...], None, None]:
         """The rows of a query, fetched in chunks (no list of every row).
 
         The lock is held while the caller consumes them: consume at once."""
         return self._stream_args(sql, ())
 
-    def _stream_args(self, sql: str, args: tuple[object, ...]) -> Iterator[tuple[object, ...]]:
+    def _stream_args(self, sql: str, args: tuple[object, ...]) -> Generator[tuple[object, ...], None, None]:
         with self._lock:
             try:
                 cursor = self._conn.execute(sql, args)
@@ -216,6 +216,16 @@ class StateDB:
                                  bool(r[6]), bool(r[7]))
             for r in rows
         }
+
+    def base_entry(self, path: str) -> BaseEntry | None:
+        """``path``'s base entry, if tracked (one query)."""
+        rows = self._exec("SELECT size, mtime_ns, checksum, version, origin, modified_here, local_deleted FROM files "
+                          "WHERE path = ?", (path,))
+        if not rows:
+            return None
+        r = rows[0]
+        return BaseEntry(int(r[0]), int(r[1]), None if r[2] is None else str(r[2]), int(r[3]),  # type: ignore[call-overload]
+                         "remote" if r[4] == "remote" else "local", bool(r[5]), bool(r[6]))
 
     def set_base(self, path: str, entry: BaseEntry) -> None:
         self._exec(
@@ -293,6 +303,22 @@ class StateDB:
     def seen_versions(self) -> dict[str, int]:
         return {sys.intern(str(k)): int(v) for k, v in self._stream("SELECT key, version FROM seen")}  # type: ignore[call-overload]
 
+    def seen_in_key_order(self) -> Generator[tuple[str, int], None, None]:
+        """Every (key, highest version seen), streamed in ascending key order
+        (SQLite's binary order, the code point order of Python strings);
+        consume at once, or ``close()`` it (the database is locked meanwhile)."""
+        rows = self._stream("SELECT key, version FROM seen ORDER BY key")
+        try:
+            for key, version in rows:
+                yield str(key), int(version)  # type: ignore[call-overload]
+        finally:
+            rows.close()
+
+    def seen_version(self, key: str) -> int:
+        """The highest version seen of path key ``key`` (0: none)."""
+        rows = self._exec("SELECT version FROM seen WHERE key = ?", (key,))
+        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+
     def set_seen(self, key: str, version: int) -> None:
         """Record that ``version`` of path key ``key`` was seen on, or written to,
         the relay. Knowledge only moves forward: a lower version is ignored."""
@@ -351,13 +377,30 @@ class StateDB:
     def deliveries(self) -> list[Delivery]:
         """Every path's last delivery record (see :class:`Delivery`), by path."""
         self._deliveries_schema()
-        rows = self._exec("SELECT path, version, size, state, changed_at, sent_at, delivered_at, receivers, "
-                          "handoff FROM deliveries ORDER BY path")
-        return [Delivery(str(r[0]), int(r[1]), int(r[2]), str(r[3]), float(r[4]),  # type: ignore[call-overload, arg-type]
-                         None if r[5] is None else float(r[5]),  # type: ignore[arg-type]
-                         None if r[6] is None else float(r[6]),  # type: ignore[arg-type]
-                         tuple(x for x in str(r[7]).split("\n") if x), str(r[8]))
-                for r in rows]
+        return [_delivery(r) for r in self._exec(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries ORDER BY path")]
+
+    def delivery(self, path: str) -> Delivery | None:
+        """``path``'s delivery record, if any."""
+        self._deliveries_schema()
+        rows = self._exec(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE path = ?", (path,))
+        return _delivery(rows[0]) if rows else None
+
+    def deliveries_in(self, states: tuple[str, ...], *, chunk: int = 1000) -> Iterator[Delivery]:
+        """The delivery records in one of ``states``, by path, read
+        ``chunk`` at a time (never all at once). No statement stays open
+        between chunks: the caller may write records meanwhile (a record it
+        changes is not read again)."""
+        self._deliveries_schema()
+        marks = ", ".join("?" * len(states))
+        after = ""
+        while True:
+            rows = self._exec(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state IN ({marks}) AND path > ? "
+                              "ORDER BY path LIMIT ?", (*states, after, chunk))
+            for row in rows:
+                yield _delivery(row)
+            if len(rows) < chunk:
+                return
+            after = str(rows[-1][0])
 
     def set_delivery(self, record: Delivery) -> None:
         self._deliveries_schema()
@@ -368,6 +411,16 @@ class StateDB:
     def drop_delivery(self, path: str) -> None:
         self._deliveries_schema()
         self._exec("DELETE FROM deliveries WHERE path = ?", (path,))
+
+
+_DELIVERY_COLUMNS = "path, version, size, state, changed_at, sent_at, delivered_at, receivers, handoff"
+
+
+def _delivery(r: tuple[object, ...]) -> Delivery:
+    return Delivery(str(r[0]), int(r[1]), int(r[2]), str(r[3]), float(r[4]),  # type: ignore[call-overload, arg-type]
+                    None if r[5] is None else float(r[5]),  # type: ignore[arg-type]
+                    None if r[6] is None else float(r[6]),  # type: ignore[arg-type]
+                    tuple(x for x in str(r[7]).split("\n") if x), str(r[8]))
 
 
 @dataclass(frozen=True)

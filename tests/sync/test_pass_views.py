@@ -1,0 +1,73 @@
+"""The per-file views of a pass hold no copy of the tree, and answer as before.
+
+* the plan lists every path of its three views once, its actions ordered by
+  kind and then by path, whatever the views hold;
+* the state database's delivery records are read a chunk at a time, each
+  matching record once, even when the reader changes records meanwhile;
+* the versions seen, streamed in key order, are those recorded.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from escale.sync.planner import _ORDER, BaseEntry, LocalFile, RemoteEntry, plan
+from escale.sync.state import Delivery, StateDB
+
+PATHS = st.sampled_from(["a", "a/b", "a/c", "b", "b/a", "c", "é", "z/y"])
+LOCAL = st.builds(LocalFile, st.integers(0, 2), st.integers(0, 2), st.sampled_from([None, "sha256:1", "sha256:2"]))
+REMOTE = st.builds(RemoteEntry, version=st.integers(1, 3), deleted=st.booleans(), pusher=st.just("other"),
+                   pusher_label=st.just("other"), size=st.integers(0, 2), mtime_ns=st.integers(0, 2),
+                   checksum=st.sampled_from([None, "sha256:1", "sha256:2"]), available=st.booleans(),
+                   acked=st.booleans(), expects_me=st.booleans(), deliberate=st.booleans())
+BASE = st.builds(BaseEntry, st.integers(0, 2), st.integers(0, 2), st.sampled_from([None, "sha256:1"]),
+                 st.integers(1, 3), st.sampled_from(["local", "remote"]), st.booleans(), st.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(PATHS, LOCAL), st.dictionaries(PATHS, REMOTE), st.dictionaries(PATHS, BASE),
+       st.sampled_from(["shared", "download", "conservative", "upload"]))
+def test_plan_covers_every_path_once_in_kind_then_path_order(
+        local: dict[str, LocalFile], remote: dict[str, RemoteEntry], base: dict[str, BaseEntry], mode: str) -> None:
+    result = plan(local, remote, base, mode=mode, label="me")  # type: ignore[arg-type]
+    keys = [(_ORDER[a.kind], a.path) for a in result.actions]
+    assert keys == sorted(keys)
+    touched = {a.path for a in result.actions} | {a.path for a in result.held}
+    assert touched <= set(local) | set(remote) | set(base)
+
+
+def test_delivery_records_are_read_in_chunks_while_being_changed(tmp_path: os.PathLike[str]) -> None:
+    db = StateDB(os.path.join(str(tmp_path), "state.db"))
+    try:
+        for i in range(7):
+            db.set_delivery(Delivery(f"f{i}", 1, 10, "sent" if i % 2 == 0 else "received", 1.0))
+        seen = []
+        for record in db.deliveries_in(("sent",), chunk=2):
+            seen.append(record.path)
+            # what after_pass does: the record leaves the state being read
+            db.set_delivery(Delivery(record.path, 1, 10, "delivered", 2.0))
+        assert seen == ["f0", "f2", "f4", "f6"]
+        assert [d.path for d in db.deliveries_in(("delivered",), chunk=3)] == seen
+        assert db.delivery("f1") == Delivery("f1", 1, 10, "received", 1.0)
+        assert db.delivery("missing") is None
+    finally:
+        db.close()
+
+
+def test_versions_seen_stream_in_key_order(tmp_path: os.PathLike[str]) -> None:
+    db = StateDB(os.path.join(str(tmp_path), "state.db"))
+    try:
+        for key, version in (("k2", 4), ("k1", 2), ("k3", 1), ("k1", 1)):
+            db.set_seen(key, version)
+        assert list(db.seen_in_key_order()) == [("k1", 2), ("k2", 4), ("k3", 1)]
+        assert db.seen_version("k2") == 4 and db.seen_version("none") == 0
+        partial = db.seen_in_key_order()
+        assert next(partial) == ("k1", 2)
+        partial.close()
+        db.set_seen("k4", 1)  # the database is free again once the stream is closed
+        assert db.seen_versions()["k4"] == 1
+    finally:
+        db.close()
