@@ -79,6 +79,7 @@ from escale.sync import localfs
 from escale.sync.attach import open_client_repository
 from escale.sync.client import ClientLock, state_dir_for
 from escale.sync.planner import BaseEntry, LocalFile, same_content
+from escale.sync.quiet import forget_quiet
 from escale.sync.scanner import scan
 from escale.sync.state import StateDB
 
@@ -157,6 +158,8 @@ def fix_client(
     try:
         db = StateDB(db_path)
         try:
+            if not dry_run:  # what fix changes here, the next pass must plan on in full
+                forget_quiet(db)
             relay = open_relay(settings.relay)
             try:
                 return _fix(settings, db, relay, dry_run, lease_wait, kdf, on_progress)

@@ -58,6 +58,7 @@ from escale.config.settings import ClientSettings, FileFilter
 from escale.protocol.repository import Repository
 from escale.sync.localfs import STATE_FOLDER, TEMP_PREFIX
 from escale.sync.receivers import refresh_every
+from escale.sync.state import StateDB
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,19 @@ def tree_digest(root: str, filters: FileFilter) -> str | None:
 
 def settings_digest(settings: ClientSettings, access: object) -> str:
     """A digest of what the planner takes from the configuration and the
-    access modifiers (secrets are not part of the settings' text form)."""
-    return hashlib.sha256(repr((settings, access)).encode("utf-8", "surrogateescape")).hexdigest()
+    access modifiers (secrets are not part of the settings' text form; the
+    filters' patterns are added whole: a pattern's text form is cut short)."""
+    f = settings.filters
+    patterns = [(p.pattern, p.flags) for p in (*f.include, *f.exclude, *f.include_dirs, *f.exclude_dirs)]
+    text = repr((settings, patterns, access))
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def forget_quiet(db: StateDB) -> None:
+    """Drop the quiet record of the client whose state is ``db``: its next
+    pass runs in full. For operations that change the client's state
+    outside a pass (``escalectl fix``)."""
+    db.meta_cache().pop(SNAPSHOT_KEY, None)
 
 
 @dataclass

@@ -13,15 +13,19 @@ never takes the quiet path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from escale.config.settings import FileFilter
 from escale.sync import client as client_module
 from escale.sync.client import allow_deletions_flag
+from escale.sync.quiet import settings_digest
 from escale.sync.report import PassReport
 from tests.faults.world import World, sha, tree, write
 from tests.servers.target import RelayTarget
@@ -159,3 +163,13 @@ def test_the_placeholder_layout_never_takes_the_quiet_path(tmp_path: Path, targe
     for name in ("a", "b", "a", "b"):
         report, quiet = _pass(world, name, caplog)
         assert not quiet and not report.changed
+
+
+def test_a_long_filter_pattern_changed_past_its_text_form_changes_the_settings_digest(world: World) -> None:
+    world.add("a")
+    settings = world.settings("a")
+    prefix = "x" * 300
+    first = dataclasses.replace(settings, filters=FileFilter(exclude=(re.compile(prefix + "a"),)))
+    second = dataclasses.replace(settings, filters=FileFilter(exclude=(re.compile(prefix + "b"),)))
+    assert repr(first.filters) == repr(second.filters)  # Python cuts a pattern's text form short
+    assert settings_digest(first, {}) != settings_digest(second, {})
