@@ -26,9 +26,10 @@ from __future__ import annotations
 import os
 import sys
 from types import TracebackType
-from typing import Literal, NoReturn, TextIO
+from typing import TYPE_CHECKING, Literal, NoReturn, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # imported when a bar is drawn: a pass without one does not pay for it
+    from tqdm import tqdm
 
 Unit = Literal["items", "bytes"]
 
@@ -77,6 +78,8 @@ class Progress:
         self._total = total
         self._bar: tqdm[NoReturn] | None = None
         if enabled:
+            from tqdm import tqdm  # imported here: see the module imports
+
             scaled = unit == "bytes"
             self._bar = tqdm(total=total, desc=label, file=self.stream, mininterval=INTERVAL,
                              ncols=_screen(self.stream)[0], nrows=_screen(self.stream)[1],

@@ -21,12 +21,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from escale.backoff import Backoff
 from escale.config.settings import ClientSettings, Config
-from escale.daemon.watch import FolderWatch, watch_for
 from escale.errors import EX_OK, EX_SOFTWARE, ClientBusy, EscaleError
 from escale.sync.client import PassReport, SyncClient
+
+if TYPE_CHECKING:  # imported when a daemon watches: escale --once does not pay for it
+    from escale.daemon.watch import FolderWatch
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +246,8 @@ class Runner:
         if not client.settings.watch:
             return None
         try:
+            from escale.daemon.watch import watch_for  # imported here: see the module imports
+
             watch = watch_for(client.settings, client.state_dir, log_file=self.config.globals.log_file)
             watch.start()
         except Exception:
