@@ -26,6 +26,20 @@ pytest_plugins = [
 ]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--scale", action="store_true", default=False,
+                     help="also run the tests marked 'scale' (100,000 files: minutes, not in the default run)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--scale"):
+        return
+    skip = pytest.mark.skip(reason="a scale test: run with --scale")
+    for item in items:
+        if "scale" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def target_memory() -> RelayTarget:
     return memory_target()
