@@ -35,6 +35,7 @@ import logging
 import os
 import struct
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives import hashes
@@ -110,6 +111,35 @@ def _write_all(sink: BinaryIO, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
+class OpeningWriter(ABC):
+    """What :meth:`Envelope.open_writer` returns."""
+
+    #: plaintext bytes written to the sink so far
+    written: int = 0
+
+    @abstractmethod
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Take the next sealed bytes; returns ``len(data)``."""
+
+    @abstractmethod
+    def finish(self) -> int:
+        """The sealed object ended: check its end (final chunk, truncation)
+        and return the number of plaintext bytes written."""
+
+
+class _PassThrough(OpeningWriter):
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        _write_all(self._sink, memoryview(data))
+        self.written += len(data)
+        return len(data)
+
+    def finish(self) -> int:
+        return self.written
+
+
 class Envelope(ABC):
     """How the protocol layer stores bytes on the relay: plain or encrypted.
 
@@ -161,6 +191,22 @@ class Envelope(ABC):
         self.open_stream(identity, io.BytesIO(data), sink)
         return sink.getvalue()
 
+    @abstractmethod
+    def seal_pieces(self, identity: str, source: BinaryIO) -> Iterator[bytes]:
+        """:meth:`seal_stream`, yielding the sealed form piece by piece (the
+        header, then one sealed chunk at a time) as ``source`` is read: the
+        caller sends each piece on (no spool), in memory that stays flat. The
+        pieces add up to :meth:`sealed_size` of the bytes read."""
+
+    @abstractmethod
+    def open_writer(self, identity: str, sink: BinaryIO) -> OpeningWriter:
+        """:meth:`open_stream` the other way round: a writer to which the sealed
+        object is written in pieces of any size (as a relay download delivers
+        it), which writes the plaintext to ``sink`` as it is authenticated;
+        :meth:`OpeningWriter.finish` ends it. Same checks and errors as
+        :meth:`open_stream`, raised by ``write`` or ``finish``, and the same
+        caveat: ``sink`` may hold a prefix of the plaintext when they raise."""
+
 
 class PlainEnvelope(Envelope):
     """No encryption: the relay holds the plain bytes; names are sha256 prefixes."""
@@ -180,8 +226,15 @@ class PlainEnvelope(Envelope):
     def seal_stream(self, identity: str, source: BinaryIO, sink: BinaryIO) -> int:
         return self._copy(source, sink)
 
+    def seal_pieces(self, identity: str, source: BinaryIO) -> Iterator[bytes]:
+        while data := source.read(_COPY):
+            yield data
+
     def open_stream(self, identity: str, source: BinaryIO, sink: BinaryIO) -> int:
         return self._copy(source, sink)
+
+    def open_writer(self, identity: str, sink: BinaryIO) -> OpeningWriter:
+        return _PassThrough(sink)
 
     def object_key(self, path: str) -> str:
         return hashlib.sha256(path.encode("utf-8")).hexdigest()[:32]
@@ -232,18 +285,23 @@ class EncryptedEnvelope(Envelope):
     # ------------------------------------------------------------------ sealing
 
     def seal_stream(self, identity: str, source: BinaryIO, sink: BinaryIO) -> int:
+        written = 0
+        for piece in self.seal_pieces(identity, source):
+            _write_all(sink, piece)
+            written += len(piece)
+        return written
+
+    def seal_pieces(self, identity: str, source: BinaryIO) -> Iterator[bytes]:
         header = _HEADER.pack(
             MAGIC, VERSION, self._alg.format_id, CHUNK_LOG2, 0, self._keys.key_id, os.urandom(NONCE_SIZE)
         )
         context, cipher = self._context(identity, header)
 
-        def emit(index: int, data: bytes, body_size: int, final: bool) -> int:
+        def sealed(index: int, data: bytes, body_size: int, final: bool) -> bytes:
             plaintext = _LEN.pack(len(data)) + data + _ZEROS[: body_size - len(data)]
-            sealed = cipher.encrypt(index, plaintext, self._aad(context, index, final))
-            _write_all(sink, sealed)
-            return len(sealed)
+            return cipher.encrypt(index, plaintext, self._aad(context, index, final))
 
-        _write_all(sink, header)
+        yield header
         written = HEADER_SIZE
         index = 0
         pending = _read_full(source, CHUNK_SIZE)
@@ -251,7 +309,9 @@ class EncryptedEnvelope(Envelope):
             following = _read_full(source, CHUNK_SIZE)
             if not following:
                 break
-            written += emit(index, pending, CHUNK_SIZE, False)
+            piece = sealed(index, pending, CHUNK_SIZE, False)
+            written += len(piece)
+            yield piece
             index += 1
             pending = following
         length = index * CHUNK_SIZE + len(pending)
@@ -259,7 +319,9 @@ class EncryptedEnvelope(Envelope):
         chunks = -(-padded // CHUNK_SIZE)
         for i in range(index, chunks):
             final = i == chunks - 1
-            written += emit(i, pending, padded - i * CHUNK_SIZE if final else CHUNK_SIZE, final)
+            piece = sealed(i, pending, padded - i * CHUNK_SIZE if final else CHUNK_SIZE, final)
+            written += len(piece)
+            yield piece
             pending = b""
         log.debug(
             "sealed %s with %s: %d bytes, padded to %d, %d chunks, %d bytes sealed",
@@ -270,7 +332,6 @@ class EncryptedEnvelope(Envelope):
             chunks,
             written,
         )
-        return written
 
     # ------------------------------------------------------------------ opening
 
@@ -297,6 +358,31 @@ class EncryptedEnvelope(Envelope):
                 f"this repository's is {self._keys.key_id.hex()}): replaced, or left by another repository"
             )
 
+    def open_writer(self, identity: str, sink: BinaryIO) -> OpeningWriter:
+        return _ChunkOpener(self, identity, sink)
+
+    def _open_chunk(self, identity: str, cipher: ChunkCipher, context: bytes, index: int, sealed: bytes,
+                    final: bool, data_ended: bool) -> tuple[memoryview, bool]:
+        """The data of chunk ``index`` (authenticated, its length and padding
+        checked), and whether it is short (padded: every later chunk must hold
+        no data); ``data_ended``: an earlier chunk was short."""
+        try:
+            plaintext = cipher.decrypt(index, sealed, self._aad(context, index, final))
+        except AuthenticationFailed:
+            raise IntegrityError(
+                f"relay object {identity} failed authentication at chunk {index}: "
+                "altered, truncated, reordered or stored under another name"
+            ) from None
+        body = len(plaintext) - _LEN.size
+        data_len = _LEN.unpack_from(plaintext)[0] if body >= 0 else -1
+        if (
+            not 0 <= data_len <= body
+            or (data_ended and data_len)
+            or plaintext.count(0, _LEN.size + data_len) != body - data_len
+        ):
+            raise IntegrityError(f"relay object {identity}: malformed chunk {index}")
+        return memoryview(plaintext)[_LEN.size : _LEN.size + data_len], data_len < body
+
     def open_stream(self, identity: str, source: BinaryIO, sink: BinaryIO) -> int:
         header = _read_full(source, HEADER_SIZE)
         self._check_header(identity, header)
@@ -311,26 +397,11 @@ class EncryptedEnvelope(Envelope):
         while True:
             following = _read_full(source, full) if len(current) == full else b""
             final = not following
-            try:
-                plaintext = cipher.decrypt(index, current, self._aad(context, index, final))
-            except AuthenticationFailed:
-                raise IntegrityError(
-                    f"relay object {identity} failed authentication at chunk {index}: "
-                    "altered, truncated, reordered or stored under another name"
-                ) from None
-            body = len(plaintext) - _LEN.size
-            data_len = _LEN.unpack_from(plaintext)[0] if body >= 0 else -1
-            if (
-                not 0 <= data_len <= body
-                or (data_ended and data_len)
-                or plaintext.count(0, _LEN.size + data_len) != body - data_len
-            ):
-                raise IntegrityError(f"relay object {identity}: malformed chunk {index}")
-            if data_len < body:
-                data_ended = True
-            if data_len:
-                _write_all(sink, memoryview(plaintext)[_LEN.size : _LEN.size + data_len])
-                written += data_len
+            data, short = self._open_chunk(identity, cipher, context, index, current, final, data_ended)
+            data_ended = data_ended or short
+            if data:
+                _write_all(sink, data)
+                written += len(data)
             if final:
                 break
             current = following
@@ -342,3 +413,78 @@ class EncryptedEnvelope(Envelope):
 
     def object_key(self, path: str) -> str:
         return hmac.new(self._keys.names, path.encode("utf-8"), "sha256").hexdigest()[:32]
+
+
+class _ChunkOpener(OpeningWriter):
+    """:meth:`EncryptedEnvelope.open_writer`: the chunks of
+    :meth:`EncryptedEnvelope.open_stream`, cut from what is written. A
+    complete chunk is held until a byte beyond it arrives (so it is known not
+    to be the last); :meth:`finish` opens what is held as the final chunk.
+    Holds at most one chunk: pieces are cut where they arrive, never gathered
+    into one growing buffer."""
+
+    def __init__(self, envelope: EncryptedEnvelope, identity: str, sink: BinaryIO) -> None:
+        self._envelope = envelope
+        self._identity = identity
+        self._sink = sink
+        self._header = bytearray()
+        #: the chunk being gathered (at most one whole chunk)
+        self._held = bytearray()
+        self._cipher: ChunkCipher | None = None
+        self._context = b""
+        self._full = 0
+        self._index = 0
+        self._data_ended = False
+        self._finished = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._finished:
+            raise ValueError("write after finish")
+        view = memoryview(data).cast("B")
+        if self._cipher is None:
+            take = min(HEADER_SIZE - len(self._header), len(view))
+            self._header += view[:take]
+            view = view[take:]
+            if len(self._header) < HEADER_SIZE:
+                return len(data)
+            header = bytes(self._header)
+            self._envelope._check_header(self._identity, header)
+            self._context, self._cipher = self._envelope._context(self._identity, header)
+            self._full = self._cipher.sealed_size(_LEN.size + CHUNK_SIZE)
+        full = self._full
+        while view:
+            if len(self._held) == full:  # more follows: the held chunk is not the last
+                self._emit(bytes(self._held), final=False)
+                self._held.clear()
+            if not self._held and len(view) > full:  # a whole chunk, and more, in this piece
+                self._emit(bytes(view[:full]), final=False)
+                view = view[full:]
+                continue
+            take = min(full - len(self._held), len(view))
+            self._held += view[:take]
+            view = view[take:]
+        return len(data)
+
+    def _emit(self, sealed: bytes, final: bool) -> None:
+        assert self._cipher is not None
+        data, short = self._envelope._open_chunk(self._identity, self._cipher, self._context, self._index,
+                                                 sealed, final, self._data_ended)
+        self._data_ended = self._data_ended or short
+        if data:
+            _write_all(self._sink, data)
+            self.written += len(data)
+        self._index += 1
+
+    def finish(self) -> int:
+        if self._finished:
+            return self.written
+        self._finished = True
+        if self._cipher is None:
+            self._envelope._check_header(self._identity, bytes(self._header))  # raises: truncated header
+        if not self._held:
+            raise IntegrityError(f"relay object {self._identity} is truncated: no chunk after the header")
+        self._emit(bytes(self._held), final=True)
+        self._held.clear()
+        log.debug("opened %s with %s: %d bytes, %d chunks", self._identity, self._envelope.algorithm,
+                  self.written, self._index)
+        return self.written

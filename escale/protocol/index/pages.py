@@ -13,11 +13,14 @@ a file of a few KiB (setting up the window dominates); any zlib inflater
 reads them.
 
 A big object's plaintext is the file's content, deflated as one zlib stream
-when a sample of its first MiB shrinks by a tenth or more, else as is; it is
-sealed as one envelope stream. Writing and reading it take constant memory.
+when a sample of its first MiB shrinks by a tenth or more (and its first 64 KiB
+by 3 % or more), else as is; it is sealed as one envelope stream. Writing
+and reading it take constant memory.
 
-Everything is spooled in temporary files of the client's spool folder: memory
-stays bounded by the small-file threshold, whatever the page size.
+Pages are spooled in temporary files of the client's spool folder (big
+objects stream without one where they can: see
+:class:`~escale.protocol.index.repository.IndexRepository`): memory stays
+bounded by the small-file threshold, whatever the page size.
 """
 
 from __future__ import annotations
@@ -216,19 +219,34 @@ def inflate_to(stored: bytes, compression: str, out: Writable, name: str) -> Non
         raise IntegrityError(f"relay object {name}: member cut or followed by foreign bytes")
 
 
+#: the first bytes of a big file tried alone before its whole first MiB ...
+BIG_PROBE = 64 * 1024
+#: ... which is deflated only if they shrink to at most this share
+BIG_PROBE_RATIO = 0.97
+
+
+def _deflates(first: bytes) -> bool:
+    """Whether a big file whose first MiB is ``first`` is worth deflating."""
+    if len(first) > BIG_PROBE and len(zlib.compress(first[:BIG_PROBE], 1)) > BIG_PROBE_RATIO * BIG_PROBE:
+        return False
+    return len(zlib.compress(first, 1)) <= BIG_COMPRESS_RATIO * len(first)
+
+
 class DeflatingReader:
     """Reads ``source`` as a zlib stream (or as is), counting what it produces.
 
     The decision is taken on the first MiB: deflated when that sample shrinks
-    to at most :data:`BIG_COMPRESS_RATIO` of its size.
+    to at most :data:`BIG_COMPRESS_RATIO` of its size. Its first
+    :data:`BIG_PROBE` bytes are tried alone first: when they do not shrink to
+    :data:`BIG_PROBE_RATIO` (already compressed or encrypted data), the file
+    is stored as is without deflating the rest of the sample (which costs
+    about as much as sealing 20 MiB).
     """
 
     def __init__(self, source: BinaryIO) -> None:
         self.source = source
         first = source.read(CHUNK)
-        sample = zlib.compress(first, 1) if first else b""
-        self.compression: Literal["none", "zlib"] = (
-            "zlib" if first and len(sample) <= BIG_COMPRESS_RATIO * len(first) else "none")
+        self.compression: Literal["none", "zlib"] = "zlib" if first and _deflates(first) else "none"
         self._deflater = zlib.compressobj(6) if self.compression == "zlib" else None
         self._buffer = bytearray()
         self._pending = first

@@ -39,9 +39,13 @@ the materialised generation (or a checkpoint) and the head, is a rollback:
 from __future__ import annotations
 
 import hashlib
+import io as io_module
 import logging
+import os
+import queue
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar, cast
 
@@ -57,6 +61,7 @@ from escale.errors import (
 from escale.protocol.index import objects as io
 from escale.protocol.index.objects import AckRecord, Checkpoint, IndexDelta, IndexEntry, Location
 from escale.protocol.index.pages import (
+    CHUNK,
     DeflatingReader,
     InflatingWriter,
     OpenedPage,
@@ -711,18 +716,7 @@ class IndexRepository(Repository):
             on_page = True
         else:
             name = io.big_name(key, version)
-            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-                deflating = DeflatingReader(cast(BinaryIO, reader))
-                self.sealer.seal_stream(name, cast(BinaryIO, deflating),
-                                        cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), local.path)))
-                stored_size = spool.tell()
-                if reader.count != local.size:
-                    raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
-                self._check_quota(state, stored_size, local.path)
-                spool.seek(0)
-                lease.check()
-                self._unsettle([name])
-                self.relay.put(name, cast(BinaryIO, spool))
+            stored_size, deflating, hasher = self._put_big(lease, state, local, source, name)
             self._pending_big[name] = stored_size
             self.step(f"big object uploaded {local.path}")
             location = Location(name, 0, deflating.produced, deflating.compression)
@@ -736,6 +730,73 @@ class IndexRepository(Repository):
         self._add_pending(_Pending(entry, on_page))
         self.step(f"packed {local.path}")
         return entry.to_placeholder()
+
+    def _put_big(self, lease: Lease, state: RelayState, local: LocalVersion, source: BinaryIO,
+                 name: str) -> tuple[int, DeflatingReader, hashlib._Hash | None]:
+        """Upload ``source`` (``local``'s content, from where it stands) as big
+        object ``name``; its stored size, the reader that deflated it (or
+        not) and the hasher of its content. Raises ProtocolError when the
+        file changed while it was read (what was uploaded is then an orphan,
+        as after a crash), as :meth:`commit_file` otherwise.
+
+        Content stored as is (what does not deflate) is sealed while it is
+        uploaded, by a thread (:class:`_SealingUpload`): its sealed size is
+        known beforehand (:meth:`Envelope.sealed_size`), so ``disk quota`` is
+        checked before anything is sent, and no spool file is written. A
+        retried upload starts again from the file's first byte. Deflated
+        content, a source that cannot be rewound, or a sealer without
+        ``seal_pieces``, is sealed into a spool file first, then uploaded."""
+        try:
+            start: int | None = source.tell() if source.seekable() else None
+        except (AttributeError, OSError, ValueError):
+            start = None
+        hasher = hashlib.new(self.checksum) if self.checksum else None
+        reader = _HashingReader(source, hasher)
+        deflating = DeflatingReader(cast(BinaryIO, reader))
+        seal_pieces = getattr(self.sealer, "seal_pieces", None)
+        sealed_size = getattr(self.sealer, "sealed_size", None)
+        if start is None or seal_pieces is None or sealed_size is None or deflating.compression != "none":
+            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+                self.sealer.seal_stream(name, cast(BinaryIO, deflating),
+                                        cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), local.path)))
+                stored_size = spool.tell()
+                if reader.count != local.size:
+                    raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+                self._check_quota(state, stored_size, local.path)
+                spool.seek(0)
+                lease.check()
+                self._unsettle([name])
+                self.relay.put(name, cast(BinaryIO, spool))
+            return stored_size, deflating, hasher
+        stored_size = int(sealed_size(local.size))
+        self._check_quota(state, stored_size, local.path)
+        first: tuple[_HashingReader, DeflatingReader, hashlib._Hash | None] | None = (reader, deflating, hasher)
+
+        def attempt() -> tuple[_HashingReader, DeflatingReader, hashlib._Hash | None, Iterator[bytes]]:
+            nonlocal first
+            if first is not None:
+                got, first = first, None
+                return (*got, seal_pieces(name, got[1]))
+            source.seek(start)
+            again_hasher = hashlib.new(self.checksum) if self.checksum else None
+            again = _HashingReader(source, again_hasher)
+            again_deflating = DeflatingReader(cast(BinaryIO, again))
+            return again, again_deflating, again_hasher, seal_pieces(name, again_deflating)
+
+        lease.check()
+        self._unsettle([name])
+        with _SealingUpload(attempt, stored_size) as upload:
+            try:
+                self.relay.put(name, cast(BinaryIO, upload))
+            except BaseException:
+                if upload.failure is not None:  # the local file's, whatever the backend made of it
+                    raise upload.failure from None
+                raise
+            reader, deflating, hasher = upload.reader, upload.deflating, upload.hasher
+            complete = upload.exact
+        if not complete or reader.count != local.size or deflating.compression != "none":
+            raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+        return stored_size, deflating, hasher
 
     def commit_tombstone(self, lease: Lease, state: RelayState, path: str, *,
                          deliberate: bool = False) -> Placeholder:
@@ -1003,6 +1064,151 @@ class IndexRepository(Repository):
             self._delete_quietly(io.checkpoint_name(generation))
             self._checkpoints.discard(generation)
         self.step("index pruned")
+
+
+_Attempt = tuple[_HashingReader, DeflatingReader, "hashlib._Hash | None", Iterator[bytes]]
+
+
+class _SealingUpload:
+    """The source of a big object's upload, sealed while it is read.
+
+    A thread runs the sealing (``attempt()``'s pieces: reading the file,
+    hashing, sealing) a few pieces ahead of the relay's reads, so that it
+    overlaps the sending. The relay reads exactly ``size`` bytes, the sealed
+    size announced beforehand (a length some backends send first): if the
+    file grew, the rest is not sent; if it shrank, zeros make up the length.
+    Either way :attr:`exact` is False and the caller discards the object.
+    ``seek(0)`` (the retry wrapper's rewind) starts a new attempt, unless
+    reading or sealing the file failed (:attr:`failure`: raised by ``read``,
+    and again by ``seek``, so that no retry reads a failing file again). Use
+    as a context manager: leaving it stops the thread.
+    """
+
+    #: sealed pieces (64 KiB each) queued ahead of the relay's reads
+    AHEAD = 16
+
+    def __init__(self, attempt: Callable[[], _Attempt], size: int) -> None:
+        self._attempt = attempt
+        self._size = size
+        self._thread: threading.Thread | None = None
+        #: what reading or sealing the file raised
+        self.failure: BaseException | None = None
+        self._start()
+
+    def _start(self) -> None:
+        self.reader, self.deflating, self.hasher, pieces = self._attempt()
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self.AHEAD)
+        self._stop = threading.Event()
+        self._piece = memoryview(b"")
+        self._position = 0
+        self._ended = False
+        #: the sealed stream had exactly the announced size
+        self.exact = True
+        self._thread = threading.Thread(target=self._produce, args=(pieces, self._queue, self._stop),
+                                        name="escale-seal", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _produce(pieces: Iterator[bytes], out: queue.Queue[bytes | BaseException | None],
+                 stop: threading.Event) -> None:
+        def put(item: bytes | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for piece in pieces:
+                if not put(piece):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            put(exc)
+            return
+        put(None)
+
+    def _halt(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            while True:  # a producer waiting for room goes at once
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> _SealingUpload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt()
+
+    def _next_piece(self) -> None:
+        if self._ended:
+            self._piece = memoryview(bytes(min(CHUNK, self._size - self._position)))
+            return
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self.failure = item
+            raise item
+        if item is None:
+            self._ended = True
+            if self._position != self._size:
+                self.exact = False
+            self._next_piece()
+            return
+        self._piece = memoryview(item)
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._size - self._position
+        want = left if size is None or size < 0 else min(size, left)
+        parts: list[bytes] = []
+        got = 0
+        while got < want:
+            if not self._piece:
+                self._next_piece()
+            take = self._piece[: want - got]
+            self._piece = self._piece[len(take):]
+            parts.append(bytes(take))
+            got += len(take)
+        self._position += got
+        if self._position == self._size and not self._ended:
+            # every announced byte was read: the stream must end here
+            self.exact = self.exact and not self._piece and self._queue.get() is None
+            self._ended = True
+        return b"".join(parts)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == os.SEEK_CUR and offset == 0:
+            return self._position
+        if whence != os.SEEK_SET or offset != 0:
+            raise io_module.UnsupportedOperation("a sealing upload only rewinds to its start")
+        if self.failure is not None:
+            raise self.failure
+        if self._position or self._thread is None or self._ended:
+            self._halt()
+            self._start()
+        return 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
 
 
 def _finish_inflating(inflating: InflatingWriter) -> int:
