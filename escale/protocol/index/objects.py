@@ -407,18 +407,25 @@ class Checkpoint:
     entries: tuple[IndexEntry, ...]
     objects: dict[str, int]
 
-    def encode(self) -> bytes:
-        return compress_document(dump_document("index-checkpoint", {
+    def document(self) -> bytes:
+        """The checkpoint's canonical JSON document, not compressed."""
+        return dump_document("index-checkpoint", {
             "generation": self.generation,
             "entries": [e.to_json() for e in sorted(self.entries, key=lambda e: e.path)],
-            "objects": self.objects}))
+            "objects": self.objects})
+
+    def encode(self) -> bytes:
+        return compress_document(self.document())
 
     @classmethod
-    def decode(cls, data: bytes, name: str, *, expect_name: bool = True) -> Checkpoint:
+    def decode(cls, data: bytes, name: str, *, expect_name: bool = True,
+               limit: int = MAX_INDEX_BYTES) -> Checkpoint:
         """``expect_name``: the relay name must be this generation's
-        checkpoint (false for the copy kept in the state database)."""
-        doc = load_document(decompress_document(data, name), name, "index-checkpoint",
-                            ("generation", "entries", "objects"), MAX_INDEX_BYTES)
+        checkpoint (false for the copy kept in the state database);
+        ``limit``: the bound of the decoded document (the relay's, unless
+        the caller reads its own copy)."""
+        doc = load_document(decompress_document(data, name, limit), name, "index-checkpoint",
+                            ("generation", "entries", "objects"), limit)
         checkpoint = cls(generation=_int(doc, "generation", name, 0), entries=_entries(doc, name),
                          objects=_objects(doc, "objects", name))
         if expect_name and parse_index_name(name) != (checkpoint.generation, True):
@@ -426,7 +433,7 @@ class Checkpoint:
         return checkpoint
 
     @classmethod
-    def decode_trusted(cls, data: bytes, name: str) -> Checkpoint:
+    def decode_trusted(cls, data: bytes, name: str, *, limit: int = MAX_INDEX_BYTES) -> Checkpoint:
         """Decode :meth:`encode`'s output without checking it field by field.
 
         Only for bytes this client produced itself and kept where the relay
@@ -437,7 +444,7 @@ class Checkpoint:
         has the right shape with wrong values is not detected here.
         """
         try:
-            doc = json.loads(decompress_document(data, name))
+            doc = json.loads(decompress_document(data, name, limit))
             if doc.get("type") != "index-checkpoint":
                 raise _problem(name, "not an index checkpoint")
             entries = tuple(_trusted_entry(item) for item in doc["entries"])

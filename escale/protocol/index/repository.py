@@ -97,10 +97,21 @@ MAX_SMALL_FILE = 16 * 1024 * 1024
 CHECKPOINT_EVERY = 64
 #: A page is compacted when more than half of it is dead and at least this much.
 COMPACT_MIN_DEAD = 256 * 1024
+#: The largest checkpoint written (decoded): what every reader accepts.
+CHECKPOINT_LIMIT = io.MAX_INDEX_BYTES
+#: Bound of the decoded copy of the index kept in the state database: this
+#: client's own data, with a digest, so the relay's bound does not apply (the
+#: copy of an index too big for a checkpoint is still kept and read).
+LOCAL_COPY_LIMIT = 16 * 1024 * 1024 * 1024
 #: Opened pages kept per pass (in spool files) while receiving.
 OPEN_PAGES = 2
 #: Sealing overhead allowance for the quota check of a pending page.
 SEAL_SLACK = 1.04
+#: A delta is committed (with the page so far) before the decoded size of its
+#: document could pass this bound (an estimate per entry, from above), far
+#: below :data:`~escale.protocol.index.objects.MAX_INDEX_BYTES`: a push of a
+#: million small files becomes several deltas every reader accepts.
+DELTA_BUDGET = 64 * 1024 * 1024
 #: ``pages/`` and ``big/`` are listed for orphans (content no generation names,
 #: left by any client's interrupted push) when this many generations were
 #: committed since the last such listing, and whenever this client has
@@ -156,12 +167,15 @@ class IndexRepository(Repository):
         #: the highest version packed so far per path key (the next is above it)
         self._pending_top: dict[str, int] = {}
         self._pending_big: dict[str, int] = {}
+        #: an upper estimate of the pending delta's decoded document, bytes
+        self._pending_doc = 0
         self._callbacks: list[Callable[[], None]] = []
         self._open_pages: dict[str, OpenedPage] = {}
         self._bad_pages: dict[str, EscaleError] = {}
         self._reclaim_cache: tuple[RelayState, int, set[str]] | None = None
         self._checkpoints: set[int] = set()
         self._deltas: set[int] = set()
+        self._told_too_big = False
         #: listings made by :meth:`quiet_probe` for the next :meth:`read_state`
         #: (folder: its files, and the temporaries listed with them)
         self._prelisted: dict[str, tuple[list[Entry], list[Entry]]] = {}
@@ -199,11 +213,11 @@ class IndexRepository(Repository):
         encoded = _unsealed_copy(data)
         try:
             if encoded is not None:
-                checkpoint = Checkpoint.decode_trusted(encoded, what)
+                checkpoint = Checkpoint.decode_trusted(encoded, what, limit=LOCAL_COPY_LIMIT)
             else:
                 # no digest, or one that does not match: checked field by field,
                 # then kept with its digest (the next load is the quick one)
-                checkpoint = Checkpoint.decode(data, what, expect_name=False)
+                checkpoint = Checkpoint.decode(data, what, expect_name=False, limit=LOCAL_COPY_LIMIT)
                 self.meta_cache[_MATERIALISED] = _sealed_copy(data)
         except ProtocolError as exc:
             log.warning("the local copy of the index is unreadable (%s): reading it again from the relay", exc)
@@ -668,7 +682,14 @@ class IndexRepository(Repository):
         packed = self._pending_top.get(key)
         return version if packed is None else max(version, packed + 1)
 
+    def _room_for(self, lease: Lease, state: RelayState, path: str) -> None:
+        """Commit what is pending first when one more entry (for ``path``)
+        could take the delta's document past :data:`DELTA_BUDGET`."""
+        if self._pending and self._pending_doc + _entry_bound(path, len(state.clients)) > DELTA_BUDGET:
+            self.commit_pending(lease, state)
+
     def _add_pending(self, pending: _Pending) -> None:
+        self._pending_doc += _entry_bound(pending.entry.path, len(pending.entry.receivers))
         self._pending.append(pending)
         key, version = pending.entry.key, pending.entry.version
         self._pending_top[key] = max(version, self._pending_top.get(key, 0))
@@ -688,6 +709,7 @@ class IndexRepository(Repository):
         the page is full). Raises as :meth:`Repository.commit_file`; a file
         that would exceed ``disk quota`` is refused (after the page so far is
         committed: a push cuts its pages to fit the space left)."""
+        self._room_for(lease, state, local.path)
         key = self.sealer.object_key(local.path)
         version = self._next_version(state, key, local.path)
         hasher = hashlib.new(self.checksum) if self.checksum else None
@@ -802,6 +824,7 @@ class IndexRepository(Repository):
                          deliberate: bool = False) -> Placeholder:
         """Plan a tombstone for ``path`` (``deliberate``: see the base class);
         committed by :meth:`commit_pending`."""
+        self._room_for(lease, state, path)
         key = self.sealer.object_key(path)
         entry = IndexEntry(
             path=path, key=key, version=self._next_version(state, key, path), generation=self.head + 1,
@@ -846,6 +869,7 @@ class IndexRepository(Repository):
         self._pending.clear()
         self._pending_top.clear()
         self._pending_big.clear()
+        self._pending_doc = 0
         self._discard_page()
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
@@ -859,6 +883,7 @@ class IndexRepository(Repository):
 
     def abandon_pending(self) -> None:
         """Forget what was packed and not committed (the pass failed)."""
+        self._pending_doc = 0
         self._pending.clear()
         self._pending_top.clear()
         self._pending_big.clear()
@@ -1049,7 +1074,16 @@ class IndexRepository(Repository):
     def _checkpoint(self, lease: Lease) -> None:
         previous = max(self._checkpoints, default=0)
         name = io.checkpoint_name(self.head)
-        sealed = self.sealer.seal(name, Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode())
+        document = Checkpoint(self.head, tuple(self.entries.values()), self.objects).document()
+        if len(document) > CHECKPOINT_LIMIT:
+            # readers refuse it: the deltas since the last checkpoint stay instead
+            log.log(logging.WARNING if not self._told_too_big else logging.DEBUG,
+                    "the index of %s holds %d paths: its checkpoint (%d bytes) would pass the %d-byte bound "
+                    "of an index object; no checkpoint is written, the deltas are kept (readers read them all)",
+                    self.relay.describe(), len(self.entries), len(document), CHECKPOINT_LIMIT)
+            self._told_too_big = True
+            return
+        sealed = self.sealer.seal(name, io.compress_document(document))
         lease.check()
         try:
             self.relay.put_bytes(name, sealed, exclusive=True)
@@ -1287,6 +1321,13 @@ class _OpeningSink:
 
     def flush(self) -> None:
         pass
+
+
+def _entry_bound(path: str, receivers: int) -> int:
+    """An upper bound of one index entry's share of a delta's document:
+    its path twice (escaped characters), fixed fields and ids, and a client
+    id for each of ``receivers``."""
+    return 2 * len(path.encode("utf-8", "surrogateescape")) + 512 + 40 * receivers
 
 
 def _sealed_copy(encoded: bytes) -> bytes:
