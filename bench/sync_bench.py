@@ -390,6 +390,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="escale's 'transfers' and rclone's --transfers (default: each one's own, 4)")
     parser.add_argument("--rclone-crypt", action="store_true",
                         help="also run rclone copy through an rclone crypt remote (encrypted runs compare with it)")
+    parser.add_argument("--tuned-only", action="store_true",
+                        help="with --rclone-crypt: skip rclone crypt with rclone's default options (slow on FTP "
+                             "and WebDAV; their figures do not change with escale)")
     parser.add_argument("--json", metavar="FILE", help="also write every row as JSON to FILE")
     parser.add_argument("--workdir", help="where to work (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -448,7 +451,7 @@ def run(args: argparse.Namespace) -> Bench:
                         bench.rclone(backend, dataset)
                     if args.rclone_crypt:
                         bench.rclone(backend, dataset, crypt=True)
-                        if backend.rclone_tuning:  # rclone as it comes, beside rclone as an expert runs it
+                        if backend.rclone_tuning and not args.tuned_only:  # rclone as it comes, beside the tuned
                             bench.rclone(backend, dataset, crypt=True, tuned=False)
                 if "unison" in peers and name in ("file", "sftp"):
                     bench.unison(dataset, backend if name == "sftp" else None)
