@@ -82,6 +82,14 @@ def _deflate(data: bytes, level: int) -> bytes:
     return deflater.compress(data) + deflater.flush()
 
 
+def _probe(sample: bytes) -> bytes:
+    """``sample`` deflated quickly: level 1, a window of 512 bytes (the
+    sample's size) and the smallest hash table; setting up zlib's default
+    32 KiB window costs several times more than deflating 512 bytes."""
+    deflater = zlib.compressobj(1, zlib.DEFLATED, 9, 1)
+    return deflater.compress(sample) + deflater.flush()
+
+
 def compress_member(data: bytes) -> tuple[bytes, Literal["none", "zlib"]]:
     """The stored form of a small file's content: deflated when smaller.
 
@@ -90,8 +98,7 @@ def compress_member(data: bytes) -> tuple[bytes, Literal["none", "zlib"]]:
     deflating the rest: trying costs about as much as sealing it."""
     if not data:
         return data, "none"
-    if len(data) > MEMBER_PROBE and \
-            len(zlib.compress(data[:MEMBER_PROBE], 1)) > MEMBER_PROBE * MEMBER_PROBE_RATIO:
+    if len(data) > MEMBER_PROBE and len(_probe(data[:MEMBER_PROBE])) > MEMBER_PROBE * MEMBER_PROBE_RATIO:
         return data, "none"
     packed = _deflate(data, 6)
     if len(packed) < len(data):

@@ -861,8 +861,10 @@ class IndexRepository(Repository):
             entry = pending.entry
             if pending.on_page:
                 assert entry.location is not None and page is not None
-                entry = replace(entry, location=replace(entry.location, object=page))
-            latest[entry.path] = replace(entry, generation=generation, lease=lease.generation)
+                latest[entry.path] = replace(entry, location=replace(entry.location, object=page),
+                                             generation=generation, lease=lease.generation)
+            else:
+                latest[entry.path] = replace(entry, generation=generation, lease=lease.generation)
         delta = IndexDelta(generation, lease.generation, self.client_id, tuple(latest.values()), added, ())
         self._commit_delta(lease, state, delta)
         self._settle(added)
