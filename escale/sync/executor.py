@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 #: Received files wait for one durability barrier (``syncfs``) before they are
 #: recorded and acknowledged: at most this many of them ...
-SETTLE_FILES = 500
+SETTLE_FILES = 2000
 #: ... or for at most this long (so that a slow pull still acknowledges as it goes).
 SETTLE_SECONDS = 2.0
 
