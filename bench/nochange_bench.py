@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import sys
@@ -35,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 from bench.datasets import make_small
 from bench.measure import BenchError, Measurement, run_measured
-from bench.servers import Backend, BenchServers, started, stop_servers_on_sigterm
+from bench.servers import Backend, BenchServers, started, stop_servers_on_sigterm, unison_command
 from escale.crypto.keys import generate_key_file
 
 BACKENDS = ("file", "sftp")
@@ -100,20 +99,7 @@ class NoChange:
 
     def unison(self, backend: Backend) -> tuple[float, int]:
         run = tempfile.mkdtemp(prefix=f"unison-{backend.name}-", dir=self.workdir)
-        env = dict(os.environ, UNISON=os.path.join(run, "archive-local"))
-        argv = ["unison", self.source]
-        if backend.ssh:
-            ssh = backend.ssh
-            target = os.path.join(ssh["root"], os.path.basename(run))
-            os.makedirs(target)
-            argv.append(f"ssh://{ssh['user']}@127.0.0.1/{target}")
-            sshargs = (f"-p {ssh['port']} -i {ssh['key']} -o UserKnownHostsFile={ssh['known_hosts']} "
-                       "-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes")
-            remote_archive = os.path.join(run, "archive-server")
-            argv += ["-sshargs", sshargs, "-servercmd", f"env UNISON={shlex.quote(remote_archive)} unison"]
-        else:
-            argv.append(os.path.join(run, "replica"))
-        argv += ["-batch", "-times", "-silent"]
+        argv, _, env = unison_command(self.source, run, backend)
         self._run(argv, f"unison-{backend.name}-first", env)
         return self._median(argv, f"unison-{backend.name}-idle", env)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -109,6 +110,28 @@ class Backend:
     def tuned_remote(self) -> str:
         """The rclone remote with :attr:`rclone_tuning` applied (``remote`` when there is none)."""
         return f"{self.remote}-tuned" if self.rclone_tuning else self.remote
+
+
+def unison_command(source: str, run: str, backend: Backend | None) -> tuple[list[str], str, dict[str, str]]:
+    """``unison`` syncing ``source`` with a fresh replica: the folder
+    ``run/replica``, or, for an OpenSSH ``backend``, a folder of the server's
+    account over ssh (host key checked, batch mode). Returns the command,
+    the replica's path and the environment (archives kept in ``run``)."""
+    env = dict(os.environ, UNISON=os.path.join(run, "archive-local"))
+    argv = ["unison", source]
+    if backend is None or not backend.ssh:
+        target = os.path.join(run, "replica")
+        argv.append(target)
+    else:
+        ssh = backend.ssh
+        target = os.path.join(ssh["root"], os.path.basename(run))
+        os.makedirs(target)
+        argv.append(f"ssh://{ssh['user']}@127.0.0.1/{target}")
+        sshargs = (f"-p {ssh['port']} -i {ssh['key']} -o UserKnownHostsFile={ssh['known_hosts']} "
+                   "-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes")
+        remote_archive = os.path.join(run, "archive-server")
+        argv += ["-sshargs", sshargs, "-servercmd", f"env UNISON={shlex.quote(remote_archive)} unison"]
+    return [*argv, "-batch", "-times", "-silent"], target, env
 
 
 def obscure(password: str, binary: str) -> str:

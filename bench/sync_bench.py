@@ -38,7 +38,6 @@ import argparse
 import itertools
 import json
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from bench.servers import (
     BenchServers,
     started,
     stop_servers_on_sigterm,
+    unison_command,
 )
 from escale.crypto import generate_key_file
 
@@ -242,22 +242,7 @@ class Bench:
         """unison from the dataset to a fresh folder: local, or over ssh to ``backend`` (OpenSSH)."""
         where = backend.name if backend else "file"
         run = self._fresh(f"unison-{where}-{dataset.name}")
-        archive = os.path.join(run, "archive-local")
-        env = dict(os.environ, UNISON=archive)
-        argv = ["unison", dataset.root]
-        if backend is None:
-            target = os.path.join(run, "replica")
-            argv.append(target)
-        else:
-            ssh = backend.ssh
-            target = os.path.join(ssh["root"], os.path.basename(run))
-            os.makedirs(target)
-            argv.append(f"ssh://{ssh['user']}@127.0.0.1/{target}")
-            sshargs = (f"-p {ssh['port']} -i {ssh['key']} -o UserKnownHostsFile={ssh['known_hosts']} "
-                       "-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes")
-            remote_archive = os.path.join(run, "archive-server")
-            argv += ["-sshargs", sshargs, "-servercmd", f"env UNISON={shlex.quote(remote_archive)} unison"]
-        argv += ["-batch", "-times", "-silent"]
+        argv, target, env = unison_command(dataset.root, run, backend)
         measured = run_measured(argv, result_path=os.path.join(run, "unison.measure.json"),
                                 log_path=os.path.join(run, "unison.log"), env=env)
         self._check(dataset, target, f"unison ({where})")
