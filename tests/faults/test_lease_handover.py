@@ -64,6 +64,15 @@ def _world(tmp_path: Path, target: RelayTarget) -> World:
     return world
 
 
+def _one_file_sent(tmp_path: Path, target: RelayTarget) -> tuple[World, str, str]:
+    """Clients a and b; a has sent one.txt (and released its lease with a stamp)."""
+    world = _world(tmp_path, target)
+    a, b = world.add("a"), world.add("b")
+    write(a, "one.txt", "one\n")
+    world.sync("a")
+    return world, a, b
+
+
 def _client_with_hook(world: World, name: str, hook: Callable[[], object], counts: Counter[str]) -> SyncClient:
     settings = world.settings(name)
     hooked: list[bool] = []
@@ -117,10 +126,7 @@ def test_the_first_lease_of_a_repository_is_trusted_only_while_nothing_was_writt
 
 def test_the_stamp_spares_the_second_reading_and_reclaim_sees_the_new_acknowledgement(
         tmp_path: Path, target_file: RelayTarget) -> None:
-    world = _world(tmp_path, target_file)
-    a, b = world.add("a"), world.add("b")
-    write(a, "one.txt", "one\n")
-    world.sync("a")
+    world, a, b = _one_file_sent(tmp_path, target_file)
     # b receives one.txt and, in the same pass, pushes two.txt: its acknowledgement
     # is written after its reading, and its relay phase reuses that reading
     write(b, "two.txt", "two\n")
@@ -154,10 +160,7 @@ def _last_lease(world: World) -> LeaseRecord:
 
 def test_a_holder_that_failed_leaves_no_stamp_and_the_next_one_reads_again(
         tmp_path: Path, target_file: RelayTarget) -> None:
-    world = _world(tmp_path, target_file)
-    a, b = world.add("a"), world.add("b")
-    write(a, "one.txt", "one\n")
-    world.sync("a")
+    world, a, b = _one_file_sent(tmp_path, target_file)
     first = _last_lease(world)
     assert first.released and first.stamp is not None and first.stamp.startswith("index "), first
     write(a, "two.txt", "two\n")
