@@ -14,8 +14,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launch.py")
 
@@ -31,6 +32,13 @@ class Measurement:
     seconds: float
     maxrss_kib: int
     exit_code: int
+
+
+def write_rows(path: str, rows: Iterable[Any]) -> None:
+    """Write ``rows`` (dataclass instances) to ``path``, one JSON object per line."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(asdict(row)) + "\n")
 
 
 def log_tail(path: str, size: int = 1500) -> str:

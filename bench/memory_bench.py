@@ -24,15 +24,14 @@ machine may be shared; see ``sync_bench.py`` for speed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from bench.datasets import make_small
-from bench.measure import run_measured
+from bench.measure import run_measured, write_rows
 from escale.crypto.keys import generate_key_file
 
 PASSES = ("push", "pull", "reclaim", "idle")
@@ -123,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(measure(count, args.size, workdir, layout))
     print(table(rows), flush=True)
     if args.json:
-        with open(args.json, "w") as handle:
-            for r in rows:
-                handle.write(json.dumps(asdict(r)) + "\n")
+        write_rows(args.json, rows)
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

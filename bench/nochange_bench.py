@@ -24,16 +24,15 @@ load: run it on a quiet machine, and compare ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from bench.datasets import make_small
-from bench.measure import BenchError, Measurement, run_measured
+from bench.measure import BenchError, Measurement, run_measured, write_rows
 from bench.servers import Backend, BenchServers, started, stop_servers_on_sigterm, unison_command
 from escale.crypto.keys import generate_key_file
 
@@ -157,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(Row(name, tool, args.count, seconds, peak, escale[0] / seconds if seconds else None))
             print(table(rows), flush=True)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            for r in rows:
-                handle.write(json.dumps(asdict(r)) + "\n")
+        write_rows(args.json, rows)
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

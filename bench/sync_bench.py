@@ -43,11 +43,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from bench.counting import OPERATIONS
 from bench.datasets import Dataset, make_big, make_many, make_small, tree_digest
-from bench.measure import BenchError, Measurement, run_measured
+from bench.measure import BenchError, Measurement, run_measured, write_rows
 from bench.servers import (
     BACKENDS,
     DEFAULT_BACKENDS,
@@ -487,9 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sys.stdout.write(report(bench, args))
     if args.json:
-        with open(args.json, "w") as handle:
-            for row in bench.rows:
-                handle.write(json.dumps(asdict(row)) + "\n")
+        write_rows(args.json, bench.rows)
     return 0
 
 
