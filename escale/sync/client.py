@@ -309,8 +309,9 @@ class SyncClient:
         flag = os.path.join(self.state_dir, ALLOW_DELETIONS)
         cache = db.meta_cache()
         quiet: QuietCheck | None = None
+        access = db.access()
         if not self.dry_run:
-            quiet, unchanged = QuietCheck.begin(s, repo, db.access(), cache.get(SNAPSHOT_KEY))
+            quiet, unchanged = QuietCheck.begin(s, repo, access, cache.get(SNAPSHOT_KEY))
             if unchanged and not os.path.exists(flag):
                 log.debug("[%s] nothing changed since the last pass that had nothing to do", s.name)
                 report.relay_bytes = quiet.relay_bytes
@@ -348,7 +349,7 @@ class SyncClient:
         if allowed_once:
             log.info("[%s] %s found: deletions held back by the mass-deletion guard are applied in this pass",
                      s.name, flag)
-        the_plan = plan(local, remote, base, mode=s.mode, label=self.conflict_label, access=db.access(),
+        the_plan = plan(local, remote, base, mode=s.mode, label=self.conflict_label, access=access,
                         deletion_guard=s.deletion_guard,
                         allow_mass_deletion=self.allow_mass_deletion or allowed_once,
                         local_root_missing=scanned.root_missing)
