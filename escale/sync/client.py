@@ -311,13 +311,15 @@ class SyncClient:
         quiet: QuietCheck | None = None
         access = db.access()
         if not self.dry_run:
-            quiet, unchanged = QuietCheck.begin(s, repo, access, cache.get(SNAPSHOT_KEY))
+            record = cache.get(SNAPSHOT_KEY)
+            quiet, unchanged = QuietCheck.begin(s, repo, access, record)
             if unchanged and not os.path.exists(flag):
                 log.debug("[%s] nothing changed since the last pass that had nothing to do", s.name)
                 report.relay_bytes = quiet.relay_bytes
                 Trash.of(s, self.state_dir).prune_due()
                 return
-            cache.pop(SNAPSHOT_KEY, None)
+            if record is not None:
+                del cache[SNAPSHOT_KEY]
         # reading phase: its writes (caches, versions seen) are batched, see StateDB.batch
         with db.batch():
             state = repo.read_state(use_marker=True)
@@ -393,10 +395,10 @@ class SyncClient:
                 planned=len(the_plan.actions), held=len(the_plan.held) + len(the_plan.notes), frozen=len(frozen),
                 warnings=len(report.warnings) + len(state.warnings) + len(state.rejected),
                 errors=len(report.errors), busy=report.busy, relay_due=relay_needed or allowed_once,
-                stopped=self.stop.is_set) and s.after_delivery == "leave":
-            record = quiet.encode(report.relay_bytes)
-            if record is not None:
-                cache[SNAPSHOT_KEY] = record
+                stopped=self.stop.is_set()) and s.after_delivery == "leave":
+            snapshot = quiet.encode(report.relay_bytes)
+            if snapshot is not None:
+                cache[SNAPSHOT_KEY] = snapshot
         if allowed_once and not self.stop.is_set():
             try:
                 os.unlink(flag)

@@ -51,7 +51,6 @@ import logging
 import os
 import stat as stat_module
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from escale.config.settings import ClientSettings, FileFilter
@@ -140,16 +139,14 @@ class QuietCheck:
         """Take this pass's inputs; return them and whether they are those of
         the quiet ``record`` (bytes as :meth:`encode` wrote them, or None)."""
         probe = repo.quiet_probe()
-        config = settings_digest(settings, access)
-        check = cls(probe, None, config)
-        if probe is None:
-            return check, False
-        check.tree = tree_digest(settings.local_path, settings.filters)
+        if probe is None:  # a layout without a probe never takes the quiet path
+            return cls(None, None, ""), False
+        check = cls(probe, tree_digest(settings.local_path, settings.filters), settings_digest(settings, access))
         if record is None or check.tree is None:
             return check, False
         try:
             saved = json.loads(record)
-            same = (saved["probe"], saved["tree"], saved["config"]) == (probe, check.tree, config)
+            same = (saved["probe"], saved["tree"], saved["config"]) == (probe, check.tree, check.config)
             fresh = 0 <= time.time() - float(saved["at"]) < max_age(settings)
             check.relay_bytes = int(saved.get("relay_bytes", 0))
         except (ValueError, KeyError, TypeError):
@@ -166,8 +163,8 @@ class QuietCheck:
 
 
 def was_quiet(*, planned: int, held: int, frozen: int, warnings: int, errors: int, busy: bool,
-              relay_due: bool, stopped: Callable[[], bool]) -> bool:
+              relay_due: bool, stopped: bool) -> bool:
     """Whether a full pass did and left nothing (the conditions of the
     module's docstring): nothing planned, held, frozen, warned about or
     failed, the lease never needed nor busy, and the pass not stopped early."""
-    return not (planned or held or frozen or warnings or errors or busy or relay_due or stopped())
+    return not (planned or held or frozen or warnings or errors or busy or relay_due or stopped)
