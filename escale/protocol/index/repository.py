@@ -377,14 +377,12 @@ class IndexRepository(Repository):
         digest = hashlib.sha256(f"index {self.identity}\n".encode("ascii"))
         self._prelisted = {}
         for folder in (CLIENTS, io.INDEX):
-            temporaries: list[Entry] = []
-            try:
-                entries = [e for e in self.relay.list(folder, temporaries=temporaries) if not e.is_dir]
-            except RelayNotFound:
-                entries = []
+            self._temporaries = []  # what Repository._entries collects (read_state starts afresh)
+            entries, temporaries = super()._entries(folder), self._temporaries
             self._prelisted[folder] = (entries, temporaries)
             for e in sorted(entries + temporaries, key=lambda e: e.name):
                 digest.update(f"{e.name}\0{e.size}\0{e.mtime}\n".encode("utf-8", "surrogateescape"))
+        self._temporaries = []
         return digest.hexdigest()
 
     def lease_stamp(self) -> str | None:
