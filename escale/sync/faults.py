@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 _count = 0
+#: steps are marked by transfer workers too: numbering them is one critical section
+_lock = threading.Lock()
 #: (crash log, crash at, pause at), read from the environment at the first step
 _settings: tuple[str | None, str | None, str | None] | None = None
 
@@ -33,32 +36,36 @@ def step(name: str) -> None:
     The variables are read once per process, at its first step: they are set
     when the process starts."""
     global _count, _settings
-    _count += 1
-    if _settings is None:
-        env = os.environ
-        _settings = (env.get("ESCALE_CRASH_LOG") or None, env.get("ESCALE_CRASH_AT") or None,
-                     env.get("ESCALE_PAUSE_AT") or None)
-    log_path, crash_at, pause_at = _settings
-    if log_path is None and crash_at is None and pause_at is None:
-        return
-    if log_path:
-        with open(log_path, "a", encoding="utf-8") as handle:
-            handle.write(f"{_count} {name}\n")
-    if _matches(crash_at, name):
-        os._exit(137)
-    if _matches(pause_at, name):
-        os.kill(os.getpid(), signal.SIGSTOP)
+    with _lock:
+        _count += 1
+        number = _count
+        if _settings is None:
+            env = os.environ
+            _settings = (env.get("ESCALE_CRASH_LOG") or None, env.get("ESCALE_CRASH_AT") or None,
+                         env.get("ESCALE_PAUSE_AT") or None)
+        log_path, crash_at, pause_at = _settings
+        if log_path is None and crash_at is None and pause_at is None:
+            return
+        if log_path:
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(f"{number} {name}\n")
+        # still under the lock: no other worker marks a later step first
+        if _matches(crash_at, name, number):
+            os._exit(137)
+        if _matches(pause_at, name, number):
+            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 _named_done: set[str] = set()
 
 
-def _matches(target: str | None, name: str) -> bool:
-    """Whether the current step is the one ``target`` (a number or a name) means."""
+def _matches(target: str | None, name: str, number: int) -> bool:
+    """Whether step ``number`` (called ``name``) is the one ``target`` (a
+    number or a name) means. Called under ``_lock``."""
     if not target:
         return False
     if target.isdigit():
-        return int(target) == _count
+        return int(target) == number
     if target == name and target not in _named_done:
         _named_done.add(target)
         return True
