@@ -5,7 +5,10 @@ clients would) and its own :class:`LeaseManager` (its own client id). In each
 round the threads meet at a barrier, optionally wait a random jitter, and call
 ``acquire``; a winner notes the instant it got the lease and the instant it
 lets go on one shared clock (``time.monotonic`` of this process), then
-releases. Afterwards no two holding intervals may overlap.
+releases. Afterwards no two holding intervals may overlap. Liveness is
+checked as a pass sees it: rounds go on past the fourth (up to twelve) while
+nobody has held the lease yet, since one round may end with every racer
+withdrawn where exclusive create is not atomic.
 
 Backends whose exclusive create is atomic (local folder, OpenSSH, pyftpdlib's
 MKD guard, WebDAV LOCK guards) rely on it; the others (rclone remotes, rclone
@@ -42,6 +45,10 @@ from tests.servers.target import RelayTarget
 
 CONTENDERS = 8
 ROUNDS = 4
+#: rounds run past ROUNDS while nobody has held the lease yet: where exclusive
+#: create is not atomic, every racer of a round may lose (each sees another's
+#: record), as a pass would, and try again later; liveness is "some round wins"
+MAX_ROUNDS = 12
 TIMEOUT = 10.0  # lock timeout: settle is a tenth of it on non-atomic backends
 HOLD = 0.15
 
@@ -76,8 +83,11 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
         rng = random.Random(index)
         manager = managers[index]
         try:
-            for round_ in range(ROUNDS):
+            for round_ in range(MAX_ROUNDS):
                 barrier.wait(timeout=120)
+                # every holder of the last round noted its hold before this barrier
+                if round_ >= ROUNDS and intervals:
+                    break
                 if round_ % 2:  # odd rounds: arrivals spread over the settle window
                     time.sleep(rng.uniform(0, max(0.05, manager.settle * 1.5)))
                 try:
@@ -107,7 +117,7 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
         thread.join()
     assert not errors, errors
     print(f"\n[{backend}] exclusive create {relays[0].capabilities.exclusive_create}, settle "
-          f"{managers[0].settle:.1f}s: {ROUNDS} rounds x {CONTENDERS} racers, {len(intervals)} holds, "
+          f"{managers[0].settle:.1f}s: {ROUNDS}+ rounds x {CONTENDERS} racers, {len(intervals)} holds, "
           f"{busy[0]} refused, {len(failed)} failed with a relay error"
           + (f" (first error: {failed[0]})" if failed else ""))
     intervals.sort()
@@ -116,4 +126,4 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
                           f"held the lease at the same time")
     generations = [g for *_, g in intervals]
     assert len(set(generations)) == len(generations), f"{backend}: two holders of one generation"
-    assert intervals, f"{backend}: nobody ever got the lease"
+    assert intervals, f"{backend}: nobody got the lease in {MAX_ROUNDS} rounds"
