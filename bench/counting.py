@@ -12,6 +12,7 @@ from escale's relay layer. One backend call may be several protocol commands
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from escale.relay import Entry, Relay, Usage
@@ -52,6 +53,10 @@ class CountingRelay(DelegatingRelay):
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         self.counts["put"] += 1
         super()._put(name, source, exclusive)
+
+    def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        self.counts["put"] += len(items)
+        return self.inner.put_commits(items)
 
     def _delete(self, name: str) -> None:
         self.counts["delete"] += 1

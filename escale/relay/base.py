@@ -20,11 +20,11 @@ import builtins
 import io
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from escale.errors import ObjectTooLarge, RelayClosed, RelayNotFound, UnsafeName
+from escale.errors import ObjectTooLarge, RelayClosed, RelayExists, RelayNotFound, UnsafeName
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +334,37 @@ class Relay(abc.ABC):
         """
         self._ensure_open()
         self._put(check_name(name), source, exclusive)
+
+    def put_commits(self, items: Sequence[tuple[str, bytes]]) -> builtins.list[bool]:
+        """Exclusive puts of several small commit objects, in order; for each,
+        whether it was created (False: the name existed, as RelayExists would
+        say for one put; nothing was written under it).
+
+        Each object is atomic, whole or absent, as with :meth:`put`. Backends
+        that make writes durable at each exclusive put (a local folder) make
+        them durable once for the whole group: everything written before the
+        call, and every item, is durable before any item appears under its
+        name. Elsewhere the items are put one after the other. If it raises,
+        any prefix of the items may have been created (a retried call finds
+        them and answers False for them: callers read such an object back to
+        tell their own earlier attempt from another writer's)."""
+        self._ensure_open()
+        checked = [(check_name(name), data) for name, data in items]
+        return self._put_commits(checked)
+
+    def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> builtins.list[bool]:
+        """One exclusive :meth:`_put` after the other (names already checked);
+        backends with a cheaper way, and wrappers that pass the group on whole,
+        override it."""
+        created = []
+        for name, data in items:
+            try:
+                self._put(name, io.BytesIO(data), True)
+            except RelayExists:
+                created.append(False)
+            else:
+                created.append(True)
+        return created
 
     def delete(self, name: str) -> None:
         """Delete the object ``name``. Raises RelayNotFound when missing."""

@@ -22,7 +22,9 @@ object durable the moment ``put`` returns. So:
   ``syncfs()`` of the relay's file system (or, where there is none, an
   ``fsync`` of each unflushed file and of the temporary) makes it and every
   earlier write durable, and only then is it linked into place. One call per
-  commit, instead of one per object;
+  commit, instead of one per object; a group of commits
+  (:meth:`Relay.put_commits`) writes every temporary first and shares one
+  barrier before any of them is linked;
 * ``close()`` is a barrier too, so a pass that ends cleanly leaves nothing
   unflushed.
 
@@ -47,7 +49,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import BinaryIO, TypeVar
 
 from escale import flush
@@ -234,6 +236,48 @@ class FileRelay(Relay):
                 raise
 
         self._call(name, write)
+
+    def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """Every item written to its temporary, one barrier for them all and
+        for every earlier write, then each linked into place (EEXIST: False)."""
+        temps: list[tuple[str, str]] = []  # (path, temporary) written, not yet linked
+        created: list[bool] = []
+        try:
+            for name, data in items:
+                path = self._path(name)
+
+                def write(path: str = path, data: bytes = data) -> None:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    temp = self._temp_for(path)
+                    with open(temp, "xb") as handle:
+                        temps.append((path, temp))
+                        handle.write(data)
+                    self._unflushed.add(temp)  # flushed by the barrier below, before the link
+                    if not flush.AVAILABLE:
+                        self._unflushed.add(os.path.dirname(path))
+
+                self._call(name, write)
+            self._call(items[0][0] if items else "", self._barrier)
+            for (name, _), (path, temp) in zip(items, list(temps), strict=True):
+                def link(path: str = path, temp: str = temp) -> bool:
+                    try:
+                        os.link(temp, path)  # atomic: EEXIST when the name exists
+                    except FileExistsError:
+                        return False
+                    finally:
+                        os.unlink(temp)
+                        temps.remove((path, temp))
+                    self._unflushed.add(path)  # its folder entry, at the next barrier
+                    return True
+
+                created.append(self._call(name, link))
+        finally:
+            for _, temp in temps:
+                try:
+                    os.unlink(temp)
+                except OSError:
+                    pass
+        return created
 
     def _delete(self, name: str) -> None:
         path = self._path(name)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import BinaryIO, TypeVar
 
 from escale.backoff import Backoff
@@ -120,6 +120,11 @@ class RetryingRelay(Relay):
         self._retry(
             "put", lambda: self.inner.put(name, source, exclusive=exclusive), lambda: source.seek(start)
         )
+
+    def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        # the group passed on whole; a retry answers False for what the failed
+        # attempt created, which callers read back (Relay.put_commits)
+        return self._retry("put", lambda: self.inner.put_commits(items))
 
     def _delete(self, name: str) -> None:
         self._retry("delete", lambda: self.inner.delete(name))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import BinaryIO, cast
 
 from escale.relay.base import Relay
@@ -128,3 +128,7 @@ class ThrottledRelay(DelegatingRelay):
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         self.inner.put(name, cast(BinaryIO, _Source(source, self.bucket)), exclusive=exclusive)
+
+    def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        self.bucket.take(sum(len(data) for _, data in items))
+        return self.inner.put_commits(items)

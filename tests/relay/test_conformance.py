@@ -184,6 +184,34 @@ def test_exclusive_put_refuses_existing(relay: Relay) -> None:
     assert relay.get_bytes("obj") == b"first"
 
 
+def test_put_commits_creates_each_and_keeps_existing(relay: Relay) -> None:
+    """A group of exclusive puts: each created whole under its name, an
+    existing name answered False and left as it was, nothing left over."""
+    relay.put_bytes("g/taken", b"first", exclusive=True)
+    created = relay.put_commits([("g/one", b"1"), ("g/taken", b"second"), ("g/sub/two", b"22"), ("g/three", b"")])
+    assert created == [True, False, True, True]
+    assert relay.get_bytes("g/one") == b"1"
+    assert relay.get_bytes("g/taken") == b"first"
+    assert relay.get_bytes("g/sub/two") == b"22"
+    assert relay.get_bytes("g/three") == b""
+    assert relay.put_commits([]) == []
+    assert sorted(e.name for e in relay.walk("g")) == ["g/one", "g/sub/two", "g/taken", "g/three"]
+    with pytest.raises(UnsafeName):
+        relay.put_commits([("g/four", b"4"), ("../out", b"x")])
+    assert not relay.exists("g/four")  # names are checked before anything is written
+
+
+def test_put_commits_through_the_retry_wrapper(relay: Relay) -> None:
+    wrapped = RetryingRelay(relay)
+    wrapped.open()
+    try:
+        assert wrapped.put_commits([("w/a", b"a"), ("w/b", b"b")]) == [True, True]
+        assert wrapped.put_commits([("w/b", b"other"), ("w/c", b"c")]) == [False, True]
+        assert wrapped.get_bytes("w/b") == b"b"
+    finally:
+        wrapped.close()  # closes the backend's connection too
+
+
 def _race(
     open_relay: OpenRelay, target: RelayTarget, folder: str, contenders: int, action: Callable[[Relay, int], object]
 ) -> list[object]:

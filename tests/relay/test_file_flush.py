@@ -49,3 +49,21 @@ def test_a_commit_that_loses_the_race_leaves_no_temporary(tmp_path: Path) -> Non
     assert relay.get_bytes("meta/m") == b"first"
     assert relay.list_temporaries("meta") == []
     relay.close()
+
+
+def test_a_group_of_commits_shares_one_flush(tmp_path: Path) -> None:
+    relay = FileRelay(str(tmp_path / "relay"))
+    relay.open()
+    relay.create_root()
+    relay.put_bytes("meta/taken", b"first", exclusive=True)
+    before = relay.flushes
+    for i in range(40):
+        relay.put_bytes(f"data/p{i:02d}", os.urandom(4096))  # payloads: not flushed
+    created = relay.put_commits([(f"meta/m{i:02d}", b"placeholder %d" % i) for i in range(40)]
+                                + [("meta/taken", b"second")])
+    assert created == [True] * 40 + [False]
+    assert relay.flushes == before + 1  # the payloads and the 40 commits, in one flush
+    assert relay.get_bytes("meta/m39") == b"placeholder 39"
+    assert relay.get_bytes("meta/taken") == b"first"
+    assert relay.list_temporaries("meta") == []
+    relay.close()
