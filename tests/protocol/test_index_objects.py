@@ -160,9 +160,14 @@ def test_arbitrary_documents_refused_or_decoded(doc: dict[str, Any], kind: str) 
 
 
 def test_a_compression_bomb_is_refused_unexpanded() -> None:
+    # refused at its first byte that is not canonical (read in pieces), or
+    # once it passes the bound: never expanded whole
     bomb = zlib.compress(b" " * (io.MAX_INDEX_BYTES + 10), 9)
-    with pytest.raises(ProtocolError, match="expands beyond"):
+    with pytest.raises(ProtocolError, match=r"expands beyond|canonical form"):
         IndexDelta.decode(bomb, "index/000000000001")
+    canonical_start = zlib.compress(b'{"added":{},"dropped":[],"entries":[{"checksum":"' + b"a" * io.MAX_INDEX_BYTES, 9)
+    with pytest.raises(ProtocolError, match="expands beyond"):
+        IndexDelta.decode(canonical_start, "index/000000000001")
 
 
 @FUZZ
@@ -238,3 +243,40 @@ def test_sealed_index_objects_refuse_any_change_and_any_other_name(envelope: Env
         envelope.open(name, sealed[:at])
     with pytest.raises(IntegrityError):
         envelope.open("index/000000000001" if name != "index/000000000001" else "index/000000000002", sealed)
+
+
+@FUZZ
+@given(doc=documents())
+def test_documents_written_in_pieces_are_the_canonical_documents(doc: tuple[str, Any]) -> None:
+    # the encoders build documents entry batch by entry batch, and the
+    # decoders read them piece by piece: same bytes, same meaning as the
+    # whole-document forms (canonical JSON of every field at once)
+    name, obj = doc
+    plain = zlib.decompress(obj.encode())
+    if isinstance(obj, Checkpoint):
+        whole = {"generation": obj.generation, "objects": obj.objects,
+                 "entries": [e.to_json() for e in sorted(obj.entries, key=lambda e: e.path)]}
+        assert plain == io.dump_document("index-checkpoint", whole) == obj.document()
+        assert Checkpoint.decode_trusted(obj.encode(), name) == obj
+        assert Checkpoint.decode(obj.encode(), name) == obj
+    elif isinstance(obj, IndexDelta):
+        whole = {"generation": obj.generation, "lease": obj.lease, "writer": obj.writer, "added": obj.added,
+                 "dropped": sorted(obj.dropped),
+                 "entries": [e.to_json() for e in sorted(obj.entries, key=lambda e: e.path)]}
+        assert plain == io.dump_document("index-delta", whole)
+
+
+def test_large_documents_cross_piece_boundaries() -> None:
+    entries = tuple(IndexEntry(
+        path=f"d/{i:06d}-" + "\u00e9" * (i % 7), key=f"{i:032x}", version=1 + i % 3, generation=1, lease=1,
+        kind="file", pusher="a" * 32, pusher_label="A", size=i, mtime_ns=10**18 + i,
+        checksum="sha256:" + f"{i:064x}", receivers=("b" * 32,), puller_count=None,
+        location=Location("pages/000000000001." + "c" * 16, i, 1, "none")) for i in range(20000))
+    checkpoint = Checkpoint(1, entries, {"pages/000000000001." + "c" * 16: 5})
+    encoded = checkpoint.encode()
+    assert zlib.decompress(encoded) == io.dump_document("index-checkpoint", {
+        "generation": 1, "objects": checkpoint.objects, "entries": [e.to_json() for e in entries]})
+    for decoded in (Checkpoint.decode(encoded, "index/000000000001.full"),
+                    Checkpoint.decode_trusted(encoded, "index/000000000001.full")):
+        assert decoded == checkpoint
+        assert len({id(e.pusher) for e in decoded.entries}) == 1  # one shared client id

@@ -22,12 +22,14 @@ layout") describes every field.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import secrets
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from escale.errors import ProtocolError
 from escale.protocol.layout import CLIENTS, LEASES, MAX_VERSION
@@ -171,6 +173,53 @@ def compress_document(data: bytes) -> bytes:
     return zlib.compress(data, 6)
 
 
+#: Entries encoded per :func:`json.dumps` call by :func:`_document_pieces`.
+_BATCH = 2048
+_LIST_MARK = '"entries":[]'
+
+
+def _document_pieces(kind: str, fields: dict[str, Any], entries: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """The canonical JSON document of :func:`dump_document` with ``fields``
+    plus ``"entries"`` (the documents ``entries`` yields, in order), in
+    pieces: their concatenation is byte for byte that document, but at most
+    :data:`_BATCH` entries are held as dictionaries or text at a time."""
+    text = _canonical({"format": FORMAT, "type": kind, **fields, "entries": []}).decode("utf-8")
+    if text.count(_LIST_MARK) != 1:  # never with names escale writes; the whole document then
+        yield dump_document(kind, {**fields, "entries": list(entries)})
+        return
+    cut = text.index(_LIST_MARK) + len(_LIST_MARK) - 1
+    yield text[:cut].encode("utf-8")
+    batch: list[dict[str, Any]] = []
+    first = True
+    for doc in entries:
+        batch.append(doc)
+        if len(batch) == _BATCH:
+            yield _batch_text(batch, first)
+            batch, first = [], False
+    if batch:
+        yield _batch_text(batch, first)
+    yield text[cut:].encode("utf-8")
+
+
+def _batch_text(batch: list[dict[str, Any]], first: bool) -> bytes:
+    body = _canonical(batch)[1:-1]  # type: ignore[arg-type]
+    return body if first else b"," + body
+
+
+def compress_pieces(pieces: Iterable[bytes]) -> tuple[bytes, int]:
+    """The zlib stream of the concatenated ``pieces`` (what
+    :func:`decompress_document` inflates back), and their total length."""
+    deflater = zlib.compressobj(6)
+    out: list[bytes] = []
+    length = 0
+    for piece in pieces:
+        length += len(piece)
+        if chunk := deflater.compress(piece):
+            out.append(chunk)
+    out.append(deflater.flush())
+    return b"".join(out), length
+
+
 def decompress_document(data: bytes, name: str, limit: int = MAX_INDEX_BYTES) -> bytes:
     """Inflate a compressed document, refusing more than ``limit`` bytes,
     trailing bytes or a cut stream."""
@@ -184,6 +233,185 @@ def decompress_document(data: bytes, name: str, limit: int = MAX_INDEX_BYTES) ->
     if not inflater.eof or inflater.unused_data:
         raise _problem(name, "cut or followed by foreign bytes")
     return out
+
+
+_LISTED = object()
+
+
+class _StreamedDocument:
+    """A compressed index document read in pieces, so that its ``entries``
+    list is never held whole (neither as text nor as decoded dictionaries).
+
+    :meth:`read` returns the document's other fields and hands each entry's
+    dictionary to a callback as soon as it is parsed. With ``strict``, it
+    refuses what :func:`decompress_document` and :func:`load_document` refuse
+    (the same checks, made piece by piece: each field, key and entry must be
+    in its canonical form, keys sorted, each once, the whole within
+    ``limit``, nothing after it); without, only the shape is checked (a
+    client's own copy, see :meth:`Checkpoint.decode_trusted`).
+    """
+
+    STEP = 64 * 1024
+
+    def __init__(self, data: bytes, name: str, limit: int, strict: bool) -> None:
+        self.name, self.limit, self.strict = name, limit, strict
+        self._data = data
+        self._inflater = zlib.decompressobj()
+        self._text = codecs.getincrementaldecoder("utf-8")()
+        self._decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+        self._fed = 0  # compressed bytes handed to the inflater
+        self._out = 0  # bytes inflated
+        self._ended = False
+        self.buf = ""
+        self.pos = 0
+
+    def _piece(self) -> str | None:
+        """The next piece of text ("" possible); None at the end of the stream."""
+        if self._ended:
+            return None
+        piece = b""
+        try:
+            while not piece and not self._ended:
+                tail = self._inflater.unconsumed_tail
+                if tail:
+                    piece = self._inflater.decompress(tail, self.STEP)
+                elif self._fed < len(self._data):
+                    chunk = self._data[self._fed:self._fed + self.STEP]
+                    self._fed += len(chunk)
+                    piece = self._inflater.decompress(chunk, self.STEP)
+                else:
+                    self._ended = True
+        except zlib.error as exc:
+            raise _problem(self.name, "not a compressed document") from exc
+        self._out += len(piece)
+        if self._out > self.limit:
+            raise _problem(self.name, f"expands beyond {self.limit} bytes")
+        if self._inflater.eof and (self._inflater.unused_data or self._fed < len(self._data)):
+            raise _problem(self.name, "cut or followed by foreign bytes")
+        if self._ended and not self._inflater.eof:
+            raise _problem(self.name, "cut or followed by foreign bytes")
+        try:
+            return self._text.decode(piece, final=self._ended)
+        except UnicodeDecodeError as exc:
+            raise _problem(self.name, f"not a valid document ({type(exc).__name__})") from exc
+
+    def _more(self, want: int = 1) -> bool:
+        """Append at least ``want`` more characters (fewer at the end of the
+        stream, then False when none came)."""
+        parts: list[str] = []
+        got = 0
+        while got < want:
+            piece = self._piece()
+            if piece is None:
+                break
+            parts.append(piece)
+            got += len(piece)
+        self.buf = self.buf[self.pos:] + "".join(parts)
+        self.pos = 0
+        return got > 0
+
+    def _expect(self, literal: str, what: str) -> None:
+        while len(self.buf) - self.pos < len(literal) and self._more():
+            pass
+        if not self.buf.startswith(literal, self.pos):
+            raise _problem(self.name, f"not in the canonical form of a {what}")
+        self.pos += len(literal)
+
+    def _peek(self) -> str:
+        while self.pos >= len(self.buf) and self._more():
+            pass
+        return self.buf[self.pos:self.pos + 1]
+
+    def _value(self, what: str) -> Any:
+        """The JSON value at the current position (canonical when strict)."""
+        while True:
+            try:
+                value, end = self._decoder.raw_decode(self.buf, self.pos)
+            except (ValueError, RecursionError) as exc:
+                # at least twice as much text before the next attempt: a
+                # value spread over many pieces is parsed a bounded number of times
+                if self._more(max(self.STEP, len(self.buf) - self.pos)):
+                    continue
+                raise _problem(self.name, f"not a valid {what} ({type(exc).__name__})") from exc
+            if end == len(self.buf) and self._more():
+                continue  # a number may go on in the next piece
+            break
+        if self.strict:
+            try:
+                canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                canonical.encode("utf-8")
+            except (UnicodeEncodeError, ValueError, RecursionError, TypeError):
+                canonical = None
+            if canonical != self.buf[self.pos:end]:
+                raise _problem(self.name, f"not in the canonical form of a {what}")
+        self.pos = end
+        return value
+
+    def read(self, kind: str, fields: tuple[str, ...], on_entry: Any) -> dict[str, Any]:
+        """The document's fields but ``entries`` (each handed to ``on_entry``
+        instead); ``format`` and ``type`` checked as :func:`load_document` does."""
+        doc: dict[str, Any] = {}
+        self._expect("{", kind)
+        previous = None
+        allowed = {*fields, "format", "type"}
+        while True:
+            key = self._value(kind)
+            if not isinstance(key, str) or (previous is not None and key <= previous):
+                raise _problem(self.name, f"not in the canonical form of a {kind}")
+            if key not in allowed:
+                raise _problem(self.name, f"unknown field {key[:40]!r} in a {kind}")
+            previous = key
+            self._expect(":", kind)
+            if key == "entries" and self._peek() == "[":
+                self._expect("[", kind)
+                doc[key] = _LISTED
+                if self._peek() == "]":
+                    self.pos += 1
+                else:
+                    while True:
+                        on_entry(self._value(kind))
+                        if self._peek() == "]":
+                            self.pos += 1
+                            break
+                        self._expect(",", kind)
+            else:
+                doc[key] = self._value(kind)
+            if self._peek() == "}":
+                self.pos += 1
+                break
+            self._expect(",", kind)
+        while self._more():
+            pass
+        if self.pos != len(self.buf):
+            raise _problem(self.name, f"not a valid {kind} (ValueError)")
+        if doc.get("type") != kind or doc.get("format") != FORMAT or isinstance(doc.get("format"), bool):
+            raise _problem(self.name, f"not a valid {kind}")
+        if doc.get("entries") is not _LISTED:
+            raise _problem(self.name, "field 'entries' must be a list")
+        return doc
+
+
+def _streamed_entries(data: bytes, name: str, kind: str, fields: tuple[str, ...], limit: int,
+                      strict: bool) -> tuple[dict[str, Any], tuple[IndexEntry, ...]]:
+    """The other fields and the entries of compressed document ``data``
+    (see :class:`_StreamedDocument`): checked entries sorted by path, each
+    path once, when ``strict``; trusted ones otherwise."""
+    shared = Shared()
+    entries: list[IndexEntry] = []
+    last: list[str] = []
+
+    def strict_entry(item: Any) -> None:
+        entry = IndexEntry.from_json(item, name, shared)
+        if last and not last[0] < entry.path:
+            raise _problem(name, "entries are not sorted by path, or a path appears twice")
+        last[:] = [entry.path]
+        entries.append(entry)
+
+    def trusted_entry(item: Any) -> None:
+        entries.append(_trusted_entry(item, shared))
+
+    doc = _StreamedDocument(data, name, limit, strict).read(kind, fields, strict_entry if strict else trusted_entry)
+    return doc, tuple(entries)
 
 
 def _int(doc: dict[str, Any], key: str, name: str, low: int = 0, high: int = 2**63 - 1) -> int:
@@ -266,7 +494,9 @@ class IndexEntry:
         return doc
 
     @classmethod
-    def from_json(cls, doc: Any, name: str) -> IndexEntry:
+    def from_json(cls, doc: Any, name: str, shared: Shared | None = None) -> IndexEntry:
+        """The entry ``doc`` describes, checked (:meth:`check`); values that
+        repeat are taken from ``shared`` when given."""
         if not isinstance(doc, dict) or set(doc) - {"deliberate"} != set(_ENTRY_FIELDS):
             raise _problem(name, "bad index entry")
         kind = _field(doc, "kind", str, name)
@@ -276,16 +506,19 @@ class IndexEntry:
         if not all(isinstance(r, str) for r in receivers):
             raise _problem(name, "bad receivers")
         location = doc["location"]
+        one = (shared if shared is not None else Shared()).one
+        place = None if location is None else Location.from_json(location, name)
+        if place is not None:
+            place = Location(one(place.object), place.offset, place.length, one(place.compression))
         entry = cls(
             path=_field(doc, "path", str, name), key=_field(doc, "key", str, name),
             version=_int(doc, "version", name, 1, MAX_VERSION), generation=_int(doc, "generation", name, 1),
-            lease=_int(doc, "lease", name), kind=kind, pusher=_field(doc, "pusher", str, name),
-            pusher_label=_field(doc, "pusher_label", str, name), size=_int(doc, "size", name),
+            lease=_int(doc, "lease", name), kind=one(kind), pusher=one(_field(doc, "pusher", str, name)),
+            pusher_label=one(_field(doc, "pusher_label", str, name)), size=_int(doc, "size", name),
             mtime_ns=_field(doc, "mtime_ns", int, name),
-            checksum=_field(doc, "checksum", str, name, optional=True), receivers=tuple(receivers),
+            checksum=_field(doc, "checksum", str, name, optional=True), receivers=one(tuple(receivers)),
             puller_count=_field(doc, "puller_count", int, name, optional=True),
-            location=None if location is None else Location.from_json(location, name),
-            deliberate=_deliberate(doc, name),
+            location=place, deliberate=_deliberate(doc, name),
         )
         entry.check(name)
         return entry
@@ -328,26 +561,35 @@ class IndexEntry:
             receivers=self.receivers, puller_count=self.puller_count, deliberate=self.deliberate)
 
 
-def _trusted_entry(doc: dict[str, Any]) -> IndexEntry:
+_Value = TypeVar("_Value")
+
+
+class Shared(dict[Any, Any]):
+    """Values that repeat across the entries of an index (client ids and
+    labels, receiver lists, page names, kinds): one object each, however
+    many entries name it. Only a memory matter: an entry reads the same."""
+
+    def one(self, value: _Value) -> _Value:
+        """The object equal to ``value`` kept here (``value`` the first time)."""
+        return self.setdefault(value, value)  # type: ignore[no-any-return]
+
+
+def _trusted_entry(doc: dict[str, Any], shared: Shared | None = None) -> IndexEntry:
     """An entry from a document :meth:`IndexEntry.to_json` wrote (no checks:
     see :meth:`Checkpoint.decode_trusted`); KeyError or TypeError when the
     document is of another shape."""
+    one = (shared if shared is not None else Shared()).one
     loc = doc["location"]
     return IndexEntry(
-        doc["path"], doc["key"], doc["version"], doc["generation"], doc["lease"], doc["kind"], doc["pusher"],
-        doc["pusher_label"], doc["size"], doc["mtime_ns"], doc["checksum"], tuple(doc["receivers"]),
-        doc["puller_count"],
-        None if loc is None else Location(loc["object"], loc["offset"], loc["length"], loc["compression"]),
+        doc["path"], doc["key"], doc["version"], doc["generation"], doc["lease"], one(doc["kind"]),
+        one(doc["pusher"]), one(doc["pusher_label"]), doc["size"], doc["mtime_ns"], doc["checksum"],
+        one(tuple(doc["receivers"])), doc["puller_count"],
+        None if loc is None else Location(one(loc["object"]), loc["offset"], loc["length"], one(loc["compression"])),
         doc.get("deliberate", False))
 
 
-def _entries(doc: dict[str, Any], name: str) -> tuple[IndexEntry, ...]:
-    raw = _field(doc, "entries", list, name)
-    entries = tuple(IndexEntry.from_json(item, name) for item in raw)
-    paths = [e.path for e in entries]
-    if paths != sorted(paths) or len(set(paths)) != len(paths):
-        raise _problem(name, "entries are not sorted by path, or a path appears twice")
-    return entries
+def _by_path(entry: IndexEntry) -> str:
+    return entry.path
 
 
 def _objects(doc: dict[str, Any], key: str, name: str) -> dict[str, int]:
@@ -376,22 +618,26 @@ class IndexDelta:
     dropped: tuple[str, ...]
 
     def encode(self) -> bytes:
-        return compress_document(dump_document("index-delta", {
+        """The compressed canonical document (built in pieces: see :func:`_document_pieces`)."""
+        return compress_pieces(_document_pieces("index-delta", {
             "generation": self.generation, "lease": self.lease, "writer": self.writer,
-            "entries": [e.to_json() for e in sorted(self.entries, key=lambda e: e.path)],
-            "added": self.added, "dropped": sorted(self.dropped)}))
+            "added": self.added, "dropped": sorted(self.dropped)},
+            (e.to_json() for e in sorted(self.entries, key=_by_path))))[0]
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> IndexDelta:
-        doc = load_document(decompress_document(data, name), name, "index-delta",
-                            ("generation", "lease", "writer", "entries", "added", "dropped"), MAX_INDEX_BYTES)
+        """The delta in ``data`` (relay object ``name``), checked whole;
+        read in pieces (the entries' list is never held as text)."""
+        doc, entries = _streamed_entries(data, name, "index-delta",
+                                         ("generation", "lease", "writer", "entries", "added", "dropped"),
+                                         MAX_INDEX_BYTES, strict=True)
         dropped = _field(doc, "dropped", list, name)
         if not all(isinstance(d, str) and (is_page_name(d) or parse_big_name(d)) for d in dropped) \
                 or dropped != sorted(set(dropped)):
             raise _problem(name, "bad dropped objects")
         delta = cls(generation=_int(doc, "generation", name, 1), lease=_int(doc, "lease", name),
                     writer=_client_id(_field(doc, "writer", str, name), "writer", name),
-                    entries=_entries(doc, name), added=_objects(doc, "added", name), dropped=tuple(dropped))
+                    entries=entries, added=_objects(doc, "added", name), dropped=tuple(dropped))
         parsed = parse_index_name(name)
         if parsed is None or parsed != (delta.generation, False):
             raise _problem(name, "delta does not match its name")
@@ -407,15 +653,22 @@ class Checkpoint:
     entries: tuple[IndexEntry, ...]
     objects: dict[str, int]
 
+    def pieces(self) -> Iterator[bytes]:
+        """The checkpoint's canonical JSON document, not compressed, in
+        pieces of a bounded number of entries."""
+        return _document_pieces("index-checkpoint", {"generation": self.generation, "objects": self.objects},
+                                (e.to_json() for e in sorted(self.entries, key=_by_path)))
+
     def document(self) -> bytes:
         """The checkpoint's canonical JSON document, not compressed."""
-        return dump_document("index-checkpoint", {
-            "generation": self.generation,
-            "entries": [e.to_json() for e in sorted(self.entries, key=lambda e: e.path)],
-            "objects": self.objects})
+        return b"".join(self.pieces())
+
+    def encode_measured(self) -> tuple[bytes, int]:
+        """:meth:`encode`'s output and the length of the document inside."""
+        return compress_pieces(self.pieces())
 
     def encode(self) -> bytes:
-        return compress_document(self.document())
+        return self.encode_measured()[0]
 
     @classmethod
     def decode(cls, data: bytes, name: str, *, expect_name: bool = True,
@@ -424,9 +677,9 @@ class Checkpoint:
         checkpoint (false for the copy kept in the state database);
         ``limit``: the bound of the decoded document (the relay's, unless
         the caller reads its own copy)."""
-        doc = load_document(decompress_document(data, name, limit), name, "index-checkpoint",
-                            ("generation", "entries", "objects"), limit)
-        checkpoint = cls(generation=_int(doc, "generation", name, 0), entries=_entries(doc, name),
+        doc, entries = _streamed_entries(data, name, "index-checkpoint", ("generation", "entries", "objects"),
+                                         limit, strict=True)
+        checkpoint = cls(generation=_int(doc, "generation", name, 0), entries=entries,
                          objects=_objects(doc, "objects", name))
         if expect_name and parse_index_name(name) != (checkpoint.generation, True):
             raise _problem(name, "checkpoint does not match its name")
@@ -444,10 +697,8 @@ class Checkpoint:
         has the right shape with wrong values is not detected here.
         """
         try:
-            doc = json.loads(decompress_document(data, name, limit))
-            if doc.get("type") != "index-checkpoint":
-                raise _problem(name, "not an index checkpoint")
-            entries = tuple(_trusted_entry(item) for item in doc["entries"])
+            doc, entries = _streamed_entries(data, name, "index-checkpoint", ("generation", "entries", "objects"),
+                                             limit, strict=False)
             objects = doc["objects"]
             generation = doc["generation"]
             if not isinstance(objects, dict) or not isinstance(generation, int):
