@@ -49,14 +49,22 @@ log = logging.getLogger(__name__)
 
 def record_sent(db: StateDB, path: str, version: int, size: int, now: float | None = None) -> None:
     """``path``'s ``version`` (``size`` bytes) was committed to the relay."""
-    now = time.time() if now is None else now
-    db.set_delivery(Delivery(path, version, size, "sent", now, sent_at=now))
+    db.set_delivery(sent_record(path, version, size, time.time() if now is None else now))
+
+
+def sent_record(path: str, version: int, size: int, now: float) -> Delivery:
+    """The record :func:`record_sent` writes."""
+    return Delivery(path, version, size, "sent", now, sent_at=now)
+
+
+def received_record(ph: Placeholder, size: int, now: float) -> Delivery:
+    """The record :func:`record_received` writes."""
+    return Delivery(ph.path, ph.version, size, "received", now, receivers=(ph.pusher_label,))
 
 
 def record_received(db: StateDB, ph: Placeholder, size: int, now: float | None = None) -> None:
     """Version ``ph`` of another client was written into the local folder."""
-    now = time.time() if now is None else now
-    db.set_delivery(Delivery(ph.path, ph.version, size, "received", now, receivers=(ph.pusher_label,)))
+    db.set_delivery(received_record(ph, size, time.time() if now is None else now))
 
 
 def record_pending(db: StateDB, pending: Iterable[tuple[str, int]], now: float | None = None) -> None:

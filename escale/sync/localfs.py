@@ -22,12 +22,15 @@ choice); only what lies below it is checked.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
+import queue
 import re
 import secrets
 import stat as stat_module
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -96,18 +99,30 @@ def printable(path: str) -> str:
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
-def _parts(rel: str) -> list[str]:
+def _parts(rel: str) -> tuple[str, ...]:
     """The components of a relative path, or LocalError when the path may not
     be written by escale (leaves the root, touches escale's own files, or has a
-    name escale cannot carry)."""
-    parts = rel.split("/")
+    name escale cannot carry).
+
+    A pure function of ``rel``: the answers for recent paths are remembered
+    (a received file's path is checked by the executor, then by the write;
+    refusals are not remembered, they raise each time)."""
+    return _checked_parts(rel)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_parts(rel: str) -> tuple[str, ...]:
+    parts = tuple(rel.split("/"))
     if (
         not rel
         or rel.startswith("/")
         or any(p in ("", ".", "..") for p in parts)
         or parts[0] == STATE_FOLDER
         or any(p.startswith(TEMP_PREFIX) for p in parts)
-        or any(name_problem(p) is not None for p in parts)
+        # "/" is neither a control character nor a backslash, and UTF-8 is
+        # checked character by character: the whole path has a problem
+        # exactly when one of its names has
+        or name_problem(rel) is not None
     ):
         raise LocalError(f"unsafe path from relay refused: {printable(rel)}", path=rel)
     return parts
@@ -138,7 +153,7 @@ class _Missing(Exception):
     """A folder on the way does not exist (and was not to be created)."""
 
 
-def _refusal(root: str, parts: list[str], dir_fd: int, name: str, error: OSError, *,
+def _refusal(root: str, parts: Sequence[str], dir_fd: int, name: str, error: OSError, *,
              what: str = "write") -> LocalError:
     """The error for component ``name`` (under ``dir_fd``) that could not be
     entered as a folder (``error``): a symbolic link, something that is not a
@@ -157,7 +172,7 @@ def _refusal(root: str, parts: list[str], dir_fd: int, name: str, error: OSError
 
 
 @contextmanager
-def _folder(root: str, parts: list[str], *, create: bool, what: str = "write") -> Iterator[int]:
+def _folder(root: str, parts: Sequence[str], *, create: bool, what: str = "write") -> Iterator[int]:
     """A file descriptor on folder ``root/parts…``, reached without following
     any symbolic link below ``root``; missing folders are made with ``create``,
     else :class:`_Missing` is raised. Closed on exit."""
@@ -236,6 +251,89 @@ def make_durable(root: str) -> None:
         raise LocalError(f"cannot flush {root} to disk: {exc.strerror or exc}", path=root) from exc
 
 
+class NamelessAhead:
+    """Nameless files (``O_TMPFILE``) made ahead, on a thread of their own,
+    for the new files ``rels`` (relative paths under ``root``, in the order
+    they will be written), each in its own target folder: creating a file is
+    most of what writing a small one costs the kernel, and this way it runs
+    on another core while the pass prepares the next file's content.
+
+    Each folder is reached as every operation here reaches it (from the
+    root, no symbolic link followed); a folder that does not exist yet, or
+    cannot be reached, gets no file ahead (the write then does everything
+    itself, and refuses what it must). Nothing is named here: the write
+    still re-checks the target's folder and links the file under its name
+    (:func:`write_atomically`); a file made ahead and never used vanishes
+    when closed (or when the process dies). At most ``ahead`` files are
+    open ahead. :meth:`close` ends the thread and closes what is left."""
+
+    def __init__(self, root: str, rels: list[str], *, ahead: int = 32) -> None:
+        self.root = root
+        self._wanted = set(rels)
+        self._queue: queue.Queue[tuple[str, int | None] | None] = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._make, args=(list(rels),), name="nameless-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[str, int | None] | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _make(self, rels: list[str]) -> None:
+        try:
+            for rel in rels:
+                if self._stop.is_set():
+                    return
+                made: int | None = None
+                try:
+                    parts = _parts(rel)
+                    with _folder(self.root, parts[:-1], create=False) as fd:
+                        made = os.open(".", os.O_RDWR | _TMPFILE | os.O_CLOEXEC, 0o666, dir_fd=fd)
+                except (_Missing, LocalError, OSError):
+                    made = None  # the write finds out for itself
+                if not self._put((rel, made)) and made is not None:
+                    os.close(made)
+        finally:
+            self._put(None)
+
+    def take(self, rel: str) -> int | None:
+        """The nameless file made ahead for ``rel`` (the caller owns it), or
+        None: then the caller makes its own. Files made for paths before
+        ``rel`` that were not taken (their action was skipped) are closed."""
+        if self._ended or rel not in self._wanted:
+            return None
+        self._wanted.discard(rel)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._ended = True
+                return None
+            got, fd = item
+            if got == rel:
+                return fd
+            if fd is not None:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Stop making files and close those not taken."""
+        self._stop.set()
+        while self._thread.is_alive() or not self._queue.empty():
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is not None and item[1] is not None:
+                os.close(item[1])
+        self._thread.join()
+        self._ended = True
+
+
 def write_atomically(
     root: str,
     rel: str,
@@ -244,6 +342,7 @@ def write_atomically(
     expect: LocalFile | None,
     mtime_ns: int | None = None,
     durable: bool = True,
+    ahead: NamelessAhead | None = None,
 ) -> os.stat_result:
     """Replace ``root/rel`` with what ``fill`` writes, if it is still ``expect``.
 
@@ -260,31 +359,42 @@ def write_atomically(
     plan (nothing replaced; a link now at ``rel`` counts as a change),
     DiskFull/LocalError on local I/O failure. The temporary file never
     outlives the call; for a new name (``expect`` None) it has no name at
-    all where the file system allows (``O_TMPFILE``, then linked to ``rel``).
+    all where the file system allows (``O_TMPFILE``, then linked to ``rel``),
+    and may have been made ahead by ``ahead`` (:class:`NamelessAhead`).
     """
     parts = _parts(rel)
     target = os.path.join(root, *parts)
-    with _folder(root, parts[:-1], create=True) as fd:
-        if expect is None and _TMPFILE:
-            made = _write_new(fd, parts[-1], target, fill, mtime_ns=mtime_ns, durable=durable)
-            if made is not None:
-                return made
-        temp = f"{PART_PREFIX}{secrets.token_hex(6)}"
-        try:
-            _write_temp(fd, temp, target, fill, mtime_ns=mtime_ns, durable=durable)
-            return _into_place(fd, temp, parts[-1], expect, target)
-        finally:
-            _remove_temp(fd, temp, target)
+    made_ahead = ahead.take(rel) if ahead is not None and expect is None else None
+    try:
+        with _folder(root, parts[:-1], create=True) as fd:
+            if expect is None and _TMPFILE:
+                out, made_ahead = made_ahead, None  # _write_new owns it now
+                made = _write_new(fd, parts[-1], target, fill, mtime_ns=mtime_ns, durable=durable, out=out)
+                if made is not None:
+                    return made
+            temp = f"{PART_PREFIX}{secrets.token_hex(6)}"
+            try:
+                _write_temp(fd, temp, target, fill, mtime_ns=mtime_ns, durable=durable)
+                return _into_place(fd, temp, parts[-1], expect, target)
+            finally:
+                _remove_temp(fd, temp, target)
+    finally:
+        if made_ahead is not None:
+            os.close(made_ahead)
 
 
+#: Buffer size of a file written by a download (a small file's content is one write).
+_WRITE_BUFFER = 1 << 16
 #: ``O_TMPFILE`` where the platform has it (Linux), else 0.
 _TMPFILE: int = getattr(os, "O_TMPFILE", 0)
+#: Whether :class:`NamelessAhead` can make files ahead here.
+NAMELESS_AHEAD = bool(_TMPFILE)
 #: Why a file system refuses ``O_TMPFILE`` (then a named temporary file is used).
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL})
 
 
 def _write_new(fd: int, name: str, target: str, fill: Callable[[BinaryIO], object], *,
-               mtime_ns: int | None, durable: bool) -> os.stat_result | None:
+               mtime_ns: int | None, durable: bool, out: int | None = None) -> os.stat_result | None:
     """:func:`write_atomically` of a name that must not exist yet, in folder ``fd``.
 
     The content is written into a nameless file of the folder (``O_TMPFILE``),
@@ -295,14 +405,17 @@ def _write_new(fd: int, name: str, target: str, fill: Callable[[BinaryIO], objec
     Returns None, having written nothing, when the file system refuses
     nameless files (the caller then uses a named temporary file). Where the
     file cannot be linked by its descriptor (no ``/proc``), its content is
-    copied into a named temporary file, which is renamed into place."""
-    try:
-        out = os.open(".", os.O_RDWR | _TMPFILE | os.O_CLOEXEC, 0o666, dir_fd=fd)
-    except OSError as exc:
-        if exc.errno in _NO_TMPFILE:
-            return None
-        raise _translate(exc, target) from exc
-    with os.fdopen(out, "w+b") as handle:
+    copied into a named temporary file, which is renamed into place.
+    ``out``: the nameless file to use, already made (this call owns it)."""
+    if out is None:
+        try:
+            out = os.open(".", os.O_RDWR | _TMPFILE | os.O_CLOEXEC, 0o666, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in _NO_TMPFILE:
+                return None
+            raise _translate(exc, target) from exc
+    # an explicit buffer size: no terminal check (ioctl) and no fstat for the block size
+    with os.fdopen(out, "w+b", buffering=_WRITE_BUFFER) as handle:
         try:
             fill(handle)
             handle.flush()
@@ -554,7 +667,7 @@ def open_for_push(root: str, rel: str, expect: LocalFile) -> BinaryIO:
         if not _matches(os.fstat(fd), expect):
             raise LocalChanged(f"{full} changed since the scan; it will be sent next pass", path=full)
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return os.fdopen(fd, "rb", buffering=_WRITE_BUFFER)  # explicit: no terminal check, no second fstat
     except BaseException:
         os.close(fd)
         raise
@@ -578,7 +691,7 @@ def remove_leftovers(root: str, leftovers: Iterable[str]) -> int:
             continue
         full = os.path.join(root, printable(rel))
         try:
-            with _folder(root, _parts(folder) if folder else [], create=False, what="delete") as fd:
+            with _folder(root, _parts(folder) if folder else (), create=False, what="delete") as fd:
                 st = _lstat(fd, name)
                 if st is None:
                     continue

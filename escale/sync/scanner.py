@@ -139,6 +139,9 @@ class _Scan:
         #: the checksum cache entries of the folder being read, by file name
         #: (read on its first file that needs one; one folder at a time)
         self.cache: dict[str, tuple[int, int, int, int, str]] | None = None
+        #: checksums computed in the folder being read, written to the cache
+        #: together once it is done, or every thousand (one prepared statement each)
+        self.computed: list[tuple[str, os.stat_result, str]] = []
 
     def skip(self, rel: str, why: str) -> None:
         """Record a warning for ``rel``: WARNING the first time, DEBUG after."""
@@ -277,6 +280,10 @@ class _Scan:
                 continue
             self.file(fd, folder, rel, name, st)
         self.cache = None
+        if self.computed:
+            assert self.db is not None
+            self.db.cache_checksums(self.computed)
+            self.computed = []
         return subfolders
 
     def cached(self, folder: str, name: str, st: os.stat_result) -> str | None:
@@ -332,7 +339,10 @@ class _Scan:
                     return
                 self.result.hashed_bytes += st.st_size
                 if self.db is not None and self.persist_cache:
-                    self.db.cache_checksum(rel, st, digest)
+                    self.computed.append((rel, st, digest))
+                    if len(self.computed) >= 1000:  # bounded, whatever the folder's size
+                        self.db.cache_checksums(self.computed)
+                        self.computed = []
         # interned: the base, the relay state and the plan hold the same path strings,
         # and an unchanged file's checksum is the base's string
         self.result.files[sys.intern(rel)] = LocalFile(st.st_size, st.st_mtime_ns,

@@ -43,7 +43,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Container, Generator, Iterator, MutableMapping
+from collections.abc import Callable, Container, Generator, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -95,6 +95,8 @@ class StateDB:
         self._depth = 0
         self._pending = 0
         self._since = 0.0
+        #: whether the deliveries table is known to exist on this connection
+        self._has_deliveries = False
         version = self.get_setting("schema")
         if version is None:
             self.set_setting("schema", str(SCHEMA_VERSION))
@@ -114,6 +116,32 @@ class StateDB:
                         self._conn.execute("COMMIT")
                         self._begin()
                 return rows
+            except sqlite3.Error as exc:
+                raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
+
+    def _exec_many(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """One write statement for each of ``rows``, prepared once
+        (``executemany``): as many writes as rows, each complete on its own;
+        outside a batch they form one transaction, inside one they count
+        towards its :data:`BATCH_WRITES`."""
+        if not rows:
+            return
+        with self._lock:
+            try:
+                if self._depth:
+                    self._conn.executemany(sql, rows)
+                    self._pending += len(rows)
+                    if self._pending >= BATCH_WRITES or time.monotonic() - self._since >= BATCH_SECONDS:
+                        self._conn.execute("COMMIT")
+                        self._begin()
+                else:
+                    self._conn.execute("BEGIN")
+                    try:
+                        self._conn.executemany(sql, rows)
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
+                    self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
 
@@ -234,6 +262,12 @@ class StateDB:
              int(entry.modified_here), int(entry.local_deleted)),
         )
 
+    def set_bases(self, entries: Sequence[tuple[str, BaseEntry]]) -> None:
+        """:meth:`set_base` for each (path, entry), in one prepared statement."""
+        self._exec_many("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(path, e.size, e.mtime_ns, e.checksum, e.version, e.origin, int(e.modified_here),
+                          int(e.local_deleted)) for path, e in entries])
+
     def forget(self, path: str) -> None:
         self._exec("DELETE FROM files WHERE path = ?", (path,))
 
@@ -266,6 +300,12 @@ class StateDB:
     def cache_checksum(self, path: str, st: os.stat_result, checksum: str) -> None:
         self._exec("INSERT OR REPLACE INTO checksums VALUES (?, ?, ?, ?, ?, ?)",
                    (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, checksum))
+
+    def cache_checksums(self, entries: Sequence[tuple[str, os.stat_result, str]]) -> None:
+        """:meth:`cache_checksum` for each (path, stat, checksum), in one prepared statement."""
+        self._exec_many("INSERT OR REPLACE INTO checksums VALUES (?, ?, ?, ?, ?, ?)",
+                        [(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, checksum)
+                         for path, st, checksum in entries])
 
     def prune_checksums(self, keep: Container[str], *, also_keep: Callable[[str], bool] | None = None) -> int:
         """Drop the cached checksums of paths not in ``keep`` (and for which
@@ -325,6 +365,11 @@ class StateDB:
         self._exec("INSERT INTO seen VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET version = "
                    "MAX(version, excluded.version)", (key, version))
 
+    def set_seen_many(self, seen: Sequence[tuple[str, int]]) -> None:
+        """:meth:`set_seen` for each (key, version), in one prepared statement."""
+        self._exec_many("INSERT INTO seen VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET version = "
+                        "MAX(version, excluded.version)", seen)
+
     def meta_cache(self) -> MutableMapping[str, bytes]:
         return _TableMap(self, "relay_meta", "name", "data")
 
@@ -369,7 +414,10 @@ class StateDB:
     # ----------------------------------------------------------- per-file delivery (escale.sync.delivery)
 
     def _deliveries_schema(self) -> None:
-        # created on first use (additive: older databases gain the table)
+        # created on first use (additive: older databases gain the table); once per connection
+        if self._has_deliveries:
+            return
+        self._has_deliveries = True
         self._exec("CREATE TABLE IF NOT EXISTS deliveries (path TEXT PRIMARY KEY, version INTEGER NOT NULL, "
                    "size INTEGER NOT NULL, state TEXT NOT NULL, changed_at REAL NOT NULL, sent_at REAL, "
                    "delivered_at REAL, receivers TEXT NOT NULL, handoff TEXT NOT NULL)")
@@ -407,6 +455,13 @@ class StateDB:
         self._exec("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (record.path, record.version, record.size, record.state, record.changed_at, record.sent_at,
                     record.delivered_at, "\n".join(record.receivers), record.handoff))
+
+    def set_deliveries(self, records: Sequence[Delivery]) -> None:
+        """:meth:`set_delivery` for each record, in one prepared statement."""
+        self._deliveries_schema()
+        self._exec_many("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(r.path, r.version, r.size, r.state, r.changed_at, r.sent_at, r.delivered_at,
+                          "\n".join(r.receivers), r.handoff) for r in records])
 
     def drop_delivery(self, path: str) -> None:
         self._deliveries_schema()

@@ -1,0 +1,182 @@
+"""The per-file savings for many small files keep every contract.
+
+* files made ahead (:class:`localfs.NamelessAhead`) are written as any other
+  download: right content, nothing through a link, a name taken meanwhile is
+  never replaced, and no file descriptor is left open;
+* the state database's prepared-statement writes record every row, inside a
+  batch and outside one, and knowledge only moves forward;
+* the scanner's cache writes, grouped per folder, still cache every file hashed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from escale.config.settings import FileFilter
+from escale.errors import LocalError
+from escale.sync import localfs
+from escale.sync.localfs import LocalChanged, UnsafeLocalPath
+from escale.sync.planner import BaseEntry
+from escale.sync.scanner import scan
+from escale.sync.state import Delivery, StateDB
+
+pytestmark = pytest.mark.skipif(not localfs.NAMELESS_AHEAD, reason="no O_TMPFILE here")
+
+
+def _put(data: bytes) -> Callable[[BinaryIO], None]:
+    def fill(handle: BinaryIO) -> None:
+        handle.write(data)
+    return fill
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "outside").mkdir()
+    return tmp_path / "root"
+
+
+# --------------------------------------------------------------------------- files made ahead
+
+
+def test_files_made_ahead_receive_every_file(root: Path) -> None:
+    for folder in ("a", "b"):
+        (root / folder).mkdir()
+    rels = [f"{folder}/{n:03d}" for folder in ("a", "b") for n in range(50)] + ["new/x"]
+    before = _open_fds()
+    ahead = localfs.NamelessAhead(str(root), rels, ahead=4)
+    try:
+        for rel in rels:
+            st = localfs.write_atomically(str(root), rel, _put(rel.encode()), expect=None, mtime_ns=10**18,
+                                          durable=False, ahead=ahead)
+            assert st.st_size == len(rel) and st.st_mtime_ns == 10**18
+    finally:
+        ahead.close()
+    assert _open_fds() == before
+    assert _files(root) == sorted(rels)  # the folder missing ahead ("new") was made by the write
+    assert all((root / rel).read_bytes() == rel.encode() for rel in rels)
+
+
+def test_files_made_ahead_for_skipped_paths_are_closed(root: Path) -> None:
+    (root / "d").mkdir()
+    rels = [f"d/{n}" for n in range(20)]
+    before = _open_fds()
+    ahead = localfs.NamelessAhead(str(root), rels, ahead=3)
+    try:
+        for rel in rels[5::5]:  # the others are skipped (their actions did not run)
+            localfs.write_atomically(str(root), rel, _put(b"x"), expect=None, durable=False, ahead=ahead)
+        # a path never announced is written the ordinary way
+        localfs.write_atomically(str(root), "d/other", _put(b"y"), expect=None, ahead=ahead)
+    finally:
+        ahead.close()
+    assert _open_fds() == before
+    assert _files(root) == sorted([*rels[5::5], "d/other"])
+
+
+def test_close_before_any_take_leaves_nothing(root: Path) -> None:
+    (root / "d").mkdir()
+    before = _open_fds()
+    ahead = localfs.NamelessAhead(str(root), [f"d/{n}" for n in range(100)], ahead=2)
+    ahead.close()
+    assert _open_fds() == before
+    assert _files(root) == []
+
+
+def test_folder_swapped_for_a_link_after_the_file_was_made(root: Path) -> None:
+    """The file was made ahead in the real folder; the folder is then replaced
+    by a link: the write refuses, nothing is written through the link."""
+    outside = root.parent / "outside"
+    (root / "d").mkdir()
+    ahead = localfs.NamelessAhead(str(root), ["d/f"], ahead=2)
+    try:
+        ahead._thread.join()  # the file is made (and the end marked): the thread is done
+        (root / "d").rename(root / "moved")
+        (root / "d").symlink_to(outside)
+        with pytest.raises(UnsafeLocalPath):
+            localfs.write_atomically(str(root), "d/f", _put(b"x"), expect=None, durable=False, ahead=ahead)
+    finally:
+        ahead.close()
+    assert _files(outside) == []
+    assert _files(root / "moved") == []
+
+
+def test_a_name_taken_meanwhile_is_never_replaced(root: Path) -> None:
+    (root / "d").mkdir()
+    ahead = localfs.NamelessAhead(str(root), ["d/f"], ahead=1)
+    try:
+        (root / "d" / "f").write_bytes(b"user's")
+        with pytest.raises(LocalChanged):
+            localfs.write_atomically(str(root), "d/f", _put(b"relay's"), expect=None, durable=False, ahead=ahead)
+    finally:
+        ahead.close()
+    assert (root / "d" / "f").read_bytes() == b"user's"
+    assert _files(root) == ["d/f"]
+
+
+def test_unsafe_paths_are_refused_every_time(root: Path) -> None:
+    for _ in range(3):  # the check's answers are remembered; refusals are not
+        with pytest.raises(LocalError, match="unsafe"):
+            localfs.safe_join(str(root), "a/../../b")
+        with pytest.raises(LocalError, match="unsafe"):
+            localfs.safe_join(str(root), "a/.escale-part-x")
+        with pytest.raises(LocalError, match="unsafe"):
+            localfs.safe_join(str(root), "a/b\x01c")
+    assert localfs.safe_join(str(root), "a/b") == str(root / "a" / "b")
+
+
+# --------------------------------------------------------------------------- the state database
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_prepared_writes_record_every_row(tmp_path: Path, batched: bool) -> None:
+    db = StateDB(str(tmp_path / "state" / "db.sqlite"))
+    bases = [(f"p{n}", BaseEntry(n, n * 10, f"sha256:{n}", n + 1, "remote")) for n in range(300)]
+    records = [Delivery(f"p{n}", n + 1, n, "received", 1.5, receivers=("a", "b")) for n in range(300)]
+    db.set_seen("k0", 9)
+
+    def write() -> None:
+        db.set_bases(bases)
+        db.set_deliveries(records)
+        db.set_seen_many([(f"k{n}", n) for n in range(300)])
+        db.set_bases([])  # nothing to write is fine
+
+    if batched:
+        with db.batch():
+            write()
+    else:
+        write()
+    db.close()
+    db = StateDB(str(tmp_path / "state" / "db.sqlite"))  # what a later process reads
+    assert db.base() == dict(bases)
+    assert db.deliveries() == sorted(records, key=lambda r: r.path)
+    seen = db.seen_versions()
+    assert seen["k0"] == 9  # knowledge only moves forward
+    assert all(seen[f"k{n}"] == n for n in range(1, 300))
+
+
+def test_scanner_caches_every_file_hashed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for folder in ("a", "b"):
+        (root / folder).mkdir(parents=True)
+        for n in range(1200):  # more than one group of cache writes per folder
+            (root / folder / f"{n}").write_bytes(f"{folder}{n}".encode())
+    db = StateDB(str(tmp_path / "state" / "db.sqlite"))
+    first = scan(str(root), FileFilter(), checksum="sha256", db=db)
+    assert first.hashed_bytes > 0 and len(first.files) == 2400
+    assert db.checksum_count() == 2400
+    again = scan(str(root), FileFilter(), checksum="sha256", db=db)
+    assert again.hashed_bytes == 0  # every checksum came from the cache
+    assert again.files == first.files
