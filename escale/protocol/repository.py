@@ -26,7 +26,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
@@ -155,6 +155,31 @@ class StagedPayload:
     def close(self) -> None:
         """Remove the spool file (it has no name: closing it frees it)."""
         self.spool.close()
+
+
+@dataclass(frozen=True)
+class BigReservation:
+    """A file that will be uploaded as a content object of its own on another
+    connection (:meth:`Repository.reserve_big`): its local version, the
+    version number it was given and the relay object's name."""
+
+    local: LocalVersion
+    key: str
+    version: int
+    name: str
+
+
+@dataclass(frozen=True)
+class BigUpload:
+    """A reserved file, uploaded (:meth:`Repository.upload_big`): what its
+    index entry records about the object (stored size, stored length,
+    compression) and the checksum of the content sent."""
+
+    reservation: BigReservation
+    stored: int
+    length: int
+    compression: str
+    checksum: str | None
 
 
 class Repository:
@@ -574,6 +599,21 @@ class Repository:
         :meth:`fetch`, as the index layout does) is fetched with :meth:`fetch`."""
         return type(self).fetch is Repository.fetch
 
+    def fetchable_apart(self, placeholder: Placeholder) -> bool:
+        """Whether ``placeholder``'s content may be fetched on another
+        connection: with :meth:`download_payload` and :meth:`open_payload`
+        where :meth:`fetches_apart`, else with :meth:`fetch_on` (the index
+        layout's big objects). Called on the pass's thread."""
+        return self.fetches_apart()
+
+    def fetch_on(self, placeholder: Placeholder, sink: BinaryIO, relay: Relay) -> str | None:
+        """As :meth:`fetch`, through ``relay`` (another connection to this
+        repository's relay), for a placeholder :meth:`fetchable_apart`
+        accepted. Touches no shared state: safe from a worker thread."""
+        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+            self.download_payload(placeholder, cast(BinaryIO, spool), relay)
+            return self.open_payload(placeholder, cast(BinaryIO, spool), sink)
+
     def _fetch_algorithm(self, placeholder: Placeholder) -> str | None:
         """The checksum algorithm of ``placeholder`` (None: it has none);
         RelayNotFound when it has no payload, ProtocolError when its checksum
@@ -730,6 +770,38 @@ class Repository:
         :meth:`commit_file`, as the index layout does) uses :meth:`commit_file`."""
         return type(self).commit_file is Repository.commit_file
 
+    def pushes_big_apart(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes is uploaded as an object of its
+        own on another connection, ahead of its commit (:meth:`reserve_big`
+        on the pass's thread, :meth:`upload_big` on a worker,
+        :meth:`commit_big` on the pass's thread) in a layout that does not
+        :meth:`pushes_apart`. False here; the index layout's big files."""
+        return False
+
+    def reserve_big(self, lease: Lease, state: RelayState, local: LocalVersion) -> BigReservation:
+        """Number ``local``'s next version and name its object (only where
+        :meth:`pushes_big_apart`); nothing is sent. The caller hands the
+        reservation to :meth:`upload_big`, or to :meth:`release_big`."""
+        raise NotImplementedError(f"the {self.layout_name} layout pushes no big object apart")
+
+    def upload_big(self, lease: Lease, reservation: BigReservation, source: BinaryIO, relay: Relay) -> BigUpload:
+        """Upload ``source`` (the reserved file, opened and checked by the
+        caller) as the reserved object through ``relay``; touches no shared
+        state (safe from a worker thread). Raises LeaseLost, ProtocolError
+        when the file changed while it was read, relay errors; what was
+        stored is then an orphan that :meth:`collect_garbage` removes."""
+        raise NotImplementedError(f"the {self.layout_name} layout pushes no big object apart")
+
+    def commit_big(self, lease: Lease, state: RelayState, uploaded: BigUpload) -> Placeholder:
+        """On the pass's thread, once :meth:`upload_big` returned: commit the
+        version (the index layout buffers it until :meth:`commit_pending`,
+        as :meth:`commit_file` does). Raises as :meth:`commit_file`."""
+        raise NotImplementedError(f"the {self.layout_name} layout pushes no big object apart")
+
+    def release_big(self, reservation: BigReservation) -> None:
+        """Give back a reservation that is never committed (its upload failed
+        or was abandoned)."""
+
     def stage_file(self, lease: Lease, state: RelayState, local: LocalVersion, source: BinaryIO) -> StagedPayload:
         """The first step of :meth:`commit_file`, on this thread: seal
         ``source`` into a spool file (hashing it), check ``disk quota`` and
@@ -862,20 +934,36 @@ class Repository:
         return placeholder
 
     def _commit(self, lease: Lease, state: RelayState, placeholder: Placeholder) -> None:
+        name, sealed = self._fence_commit(lease, placeholder)
+        try:
+            self.relay.put_bytes(name, sealed, exclusive=True)
+        except RelayExists:
+            self._check_own(name, sealed, placeholder)
+        self._committed(lease, state, placeholder, name)
+
+    def _fence_commit(self, lease: Lease, placeholder: Placeholder) -> tuple[str, bytes]:
+        """Before a placeholder's exclusive put: its name and sealed bytes,
+        the relay marked as being changed, the lease checked (LeaseLost)."""
         name = layout.meta_name(placeholder.key, placeholder.version)
         sealed = self.sealer.seal(name, placeholder.encode())
         self._touch(lease)
         lease.check()
         self.step(f"fenced {placeholder.path}")
-        try:
-            self.relay.put_bytes(name, sealed, exclusive=True)
-        except RelayExists:
-            # our own earlier attempt (retried after a dropped connection) or another writer
-            if self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES) != sealed:
-                raise ProtocolError(
-                    f"relay object {name}: version {placeholder.version} of {placeholder.path} "
-                    "was committed by another client", name=name,
-                ) from None
+        return name, sealed
+
+    def _check_own(self, name: str, sealed: bytes, placeholder: Placeholder) -> None:
+        """The exclusive put of ``name`` found it there: our own earlier
+        attempt (retried after a dropped connection) is fine, another
+        writer's version is a ProtocolError."""
+        if self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES) != sealed:
+            raise ProtocolError(
+                f"relay object {name}: version {placeholder.version} of {placeholder.path} "
+                "was committed by another client", name=name,
+            ) from None
+
+    def _committed(self, lease: Lease, state: RelayState, placeholder: Placeholder, name: str) -> None:
+        """After a placeholder is on the relay: fence again, then record it
+        in ``state`` and retire the version it supersedes."""
         self.meta_cache[name] = placeholder.encode()
         self.step(f"placeholder committed {placeholder.path}")
         # The fence and the write are two steps: a process frozen between them
@@ -890,6 +978,37 @@ class Repository:
         state.versions.setdefault(placeholder.key, []).append(placeholder.version)
         if previous is not None:
             self.retire(state, previous.key, previous.version)
+
+    def commit_staged_group(self, lease: Lease, state: RelayState,
+                            group: Sequence[StagedPayload]) -> list[Placeholder | ProtocolError]:
+        """:meth:`commit_staged` for several uploaded payloads at once, in
+        order: their placeholders go up in one :meth:`Relay.put_commits` (on
+        a local folder, one durability barrier for the group instead of one
+        per file). Each item's outcome is its placeholder, or the
+        ProtocolError :meth:`commit_staged` would have raised for it (another
+        writer committed that version). Raises LeaseLost (before the group:
+        nothing committed; after it: the group may be on the relay, and is
+        not recorded here), relay errors (any prefix of the group may be on
+        the relay, unrecorded: the next pass finds those versions as it would
+        after a crash between a commit and its record)."""
+        fenced = []
+        for staged in group:
+            assert staged.placeholder.payload is not None
+            state.payloads[staged.placeholder.payload] = staged.stored  # already there unless sealed apart
+            fenced.append(self._fence_commit(lease, staged.placeholder))
+        created = self.relay.put_commits(fenced)
+        lease.check()  # the second fence, for the whole group before any of it is recorded
+        outcomes: list[Placeholder | ProtocolError] = []
+        for staged, (name, sealed), new in zip(group, fenced, created, strict=True):
+            try:
+                if not new:
+                    self._check_own(name, sealed, staged.placeholder)
+            except ProtocolError as exc:
+                outcomes.append(exc)
+                continue
+            self._committed(lease, state, staged.placeholder, name)
+            outcomes.append(staged.placeholder)
+        return outcomes
 
     def retire(self, state: RelayState, key: str, version: int) -> None:
         """Remove a superseded version: placeholder, then payload, then acks."""

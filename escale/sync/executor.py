@@ -13,7 +13,12 @@ written without an ``fsync`` each and *settled* in groups (one ``syncfs``, then
 their records in one transaction, then their acknowledgements), so that no
 acknowledgement leaves before the file it vouches for is on disk. A crash
 before a group is settled leaves files whose record is missing: the next pass
-finds them identical to the relay's versions and records them.
+finds them identical to the relay's versions and records them. The
+nameless files that new downloads are written to are made ahead on another
+thread when a pass receives many (:class:`localfs.NamelessAhead`): file
+creation is most of the kernel's cost of a small file. The records of a
+settled group, and those of a commit's pushed files, are written with one
+prepared statement per table.
 
 Per-action problems never stop the pass: a file changed meanwhile is skipped,
 a file behind a link or unreadable is skipped and announced, a local or
@@ -28,20 +33,21 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from escale.config.settings import ClientSettings
 from escale.errors import EscaleError, LeaseLost, LocalError, ProtocolError, RelayNotFound, RelayQuotaExceeded
 from escale.protocol.lease import Lease
 from escale.protocol.objects import Placeholder
-from escale.protocol.repository import LocalVersion, RelayState, Repository, StagedPayload
+from escale.protocol.repository import BigReservation, BigUpload, LocalVersion, RelayState, Repository, StagedPayload
 from escale.relay import Relay
 from escale.sync import delivery, faults, localfs
 from escale.sync.hook import run_hook
 from escale.sync.planner import Action, BaseEntry, LocalFile, Plan
 from escale.sync.report import Announcer, PassReport, TransferProgress
-from escale.sync.state import StateDB
-from escale.sync.transfers import Downloads, TransferPool, Unsealed, Uploads, transfer_connections
+from escale.sync.state import Delivery, StateDB
+from escale.sync.transfers import BigUploads, Downloads, TransferPool, Unsealed, Uploads, transfer_connections
 from escale.sync.trash import Trash
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,9 @@ log = logging.getLogger(__name__)
 SETTLE_FILES = 2000
 #: ... or for at most this long (so that a slow pull still acknowledges as it goes).
 SETTLE_SECONDS = 2.0
+#: A pass with at least this many new files to receive makes their files ahead
+#: on another thread (:class:`localfs.NamelessAhead`).
+NAMELESS_AHEAD_MIN = 16
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,25 @@ class _Received:
     placeholder: Placeholder
     stat: os.stat_result
     ack: bool
+
+
+@dataclass
+class _SentRows:
+    """The records of committed pushes, buffered so that a commit's many
+    files are written with one prepared statement per table (in the batch of
+    :meth:`Executor._run_after_commit`)."""
+
+    seen: list[tuple[str, int]] = field(default_factory=list)
+    bases: list[tuple[str, BaseEntry]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    def write(self, db: StateDB) -> None:
+        """Write what is buffered (versions seen, bases, delivery records) and empty the buffer."""
+        seen, bases, deliveries = self.seen, self.bases, self.deliveries
+        self.seen, self.bases, self.deliveries = [], [], []
+        db.set_seen_many(seen)
+        db.set_bases(bases)
+        db.set_deliveries(deliveries)
 
 
 class Executor:
@@ -102,11 +130,15 @@ class Executor:
         self.bulk_durability = localfs.BULK_DURABILITY
         #: what to record once the commits made so far are on the relay
         self._after_commit: list[Callable[[], None]] = []
+        #: the state-database rows of pushed files, written at the end of _run_after_commit
+        self._sent_rows = _SentRows()
         #: files received but not yet durable, recorded and acknowledged
         self._unsettled: list[_Received] = []
         self._unsettled_since = time.monotonic()
         #: the payloads run_local's downloads fetch ahead (None: fetched one by one)
         self._downloads: Downloads | None = None
+        #: the files run_local's new downloads are written to, made ahead (None: made one by one)
+        self._ahead: localfs.NamelessAhead | None = None
 
     def _connections(self) -> int:
         """How many transfers run at once (1: serial, on the main connection)."""
@@ -123,13 +155,16 @@ class Executor:
         ahead on other connections (:class:`Downloads`); every action is still
         carried out here, in order."""
         count = self._connections()
-        if count > 1 and self.open_relay is not None and self.repo.fetches_apart():
+        if count > 1 and self.open_relay is not None:
+            # every payload (placeholder layout), or the big objects (index layout: pages are fetched here)
             wanted = [ph for action in the_plan.actions if _fetches(action)
-                      and (ph := state.latest.get(action.path)) is not None and ph.version == action.expect_version]
+                      and (ph := state.latest.get(action.path)) is not None and ph.version == action.expect_version
+                      and self.repo.fetchable_apart(ph)]
             if len(wanted) > 1:
                 pool = TransferPool(self.open_relay, count, name="download")
                 self._downloads = Downloads(self.repo, wanted, pool, ahead=count, spool_dir=self.repo.spool_dir)
         try:
+            self._ahead = self._nameless_ahead(state, the_plan)
             self._run_local(state, the_plan)
         except BaseException:
             self._settle_after_failure()
@@ -137,9 +172,25 @@ class Executor:
         else:
             self._settle()
         finally:
+            if self._ahead is not None:
+                self._ahead.close()
+                self._ahead = None
             if self._downloads is not None:
                 self._downloads.close()
                 self._downloads = None
+
+    def _nameless_ahead(self, state: RelayState, the_plan: Plan) -> localfs.NamelessAhead | None:
+        """The files that ``the_plan``'s new downloads (not fetched apart)
+        will be written to, made ahead on another thread
+        (:class:`localfs.NamelessAhead`); None when there are few."""
+        if not localfs.NAMELESS_AHEAD:
+            return None
+        rels = [a.path for a in the_plan.actions if a.kind == "pull" and a.expect_local is None
+                and not (self._downloads is not None and (ph := state.latest.get(a.path)) is not None
+                         and self.repo.fetchable_apart(ph))]
+        if len(rels) < NAMELESS_AHEAD_MIN:
+            return None
+        return localfs.NamelessAhead(self.settings.local_path, rels)
 
     # ----------------------------------------------------------- received files
 
@@ -175,12 +226,16 @@ class Executor:
                         self.settings.name, exc)
 
     def _record_received(self, received: list[_Received]) -> None:
-        """Record each received file as the synced version of its path."""
+        """Record each received file as the synced version of its path (and
+        its delivery record): two prepared statements for all of them, in the
+        caller's batch."""
+        self.db.set_bases([(item.path, BaseEntry(item.stat.st_size, item.stat.st_mtime_ns, item.placeholder.checksum,
+                                                 item.placeholder.version, "remote")) for item in received])
         for item in received:
-            ph, st = item.placeholder, item.stat
-            self.db.set_base(item.path, BaseEntry(st.st_size, st.st_mtime_ns, ph.checksum, ph.version, "remote"))
             faults.step(f"recorded {item.path}")
-            delivery.record_received(self.db, ph, st.st_size)
+        now = time.time()
+        self.db.set_deliveries([delivery.received_record(item.placeholder, item.stat.st_size, now)
+                                for item in received])
 
     def _acknowledge_received(self, received: list[_Received]) -> None:
         """Acknowledge the received files that must be, then run the hook."""
@@ -246,7 +301,7 @@ class Executor:
         prepared = self._downloads.take(ph) if self._downloads is not None else None
         if prepared is None:
             st = localfs.write_atomically(self.settings.local_path, rel, lambda handle: self.repo.fetch(ph, handle),
-                                          expect=expect, durable=durable, mtime_ns=mtime_ns)
+                                          expect=expect, durable=durable, mtime_ns=mtime_ns, ahead=self._ahead)
         else:
             with prepared:
                 st = localfs.install_prepared(self.settings.local_path, rel, prepared, expect=expect,
@@ -356,8 +411,12 @@ class Executor:
     def _run_after_commit(self) -> None:
         records, self._after_commit = self._after_commit, []
         with self.db.batch():
-            for record in records:
-                record()
+            try:
+                for record in records:
+                    record()
+            finally:
+                # what the records of pushed files buffered (_SentRows), in the same batch
+                self._sent_rows.write(self.db)
 
     # ----------------------------------------------------------- relay side
 
@@ -367,7 +426,10 @@ class Executor:
 
         With several transfers, payloads are sealed here and uploaded on other
         connections ahead of their commit (:class:`Uploads`); each placeholder
-        is still committed here, in order, once its payload is stored."""
+        is still committed here, in order, once its payload is stored. In the
+        index layout the big files are uploaded so (:class:`BigUploads`)
+        while the small ones are packed here; each big file's entry is packed
+        once its upload returned, so the delta naming it follows its data."""
         actions = list(the_plan.of_kind("push", "push_copy", "push_delete"))
         uploads = self._uploads(lease, state, actions)
         try:
@@ -379,11 +441,22 @@ class Executor:
         # then are they recorded (the callbacks of push); a no-op otherwise
         self.repo.commit_pending(lease, state)
 
-    def _uploads(self, lease: Lease, state: RelayState, actions: list[Action]) -> Uploads | None:
+    def _uploads(self, lease: Lease, state: RelayState, actions: list[Action]) -> Uploads | BigUploads | None:
         """The uploads ahead of ``actions`` (None: one at a time, in :meth:`push`)."""
         count = self._connections()
-        if count <= 1 or self.open_relay is None or not self.repo.pushes_apart():
+        if count <= 1 or self.open_relay is None:
             return None
+        if not self.repo.pushes_apart():
+            big = [a.kind != "push_delete" and a.expect_local is not None
+                   and self.repo.pushes_big_apart(a.expect_local.size) for a in actions]
+            if not any(big):
+                return None
+
+            def stage_big(index: int) -> tuple[BigReservation, BinaryIO]:
+                return self._stage_big(lease, state, actions[index])
+
+            return BigUploads(self.repo, lease, big, stage_big, TransferPool(self.open_relay, count, name="upload"),
+                              ahead=count)
         if sum(1 for a in actions if a.kind != "push_delete") < 2:
             return None
 
@@ -393,7 +466,8 @@ class Executor:
         pool = TransferPool(self.open_relay, count, name="upload")
         return Uploads(self.repo, lease, state, len(actions), stage, pool, ahead=count)
 
-    def _run_pushes(self, lease: Lease, state: RelayState, actions: list[Action], uploads: Uploads | None) -> None:
+    def _run_pushes(self, lease: Lease, state: RelayState, actions: list[Action],
+                    uploads: Uploads | BigUploads | None) -> None:
         report = self.report
         name = self.settings.name
         for index, action in enumerate(actions):
@@ -455,11 +529,32 @@ class Executor:
             if not handed_over:
                 handle.close()
 
-    def push(self, lease: Lease, state: RelayState, action: Action, staged: StagedPayload | None = None) -> None:
+    def _stage_big(self, lease: Lease, state: RelayState, action: Action) -> tuple[BigReservation, BinaryIO]:
+        """Check ``action`` (a big file's push) against the relay, open its
+        file as scanned and reserve its object (:meth:`Repository.reserve_big`);
+        the opened file is handed over (closed by the upload's worker). Raises
+        what :meth:`push` raises for those steps."""
+        self._recheck(state, action)
+        local = action.expect_local
+        assert local is not None
+        relay_path = action.copy_path or action.path
+        handle = localfs.open_for_push(self.settings.local_path, action.path, local)
+        try:
+            faults.step(f"push {relay_path}")
+            reservation = self.repo.reserve_big(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
+                                                                           local.checksum))
+        except BaseException:
+            handle.close()
+            raise
+        return reservation, handle
+
+    def push(self, lease: Lease, state: RelayState, action: Action,
+             staged: StagedPayload | BigUpload | None = None) -> None:
         """Commit one relay-side action: the local file as the next version (or
         under its conflict-copy name), or a tombstone. ``staged``: the
         action's payload, already checked, sealed and uploaded
-        (:class:`Uploads`); it is committed and closed here."""
+        (:class:`Uploads`; it is committed and closed here), or its big object,
+        checked and uploaded (:class:`BigUploads`; its entry is packed here)."""
         db, repo, report = self.db, self.repo, self.report
         name = self.settings.name
         root = self.settings.local_path
@@ -470,6 +565,7 @@ class Executor:
             tombstone = repo.commit_tombstone(lease, state, action.path, deliberate=action.deliberate)
 
             def deleted() -> None:
+                self._sent_rows.write(db)  # the records before this one first, in order
                 db.set_seen(tombstone.key, tombstone.version)
                 faults.step(f"tombstoned {action.path}")
                 db.forget(action.path)
@@ -481,7 +577,9 @@ class Executor:
         local = action.expect_local
         assert local is not None
         relay_path = action.copy_path or action.path
-        if staged is not None:
+        if isinstance(staged, BigUpload):
+            ph = repo.commit_big(lease, state, staged)
+        elif staged is not None:
             try:
                 ph = repo.commit_staged(lease, state, staged)
             finally:
@@ -493,15 +591,17 @@ class Executor:
                                                                   local.checksum), handle)
 
         def sent() -> None:
-            db.set_seen(ph.key, ph.version)
+            # written by _run_after_commit, with the others of its commit (one statement each)
+            rows = self._sent_rows
+            rows.seen.append((ph.key, ph.version))
             faults.step(f"pushed {relay_path}")
             if action.kind == "push_copy":
-                db.set_base(relay_path, BaseEntry(local.size, local.mtime_ns, ph.checksum, ph.version, "local",
-                                                  local_deleted=True))
+                rows.bases.append((relay_path, BaseEntry(local.size, local.mtime_ns, ph.checksum, ph.version, "local",
+                                                         local_deleted=True)))
             else:
-                db.set_base(action.path, BaseEntry(local.size, local.mtime_ns, ph.checksum or local.checksum,
-                                                   ph.version, "local"))
-            delivery.record_sent(db, relay_path, ph.version, local.size)
+                rows.bases.append((action.path, BaseEntry(local.size, local.mtime_ns, ph.checksum or local.checksum,
+                                                          ph.version, "local")))
+            rows.deliveries.append(delivery.sent_record(relay_path, ph.version, local.size, time.time()))
             report.pushed.append(relay_path)
             report.bytes_up += local.size
             log.info("[%s] sent %s (%d bytes)", name, relay_path, local.size)

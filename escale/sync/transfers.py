@@ -28,6 +28,14 @@ Then:
   returned: data before the metadata that points to it, fenced by the lease
   as before.
 
+* in the index layout, **big objects** go the same way while the pass packs
+  the small files into pages: :class:`BigUploads` uploads each big file the
+  executor checked and opened (sealed while sent, no spool) and the executor
+  packs its entry once the upload returned, so the index delta naming it
+  follows its data; :class:`Downloads` fetches big objects ahead, each opened
+  and verified by its worker as it arrives (:meth:`Repository.fetch_on`),
+  while pages are still fetched by the pass.
+
 Memory does not grow with file sizes or counts: content goes through spool
 files in chunks, and at most ``transfers + 1`` payloads are staged or
 downloaded ahead at any time (so the spool holds at most that many payloads,
@@ -53,7 +61,14 @@ from typing import BinaryIO, Generic, TypeVar, cast
 from escale.errors import DiskFull, LocalError
 from escale.protocol.lease import Lease
 from escale.protocol.objects import Placeholder
-from escale.protocol.repository import LocalVersion, RelayState, Repository, StagedPayload
+from escale.protocol.repository import (
+    BigReservation,
+    BigUpload,
+    LocalVersion,
+    RelayState,
+    Repository,
+    StagedPayload,
+)
 from escale.relay import Relay
 from escale.sync import localfs
 
@@ -335,6 +350,9 @@ class Downloads:
     def _download_job(self, placeholder: Placeholder) -> Callable[[Relay, threading.Event], BinaryIO]:
         repo, spool_dir = self._repo, self._spool_dir
 
+        if not repo.fetches_apart():  # opened and verified while it arrives (the index layout's big objects)
+            return self._fetch_job(placeholder)
+
         def work(relay: Relay, abandoned: threading.Event) -> BinaryIO:
             with tempfile.TemporaryFile(dir=spool_dir) as sealed:
                 repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, sealed), abandoned)),
@@ -350,6 +368,24 @@ class Downloads:
                 except BaseException:
                     plain.close()
                     raise
+            return plain
+
+        return work
+
+    def _fetch_job(self, placeholder: Placeholder) -> Callable[[Relay, threading.Event], BinaryIO]:
+        repo, spool_dir = self._repo, self._spool_dir
+
+        def work(relay: Relay, abandoned: threading.Event) -> BinaryIO:
+            plain = localfs.new_prepared(spool_dir) if spool_dir else tempfile.TemporaryFile()  # noqa: SIM115
+            try:
+                try:
+                    repo.fetch_on(placeholder, cast(BinaryIO, _Watched(plain, abandoned)), relay)
+                    plain.flush()
+                except OSError as exc:  # the prepared file's, not the relay's
+                    raise _spool_error(exc, placeholder.path) from exc
+            except BaseException:
+                plain.close()
+                raise
             return plain
 
         return work
@@ -508,4 +544,101 @@ class Uploads:
                 staged.close()
                 if source is not None:
                     source.close()
+        self._outcomes.clear()
+
+
+class BigUploads:
+    """The big-object uploads of a pass's pushes in a layout that pushes big
+    files apart (:meth:`Repository.pushes_big_apart`: the index layout),
+    on other connections, while the pass packs the small files.
+
+    ``big`` says, per action of the plan's pushes, whether it is a big file
+    pushed apart. ``stage(index)`` is the executor's: it checks push number
+    ``index`` (the plan, the relay version, the file as scanned), opens the
+    file and reserves its object (:meth:`Repository.reserve_big`); what it
+    raises is kept and raised again by :meth:`take` for that action. A
+    worker uploads the opened file (:meth:`Repository.upload_big`) and
+    closes it. Uploads start in the plan's order, as soon as staged; at most
+    ``ahead + 1`` are staged and not yet taken (so at most that many local
+    files are open, and nothing is spooled whole in memory). The executor
+    takes each in the plan's order and packs its entry
+    (:meth:`Repository.commit_big`): the delta that names a big object is
+    written after its upload returned.
+    """
+
+    def __init__(self, repo: Repository, lease: Lease, big: Sequence[bool],
+                 stage: Callable[[int], tuple[BigReservation, BinaryIO]], pool: TransferPool, *,
+                 ahead: int) -> None:
+        self._repo = repo
+        self._lease = lease
+        self._order = [index for index, flag in enumerate(big) if flag]
+        self._big = set(self._order)
+        self._stage = stage
+        self._pool = pool
+        self._ahead = max(1, ahead)
+        self._started = 0
+        #: per action index: its reservation, its local file and its upload; or what staging raised
+        self._outcomes: dict[int, tuple[BigReservation, BinaryIO, _Job[BigUpload]] | BaseException] = {}
+
+    def _upload_job(self, reservation: BigReservation, source: BinaryIO) -> Callable[[Relay, threading.Event],
+                                                                                    BigUpload]:
+        repo, lease = self._repo, self._lease
+
+        def work(relay: Relay, abandoned: threading.Event) -> BigUpload:
+            with source:
+                return repo.upload_big(lease, reservation, cast(BinaryIO, _Watched(source, abandoned)), relay)
+
+        return work
+
+    def advance(self) -> None:
+        """Stage (and start uploading) the next big files, up to ``ahead + 1``
+        staged and not taken."""
+        while self._started < len(self._order) and len(self._outcomes) <= self._ahead:
+            current = self._order[self._started]
+            self._started += 1
+            try:
+                reservation, source = self._stage(current)
+            except Exception as exc:  # noqa: BLE001 - raised again, for its own action, by take()
+                self._outcomes[current] = exc
+                continue
+            self._outcomes[current] = (reservation, source, self._pool.submit(self._upload_job(reservation,
+                                                                                                source)))
+
+    def take(self, index: int) -> BigUpload | None:
+        """Push number ``index``'s upload once it returned (the caller commits
+        it with :meth:`Repository.commit_big`); None for an action that is not
+        a big file pushed apart (the caller pushes it itself). Raises what its
+        staging or its upload raised (the reservation is then given back)."""
+        self.advance()
+        if index not in self._big:
+            return None
+        outcome = self._outcomes.pop(index, None)
+        if outcome is None:  # taken already
+            return None
+        self.advance()  # the next one starts while this one is waited for
+        if isinstance(outcome, BaseException):
+            raise outcome
+        reservation, source, job = outcome
+        try:
+            return job.future.result()
+        except BaseException:
+            self._repo.release_big(reservation)
+            raise
+        finally:
+            source.close()
+
+    def close(self) -> None:
+        """Stop what runs, close the pool's connections and the local files,
+        give back the reservations not taken. An object uploaded and never
+        committed is an orphan: the sweep of :meth:`Repository.collect_garbage`
+        removes it (this pass's or a later one's)."""
+        for outcome in self._outcomes.values():
+            if isinstance(outcome, tuple):
+                outcome[2].abandoned.set()
+        self._pool.close()
+        for outcome in self._outcomes.values():
+            if isinstance(outcome, tuple):
+                reservation, source, _ = outcome
+                self._repo.release_big(reservation)
+                source.close()
         self._outcomes.clear()

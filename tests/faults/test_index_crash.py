@@ -18,17 +18,26 @@ Beside the local folder, a sample of the points runs on OpenSSH SFTP and on
 the rclone backend over a local remote, which has no atomic rename (an
 upload there is a copy: a crash mid-way may leave a partial object under its
 final name).
+
+On SFTP (a network relay: ``transfers = 4``), big objects are uploaded on
+worker connections while the pass packs the small files: with four big
+files in one push, every step of that push from its first file to its index
+commit is a crash point (uploads in flight on other connections, entries of
+big objects packed, the page upload, the fenced commit), and so is every
+step of the pull that fetches them ahead on worker connections.
 """
 
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.faults.crash_points import SEQUENCE, CrashDriver, Outcome, all_points, workload
+from tests.faults.world import Ledger, World
 from tests.servers.target import RelayTarget
 
 INDEX = {"index": "yes", "maxpagesize": "512KB"}
@@ -91,4 +100,39 @@ def test_crash_on_sftp_in_the_index_layout(tmp_path: Path, target_sftp: RelayTar
 def test_crash_without_atomic_rename_in_the_index_layout(tmp_path: Path, target_rclone_local: RelayTarget) -> None:
     _, run = _driver(target_rclone_local).run(tmp_path, choose=_sample(40))
     print(f"\n[rclone local, index layout] {run.points} crash points; files lost: {run.lost}")
+    assert run.lost == 0
+
+
+def _parallel_workload(world: World) -> Ledger:
+    """The workload, with three more big files on a: its first pass pushes
+    four big objects (on four connections) and b's next pass fetches them."""
+    ledger = workload(world)
+    a = world.path("a")
+    for i in range(3):
+        ledger.write("a", a, f"big/more{i}.bin", random.Random(10 + i).randbytes(150_000 + 20_000 * i))
+    return ledger
+
+
+def _parallel_points(reference: Outcome) -> list[tuple[int, int]]:
+    """Every step of the first push (pass 0) from its first file to its index
+    commit, and every step of the first pull (pass 1) up to its acknowledgements."""
+    chosen = []
+    for index, first, last in ((0, "push ", "index committed "), (1, "download ", "acknowledgements written")):
+        steps = reference.steps[index]
+        start = next(n for n, s in enumerate(steps, 1) if s.startswith(first))
+        end = next(n for n, s in enumerate(steps, 1) if s.startswith(last))
+        chosen += [(index, n) for n in range(start, end + 1)]
+    return chosen
+
+
+@pytest.mark.timeout(900)
+def test_crash_during_parallel_big_transfers_in_the_index_layout(tmp_path: Path, target_sftp: RelayTarget) -> None:
+    driver = CrashDriver(target_sftp, prepare=_parallel_workload, common={**INDEX, "transfers": "4"},
+                         leftovers=("pages", "big"))
+    reference, run = driver.run(tmp_path, choose=_parallel_points)
+    uploaded = [s for s in reference.steps[0] if s.startswith("big object uploaded ")]
+    print(f"\n[sftp, index layout, 4 transfers] {run.points} crash points; steps {sorted(run.names)}; "
+          f"files lost: {run.lost}")
+    assert len(uploaded) == 4
+    assert any(n.startswith("big object uploaded ") for n in run.names)
     assert run.lost == 0

@@ -11,7 +11,12 @@ What these prove:
   is never more than one;
 * a transfer that fails in a worker surfaces as the error a serial pass
   raises, leaves no partial file and no spool file behind, closes every
-  connection, and the next pass completes the sync.
+  connection, and the next pass completes the sync;
+* in the index layout, four big objects are uploaded at the same moment, and
+  downloaded at the same moment, each on its own connection, while the small
+  files go in pages; a big upload that fails half-way in a worker commits
+  nothing that names it (no version points to a partial object), loses
+  nothing, and its orphan is swept once the sync completes.
 
 Overlap is observed by a relay wrapper that holds each payload transfer until
 four are in progress together (or a generous guard expires, which the test
@@ -63,6 +68,10 @@ class Gate:
         #: operation -> (n, exception): the n-th payload transfer of that kind raises it
         self.failures: dict[str, tuple[int, Exception]] = {}
         self.started = {"get": 0, "put": 0}
+        #: the relay folders whose objects are payloads (big objects in the index layout)
+        self.prefixes: tuple[str, ...] = ("data/",)
+        #: a planned put failure happens after this many bytes of the object were read
+        self.fail_after = 0
         self._cond = threading.Condition()
 
     def through(self, op: str, name: str) -> None:
@@ -111,7 +120,7 @@ class GatedRelay(CountingRelay):
             self.gate.closed += 1
 
     def _get(self, name: str, sink: BinaryIO) -> None:
-        if not name.startswith("data/"):
+        if not name.startswith(self.gate.prefixes):
             return super()._get(name, sink)
         self.gate.through("get", name)
         try:
@@ -120,9 +129,16 @@ class GatedRelay(CountingRelay):
             self.gate.leave("get")
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
-        if not name.startswith("data/"):
+        if not name.startswith(self.gate.prefixes):
             return super()._put(name, source, exclusive)
-        self.gate.through("put", name)
+        if self.gate.fail_after:
+            try:
+                self.gate.through("put", name)
+            except Exception:
+                source.read(self.gate.fail_after)  # half-way through the object, then the failure
+                raise
+        else:
+            self.gate.through("put", name)
         try:
             super()._put(name, source, exclusive)
         finally:
@@ -326,3 +342,73 @@ def _leftovers(root: str) -> list[str]:
         dirs[:] = [d for d in dirs if d != ".escale"]
         found.extend(os.path.join(folder, n) for n in names if n.startswith(".escale-"))
     return found
+
+
+def _index_pair(tmp_path: Path, target: RelayTarget, *, big: int, small: int,
+                seed: int) -> tuple[World, str, str, dict[str, bytes]]:
+    """Clients a and b in the index layout (``transfers = 4``, pages of 512 KB:
+    files above 128 KiB are big objects) and a's files, not yet synced."""
+    world = _world(tmp_path, target, 4)
+    world.common.update({"index": "yes", "maxpagesize": "512KB"})
+    a = world.add("a")
+    b = world.add("b")
+    rng = random.Random(seed)
+    files = {f"big/b{i:02d}.bin": rng.randbytes(200_000 + 1000 * i) for i in range(big)}
+    files.update({f"small/s{i:02d}.txt": f"small file {i}\n".encode() * (i + 1) for i in range(small)})
+    for rel, data in files.items():
+        write(a, rel, data)
+    return world, a, b, files
+
+
+def _big_gate(want: int) -> Gate:
+    gate = Gate(want=want)
+    gate.prefixes = ("big/",)
+    return gate
+
+
+def test_index_layout_moves_big_objects_on_their_own_connections(tmp_path: Path,
+                                                                 target_sftp: RelayTarget) -> None:
+    world, a, b, files = _index_pair(tmp_path, target_sftp, big=7, small=12, seed=7)
+    gate = _big_gate(4)
+    report = _gated(world, "a", gate).run_pass()
+    assert sorted(report.pushed) == sorted(files) and report.errors == []
+    assert gate.most["put"] == 4  # four big objects in flight at once
+    assert gate.opened == gate.closed
+    assert len(relay_names(world, "big")) == 7
+    assert len(relay_names(world, "pages")) == 1  # the small files, in one page
+
+    gate = _big_gate(4)
+    report = _gated(world, "b", gate).run_pass()
+    assert sorted(report.pulled) == sorted(files) and report.errors == []
+    assert gate.most["get"] == 4
+    assert gate.opened == gate.closed
+    assert tree(b) == tree(a)
+    assert _leftovers(b) == [] and _spool_files(world, "b") == []
+
+
+def test_index_layout_big_upload_failing_half_way_loses_nothing(tmp_path: Path,
+                                                                target_webdav: RelayTarget) -> None:
+    """The third big upload fails half-way in a worker (permission denied,
+    after 64 KiB of it were read): the pass fails as a serial one does, with
+    no version naming an object that is not whole; every connection is
+    closed; the next passes send and receive everything, and sweep the
+    object the failure left behind."""
+    world, a, b, files = _index_pair(tmp_path, target_webdav, big=6, small=5, seed=8)
+    gate = _big_gate(1)
+    gate.failures["put"] = (3, RelayPermissionDenied("permission denied (test)"))
+    gate.fail_after = 64 * 1024
+    with pytest.raises(RelayPermissionDenied):
+        _gated(world, "a", gate).run_pass()
+    assert gate.opened == gate.closed
+    assert _spool_files(world, "a") == []
+    # whatever b receives now is whole: a failed pass commits no entry for the objects it uploaded
+    report = world.sync("b")
+    assert report.errors == []
+    for rel in report.pulled:
+        with open(os.path.join(b, rel), "rb") as handle:
+            assert handle.read() == files[rel], rel
+    assert "big" not in {rel.partition("/")[0] for rel in report.pulled}
+
+    world.quiesce(["a", "b"])
+    assert tree(b) == tree(a) == {rel: tree(a)[rel] for rel in files}
+    assert relay_names(world, "big") == []  # received by b, reclaimed; the orphan swept

@@ -15,8 +15,10 @@ objects of :mod:`escale.protocol.index.objects`:
   relay); otherwise with every check, and read again from the relay if it
   fails them.
 * Pushing is buffered: :meth:`commit_file` packs small files into the pending
-  archive page (big files are uploaded at once as their own objects) and
-  returns the planned placeholder; :meth:`commit_pending` uploads the page,
+  archive page (big files are uploaded at once as their own objects; or, on
+  several connections, ahead of their entry: :meth:`reserve_big`,
+  :meth:`upload_big` on a worker, :meth:`commit_big`) and returns the
+  planned placeholder; :meth:`commit_pending` uploads the page,
   then commits one index delta naming it, then runs the callbacks registered
   by :meth:`when_committed` (the sync layer records its bases there). A full
   page is committed on its own before the next file is packed.
@@ -75,6 +77,8 @@ from escale.protocol.lease import Lease
 from escale.protocol.objects import MAX_OBJECT_BYTES, ClientRecord, Placeholder, checksum_problem
 from escale.protocol.repository import (
     STALE_TEMPORARY_AGE,
+    BigReservation,
+    BigUpload,
     LocalVersion,
     RelayState,
     Repository,
@@ -167,6 +171,9 @@ class IndexRepository(Repository):
         #: the highest version packed so far per path key (the next is above it)
         self._pending_top: dict[str, int] = {}
         self._pending_big: dict[str, int] = {}
+        #: versions given to big files uploading on other connections, per path key
+        #: (:meth:`reserve_big`; the next version of that key is above it)
+        self._reserved_top: dict[str, int] = {}
         #: an upper estimate of the pending delta's decoded document, bytes
         self._pending_doc = 0
         self._callbacks: list[Callable[[], None]] = []
@@ -479,19 +486,22 @@ class IndexRepository(Repository):
         state.payloads = {**{name: 0 for name in self._unsettled()}, **self.objects}
         if not self._records:
             return
-        files = [e for e in self.entries.values() if e.kind == "file"]
         acks = state.acks
+        # versions acknowledged by the same clients share one set (read-only
+        # here: nothing adds to the sets of an index read): a handful of sets
+        # for the whole index instead of one per version
+        step: dict[tuple[int, str], set[str]] = {}
         for client, record in self._records.items():
             missing = set(record.missing)
             top = record.generation
-            for e in files:
-                if e.generation <= top and e.pusher != client:
+            for e in self.entries.values():
+                if e.kind == "file" and e.generation <= top and e.pusher != client:
                     pair = (e.key, e.version)
                     if pair not in missing:
-                        if (holders := acks.get(pair)) is None:
-                            acks[pair] = {client}
-                        else:
-                            holders.add(client)
+                        holders = acks.get(pair)
+                        if (shared := step.get((id(holders), client))) is None:
+                            shared = step[id(holders), client] = {client} if holders is None else holders | {client}
+                        acks[pair] = shared
 
     # ----------------------------------------------------------- receiving
 
@@ -505,19 +515,14 @@ class IndexRepository(Repository):
         """Write the content of ``placeholder`` into ``sink``; as
         :meth:`Repository.fetch`. A page is fetched and opened once per pass
         (kept in a spool file) for all its members."""
-        entry = self.entries.get(placeholder.path)
-        if entry is None or entry.version != placeholder.version or entry.location is None \
-                or entry.location.object not in self.objects:
-            raise RelayNotFound(f"{placeholder.path} has no content on the relay", name=placeholder.path)
+        entry, algorithm = self._content_entry(placeholder)
+        assert entry.location is not None
         location = entry.location
-        algorithm = entry.checksum.partition(":")[0] if entry.checksum else None
-        if entry.checksum and checksum_problem(entry.checksum) is not None:
-            raise ProtocolError(f"{entry.path}: {checksum_problem(entry.checksum)}", name=entry.path)
         hasher = hashlib.new(algorithm) if algorithm else None
         counting = _HashingWriter(sink, hasher)
         name = location.object
         if io.parse_big_name(name) is not None:
-            counting, hasher = self._fetch_big(entry, sink, algorithm)
+            counting, hasher = self._fetch_big(entry, sink, algorithm, self.relay)
         else:
             page = self._page_for(name)
             member = page.members.get((entry.key, entry.version))
@@ -526,25 +531,50 @@ class IndexRepository(Repository):
                 raise IntegrityError(f"relay object {name}: its page index does not list {entry.path} "
                                      "as the index does")
             inflate_to(page.stored(member), member.compression, counting, name)
-        if counting.count != entry.size:
-            raise IntegrityError(f"relay object {name}: size {counting.count} differs from the index "
-                                 f"({entry.size}) for {entry.path}")
-        if hasher is not None and entry.checksum:
-            got = f"{algorithm}:{hasher.hexdigest()}"
-            if got != entry.checksum:
-                raise IntegrityError(f"relay object {name}: checksum mismatch for {entry.path}")
-            return got
-        return None
+        return _verified(entry, counting, hasher, algorithm)
 
-    def _fetch_big(self, entry: IndexEntry, sink: BinaryIO,
-                   algorithm: str | None) -> tuple[_HashingWriter, hashlib._Hash | None]:
+    def _content_entry(self, placeholder: Placeholder) -> tuple[IndexEntry, str | None]:
+        """The index entry of ``placeholder``'s version, with content on the
+        relay, and its checksum algorithm; RelayNotFound or ProtocolError."""
+        entry = self.entries.get(placeholder.path)
+        if entry is None or entry.version != placeholder.version or entry.location is None \
+                or entry.location.object not in self.objects:
+            raise RelayNotFound(f"{placeholder.path} has no content on the relay", name=placeholder.path)
+        if entry.checksum and checksum_problem(entry.checksum) is not None:
+            raise ProtocolError(f"{entry.path}: {checksum_problem(entry.checksum)}", name=entry.path)
+        return entry, entry.checksum.partition(":")[0] if entry.checksum else None
+
+    def fetchable_apart(self, placeholder: Placeholder) -> bool:
+        """True for a version stored as a big object of its own (fetched on
+        another connection by :meth:`fetch_on`); a page's members are fetched
+        here, with their page (opened once per pass)."""
+        entry = self.entries.get(placeholder.path)
+        return entry is not None and entry.version == placeholder.version and entry.location is not None \
+            and entry.location.object in self.objects and io.parse_big_name(entry.location.object) is not None
+
+    def fetch_on(self, placeholder: Placeholder, sink: BinaryIO, relay: Relay) -> str | None:
+        """As :meth:`fetch` for a big object (:meth:`fetchable_apart`),
+        through ``relay``: opened, inflated and verified as it arrives into
+        ``sink``. Touches no shared state (reads the index, which does not
+        change while a pass receives): safe from a worker thread."""
+        entry, algorithm = self._content_entry(placeholder)
+        assert entry.location is not None
+        if io.parse_big_name(entry.location.object) is None:
+            raise ProtocolError(f"{placeholder.path} is not a big object", name=placeholder.path)
+        counting, hasher = self._fetch_big(entry, sink, algorithm, relay)
+        return _verified(entry, counting, hasher, algorithm)
+
+    def _fetch_big(self, entry: IndexEntry, sink: BinaryIO, algorithm: str | None,
+                   relay: Relay) -> tuple[_HashingWriter, hashlib._Hash | None]:
         """Download big object ``entry.location.object`` into ``sink``, opened,
         inflated and hashed as it arrives (no spool: ``sink`` is the caller's
         temporary file, which may hold a prefix when this raises); the
         writer that counted the plaintext and its hasher. Checks the stored
         length against the index. A sink that cannot be rewound (for the
         retry wrapper's next attempt), or a sealer without
-        ``open_writer``, goes through a spool file as before."""
+        ``open_writer``, goes through a spool file as before. Through
+        ``relay`` (this repository's or a worker's connection); touches no
+        shared state."""
         assert entry.location is not None
         location, name = entry.location, entry.location.object
         open_writer = getattr(self.sealer, "open_writer", None)
@@ -557,14 +587,14 @@ class IndexRepository(Repository):
             counting = _HashingWriter(sink, hasher)
             inflating = InflatingWriter(counting, location.compression, name)
             with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-                self.relay.get(name, cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), entry.path)))
+                relay.get(name, cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), entry.path)))
                 spool.seek(0)
                 self.sealer.open_stream(name, cast(BinaryIO, spool), cast(BinaryIO, inflating))
             received = _finish_inflating(inflating)
         else:
             opening = _OpeningSink(lambda: _BigPipeline(open_writer, name, location.compression, sink, algorithm),
                                    sink, start)
-            self.relay.get(name, cast(BinaryIO, opening))
+            relay.get(name, cast(BinaryIO, opening))
             pipeline = opening.pipeline
             received = pipeline.finish()
             counting, hasher = pipeline.counting, pipeline.hasher
@@ -652,12 +682,15 @@ class IndexRepository(Repository):
         cache = self._reclaim_cache
         if cache is not None and cache[0] is state and cache[1] == self.head:
             return cache[2]
-        groups: dict[str, list[Placeholder]] = {}
+        # one placeholder at a time (none is kept): an object is done unless one of its versions is not
+        present: set[str] = set()
+        kept: set[str] = set()
         for entry in self.entries.values():
-            if entry.location is not None and entry.location.object in self.objects:
-                groups.setdefault(entry.location.object, []).append(entry.to_placeholder())
-        done = {obj for obj, members in groups.items()
-                if all(Repository.reclaimable(self, ph, state) for ph in members)}
+            if entry.location is not None and (obj := entry.location.object) in self.objects:
+                present.add(obj)
+                if obj not in kept and not Repository.reclaimable(self, entry.to_placeholder(), state):
+                    kept.add(obj)
+        done = present - kept
         self._reclaim_cache = (state, self.head, done)
         return done
 
@@ -677,8 +710,8 @@ class IndexRepository(Repository):
 
     def _next_version(self, state: RelayState, key: str, path: str) -> int:
         version = state.next_version(key, path)
-        packed = self._pending_top.get(key)
-        return version if packed is None else max(version, packed + 1)
+        packed = max(self._pending_top.get(key, 0), self._reserved_top.get(key, 0))
+        return max(version, packed + 1)
 
     def _room_for(self, lease: Lease, state: RelayState, path: str) -> None:
         """Commit what is pending first when one more entry (for ``path``)
@@ -736,11 +769,13 @@ class IndexRepository(Repository):
             on_page = True
         else:
             name = io.big_name(key, version)
-            stored_size, deflating, hasher = self._put_big(lease, state, local, source, name)
-            self._pending_big[name] = stored_size
+            self._unsettle([name])
+            stored_size, deflating, hasher = self._put_big(lease, state, local, source, name, self.relay)
             self.step(f"big object uploaded {local.path}")
-            location = Location(name, 0, deflating.produced, deflating.compression)
-            on_page = False
+            checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
+            reservation = BigReservation(local, key, version, name)
+            return self._add_big(lease, state, BigUpload(reservation, stored_size, deflating.produced,
+                                                         deflating.compression, checksum))
         checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
         entry = IndexEntry(
             path=local.path, key=key, version=version, generation=self.head + 1, lease=lease.generation,
@@ -751,13 +786,76 @@ class IndexRepository(Repository):
         self.step(f"packed {local.path}")
         return entry.to_placeholder()
 
-    def _put_big(self, lease: Lease, state: RelayState, local: LocalVersion, source: BinaryIO,
-                 name: str) -> tuple[int, DeflatingReader, hashlib._Hash | None]:
+    # ----------------------------------------------------------- big objects on other connections
+
+    def pushes_big_apart(self, size: int) -> bool:
+        """True for a file above :attr:`big_threshold` when no ``disk quota``
+        is set (the quota is checked against a big object's stored size
+        before it is sent, with the pending page: on the pass's thread)."""
+        return self.disk_quota is None and size > self.big_threshold
+
+    def reserve_big(self, lease: Lease, state: RelayState, local: LocalVersion) -> BigReservation:
+        """Number ``local``'s next version and name its big object, and
+        remember the name as unsettled (an orphan until a delta names it:
+        swept if the pass never commits it). On the pass's thread."""
+        assert self.pushes_big_apart(local.size)
+        key = self.sealer.object_key(local.path)
+        version = self._next_version(state, key, local.path)
+        self._reserved_top[key] = max(version, self._reserved_top.get(key, 0))
+        name = io.big_name(key, version)
+        self._unsettle([name])
+        return BigReservation(local, key, version, name)
+
+    def upload_big(self, lease: Lease, reservation: BigReservation, source: BinaryIO, relay: Relay) -> BigUpload:
+        """Upload ``source`` as the reserved big object through ``relay``, as
+        :meth:`commit_file` uploads a big file (sealed while sent, constant
+        memory); the delta that names it is written later, by
+        :meth:`commit_pending` after :meth:`commit_big`. Touches no shared
+        state: safe from a worker thread with its own ``relay``."""
+        local = reservation.local
+        stored_size, deflating, hasher = self._put_big(lease, None, local, source, reservation.name, relay)
+        self.step(f"big object uploaded {local.path}")
+        checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
+        return BigUpload(reservation, stored_size, deflating.produced, deflating.compression, checksum)
+
+    def commit_big(self, lease: Lease, state: RelayState, uploaded: BigUpload) -> Placeholder:
+        """Pack the index entry of a big object :meth:`upload_big` stored:
+        committed by the next :meth:`commit_pending`, with the page."""
+        self.release_big(uploaded.reservation)
+        self._room_for(lease, state, uploaded.reservation.local.path)
+        return self._add_big(lease, state, uploaded)
+
+    def release_big(self, reservation: BigReservation) -> None:
+        """Forget a reservation (committed, or never to be: its object, if
+        stored, is an orphan the sweep removes)."""
+        if self._reserved_top.get(reservation.key) == reservation.version:
+            del self._reserved_top[reservation.key]
+
+    def _add_big(self, lease: Lease, state: RelayState, uploaded: BigUpload) -> Placeholder:
+        """The pending entry of an uploaded big object."""
+        reservation = uploaded.reservation
+        local = reservation.local
+        self._pending_big[reservation.name] = uploaded.stored
+        entry = IndexEntry(
+            path=local.path, key=reservation.key, version=reservation.version, generation=self.head + 1,
+            lease=lease.generation, kind="file", pusher=self.client_id, pusher_label=self.pusher_label,
+            size=local.size, mtime_ns=local.mtime_ns, checksum=uploaded.checksum,
+            receivers=self._receivers_now(state), puller_count=self.puller_count,
+            location=Location(reservation.name, 0, uploaded.length,
+                              "zlib" if uploaded.compression == "zlib" else "none"))
+        self._add_pending(_Pending(entry, False))
+        self.step(f"packed {local.path}")
+        return entry.to_placeholder()
+
+    def _put_big(self, lease: Lease, state: RelayState | None, local: LocalVersion, source: BinaryIO,
+                 name: str, relay: Relay) -> tuple[int, DeflatingReader, hashlib._Hash | None]:
         """Upload ``source`` (``local``'s content, from where it stands) as big
-        object ``name``; its stored size, the reader that deflated it (or
-        not) and the hasher of its content. Raises ProtocolError when the
-        file changed while it was read (what was uploaded is then an orphan,
-        as after a crash), as :meth:`commit_file` otherwise.
+        object ``name`` through ``relay``; its stored size, the reader that
+        deflated it (or not) and the hasher of its content. Raises
+        ProtocolError when the file changed while it was read (what was
+        uploaded is then an orphan, as after a crash), as :meth:`commit_file`
+        otherwise. The caller marked ``name`` unsettled. ``state`` None: on a
+        worker thread (no ``disk quota`` then, nothing shared is touched).
 
         Content stored as is (what does not deflate) is sealed while it is
         uploaded, by a thread (:class:`_SealingUpload`): its sealed size is
@@ -782,14 +880,15 @@ class IndexRepository(Repository):
                 stored_size = spool.tell()
                 if reader.count != local.size:
                     raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
-                self._check_quota(state, stored_size, local.path)
+                if state is not None:
+                    self._check_quota(state, stored_size, local.path)
                 spool.seek(0)
                 lease.check()
-                self._unsettle([name])
-                self.relay.put(name, cast(BinaryIO, spool))
+                relay.put(name, cast(BinaryIO, spool))
             return stored_size, deflating, hasher
         stored_size = int(sealed_size(local.size))
-        self._check_quota(state, stored_size, local.path)
+        if state is not None:
+            self._check_quota(state, stored_size, local.path)
         first: tuple[_HashingReader, DeflatingReader, hashlib._Hash | None] | None = (reader, deflating, hasher)
 
         def attempt() -> tuple[_HashingReader, DeflatingReader, hashlib._Hash | None, Iterator[bytes]]:
@@ -804,10 +903,9 @@ class IndexRepository(Repository):
             return again, again_deflating, again_hasher, seal_pieces(name, again_deflating)
 
         lease.check()
-        self._unsettle([name])
         with _SealingUpload(attempt, stored_size) as upload:
             try:
-                self.relay.put(name, cast(BinaryIO, upload))
+                relay.put(name, cast(BinaryIO, upload))
             except BaseException:
                 if upload.failure is not None:  # the local file's, whatever the backend made of it
                     raise upload.failure from None
@@ -887,6 +985,7 @@ class IndexRepository(Repository):
         self._pending.clear()
         self._pending_top.clear()
         self._pending_big.clear()
+        self._reserved_top.clear()
         self._callbacks.clear()
         self._discard_page()
 
@@ -948,8 +1047,11 @@ class IndexRepository(Repository):
         gone = sorted(self._reclaimable_objects(state) & set(self.objects))
         if not gone:
             return []
-        done = [e.to_placeholder() for e in self.entries.values()
-                if e.location is not None and e.location.object in gone]
+        gone_set = set(gone)
+        # the relay state's placeholders where they are these versions (no second copy)
+        done = [ph if (ph := state.latest.get(e.path)) is not None and ph.version == e.version
+                else e.to_placeholder() for e in self.entries.values()
+                if e.location is not None and e.location.object in gone_set]
         self._drop(lease, state, gone)
         for ph in done:
             log.info("reclaimed %s (version %d) from the relay", ph.path, ph.version)
@@ -1074,16 +1176,16 @@ class IndexRepository(Repository):
     def _checkpoint(self, lease: Lease) -> None:
         previous = max(self._checkpoints, default=0)
         name = io.checkpoint_name(self.head)
-        document = Checkpoint(self.head, tuple(self.entries.values()), self.objects).document()
-        if len(document) > CHECKPOINT_LIMIT:
+        compressed, length = Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode_measured()
+        if length > CHECKPOINT_LIMIT:
             # readers refuse it: the deltas since the last checkpoint stay instead
             log.log(logging.WARNING if not self._told_too_big else logging.DEBUG,
                     "the index of %s holds %d paths: its checkpoint (%d bytes) would pass the %d-byte bound "
                     "of an index object; no checkpoint is written, the deltas are kept (readers read them all)",
-                    self.relay.describe(), len(self.entries), len(document), CHECKPOINT_LIMIT)
+                    self.relay.describe(), len(self.entries), length, CHECKPOINT_LIMIT)
             self._told_too_big = True
             return
-        sealed = self.sealer.seal(name, io.compress_document(document))
+        sealed = self.sealer.seal(name, compressed)
         lease.check()
         try:
             self.relay.put_bytes(name, sealed, exclusive=True)
@@ -1321,6 +1423,22 @@ class _OpeningSink:
 
     def flush(self) -> None:
         pass
+
+
+def _verified(entry: IndexEntry, counting: _HashingWriter, hasher: hashlib._Hash | None,
+              algorithm: str | None) -> str | None:
+    """Check what was written for ``entry`` (counted by ``counting``, hashed
+    by ``hasher``) against the index: its checksum, or IntegrityError."""
+    name = entry.location.object if entry.location is not None else entry.path
+    if counting.count != entry.size:
+        raise IntegrityError(f"relay object {name}: size {counting.count} differs from the index "
+                             f"({entry.size}) for {entry.path}")
+    if hasher is not None and entry.checksum:
+        got = f"{algorithm}:{hasher.hexdigest()}"
+        if got != entry.checksum:
+            raise IntegrityError(f"relay object {name}: checksum mismatch for {entry.path}")
+        return got
+    return None
 
 
 def _entry_bound(path: str, receivers: int) -> int:
