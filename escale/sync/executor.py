@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 SETTLE_FILES = 2000
 #: ... or for at most this long (so that a slow pull still acknowledges as it goes).
 SETTLE_SECONDS = 2.0
+#: The placeholder layout commits the placeholders of uploaded payloads in
+#: groups (one durability barrier each on a local folder): at most this many ...
+GROUP_FILES = 1000
+#: ... or those uploaded within this long (a slow push still commits as it goes).
+GROUP_SECONDS = 2.0
 #: A pass with at least this many new files to receive makes their files ahead
 #: on another thread (:class:`localfs.NamelessAhead`).
 NAMELESS_AHEAD_MIN = 16
@@ -132,6 +137,10 @@ class Executor:
         self._after_commit: list[Callable[[], None]] = []
         #: the state-database rows of pushed files, written at the end of _run_after_commit
         self._sent_rows = _SentRows()
+        #: pushes whose payload is on the relay and whose placeholder is not
+        #: committed yet (the placeholder layout commits them as a group, :meth:`_commit_group`)
+        self._group: list[tuple[Action, StagedPayload]] = []
+        self._group_since = time.monotonic()
         #: files received but not yet durable, recorded and acknowledged
         self._unsettled: list[_Received] = []
         self._unsettled_since = time.monotonic()
@@ -475,6 +484,8 @@ class Executor:
                 break
             try:
                 staged = uploads.take(index) if uploads is not None else None
+                if action.kind == "push_delete":
+                    self._commit_group(lease, state)  # the plan's order: what was uploaded before it first
                 self.push(lease, state, action, staged)
                 self.progress.advance(action)
             except (localfs.LocalChanged, RelayQuotaExceeded) as exc:
@@ -489,6 +500,32 @@ class Executor:
                     raise
                 report.errors.append(f"{action.path}: {exc}")
                 log.error("[%s] %s: %s", name, action.path, exc)
+            if len(self._group) >= GROUP_FILES or (
+                    self._group and time.monotonic() - self._group_since >= GROUP_SECONDS):
+                self._commit_group(lease, state)
+        self._commit_group(lease, state)
+
+    def _commit_group(self, lease: Lease, state: RelayState) -> None:
+        """Commit the placeholders of the pushes whose payloads were uploaded
+        (:meth:`Repository.commit_staged_group`: on a local folder, one
+        durability barrier for all of them), then record each in one
+        state-database batch. A version another writer took is reported for
+        its file; LeaseLost and relay errors end the pass, the group
+        unrecorded (its versions are found on the relay next pass, as after
+        a crash between a commit and its record)."""
+        group, self._group = self._group, []
+        if not group:
+            return
+        outcomes = self.repo.commit_staged_group(lease, state, [staged for _, staged in group])
+        records = []
+        for (action, _), outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, ProtocolError):
+                self.report.errors.append(f"{action.path}: {outcome}")
+                log.error("[%s] %s: %s", self.settings.name, action.path, outcome)
+            else:
+                records.append(self._sent_record(action, outcome))
+        self._after_commit.extend(records)
+        self._run_after_commit()
 
     @staticmethod
     def _recheck(state: RelayState, action: Action) -> None:
@@ -550,11 +587,14 @@ class Executor:
 
     def push(self, lease: Lease, state: RelayState, action: Action,
              staged: StagedPayload | BigUpload | None = None) -> None:
-        """Commit one relay-side action: the local file as the next version (or
-        under its conflict-copy name), or a tombstone. ``staged``: the
+        """Carry out one relay-side action: the local file as the next version
+        (or under its conflict-copy name), or a tombstone. ``staged``: the
         action's payload, already checked, sealed and uploaded
-        (:class:`Uploads`; it is committed and closed here), or its big object,
-        checked and uploaded (:class:`BigUploads`; its entry is packed here)."""
+        (:class:`Uploads`), or its big object, checked and uploaded
+        (:class:`BigUploads`; its entry is packed here). In the placeholder
+        layout a file's payload is uploaded here (unless ``staged``) and its
+        placeholder joins the group :meth:`_commit_group` commits; the index
+        layout packs it, and records it once its delta is written."""
         db, repo, report = self.db, self.repo, self.report
         name = self.settings.name
         root = self.settings.local_path
@@ -579,16 +619,48 @@ class Executor:
         relay_path = action.copy_path or action.path
         if isinstance(staged, BigUpload):
             ph = repo.commit_big(lease, state, staged)
-        elif staged is not None:
-            try:
-                ph = repo.commit_staged(lease, state, staged)
-            finally:
-                staged.close()
+        elif staged is not None or repo.pushes_apart():
+            if staged is None:
+                staged = self._upload(lease, state, action, local, relay_path)
+            staged.close()  # uploaded: only its placeholder is needed now
+            if not self._group:
+                self._group_since = time.monotonic()
+            self._group.append((action, staged))  # committed by _commit_group
+            return
         else:
             with localfs.open_for_push(root, action.path, local) as handle:
                 faults.step(f"push {relay_path}")
                 ph = repo.commit_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
                                                                   local.checksum), handle)
+        # recorded as synced only once on the relay: after the index layout's delta
+        self._when_committed(self._sent_record(action, ph))
+
+    def _upload(self, lease: Lease, state: RelayState, action: Action, local: LocalFile,
+                relay_path: str) -> StagedPayload:
+        """Seal ``action``'s file and upload its payload on this connection
+        (:meth:`Repository.stage_file`, :meth:`Repository.upload_staged`); its
+        placeholder is left to :meth:`_commit_group`. Raises what
+        :meth:`Repository.commit_file` raises for those steps (the room
+        reserved is given back; a payload stored all the same is an orphan)."""
+        with localfs.open_for_push(self.settings.local_path, action.path, local) as handle:
+            faults.step(f"push {relay_path}")
+            staged = self.repo.stage_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
+                                                                     local.checksum), handle)
+        try:
+            self.repo.upload_staged(lease, staged)
+        except BaseException:
+            self.repo.release_staged(state, staged)
+            staged.close()
+            raise
+        return staged
+
+    def _sent_record(self, action: Action, ph: Placeholder) -> Callable[[], None]:
+        """What records ``action``'s push once ``ph`` is committed."""
+        report = self.report
+        name = self.settings.name
+        local = action.expect_local
+        assert local is not None
+        relay_path = action.copy_path or action.path
 
         def sent() -> None:
             # written by _run_after_commit, with the others of its commit (one statement each)
@@ -606,8 +678,7 @@ class Executor:
             report.bytes_up += local.size
             log.info("[%s] sent %s (%d bytes)", name, relay_path, local.size)
 
-        # recorded as synced only once on the relay: at once, or after the index layout's delta
-        self._when_committed(sent)
+        return sent
 
 
 def _fetches(action: Action) -> bool:
