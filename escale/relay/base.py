@@ -344,10 +344,11 @@ class Relay(abc.ABC):
         that make writes durable at each exclusive put (a local folder) make
         them durable once for the whole group: everything written before the
         call, and every item, is durable before any item appears under its
-        name. Elsewhere the items are put one after the other. If it raises,
-        any prefix of the items may have been created (a retried call finds
-        them and answers False for them: callers read such an object back to
-        tell their own earlier attempt from another writer's)."""
+        name. Elsewhere the items are put one after the other, or in
+        batches. If it raises, any of the items may have been created (a
+        retried call finds them and answers False for them: callers read such
+        an object back to tell their own earlier attempt from another
+        writer's)."""
         self._ensure_open()
         checked = [(check_name(name), data) for name, data in items]
         return self._put_commits(checked)

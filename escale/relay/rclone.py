@@ -1,18 +1,27 @@
 """The ``rclone`` backend: any rclone remote (S3, Dropbox, Drive, ...) as the relay.
 
-One ``rclone rcd`` process runs per open relay, bound to 127.0.0.1 on a port the
-kernel picks, with a random rc user and password handed over in its environment
-(``RCLONE_RC_USER``/``RCLONE_RC_PASS``: never on its command line). Every
-operation is one HTTP request to its remote-control API, so small operations
-cost no process start. The remote's own credentials stay in the rclone
-configuration file (``spec.rclone_config``, passed as ``RCLONE_CONFIG``).
+An ``rclone rcd`` process serves the open relays of this process that use
+the same rclone binary, configuration and timeout (:class:`_RcdPool`: a
+pass's transfer connections share the rcd of its main connection), bound to
+127.0.0.1 on a port the kernel picks, with a random rc user and password
+handed over in its environment (``RCLONE_RC_USER``/``RCLONE_RC_PASS``: never
+on its command line). It stops when the last relay using it closes, and dies
+with escale (a parent-death signal, armed from one long-lived thread:
+:class:`_Spawner`). Every operation is one HTTP request to its remote-control
+API, on the relay's own kept-alive connection, so small operations cost no
+process start. The remote's own credentials stay in the rclone configuration
+file (``spec.rclone_config``, passed as ``RCLONE_CONFIG``).
 
 Where the repository is: ``spec.rclone_remote`` names the remote, optionally
 with a base path (``name`` or ``name:base/path``; for the cloud protocol names
 such as ``s3`` the remote defaults to the protocol name), and ``spec.directory``
 is the folder inside it.
 
-Operations: ``list``/``stat`` use ``operations/list``/``operations/stat``;
+Operations: ``list`` uses ``operations/list``; ``stat`` asks
+``operations/stat`` for an object only (``filesOnly``: one lookup; rclone's
+plain stat of a name that is no object lists the whole parent folder, tens of
+milliseconds in a folder of thousands), then, when there is none, lists the
+name itself to tell a folder from nothing (a missing folder answers at once);
 ``get`` streams the object through the rc server's ``--rc-serve`` file serving;
 ``put`` sends a multipart upload (``operations/uploadfile``): streamed in 1 MiB
 chunks, or, for a seekable source of at most 256 KiB, from memory as one body
@@ -38,6 +47,18 @@ not declared). rclone has no "fail if the target exists" primitive (nor does it
 send S3's conditional ``If-None-Match`` writes), so the exclusive ``put`` and
 ``rename`` check the target first, as late as they can (after the upload,
 right before the move): they are not race-free, and the capabilities say so.
+The check looks up an object only (the ``filesOnly`` stat above).
+
+:meth:`Relay.put_commits` (a group of exclusive puts) costs a few requests
+whatever the group's size, through rclone's ``job/batch`` (rclone 1.70 and
+later; older ones get one put after the other): one multipart upload per
+folder carries every item to its temporary name, one batch looks up every
+final name, and one batch moves each temporary whose name is free into
+place, in order, and deletes the others. On object stores: the lookups, then
+one upload per folder straight to the free names. rclone's local backend
+writes an upload to a ``.partial`` name and renames it since 1.63, but only on
+its copy path, not documented for the rc upload (and not before 1.63):
+escale's own temporary and move stay for every remote that is no object store.
 
 On an object store a folder is only a prefix of object names
 (:attr:`RcloneRelay.folders_are_prefixes`): ``mkdir`` and ``rmdir`` do nothing
@@ -62,6 +83,7 @@ import ctypes
 import logging
 import os
 import posixpath
+import queue
 import re
 import secrets
 import signal
@@ -69,7 +91,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -85,7 +107,7 @@ from escale.errors import (
     RelayQuotaExceeded,
     RelayTimeout,
 )
-from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, check_size
+from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, check_size, join, parent_of
 from escale.relay.spec import RelaySpec
 
 log = logging.getLogger(__name__)
@@ -99,6 +121,10 @@ _NO_MODTIME_NS = 100 * 365 * 24 * 3600 * 10**9
 _RC_READ_FACTOR = 3
 #: rc ``_config`` of an upload to a local disk (see RcloneRelay._upload)
 _IGNORE_CHECKSUM = '{"IgnoreChecksum": true}'
+#: Items of a put_commits group handled per round of requests (bounds a request's size and time).
+_GROUP = 256
+#: Lookups (and deletions) a ``job/batch`` runs at once.
+_LOOKUPS = 8
 _LISTENING = re.compile(r"Serving remote control on (http://[^\s/]+)/")
 
 #: What is declared before the remote has been asked (nothing is promised).
@@ -198,6 +224,10 @@ def _die_with_parent() -> Callable[[], None] | None:
     return hook
 
 
+class _NoBatch(RelayError):
+    """This rclone has no ``job/batch`` (before 1.70): callers fall back to one call at a time."""
+
+
 class _Rcd:
     """One ``rclone rcd`` process started by us, and its HTTP address."""
 
@@ -215,7 +245,7 @@ class _Rcd:
             env["RCLONE_CONFIG"] = os.path.expanduser(config)
         argv = [binary, "rcd", "--rc-addr", "127.0.0.1:0", "--rc-serve", "--log-level", "NOTICE"]
         try:
-            self.proc = subprocess.Popen(
+            self.proc = _spawn(lambda: subprocess.Popen(
                 argv,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -223,12 +253,14 @@ class _Rcd:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 preexec_fn=_die_with_parent(),
-            )
+            ))
         except FileNotFoundError as exc:
             raise RelayError(f"rclone binary {binary!r} not found (check 'rclone binary')") from exc
         except OSError as exc:
             raise RelayError(f"cannot run rclone binary {binary!r}: {exc.strerror or exc}") from exc
         self.auth = (user, password)
+        #: open relays using this process (see _RcdPool)
+        self.users = 0
         self.url = ""
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self._ready = threading.Event()
@@ -281,6 +313,99 @@ class _Rcd:
                 self.proc.stderr.close()
 
 
+
+class _Spawner:
+    """One long-lived thread that starts every rcd of this process.
+
+    Linux sends the parent-death signal (:func:`_die_with_parent`) when the
+    *thread* that forked the child ends, not the process. An rcd shared by
+    several connections (:class:`_RcdPool`) must not die with the worker
+    thread that happened to open the first of them, so rcds are forked from
+    this thread, which lives as long as the process (a daemon thread: it ends
+    only with the process, and the rcds with it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] | None = None
+        self._pid = 0
+
+    def run(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        """``start()`` (a Popen) run on the spawner thread; its result or its exception."""
+        with self._lock:
+            if self._jobs is None or self._pid != os.getpid():  # none yet, or a forked child
+                self._jobs = queue.SimpleQueue()
+                self._pid = os.getpid()
+                threading.Thread(target=self._serve, args=(self._jobs,), name="rclone-spawner", daemon=True).start()
+            jobs = self._jobs
+        done = threading.Event()
+        outcome: list[subprocess.Popen[bytes] | BaseException] = []
+
+        def job() -> None:
+            try:
+                outcome.append(start())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+                outcome.append(exc)
+            done.set()
+
+        jobs.put(job)
+        done.wait()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            jobs.get()()
+
+
+_spawn = _Spawner().run
+
+
+class _RcdPool:
+    """The rcds of this process, one per (binary, configuration, timeout),
+    shared by every open relay that needs the same one (a pass's transfer
+    connections use the rcd of its main connection: no process each).
+
+    Each relay keeps its own HTTP connection (its ``requests.Session``); the
+    rcd serves concurrent calls. A relay takes the rcd when it opens and gives
+    it back when it closes (or is collected unclosed, or at interpreter exit);
+    the last one out stops the process. A dead rcd is never handed out: the
+    next relay to open starts a new one, while the relays still holding the
+    dead one get transient errors and reopen.
+    """
+
+    def __init__(self) -> None:
+        # reentrant: a relay collected unclosed gives its rcd back from the
+        # garbage collector, which may run while this thread holds the lock
+        self._lock = threading.RLock()
+        self._running: dict[tuple[str, str | None, float], _Rcd] = {}
+
+    def take(self, binary: str, config: str | None, timeout: float) -> _Rcd:
+        key = (binary, config, timeout)
+        with self._lock:
+            rcd = self._running.get(key)
+            if rcd is None or not rcd.alive():
+                rcd = _Rcd(binary, config, timeout)  # raises: nothing registered
+                self._running[key] = rcd
+            rcd.users += 1
+            return rcd
+
+    def give_back(self, key: tuple[str, str | None, float], rcd: _Rcd) -> None:
+        """One user fewer; the last one stops the process. Never raises."""
+        with self._lock:
+            rcd.users -= 1
+            if rcd.users > 0:
+                return
+            if self._running.get(key) is rcd:
+                del self._running[key]
+        rcd.stop()
+
+
+_POOL = _RcdPool()
+
+
 class RcloneRelay(Relay):
     """A repository in folder ``directory`` of rclone remote ``remote``."""
 
@@ -307,6 +432,8 @@ class RcloneRelay(Relay):
         #: the remote is a local disk: rclone's check of an upload's hash
         #: compares two hashes of one stream (see _upload), so it is skipped
         self._local_disk = False
+        #: rclone has ``job/batch`` (1.70 and later); cleared at its first refusal
+        self._has_batch = True
         # Stops the rcd if this relay is dropped unclosed, or at interpreter exit.
         self._reaper: weakref.finalize[Any, Any] | None = None
 
@@ -392,8 +519,8 @@ class RcloneRelay(Relay):
 
     def _connect(self) -> None:
         self._disconnect()
-        self._rcd = _Rcd(self.binary, self.config, self.timeout)
-        self._reaper = weakref.finalize(self, self._rcd.stop)
+        self._rcd = _POOL.take(self.binary, self.config, self.timeout)
+        self._reaper = weakref.finalize(self, _POOL.give_back, (self.binary, self.config, self.timeout), self._rcd)
         session = requests.Session()
         session.auth = self._rcd.auth
         session.trust_env = False  # 127.0.0.1 only: no proxy from the environment
@@ -445,21 +572,35 @@ class RcloneRelay(Relay):
         return list(entries.values())
 
     def _stat(self, name: str) -> Entry:
-        answer = self._rc("operations/stat", {"fs": self.fs, "remote": name}, name)
-        item = answer.get("item")
-        if not isinstance(item, dict):
-            if self.folders_are_prefixes and name and self._prefix_used(name):
-                return Entry(name=name, size=0, mtime=None, is_dir=True)
-            raise RelayNotFound(f"no such relay object: {name}", name=name)
-        return self._entry(name, item)
+        # rclone's stat of a name that is not an object lists the whole parent
+        # folder to look for a folder of that name (tens of ms in a folder of
+        # thousands): ask for objects only (one lookup), then, only when there
+        # is none, whether ``name`` is a folder by listing it (a missing
+        # folder answers at once; an existing one costs its own listing).
+        item = self._rc("operations/stat", _stat_params(self.fs, name), name).get("item")
+        if isinstance(item, dict):
+            return self._entry(name, item)
+        if self._folder_exists(name):
+            return Entry(name=name, size=0, mtime=None, is_dir=True)
+        raise RelayNotFound(f"no such relay object: {name}", name=name)
 
-    def _prefix_used(self, name: str) -> bool:
-        """Whether some object's name starts with ``name/`` (an object store's
-        folder exists exactly then); rclone may not stat such a folder."""
+    def _folder_exists(self, name: str) -> bool:
+        """Whether folder ``name`` exists: it can be listed (on an object store,
+        where a folder is a name prefix: some object's name starts with ``name/``)."""
         try:
-            return bool(self._list(name))
+            answer = self._rc(
+                "operations/list",
+                {"fs": self.fs, "remote": name, "opt": {"noMimeType": True, "noModTime": True}},
+                name,
+            )
         except RelayNotFound:
             return False
+        return bool(answer.get("list")) if self.folders_are_prefixes else True
+
+    def _object_exists(self, name: str) -> bool:
+        """Whether an object (not a folder) is stored as ``name``: one lookup."""
+        item = self._rc("operations/stat", _stat_params(self.fs, name), name).get("item")
+        return isinstance(item, dict)
 
     def _object_url(self, rcd: _Rcd, name: str) -> str:
         return f"{rcd.url}/[{quote(self.fs, safe='/:')}]/{quote(name, safe='/')}"
@@ -483,15 +624,8 @@ class RcloneRelay(Relay):
         """Stream ``source`` as ``folder/filename`` with a multipart upload
         (errors name relay object ``name``). The file name travels percent-encoded
         (RFC 7578/2231 ``filename*``), so that any valid relay name survives."""
-        rcd, session = self._base()
         boundary = "escale-" + secrets.token_hex(16)
-        encoded = quote(filename, safe="")
-
-        head = (
-            f"--{boundary}\r\n"
-            f"Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''{encoded}\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
+        head = _part_head(boundary, filename)
         tail = f"\r\n--{boundary}--\r\n".encode()
 
         def body() -> Iterator[bytes]:
@@ -508,6 +642,22 @@ class RcloneRelay(Relay):
         # and body in one send, where a streamed (chunked) body costs several
         # sends and wake-ups per request.
         data: bytes | Iterator[bytes] = head + small + tail if small is not None else body()
+        self._post_upload(folder, boundary, data, name)
+
+    def _upload_many(self, folder: str, files: Sequence[tuple[str, bytes]], name: str) -> None:
+        """Upload several small objects into ``folder`` in one multipart
+        request (one part per ``(filename, data)``; rclone stores each part as
+        its own object, one after the other). Errors name relay object ``name``;
+        when it raises, any of the objects may have been stored."""
+        boundary = "escale-" + secrets.token_hex(16)
+        pieces: list[bytes] = []
+        for filename, data in files:
+            pieces += [_part_head(boundary, filename), data, b"\r\n"]
+        pieces[-1] = f"\r\n--{boundary}--\r\n".encode()
+        self._post_upload(folder, boundary, b"".join(pieces), name)
+
+    def _post_upload(self, folder: str, boundary: str, data: bytes | Iterator[bytes], name: str) -> None:
+        rcd, session = self._base()
         params = {"fs": self.fs, "remote": folder}
         if self._local_disk:
             # rclone checks an upload by comparing the hash it took of the
@@ -528,8 +678,8 @@ class RcloneRelay(Relay):
             raise self._request_failed(exc, name) from exc
         self._answer(response, name)
 
-    def _move(self, source: str, target: str) -> None:
-        """Server-side move of ``source`` onto ``target`` (replacing it)."""
+    def _move_params(self, source: str, target: str) -> dict[str, Any]:
+        """``operations/movefile`` parameters: ``source`` onto ``target``, replacing it."""
         if self._duplicates:
             # Where one folder may hold two objects of one name (Google Drive),
             # the target must be looked up and removed first: not atomic.
@@ -538,17 +688,11 @@ class RcloneRelay(Relay):
             # No comparison with an existing target: a same-size, same-second
             # target must still be replaced, and by one move, not delete+move.
             config = {"NoCheckDest": True}
-        self._rc(
-            "operations/movefile",
-            {
-                "srcFs": self.fs,
-                "srcRemote": source,
-                "dstFs": self.fs,
-                "dstRemote": target,
-                "_config": config,
-            },
-            source,
-        )
+        return {"srcFs": self.fs, "srcRemote": source, "dstFs": self.fs, "dstRemote": target, "_config": config}
+
+    def _move(self, source: str, target: str) -> None:
+        """Server-side move of ``source`` onto ``target`` (replacing it)."""
+        self._rc("operations/movefile", self._move_params(source, target), source)
 
     def _delete_quietly(self, name: str) -> None:
         try:
@@ -561,7 +705,7 @@ class RcloneRelay(Relay):
         if self._atomic_uploads:
             # An object store's PUT replaces the object whole, or not at all:
             # no temporary name, no server-side copy (S3 has no rename).
-            if exclusive and self._exists(name):
+            if exclusive and self._object_exists(name):
                 raise RelayExists(f"relay object exists: {name}", name=name)
             self._upload(folder, base, source, name)
             return
@@ -571,13 +715,137 @@ class RcloneRelay(Relay):
             self._upload(folder, temp_base, source, name)
             # The one check that matters comes last, right before the move: a
             # check before the upload would only cost one more request.
-            if exclusive and self._exists(name):
+            if exclusive and self._object_exists(name):
                 raise RelayExists(f"relay object exists: {name}", name=name)
             self._move(temp, name)
         except BaseException:
             if self._rcd is not None and self._rcd.alive():
                 self._delete_quietly(temp)
             raise
+
+    def _batch(self, inputs: list[dict[str, Any]], name: str, concurrency: int) -> list[dict[str, Any]]:
+        """Run rc calls (each input names its command in ``_path``) in one
+        ``job/batch`` request, at most ``concurrency`` at a time (1: in order,
+        each after the previous one ended); their answers, in order. A failed
+        call's answer is an rc error (``error`` and ``status`` keys, see
+        :func:`_failed`): the batch goes on after it. Raises the translated
+        error when the batch itself fails, and RelayError when an answer is
+        not what rclone documents."""
+        try:
+            answer = self._rc("job/batch", {"inputs": inputs, "concurrency": concurrency}, name)
+        except RelayNotFound as exc:  # a batch answers 404 only when rclone has no job/batch
+            self._has_batch = False
+            raise _NoBatch(f"{self.describe()}: rclone has no job/batch") from exc
+        results = answer.get("results")
+        if not isinstance(results, list) or len(results) != len(inputs):
+            raise RelayError(f"{self.describe()}: rclone answered a batch of {len(inputs)} calls "
+                             "with something else", name=name)
+        return [r if isinstance(r, dict) else {"error": "no answer", "status": 500} for r in results]
+
+    def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """The group in a few requests for any number of items (per slice of
+        :data:`_GROUP` items): one upload per folder of every item to a
+        temporary name, one batch of lookups of the final names, then one batch
+        that moves each temporary whose name is free into place, in order, and
+        deletes the others. On an object store (atomic uploads): the lookups,
+        then one upload per folder, straight to the free names. An item whose
+        name came earlier in the group is answered False (as the second of two
+        puts would be). The lookups come after the uploads and right before the
+        moves, as in :meth:`_put`: not race-free, as the capabilities say.
+        Without ``job/batch`` (rclone before 1.70), one put after the other."""
+        if not items or not self._has_batch:
+            return super()._put_commits(items)
+        created: list[bool] = []
+        for start in range(0, len(items), _GROUP):
+            created += self._put_group(items[start:start + _GROUP])
+        return created
+
+    def _put_group(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        first: dict[str, int] = {}
+        for index, (name, _) in enumerate(items):
+            first.setdefault(name, index)
+        names = list(first)  # each name once, in order of first appearance
+        try:
+            if self._atomic_uploads:
+                taken = self._objects_exist(names)
+                free = [n for n in names if not taken[n]]
+                self._upload_by_folder([(n, posixpath.basename(n), items[first[n]][1]) for n in free])
+            else:
+                taken = self._commit_through_temporaries(items, names, first)
+        except _NoBatch:
+            log.debug("%s: rclone has no job/batch; one put after the other", self.describe())
+            return super()._put_commits(items)
+        return [first[name] == index and not taken[name] for index, (name, _) in enumerate(items)]
+
+    def _commit_through_temporaries(
+        self, items: Sequence[tuple[str, bytes]], names: list[str], first: dict[str, int]
+    ) -> dict[str, bool]:
+        """Upload each name's data to a temporary, look the names up, move the
+        temporaries of the free names into place (in order) and delete the
+        others; whether each name was taken. Temporaries left by a failure are
+        deleted (best effort) before the error goes up."""
+        temps = {}
+        for name in names:
+            folder, _, _ = name.rpartition("/")
+            base = TEMP_PREFIX + secrets.token_hex(8)
+            temps[name] = f"{folder}/{base}" if folder else base
+        left = set(names)  # whose temporary may still exist
+        try:
+            self._upload_by_folder([(temps[n], posixpath.basename(temps[n]), items[first[n]][1]) for n in names])
+            taken = self._objects_exist(names)
+            calls = [
+                {"_path": "operations/deletefile", "fs": self.fs, "remote": temps[n]} if taken[n]
+                else {"_path": "operations/movefile", **self._move_params(temps[n], n)}
+                for n in names
+            ]
+            results = self._batch(calls, names[0], 1)
+            failure: RelayError | None = None
+            for name, result in zip(names, results, strict=True):
+                error = _failed(result)
+                if error is None:
+                    left.discard(name)
+                elif not taken[name] and failure is None:
+                    failure = self._translate(error[0], error[1], name)
+            if failure is not None:
+                raise failure
+            return taken
+        except BaseException:
+            if left and self._rcd is not None and self._rcd.alive():
+                self._delete_quietly_many([temps[n] for n in names if n in left])
+            raise
+
+    def _upload_by_folder(self, files: list[tuple[str, str, bytes]]) -> None:
+        """Upload ``(name, filename, data)`` items: one request per folder."""
+        folders: dict[str, list[tuple[str, bytes]]] = {}
+        for name, filename, data in files:
+            folders.setdefault(parent_of(name), []).append((filename, data))
+        for folder, group in folders.items():
+            self._upload_many(folder, group, join(folder, group[0][0]))
+
+    def _objects_exist(self, names: list[str]) -> dict[str, bool]:
+        """Whether an object is stored under each name: one batch of lookups."""
+        calls = [{"_path": "operations/stat", **_stat_params(self.fs, n)} for n in names]
+        found = {}
+        for name, result in zip(names, self._batch(calls, names[0], _LOOKUPS), strict=True):
+            error = _failed(result)
+            if error is not None:
+                raise self._translate(error[0], error[1], name)
+            found[name] = isinstance(result.get("item"), dict)
+        return found
+
+    def _delete_quietly_many(self, names: list[str]) -> None:
+        calls = [{"_path": "operations/deletefile", "fs": self.fs, "remote": n} for n in names]
+        try:
+            if self._has_batch:
+                self._batch(calls, names[0], _LOOKUPS)
+                return
+        except _NoBatch:
+            pass
+        except RelayError:
+            log.debug("could not remove %d temporaries on %s", len(names), self.describe())
+            return
+        for name in names:
+            self._delete_quietly(name)
 
     def _exists(self, name: str) -> bool:
         try:
@@ -615,6 +883,30 @@ class RcloneRelay(Relay):
         if used is None and total is None:
             return None
         return Usage(used=None if used is None else int(used), total=None if total is None else int(total))
+
+
+def _part_head(boundary: str, filename: str) -> bytes:
+    """The head of one multipart part carrying file ``filename`` (sent
+    percent-encoded, RFC 7578/2231 ``filename*``: any valid relay name survives)."""
+    return (
+        f"--{boundary}\r\n"
+        f"Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''{quote(filename, safe='')}\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+
+def _stat_params(fs: str, name: str) -> dict[str, Any]:
+    """``operations/stat`` of an object only: rclone then makes one lookup,
+    where a plain stat of a missing name lists the parent folder."""
+    return {"fs": fs, "remote": name, "opt": {"filesOnly": True, "noMimeType": True}}
+
+
+def _failed(result: dict[str, Any]) -> tuple[int, str] | None:
+    """``(status, message)`` when a ``job/batch`` answer is an rc error, else None."""
+    if "error" not in result:
+        return None
+    status = result.get("status")
+    return (status if isinstance(status, int) else 500), str(result.get("error"))
 
 
 def _uploads_atomic(features: dict[str, Any]) -> bool:

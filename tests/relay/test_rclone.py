@@ -3,9 +3,14 @@ remote naming, error translation and declared capabilities."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
+import re
+import shutil
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +18,7 @@ import pytest
 import requests
 
 from escale.config.parser import parse_config
-from escale.errors import RelayConnectionError, RelayError, RelayNotFound
+from escale.errors import RelayConnectionError, RelayError, RelayExists, RelayNotFound
 from escale.processes import pid_alive
 from escale.relay import RelaySpec, make_relay
 from escale.relay.rclone import RcloneRelay, fs_string
@@ -271,3 +276,101 @@ def test_rcd_dies_with_a_killed_escale(tmp_path: Path, target_rclone_local: Rela
         time.sleep(0.1)
     os.kill(rcd_pid, signal.SIGKILL)
     raise AssertionError("rclone rcd outlived the escale process that started it")
+
+
+def test_put_commits_answers_a_repeated_name_once(target_rclone_local: RelayTarget) -> None:
+    """A name twice in one group is created by its first item only, as two
+    puts in a row would do; nothing temporary is left behind."""
+    relay = _open(target_rclone_local, target_rclone_local.new_folder())
+    try:
+        assert relay.put_commits([("m/a", b"first"), ("m/b", b"b"), ("m/a", b"second")]) == [True, True, False]
+        assert relay.get_bytes("m/a") == b"first"
+        assert relay.list_temporaries("m") == []
+    finally:
+        relay.close()
+
+
+def test_put_commits_of_a_large_group_in_a_crowded_folder(target_rclone_local: RelayTarget) -> None:
+    """More items than one round of requests takes, next to names already
+    there: each existing name answered False and kept, every other created."""
+    relay = _open(target_rclone_local, target_rclone_local.new_folder())
+    try:
+        for i in range(0, 600, 7):
+            relay.put_bytes(f"c/{i:04d}", b"old", exclusive=True)
+        items = [(f"c/{i:04d}", f"new {i}".encode()) for i in range(600)]
+        created = relay.put_commits(items)
+        assert created == [i % 7 != 0 for i in range(600)]
+        assert relay.get_bytes("c/0007") == b"old"
+        assert relay.get_bytes("c/0008") == b"new 8"
+        assert len(relay.list("c")) == 600
+        assert relay.list_temporaries("c") == []
+    finally:
+        relay.close()
+
+
+def test_stat_tells_objects_folders_and_absence(target_rclone_local: RelayTarget) -> None:
+    relay = _open(target_rclone_local, target_rclone_local.new_folder())
+    try:
+        relay.put_bytes("f/sub/obj", b"12345")
+        relay.mkdir("f/empty")
+        assert relay.stat("f/sub/obj").size == 5 and not relay.stat("f/sub/obj").is_dir
+        assert relay.stat("f/sub").is_dir and relay.stat("f/empty").is_dir
+        for missing in ("f/nothing", "f/sub/nothing", "f/nothing/deeper"):
+            with pytest.raises(RelayNotFound):
+                relay.stat(missing)
+        with pytest.raises(RelayExists):
+            relay.put_bytes("f/sub/obj", b"other", exclusive=True)
+    finally:
+        relay.close()
+
+
+def _rclone_without_batch() -> str | None:
+    """An rclone on PATH older than 1.70 (no ``job/batch``), if there is one."""
+    found = shutil.which("rclone")
+    if found is None:
+        return None
+    out = subprocess.run([found, "version"], capture_output=True, text=True, timeout=30).stdout
+    match = re.match(r"rclone v1\.(\d+)\.", out)
+    return found if match and int(match.group(1)) < 70 else None
+
+
+def test_put_commits_without_job_batch(target_rclone_local: RelayTarget) -> None:
+    """An rclone without ``job/batch`` gets the group one put at a time, same answers."""
+    binary = _rclone_without_batch()
+    if binary is None:
+        pytest.skip("no rclone older than 1.70 on PATH")
+    spec = dataclasses.replace(target_rclone_local.spec_for(target_rclone_local.new_folder()), rclone_binary=binary)
+    relay = make_relay(spec)
+    relay.open()
+    try:
+        relay.create_root()
+        relay.put_bytes("o/taken", b"kept", exclusive=True)
+        assert relay.put_commits([("o/a", b"a"), ("o/taken", b"x"), ("o/a", b"y")]) == [True, False, False]
+        assert relay.get_bytes("o/taken") == b"kept" and relay.get_bytes("o/a") == b"a"
+        assert relay.put_commits([("o/b", b"b")]) == [True]
+    finally:
+        relay.close()
+
+
+def test_connections_of_one_process_share_one_rcd(target_rclone_local: RelayTarget) -> None:
+    """Relays of one remote and configuration share an rcd, each with its own
+    connection; it outlives the thread that started it and stops with the
+    last relay that uses it."""
+    folder = target_rclone_local.new_folder()
+    opened: list[RcloneRelay] = []
+    worker = threading.Thread(target=lambda: opened.append(_open(target_rclone_local, folder)))
+    worker.start()
+    worker.join(60)
+    first = opened[0]
+    second = _open(target_rclone_local, folder)
+    try:
+        pid = first.rcd_pid
+        assert pid is not None and second.rcd_pid == pid
+        first.put_bytes("shared", b"one")  # the thread that started the rcd has ended
+        assert second.get_bytes("shared") == b"one"
+        first.close()
+        assert pid_alive(pid)
+        assert second.list() == [second.stat("shared")]
+    finally:
+        second.close()
+    assert not pid_alive(pid)
