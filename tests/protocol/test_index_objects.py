@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import zlib
 from typing import Any, Literal
 
@@ -280,3 +281,43 @@ def test_large_documents_cross_piece_boundaries() -> None:
                     Checkpoint.decode_trusted(encoded, "index/000000000001.full")):
         assert decoded == checkpoint
         assert len({id(e.pusher) for e in decoded.entries}) == 1  # one shared client id
+
+
+@FUZZ
+@given(members=st.lists(st.tuples(hex32, versions, st.integers(0, 2**30), st.integers(0, 2**40),
+                                  st.sampled_from(["none", "zlib"])), max_size=40),
+       generation=generations)
+def test_page_index_written_in_pieces_is_the_canonical_page_index(members: list[Any], generation: int) -> None:
+    # a page's index is written into its spool piece by piece: the same bytes
+    # as the whole document (what every reader of a page decodes)
+    listed, offset = [], 0
+    for key, version, length, size, compression in members:
+        listed.append(PageMember(key, version, offset, length, size, compression))
+        offset += length
+    whole = io.dump_document("page-index", {"generation": generation, "members": [
+        [m.key, m.version, m.offset, m.length, m.size, m.compression] for m in listed]})
+    assert b"".join(io.page_index_pieces(generation, listed)) == whole == encode_page_index(generation, listed)
+    assert decode_page_index(whole, "pages/x") == (generation, listed)
+
+
+def test_a_large_page_index_crosses_piece_boundaries() -> None:
+    listed = [PageMember(f"{i:032x}", 1 + i % 5, i * 3, 3, 7, "zlib" if i % 2 else "none") for i in range(5000)]
+    pieces = list(io.page_index_pieces(9, listed))
+    assert len(pieces) > 3  # written a batch of members at a time
+    assert b"".join(pieces) == io.dump_document("page-index", {"generation": 9, "members": [
+        [m.key, m.version, m.offset, m.length, m.size, m.compression] for m in listed]})
+
+
+@FUZZ
+@given(doc=documents())
+def test_the_local_copy_of_the_index_decodes_to_equal_entries(doc: tuple[str, Any]) -> None:
+    # paths and checksums of the trusted copy are interned (shared with the
+    # scan and the base): the same values, compared field by field
+    name, obj = doc
+    if not isinstance(obj, Checkpoint):
+        return
+    decoded = Checkpoint.decode_trusted(obj.encode(), name)
+    assert decoded == obj
+    for entry in decoded.entries:
+        assert entry.path is sys.intern(entry.path)
+        assert entry.checksum is None or entry.checksum is sys.intern(entry.checksum)

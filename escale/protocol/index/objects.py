@@ -26,6 +26,7 @@ import codecs
 import json
 import re
 import secrets
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -175,21 +176,22 @@ def compress_document(data: bytes) -> bytes:
 
 #: Entries encoded per :func:`json.dumps` call by :func:`_document_pieces`.
 _BATCH = 2048
-_LIST_MARK = '"entries":[]'
 
 
-def _document_pieces(kind: str, fields: dict[str, Any], entries: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+def _document_pieces(kind: str, fields: dict[str, Any], entries: Iterable[Any],
+                     list_field: str = "entries") -> Iterator[bytes]:
     """The canonical JSON document of :func:`dump_document` with ``fields``
-    plus ``"entries"`` (the documents ``entries`` yields, in order), in
+    plus ``list_field`` (the values ``entries`` yields, in order), in
     pieces: their concatenation is byte for byte that document, but at most
     :data:`_BATCH` entries are held as dictionaries or text at a time."""
-    text = _canonical({"format": FORMAT, "type": kind, **fields, "entries": []}).decode("utf-8")
-    if text.count(_LIST_MARK) != 1:  # never with names escale writes; the whole document then
-        yield dump_document(kind, {**fields, "entries": list(entries)})
+    text = _canonical({"format": FORMAT, "type": kind, **fields, list_field: []}).decode("utf-8")
+    mark = f'"{list_field}":[]'
+    if text.count(mark) != 1:  # never with names escale writes; the whole document then
+        yield dump_document(kind, {**fields, list_field: list(entries)})
         return
-    cut = text.index(_LIST_MARK) + len(_LIST_MARK) - 1
+    cut = text.index(mark) + len(mark) - 1
     yield text[:cut].encode("utf-8")
-    batch: list[dict[str, Any]] = []
+    batch: list[Any] = []
     first = True
     for doc in entries:
         batch.append(doc)
@@ -201,7 +203,7 @@ def _document_pieces(kind: str, fields: dict[str, Any], entries: Iterable[dict[s
     yield text[cut:].encode("utf-8")
 
 
-def _batch_text(batch: list[dict[str, Any]], first: bool) -> bytes:
+def _batch_text(batch: list[Any], first: bool) -> bytes:
     body = _canonical(batch)[1:-1]  # type: ignore[arg-type]
     return body if first else b"," + body
 
@@ -562,6 +564,16 @@ class IndexEntry:
 
 
 _Value = TypeVar("_Value")
+_Text = TypeVar("_Text", str, None)
+
+
+def _interned(value: _Text) -> _Text:
+    """``value`` interned (None as is): the scan and the state database's
+    base intern their paths and checksums too, so one string serves them
+    all. Only for the local copy of the index (a pass that has a base);
+    a first pull, with nothing to share with, would only pay the table's
+    slots. Only a memory matter."""
+    return value if not isinstance(value, str) else sys.intern(value)
 
 
 class Shared(dict[Any, Any]):
@@ -581,8 +593,9 @@ def _trusted_entry(doc: dict[str, Any], shared: Shared | None = None) -> IndexEn
     one = (shared if shared is not None else Shared()).one
     loc = doc["location"]
     return IndexEntry(
-        doc["path"], doc["key"], doc["version"], doc["generation"], doc["lease"], one(doc["kind"]),
-        one(doc["pusher"]), one(doc["pusher_label"]), doc["size"], doc["mtime_ns"], doc["checksum"],
+        _interned(doc["path"]), doc["key"], doc["version"], doc["generation"], doc["lease"],
+        one(doc["kind"]), one(doc["pusher"]), one(doc["pusher_label"]), doc["size"], doc["mtime_ns"],
+        _interned(doc["checksum"]),
         one(tuple(doc["receivers"])), doc["puller_count"],
         None if loc is None else Location(one(loc["object"]), loc["offset"], loc["length"], one(loc["compression"])),
         doc.get("deliberate", False))
@@ -745,7 +758,7 @@ class AckRecord:
         return record
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PageMember:
     """One member of a page, as the page index at the page's end lists it."""
 
@@ -758,8 +771,15 @@ class PageMember:
 
 
 def encode_page_index(generation: int, members: list[PageMember]) -> bytes:
-    return dump_document("page-index", {"generation": generation, "members": [
-        [m.key, m.version, m.offset, m.length, m.size, m.compression] for m in members]})
+    return b"".join(page_index_pieces(generation, members))
+
+
+def page_index_pieces(generation: int, members: Iterable[PageMember]) -> Iterator[bytes]:
+    """:func:`encode_page_index`'s document in pieces (a bounded number of
+    members held as lists or text at a time)."""
+    return _document_pieces("page-index", {"generation": generation},
+                            ([m.key, m.version, m.offset, m.length, m.size, m.compression] for m in members),
+                            "members")
 
 
 def decode_page_index(data: bytes, name: str) -> tuple[int, list[PageMember]]:

@@ -36,8 +36,8 @@ from escale.protocol.index.objects import (
     MAX_PAGE_INDEX_BYTES,
     PageMember,
     decode_page_index,
-    encode_page_index,
     is_page_name,
+    page_index_pieces,
 )
 from escale.protocol.sealer import Sealer
 
@@ -132,9 +132,12 @@ class PageWriter:
 
     def seal(self, sealer: Sealer, name: str, generation: int, sink: BinaryIO) -> int:
         """Append the page index and seal the page named ``name`` into ``sink``."""
-        index = encode_page_index(generation, self.members)
-        self.spool.write(index)
-        self.spool.write(_TRAILER.pack(len(index)))
+        # written in pieces: the page index of many members is never held whole
+        length = 0
+        for piece in page_index_pieces(generation, self.members):
+            self.spool.write(piece)
+            length += len(piece)
+        self.spool.write(_TRAILER.pack(length))
         self.spool.seek(0)
         return sealer.seal_stream(name, cast(BinaryIO, self.spool), sink)
 

@@ -48,7 +48,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, BinaryIO, TypeVar, cast
 
 from escale.errors import (
@@ -139,12 +139,6 @@ _ACK_CACHE = "index-ack@"
 _COPY_MAGIC = b"escale-index-copy-1 sha256:"
 
 
-@dataclass
-class _Pending:
-    entry: IndexEntry
-    on_page: bool
-
-
 class IndexRepository(Repository):
     """One client's view of one relay repository in the index layout."""
 
@@ -167,7 +161,13 @@ class IndexRepository(Repository):
         self._my_listed: list[tuple[int, str]] = []
         self._acked_now: set[tuple[str, int]] = set()
         self._page: PageWriter | None = None
-        self._pending: list[_Pending] = []
+        #: the entries packed and not yet committed, as the delta will record
+        #: them (the page's name is chosen when the page is opened; see
+        #: :meth:`commit_pending`)
+        self._pending: list[IndexEntry] = []
+        #: the name the pending page will have, and the generation it was named for
+        self._page_name = ""
+        self._page_generation = 0
         #: the highest version packed so far per path key (the next is above it)
         self._pending_top: dict[str, int] = {}
         self._pending_big: dict[str, int] = {}
@@ -719,10 +719,10 @@ class IndexRepository(Repository):
         if self._pending and self._pending_doc + _entry_bound(path, len(state.clients)) > DELTA_BUDGET:
             self.commit_pending(lease, state)
 
-    def _add_pending(self, pending: _Pending) -> None:
-        self._pending_doc += _entry_bound(pending.entry.path, len(pending.entry.receivers))
-        self._pending.append(pending)
-        key, version = pending.entry.key, pending.entry.version
+    def _add_pending(self, entry: IndexEntry) -> None:
+        self._pending_doc += _entry_bound(entry.path, len(entry.receivers))
+        self._pending.append(entry)
+        key, version = entry.key, entry.version
         self._pending_top[key] = max(version, self._pending_top.get(key, 0))
 
     def _pending_bytes(self) -> int:
@@ -747,7 +747,9 @@ class IndexRepository(Repository):
         reader = _HashingReader(source, hasher)
         if local.size <= self.big_threshold:
             parts = []
-            while piece := reader.read(self.big_threshold + 1 - reader.count):
+            # in pieces of at most CHUNK (a read of the whole threshold would
+            # allocate that much for a file of a few bytes)
+            while piece := reader.read(min(CHUNK, self.big_threshold + 1 - reader.count)):
                 parts.append(piece)
                 if reader.count > self.big_threshold:
                     break
@@ -764,9 +766,10 @@ class IndexRepository(Repository):
                 raise
             if self._page is None:
                 self._page = PageWriter(self.spool_dir)
+                self._page_generation = self.head + 1
+                self._page_name = io.page_name(self._page_generation)
             member = self._page.add_stored(key, version, stored, len(content), compression)
-            location = Location("", member.offset, member.length, compression)
-            on_page = True
+            location = Location(self._page_name, member.offset, member.length, compression)
         else:
             name = io.big_name(key, version)
             self._unsettle([name])
@@ -777,12 +780,14 @@ class IndexRepository(Repository):
             return self._add_big(lease, state, BigUpload(reservation, stored_size, deflating.produced,
                                                          deflating.compression, checksum))
         checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
+        if checksum is not None and checksum == local.checksum:
+            checksum = local.checksum  # the scan's string: one object for both
         entry = IndexEntry(
             path=local.path, key=key, version=version, generation=self.head + 1, lease=lease.generation,
             kind="file", pusher=self.client_id, pusher_label=self.pusher_label, size=local.size,
             mtime_ns=local.mtime_ns, checksum=checksum, receivers=self._receivers_now(state),
             puller_count=self.puller_count, location=location)
-        self._add_pending(_Pending(entry, on_page))
+        self._add_pending(entry)
         self.step(f"packed {local.path}")
         return entry.to_placeholder()
 
@@ -843,7 +848,7 @@ class IndexRepository(Repository):
             receivers=self._receivers_now(state), puller_count=self.puller_count,
             location=Location(reservation.name, 0, uploaded.length,
                               "zlib" if uploaded.compression == "zlib" else "none"))
-        self._add_pending(_Pending(entry, False))
+        self._add_pending(entry)
         self.step(f"packed {local.path}")
         return entry.to_placeholder()
 
@@ -927,7 +932,7 @@ class IndexRepository(Repository):
             lease=lease.generation, kind="tombstone", pusher=self.client_id, pusher_label=self.pusher_label,
             size=0, mtime_ns=0, checksum=None, receivers=(), puller_count=self.puller_count, location=None,
             deliberate=deliberate)
-        self._add_pending(_Pending(entry, False))
+        self._add_pending(entry)
         return entry.to_placeholder()
 
     def commit_pending(self, lease: Lease, state: RelayState) -> list[Placeholder]:
@@ -942,7 +947,8 @@ class IndexRepository(Repository):
         added = dict(self._pending_big)
         page = None
         if self._page is not None and self._page.members:
-            page = io.page_name(generation)
+            # named when opened; named again if the head moved meanwhile
+            page = self._page_name if self._page_generation == generation else io.page_name(generation)
             with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
                 self._page.seal(self.sealer, page, generation,
                                 cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), page)))
@@ -952,16 +958,8 @@ class IndexRepository(Repository):
                 self._unsettle([page])
                 self.relay.put(page, cast(BinaryIO, spool))
             self.step(f"page uploaded {generation}")
-        latest: dict[str, IndexEntry] = {}
-        for pending in self._pending:
-            entry = pending.entry
-            if pending.on_page:
-                assert entry.location is not None and page is not None
-                latest[entry.path] = replace(entry, location=replace(entry.location, object=page),
-                                             generation=generation, lease=lease.generation)
-            else:
-                latest[entry.path] = replace(entry, generation=generation, lease=lease.generation)
-        delta = IndexDelta(generation, lease.generation, self.client_id, tuple(latest.values()), added, ())
+        entries = self._final_entries(generation, lease.generation, page)
+        delta = IndexDelta(generation, lease.generation, self.client_id, entries, added, ())
         self._commit_delta(lease, state, delta)
         self._settle(added)
         self._pending.clear()
@@ -972,7 +970,30 @@ class IndexRepository(Repository):
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()
-        return [e.to_placeholder() for e in latest.values()]
+        # the relay state's placeholders (made by _commit_delta), not copies
+        return [state.latest[e.path] for e in entries]
+
+    def _final_entries(self, generation: int, lease: int, page: str | None) -> tuple[IndexEntry, ...]:
+        """The pending entries as delta ``generation`` records them, sorted
+        by path, the last one packed for a path (each path once).
+
+        Entries are packed with their final generation, lease and page name
+        and are taken as they are (no copy); one packed under other values
+        (the head moved, another lease) is rewritten."""
+        pending = self._pending
+        pending.sort(key=_entry_path)  # stable: the last packed of a path stays last
+        entries: list[IndexEntry] = []
+        planned = self._page_name
+        for at, entry in enumerate(pending):
+            if at + 1 < len(pending) and pending[at + 1].path == entry.path:
+                continue
+            location = entry.location
+            if location is not None and page is not None and location.object == planned and planned != page:
+                entry = replace(entry, location=replace(location, object=page))
+            if entry.generation != generation or entry.lease != lease:
+                entry = replace(entry, generation=generation, lease=lease)
+            entries.append(entry)
+        return tuple(entries)
 
     def _discard_page(self) -> None:
         if self._page is not None:
@@ -1465,6 +1486,10 @@ def _unsealed_copy(stored: bytes) -> bytes | None:
     if stored[start + 64:start + 65] != b"\n" or hashlib.sha256(encoded).hexdigest().encode("ascii") != digest:
         return None
     return encoded
+
+
+def _entry_path(entry: IndexEntry) -> str:
+    return entry.path
 
 
 def _relocated(entry: IndexEntry, target: str) -> IndexEntry:
