@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import sys
@@ -35,6 +36,7 @@ from escale.errors import (
     DiskFull,
     IntegrityError,
     LocalError,
+    ObjectTooLarge,
     ProtocolError,
     RelayError,
     RelayExists,
@@ -64,6 +66,13 @@ _SNAPSHOT = "marker@snapshot"
 #: the change marker did not move (a safety net: the marker is an
 #: optimisation, never the only way to see a change).
 FULL_READ_AFTER = 3600.0
+
+#: Payloads of at most this many plaintext bytes are fetched into memory by
+#: :meth:`Repository.fetch` (no spool file); the sealed object may be at most
+#: :data:`SMALL_PAYLOAD_SEALED` bytes (far above what sealing adds), a larger
+#: one is refused as tampered without being read whole.
+SMALL_PAYLOAD = 1 << 20
+SMALL_PAYLOAD_SEALED = 4 << 20
 
 
 @dataclass
@@ -575,6 +584,15 @@ class Repository:
         :meth:`open_payload` (which is how parallel transfers use it).
         """
         self._fetch_algorithm(placeholder)
+        if placeholder.size <= SMALL_PAYLOAD:
+            # a small payload is read into memory (bounded), not through a spool file
+            assert placeholder.payload is not None
+            try:
+                sealed = self.relay.get_bytes(placeholder.payload, limit=SMALL_PAYLOAD_SEALED)
+            except ObjectTooLarge as exc:
+                raise IntegrityError(f"relay object {placeholder.payload}: larger than a sealed "
+                                     f"{placeholder.size}-byte file can be, for {placeholder.path}") from exc
+            return self.open_payload(placeholder, io.BytesIO(sealed), sink)
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
             self.download_payload(placeholder, spool)
             return self.open_payload(placeholder, spool, sink)
@@ -701,9 +719,23 @@ class Repository:
 
     def acknowledge(self, placeholder: Placeholder) -> None:
         """Record that this client is done with ``placeholder`` (idempotent)."""
+        self.acknowledge_on(placeholder, self.relay)
+
+    def acknowledges_apart(self) -> bool:
+        """Whether an acknowledgement may be written on another connection
+        (:meth:`acknowledge_on`), in any order with the others. True for this
+        layout (one object per version and receiver); a layout that gathers
+        its acknowledgements (it overrides :meth:`acknowledge`, as the index
+        layout does) writes them with :meth:`acknowledge`."""
+        return type(self).acknowledge is Repository.acknowledge
+
+    def acknowledge_on(self, placeholder: Placeholder, relay: Relay) -> None:
+        """As :meth:`acknowledge`, through ``relay`` (this repository's relay
+        or another connection to it). Touches no shared state: safe from a
+        worker thread with its own ``relay``."""
         name = layout.ack_name(placeholder.key, placeholder.version, self.client_id)
         ack = Ack(self.client_id, placeholder.key, placeholder.version)
-        self.relay.put_bytes(name, self.sealer.seal(name, ack.encode()))
+        relay.put_bytes(name, self.sealer.seal(name, ack.encode()))
 
     # ----------------------------------------------------------- batching (the index layout's hooks)
 
@@ -988,7 +1020,7 @@ class Repository:
         ProtocolError :meth:`commit_staged` would have raised for it (another
         writer committed that version). Raises LeaseLost (before the group:
         nothing committed; after it: the group may be on the relay, and is
-        not recorded here), relay errors (any prefix of the group may be on
+        not recorded here), relay errors (any of the group may be on
         the relay, unrecorded: the next pass finds those versions as it would
         after a crash between a commit and its record)."""
         fenced = []

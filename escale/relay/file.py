@@ -198,9 +198,14 @@ class FileRelay(Relay):
 
     def _get(self, name: str, sink: BinaryIO) -> None:
         def copy() -> None:
-            with open(self._path(name), "rb") as handle:
-                check_size(sink, os.fstat(handle.fileno()).st_size)
-                shutil.copyfileobj(handle, sink, _CHUNK)
+            # unbuffered: a small object takes one read (no buffer, no terminal probe)
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                check_size(sink, os.fstat(fd).st_size)
+                while data := os.read(fd, _CHUNK):
+                    sink.write(data)
+            finally:
+                os.close(fd)
 
         self._call(name, copy)
 
@@ -209,6 +214,9 @@ class FileRelay(Relay):
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         path = self._path(name)
+        if not exclusive:
+            self._call(name, lambda: self._put_plain(path, source))
+            return
 
         def write() -> None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -217,14 +225,11 @@ class FileRelay(Relay):
                 with open(temp, "xb") as handle:
                     shutil.copyfileobj(source, handle, _CHUNK)
                     handle.flush()
-                    if exclusive:  # a commit: it and all before it are durable first
-                        self._barrier(handle.fileno())
-                if exclusive:
-                    os.link(temp, path)  # atomic: EEXIST when the name exists
-                    os.unlink(temp)
-                else:
-                    os.replace(temp, path)
-                # its folder entry (and, for a plain put, its data) at the next barrier
+                    # a commit: it and all before it are durable first
+                    self._barrier(handle.fileno())
+                os.link(temp, path)  # atomic: EEXIST when the name exists
+                os.unlink(temp)
+                # its folder entry at the next barrier
                 self._unflushed.add(path)
                 if not flush.AVAILABLE:
                     self._unflushed.add(os.path.dirname(path))
@@ -236,6 +241,38 @@ class FileRelay(Relay):
                 raise
 
         self._call(name, write)
+
+    def _put_plain(self, path: str, source: BinaryIO) -> None:
+        """A replacing put of ``source`` at ``path``: written to a temporary
+        name, renamed into place, not flushed (the next barrier does it).
+        The parent folders are made only when the temporary cannot be
+        created for want of them (one call per object, not a walk up)."""
+        temp = self._temp_for(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(temp, flags, 0o666)
+        try:
+            try:
+                while data := source.read(_CHUNK):
+                    done = 0
+                    while done < len(data):
+                        done += os.write(fd, data[done:] if done else data)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+            # its data and folder entry at the next barrier
+            self._unflushed.add(path)
+            if not flush.AVAILABLE:
+                self._unflushed.add(os.path.dirname(path))
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
 
     def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         """Every item written to its temporary, one barrier for them all and

@@ -47,7 +47,15 @@ from escale.sync.hook import run_hook
 from escale.sync.planner import Action, BaseEntry, LocalFile, Plan
 from escale.sync.report import Announcer, PassReport, TransferProgress
 from escale.sync.state import Delivery, StateDB
-from escale.sync.transfers import BigUploads, Downloads, TransferPool, Unsealed, Uploads, transfer_connections
+from escale.sync.transfers import (
+    Acknowledgements,
+    BigUploads,
+    Downloads,
+    TransferPool,
+    Unsealed,
+    Uploads,
+    transfer_connections,
+)
 from escale.sync.trash import Trash
 
 log = logging.getLogger(__name__)
@@ -65,6 +73,9 @@ GROUP_SECONDS = 2.0
 #: A pass with at least this many new files to receive makes their files ahead
 #: on another thread (:class:`localfs.NamelessAhead`).
 NAMELESS_AHEAD_MIN = 16
+#: With several transfers, at most this many acknowledgements are being
+#: written on their connections at once (the settle hands them over in groups).
+ACKS_IN_FLIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,23 @@ class _SentRows:
         db.set_seen_many(seen)
         db.set_bases(bases)
         db.set_deliveries(deliveries)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A push to record once its commit is on the relay (what
+    :meth:`Executor._record_sent` needs of it: the action and the committed
+    version's key, number and checksum); a compact row, not a closure holding
+    the placeholder."""
+
+    action: Action
+    key: str
+    version: int
+    checksum: str | None
+
+
+#: Rows of pushed files buffered before they are written (in the same batch).
+_SENT_ROWS_BUFFER = 1024
 
 
 class Executor:
@@ -134,7 +162,7 @@ class Executor:
         #: together (see _settle) where the platform allows it
         self.bulk_durability = localfs.BULK_DURABILITY
         #: what to record once the commits made so far are on the relay
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[], None] | _Sent] = []
         #: the state-database rows of pushed files, written at the end of _run_after_commit
         self._sent_rows = _SentRows()
         #: pushes whose payload is on the relay and whose placeholder is not
@@ -148,6 +176,8 @@ class Executor:
         self._downloads: Downloads | None = None
         #: the files run_local's new downloads are written to, made ahead (None: made one by one)
         self._ahead: localfs.NamelessAhead | None = None
+        #: acknowledgements written on the transfers' connections (several transfers only)
+        self._acks: Acknowledgements | None = None
 
     def _connections(self) -> int:
         """How many transfers run at once (1: serial, on the main connection)."""
@@ -161,32 +191,69 @@ class Executor:
         """Every local action of ``the_plan``, in order, against relay ``state``.
 
         With several transfers, the payloads of the downloads are fetched
-        ahead on other connections (:class:`Downloads`); every action is still
-        carried out here, in order."""
+        ahead on other connections (:class:`Downloads`), and the
+        acknowledgements of settled files are written on them too
+        (:class:`Acknowledgements`; every one is on the relay before this
+        returns, or its failure is raised); every action is still carried out
+        here, in order."""
         count = self._connections()
+        pool: TransferPool | None = None
         if count > 1 and self.open_relay is not None:
+            # one pool (its threads start on first use) for the downloads and the acknowledgements
+            pool = TransferPool(self.open_relay, count, name="download")
             # every payload (placeholder layout), or the big objects (index layout: pages are fetched here)
             wanted = [ph for action in the_plan.actions if _fetches(action)
                       and (ph := state.latest.get(action.path)) is not None and ph.version == action.expect_version
                       and self.repo.fetchable_apart(ph)]
             if len(wanted) > 1:
-                pool = TransferPool(self.open_relay, count, name="download")
                 self._downloads = Downloads(self.repo, wanted, pool, ahead=count, spool_dir=self.repo.spool_dir)
+            if self.repo.acknowledges_apart():
+                self._acks = Acknowledgements(self.repo, pool, window=ACKS_IN_FLIGHT,
+                                              on_written=lambda path: faults.step(f"acknowledged {path}"))
         try:
             self._ahead = self._nameless_ahead(state, the_plan)
             self._run_local(state, the_plan)
         except BaseException:
             self._settle_after_failure()
+            self._finish_acks_after_failure()
             raise
         else:
             self._settle()
+            if self._acks is not None:
+                self._acks.finish()
         finally:
             if self._ahead is not None:
                 self._ahead.close()
                 self._ahead = None
+            if self._acks is not None:
+                self._acks.close()
+                self._acks = None
             if self._downloads is not None:
                 self._downloads.close()
                 self._downloads = None
+            if pool is not None:
+                pool.close()
+
+    def _acknowledge(self, placeholder: Placeholder, path: str) -> None:
+        """Acknowledge ``placeholder`` (received or kept at ``path``): handed
+        to the transfers' connections when there are several (written while
+        the pass goes on; :meth:`run_local` waits for them), else written now."""
+        if self._acks is not None:
+            self._acks.send(placeholder, path)
+        else:
+            self.repo.acknowledge(placeholder)
+            faults.step(f"acknowledged {path}")
+
+    def _finish_acks_after_failure(self) -> None:
+        """The pass is failing: wait for the acknowledgements handed over, and
+        only log what goes wrong meanwhile (the next pass writes those)."""
+        if self._acks is None:
+            return
+        try:
+            self._acks.finish()
+        except EscaleError as exc:
+            log.warning("[%s] acknowledgements not all written: %s (the next pass does it)",
+                        self.settings.name, exc)
 
     def _nameless_ahead(self, state: RelayState, the_plan: Plan) -> localfs.NamelessAhead | None:
         """The files that ``the_plan``'s new downloads (not fetched apart)
@@ -250,8 +317,7 @@ class Executor:
         """Acknowledge the received files that must be, then run the hook."""
         for item in received:
             if item.ack:
-                self.repo.acknowledge(item.placeholder)
-                faults.step(f"acknowledged {item.path}")
+                self._acknowledge(item.placeholder, item.path)
             run_hook(self.settings, "received", item.path)
 
     def _run_local(self, state: RelayState, the_plan: Plan) -> None:
@@ -402,12 +468,11 @@ class Executor:
         elif action.kind == "forget":
             db.forget(path)
         elif action.kind == "ack":
-            repo.acknowledge(self._placeholder(state, action))
-            faults.step(f"acknowledged {path}")
+            self._acknowledge(self._placeholder(state, action), path)
         elif action.kind == "diverged":
             self.announce(report, f"{path}: {action.reason}")
 
-    def _when_committed(self, record: Callable[[], None]) -> None:
+    def _when_committed(self, record: Callable[[], None] | _Sent) -> None:
         """Run ``record`` (it writes a commit's outcome to the state database)
         once the commit is on the relay: at once in the placeholder layout;
         in the index layout, together with the others of its delta, in one
@@ -419,10 +484,16 @@ class Executor:
 
     def _run_after_commit(self) -> None:
         records, self._after_commit = self._after_commit, []
+        rows = self._sent_rows
         with self.db.batch():
             try:
                 for record in records:
-                    record()
+                    if isinstance(record, _Sent):
+                        self._record_sent(record)
+                        if len(rows.seen) >= _SENT_ROWS_BUFFER:
+                            rows.write(self.db)  # same batch: a bounded buffer, the same outcome
+                    else:
+                        record()
             finally:
                 # what the records of pushed files buffered (_SentRows), in the same batch
                 self._sent_rows.write(self.db)
@@ -517,7 +588,7 @@ class Executor:
         if not group:
             return
         outcomes = self.repo.commit_staged_group(lease, state, [staged for _, staged in group])
-        records = []
+        records: list[Callable[[], None] | _Sent] = []
         for (action, _), outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, ProtocolError):
                 self.report.errors.append(f"{action.path}: {outcome}")
@@ -654,31 +725,31 @@ class Executor:
             raise
         return staged
 
-    def _sent_record(self, action: Action, ph: Placeholder) -> Callable[[], None]:
+    @staticmethod
+    def _sent_record(action: Action, ph: Placeholder) -> _Sent:
         """What records ``action``'s push once ``ph`` is committed."""
-        report = self.report
-        name = self.settings.name
+        return _Sent(action, ph.key, ph.version, ph.checksum)
+
+    def _record_sent(self, sent: _Sent) -> None:
+        """Record a committed push (:meth:`_run_after_commit`, with the others
+        of its commit: the rows are buffered, one statement each)."""
+        action = sent.action
         local = action.expect_local
         assert local is not None
         relay_path = action.copy_path or action.path
-
-        def sent() -> None:
-            # written by _run_after_commit, with the others of its commit (one statement each)
-            rows = self._sent_rows
-            rows.seen.append((ph.key, ph.version))
-            faults.step(f"pushed {relay_path}")
-            if action.kind == "push_copy":
-                rows.bases.append((relay_path, BaseEntry(local.size, local.mtime_ns, ph.checksum, ph.version, "local",
-                                                         local_deleted=True)))
-            else:
-                rows.bases.append((action.path, BaseEntry(local.size, local.mtime_ns, ph.checksum or local.checksum,
-                                                          ph.version, "local")))
-            rows.deliveries.append(delivery.sent_record(relay_path, ph.version, local.size, time.time()))
-            report.pushed.append(relay_path)
-            report.bytes_up += local.size
-            log.info("[%s] sent %s (%d bytes)", name, relay_path, local.size)
-
-        return sent
+        rows = self._sent_rows
+        rows.seen.append((sent.key, sent.version))
+        faults.step(f"pushed {relay_path}")
+        if action.kind == "push_copy":
+            rows.bases.append((relay_path, BaseEntry(local.size, local.mtime_ns, sent.checksum, sent.version, "local",
+                                                     local_deleted=True)))
+        else:
+            rows.bases.append((action.path, BaseEntry(local.size, local.mtime_ns, sent.checksum or local.checksum,
+                                                      sent.version, "local")))
+        rows.deliveries.append(delivery.sent_record(relay_path, sent.version, local.size, time.time()))
+        self.report.pushed.append(relay_path)
+        self.report.bytes_up += local.size
+        log.info("[%s] sent %s (%d bytes)", self.settings.name, relay_path, local.size)
 
 
 def _fetches(action: Action) -> bool:

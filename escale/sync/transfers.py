@@ -48,6 +48,7 @@ connection is closed (:meth:`TransferPool.close`).
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import queue
@@ -421,6 +422,63 @@ class Downloads:
             _discard_spool(job)
         self._jobs.clear()
         self._pool.close()
+
+
+class Acknowledgements:
+    """Acknowledgements written on the connections of ``pool``, as they are
+    handed over, while the pass goes on with its next files.
+
+    The caller hands an acknowledgement over (:meth:`send`) only once what it
+    vouches for is durable (the executor's settle barrier): writing it later
+    than the serial path would is always safe. :meth:`finish` waits for every
+    one and raises the first failure, as the serial path would have raised
+    it; :meth:`close` drops those not started (the next pass writes them: the
+    received files are recorded, their acknowledgements are planned again).
+    ``on_written(path)`` runs on the worker's thread after each one is on
+    the relay. At most ``window`` are in flight; :meth:`send` waits for the
+    oldest beyond that (and raises its failure)."""
+
+    def __init__(self, repo: Repository, pool: TransferPool, *, window: int = 256,
+                 on_written: Callable[[str], None] | None = None) -> None:
+        self._repo = repo
+        self._pool = pool
+        self._window = max(1, window)
+        self._on_written = on_written
+        self._jobs: collections.deque[_Job[None]] = collections.deque()
+
+    def send(self, placeholder: Placeholder, path: str) -> None:
+        """Write the acknowledgement of ``placeholder`` (received at ``path``)."""
+        repo, on_written = self._repo, self._on_written
+
+        def work(relay: Relay, abandoned: threading.Event) -> None:
+            repo.acknowledge_on(placeholder, relay)
+            if on_written is not None:
+                on_written(path)
+
+        while len(self._jobs) >= self._window:
+            self._jobs.popleft().future.result()
+        self._jobs.append(self._pool.submit(work))
+
+    def finish(self) -> None:
+        """Wait for every acknowledgement handed over; raise the first failure
+        (the others still finish or fail first)."""
+        first: BaseException | None = None
+        while self._jobs:
+            job = self._jobs.popleft()
+            try:
+                job.future.result()
+            except BaseException as exc:  # noqa: BLE001 - raised below, once all are done
+                if first is None:
+                    first = exc
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        """Drop the acknowledgements not started (closing the pool waits for
+        those running)."""
+        for job in self._jobs:
+            job.future.cancel()
+        self._jobs.clear()
 
 
 @dataclass(frozen=True)

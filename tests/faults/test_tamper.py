@@ -284,3 +284,38 @@ def test_plain_rollback_and_absurd_lease(world: World, tmp_path: Path, caplog: p
     _push_through(world, "a")
     world.quiesce(["a", "b"])
     assert "later.txt" in tree(b)
+
+
+def test_encrypted_oversized_payload_of_a_small_file_refused(world: World, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A small file's payload is read into memory whole: a payload replaced
+    on the relay by one far larger than any sealed form of that file is
+    refused as tampered (the receiver reports it, writes nothing, keeps no
+    partial file), and the genuine version goes through once it is back."""
+    key = os.path.join(str(tmp_path), "shared.key")
+    generate_key_file(key)
+    world.common.update({"encryption": "yes", "key": key})
+    a = world.add("a")
+    b = world.add("b")
+    write(a, "small.txt", "a small file\n")
+    world.sync("a")
+    [payload] = relay_names(world, "data")
+    relay = _relay(world)
+    try:
+        genuine = relay.get_bytes(payload)
+        relay.put_bytes(payload, os.urandom(5 << 20))
+    finally:
+        relay.close()
+    with caplog.at_level(logging.WARNING):
+        report = world.sync("b")
+    assert len(report.errors) == 1 and "small.txt" in report.errors[0], report.errors
+    assert payload in report.errors[0]
+    assert tree(b) == {}  # nothing written, not even a partial file
+
+    relay = _relay(world)
+    try:
+        relay.put_bytes(payload, genuine)
+    finally:
+        relay.close()
+    world.quiesce(["a", "b"])
+    assert tree(b) == tree(a)

@@ -12,6 +12,10 @@ What these prove:
 * a transfer that fails in a worker surfaces as the error a serial pass
   raises, leaves no partial file and no spool file behind, closes every
   connection, and the next pass completes the sync;
+* with ``transfers = 4`` a receiver's acknowledgements are written on the
+  workers' connections, several at once, all on the relay when the pass
+  ends; one that fails fails the pass as a serial write does, and the next
+  pass writes it;
 * in the index layout, four big objects are uploaded at the same moment, and
   downloaded at the same moment, each on its own connection, while the small
   files go in pages; a big upload that fails half-way in a worker commits
@@ -412,3 +416,47 @@ def test_index_layout_big_upload_failing_half_way_loses_nothing(tmp_path: Path,
     world.quiesce(["a", "b"])
     assert tree(b) == tree(a) == {rel: tree(a)[rel] for rel in files}
     assert relay_names(world, "big") == []  # received by b, reclaimed; the orphan swept
+
+
+@pytest.mark.parametrize("transfers", [1, 4])
+def test_acknowledgements_go_on_the_transfers_connections(tmp_path: Path, target_sftp: RelayTarget,
+                                                         transfers: int) -> None:
+    """With several transfers, the receiver's acknowledgements are written on
+    the workers' connections, several at the same moment (one at a time with
+    ``transfers = 1``); every one is on the relay when the pass ends: the
+    pusher's next pass reclaims every payload."""
+    world, a, b, files = _pair_with_files(tmp_path, target_sftp, transfers, count=9, seed=7)
+    world.sync("a")
+    gate = Gate(want=transfers)
+    gate.prefixes = ("acks/",)
+    report = _gated(world, "b", gate).run_pass()
+    assert sorted(report.pulled) == sorted(files) and report.errors == []
+    assert gate.most["put"] == transfers
+    assert gate.opened == gate.closed
+    assert len(relay_names(world, "acks")) == len(files)
+    world.sync("a")
+    assert relay_names(world, "data") == []  # every payload acknowledged, so reclaimed
+    assert tree(b) == tree(a)
+
+
+def test_a_failed_acknowledgement_in_a_worker_fails_the_pass_as_when_serial(tmp_path: Path,
+                                                                           target_sftp: RelayTarget) -> None:
+    """An acknowledgement whose write fails in a worker fails the pass as a
+    serial pass fails (the relay's error, raised once the others are
+    written); the received files are whole and recorded, and the next pass
+    writes the missing acknowledgement, so the pusher reclaims everything."""
+    world, a, b, files = _pair_with_files(tmp_path, target_sftp, 4, count=9, seed=8)
+    world.sync("a")
+    gate = Gate(want=1)
+    gate.prefixes = ("acks/",)
+    gate.failures["put"] = (3, RelayPermissionDenied("permission denied (test)"))
+    with pytest.raises(RelayPermissionDenied, match="permission denied"):
+        _gated(world, "b", gate).run_pass()
+    assert gate.opened == gate.closed
+    assert tree(b) == tree(a)  # every file received, whole
+    assert len(relay_names(world, "acks")) == len(files) - 1
+    report = world.sync("b")
+    assert report.pulled == [] and report.errors == []  # recorded: nothing received again
+    assert len(relay_names(world, "acks")) == len(files)
+    world.sync("a")
+    assert relay_names(world, "data") == []
