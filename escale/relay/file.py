@@ -229,18 +229,27 @@ class FileRelay(Relay):
                     self._barrier(handle.fileno())
                 os.link(temp, path)  # atomic: EEXIST when the name exists
                 os.unlink(temp)
-                # its folder entry at the next barrier
-                self._unflushed.add(path)
-                if not flush.AVAILABLE:
-                    self._unflushed.add(os.path.dirname(path))
+                self._placed(path)
             except BaseException:
-                try:
-                    os.unlink(temp)
-                except OSError:
-                    pass
+                self._discard(temp)
                 raise
 
         self._call(name, write)
+
+    def _placed(self, path: str) -> None:
+        """``path`` was just renamed or linked into place: its data and
+        folder entry are flushed at the next barrier."""
+        self._unflushed.add(path)
+        if not flush.AVAILABLE:
+            self._unflushed.add(os.path.dirname(path))
+
+    @staticmethod
+    def _discard(temp: str) -> None:
+        """Remove a temporary that will not be placed (it may be gone already)."""
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
 
     def _put_plain(self, path: str, source: BinaryIO) -> None:
         """A replacing put of ``source`` at ``path``: written to a temporary
@@ -263,22 +272,16 @@ class FileRelay(Relay):
             finally:
                 os.close(fd)
             os.replace(temp, path)
-            # its data and folder entry at the next barrier
-            self._unflushed.add(path)
-            if not flush.AVAILABLE:
-                self._unflushed.add(os.path.dirname(path))
+            self._placed(path)
         except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
+            self._discard(temp)
             raise
 
     def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         """Every item written to its temporary, one barrier for them all and
         for every earlier write, then each linked into place (EEXIST: False)."""
-        temps: list[tuple[str, str]] = []  # (path, temporary) written, not yet linked
-        created: list[bool] = []
+        temps: list[tuple[str, str]] = []  # (path, temporary) written
+        created: list[bool] = []  # one per temporary linked (or found taken) and removed
         try:
             for name, data in items:
                 path = self._path(name)
@@ -289,13 +292,11 @@ class FileRelay(Relay):
                     with open(temp, "xb") as handle:
                         temps.append((path, temp))
                         handle.write(data)
-                    self._unflushed.add(temp)  # flushed by the barrier below, before the link
-                    if not flush.AVAILABLE:
-                        self._unflushed.add(os.path.dirname(path))
+                    self._placed(temp)  # flushed by the barrier below, before the link
 
                 self._call(name, write)
             self._call(items[0][0] if items else "", self._barrier)
-            for (name, _), (path, temp) in zip(items, list(temps), strict=True):
+            for (name, _), (path, temp) in zip(items, temps, strict=True):
                 def link(path: str = path, temp: str = temp) -> bool:
                     try:
                         os.link(temp, path)  # atomic: EEXIST when the name exists
@@ -303,17 +304,18 @@ class FileRelay(Relay):
                         return False
                     finally:
                         os.unlink(temp)
-                        temps.remove((path, temp))
-                    self._unflushed.add(path)  # its folder entry, at the next barrier
+                    self._placed(path)  # its folder entry, at the next barrier
                     return True
 
-                created.append(self._call(name, link))
-        finally:
-            for _, temp in temps:
                 try:
-                    os.unlink(temp)
-                except OSError:
-                    pass
+                    created.append(self._call(name, link))
+                except BaseException:
+                    self._discard(temp)
+                    created.append(False)  # the later temporaries are discarded below
+                    raise
+        finally:
+            for _, temp in temps[len(created):]:
+                self._discard(temp)
         return created
 
     def _delete(self, name: str) -> None:

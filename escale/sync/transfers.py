@@ -352,35 +352,33 @@ class Downloads:
         repo, spool_dir = self._repo, self._spool_dir
 
         if not repo.fetches_apart():  # opened and verified while it arrives (the index layout's big objects)
-            return self._fetch_job(placeholder)
+            def fetch(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
+                repo.fetch_on(placeholder, plain, relay)
 
-        def work(relay: Relay, abandoned: threading.Event) -> BinaryIO:
+            return self._into_prepared(placeholder, fetch)
+
+        def download(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
             with tempfile.TemporaryFile(dir=spool_dir) as sealed:
-                repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, sealed), abandoned)),
-                                      relay)
-                plain = localfs.new_prepared(spool_dir) if spool_dir else tempfile.TemporaryFile()  # noqa: SIM115
-                try:
-                    try:
-                        repo.open_payload(placeholder, cast(BinaryIO, sealed),
-                                          cast(BinaryIO, _Watched(plain, abandoned)))
-                        plain.flush()
-                    except OSError as exc:  # the spool's, not the relay's
-                        raise _spool_error(exc, placeholder.path) from exc
-                except BaseException:
-                    plain.close()
-                    raise
-            return plain
+                repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, sealed), abandoned)), relay)
+                repo.open_payload(placeholder, cast(BinaryIO, sealed), plain)
 
-        return work
+        return self._into_prepared(placeholder, download)
 
-    def _fetch_job(self, placeholder: Placeholder) -> Callable[[Relay, threading.Event], BinaryIO]:
-        repo, spool_dir = self._repo, self._spool_dir
+    def _into_prepared(self, placeholder: Placeholder,
+                       write: Callable[[Relay, BinaryIO, threading.Event], None],
+                       ) -> Callable[[Relay, threading.Event], BinaryIO]:
+        """The job that runs ``write(relay, sink, abandoned)`` into a new prepared file
+        (:func:`escale.sync.localfs.new_prepared`) and returns it: closed
+        again if ``write`` raises; its own OSError (the local spool's, not
+        the relay's) raised as the local error it is; the sink stops at its
+        next write once the job is abandoned."""
+        spool_dir = self._spool_dir
 
         def work(relay: Relay, abandoned: threading.Event) -> BinaryIO:
             plain = localfs.new_prepared(spool_dir) if spool_dir else tempfile.TemporaryFile()  # noqa: SIM115
             try:
                 try:
-                    repo.fetch_on(placeholder, cast(BinaryIO, _Watched(plain, abandoned)), relay)
+                    write(relay, cast(BinaryIO, _Watched(plain, abandoned)), abandoned)
                     plain.flush()
                 except OSError as exc:  # the prepared file's, not the relay's
                     raise _spool_error(exc, placeholder.path) from exc
