@@ -585,10 +585,7 @@ class Uploads:
         and never committed stays in the relay state:
         :meth:`Repository.collect_garbage` removes it as an orphan (this
         pass's, or a later one's)."""
-        for outcome in self._outcomes.values():
-            if isinstance(outcome, tuple):
-                outcome[2].abandoned.set()
-        self._pool.close()
+        self._pool.close()  # every job not done stops at its next chunk
         for outcome in self._outcomes.values():
             if isinstance(outcome, tuple):
                 staged, source, job = outcome
@@ -688,10 +685,7 @@ class BigUploads:
         give back the reservations not taken. An object uploaded and never
         committed is an orphan: the sweep of :meth:`Repository.collect_garbage`
         removes it (this pass's or a later one's)."""
-        for outcome in self._outcomes.values():
-            if isinstance(outcome, tuple):
-                outcome[2].abandoned.set()
-        self._pool.close()
+        self._pool.close()  # every job not done stops at its next chunk
         for outcome in self._outcomes.values():
             if isinstance(outcome, tuple):
                 reservation, source, _ = outcome
