@@ -41,6 +41,20 @@ def write_rows(path: str, rows: Iterable[Any]) -> None:
             handle.write(json.dumps(asdict(row)) + "\n")
 
 
+def compiled_python_env(workdir: str) -> dict[str, str]:
+    """The environment for escale's passes: Python may cache compiled modules.
+
+    An installed escale runs from compiled modules; a checkout run with
+    ``PYTHONDONTWRITEBYTECODE`` set (as some shells and CI images do) compiles
+    every module at every start, which a bench would charge to escale. The
+    cache goes under ``workdir`` (``PYTHONPYCACHEPREFIX``), never into the
+    source tree, so a run leaves nothing behind there.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
+    return env
+
+
 def log_tail(path: str, size: int = 1500) -> str:
     try:
         with open(path, "rb") as handle:

@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass
 
 from bench.datasets import make_small
-from bench.measure import run_measured, write_rows
+from bench.measure import compiled_python_env, run_measured, write_rows
 from escale.crypto.keys import generate_key_file
 
 PASSES = ("push", "pull", "reclaim", "idle")
@@ -77,7 +77,8 @@ def measure(count: int, size: int, workdir: str, layout: str = "placeholder") ->
     for kind, section in zip(PASSES, ("a", "b", "a", "b"), strict=True):
         measured = run_measured(
             [sys.executable, "-m", "escale.cli.main", "--config", config, "--once", "-r", section],
-            result_path=os.path.join(run, f"{kind}.json"), log_path=os.path.join(run, f"{kind}.log"))
+            result_path=os.path.join(run, f"{kind}.json"), log_path=os.path.join(run, f"{kind}.log"),
+            env=compiled_python_env(workdir))
         rows.append(Row(layout, count, kind, measured.seconds, measured.maxrss_kib))
     received = 0
     for _, dirs, names in os.walk(os.path.join(run, "received")):

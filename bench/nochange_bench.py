@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 
 from bench.datasets import make_small
-from bench.measure import BenchError, Measurement, run_measured, write_rows
+from bench.measure import BenchError, Measurement, compiled_python_env, run_measured, write_rows
 from bench.servers import Backend, BenchServers, started, stop_servers_on_sigterm, unison_command
 from escale.crypto.keys import generate_key_file
 
@@ -81,11 +81,11 @@ class NoChange:
             return [sys.executable, "-m", "escale.cli.main", "--config", config, "--once", "-r", section]
 
         for section in ("a", "b", "a", "b", "a", "b"):  # push, pull, reclaim, then passes that find nothing
-            self._run(once(section), f"escale-{backend.name}-settle-{section}")
+            self._run(once(section), f"escale-{backend.name}-settle-{section}", compiled_python_env(self.workdir))
         received, sent = _files(os.path.join(run, "received")), _files(self.source)
         if received != sent:
             raise BenchError(f"escale client B received {received} of {sent} files (see {run})")
-        return self._median(once("b"), f"escale-{backend.name}-idle")
+        return self._median(once("b"), f"escale-{backend.name}-idle", compiled_python_env(self.workdir))
 
     def rclone(self, backend: Backend) -> tuple[float, int]:
         folder = os.path.basename(tempfile.mkdtemp(prefix=f"rclone-{backend.name}-", dir=self.workdir))

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from bench.counting import OPERATIONS
 from bench.datasets import Dataset, make_big, make_many, make_small, tree_digest
-from bench.measure import BenchError, Measurement, run_measured, write_rows
+from bench.measure import BenchError, Measurement, compiled_python_env, run_measured, write_rows
 from bench.servers import (
     BACKENDS,
     DEFAULT_BACKENDS,
@@ -144,7 +144,7 @@ class Bench:
         measured = run_measured(
             [sys.executable, "-m", "bench.escale_pass", os.path.join(run, "escale.conf"), section, result],
             result_path=os.path.join(run, f"{tag}.measure.json"), log_path=os.path.join(run, f"{tag}.log"),
-            cwd=ROOT, check=False,
+            cwd=ROOT, check=False, env=compiled_python_env(self.workdir),
         )  # fmt: skip
         try:
             with open(result) as handle:
