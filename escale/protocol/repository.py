@@ -22,18 +22,20 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import itertools
 import json
 import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Generator, Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import BinaryIO, cast
 
 from escale.errors import (
     CryptoError,
     DiskFull,
+    EscaleError,
     IntegrityError,
     LocalError,
     ObjectTooLarge,
@@ -73,6 +75,19 @@ FULL_READ_AFTER = 3600.0
 #: one is refused as tampered without being read whole.
 SMALL_PAYLOAD = 1 << 20
 SMALL_PAYLOAD_SEALED = 4 << 20
+
+#: Reads relay objects on other connections (see :attr:`Repository.object_reader`):
+#: ``reader(names, limit)`` yields ``(name, outcome)`` for each of ``names``,
+#: in their order, where ``outcome`` is the object's bytes as stored (at most
+#: ``limit`` of them), or the RelayNotFound or ProtocolError (ObjectTooLarge)
+#: that reading it raised; any other error of a read is raised when its turn
+#: comes, as it would be on the repository's own connection. Closing the
+#: generator drops the reads not yet taken.
+ObjectReader = Callable[[Sequence[str], int], Generator[tuple[str, "bytes | EscaleError"], None, None]]
+#: :meth:`Repository.read_state` reads placeholders through
+#: :attr:`Repository.object_reader` only when at least this many are not cached
+#: (fewer go faster on the connection already open).
+READER_MIN = 8
 
 
 @dataclass
@@ -143,12 +158,21 @@ class RelayState:
 
 @dataclass(frozen=True)
 class LocalVersion:
-    """What a pusher knows of the local file it commits."""
+    """What a pusher knows of the local file it commits.
+
+    ``inode`` and ``ctime_ns`` (0: unknown): the identity the file had when
+    ``checksum`` was taken (see :class:`escale.sync.planner.LocalFile`). A
+    repository may take ``checksum`` for the content it reads when the opened
+    file has that identity, size and mtime both before and after the reading
+    (any write in between changes the ctime); otherwise it hashes what it reads.
+    """
 
     path: str
     size: int
     mtime_ns: int
     checksum: str | None
+    inode: int = 0
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -191,11 +215,21 @@ class BigUpload:
     checksum: str | None
 
 
+
+def _refused(state: RelayState, name: str, exc: EscaleError) -> None:
+    """Log that the relay object ``name`` is refused and list it in ``state.rejected``."""
+    log.warning("ignoring relay object %s: %s", name, exc)
+    state.rejected.append(name)
+
 class Repository:
     """One client's view of one relay repository (placeholder layout)."""
 
     #: The layout this class reads and writes, as the header records it.
     layout_name = "placeholder"
+    #: While :meth:`read_state_again` reads: the placeholders the earlier
+    #: reading held, by key; :meth:`_open_meta` returns the one of the same
+    #: name instead of decoding it again (a placeholder never changes)
+    _known_meta: dict[str, Placeholder] | None = None
 
     def __init__(
         self,
@@ -243,6 +277,11 @@ class Repository:
         #: the repository's lasting identity (its header's ``id``), set by
         #: whoever attached to it; part of :meth:`lease_stamp`
         self.identity = ""
+        #: set by a caller that has other connections to the relay (a pass's
+        #: transfers): :meth:`read_state` fetches the placeholders it has not
+        #: cached through it, several at once, and still opens, checks and
+        #: caches each one here, in the same order and by the same rules
+        self.object_reader: ObjectReader | None = None
 
     # ----------------------------------------------------------- setup
 
@@ -301,11 +340,22 @@ class Repository:
     def _list(self, folder: str) -> list[str]:
         return [e.name for e in self._entries(folder)]
 
-    def _open_meta(self, name: str) -> Placeholder:
+    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None) -> Placeholder:
+        """Placeholder ``name``: from ``meta_cache``, else opened from
+        ``stored`` (its sealed bytes, or the error reading them raised, as
+        :data:`ObjectReader` gives them), else read on this connection; checked
+        against its name and key, then cached. Raises RelayNotFound,
+        ProtocolError or CryptoError (and relay errors of the read)."""
+        if self._known_meta is not None and (known := self._reused_meta(name)) is not None:
+            return known
         cached = self.meta_cache.get(name)
         fetched = cached is None
         if cached is None:
-            cached = self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES))
+            if isinstance(stored, EscaleError):
+                raise stored
+            if stored is None:
+                stored = self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES)
+            cached = self.sealer.open(name, stored)
         placeholder = Placeholder.decode(cached, name)
         ref = layout.parse_meta(name)
         if ref is None or placeholder.key != ref.key or placeholder.version != ref.version:
@@ -378,8 +428,7 @@ class Repository:
             except RelayNotFound:
                 continue
             except (ProtocolError, CryptoError) as exc:
-                log.warning("ignoring relay object %s: %s", name, exc)
-                state.rejected.append(name)
+                _refused(state, name, exc)
                 continue
             if record.client == client:
                 state.clients[client] = record
@@ -389,27 +438,52 @@ class Repository:
                     self.meta_cache[cache_key] = data
 
     def _read_meta(self, state: RelayState) -> None:
-        metas = [ref for name in self._list(layout.META) if (ref := layout.parse_meta(name))]
-        for ref in metas:
-            state.versions.setdefault(ref.key, []).append(ref.version)
-        for key, versions in state.versions.items():
+        """Fill ``state.versions`` and ``state.latest`` from ``meta/``: for each
+        key, its highest version that opens (a lower one only when the higher
+        ones are gone or refused). The highest versions not cached are fetched
+        through :attr:`object_reader` when there is one and they are many; each
+        is still opened and checked here, one by one, in the listing's order."""
+        for name in self._list(layout.META):
+            if (ref := layout.parse_meta(name)) is not None:
+                state.versions.setdefault(ref.key, []).append(ref.version)
+        for versions in state.versions.values():
             versions.sort()
-            for version in reversed(versions):
-                name = layout.meta_name(key, version)
-                try:
-                    placeholder = self._open_meta(name)
-                except RelayNotFound:
-                    continue
-                except (ProtocolError, CryptoError) as exc:
-                    log.warning("ignoring relay object %s: %s", name, exc)
-                    state.rejected.append(name)
-                    continue
-                known = state.latest.get(placeholder.path)
-                if known is None or known.version < placeholder.version:
-                    state.latest[placeholder.path] = placeholder
-                break
-        live = {layout.meta_name(k, v) for k, vs in state.versions.items() for v in vs}
-        for stale in [n for n in self.meta_cache if n.startswith(layout.META + "/") and n not in live]:
+        stream = None
+        wanted: set[str] = set()
+        if self.object_reader is not None and len(state.versions) >= READER_MIN:
+            # one listing of the cache's names (not one lookup per placeholder)
+            cached = {n for n in self.meta_cache if n.startswith(layout.META + "/")}
+            missing = [name for key, versions in state.versions.items()
+                       if (name := layout.meta_name(key, versions[-1])) not in cached]
+            del cached
+            if len(missing) >= READER_MIN:
+                wanted = set(missing)
+                log.debug("reading %d placeholders on other connections", len(missing))
+                stream = self.object_reader(missing, MAX_OBJECT_BYTES)
+        try:
+            for key, versions in state.versions.items():
+                for version in reversed(versions):
+                    name = layout.meta_name(key, version)
+                    stored: bytes | EscaleError | None = None
+                    if stream is not None and name in wanted:
+                        got, stored = next(stream)
+                        if got != name:  # the reader's contract: the names asked, in order
+                            raise RuntimeError(f"object reader gave {got!r} for {name!r}")
+                    try:
+                        placeholder = self._open_meta(name, stored)
+                    except RelayNotFound:
+                        continue
+                    except (ProtocolError, CryptoError) as exc:
+                        _refused(state, name, exc)
+                        continue
+                    known = state.latest.get(placeholder.path)
+                    if known is None or known.version < placeholder.version:
+                        state.latest[placeholder.path] = placeholder
+                    break
+        finally:
+            if stream is not None:
+                stream.close()
+        for stale in [n for n in self.meta_cache if n.startswith(layout.META + "/") and not _listed(state, n)]:
             del self.meta_cache[stale]
 
     # ----------------------------------------------------------- the change marker
@@ -441,13 +515,28 @@ class Repository:
         return marker
 
     def _save_snapshot(self, state: RelayState, marker: ChangeMarker) -> None:
-        snapshot = {
-            "counter": marker.counter, "token": marker.token, "time": time.time(), "stamps": self._folder_stamps,
-            "meta": sorted(f"{key}.{v:010d}" for key, versions in state.versions.items() for v in versions),
-            "latest": [layout.meta_name(p.key, p.version) for p in state.latest.values()],
-            "payloads": state.payloads, "rejected": state.rejected,
-        }
-        self.meta_cache[_SNAPSHOT] = json.dumps(snapshot, separators=(",", ":")).encode("utf-8")
+        """Remember ``state``'s ``meta/`` and ``data/`` part under ``marker``
+        (read back by :meth:`_from_snapshot`): one JSON object, the names of
+        ``meta`` in sorted order. Written a few thousand names at a time (the
+        bytes are those of ``json.dumps`` of the whole, compact): no list of
+        every name and no text of the whole beside the bytes."""
+        if _SNAPSHOT in self.meta_cache:
+            del self.meta_cache[_SNAPSHOT]  # (replacing it would read the old one back to compare)
+        head = json.dumps({"counter": marker.counter, "token": marker.token, "time": time.time(),
+                           "stamps": self._folder_stamps}, separators=(",", ":"))
+        out = io.BytesIO()
+        out.write(head[:-1].encode("utf-8"))
+        out.write(b',"meta":[')
+        # keys have one length (32 hex digits): sorted keys, then each key's
+        # versions as spelled, is the order of the sorted names
+        _write_pieces(out, (f"{key}.{digits}" for key in sorted(state.versions)
+                            for digits in sorted(f"{v:010d}" for v in state.versions[key])))
+        out.write(b'],"latest":[')
+        _write_pieces(out, (layout.meta_name(p.key, p.version) for p in state.latest.values()))
+        out.write(b'],"payloads":{')
+        _write_pieces(out, iter(state.payloads.items()))
+        out.write(b'},"rejected":' + json.dumps(state.rejected, separators=(",", ":")).encode("utf-8") + b"}")
+        self.meta_cache[_SNAPSHOT] = out.getvalue()
 
     def _from_snapshot(self, state: RelayState, marker: ChangeMarker) -> bool:
         """Fill ``state``'s ``meta/`` and ``data/`` part from the last full
@@ -540,6 +629,35 @@ class Repository:
         placeholder layout). The listings made for it serve the next
         :meth:`read_state` of this pass."""
         return None
+
+    def read_state_again(self, state: RelayState) -> RelayState:
+        """Read the relay in full, as :meth:`read_state` does without the
+        marker, into ``state`` itself (an earlier reading, which is replaced),
+        and return it: the relay phase's reading under the lease.
+
+        The containers ``state`` held are released before the relay is
+        listed, and a placeholder listed under the same name as one ``state``
+        held is that same object (placeholders are immutable, and served from
+        ``meta_cache`` by name anyway): a pass never holds two readings of the
+        relay. Whoever holds ``state`` sees the new reading (as in the index
+        layout, whose :meth:`state_under_lease` keeps its state). When the
+        reading raises, ``state`` is left empty: the pass stops there.
+        """
+        known = {ph.key: ph for ph in state.latest.values()}
+        _move_state(RelayState(), state)
+        self._known_meta = known
+        try:
+            fresh = self.read_state()
+        finally:
+            self._known_meta = None
+        _move_state(fresh, state)
+        return state
+
+    def _reused_meta(self, name: str) -> Placeholder | None:
+        """The placeholder named ``name`` among :attr:`_known_meta`, if any."""
+        ref = layout.parse_meta(name)
+        known = self._known_meta.get(ref.key) if ref is not None and self._known_meta else None
+        return known if known is not None and ref is not None and known.version == ref.version else None
 
     def state_under_lease(self, lease: Lease, state: RelayState) -> RelayState | None:
         """``state`` (read before ``lease`` was taken) made fit for the relay
@@ -1235,6 +1353,28 @@ class _LocalSpool:
 
     def truncate(self, size: int | None = None) -> int:
         return self.spool.truncate(size)
+
+
+def _write_pieces(out: io.BytesIO, items: Iterator[str] | Iterator[tuple[str, int]], size: int = 4096) -> None:
+    """Write ``items`` into ``out`` as the inside of a compact JSON array
+    (strings) or object (pairs), ``size`` items at a time."""
+    comma = b""
+    while piece := list(itertools.islice(items, size)):
+        whole: object = dict(cast(list[tuple[str, int]], piece)) if isinstance(piece[0], tuple) else piece
+        out.write(comma + json.dumps(whole, separators=(",", ":"))[1:-1].encode("utf-8"))
+        comma = b","
+
+
+def _listed(state: RelayState, name: str) -> bool:
+    """Whether placeholder ``name`` is among ``state.versions`` (as listed)."""
+    ref = layout.parse_meta(name)
+    return ref is not None and ref.version in state.versions.get(ref.key, ())
+
+
+def _move_state(source: RelayState, target: RelayState) -> None:
+    """Make ``target`` hold what ``source`` holds (its own containers, not copies)."""
+    for item in fields(RelayState):
+        setattr(target, item.name, getattr(source, item.name))
 
 
 def _int_or_zero(data: bytes | None) -> int:

@@ -51,7 +51,11 @@ from escale.relay.tls import client_context
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: bytes asked per receive of a download
 _BLOCK = 256 * 1024
+#: bytes read from an upload's source at a time: a big object's sealing
+#: upload hands blocks of up to 1 MiB on without a copy when asked this much
+_SEND_BLOCK = 1024 * 1024
 _MISSING_WORDS = ("no such", "not found", "not exist", "doesn't exist", "cannot find", "can't find")
 _DENIED_WORDS = ("permission", "denied", "privilege", "not allowed", "access")
 
@@ -502,16 +506,16 @@ class FtpRelay(Relay):
             source.seek(start)
         except (OSError, ValueError):
             self._makedirs(parent)
-            self.ftp.storbinary(f"STOR {path}", source, _BLOCK)
+            self.ftp.storbinary(f"STOR {path}", source, _SEND_BLOCK)
             return
         try:
-            self.ftp.storbinary(f"STOR {path}", source, _BLOCK)
+            self.ftp.storbinary(f"STOR {path}", source, _SEND_BLOCK)
         except (ftplib.error_perm, ftplib.error_temp):
             if self._is_dir(parent):
                 raise
             self._makedirs(parent)
             source.seek(start)
-            self.ftp.storbinary(f"STOR {path}", source, _BLOCK)
+            self.ftp.storbinary(f"STOR {path}", source, _SEND_BLOCK)
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         path = self._path(name)

@@ -38,10 +38,12 @@ Modification times have one-second precision (SFTP version 3).
 Transfers: the TCP connection has Nagle's algorithm off (SFTP is many small
 requests, each waiting for its answer); AES-GCM is asked first when the
 server offers it (no separate MAC pass). A download keeps up to
-:data:`READ_AHEAD` read requests in flight from the calling thread (not
+:data:`READ_AHEAD_BYTES` asked ahead from the calling thread (not
 paramiko's prefetch thread, which was seen to stall); an upload sends its
 writes without waiting for each acknowledgement (paramiko's pipelined mode;
 errors surface at the latest when the file is closed, before the rename).
+Reads and writes go in requests as big as the server says it takes
+(``limits@openssh.com``, up to :data:`LARGEST_REQUEST`), else 32 KiB.
 """
 
 from __future__ import annotations
@@ -78,11 +80,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 22
 _CHUNK = 1024 * 1024
-#: bytes asked by one SFTP read request (what every server accepts)
+#: bytes asked by one SFTP read or write request where the server tells no
+#: limit (what every server accepts)
 _READ_REQUEST = 32 * 1024
-#: read requests kept in flight by a download (8 MiB asked ahead; the
-#: replies themselves are held back by the channel window, 2 MiB)
-READ_AHEAD = 256
+#: the largest read or write request sent, where the server's limits
+#: (``limits@openssh.com``) allow it: fewer, bigger requests cost less CPU
+#: on both ends (paramiko's per-message work, and its receive buffer, which
+#: moves what it still holds at each read)
+LARGEST_REQUEST = 256 * 1024
+#: bytes asked ahead by a download (the replies themselves are held back by
+#: the channel window, 2 MiB)
+READ_AHEAD_BYTES = 8 * 1024 * 1024
 _KEEPALIVE = 30  # seconds of silence before an SSH keepalive message
 #: SFTP packet type of an extended reply (draft-ietf-secsh-filexfer-02, section 3).
 _CMD_EXTENDED = 200
@@ -196,6 +204,9 @@ class SftpRelay(Relay):
         self._sftp: paramiko.SFTPClient | None = None
         self._openssh = False
         self._posix_rename = False
+        #: bytes per read and per write request (:meth:`_probe_limits`)
+        self._read_request = _READ_REQUEST
+        self._write_request = _READ_REQUEST
 
     def describe(self) -> str:
         return f"sftp://{self.username}@{self.host}:{self.port}/{self.root.lstrip('/')}"
@@ -312,6 +323,7 @@ class SftpRelay(Relay):
             raise error from exc
         try:
             self._probe_capabilities()
+            self._probe_limits()
         except RelayError:
             self._drop()
             raise
@@ -449,6 +461,33 @@ class SftpRelay(Relay):
     def _exists(self, sftp: paramiko.SFTPClient, path: str) -> bool:
         return self._is_dir(sftp, path) is not None
 
+    def _probe_limits(self) -> None:
+        """Size the read and write requests to the server's limits when it
+        tells them (``limits@openssh.com``: OpenSSH 8.7 and later), up to
+        :data:`LARGEST_REQUEST`; else keep :data:`_READ_REQUEST`, what every
+        server accepts (a server that answers reads short would cost a
+        round trip per request)."""
+        self._read_request = self._write_request = _READ_REQUEST
+        sftp = self._client()
+        request: Callable[..., tuple[int, Any]] = sftp._request  # type: ignore[attr-defined]
+        try:
+            kind, msg = request(_CMD_EXTENDED, "limits@openssh.com")
+        except OSError as exc:
+            if self._transport is None or not self._transport.is_active():
+                raise self._translate(exc, "") from exc
+            return  # not offered: the defaults
+        except (EOFError, paramiko.SSHException) as exc:
+            raise self._translate(exc, "") from exc
+        if kind != _CMD_EXTENDED_REPLY or msg is None:
+            return
+        try:
+            _packet, read, write, _handles = struct.unpack(">4Q", msg.get_bytes(32))
+        except struct.error:
+            return
+        # 0 means "no limit stated"; a limit below the default is obeyed
+        self._read_request = min(read, LARGEST_REQUEST) if read else _READ_REQUEST
+        self._write_request = min(write, LARGEST_REQUEST) if write else _READ_REQUEST
+
     def _statvfs(self, path: str) -> Usage | None:
         """Space figures through ``statvfs@openssh.com``; None when unsupported."""
         sftp = self._client()
@@ -491,7 +530,7 @@ class SftpRelay(Relay):
             with sftp.open(self._path(name), "rb") as handle:
                 size = int(handle.stat().st_size or 0)
                 check_size(sink, size)
-                done = _pipelined_read(sftp, handle, size, sink)
+                done = _pipelined_read(sftp, handle, size, sink, self._read_request)
                 # what the file gained since the stat (or all of it when the
                 # server reported no size): read on to the end
                 handle.seek(done)
@@ -513,6 +552,7 @@ class SftpRelay(Relay):
         try:
             with handle:
                 handle.set_pipelined(True)
+                handle.MAX_REQUEST_SIZE = self._write_request  # paramiko's per-write bound, for this file
                 while True:
                     chunk = source.read(_CHUNK)
                     if not chunk:
@@ -657,10 +697,12 @@ class _Replies:
         self.replies[num] = (kind, msg)
 
 
-def _pipelined_read(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: int, sink: BinaryIO) -> int:
+def _pipelined_read(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: int, sink: BinaryIO,
+                    request: int = _READ_REQUEST) -> int:
     """Copy the first ``size`` bytes of the open file ``handle`` into ``sink``
-    with up to :data:`READ_AHEAD` read requests in flight; returns how many
-    bytes were copied (less than ``size`` when the file ended sooner).
+    with read requests of ``request`` bytes, up to :data:`READ_AHEAD_BYTES`
+    in flight; returns how many bytes were copied (less than ``size`` when
+    the file ended sooner).
 
     Replaces paramiko's ``prefetch``, whose helper thread races with the
     reader: seen here to stall a 40 MB read for seconds, or until the channel
@@ -674,10 +716,11 @@ def _pipelined_read(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: 
         return int(client._async_request(replies, paramiko_sftp.CMD_READ, handle.handle,
                                           paramiko_sftp.int64(offset), length))
 
+    ahead = max(2, READ_AHEAD_BYTES // request)
     asked = done = 0
     while done < size:
-        while asked < size and len(in_flight) < READ_AHEAD:
-            length = min(_READ_REQUEST, size - asked)
+        while asked < size and len(in_flight) < ahead:
+            length = min(request, size - asked)
             in_flight.append((ask(asked, length), asked, length))
             asked += length
         num, offset, length = in_flight.popleft()

@@ -54,6 +54,9 @@ from escale.relay.tls import client_context
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+#: bytes read from an upload's body at a time (a big object's sealing upload
+#: hands blocks of up to 1 MiB on without a copy when asked this much)
+_SEND_BLOCK = 1024 * 1024
 _DAV = "{DAV:}"
 _PROPFIND_ENTRY = (
     b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
@@ -201,7 +204,17 @@ def status_error(status: int, relay: str, name: str, method: str) -> RelayError:
     return RelayError(text, name=name)
 
 
-class _TlsAdapter(HTTPAdapter):
+class _Adapter(HTTPAdapter):
+    """An adapter whose connections read an upload's body :data:`_SEND_BLOCK`
+    bytes at a time (urllib3's default is 16 KiB: a big object would take
+    a read and a send per 16 KiB)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["blocksize"] = _SEND_BLOCK
+        super().init_poolmanager(*args, **kwargs)
+
+
+class _TlsAdapter(_Adapter):
     """An adapter whose connections use our SSLContext (minimum version, client cert)."""
 
     def __init__(self, context: Any) -> None:
@@ -306,8 +319,8 @@ class WebdavRelay(Relay):
         session = requests.Session()
         session.headers["User-Agent"] = "escale"
         session.verify = self._verify
-        if self._context is not None:
-            session.mount("https://", _TlsAdapter(self._context))
+        session.mount("http://", _Adapter())
+        session.mount("https://", _TlsAdapter(self._context) if self._context is not None else _Adapter())
         self._session = session
         try:
             self._negotiate()

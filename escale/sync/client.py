@@ -55,7 +55,7 @@ from typing import TypeVar
 from escale.config.settings import ClientSettings
 from escale.crypto.keys import KdfParams, KeySecret, load_secret
 from escale.errors import ClientBusy, EscaleError, RepositoryGone
-from escale.protocol.repository import Repository
+from escale.protocol.repository import RelayState, Repository
 from escale.relay import Relay, make_relay
 from escale.relay.readonly import ReadOnlyRelay
 from escale.relay.retry import RetryingRelay
@@ -67,11 +67,13 @@ from escale.sync.home import check_home
 from escale.sync.labels import conflict_label
 from escale.sync.planner import Plan, plan
 from escale.sync.quiet import SNAPSHOT_KEY, QuietCheck, was_quiet
+from escale.sync.reads import pooled_reader
 from escale.sync.relay_phase import run_relay_phase
 from escale.sync.relay_view import lost_payloads, maintenance_due, remote_view, rolled_back
 from escale.sync.report import TRANSFERS, Announcer, PassReport, TransferProgress
 from escale.sync.scanner import STATE_FOLDER, ScanResult, scan
 from escale.sync.state import StateDB
+from escale.sync.transfers import TransferPool, transfer_connections
 from escale.sync.trash import Trash
 
 __all__ = ["ALLOW_DELETIONS", "ClientLock", "PassReport", "SyncClient", "allow_deletions_flag", "state_dir_for"]
@@ -305,6 +307,18 @@ class SyncClient:
                               local_root_missing=scanned.root_missing)
 
     def _pass(self, db: StateDB, repo: Repository, report: PassReport) -> None:
+        """One pass on the opened ``repo``; the transfer connections it opens
+        (:class:`TransferPool`, shared by its read of the relay state and its
+        downloads) are closed when it returns."""
+        count = transfer_connections(self.settings.transfers, repo.relay)
+        pool = TransferPool(self._relay_factory, count, name="transfer") if count > 1 else None
+        try:
+            self._pass_on(db, repo, report, pool)
+        finally:
+            if pool is not None:
+                pool.close()
+
+    def _pass_on(self, db: StateDB, repo: Repository, report: PassReport, pool: TransferPool | None) -> None:
         s = self.settings
         flag = os.path.join(self.state_dir, ALLOW_DELETIONS)
         cache = db.meta_cache()
@@ -322,7 +336,7 @@ class SyncClient:
                 del cache[SNAPSHOT_KEY]
         # reading phase: its writes (caches, versions seen) are batched, see StateDB.batch
         with db.batch():
-            state = repo.read_state(use_marker=True)
+            state = self._read_state(repo, pool)
             for line in state.warnings:
                 self._announce(report, line, level=logging.ERROR)
             base = db.base()
@@ -366,14 +380,17 @@ class SyncClient:
         progress.start()
         trash = Trash.of(s, self.state_dir)
         executor = Executor(s, db, repo, report, announce=self._announce, progress=progress, stop=self.stop,
-                            trash=trash, open_relay=self._relay_factory)  # transfers: more connections
+                            trash=trash, open_relay=self._relay_factory, pool=pool)  # transfers: more connections
         relay_due = relay_needed = the_plan.needs_lease or maintenance_due(repo, state)
         if s.priority == "upload" and relay_due:
-            # priority = upload: send what is pending before receiving
+            # priority = upload: send what is pending before receiving (on connections of its own:
+            # the read's are closed first, so that a server limiting connections lets them open)
+            _release(executor, pool)
             run_relay_phase(executor, the_plan, self._relay_factory, wait=self.lease_wait)
             relay_due = False
         if not self.stop.is_set():
             executor.run_local(state, the_plan)
+        _release(executor, pool)  # the relay phase opens connections of its own
         repo.flush_acks()  # the index layout's one acknowledgement record (before the relay phase)
         if relay_due and not self.stop.is_set():
             run_relay_phase(executor, the_plan, self._relay_factory, wait=self.lease_wait, state=state)
@@ -408,7 +425,30 @@ class SyncClient:
                 log.info("[%s] held deletions allowed for one pass: %s removed", s.name, flag)
 
 
+    def _read_state(self, repo: Repository, pool: TransferPool | None) -> RelayState:
+        """The relay state for this pass (``read_state`` with the change
+        marker). With the pass's transfer connections (``pool``: a network
+        relay, ``transfers`` above 1), the placeholders not cached yet are
+        fetched on them (:mod:`escale.sync.reads`; a connection opens only
+        when there is such a placeholder to fetch)."""
+        if pool is None:
+            return repo.read_state(use_marker=True)
+        repo.object_reader = pooled_reader(pool, transfer_connections(self.settings.transfers, repo.relay),
+                                           repo.relay)
+        try:
+            return repo.read_state(use_marker=True)
+        finally:
+            repo.object_reader = None
+
+
 _V = TypeVar("_V")
+
+
+def _release(executor: Executor, pool: TransferPool | None) -> None:
+    """Close the pass's transfer connections and take them from ``executor``."""
+    executor.pool = None
+    if pool is not None:
+        pool.close()
 
 
 def _unconfirmed(scanned: ScanResult, *views: Mapping[str, object]) -> set[str]:

@@ -11,7 +11,9 @@ updated right after each completed step, so that a crash at any point leaves
 a state the next pass completes. One exception, for speed: received files are
 written without an ``fsync`` each and *settled* in groups (one ``syncfs``, then
 their records in one transaction, then their acknowledgements), so that no
-acknowledgement leaves before the file it vouches for is on disk. A crash
+acknowledgement leaves before the file it vouches for is on disk. A group's
+``syncfs`` runs on another thread while the next files are written; the
+group is recorded once it has returned. A crash
 before a group is settled leaves files whose record is missing: the next pass
 finds them identical to the relay's versions and records them. The
 nameless files that new downloads are written to are made ahead on another
@@ -88,6 +90,40 @@ class _Received:
     ack: bool
 
 
+class _Barrier:
+    """One durability barrier (:func:`localfs.make_durable` of ``root``)
+    running on a thread of its own: the kernel flushes one group of received
+    files while the pass writes the next (``syncfs`` releases the
+    interpreter). It covers every write made before it began."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+        self._error: LocalError | None = None
+        self._flushed = False
+        self._thread = threading.Thread(target=self._run, args=(root,), name="settle-barrier", daemon=True)
+        self._thread.start()
+
+    def _run(self, root: str) -> None:
+        try:
+            localfs.make_durable(root)
+            self._flushed = True
+        except LocalError as exc:  # raised by wait(), on the pass's thread
+            self._error = exc
+
+    def done(self) -> bool:
+        """Whether the barrier has ended (then :meth:`wait` returns at once)."""
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Wait for the barrier; raises what it raised (LocalError when the
+        kernel reported a write error: nothing it covers is known durable)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if not self._flushed:  # the thread died otherwise: nothing is known durable
+            raise LocalError(f"cannot flush {self._root} to disk", path=self._root)
+
+
 @dataclass
 class _SentRows:
     """The records of committed pushes, buffered so that a commit's many
@@ -132,7 +168,10 @@ class Executor:
     ``open_relay`` makes new connections to the relay: with it, payloads are
     downloaded and uploaded on up to ``settings.transfers`` connections at
     once (:mod:`escale.sync.transfers`); without it, one at a time on the
-    repository's own connection.
+    repository's own connection. ``pool``: the pass's transfer connections
+    when it opened them already (its read of the relay state used them):
+    :meth:`run_local` then uses them instead of opening its own, and never
+    closes them (their owner does).
     """
 
     def __init__(
@@ -147,6 +186,7 @@ class Executor:
         stop: threading.Event,
         trash: Trash | None = None,
         open_relay: Callable[[], Relay] | None = None,
+        pool: TransferPool | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -158,6 +198,9 @@ class Executor:
         #: where a local file a pull replaces or deletes is kept first (None: not kept)
         self.trash = trash
         self.open_relay = open_relay
+        #: the pass's transfer connections, if it opened them already (its read of the
+        #: relay state used them): run_local's downloads use them, their owner closes them
+        self.pool = pool
         #: received files are written without their own fsync and made durable
         #: together (see _settle) where the platform allows it
         self.bulk_durability = localfs.BULK_DURABILITY
@@ -171,6 +214,8 @@ class Executor:
         self._group_since = time.monotonic()
         #: files received but not yet durable, recorded and acknowledged
         self._unsettled: list[_Received] = []
+        #: received files whose barrier runs in the background (see _settle)
+        self._flushing: tuple[list[_Received], _Barrier] | None = None
         self._unsettled_since = time.monotonic()
         #: the payloads run_local's downloads fetch ahead (None: fetched one by one)
         self._downloads: Downloads | None = None
@@ -197,10 +242,12 @@ class Executor:
         returns, or its failure is raised); every action is still carried out
         here, in order."""
         count = self._connections()
-        pool: TransferPool | None = None
-        if count > 1 and self.open_relay is not None:
+        pool: TransferPool | None = self.pool if count > 1 else None
+        owned = pool is None and count > 1 and self.open_relay is not None
+        if owned and self.open_relay is not None:
             # one pool (its threads start on first use) for the downloads and the acknowledgements
             pool = TransferPool(self.open_relay, count, name="download")
+        if pool is not None:
             # every payload (placeholder layout), or the big objects (index layout: pages are fetched here)
             wanted = [ph for action in the_plan.actions if _fetches(action)
                       and (ph := state.latest.get(action.path)) is not None and ph.version == action.expect_version
@@ -231,7 +278,7 @@ class Executor:
             if self._downloads is not None:
                 self._downloads.close()
                 self._downloads = None
-            if pool is not None:
+            if pool is not None and owned:
                 pool.close()
 
     def _acknowledge(self, placeholder: Placeholder, path: str) -> None:
@@ -271,22 +318,52 @@ class Executor:
     # ----------------------------------------------------------- received files
 
     def _settle_if_due(self) -> None:
-        """Settle the received files once enough of them, or old enough ones, wait."""
+        """Record the group whose barrier has ended; start the barrier of the
+        received files once enough of them, or old enough ones, wait."""
+        if self._flushing is not None and self._flushing[1].done():
+            self._finish_flushing()
         if len(self._unsettled) >= SETTLE_FILES or time.monotonic() - self._unsettled_since >= SETTLE_SECONDS:
-            self._settle()
+            self._settle(background=True)
 
-    def _settle(self) -> None:
+    def _settle(self, *, background: bool = False) -> None:
         """Make the files received since the last call durable with one
         barrier, then record them (one transaction) and acknowledge them.
 
-        Raises LocalError when the barrier fails (nothing recorded or
-        acknowledged: the next pass finds those files identical to the relay's
-        versions and records them then), or what an acknowledgement raises (the
-        files are recorded; the next pass acknowledges the rest)."""
+        With ``background`` the barrier runs on a thread of its own while
+        the pass writes the next files (:class:`_Barrier`), and the group is
+        recorded once it has ended (:meth:`_settle_if_due`, or the next
+        call); without, this returns once every group is settled. Either way
+        a group is recorded only after a barrier that began once all its
+        files were written has ended: what is recorded is on disk. A group's
+        barrier runs only when the previous group's has ended and that
+        group is recorded (groups settle in order).
+
+        Raises LocalError when a barrier fails (that group is not recorded
+        nor acknowledged: the next pass finds those files identical to the
+        relay's versions and records them then), or what an acknowledgement
+        raises (the files are recorded; the next pass acknowledges the rest)."""
+        self._finish_flushing()
         pending, self._unsettled = self._unsettled, []
         if not pending:
             return
+        if background:
+            self._flushing = (pending, _Barrier(self.settings.local_path))
+            return
         localfs.make_durable(self.settings.local_path)
+        self._record_settled(pending)
+
+    def _finish_flushing(self) -> None:
+        """Wait for the barrier running in the background, if any, then
+        record and acknowledge its group (raises as :meth:`_settle`)."""
+        if self._flushing is None:
+            return
+        pending, barrier = self._flushing
+        self._flushing = None
+        barrier.wait()
+        self._record_settled(pending)
+
+    def _record_settled(self, pending: list[_Received]) -> None:
+        """Record and acknowledge ``pending``, whose files are durable."""
         faults.step(f"flushed {len(pending)} received")
         with self.db.batch():
             self._record_received(pending)
@@ -295,6 +372,11 @@ class Executor:
     def _settle_after_failure(self) -> None:
         """The pass is failing: still settle what was received, and only log
         what goes wrong meanwhile (the pass's own error is the one raised)."""
+        try:
+            self._finish_flushing()
+        except EscaleError as exc:
+            log.warning("[%s] received files not all recorded: %s (the next pass does it)",
+                        self.settings.name, exc)
         try:
             self._settle()
         except EscaleError as exc:
@@ -650,7 +732,8 @@ class Executor:
         try:
             faults.step(f"push {relay_path}")
             reservation = self.repo.reserve_big(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
-                                                                           local.checksum))
+                                                                           local.checksum, local.inode,
+                                                                           local.ctime_ns))
         except BaseException:
             handle.close()
             raise
@@ -702,7 +785,8 @@ class Executor:
             with localfs.open_for_push(root, action.path, local) as handle:
                 faults.step(f"push {relay_path}")
                 ph = repo.commit_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
-                                                                  local.checksum), handle)
+                                                                  local.checksum, local.inode, local.ctime_ns),
+                                      handle)
         # recorded as synced only once on the relay: after the index layout's delta
         self._when_committed(self._sent_record(action, ph))
 

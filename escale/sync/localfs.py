@@ -21,6 +21,7 @@ choice); only what lies below it is checked.
 
 from __future__ import annotations
 
+import collections
 import errno
 import functools
 import logging
@@ -258,25 +259,42 @@ class NamelessAhead:
     most of what writing a small one costs the kernel, and this way it runs
     on another core while the pass prepares the next file's content.
 
-    Each folder is reached as every operation here reaches it (from the
-    root, no symbolic link followed); a folder that does not exist yet, or
-    cannot be reached, gets no file ahead (the write then does everything
-    itself, and refuses what it must). Nothing is named here: the write
-    still re-checks the target's folder and links the file under its name
-    (:func:`write_atomically`); a file made ahead and never used vanishes
-    when closed (or when the process dies). At most ``ahead`` files are
-    open ahead. :meth:`close` ends the thread and closes what is left."""
+    Each folder is reached from the root with no symbolic link followed,
+    once for a run of consecutive paths in the same folder (the thread keeps
+    it open meanwhile). A folder that does not exist yet gets its files in
+    its deepest existing ancestor (the write makes the folder there, so a
+    file gets the same owner group and default ACL either way; walked again
+    for the next path, until the folder exists); a folder that cannot be
+    reached (a link, not a folder, no permission) gets no file ahead (the
+    write then does everything itself, and refuses what it must).
+
+    Nothing is named here, and where a nameless file was made does not
+    decide where it goes: the write walks the target's folder from the root
+    at the moment of writing and links the file under its name there
+    (:func:`write_atomically`; a link across file systems falls back to a
+    copy); a file made ahead and never used vanishes when closed (or when
+    the process dies). Files are handed over in small batches (one wake-up
+    of the pass's thread per batch, not per file); at most about ``ahead``
+    files are open ahead. :meth:`close` ends the thread and closes what is
+    left."""
+
+    #: files handed over at once
+    BATCH = 8
 
     def __init__(self, root: str, rels: list[str], *, ahead: int = 32) -> None:
         self.root = root
         self._wanted = set(rels)
-        self._queue: queue.Queue[tuple[str, int | None] | None] = queue.Queue(maxsize=ahead)
+        self._batch = max(1, min(self.BATCH, ahead))
+        # one slot more than the batches ahead: room for the end marker after a last batch
+        self._queue: queue.Queue[list[tuple[str, int | None]] | None] = queue.Queue(
+            maxsize=max(1, ahead // self._batch) + 1)
+        self._taken: collections.deque[tuple[str, int | None]] = collections.deque()
         self._stop = threading.Event()
         self._ended = False
         self._thread = threading.Thread(target=self._make, args=(list(rels),), name="nameless-ahead", daemon=True)
         self._thread.start()
 
-    def _put(self, item: tuple[str, int | None] | None) -> bool:
+    def _put(self, item: list[tuple[str, int | None]] | None) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
@@ -286,20 +304,41 @@ class NamelessAhead:
         return False
 
     def _make(self, rels: list[str]) -> None:
+        folder: tuple[str, ...] | None = None  # the folder open in ``folder_fd``, when it exists
+        folder_fd: int | None = None
+        batch: list[tuple[str, int | None]] = []
         try:
             for rel in rels:
                 if self._stop.is_set():
-                    return
+                    break
                 made: int | None = None
                 try:
-                    parts = _parts(rel)
-                    with _folder(self.root, parts[:-1], create=False) as fd:
-                        made = os.open(".", os.O_RDWR | _TMPFILE | os.O_CLOEXEC, 0o666, dir_fd=fd)
-                except (_Missing, LocalError, OSError):
+                    parts = tuple(_parts(rel)[:-1])
+                    if parts != folder:
+                        if folder_fd is not None:
+                            os.close(folder_fd)
+                        folder, folder_fd = None, None
+                        folder_fd, complete = _deepest_folder(self.root, parts)
+                        if complete:
+                            folder = parts
+                    if folder_fd is not None:
+                        made = os.open(".", os.O_RDWR | _TMPFILE | os.O_CLOEXEC, 0o666, dir_fd=folder_fd)
+                    if folder is None and folder_fd is not None:  # an ancestor: walked again next time
+                        os.close(folder_fd)
+                        folder_fd = None
+                except (LocalError, OSError):
                     made = None  # the write finds out for itself
-                if not self._put((rel, made)) and made is not None:
-                    os.close(made)
+                batch.append((rel, made))
+                if len(batch) >= self._batch:
+                    if not self._put(batch):
+                        break
+                    batch = []
+            if batch and self._put(batch):
+                batch = []
         finally:
+            _close_made(batch)
+            if folder_fd is not None:
+                os.close(folder_fd)
             self._put(None)
 
     def take(self, rel: str) -> int | None:
@@ -310,11 +349,13 @@ class NamelessAhead:
             return None
         self._wanted.discard(rel)
         while True:
-            item = self._queue.get()
-            if item is None:
-                self._ended = True
-                return None
-            got, fd = item
+            if not self._taken:
+                items = self._queue.get()
+                if items is None:
+                    self._ended = True
+                    return None
+                self._taken.extend(items)
+            got, fd = self._taken.popleft()
             if got == rel:
                 return fd
             if fd is not None:
@@ -323,15 +364,42 @@ class NamelessAhead:
     def close(self) -> None:
         """Stop making files and close those not taken."""
         self._stop.set()
+        _close_made(self._taken)
+        self._taken.clear()
         while self._thread.is_alive() or not self._queue.empty():
             try:
-                item = self._queue.get(timeout=0.2)
+                items = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if item is not None and item[1] is not None:
-                os.close(item[1])
+            if items is not None:
+                _close_made(items)
         self._thread.join()
         self._ended = True
+
+
+def _deepest_folder(root: str, parts: Sequence[str]) -> tuple[int | None, bool]:
+    """A descriptor on folder ``root/parts…`` (True) or, when some of it does
+    not exist, on its deepest existing ancestor (False), reached without
+    following a symbolic link below ``root``; None when a component cannot
+    be entered for another reason (a link, not a folder, no permission)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for name in parts:
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            return fd, False
+        except OSError:
+            os.close(fd)
+            return None, False
+        os.close(fd)
+        fd = child
+    return fd, True
+
+
+def _close_made(items: Iterable[tuple[str, int | None]]) -> None:
+    for _, fd in items:
+        if fd is not None:
+            os.close(fd)
 
 
 def write_atomically(

@@ -46,11 +46,20 @@ from escale.config.settings import Mode, mode_receives, mode_sends
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:
-    """A local file as scanned. ``checksum`` is None with ``checksum = no``."""
+    """A local file as scanned. ``checksum`` is None with ``checksum = no``.
+
+    ``inode`` and ``ctime_ns``: the file's identity when the scan took its
+    checksum, recorded only where hashing it again would cost (see
+    :data:`escale.sync.scanner.IDENTITY_MIN_SIZE`) and where any later write
+    must change the ctime; 0 otherwise. A pusher that finds the file it reads
+    with this identity (and this size and mtime) before and after reading it
+    may take ``checksum`` for what it read instead of hashing it again."""
 
     size: int
     mtime_ns: int
     checksum: str | None = None
+    inode: int = 0
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,9 @@ def run_relay_phase(
 
     ``state``: the relay state the pass read before the lease, which the
     relay phase then uses (and updates) instead of reading it again when the
-    layout can prove it current (:meth:`Repository.state_under_lease`).
+    layout can prove it current (:meth:`Repository.state_under_lease`), and
+    otherwise reads again in place (:meth:`Repository.read_state_again`):
+    either way, the caller's ``state`` is the relay phase's afterwards.
     The lease is released with the repository's stamp when the phase ran to
     its end, without one otherwise. A lease still busy after ``wait`` seconds
     marks the report ``busy`` (the pass retries later); LeaseLost and errors
@@ -105,7 +107,8 @@ def run_relay_phase(
         current = repo.state_under_lease(lease, state) if state is not None else None
         if current is None:
             _confirm_layout(settings, repo)
-            current = repo.read_state()
+            # the pass's earlier reading is replaced, not kept beside the new one
+            current = repo.read_state() if state is None else repo.read_state_again(state)
         state = current
         executor.run_pushes(lease, state, the_plan)
         if not stop.is_set():

@@ -4,9 +4,11 @@ Walks the local folder, applies the client's filters, and returns a
 :class:`LocalFile` per regular file. Unchanged files cost a ``stat``: their
 checksum comes from the cache, keyed by size, mtime (ns), inode and ctime (ns),
 so an edit within the same second, or one that sets the mtime back, still
-changes the key and is re-read. The cache is read one folder at a time (one
-query per folder, see :meth:`StateDB.cached_checksums`): the scan never holds
-the whole cache.
+changes the key and is re-read. A big file's :class:`LocalFile` also carries
+that inode and ctime (:data:`IDENTITY_MIN_SIZE`, :data:`IDENTITY_MIN_AGE_NS`):
+its push reads it once, trusting the scan's checksum while the identity holds.
+The cache is read one folder at a time (one query per folder, see
+:meth:`StateDB.cached_checksums`): the scan never holds the whole cache.
 
 **Absence is a fact only when confirmed.** A path missing from
 :attr:`ScanResult.files` may be taken for a deletion only if
@@ -48,6 +50,7 @@ import os
 import stat as stat_module
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 from escale.config.settings import FileFilter
@@ -61,6 +64,17 @@ from escale.sync.planner import LocalFile
 from escale.sync.state import StateDB
 
 log = logging.getLogger(__name__)
+
+#: Files of at least this size carry their identity (inode, ctime) in their
+#: :class:`LocalFile`, so that their push can trust the scan's checksum
+#: instead of reading the file twice; below it hashing again costs little, and
+#: two more integers per file would not be worth their memory.
+IDENTITY_MIN_SIZE = 1024 * 1024
+#: ... and only when their ctime is at least this much older than the scan's
+#: start: a file's timestamps move in steps (a clock tick), so a write just
+#: after the scan could leave a fresh ctime as it was; a write to a file whose
+#: ctime is this old always changes it.
+IDENTITY_MIN_AGE_NS = 2_000_000_000
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -142,6 +156,8 @@ class _Scan:
         #: checksums computed in the folder being read, written to the cache
         #: together once it is done, or every thousand (one prepared statement each)
         self.computed: list[tuple[str, os.stat_result, str]] = []
+        #: a file whose ctime is at most this carries its identity (IDENTITY_MIN_AGE_NS)
+        self.settled_ctime_ns = time.time_ns() - IDENTITY_MIN_AGE_NS
 
     def skip(self, rel: str, why: str) -> None:
         """Record a warning for ``rel``: WARNING the first time, DEBUG after."""
@@ -345,8 +361,11 @@ class _Scan:
                         self.computed = []
         # interned: the base, the relay state and the plan hold the same path strings,
         # and an unchanged file's checksum is the base's string
-        self.result.files[sys.intern(rel)] = LocalFile(st.st_size, st.st_mtime_ns,
-                                                       None if digest is None else sys.intern(digest))
+        if digest is not None and st.st_size >= IDENTITY_MIN_SIZE and st.st_ctime_ns <= self.settled_ctime_ns:
+            local = LocalFile(st.st_size, st.st_mtime_ns, sys.intern(digest), st.st_ino, st.st_ctime_ns)
+        else:
+            local = LocalFile(st.st_size, st.st_mtime_ns, None if digest is None else sys.intern(digest))
+        self.result.files[sys.intern(rel)] = local
 
 
 def scan(root: str, filters: FileFilter, *, checksum: str | None, db: StateDB | None,

@@ -51,6 +51,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
 import queue
 import tempfile
 import threading
@@ -299,6 +300,16 @@ class _Watched:
         return True
 
 
+class _WatchedLocal(_Watched):
+    """A big push's local file, watched: also gives its descriptor, on which
+    the repository checks that it is still the file the scan hashed
+    (:class:`BigUploads`). Never handed to a backend (which would take the
+    descriptor's file for the body)."""
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+
 def _spool_error(exc: OSError, path: str) -> LocalError:
     """A write error on a spool file of the state folder, as a local error."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -355,7 +366,7 @@ class Downloads:
             def fetch(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
                 repo.fetch_on(placeholder, plain, relay)
 
-            return self._into_prepared(placeholder, fetch)
+            return self._into_prepared(placeholder, fetch, durable=True)
 
         def download(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
             with tempfile.TemporaryFile(dir=spool_dir) as sealed:
@@ -365,13 +376,17 @@ class Downloads:
         return self._into_prepared(placeholder, download)
 
     def _into_prepared(self, placeholder: Placeholder,
-                       write: Callable[[Relay, BinaryIO, threading.Event], None],
+                       write: Callable[[Relay, BinaryIO, threading.Event], None], *, durable: bool = False,
                        ) -> Callable[[Relay, threading.Event], BinaryIO]:
         """The job that runs ``write(relay, sink, abandoned)`` into a new prepared file
         (:func:`escale.sync.localfs.new_prepared`) and returns it: closed
         again if ``write`` raises; its own OSError (the local spool's, not
         the relay's) raised as the local error it is; the sink stops at its
-        next write once the job is abandoned."""
+        next write once the job is abandoned. ``durable`` (big files): the
+        worker also flushes the content to disk (``fsync``), while the other
+        transfers go on, so that the pass's one flush before it records the
+        files (:func:`escale.sync.localfs.make_durable`) finds little left
+        to write."""
         spool_dir = self._spool_dir
 
         def work(relay: Relay, abandoned: threading.Event) -> BinaryIO:
@@ -380,6 +395,8 @@ class Downloads:
                 try:
                     write(relay, cast(BinaryIO, _Watched(plain, abandoned)), abandoned)
                     plain.flush()
+                    if durable:
+                        os.fsync(plain.fileno())
                 except OSError as exc:  # the prepared file's, not the relay's
                     raise _spool_error(exc, placeholder.path) from exc
             except BaseException:
@@ -639,7 +656,7 @@ class BigUploads:
 
         def work(relay: Relay, abandoned: threading.Event) -> BigUpload:
             with source:
-                return repo.upload_big(lease, reservation, cast(BinaryIO, _Watched(source, abandoned)), relay)
+                return repo.upload_big(lease, reservation, cast(BinaryIO, _WatchedLocal(source, abandoned)), relay)
 
         return work
 

@@ -17,6 +17,7 @@ import os
 import random
 import tempfile
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -357,3 +358,116 @@ def test_a_file_that_fails_to_read_while_uploaded_raises_its_own_error(world) ->
     assert not isinstance(info.value, RelayError)
     assert len(cut.sent) == 1
     assert "failing.bin" not in b.read_state().latest
+
+
+# --------------------------------------------------------------------------- the scan's checksum, trusted
+
+
+class _Midway(DelegatingRelay):
+    """A relay that runs ``hook`` once, after the first read of a big
+    object's upload (the local file can then be changed while it is sent)."""
+
+    def __init__(self, inner: Relay) -> None:
+        super().__init__(inner)
+        self.hook: Callable[[], None] | None = None
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        if not name.startswith("big/") or self.hook is None:
+            self.inner.put(name, source, exclusive=exclusive)
+            return
+        hook: Callable[[], None] = self.hook
+        self.hook = None
+
+        class Source:
+            def __init__(self) -> None:
+                self.first = True
+
+            def read(self, size: int = -1) -> bytes:
+                data = source.read(size)
+                if self.first:
+                    self.first = False
+                    hook()
+                return data
+
+            def tell(self) -> int:
+                return source.tell()
+
+            def seek(self, offset: int, whence: int = 0) -> int:
+                return source.seek(offset, whence)
+
+            def __len__(self) -> int:
+                return len(source)  # type: ignore[arg-type]
+
+        self.inner.put(name, Source(), exclusive=exclusive)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def scanned(tmp_path, sealer: Sealer):  # type: ignore[no-untyped-def]
+    """Two repositories on a local-folder relay that can change a file while
+    it is sent, and a big local file as the scan saw it (its checksum and
+    identity)."""
+    import hashlib
+
+    root, spool = str(tmp_path / "relay"), str(tmp_path / "spool")
+    os.makedirs(root)
+    os.makedirs(spool)
+    midway = _Midway(FileRelay(root))
+    a = _repo(root, spool, sealer, A, RetryingRelay(midway, base_delay=0.0, sleep=lambda _: None), {})
+    b = _repo(root, spool, sealer, B, RetryingRelay(FileRelay(root), base_delay=0.0, sleep=lambda _: None), {})
+    path = tmp_path / "big.bin"
+    data = random.Random(21).randbytes(SIZE)
+    path.write_bytes(data)
+    st = os.stat(path)
+    checksum = "sha256:" + hashlib.sha256(data).hexdigest()
+    local = LocalVersion("big.bin", SIZE, st.st_mtime_ns, checksum, st.st_ino, st.st_ctime_ns)
+    assert a.checksum == "sha256"
+    return a, b, midway, path, data, local
+
+
+def _push_local(repo: IndexRepository, local: LocalVersion, path: Path) -> None:
+    state = repo.read_state()
+    with _lease(repo) as lease, open(path, "rb") as source:
+        repo.commit_file(lease, state, local, source)
+        repo.commit_pending(lease, state)
+
+
+def test_a_big_file_as_scanned_goes_up_under_the_scans_checksum(scanned) -> None:  # type: ignore[no-untyped-def]
+    a, b, _, path, data, local = scanned
+    _push_local(a, local, path)
+    assert b.read_state().latest["big.bin"].checksum == local.checksum
+    assert _receive(b, "big.bin") == data
+
+
+def test_a_file_that_is_not_the_one_scanned_is_hashed_again(scanned) -> None:  # type: ignore[no-untyped-def]
+    """Another identity (the file replaced since, or another inode): the
+    checksum the scan claims is not taken; the content's own is."""
+    from dataclasses import replace
+
+    a, b, _, path, data, local = scanned
+    claimed = replace(local, checksum="sha256:" + "0" * 64, inode=local.inode + 1)
+    _push_local(a, claimed, path)
+    assert b.read_state().latest["big.bin"].checksum == local.checksum
+    assert _receive(b, "big.bin") == data
+
+
+def test_a_big_file_rewritten_while_sent_under_the_scans_checksum_is_refused(scanned) -> None:  # type: ignore[no-untyped-def]
+    """Rewritten in place while it is sent (same size, mtime set back): what
+    went up is not named by the index, under any checksum."""
+    a, b, midway, path, _, local = scanned
+
+    def rewrite() -> None:
+        # until the ctime moves: a rewrite within the same clock tick as the
+        # file's creation leaves it (the scanner records no identity then)
+        while os.stat(path).st_ctime_ns == local.ctime_ns:
+            with open(path, "r+b") as handle:
+                handle.seek(SIZE - 10)
+                handle.write(b"0123456789")
+            os.utime(path, ns=(local.mtime_ns, local.mtime_ns))
+        assert os.stat(path).st_mtime_ns == local.mtime_ns and os.stat(path).st_size == SIZE
+
+    midway.hook = rewrite
+    state = a.read_state()
+    with _lease(a) as lease, open(path, "rb") as source, pytest.raises(ProtocolError, match="changed while"):
+        a.commit_file(lease, state, local, source)
+    assert midway.hook is None  # it ran
+    assert "big.bin" not in b.read_state().latest

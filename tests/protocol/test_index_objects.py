@@ -321,3 +321,60 @@ def test_the_local_copy_of_the_index_decodes_to_equal_entries(doc: tuple[str, An
     for entry in decoded.entries:
         assert entry.path is sys.intern(entry.path)
         assert entry.checksum is None or entry.checksum is sys.intern(entry.checksum)
+
+
+_odd_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.text(max_size=40),
+                        hex32, st.just("file"), st.just("tombstone"), st.just("zlib"), st.just([]),
+                        st.lists(hex32, max_size=2), st.just({}), st.just(-1), st.just(0), st.just(2**63))
+
+
+@FUZZ
+@given(entry=entries(), data=st.data())
+def test_an_index_entry_is_accepted_exactly_when_every_rule_holds(entry: IndexEntry, data: st.DataObject) -> None:
+    """Index entries are checked by a fast path (the bulk of an index) that
+    hands anything doubtful to the full checks: a delta whose entry has one
+    field changed (to any value, or removed, or one added) decodes to the
+    same entry as the full checks make, or is refused by them."""
+    doc = entry.to_json()
+    if data.draw(st.booleans()):
+        field = data.draw(st.sampled_from(sorted(doc)))
+        if data.draw(st.integers(0, 9)) == 0:
+            del doc[field]
+        else:
+            doc[field] = data.draw(_odd_values)
+    elif doc["location"] is not None and data.draw(st.booleans()):
+        doc["location"] = {**doc["location"], data.draw(st.sampled_from(sorted(doc["location"]))):
+                           data.draw(_odd_values)}
+    elif data.draw(st.booleans()):
+        doc["deliberate"] = data.draw(_odd_values)
+    try:
+        expected: IndexEntry | None = IndexEntry.from_json(doc, "index/000000000001")
+    except ProtocolError:
+        expected = None
+    text = json.dumps({"added": {}, "dropped": [], "entries": [doc], "format": 1, "generation": 1, "lease": 1,
+                       "type": "index-delta", "writer": "b" * 32},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if expected is None:
+        with pytest.raises(ProtocolError):
+            IndexDelta.decode(zlib.compress(text), "index/000000000001")
+    else:
+        assert IndexDelta.decode(zlib.compress(text), "index/000000000001").entries == (expected,)
+
+
+def test_a_name_accepted_in_one_role_is_refused_in_another() -> None:
+    """Names already accepted in a document are not matched again, but only
+    in the role they were accepted in: a client id is no page, a page name
+    no client id."""
+    page = "pages/000000000001.0123456789abcdef"
+    first = IndexEntry(path="a", key="a" * 32, version=1, generation=1, lease=1, kind="file", pusher="b" * 32,
+                       pusher_label="", size=1, mtime_ns=0, checksum=None, receivers=("c" * 32,),
+                       puller_count=None, location=Location(page, 0, 1, "none"))
+    for second in (dataclasses.replace(first, path="b", location=Location("b" * 32, 0, 1, "none")),
+                   dataclasses.replace(first, path="b", location=Location("c" * 32, 0, 1, "none")),
+                   dataclasses.replace(first, path="b", receivers=(page,)),
+                   dataclasses.replace(first, path="b", pusher=page)):
+        delta = IndexDelta(1, 1, "b" * 32, (first, second), {}, ())
+        with pytest.raises(ProtocolError):
+            IndexDelta.decode(delta.encode(), "index/000000000001")
+    assert IndexDelta.decode(IndexDelta(1, 1, "b" * 32, (first,), {}, ()).encode(),
+                             "index/000000000001").entries == (first,)

@@ -143,6 +143,26 @@ def test_checksum_cache_and_no_checksum(tmp_path: Path) -> None:
     assert plain.files["f"].checksum is None and plain.hashed_bytes == 0
 
 
+def test_big_files_carry_their_identity_once_settled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big file's scan records the inode and ctime its checksum was taken
+    with (its push then reads it once); a small file, or one whose ctime is
+    too recent for a later write to be sure to change it, records none."""
+    from escale.sync import scanner
+
+    big = b"b" * scanner.IDENTITY_MIN_SIZE
+    _write(tmp_path, "root/big", big)
+    _write(tmp_path, "root/small", b"s")
+    fresh = _scan(tmp_path / "root").files["big"]
+    assert (fresh.inode, fresh.ctime_ns) == (0, 0)  # written just now
+    monkeypatch.setattr(scanner, "IDENTITY_MIN_AGE_NS", 0)  # as if written long ago
+    files = _scan(tmp_path / "root").files
+    st = os.stat(tmp_path / "root" / "big")
+    assert (files["big"].inode, files["big"].ctime_ns) == (st.st_ino, st.st_ctime_ns)
+    assert files["big"].checksum == fresh.checksum
+    assert (files["small"].inode, files["small"].ctime_ns) == (0, 0)
+    assert _scan(tmp_path / "root", checksum=None).files["big"].inode == 0  # no checksum to trust
+
+
 # --------------------------------------------------------------------------- without root's privileges
 
 _PROBE = """

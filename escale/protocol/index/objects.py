@@ -238,6 +238,9 @@ def decompress_document(data: bytes, name: str, limit: int = MAX_INDEX_BYTES) ->
 
 
 _LISTED = object()
+#: the canonical text of a value (as ``_canonical``, before encoding), by one
+#: encoder made once (``json.dumps`` with options makes one per call)
+_CANONICAL_TEXT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 class _StreamedDocument:
@@ -340,7 +343,7 @@ class _StreamedDocument:
             break
         if self.strict:
             try:
-                canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                canonical = _CANONICAL_TEXT(value)
                 canonical.encode("utf-8")
             except (UnicodeEncodeError, ValueError, RecursionError, TypeError):
                 canonical = None
@@ -402,8 +405,13 @@ def _streamed_entries(data: bytes, name: str, kind: str, fields: tuple[str, ...]
     entries: list[IndexEntry] = []
     last: list[str] = []
 
+    pages: set[str] = set()
+    clients: set[str] = set()
+
     def strict_entry(item: Any) -> None:
-        entry = IndexEntry.from_json(item, name, shared)
+        entry = _checked_entry(item, name, shared, pages, clients)
+        if entry is None:  # something is off: the full checks say what
+            entry = IndexEntry.from_json(item, name, shared)
         if last and not last[0] < entry.path:
             raise _problem(name, "entries are not sorted by path, or a path appears twice")
         last[:] = [entry.path]
@@ -414,6 +422,68 @@ def _streamed_entries(data: bytes, name: str, kind: str, fields: tuple[str, ...]
 
     doc = _StreamedDocument(data, name, limit, strict).read(kind, fields, strict_entry if strict else trusted_entry)
     return doc, tuple(entries)
+
+
+_INT_END = 2**63
+_ENTRY_KEYS = frozenset(("path", "key", "version", "generation", "lease", "kind", "pusher", "pusher_label", "size",
+                         "mtime_ns", "checksum", "receivers", "puller_count", "location"))
+_LOCATION_KEYS = frozenset(("object", "offset", "length", "compression"))
+
+
+def _checked_entry(doc: Any, name: str, shared: Shared, pages: set[str], clients: set[str]) -> IndexEntry | None:
+    """The entry ``doc`` describes when it passes every check of
+    :meth:`IndexEntry.from_json` (the same rules, tested in one expression;
+    page names and client ids already accepted in this document, in
+    ``pages`` and ``clients``, are not matched again); None when any fails or the entry has a ``deliberate`` field, and
+    then :meth:`IndexEntry.from_json` is the one that refuses it, with its
+    precise message. Entries are most of an index: this is its hot path.
+
+    The JSON decoder makes only exact ``int``, ``str``, ``list`` and ``dict``
+    objects, so ``type(x) is int`` is "an int and not a bool"."""
+    if type(doc) is not dict or doc.keys() != _ENTRY_KEYS:
+        return None
+    path, key, version, generation, lease = doc["path"], doc["key"], doc["version"], doc["generation"], doc["lease"]
+    kind, pusher, label, size, mtime_ns = doc["kind"], doc["pusher"], doc["pusher_label"], doc["size"], doc["mtime_ns"]
+    checksum, receivers, puller_count, loc = doc["checksum"], doc["receivers"], doc["puller_count"], doc["location"]
+    if not (type(path) is str and type(key) is str and type(version) is int and 1 <= version <= MAX_VERSION
+            and type(generation) is int and 1 <= generation < _INT_END and type(lease) is int
+            and 0 <= lease < _INT_END and (kind == "file" or kind == "tombstone") and type(pusher) is str
+            and type(label) is str and type(size) is int and 0 <= size < _INT_END and type(mtime_ns) is int
+            and -_INT_END <= mtime_ns < _INT_END and (checksum is None or type(checksum) is str)
+            and type(receivers) is list and all(type(r) is str for r in receivers)
+            and (puller_count is None or (type(puller_count) is int and 0 <= puller_count < _INT_END))
+            and (loc is None) == (kind == "tombstone")):
+        return None
+    one = shared.one
+    place = None
+    if loc is not None:
+        if type(loc) is not dict or loc.keys() != _LOCATION_KEYS:
+            return None
+        target, offset, length, compression = loc["object"], loc["offset"], loc["length"], loc["compression"]
+        if not (type(target) is str and type(offset) is int and 0 <= offset < _INT_END and type(length) is int
+                and 0 <= length < _INT_END and (compression == "none" or compression == "zlib")):
+            return None
+        if target not in pages:
+            big = parse_big_name(target)
+            if big is None:
+                if not is_page_name(target):
+                    return None
+                pages.add(target)  # a page holds versions of any key
+            elif big != (key, version) or offset != 0:
+                return None
+        place = Location(one(target), offset, length, one(compression))
+    if path_problem(path) is not None or not _KEY.fullmatch(key) \
+            or (checksum is not None and checksum_problem(checksum) is not None):
+        return None
+    for client in (pusher, *receivers):
+        if client not in clients:
+            try:
+                _client_id(client, "client", name)
+            except ProtocolError:
+                return None
+            clients.add(client)
+    return IndexEntry(path, key, version, generation, lease, one(kind), one(pusher), one(label), size, mtime_ns,
+                      checksum, one(tuple(receivers)), puller_count, place)
 
 
 def _int(doc: dict[str, Any], key: str, name: str, low: int = 0, high: int = 2**63 - 1) -> int:

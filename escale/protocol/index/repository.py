@@ -773,9 +773,8 @@ class IndexRepository(Repository):
         else:
             name = io.big_name(key, version)
             self._unsettle([name])
-            stored_size, deflating, hasher = self._put_big(lease, state, local, source, name, self.relay)
+            stored_size, deflating, checksum = self._put_big(lease, state, local, source, name, self.relay)
             self.step(f"big object uploaded {local.path}")
-            checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
             reservation = BigReservation(local, key, version, name)
             return self._add_big(lease, state, BigUpload(reservation, stored_size, deflating.produced,
                                                          deflating.compression, checksum))
@@ -818,9 +817,8 @@ class IndexRepository(Repository):
         :meth:`commit_pending` after :meth:`commit_big`. Touches no shared
         state: safe from a worker thread with its own ``relay``."""
         local = reservation.local
-        stored_size, deflating, hasher = self._put_big(lease, None, local, source, reservation.name, relay)
+        stored_size, deflating, checksum = self._put_big(lease, None, local, source, reservation.name, relay)
         self.step(f"big object uploaded {local.path}")
-        checksum = f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
         return BigUpload(reservation, stored_size, deflating.produced, deflating.compression, checksum)
 
     def commit_big(self, lease: Lease, state: RelayState, uploaded: BigUpload) -> Placeholder:
@@ -853,14 +851,20 @@ class IndexRepository(Repository):
         return entry.to_placeholder()
 
     def _put_big(self, lease: Lease, state: RelayState | None, local: LocalVersion, source: BinaryIO,
-                 name: str, relay: Relay) -> tuple[int, DeflatingReader, hashlib._Hash | None]:
+                 name: str, relay: Relay) -> tuple[int, DeflatingReader, str | None]:
         """Upload ``source`` (``local``'s content, from where it stands) as big
         object ``name`` through ``relay``; its stored size, the reader that
-        deflated it (or not) and the hasher of its content. Raises
+        deflated it (or not) and the checksum of its content. Raises
         ProtocolError when the file changed while it was read (what was
         uploaded is then an orphan, as after a crash), as :meth:`commit_file`
         otherwise. The caller marked ``name`` unsettled. ``state`` None: on a
         worker thread (no ``disk quota`` then, nothing shared is touched).
+
+        The content is read once: when ``source`` is the file the scan hashed,
+        unchanged (:func:`_same_file`: the identity in ``local``, checked on
+        the open file before the first read and after the last), the scan's
+        checksum is the content's and nothing is hashed here; otherwise the
+        content is hashed as it is read, and that hash is the checksum.
 
         Content stored as is (what does not deflate) is sealed while it is
         uploaded, by a thread (:class:`_SealingUpload`): its sealed size is
@@ -873,10 +877,21 @@ class IndexRepository(Repository):
             start: int | None = source.tell() if source.seekable() else None
         except (AttributeError, OSError, ValueError):
             start = None
-        hasher = hashlib.new(self.checksum) if self.checksum else None
+        trusted = _trusted_checksum(local, source, self.checksum)
+        hashing = self.checksum if trusted is None else None
+        hasher = hashlib.new(hashing) if hashing else None
         reader = _HashingReader(source, hasher)
         deflating = DeflatingReader(cast(BinaryIO, reader))
         seal_pieces = getattr(self.sealer, "seal_pieces", None)
+
+        def checksum_of(hasher: hashlib._Hash | None) -> str | None:
+            """What was read, hashed or trusted (after its last read)."""
+            if trusted is None:
+                return f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
+            if not _same_file(local, source):
+                raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+            return trusted
+
         sealed_size = getattr(self.sealer, "sealed_size", None)
         if start is None or seal_pieces is None or sealed_size is None or deflating.compression != "none":
             with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
@@ -885,12 +900,13 @@ class IndexRepository(Repository):
                 stored_size = spool.tell()
                 if reader.count != local.size:
                     raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+                checksum = checksum_of(hasher)
                 if state is not None:
                     self._check_quota(state, stored_size, local.path)
                 spool.seek(0)
                 lease.check()
                 relay.put(name, cast(BinaryIO, spool))
-            return stored_size, deflating, hasher
+            return stored_size, deflating, checksum
         stored_size = int(sealed_size(local.size))
         if state is not None:
             self._check_quota(state, stored_size, local.path)
@@ -902,7 +918,7 @@ class IndexRepository(Repository):
                 got, first = first, None
                 return (*got, seal_pieces(name, got[1]))
             source.seek(start)
-            again_hasher = hashlib.new(self.checksum) if self.checksum else None
+            again_hasher = hashlib.new(hashing) if hashing else None
             again = _HashingReader(source, again_hasher)
             again_deflating = DeflatingReader(cast(BinaryIO, again))
             return again, again_deflating, again_hasher, seal_pieces(name, again_deflating)
@@ -919,7 +935,7 @@ class IndexRepository(Repository):
             complete = upload.exact
         if not complete or reader.count != local.size or deflating.compression != "none":
             raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
-        return stored_size, deflating, hasher
+        return stored_size, deflating, checksum_of(hasher)
 
     def commit_tombstone(self, lease: Lease, state: RelayState, path: str, *,
                          deliberate: bool = False) -> Placeholder:
@@ -1241,8 +1257,8 @@ class _SealingUpload:
     as a context manager: leaving it stops the thread.
     """
 
-    #: sealed pieces (64 KiB each) queued ahead of the relay's reads
-    AHEAD = 16
+    #: blocks of sealed pieces (about :data:`CHUNK` each) queued ahead of the relay's reads
+    AHEAD = 4
 
     def __init__(self, attempt: Callable[[], _Attempt], size: int) -> None:
         self._attempt = attempt
@@ -1256,7 +1272,9 @@ class _SealingUpload:
         self.reader, self.deflating, self.hasher, pieces = self._attempt()
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self.AHEAD)
         self._stop = threading.Event()
-        self._piece = memoryview(b"")
+        #: the block being read and how much of it was read
+        self._block = b""
+        self._offset = 0
         self._position = 0
         self._ended = False
         #: the sealed stream had exactly the announced size
@@ -1268,6 +1286,10 @@ class _SealingUpload:
     @staticmethod
     def _produce(pieces: Iterator[bytes], out: queue.Queue[bytes | BaseException | None],
                  stop: threading.Event) -> None:
+        """Seal on this thread, handing the pieces on in blocks of at most
+        :data:`CHUNK` (or one piece), joined here: a relay reading
+        :data:`CHUNK` at a time takes each as it is, and the one copy of the
+        stream is made off the sending thread."""
         def put(item: bytes | BaseException | None) -> bool:
             while not stop.is_set():
                 try:
@@ -1277,12 +1299,20 @@ class _SealingUpload:
                     continue
             return False
 
+        batch: list[bytes] = []
+        gathered = 0
         try:
             for piece in pieces:
-                if not put(piece):
-                    return
+                if batch and gathered + len(piece) > CHUNK:
+                    if not put(batch[0] if len(batch) == 1 else b"".join(batch)):
+                        return
+                    batch, gathered = [], 0
+                batch.append(piece)
+                gathered += len(piece)
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
             put(exc)
+            return
+        if batch and not put(batch[0] if len(batch) == 1 else b"".join(batch)):
             return
         put(None)
 
@@ -1303,9 +1333,10 @@ class _SealingUpload:
     def __exit__(self, *exc: object) -> None:
         self._halt()
 
-    def _next_piece(self) -> None:
+    def _next_block(self) -> None:
+        self._offset = 0
         if self._ended:
-            self._piece = memoryview(bytes(min(CHUNK, self._size - self._position)))
+            self._block = bytes(min(CHUNK, self._size - self._position))
             return
         item = self._queue.get()
         if isinstance(item, BaseException):
@@ -1315,28 +1346,37 @@ class _SealingUpload:
             self._ended = True
             if self._position != self._size:
                 self.exact = False
-            self._next_piece()
+            self._next_block()
             return
-        self._piece = memoryview(item)
+        self._block = item
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left with -1; empty only at the
+        end): a request at least as big as the next block gets that block
+        as it was sealed (no copy), a smaller one a part of it."""
         left = self._size - self._position
         want = left if size is None or size < 0 else min(size, left)
         parts: list[bytes] = []
         got = 0
         while got < want:
-            if not self._piece:
-                self._next_piece()
-            take = self._piece[: want - got]
-            self._piece = self._piece[len(take):]
-            parts.append(bytes(take))
-            got += len(take)
+            if self._offset == len(self._block):
+                self._next_block()
+            block, offset = self._block, self._offset
+            take = min(want - got, len(block) - offset)
+            if offset == 0 and take == len(block) and size is not None and size >= 0:
+                parts.append(block)  # a whole block, as it is: the read ends with it
+                got += take
+                self._offset = take
+                break
+            parts.append(block[offset:offset + take])
+            self._offset = offset + take
+            got += take
         self._position += got
         if self._position == self._size and not self._ended:
             # every announced byte was read: the stream must end here
-            self.exact = self.exact and not self._piece and self._queue.get() is None
+            self.exact = self.exact and self._offset == len(self._block) and self._queue.get() is None
             self._ended = True
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         data = self.read(len(buffer))
@@ -1366,6 +1406,30 @@ class _SealingUpload:
 
     def readable(self) -> bool:
         return True
+
+
+def _same_file(local: LocalVersion, source: BinaryIO) -> bool:
+    """Whether the open file ``source`` has the size, mtime and identity
+    (inode, ctime) ``local`` records; False when ``local`` records none or
+    ``source`` is no open file."""
+    if not local.inode:
+        return False
+    try:
+        st = os.fstat(source.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return False
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) == (
+        local.size, local.mtime_ns, local.inode, local.ctime_ns)
+
+
+def _trusted_checksum(local: LocalVersion, source: BinaryIO, algorithm: str | None) -> str | None:
+    """``local.checksum`` when it may stand for ``source``'s content without
+    hashing it again: taken with ``algorithm`` (the repository's), and
+    ``source`` is still the file it was taken of (:func:`_same_file`; the
+    caller checks again after its last read). None: hash what is read."""
+    if algorithm is None or local.checksum is None or local.checksum.partition(":")[0] != algorithm:
+        return None
+    return local.checksum if _same_file(local, source) else None
 
 
 def _finish_inflating(inflating: InflatingWriter) -> int:
