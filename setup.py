@@ -4,7 +4,11 @@ Why each runtime dependency is here (we prefer well-kept libraries to hand-writt
 
 * cryptography: AEAD ciphers (AES-GCM), Fernet, Blowfish, scrypt, HMAC.
 * blowfish: the pure-Python Blowfish implementation behind ``blowfish.blowfish``.
-* paramiko: the SFTP client (no shelling out to ``sftp``).
+* paramiko: the SFTP client (no shelling out to ``sftp``). ``escale/relay/sftp.py`` sends
+  SFTP requests through ``SFTPClient``'s request methods (``_async_request``,
+  ``_read_response``, ``_request``), unchanged across the versions allowed here, to have
+  several requests in flight per round trip; the conformance suite runs on the pinned range,
+  and a new major version must pass it before the upper bound moves.
 * requests: the WebDAV/HTTP client (connection pooling, auth, TLS verification).
 * defusedxml: parses WebDAV servers' XML answers without entity-expansion attacks
   (a hostile relay must not be able to exhaust a client's memory).

@@ -249,7 +249,7 @@ def _fix(settings: ClientSettings, db: StateDB, relay: Relay, dry_run: bool, lea
         report.recreated = [FixItem(c.path, c.version, c.reason) for c in candidates]
         referenced = {p.payload for p in state.latest.values() if p.payload}
         report.removed = sum(1 for p in state.payloads if p not in referenced) + sum(
-            len(v) - 1 for v in state.versions.values() if v)
+            len(state.versions_of(key)) - 1 for key in state.versions)
         if not report.header_recreated:
             report.removed += len(_temporaries(relay, settings.lock_timeout))
         return report
@@ -362,11 +362,10 @@ def _candidates(settings: ClientSettings, db: StateDB, sealer: Sealer, state: Re
 def _recommit(settings: ClientSettings, db: StateDB, repo: Repository, lease: Lease, state: RelayState,
               candidate: _Candidate) -> FixItem:
     """Commit ``candidate``'s local file as version ``candidate.version``."""
-    versions = state.versions.setdefault(candidate.key, [])
     floor = candidate.version - 1
-    phantom = floor > max(versions, default=0)
+    phantom = floor > state.latest_version(candidate.key)
     if phantom:
-        versions.append(floor)  # commit_file numbers the new version after the highest known one
+        state.add_version(candidate.key, floor)  # commit_file numbers the new version after the highest known one
     try:
         with localfs.open_for_push(settings.local_path, candidate.path, candidate.local) as handle:
             local = LocalVersion(candidate.path, candidate.local.size, candidate.local.mtime_ns,
@@ -374,8 +373,7 @@ def _recommit(settings: ClientSettings, db: StateDB, repo: Repository, lease: Le
             placeholder = repo.commit_file(lease, state, local, handle)
     finally:
         if phantom:
-            with contextlib.suppress(ValueError):
-                state.versions[candidate.key].remove(floor)
+            state.remove_version(candidate.key, floor)
 
     def record() -> None:
         db.set_base(candidate.path, dc_replace(candidate.base, version=placeholder.version,

@@ -46,6 +46,7 @@ from escale.errors import (
     RelayQuotaExceeded,
 )
 from escale.protocol import layout
+from escale.protocol.identity import same_file, trusted_checksum
 from escale.protocol.lease import Lease
 from escale.protocol.marker import MARKER, ChangeMarker
 from escale.protocol.objects import MAX_OBJECT_BYTES, Ack, ClientRecord, Placeholder, checksum_problem
@@ -94,16 +95,31 @@ READER_MIN = 8
 class RelayState:
     """What the relay holds, as read at one moment.
 
-    ``latest``: the newest decodable placeholder per path. ``versions``: every
-    placeholder version listed per key. ``acks``: client ids per (key, version).
-    ``payloads``: payload names present with their stored sizes. ``rejected``:
-    relay objects that failed to open or decode (reported, never acted upon).
+    ``latest``: the newest decodable placeholder per path. ``versions``:
+    every placeholder version listed per key, an ``int`` when the key has one
+    version (most keys), else a sorted tuple; read it through
+    :meth:`versions_of`, change it through :meth:`add_version` and
+    :meth:`remove_version`. ``acks``: the clients whose acknowledgement is
+    listed per (key, version), as a frozenset (versions acknowledged by the
+    same clients share one; a new group is made by :meth:`add_ack` and
+    :meth:`drop_ack`, never by changing one in place). ``payloads``: payload
+    names present with their stored sizes. ``rejected``: relay objects that
+    failed to open or decode (reported, never acted upon).
+
+    Compact on purpose (a pass holds one per repository, with an entry per
+    tracked file): no list per key, no set per version, and the names of the
+    acknowledgement objects are not kept (:meth:`ack_names_of` spells them
+    again from key, version and client, which is what the listing held: only
+    canonical names are parsed).
     """
 
     latest: dict[str, Placeholder] = field(default_factory=dict)
-    versions: dict[str, list[int]] = field(default_factory=dict)
-    acks: dict[tuple[str, int], set[str]] = field(default_factory=dict)
-    ack_names: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    versions: dict[str, int | tuple[int, ...]] = field(default_factory=dict)
+    acks: dict[tuple[str, int], frozenset[str]] = field(default_factory=dict)
+    #: acknowledgement objects listed but refused (they do not open, or name
+    #: another version or client), per (key, version): dropped from ``acks``,
+    #: still deleted with their version (:meth:`ack_names_of`)
+    refused_acks: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     payloads: dict[str, int] = field(default_factory=dict)
     #: temporaries (``.escale-tmp-*``: uploads in progress or interrupted) seen
     #: in the folders read, by name: they take relay space like payloads
@@ -117,11 +133,41 @@ class RelayState:
     #: nothing changed there since the last full read, whose result this is
     #: (temporaries of those folders are then unknown)
     from_snapshot: bool = False
+    #: the groups of ``acks`` made so far: (group, client added or removed) ->
+    #: the group that results (shared, so that equal groups are one object)
+    _groups: dict[tuple[frozenset[str], str, bool], frozenset[str]] = field(
+        default_factory=dict, repr=False, compare=False)
+
+    def versions_of(self, key: str) -> tuple[int, ...]:
+        """The versions listed for ``key``, ascending (empty: none)."""
+        listed = self.versions.get(key)
+        if listed is None:
+            return ()
+        return (listed,) if isinstance(listed, int) else listed
+
+    def add_version(self, key: str, version: int) -> None:
+        """Record ``version`` as listed for ``key`` (no effect if it is)."""
+        listed = self.versions.get(key)
+        if listed is None:
+            self.versions[key] = version
+        elif isinstance(listed, int):
+            if listed != version:
+                self.versions[key] = (listed, version) if listed < version else (version, listed)
+        elif version not in listed:
+            self.versions[key] = tuple(sorted((*listed, version)))
+
+    def remove_version(self, key: str, version: int) -> None:
+        """Forget ``version`` of ``key`` (no effect if it is not listed)."""
+        rest = tuple(v for v in self.versions_of(key) if v != version)
+        if not rest:
+            self.versions.pop(key, None)
+        else:
+            self.versions[key] = rest[0] if len(rest) == 1 else rest
 
     def latest_version(self, key: str) -> int:
         """The highest version number listed for ``key``, readable or not (the
         next commit goes above it, so it never collides with any object)."""
-        return max(self.versions.get(key, []), default=0)
+        return max(self.versions_of(key), default=0)
 
     def next_version(self, key: str, path: str) -> int:
         """The number of ``path``'s next commit (above every listed version).
@@ -143,8 +189,52 @@ class RelayState:
         never makes a genuine version look superseded.
         """
         top = {p.key: p.version for p in self.latest.values()}
-        return [(key, v) for key, versions in self.versions.items() if key in top
-                for v in versions if v < top[key]]
+        return [(key, v) for key in self.versions if key in top
+                for v in self.versions_of(key) if v < top[key]]
+
+    def _group(self, group: frozenset[str], client: str, add: bool) -> frozenset[str]:
+        """``group`` with ``client`` added (or removed), as a shared object."""
+        made = self._groups.get((group, client, add))
+        if made is None:
+            made = group | {client} if add else group - {client}
+            for known in self._groups.values():  # a handful: reuse an equal group made another way
+                if known == made:
+                    made = known
+                    break
+            self._groups[group, client, add] = made
+        return made
+
+    def add_ack(self, key: str, version: int, client: str) -> None:
+        """Record ``client``'s acknowledgement of ``key`` ``version`` as listed."""
+        pair = (key, version)
+        self.acks[pair] = self._group(self.acks.get(pair, frozenset()), client, True)
+
+    def drop_ack(self, key: str, version: int, client: str) -> None:
+        """Stop counting ``client``'s listed acknowledgement of ``key``
+        ``version`` (it was refused); its object is still deleted with its
+        version (:meth:`ack_names_of`)."""
+        pair = (key, version)
+        held = self.acks.get(pair)
+        if held is None or client not in held:
+            return
+        self.acks[pair] = self._group(held, client, False)
+        self.refused_acks.setdefault(pair, []).append(layout.ack_name(key, version, client))
+
+    def ack_names_of(self, key: str, version: int) -> list[str]:
+        """The acknowledgement objects listed for ``key`` ``version``: those
+        of :attr:`acks` and those refused."""
+        pair = (key, version)
+        names = [layout.ack_name(key, version, client) for client in sorted(self.acks.get(pair, ()))]
+        return names + self.refused_acks.get(pair, [])
+
+    def ack_pairs(self) -> list[tuple[str, int]]:
+        """Every (key, version) with a listed acknowledgement object."""
+        return [*self.acks, *(pair for pair in self.refused_acks if pair not in self.acks)]
+
+    def forget_acks(self, key: str, version: int) -> None:
+        """Forget the acknowledgements of ``key`` ``version`` (deleted)."""
+        self.acks.pop((key, version), None)
+        self.refused_acks.pop((key, version), None)
 
     def has_payload(self, placeholder: Placeholder) -> bool:
         return placeholder.payload is not None and placeholder.payload in self.payloads
@@ -364,7 +454,7 @@ class Repository:
             raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
         if fetched:
             self.meta_cache[name] = cached
-        return placeholder
+        return _shared_strings(placeholder)
 
     def read_state(self, *, use_marker: bool = False) -> RelayState:
         """List the relay and decode what changed since the last read.
@@ -396,12 +486,9 @@ class Repository:
             state.from_snapshot = self._from_snapshot(state, marker)
         if not state.from_snapshot:
             for payload_name, stored in self._data_entries():
-                state.payloads[payload_name] = stored
-        for name in self._list(layout.ACKS):
-            ref = layout.parse_ack(name)
-            if ref is not None:
-                state.acks.setdefault((ref.key, ref.version), set()).add(ref.suffix)
-                state.ack_names.setdefault((ref.key, ref.version), []).append(name)
+                # interned: the placeholder naming it holds the same string (_cached_placeholder)
+                state.payloads[sys.intern(payload_name)] = stored
+        self._read_acks(state)
         if not state.from_snapshot:
             self._read_meta(state)
             if marker is not None and marker.clean and not state.warnings:
@@ -411,6 +498,19 @@ class Repository:
         state.temporaries = {e.name: e for e in self._temporaries}
         self._register(state)
         return state
+
+    def _read_acks(self, state: RelayState) -> None:
+        """Fill ``state.acks`` from the listing of ``acks/`` (names only: an
+        acknowledgement is opened when it is to count, :meth:`acks_authentic`).
+        Keys and client ids are shared strings (the keys are also those of
+        ``versions`` and of the placeholders), each version's clients a
+        shared group; the listed names are not kept."""
+        clients: dict[str, str] = {}
+        for entry in self._entries(layout.ACKS):
+            ref = layout.parse_ack(entry.name)
+            if ref is not None:
+                client = clients.setdefault(ref.suffix, ref.suffix)
+                state.add_ack(sys.intern(ref.key), ref.version, client)
 
     def _read_clients(self, state: RelayState) -> None:
         for entry in self._entries(layout.CLIENTS):
@@ -433,7 +533,7 @@ class Repository:
             if record.client == client:
                 state.clients[client] = record
                 if cache_key not in self.meta_cache:
-                    for old in [k for k in self.meta_cache if k.startswith(name + "@")]:
+                    for old in _cache_keys(self.meta_cache, name + "@"):
                         del self.meta_cache[old]
                     self.meta_cache[cache_key] = data
 
@@ -443,26 +543,24 @@ class Repository:
         ones are gone or refused). The highest versions not cached are fetched
         through :attr:`object_reader` when there is one and they are many; each
         is still opened and checked here, one by one, in the listing's order."""
-        for name in self._list(layout.META):
-            if (ref := layout.parse_meta(name)) is not None:
-                state.versions.setdefault(ref.key, []).append(ref.version)
-        for versions in state.versions.values():
-            versions.sort()
+        for entry in self._entries(layout.META):
+            if (ref := layout.parse_meta(entry.name)) is not None:
+                state.add_version(sys.intern(ref.key), ref.version)
         stream = None
         wanted: set[str] = set()
         if self.object_reader is not None and len(state.versions) >= READER_MIN:
             # one listing of the cache's names (not one lookup per placeholder)
-            cached = {n for n in self.meta_cache if n.startswith(layout.META + "/")}
-            missing = [name for key, versions in state.versions.items()
-                       if (name := layout.meta_name(key, versions[-1])) not in cached]
+            cached = set(_cache_keys(self.meta_cache, layout.META + "/"))
+            missing = [name for key in state.versions
+                       if (name := layout.meta_name(key, state.latest_version(key))) not in cached]
             del cached
             if len(missing) >= READER_MIN:
                 wanted = set(missing)
                 log.debug("reading %d placeholders on other connections", len(missing))
                 stream = self.object_reader(missing, MAX_OBJECT_BYTES)
         try:
-            for key, versions in state.versions.items():
-                for version in reversed(versions):
+            for key in state.versions:
+                for version in reversed(state.versions_of(key)):
                     name = layout.meta_name(key, version)
                     stored: bytes | EscaleError | None = None
                     if stream is not None and name in wanted:
@@ -483,7 +581,7 @@ class Repository:
         finally:
             if stream is not None:
                 stream.close()
-        for stale in [n for n in self.meta_cache if n.startswith(layout.META + "/") and not _listed(state, n)]:
+        for stale in _cache_keys(self.meta_cache, layout.META + "/", lambda n: not _listed(state, n)):
             del self.meta_cache[stale]
 
     # ----------------------------------------------------------- the change marker
@@ -530,7 +628,7 @@ class Repository:
         # keys have one length (32 hex digits): sorted keys, then each key's
         # versions as spelled, is the order of the sorted names
         _write_pieces(out, (f"{key}.{digits}" for key in sorted(state.versions)
-                            for digits in sorted(f"{v:010d}" for v in state.versions[key])))
+                            for digits in sorted(f"{v:010d}" for v in state.versions_of(key))))
         out.write(b'],"latest":[')
         _write_pieces(out, (layout.meta_name(p.key, p.version) for p in state.latest.values()))
         out.write(b'],"payloads":{')
@@ -560,10 +658,12 @@ class Repository:
                     return False
             if not 0 <= time.time() - float(snapshot["time"]) < FULL_READ_AFTER:
                 return False
-            versions: dict[str, list[int]] = {}
+            shelf = RelayState()
             for base in snapshot["meta"]:
                 key, _, digits = base.partition(".")
-                versions.setdefault(sys.intern(key), []).append(int(digits))
+                shelf.add_version(sys.intern(key), int(digits))
+            versions = shelf.versions
+            del shelf
             latest: dict[str, Placeholder] = {}
             wanted = set(snapshot["latest"])
             stream = getattr(self.meta_cache, "items_with_prefix", None)
@@ -578,7 +678,7 @@ class Repository:
                     latest[placeholder.path] = placeholder
             if len(latest) != len(wanted):
                 return False  # a cached placeholder is missing (or two share a path)
-            payloads = {str(k): int(v) for k, v in snapshot["payloads"].items()}
+            payloads = {sys.intern(str(k)): int(v) for k, v in snapshot["payloads"].items()}
             rejected = [str(n) for n in snapshot["rejected"]]
         except (KeyError, ValueError, TypeError, AttributeError):
             log.debug("the snapshot of the last full read is unusable: reading the relay")
@@ -827,8 +927,7 @@ class Repository:
         clients still to come. A stale receiver (see ``stale receiver``) still
         counts: it is reported, never dropped on its own.
         """
-        acks = state.acks.get((placeholder.key, placeholder.version), set())
-        acks = acks - {placeholder.pusher}
+        acks = state.acks.get((placeholder.key, placeholder.version), frozenset()) - {placeholder.pusher}
         wanted = placeholder.puller_count or self.puller_count
         if wanted:
             return len(acks) >= wanted
@@ -851,9 +950,15 @@ class Repository:
         """As :meth:`acknowledge`, through ``relay`` (this repository's relay
         or another connection to it). Touches no shared state: safe from a
         worker thread with its own ``relay``."""
+        relay.put_bytes(*self.ack_object(placeholder))
+
+    def ack_object(self, placeholder: Placeholder) -> tuple[str, bytes]:
+        """The relay name and sealed content of this client's acknowledgement
+        of ``placeholder``, as :meth:`acknowledge_on` writes it (for callers
+        that write several in one group). Touches no shared state."""
         name = layout.ack_name(placeholder.key, placeholder.version, self.client_id)
         ack = Ack(self.client_id, placeholder.key, placeholder.version)
-        relay.put_bytes(name, self.sealer.seal(name, ack.encode()))
+        return name, self.sealer.seal(name, ack.encode())
 
     # ----------------------------------------------------------- batching (the index layout's hooks)
 
@@ -890,8 +995,11 @@ class Repository:
     ) -> Placeholder:
         """Push ``source`` (the local file's content) as the path's next version.
 
-        The payload is sealed into a spool file while its checksum is computed,
-        so the placeholder describes exactly the bytes sent. Raises
+        The payload is sealed into a spool file while its checksum is computed
+        (or, when ``local`` carries the scan's identity and ``source`` keeps it
+        from before the first read to after the last, taken from the scan:
+        :meth:`_seal_into`), so the placeholder describes exactly the bytes
+        sent; a file written to meanwhile raises ProtocolError. Raises
         RelayQuotaExceeded (transient) when ``disk quota`` would be exceeded,
         LeaseLost when the lease is no longer ours (usually nothing was
         committed then, at worst an orphan payload remains; if the lease was
@@ -986,13 +1094,23 @@ class Repository:
                    spool: BinaryIO) -> tuple[int, str | None]:
         """Seal ``source`` (``local``'s content) as ``payload`` into ``spool``;
         returns its stored size and the content's checksum. ProtocolError when
-        ``source`` is not ``local.size`` long (it changed meanwhile). Touches no
-        shared state."""
-        hasher = hashlib.new(self.checksum) if self.checksum else None
+        ``source`` is not ``local.size`` long, or was written to while it was
+        read under the scan's checksum (it changed meanwhile). Touches no
+        shared state.
+
+        The content is read once: when ``source`` is the file the scan hashed,
+        unchanged (:func:`~escale.protocol.identity.trusted_checksum` before
+        the first read, :func:`~escale.protocol.identity.same_file` after the
+        last), ``local.checksum`` is the checksum and nothing is hashed here;
+        otherwise what is read is hashed, and that hash is the checksum."""
+        trusted = trusted_checksum(local, source, self.checksum)
+        hasher = hashlib.new(self.checksum) if self.checksum and trusted is None else None
         reader = _HashingReader(source, hasher)
         self.sealer.seal_stream(payload, cast(BinaryIO, reader), cast(BinaryIO, _LocalSpool(spool, local.path)))
-        if reader.count != local.size:
+        if reader.count != local.size or (trusted is not None and not same_file(local, source)):
             raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+        if trusted is not None:
+            return spool.tell(), trusted
         return spool.tell(), (f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None)
 
     def _staged_placeholder(self, lease: Lease, state: RelayState, local: LocalVersion, key: str, version: int,
@@ -1125,7 +1243,7 @@ class Repository:
         lease.check()
         previous = state.latest.get(placeholder.path)
         state.latest[placeholder.path] = placeholder
-        state.versions.setdefault(placeholder.key, []).append(placeholder.version)
+        state.add_version(placeholder.key, placeholder.version)
         if previous is not None:
             self.retire(state, previous.key, previous.version)
 
@@ -1166,17 +1284,16 @@ class Repository:
         self._delete_quietly(name)
         self.meta_cache.pop(name, None)
         self.step(f"retired placeholder {key[:8]}.{version}")
-        if version in state.versions.get(key, []):
-            state.versions[key].remove(version)
+        state.remove_version(key, version)
         prefix = f"{layout.DATA}/{key}.{version:010d}."
         for payload in [p for p in state.payloads if p.startswith(prefix)]:
             self._delete_quietly(payload)
             state.payloads.pop(payload, None)
             self.step(f"retired payload {key[:8]}.{version}")
-        for ack in state.ack_names.pop((key, version), []):
+        for ack in state.ack_names_of(key, version):
             self._delete_quietly(ack)
             self.step(f"retired acknowledgement {key[:8]}.{version}")
-        state.acks.pop((key, version), None)
+        state.forget_acks(key, version)
 
     def _delete_quietly(self, name: str) -> None:
         try:
@@ -1212,15 +1329,13 @@ class Repository:
         """Whether every acknowledgement listed for ``placeholder`` opens and
         names it (a forged one is dropped from ``state`` and logged); reads
         each acknowledgement object once."""
-        names = state.ack_names.get((placeholder.key, placeholder.version), [])
-        for name in names:
+        for client in sorted(state.acks.get((placeholder.key, placeholder.version), ())):
+            name = layout.ack_name(placeholder.key, placeholder.version, client)
             try:
                 ack = Ack.decode(self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES)), name)
             except (RelayNotFound, ProtocolError, CryptoError) as exc:
                 log.warning("ignoring acknowledgement %s: %s", name, exc)
-                state.acks.get((placeholder.key, placeholder.version), set()).discard(
-                    name.rpartition(".")[2]
-                )
+                state.drop_ack(placeholder.key, placeholder.version, client)
                 return False
             owner = name.rpartition(".")[2]
             if (ack.key, ack.version) != (placeholder.key, placeholder.version) or ack.client != owner:
@@ -1257,14 +1372,13 @@ class Repository:
                 state.payloads.pop(payload, None)
                 self.step("removed orphan payload")
                 removed += 1
-        current = {(p.key, p.version) for p in state.latest.values()}
-        for pair, names in list(state.ack_names.items()):
-            if pair not in current and pair[0] in {p.key for p in state.latest.values()}:
-                for name in names:
+        top = {p.key: p.version for p in state.latest.values()}  # one entry per key, no tuple
+        for pair in state.ack_pairs():
+            if top.get(pair[0], pair[1]) != pair[1]:  # a key of ``latest``, another version
+                for name in state.ack_names_of(*pair):
                     self._delete_quietly(name)
                     removed += 1
-                state.ack_names.pop(pair, None)
-                state.acks.pop(pair, None)
+                state.forget_acks(*pair)
         for entry in self.stale_temporaries(state, temporary_age):
             self._touch(lease)
             lease.check()
@@ -1313,7 +1427,7 @@ class Repository:
                     stale.append(entry)
                 continue
             self.meta_cache[key] = f"{entry.size} {now}".encode("ascii")
-        for key in [k for k in self.meta_cache if k.startswith(_TEMP_SEEN)]:
+        for key in _cache_keys(self.meta_cache, _TEMP_SEEN):
             if key[len(_TEMP_SEEN):] not in state.temporaries:
                 del self.meta_cache[key]
         return stale
@@ -1365,10 +1479,20 @@ def _write_pieces(out: io.BytesIO, items: Iterator[str] | Iterator[tuple[str, in
         comma = b","
 
 
+def _cache_keys(cache: MutableMapping[str, bytes], prefix: str,
+                wanted: Callable[[str], bool] = lambda name: True) -> list[str]:
+    """The keys of ``cache`` that start with ``prefix`` and that ``wanted``
+    takes: streamed from the state database's table when ``cache`` is one
+    (no list of every key in memory), else from iterating ``cache``."""
+    stream = getattr(cache, "keys_with_prefix", None)
+    keys: Iterable[str] = stream(prefix) if stream is not None else (k for k in cache if k.startswith(prefix))
+    return [k for k in keys if wanted(k)]
+
+
 def _listed(state: RelayState, name: str) -> bool:
     """Whether placeholder ``name`` is among ``state.versions`` (as listed)."""
     ref = layout.parse_meta(name)
-    return ref is not None and ref.version in state.versions.get(ref.key, ())
+    return ref is not None and ref.version in state.versions_of(ref.key)
 
 
 def _move_state(source: RelayState, target: RelayState) -> None:
@@ -1391,14 +1515,41 @@ def _cached_placeholder(data: bytes) -> Placeholder:
     doc = json.loads(data)
     if doc.pop("format") != 1 or doc.pop("type") != "placeholder":
         raise ValueError("not a cached placeholder")
-    # client ids and labels repeat across placeholders, and paths and keys are
-    # also held by the scan, the base and the versions seen: one string each in memory
-    doc["path"] = sys.intern(doc["path"])
-    doc["key"] = sys.intern(doc["key"])
-    doc["pusher"] = sys.intern(doc["pusher"])
-    doc["pusher_label"] = sys.intern(doc["pusher_label"])
-    doc["receivers"] = tuple(sys.intern(r) for r in doc["receivers"])
+    # shared strings, as _shared_strings makes them, without a second object
+    for name in ("path", "key", "pusher", "pusher_label", "checksum", "payload"):
+        if (value := doc[name]) is not None:
+            doc[name] = sys.intern(value)
+    doc["receivers"] = _receiver_list(tuple(doc["receivers"]))
     return Placeholder(**doc)
+
+
+#: receiver lists seen in placeholders, each one tuple (a handful per
+#: repository; emptied when it grows past a bound, it is only a saving)
+_RECEIVER_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared_strings(placeholder: Placeholder) -> Placeholder:
+    """``placeholder`` with its strings shared: client ids, labels and receiver
+    lists repeat across placeholders; path, key and checksum are also held by
+    the scan, the base, the versions listed and seen; the payload name by
+    ``RelayState.payloads``. One string each in memory (interned), one tuple
+    per receiver list. Equal values: the placeholder is the same."""
+    checksum, payload = placeholder.checksum, placeholder.payload
+    return replace(placeholder, path=sys.intern(placeholder.path), key=sys.intern(placeholder.key),
+                   pusher=sys.intern(placeholder.pusher), pusher_label=sys.intern(placeholder.pusher_label),
+                   receivers=_receiver_list(placeholder.receivers),
+                   checksum=None if checksum is None else sys.intern(checksum),
+                   payload=None if payload is None else sys.intern(payload))
+
+
+def _receiver_list(receivers: tuple[str, ...]) -> tuple[str, ...]:
+    """The one shared tuple equal to ``receivers`` (client ids interned)."""
+    shared = _RECEIVER_LISTS.get(receivers)
+    if shared is None:
+        if len(_RECEIVER_LISTS) >= 1024:
+            _RECEIVER_LISTS.clear()
+        shared = _RECEIVER_LISTS[receivers] = tuple(sys.intern(r) for r in receivers)
+    return shared
 
 
 def _no_step(name: str) -> None:

@@ -127,6 +127,10 @@ class Capabilities:
     ``mtime_precision``: seconds of precision of ``stat().mtime``; None when the
     backend reports no modification time.
     ``usage``: ``usage()`` returns the server's free/total space.
+    ``group_put``: :meth:`Relay.put_commits` costs a few requests for a whole
+    group, not one put per item (a cost, not a guarantee: the contract of
+    ``put_commits`` is the same everywhere). Callers with many small objects
+    to write at once gather them into groups where it is set.
 
     The defaults describe the weakest server (no flag, no modification time):
     a backend declares what it has, and a flag left out is never assumed.
@@ -138,6 +142,7 @@ class Capabilities:
     rename_exclusive: bool = False
     mtime_precision: float | None = None
     usage: bool = False
+    group_put: bool = False
 
 
 @dataclass(frozen=True, slots=True)

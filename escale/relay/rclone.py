@@ -2,14 +2,17 @@
 
 An ``rclone rcd`` process serves the open relays of this process that use
 the same rclone binary, configuration and timeout (:class:`_RcdPool`: a
-pass's transfer connections share the rcd of its main connection), bound to
-127.0.0.1 on a port the kernel picks, with a random rc user and password
-handed over in its environment (``RCLONE_RC_USER``/``RCLONE_RC_PASS``: never
-on its command line). It stops when the last relay using it closes, and dies
-with escale (a parent-death signal, armed from one long-lived thread:
-:class:`_Spawner`). Every operation is one HTTP request to its remote-control
-API, on the relay's own kept-alive connection, so small operations cost no
-process start. The remote's own credentials stay in the rclone configuration
+pass's transfer connections share the rcd of its main connection), on a
+unix socket in a folder only this user may enter (no rc authentication: the
+folder is the access control; see :class:`_Rcd`), or, for an rclone without
+unix sockets, bound to 127.0.0.1 on a port the kernel picks, with a random
+rc user and password handed over in its environment
+(``RCLONE_RC_USER``/``RCLONE_RC_PASS``: never on its command line). It
+stops when the last relay using it closes, and dies with escale (a
+parent-death signal, armed from one long-lived thread: :class:`_Spawner`).
+Every operation is one HTTP request to its remote-control API, on the
+relay's own kept-alive connection, so small operations cost no process
+start. The remote's own credentials stay in the rclone configuration
 file (``spec.rclone_config``, passed as ``RCLONE_CONFIG``).
 
 Where the repository is: ``spec.rclone_remote`` names the remote, optionally
@@ -26,7 +29,8 @@ name itself to tell a folder from nothing (a missing folder answers at once);
 ``put`` sends a multipart upload (``operations/uploadfile``): streamed in 1 MiB
 chunks, or, for a seekable source of at most 256 KiB, from memory as one body
 (fewer sends and wake-ups per request). Every call goes over one kept-alive
-HTTP connection (a ``requests.Session``), so a call costs one round trip to
+HTTP connection (:class:`_Http`, on :mod:`http.client`: a third of the
+client-side cost of ``requests`` per call), so a call costs one round trip to
 the rcd, not a connection or a process. rclone's "corrupted on transfer" (its
 hash check after an upload) is transient: a retry decides. On a local disk
 (``IsLocal``) that check is skipped (``IgnoreChecksum`` for the upload): the
@@ -78,25 +82,31 @@ to it for the remote's network calls. A dead rcd is a transient
 
 from __future__ import annotations
 
+import base64
 import collections
 import ctypes
+import dataclasses
+import http.client
+import json
 import logging
 import os
 import posixpath
 import queue
 import re
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, BinaryIO
-from urllib.parse import quote
-
-import requests
+from urllib.parse import quote, urlencode, urlsplit
 
 from escale.errors import (
     RelayConnectionError,
@@ -125,6 +135,11 @@ _IGNORE_CHECKSUM = '{"IgnoreChecksum": true}'
 _GROUP = 256
 #: Lookups (and deletions) a ``job/batch`` runs at once.
 _LOOKUPS = 8
+#: the rcds' socket folders (in the temporary folder), and the age past which an empty one is left over
+_FOLDER_PREFIX = "escale-rcd-"
+_STALE_FOLDER = 600.0
+#: sun_path's size on Linux, with its terminating NUL
+_UNIX_PATH_MAX = 108
 _LISTENING = re.compile(r"Serving remote control on (http://[^\s/]+)/")
 
 #: What is declared before the remote has been asked (nothing is promised).
@@ -224,26 +239,104 @@ def _die_with_parent() -> Callable[[], None] | None:
     return hook
 
 
+def _sweep_stale_folders() -> None:
+    """Remove the rcd folders that an escale killed outright left behind.
+
+    A stopped rcd removes its socket; its folder goes with :meth:`_Rcd.discard`,
+    which a process killed with SIGKILL never runs. An empty folder of ours
+    untouched for :data:`_STALE_FOLDER` seconds is such a leftover (a live
+    rcd's folder holds its socket, and rmdir leaves a folder that is not
+    empty). Never raises."""
+    root = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(_FOLDER_PREFIX)]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = os.path.join(root, name)
+        try:
+            info = os.lstat(path)
+            if info.st_uid == os.getuid() and now - info.st_mtime > _STALE_FOLDER:
+                os.rmdir(path)
+        except OSError:
+            continue
+
+
+class _NoUnixSocket(Exception):
+    """This rclone could not serve its rc on a unix socket (it exited)."""
+
+
+def _accepts(path: str) -> bool:
+    """Whether a unix socket at ``path`` takes a connection now."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 class _NoBatch(RelayError):
     """This rclone has no ``job/batch`` (before 1.70): callers fall back to one call at a time."""
 
 
 class _Rcd:
-    """One ``rclone rcd`` process started by us, and its HTTP address."""
+    """One ``rclone rcd`` process started by us, and how to reach it.
+
+    It listens on a unix socket in a folder of its own that only this user
+    may enter (mode 0700, from :func:`tempfile.mkdtemp`), without rc
+    authentication: the folder's mode is the access control (only this user
+    and root reach it, who can read the rclone configuration anyway), and
+    rclone's basic authentication cost about 0.2 ms of its CPU per call. An
+    rclone that cannot listen there (no unix socket support), or a socket
+    path too long for the kernel, gets 127.0.0.1 on a port the kernel picks,
+    with a random rc user and password handed over in its environment.
+    """
 
     def __init__(self, binary: str, config: str | None, timeout: float) -> None:
-        user, password = secrets.token_hex(16), secrets.token_hex(32)
+        self.binary, self.config, self.timeout = binary, config, timeout
+        #: open relays using this process (see _RcdPool)
+        self.users = 0
+        self.url = ""
+        #: the unix socket it serves on ("" when on 127.0.0.1)
+        self.socket_path = ""
+        #: the rc credentials (None on the unix socket)
+        self.auth: tuple[str, str] | None = None
+        _sweep_stale_folders()
+        self.folder = tempfile.mkdtemp(prefix=_FOLDER_PREFIX)
+        path = os.path.join(self.folder, "rc.sock")
+        try:
+            if len(os.fsencode(path)) < _UNIX_PATH_MAX:
+                try:
+                    self._start(path)
+                    return
+                except _NoUnixSocket:
+                    log.debug("rclone %s serves no unix socket: rc on 127.0.0.1 with credentials", binary)
+            self._start("")
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+
+    def _start(self, socket_path: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_RC_")}
         env.update(
-            RCLONE_RC_USER=user,
-            RCLONE_RC_PASS=password,
-            RCLONE_TIMEOUT=f"{timeout:g}s",
-            RCLONE_CONTIMEOUT=f"{timeout:g}s",
+            RCLONE_TIMEOUT=f"{self.timeout:g}s",
+            RCLONE_CONTIMEOUT=f"{self.timeout:g}s",
             RCLONE_LOW_LEVEL_RETRIES="2",
         )
-        if config:
-            env["RCLONE_CONFIG"] = os.path.expanduser(config)
-        argv = [binary, "rcd", "--rc-addr", "127.0.0.1:0", "--rc-serve", "--log-level", "NOTICE"]
+        if socket_path:
+            listen = ["--rc-addr", f"unix://{socket_path}", "--rc-no-auth"]
+        else:
+            user, password = secrets.token_hex(16), secrets.token_hex(32)
+            env.update(RCLONE_RC_USER=user, RCLONE_RC_PASS=password)
+            self.auth = (user, password)
+            listen = ["--rc-addr", "127.0.0.1:0"]
+        if self.config:
+            env["RCLONE_CONFIG"] = os.path.expanduser(self.config)
+        argv = [self.binary, "rcd", *listen, "--rc-serve", "--log-level", "NOTICE"]
         try:
             self.proc = _spawn(lambda: subprocess.Popen(
                 argv,
@@ -255,22 +348,32 @@ class _Rcd:
                 preexec_fn=_die_with_parent(),
             ))
         except FileNotFoundError as exc:
-            raise RelayError(f"rclone binary {binary!r} not found (check 'rclone binary')") from exc
+            raise RelayError(f"rclone binary {self.binary!r} not found (check 'rclone binary')") from exc
         except OSError as exc:
-            raise RelayError(f"cannot run rclone binary {binary!r}: {exc.strerror or exc}") from exc
-        self.auth = (user, password)
-        #: open relays using this process (see _RcdPool)
-        self.users = 0
-        self.url = ""
+            raise RelayError(f"cannot run rclone binary {self.binary!r}: {exc.strerror or exc}") from exc
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read_log, name=f"rclone-rcd-{self.proc.pid}", daemon=True)
         self._reader.start()
-        if not self._ready.wait(timeout) or not self.url:
+        if socket_path:
+            # rclone says nothing when it listens on a unix socket: it is
+            # ready when the socket takes a connection (or dead when it exits)
+            deadline = time.monotonic() + self.timeout
+            while not self._ready.is_set() and time.monotonic() < deadline:
+                if _accepts(socket_path):
+                    self.socket_path, self.url = socket_path, "http://localhost"
+                    break
+                self._ready.wait(0.005)
+            if not self.url and not self.alive():
+                self.stop()
+                raise _NoUnixSocket(_one_line(self.tail[-1]) if self.tail else "no output")
+        else:
+            self._ready.wait(self.timeout)
+        if not self.url:
             last = _one_line(self.tail[-1]) if self.tail else "no output"
             self.stop()
-            raise RelayConnectionError(f"rclone rcd did not start within {timeout:g}s ({last})")
-        log.debug("rclone rcd pid %d serving on %s", self.proc.pid, self.url)
+            raise RelayConnectionError(f"rclone rcd did not start within {self.timeout:g}s ({last})")
+        log.debug("rclone rcd pid %d serving on %s", self.proc.pid, self.socket_path or self.url)
 
     @property
     def pid(self) -> int:
@@ -282,7 +385,7 @@ class _Rcd:
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip()
             self.tail.append(line)
-            if not self.url:
+            if not self.url and not self.socket_path:
                 match = _LISTENING.search(line)
                 if match:
                     self.url = match.group(1)
@@ -311,6 +414,11 @@ class _Rcd:
                 self._reader.join(2)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
+
+    def discard(self) -> None:
+        """:meth:`stop`, and remove its socket's folder; never raises."""
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 
@@ -363,12 +471,95 @@ class _Spawner:
 _spawn = _Spawner().run
 
 
+class _HttpFailed(Exception):
+    """The HTTP exchange with the rcd failed (``timed_out``: no answer in time)."""
+
+    def __init__(self, cause: BaseException, timed_out: bool) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause_name = type(cause).__name__
+        self.timed_out = timed_out
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the rcd's unix socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _Http:
+    """One kept-alive HTTP/1.1 connection to an rcd, with its credentials.
+
+    Not shared between threads (one per relay). A failed exchange closes the
+    connection (the next call opens a new one) and raises :class:`_HttpFailed`.
+    A response must be read to its end (or :meth:`drop` called) before the
+    next request.
+    """
+
+    def __init__(self, rcd: _Rcd, connect_timeout: float) -> None:
+        self._conn: http.client.HTTPConnection
+        if rcd.socket_path:
+            self._conn = _UnixConnection(rcd.socket_path, connect_timeout)
+        else:
+            where = urlsplit(rcd.url)
+            self._conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port,
+                                                    timeout=connect_timeout)
+        self._headers = {}
+        if rcd.auth is not None:
+            token = base64.b64encode(f"{rcd.auth[0]}:{rcd.auth[1]}".encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
+        self._connect_timeout = connect_timeout
+
+    def send(self, method: str, path: str, body: bytes | Iterator[bytes] | None, headers: dict[str, str],
+             read_timeout: float) -> http.client.HTTPResponse:
+        """Send one request and read the status and headers of its answer."""
+        conn = self._conn
+        try:
+            if conn.sock is None:
+                conn.timeout = self._connect_timeout
+                conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(read_timeout)
+            chunked = body is not None and not isinstance(body, bytes)
+            conn.request(method, path, body=body, headers={**self._headers, **headers}, encode_chunked=chunked)
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _HttpFailed(exc, isinstance(exc, TimeoutError)) from exc
+
+    def read(self, response: http.client.HTTPResponse, size: int = -1) -> bytes:
+        """Read from ``response`` (all of it by default)."""
+        try:
+            return response.read() if size < 0 else response.read(size)
+        except (OSError, http.client.HTTPException) as exc:
+            self._conn.close()
+            raise _HttpFailed(exc, isinstance(exc, TimeoutError)) from exc
+
+    def drop(self) -> None:
+        """Forget the connection (a response left unread)."""
+        self._conn.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class _RcdPool:
     """The rcds of this process, one per (binary, configuration, timeout),
     shared by every open relay that needs the same one (a pass's transfer
     connections use the rcd of its main connection: no process each).
 
-    Each relay keeps its own HTTP connection (its ``requests.Session``); the
+    Each relay keeps its own HTTP connection (its :class:`_Http`); the
     rcd serves concurrent calls. A relay takes the rcd when it opens and gives
     it back when it closes (or is collected unclosed, or at interpreter exit);
     the last one out stops the process. A dead rcd is never handed out: the
@@ -400,7 +591,7 @@ class _RcdPool:
                 return
             if self._running.get(key) is rcd:
                 del self._running[key]
-        rcd.stop()
+        rcd.discard()
 
 
 _POOL = _RcdPool()
@@ -423,7 +614,7 @@ class RcloneRelay(Relay):
         self.timeout = spec.timeout
         self.capabilities = UNKNOWN_CAPABILITIES
         self._rcd: _Rcd | None = None
-        self._session: requests.Session | None = None
+        self._http: _Http | None = None
         self._duplicates = False  # the remote allows two objects of one name
         #: An object store: a folder is a name prefix (no empty folder, no
         #: folder of its own), and every upload is atomic (see _put).
@@ -473,47 +664,47 @@ class RcloneRelay(Relay):
             return RelayConnectionError(f"{self.describe()}: remote unreachable: {detail}", name=name)
         return RelayError(f"{self.describe()}: rclone failed on {what}: {detail}", name=name)
 
-    def _request_failed(self, exc: requests.RequestException, name: str) -> RelayError:
+    def _request_failed(self, exc: _HttpFailed, name: str) -> RelayError:
         rcd = self._rcd
-        if isinstance(exc, requests.Timeout):
+        if exc.timed_out:
             return RelayTimeout(f"{self.describe()}: rclone rcd gave no answer within the timeout", name=name)
         if rcd is None or not rcd.alive():
             return RelayConnectionError(f"{self.describe()}: rclone rcd process died", name=name)
-        return RelayConnectionError(
-            f"{self.describe()}: rclone rcd unreachable: {type(exc).__name__}", name=name
-        )
+        return RelayConnectionError(f"{self.describe()}: rclone rcd unreachable: {exc.cause_name}", name=name)
 
-    def _base(self) -> tuple[_Rcd, requests.Session]:
-        if self._rcd is None or self._session is None:
+    def _base(self) -> _Http:
+        if self._rcd is None or self._http is None:
             raise RelayConnectionError(f"{self.describe()}: not connected")
-        return self._rcd, self._session
+        return self._http
 
     def _rc(self, command: str, params: dict[str, Any], name: str = "") -> dict[str, Any]:
         """POST one rc command; its JSON answer, or the translated error."""
-        rcd, session = self._base()
-        try:
-            response = session.post(
-                f"{rcd.url}/{command}",
-                json=params,
-                timeout=(self.timeout, self.timeout * _RC_READ_FACTOR),
-            )
-        except requests.RequestException as exc:
-            raise self._request_failed(exc, name) from exc
-        return self._answer(response, name)
+        return self._post(f"/{command}", json.dumps(params).encode(), "application/json", name)
 
-    def _answer(self, response: requests.Response, name: str) -> dict[str, Any]:
+    def _post(self, path: str, body: bytes | Iterator[bytes], content_type: str, name: str) -> dict[str, Any]:
+        """POST ``body`` to the rcd; the JSON answer, or the translated error."""
+        http_ = self._base()
         try:
-            body = response.json()
+            response = http_.send("POST", path, body, {"Content-Type": content_type},
+                                  self.timeout * _RC_READ_FACTOR)
+            data = http_.read(response)
+        except _HttpFailed as exc:
+            raise self._request_failed(exc, name) from exc
+        return self._answer(response.status, response.reason, data, name)
+
+    def _answer(self, status: int, reason: str, data: bytes, name: str) -> dict[str, Any]:
+        try:
+            body = json.loads(data) if data else {}
         except ValueError:
             body = {}
         if not isinstance(body, dict):
             body = {}
-        if response.status_code == 200:
+        if status == 200:
             return body
-        if response.status_code == 401:
+        if status == 401:
             raise RelayConnectionError(f"{self.describe()}: rclone rcd refused our credentials")
-        message = str(body.get("error") or response.reason or response.status_code)
-        raise self._translate(response.status_code, message, name)
+        message = str(body.get("error") or reason or status)
+        raise self._translate(status, message, name)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -521,13 +712,13 @@ class RcloneRelay(Relay):
         self._disconnect()
         self._rcd = _POOL.take(self.binary, self.config, self.timeout)
         self._reaper = weakref.finalize(self, _POOL.give_back, (self.binary, self.config, self.timeout), self._rcd)
-        session = requests.Session()
-        session.auth = self._rcd.auth
-        session.trust_env = False  # 127.0.0.1 only: no proxy from the environment
-        self._session = session
+        # 127.0.0.1 only, straight to the rcd (no proxy from the environment)
+        self._http = _Http(self._rcd, self.timeout)
         try:
             info = self._rc("operations/fsinfo", {"fs": self.fs})
             self.capabilities = _capabilities(info)
+            if not self._has_batch:
+                self.capabilities = dataclasses.replace(self.capabilities, group_put=False)
             features = info.get("Features") or {}
             self._duplicates = bool(features.get("DuplicateFiles"))
             self.folders_are_prefixes = bool(features.get("BucketBased"))
@@ -539,10 +730,10 @@ class RcloneRelay(Relay):
         log.debug("opened %s (rcd pid %d): %s", self.describe(), self._rcd.pid, self.capabilities)
 
     def _disconnect(self) -> None:
-        session, reaper = self._session, self._reaper
-        self._rcd = self._session = self._reaper = None
-        if session is not None:
-            session.close()
+        connection, reaper = self._http, self._reaper
+        self._rcd = self._http = self._reaper = None
+        if connection is not None:
+            connection.close()
         if reaper is not None:
             reaper()  # stops the rcd, once
 
@@ -602,23 +793,26 @@ class RcloneRelay(Relay):
         item = self._rc("operations/stat", _stat_params(self.fs, name), name).get("item")
         return isinstance(item, dict)
 
-    def _object_url(self, rcd: _Rcd, name: str) -> str:
-        return f"{rcd.url}/[{quote(self.fs, safe='/:')}]/{quote(name, safe='/')}"
+    def _object_path(self, name: str) -> str:
+        return f"/[{quote(self.fs, safe='/:')}]/{quote(name, safe='/')}"
 
     def _get(self, name: str, sink: BinaryIO) -> None:
-        rcd, session = self._base()
+        http_ = self._base()
+        done = False
         try:
-            with session.get(
-                self._object_url(rcd, name), stream=True, timeout=(self.timeout, self.timeout)
-            ) as response:
-                if response.status_code != 200:
-                    self._answer(response, name)
-                length = response.headers.get("Content-Length", "")
-                check_size(sink, int(length) if length.isascii() and length.isdigit() else None)
-                for chunk in response.iter_content(_CHUNK):
-                    sink.write(chunk)
-        except requests.RequestException as exc:
+            response = http_.send("GET", self._object_path(name), None, {}, self.timeout)
+            if response.status != 200:
+                self._answer(response.status, response.reason, http_.read(response), name)
+            length = response.getheader("Content-Length") or ""
+            check_size(sink, int(length) if length.isascii() and length.isdigit() else None)
+            while chunk := http_.read(response, _CHUNK):
+                sink.write(chunk)
+            done = True
+        except _HttpFailed as exc:
             raise self._request_failed(exc, name) from exc
+        finally:
+            if not done:
+                http_.drop()  # an answer left unread cannot be followed by a request
 
     def _upload(self, folder: str, filename: str, source: BinaryIO, name: str) -> None:
         """Stream ``source`` as ``folder/filename`` with a multipart upload
@@ -657,7 +851,6 @@ class RcloneRelay(Relay):
         self._post_upload(folder, boundary, b"".join(pieces), name)
 
     def _post_upload(self, folder: str, boundary: str, data: bytes | Iterator[bytes], name: str) -> None:
-        rcd, session = self._base()
         params = {"fs": self.fs, "remote": folder}
         if self._local_disk:
             # rclone checks an upload by comparing the hash it took of the
@@ -666,17 +859,8 @@ class RcloneRelay(Relay):
             # cannot fail, and costs two MD5 passes (about 60 % of the rcd's
             # work on a big object). Remotes that hash what they stored keep it.
             params["_config"] = _IGNORE_CHECKSUM
-        try:
-            response = session.post(
-                f"{rcd.url}/operations/uploadfile",
-                params=params,
-                data=data,
-                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-                timeout=(self.timeout, self.timeout * _RC_READ_FACTOR),
-            )
-        except requests.RequestException as exc:
-            raise self._request_failed(exc, name) from exc
-        self._answer(response, name)
+        self._post(f"/operations/uploadfile?{urlencode(params)}", data,
+                   f"multipart/form-data; boundary={boundary}", name)
 
     def _move_params(self, source: str, target: str) -> dict[str, Any]:
         """``operations/movefile`` parameters: ``source`` onto ``target``, replacing it."""
@@ -735,6 +919,7 @@ class RcloneRelay(Relay):
             answer = self._rc("job/batch", {"inputs": inputs, "concurrency": concurrency}, name)
         except RelayNotFound as exc:  # a batch answers 404 only when rclone has no job/batch
             self._has_batch = False
+            self.capabilities = dataclasses.replace(self.capabilities, group_put=False)
             raise _NoBatch(f"{self.describe()}: rclone has no job/batch") from exc
         results = answer.get("results")
         if not isinstance(results, list) or len(results) != len(inputs):
@@ -938,6 +1123,8 @@ def _capabilities(info: dict[str, Any]) -> Capabilities:
         rename_exclusive=False,
         mtime_precision=mtime_precision,
         usage=bool(features.get("About")),
+        # job/batch (rclone 1.70 and later; withdrawn at its first refusal, see _batch)
+        group_put=True,
     )
 
 

@@ -37,12 +37,18 @@ Modification times have one-second precision (SFTP version 3).
 
 Transfers: the TCP connection has Nagle's algorithm off (SFTP is many small
 requests, each waiting for its answer); AES-GCM is asked first when the
-server offers it (no separate MAC pass). A download keeps up to
-:data:`READ_AHEAD_BYTES` asked ahead from the calling thread (not
-paramiko's prefetch thread, which was seen to stall); an upload sends its
-writes without waiting for each acknowledgement (paramiko's pipelined mode;
-errors surface at the latest when the file is closed, before the rename).
-Reads and writes go in requests as big as the server says it takes
+server offers it (no separate MAC pass). Requests go through paramiko's
+request plumbing without its file objects, several sent before the first
+answer is waited for. A download sends its FSTAT with its first read, so
+a small object costs two round trips (OPEN, then FSTAT and READ), and its
+CLOSE is sent without waiting for the answer; a bigger one keeps up to
+:data:`READ_AHEAD_BYTES` asked ahead from the calling thread (never
+paramiko's ``prefetch``, which starts a thread per file and was seen to
+stall). An upload sends its writes and its CLOSE without waiting, then
+waits for every answer: a refused write fails the put before the rename,
+so a partial temporary is never moved into place. On OpenSSH a group of
+exclusive puts (:meth:`Relay.put_commits`) costs three round trips for the
+whole group. Reads and writes go in requests as big as the server says it takes
 (``limits@openssh.com``, up to :data:`LARGEST_REQUEST`), else 32 KiB.
 """
 
@@ -57,7 +63,7 @@ import secrets
 import socket
 import stat as stat_module
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 import paramiko
@@ -72,7 +78,7 @@ from escale.errors import (
     RelayPermissionDenied,
     RelayTimeout,
 )
-from escale.relay.base import TEMP_PREFIX, Capabilities, Entry, Relay, Usage, check_size
+from escale.relay.base import TEMP_PREFIX, BoundedSink, Capabilities, Entry, Relay, Usage, check_size
 from escale.relay.spec import RelaySpec
 
 T = TypeVar("T")
@@ -95,6 +101,9 @@ _KEEPALIVE = 30  # seconds of silence before an SSH keepalive message
 #: SFTP packet type of an extended reply (draft-ietf-secsh-filexfer-02, section 3).
 _CMD_EXTENDED = 200
 _CMD_EXTENDED_REPLY = 201
+#: OPEN flags of a temporary: created for writing, refused if it exists (O_EXCL)
+_CREATE_EXCLUSIVE = (paramiko_sftp.SFTP_FLAG_WRITE | paramiko_sftp.SFTP_FLAG_CREATE
+                     | paramiko_sftp.SFTP_FLAG_TRUNC | paramiko_sftp.SFTP_FLAG_EXCL)
 
 #: What any SFTP version 3 server gives (declared before connecting).
 GENERIC_CAPABILITIES = Capabilities(
@@ -398,6 +407,7 @@ class SftpRelay(Relay):
             rename_exclusive=exclusive,
             mtime_precision=1.0,
             usage=usage,
+            group_put=exclusive,  # _put_commits: three round trips for a whole group on OpenSSH
         )
         log.debug("%s server %r capabilities: %s", self.describe(), self.server_version, self.capabilities)
 
@@ -526,38 +536,34 @@ class SftpRelay(Relay):
         return self._call(name, lambda s: self._entry(name, s.stat(self._path(name))))
 
     def _get(self, name: str, sink: BinaryIO) -> None:
+        path = self._path(name)
+        bounded: object = sink
+        limit = bounded.limit if isinstance(bounded, BoundedSink) else None
+
         def fetch(sftp: paramiko.SFTPClient) -> None:
-            with sftp.open(self._path(name), "rb") as handle:
-                size = int(handle.stat().st_size or 0)
-                check_size(sink, size)
-                done = _pipelined_read(sftp, handle, size, sink, self._read_request)
-                # what the file gained since the stat (or all of it when the
-                # server reported no size): read on to the end
-                handle.seek(done)
-                while chunk := handle.read(_CHUNK):
-                    sink.write(chunk)
+            client: Any = sftp  # paramiko's request plumbing is not in its type stubs
+            handle = _open_handle(client, path, paramiko_sftp.SFTP_FLAG_READ)
+            try:
+                _read_whole(client, handle, sink, self._read_request, limit)
+            finally:
+                _close_unwaited(client, handle)
 
         self._call(name, fetch)
 
     def _upload_temp(self, sftp: paramiko.SFTPClient, path: str, source: BinaryIO) -> str:
-        """Write ``source`` to a fresh temporary name beside ``path``; return it."""
+        """Write ``source`` to a fresh temporary name beside ``path`` (created
+        with O_EXCL), closed and every write acknowledged; return its name."""
+        client: Any = sftp  # paramiko's request plumbing is not in its type stubs
         temp = self._temp_beside(path)
         try:
-            handle = sftp.open(temp, "wxb")
+            handle = _open_handle(client, temp, _CREATE_EXCLUSIVE)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
             self._makedirs(sftp, posixpath.dirname(path))
-            handle = sftp.open(temp, "wxb")
+            handle = _open_handle(client, temp, _CREATE_EXCLUSIVE)
         try:
-            with handle:
-                handle.set_pipelined(True)
-                handle.MAX_REQUEST_SIZE = self._write_request  # paramiko's per-write bound, for this file
-                while True:
-                    chunk = source.read(_CHUNK)
-                    if not chunk:
-                        break
-                    handle.write(chunk)
+            _write_and_close(client, handle, source, self._write_request)
         except BaseException:
             self._remove_quietly(sftp, temp)
             raise
@@ -608,6 +614,84 @@ class SftpRelay(Relay):
                 raise
             sftp.remove(dst)
             sftp.rename(src, dst)
+
+    def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """On OpenSSH (exclusive rename by ``link()``): the whole group in
+        three round trips instead of three per item. Every temporary is
+        opened (O_EXCL) at once, then every write and close is sent, and
+        only when all of them are acknowledged are the renames sent, in
+        item order (the server carries them out in that order): a rename
+        never moves an object that was not written whole. A rename refused
+        because the name exists answers False. Elsewhere, one :meth:`_put`
+        after the other."""
+        if not self._openssh or len(items) < 2:
+            return super()._put_commits(items)
+        paths = [self._path(name) for name, _ in items]
+        sftp = self._client()
+        client: Any = sftp  # paramiko's request plumbing is not in its type stubs
+        temps: list[str] = []  # opened, to remove if the group fails before its renames
+
+        def written() -> list[str]:
+            replies = _Replies()
+            opening = []
+            for path in paths:
+                temp = self._temp_beside(path)
+                opening.append((temp, _ask_open(client, replies, temp, _CREATE_EXCLUSIVE)))
+            handles: list[bytes] = []
+            failure: BaseException | None = None
+            for (temp, num), path in zip(opening, paths, strict=True):
+                try:
+                    try:
+                        handle = _handle_reply(client, replies, num)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOENT or failure is not None:
+                            raise
+                        self._makedirs(sftp, posixpath.dirname(path))  # rare: a new folder
+                        handle = _open_handle(client, temp, _CREATE_EXCLUSIVE)
+                except OSError as exc:
+                    if failure is None:
+                        failure = exc
+                    continue
+                temps.append(temp)
+                handles.append(handle)
+            if failure is not None:
+                for handle in handles:
+                    _close_unwaited(client, handle)
+                raise failure
+            _write_and_close_all(client, handles, [data for _, data in items], self._write_request)
+            return list(temps)
+
+        def renamed(written_temps: list[str]) -> list[bool]:
+            replies = _Replies()
+            nums = [client._async_request(replies, paramiko_sftp.CMD_RENAME, temp, path)
+                    for temp, path in zip(written_temps, paths, strict=True)]
+            created: list[bool] = []
+            failure: BaseException | None = None
+            for num, temp, path, (name, _) in zip(nums, written_temps, paths, items, strict=True):
+                try:
+                    _status_reply(client, replies, num)
+                    created.append(True)
+                    continue
+                except OSError as exc:
+                    if failure is None and exc.errno in (None, errno.EEXIST) and self._exists(sftp, path):
+                        created.append(False)
+                    elif failure is None:
+                        failure = self._translate(exc, name)
+                self._remove_quietly(sftp, temp)
+            if failure is not None:
+                raise failure
+            return created
+
+        def commit(_sftp: paramiko.SFTPClient) -> list[bool]:
+            try:
+                written_temps = written()
+            except BaseException:
+                for temp in temps:
+                    self._remove_quietly(sftp, temp)
+                raise
+            return renamed(written_temps)
+
+        return self._call(items[0][0], commit)
 
     def _delete(self, name: str) -> None:
         def remove(sftp: paramiko.SFTPClient) -> None:
@@ -666,7 +750,7 @@ def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> list[tuple[str, pa
     attributes: Any = paramiko.SFTPAttributes
     kind, msg = client._request(paramiko_sftp.CMD_OPENDIR, path)
     if kind != paramiko_sftp.CMD_HANDLE:
-        raise paramiko.SFTPError("Expected handle")
+        raise paramiko.SSHException("sftp server answered an opendir without a handle")
     handle = msg.get_binary()
     found: list[tuple[str, paramiko.SFTPAttributes]] = []
     try:
@@ -676,7 +760,7 @@ def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> list[tuple[str, pa
             except EOFError:
                 break
             if kind != paramiko_sftp.CMD_NAME:
-                raise paramiko.SFTPError("Expected name response")
+                raise paramiko.SSHException("sftp server answered a readdir without names")
             for _ in range(msg.get_int()):
                 filename = msg.get_string().decode("utf-8", "surrogateescape")
                 longname = msg.get_string().decode("utf-8", "replace")
@@ -697,27 +781,178 @@ class _Replies:
         self.replies[num] = (kind, msg)
 
 
-def _pipelined_read(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: int, sink: BinaryIO,
+def _ask_open(client: Any, replies: _Replies, path: str, flags: int) -> int:
+    """Send an OPEN of ``path`` whose answer goes to ``replies``; its number."""
+    return int(client._async_request(replies, paramiko_sftp.CMD_OPEN, path, flags,
+                                     paramiko.SFTPAttributes()))
+
+
+def _reply(client: Any, replies: _Replies, num: int) -> tuple[int, paramiko.Message]:
+    """The answer to request ``num`` (sent with ``replies`` as its receiver),
+    waiting for it if it has not come yet. An error status raises what
+    paramiko raises for it (OSError, with ENOENT or EACCES where the status
+    says so; EOFError for SSH_FX_EOF)."""
+    got = replies.replies.pop(num, None)
+    if got is None:
+        kind, msg = client._read_response(num)  # converts its own error status
+        return int(kind), msg
+    if got[0] == paramiko_sftp.CMD_STATUS:
+        client._convert_status(got[1])  # (paramiko has read the request number)
+    return got
+
+
+def _status_reply(client: Any, replies: _Replies, num: int) -> None:
+    """Wait for the status answering ``num``; raises on an error status."""
+    kind, _msg = _reply(client, replies, num)
+    if kind != paramiko_sftp.CMD_STATUS:
+        raise paramiko.SSHException(f"sftp server answered a request with packet type {kind}, not a status")
+
+
+def _handle_reply(client: Any, replies: _Replies, num: int) -> bytes:
+    """The handle answering OPEN request ``num``; raises on an error status."""
+    kind, msg = _reply(client, replies, num)
+    if kind != paramiko_sftp.CMD_HANDLE:
+        raise paramiko.SSHException(f"sftp server answered an open with packet type {kind}, not a handle")
+    return bytes(msg.get_binary())
+
+
+def _open_handle(client: Any, path: str, flags: int) -> bytes:
+    """OPEN ``path`` with SFTP ``flags`` and wait for its handle (one round
+    trip; no file object around it: the caller closes the handle)."""
+    replies = _Replies()
+    return _handle_reply(client, replies, _ask_open(client, replies, path, flags))
+
+
+def _close_unwaited(client: Any, handle: bytes) -> None:
+    """Send the CLOSE of ``handle`` without waiting for its answer, which
+    paramiko drops when it reads it while waiting for a later request (the
+    server carries out requests in order: the handle is closed before the
+    next one). For handles whose close has nothing to tell (a read handle, or
+    one abandoned after an error). A lost connection is left for the next
+    request to report."""
+    try:
+        client._async_request(type(None), paramiko_sftp.CMD_CLOSE, handle)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+
+
+def _read_whole(client: Any, handle: bytes, sink: BinaryIO, request: int, limit: int | None) -> None:
+    """Copy the file open as ``handle`` into ``sink``, whole.
+
+    The size (FSTAT) and the first read go out together, so an object that
+    fits in one read request costs one round trip after the open. Such an
+    object is whole when that read came back short at exactly the size the
+    server stated; otherwise the rest is read with reads in flight, then on
+    until the server answers end of file (what the file gained since the
+    FSTAT, or all of it when the server stated no size). With ``limit`` (a
+    :class:`BoundedSink`), a stated size over it is refused before any
+    content is kept, and the first read asks at most ``limit + 1`` bytes."""
+    replies = _Replies()
+    first = request if limit is None else max(1, min(request, limit + 1))
+    stat_num = client._async_request(replies, paramiko_sftp.CMD_FSTAT, handle)
+    read_num = client._async_request(replies, paramiko_sftp.CMD_READ, handle, paramiko_sftp.int64(0), first)
+    kind, msg = _reply(client, replies, stat_num)
+    if kind != paramiko_sftp.CMD_ATTRS:
+        raise paramiko.SSHException(f"sftp server answered a stat with packet type {kind}, not attributes")
+    attributes: Any = paramiko.SFTPAttributes
+    size = attributes._from_msg(msg).st_size
+    size = int(size) if size is not None else None
+    check_size(sink, size)
+    data = _read_reply(client, replies, read_num)
+    if not data:
+        if size:
+            raise paramiko.SSHException("sftp server ended a file before the size it stated")
+        return  # empty (end of file at offset 0)
+    sink.write(data)
+    done = len(data)
+    if size is not None and done == size and done < first:
+        return  # a short read ending at the stated size: the end
+    if size is not None and size > done:
+        done = _pipelined_read(client, handle, done, size, sink, request)
+    while chunk := _read_reply(client, replies, client._async_request(
+            replies, paramiko_sftp.CMD_READ, handle, paramiko_sftp.int64(done), request)):
+        sink.write(chunk)
+        done += len(chunk)
+
+
+def _write_and_close(client: Any, handle: bytes, source: BinaryIO, request: int) -> None:
+    """Write the rest of ``source`` to the file open as ``handle`` (writes of
+    ``request`` bytes, up to :data:`READ_AHEAD_BYTES` unacknowledged), then
+    close it; returns once the server has acknowledged every write and the
+    close, and raises the first error status otherwise. The handle is
+    closed in every case."""
+    replies = _Replies()
+    pending: collections.deque[int] = collections.deque()
+    window = max(2, READ_AHEAD_BYTES // request)
+    closing: int | None = None
+    offset = 0
+    try:
+        while chunk := source.read(_CHUNK):
+            for start in range(0, len(chunk), request):
+                piece = chunk[start:start + request] if len(chunk) > request else chunk
+                pending.append(client._async_request(replies, paramiko_sftp.CMD_WRITE, handle,
+                                                     paramiko_sftp.int64(offset), piece))
+                offset += len(piece)
+                if len(pending) > window:
+                    _status_reply(client, replies, pending.popleft())
+        closing = client._async_request(replies, paramiko_sftp.CMD_CLOSE, handle)
+        for num in pending:
+            _status_reply(client, replies, num)
+        _status_reply(client, replies, closing)
+    finally:
+        if closing is None:
+            _close_unwaited(client, handle)
+
+
+def _write_and_close_all(client: Any, handles: Sequence[bytes], contents: Sequence[bytes], request: int) -> None:
+    """:func:`_write_and_close` for several small files at once: every write
+    and close is sent, then every answer is waited for (one round trip for
+    the group); raises the first error status once all answers are in, and
+    every handle is closed in every case."""
+    replies = _Replies()
+    nums: list[int] = []
+    sent = 0
+    try:
+        for handle, data in zip(handles, contents, strict=True):
+            for start in range(0, len(data), request):
+                nums.append(client._async_request(replies, paramiko_sftp.CMD_WRITE, handle,
+                                                  paramiko_sftp.int64(start), data[start:start + request]))
+            nums.append(client._async_request(replies, paramiko_sftp.CMD_CLOSE, handle))
+            sent += 1
+    finally:
+        for handle in handles[sent:]:
+            _close_unwaited(client, handle)
+    failure: OSError | None = None
+    for num in nums:
+        try:
+            _status_reply(client, replies, num)
+        except OSError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _pipelined_read(client: Any, handle: bytes, start: int, size: int, sink: BinaryIO,
                     request: int = _READ_REQUEST) -> int:
-    """Copy the first ``size`` bytes of the open file ``handle`` into ``sink``
-    with read requests of ``request`` bytes, up to :data:`READ_AHEAD_BYTES`
-    in flight; returns how many bytes were copied (less than ``size`` when
-    the file ended sooner).
+    """Copy bytes ``start`` to ``size`` of the file open as ``handle`` into
+    ``sink`` with read requests of ``request`` bytes, up to
+    :data:`READ_AHEAD_BYTES` in flight; returns the offset reached (less
+    than ``size`` when the file ended sooner).
 
     Replaces paramiko's ``prefetch``, whose helper thread races with the
     reader: seen here to stall a 40 MB read for seconds, or until the channel
-    timeout. Everything runs on the calling thread, the replies are written
-    in file order, a short reply is completed by asking for the rest."""
-    client: Any = sftp  # paramiko's request plumbing is not in its type stubs
+    timeout; it also starts a thread per file. Everything runs on the
+    calling thread, the replies are written in file order, a short reply is
+    completed by asking for the rest."""
     replies = _Replies()
     in_flight: collections.deque[tuple[int, int, int]] = collections.deque()  # (request, offset, length)
 
     def ask(offset: int, length: int) -> int:
-        return int(client._async_request(replies, paramiko_sftp.CMD_READ, handle.handle,
+        return int(client._async_request(replies, paramiko_sftp.CMD_READ, handle,
                                           paramiko_sftp.int64(offset), length))
 
     ahead = max(2, READ_AHEAD_BYTES // request)
-    asked = done = 0
+    asked = done = start
     while done < size:
         while asked < size and len(in_flight) < ahead:
             length = min(request, size - asked)
@@ -743,17 +978,12 @@ def _pipelined_read(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: 
 def _read_reply(client: Any, replies: _Replies, num: int) -> bytes:
     """The data of read request ``num``; empty at the end of the file.
     Raises what paramiko raises for an error status."""
-    got = replies.replies.pop(num, None)
     try:
-        if got is None:
-            got = client._read_response(num)  # converts its own error status
-        elif got[0] == paramiko_sftp.CMD_STATUS:
-            client._convert_status(got[1])
+        kind, msg = _reply(client, replies, num)
     except EOFError:  # SSH_FX_EOF (a lost connection is an SSHException)
         return b""
-    kind, msg = got
     if kind != paramiko_sftp.CMD_DATA:
-        raise paramiko.SFTPError("Expected data")
+        raise paramiko.SSHException(f"sftp server answered a read with packet type {kind}, not data")
     return bytes(msg.get_binary())
 
 

@@ -705,7 +705,7 @@ class Executor:
         local = action.expect_local
         assert local is not None
         relay_path = action.copy_path or action.path
-        version = LocalVersion(relay_path, local.size, local.mtime_ns, local.checksum)
+        version = LocalVersion(relay_path, local.size, local.mtime_ns, local.checksum, local.inode, local.ctime_ns)
         handle = localfs.open_for_push(self.settings.local_path, action.path, local)
         handed_over = False
         try:
@@ -800,7 +800,8 @@ class Executor:
         with localfs.open_for_push(self.settings.local_path, action.path, local) as handle:
             faults.step(f"push {relay_path}")
             staged = self.repo.stage_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
-                                                                     local.checksum), handle)
+                                                                     local.checksum, local.inode, local.ctime_ns),
+                                          handle)
         try:
             self.repo.upload_staged(lease, staged)
         except BaseException:

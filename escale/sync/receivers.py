@@ -86,7 +86,7 @@ def pending_for(repo: Repository, state: RelayState, client: str) -> int:
     for ph in state.latest.values():
         if ph.deleted or not state.has_payload(ph):
             continue
-        if client in state.acks.get((ph.key, ph.version), set()):
+        if client in state.acks.get((ph.key, ph.version), ()):
             continue
         if client in repo.expected_receivers(ph, state):
             count += 1

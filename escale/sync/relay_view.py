@@ -79,7 +79,7 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
             continue
         key = repo.sealer.object_key(path)
         frozen.add(path)
-        if state.versions.get(key):
+        if key in state.versions:
             continue  # listed but none opens: refused and reported by read_state
         announce(report, f"{path} rolled back on the relay: it is missing there but version "
                  f"{max(entry.version, db.seen_version(key))} was known here; the local file is left alone "
@@ -213,7 +213,7 @@ def lost_payloads(settings: ClientSettings, repo: Repository, state: RelayState,
     for path, ph in state.latest.items():
         if ph.pusher != repo.client_id or ph.deleted or state.has_payload(ph):
             continue
-        if state.acks.get((ph.key, ph.version), set()) - {repo.client_id}:
+        if state.acks.get((ph.key, ph.version), frozenset()) - {repo.client_id}:
             continue  # acknowledged: reclaimed, not lost
         mine = local.get(path)
         if mine is None or mine.size != ph.size:

@@ -534,6 +534,15 @@ class _TableMap(MutableMapping[str, bytes]):
     def __iter__(self) -> Iterator[str]:
         return iter([str(r[0]) for r in self._db._stream(f"SELECT {self._key} FROM {self._table}")])
 
+    def keys_with_prefix(self, prefix: str) -> Iterator[str]:
+        """The keys that start with ``prefix`` (not empty), streamed in key
+        order by one query (no list of every key); consume at once (the
+        database is locked meanwhile)."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        for (k,) in self._db._stream_args(
+                f"SELECT {self._key} FROM {self._table} WHERE {self._key} >= ? AND {self._key} < ?", (prefix, end)):
+            yield str(k)
+
     def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         """The entries whose key starts with ``prefix`` (not empty), streamed in
         key order by one query; consume at once (the database is locked meanwhile)."""

@@ -83,6 +83,10 @@ T = TypeVar("T")
 #: doc/performance.rst, "Transfers at once").
 SERIAL_SCHEMES = frozenset({"file"})
 
+#: a pool's list of submitted jobs is pruned of finished ones once it holds
+#: this many, then at twice what was left (so each submit costs O(1) on average)
+PRUNE_MIN = 64
+
 
 def transfer_connections(transfers: int, relay: Relay) -> int:
     """How many transfers a pass on ``relay`` runs at once: ``transfers``
@@ -128,7 +132,11 @@ class TransferPool:
         self._name = name
         self._jobs: queue.SimpleQueue[_Job[object] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        #: the jobs submitted, finished ones pruned now and then (see submit); close abandons them
         self._pending: list[_Job[object]] = []
+        self._prune_at = PRUNE_MIN
+        #: the jobs submitted and not finished (what decides whether another worker starts)
+        self._unfinished = 0
         self._closed = False
         self._lock = threading.Lock()
         #: workers holding an open connection, and workers that gave up connecting
@@ -143,9 +151,14 @@ class TransferPool:
             raise RuntimeError("transfer pool used after close")
         job: _Job[T] = _Job(work)
         with self._lock:
-            self._pending = [j for j in self._pending if not j.future.done()]
+            if len(self._pending) >= self._prune_at:  # amortised: not a walk of every job per submit
+                self._pending = [j for j in self._pending if not j.future.done()]
+                self._prune_at = max(PRUNE_MIN, 2 * len(self._pending))
             self._pending.append(cast(_Job[object], job))
-            spawn = len(self._threads) < self._count and len(self._pending) > len(self._threads) - self._retired
+            self._unfinished += 1
+            spawn = len(self._threads) < self._count and self._unfinished > len(self._threads) - self._retired
+        # outside the lock: the callback runs at once if the job is already done
+        cast(_Job[object], job).future.add_done_callback(self._finished)
         if spawn:
             thread = threading.Thread(target=self._work, name=f"escale-{self._name}-{len(self._threads) + 1}",
                                       daemon=True)
@@ -186,6 +199,10 @@ class TransferPool:
         finally:
             if relay is not None:
                 self._disconnect(relay)
+
+    def _finished(self, _: Future[object]) -> None:
+        with self._lock:
+            self._unfinished -= 1
 
     def _hand_back(self, job: _Job[object], exc: BaseException) -> bool:
         """After ``job``'s worker failed to connect: if another worker is
@@ -451,35 +468,72 @@ class Acknowledgements:
     received files are recorded, their acknowledgements are planned again).
     ``on_written(path)`` runs on the worker's thread after each one is on
     the relay. At most ``window`` are in flight; :meth:`send` waits for the
-    oldest beyond that (and raises its failure)."""
+    oldest beyond that (and raises its failure).
 
-    def __init__(self, repo: Repository, pool: TransferPool, *, window: int = 256,
+    Where the relay puts a group cheaply (``capabilities.group_put``), they go
+    up ``group`` at a time in one :meth:`Relay.put_commits` (the rest at
+    :meth:`finish`). A name that already holds an object (this client's
+    acknowledgement written by an interrupted pass, or anything else) is then
+    replaced by a plain put, as one acknowledgement at a time would."""
+
+    def __init__(self, repo: Repository, pool: TransferPool, *, window: int = 256, group: int = 64,
                  on_written: Callable[[str], None] | None = None) -> None:
         self._repo = repo
         self._pool = pool
         self._window = max(1, window)
+        self._group = max(1, min(group, self._window)) if repo.relay.capabilities.group_put else 1
         self._on_written = on_written
-        self._jobs: collections.deque[_Job[None]] = collections.deque()
+        #: each job with the number of acknowledgements it writes
+        self._jobs: collections.deque[tuple[_Job[None], int]] = collections.deque()
+        self._in_flight = 0
+        self._gathered: list[tuple[Placeholder, str]] = []
 
     def send(self, placeholder: Placeholder, path: str) -> None:
         """Write the acknowledgement of ``placeholder`` (received at ``path``)."""
+        self._gathered.append((placeholder, path))
+        if len(self._gathered) >= self._group:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self._gathered = self._gathered, []
+        if not batch:
+            return
+        while self._jobs and self._in_flight + len(batch) > self._window:
+            job, count = self._jobs.popleft()
+            self._in_flight -= count
+            job.future.result()
         repo, on_written = self._repo, self._on_written
 
-        def work(relay: Relay, abandoned: threading.Event) -> None:
+        def one(relay: Relay, abandoned: threading.Event) -> None:
+            placeholder, path = batch[0]
             repo.acknowledge_on(placeholder, relay)
             if on_written is not None:
                 on_written(path)
 
-        while len(self._jobs) >= self._window:
-            self._jobs.popleft().future.result()
-        self._jobs.append(self._pool.submit(work))
+        def group(relay: Relay, abandoned: threading.Event) -> None:
+            items = [repo.ack_object(placeholder) for placeholder, _ in batch]
+            created = relay.put_commits(items)
+            for (name, data), new in zip(items, created, strict=True):
+                if not new:
+                    relay.put_bytes(name, data)
+            if on_written is not None:
+                for _, path in batch:
+                    on_written(path)
+
+        self._jobs.append((self._pool.submit(one if len(batch) == 1 else group), len(batch)))
+        self._in_flight += len(batch)
 
     def finish(self) -> None:
         """Wait for every acknowledgement handed over; raise the first failure
         (the others still finish or fail first)."""
         first: BaseException | None = None
+        try:
+            self._submit()
+        except BaseException as exc:  # noqa: BLE001 - raised below, once all are done
+            first = exc
         while self._jobs:
-            job = self._jobs.popleft()
+            job, count = self._jobs.popleft()
+            self._in_flight -= count
             try:
                 job.future.result()
             except BaseException as exc:  # noqa: BLE001 - raised below, once all are done
@@ -491,9 +545,11 @@ class Acknowledgements:
     def close(self) -> None:
         """Drop the acknowledgements not started (closing the pool waits for
         those running)."""
-        for job in self._jobs:
+        for job, _ in self._jobs:
             job.future.cancel()
         self._jobs.clear()
+        self._in_flight = 0
+        self._gathered = []
 
 
 @dataclass(frozen=True)
@@ -543,8 +599,9 @@ class Uploads:
         def work(relay: Relay, abandoned: threading.Event) -> StagedPayload:
             if isinstance(staged, Unsealed):
                 with staged.source:
+                    # with its descriptor: the repository may take the scan's checksum
                     sealed = repo.seal_reserved(staged.reserved, staged.local,
-                                                cast(BinaryIO, _Watched(staged.source, abandoned)))
+                                                cast(BinaryIO, _WatchedLocal(staged.source, abandoned)))
             else:
                 sealed = staged
             watched = _Watched(sealed.spool, abandoned)

@@ -29,6 +29,7 @@ then reports as "no overlap"): an event, never a timing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -43,6 +44,7 @@ from bench.counting import CountingRelay
 from escale.crypto import generate_key_file
 from escale.errors import RelayConnectionError, RelayNotFound, RelayPermissionDenied
 from escale.relay import Relay, make_relay
+from escale.relay.base import Capabilities
 from escale.relay.retry import RetryingRelay
 from escale.sync.client import SyncClient
 from tests.faults.world import World, open_relay, relay_names, tree, write
@@ -104,6 +106,17 @@ class GatedRelay(CountingRelay):
     def __init__(self, inner: Relay, gate: Gate) -> None:
         super().__init__(inner, Counter())
         self.gate = gate
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The backend's, without ``group_put``: acknowledgements then go one
+        put at a time, each through the gate (grouped, they would pass as one
+        ``put_commits`` the gate does not see)."""
+        return dataclasses.replace(self.inner.capabilities, group_put=False)
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        self.inner.capabilities = value
 
     def _connect(self) -> None:
         with self.gate._cond:  # a slot is taken before connecting: concurrent connects count

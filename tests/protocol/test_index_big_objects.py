@@ -34,6 +34,7 @@ from escale.relay import Relay
 from escale.relay.delegating import DelegatingRelay
 from escale.relay.file import FileRelay
 from escale.relay.retry import RetryingRelay
+from tests.protocol.rewrites import rewrite_keeping_size_and_mtime
 from tests.servers.target import RelayTarget
 
 A, B = "a" * 32, "b" * 32
@@ -456,14 +457,7 @@ def test_a_big_file_rewritten_while_sent_under_the_scans_checksum_is_refused(sca
     a, b, midway, path, _, local = scanned
 
     def rewrite() -> None:
-        # until the ctime moves: a rewrite within the same clock tick as the
-        # file's creation leaves it (the scanner records no identity then)
-        while os.stat(path).st_ctime_ns == local.ctime_ns:
-            with open(path, "r+b") as handle:
-                handle.seek(SIZE - 10)
-                handle.write(b"0123456789")
-            os.utime(path, ns=(local.mtime_ns, local.mtime_ns))
-        assert os.stat(path).st_mtime_ns == local.mtime_ns and os.stat(path).st_size == SIZE
+        rewrite_keeping_size_and_mtime(path, local)
 
     midway.hook = rewrite
     state = a.read_state()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from escale.protocol import layout
-from tests.faults.world import World, relay_names
+from escale.protocol.repository import RelayState
+from tests.faults.world import World, relay_get, relay_names, relay_put
 
 
 def _write(root: str, rel: str, data: bytes) -> None:
@@ -34,3 +35,65 @@ def test_reclaim_pass_reports_the_relay_as_it_left_it(file_world: World) -> None
     # the next pass reads the relay as the reclaim left it: nothing more to do
     again = world.sync("a")
     assert again.reclaimed == [] and again.relay_bytes == 0
+
+
+def test_refused_acknowledgement_keeps_the_payload_and_goes_with_its_version(file_world: World) -> None:
+    """An acknowledgement object that does not open as its name says (here:
+    another version's acknowledgement copied under the name of this one)
+    never lets the payload go; it is removed with the version it names when
+    that version is superseded, as genuine ones are. The relay state keeps
+    no acknowledgement names: they are spelled again from key, version and
+    client."""
+    world = file_world
+    a = world.add("a")
+    world.add("b")
+    _write(a, "f.txt", b"one" * 10)
+    _write(a, "g.txt", b"two" * 10)
+    world.sync("a")
+    world.sync("b")  # receives both, acknowledges both
+    acks = relay_names(world, layout.ACKS)
+    assert len(acks) == 2
+    # g's genuine acknowledgement, stored under f's acknowledgement name
+    relay_put(world, {acks[0]: relay_get(world, acks[1])})
+    forged_ref = layout.parse_ack(acks[0])
+    assert forged_ref is not None
+    report = world.sync("a")
+    assert len(report.reclaimed) == 1  # the genuine one only
+    left = relay_names(world, layout.DATA)
+    assert len(left) == 1 and left[0].startswith(f"{layout.DATA}/{forged_ref.key}.")
+    # the path's next version supersedes the acknowledged one: its payload and
+    # every acknowledgement object listed for it, the refused one too, go
+    for rel in ("f.txt", "g.txt"):
+        _write(a, rel, b"three" * 10)
+    world.sync("a")
+    assert acks[0] not in relay_names(world, layout.ACKS)
+    assert not any(name.startswith(f"{layout.DATA}/{forged_ref.key}.{forged_ref.version:010d}.")
+                   for name in relay_names(world, layout.DATA))
+
+
+def test_relay_state_versions_and_acknowledgements_are_compact() -> None:
+    """``RelayState`` keeps one version as an int and several as a sorted
+    tuple, shares one group per set of acknowledging clients, and still
+    names every listed acknowledgement object, refused ones included."""
+    state = RelayState()
+    key, other = "a" * 32, "b" * 32
+    state.add_version(key, 3)
+    state.add_version(key, 1)
+    state.add_version(other, 1)
+    assert state.versions_of(key) == (1, 3) and state.latest_version(key) == 3
+    assert state.versions[other] == 1 and state.next_version(other, "x") == 2
+    state.remove_version(key, 3)
+    assert state.versions[key] == 1
+    state.remove_version(key, 1)
+    assert key not in state.versions and state.versions_of(key) == () and state.latest_version(key) == 0
+    client, second = "c" * 32, "d" * 32
+    for version in (1, 2):
+        state.add_ack(key, version, client)
+        state.add_ack(key, version, second)
+    assert state.acks[key, 1] == {client, second} and state.acks[key, 1] is state.acks[key, 2]
+    state.drop_ack(key, 1, second)
+    assert state.acks[key, 1] == {client} and state.acks[key, 2] == {client, second}
+    assert sorted(state.ack_names_of(key, 1)) == sorted(
+        [layout.ack_name(key, 1, client), layout.ack_name(key, 1, second)])
+    state.forget_acks(key, 1)
+    assert state.ack_names_of(key, 1) == [] and state.ack_pairs() == [(key, 2)]

@@ -60,6 +60,7 @@ from escale.errors import (
     RelayNotFound,
     RelayQuotaExceeded,
 )
+from escale.protocol.identity import same_file, trusted_checksum
 from escale.protocol.index import objects as io
 from escale.protocol.index.objects import AckRecord, Checkpoint, IndexDelta, IndexEntry, Location
 from escale.protocol.index.pages import (
@@ -482,26 +483,19 @@ class IndexRepository(Repository):
             location = entry.location
             # a reclaimed version no longer names its object (which may linger)
             latest[entry.path] = entry.to_placeholder(location is not None and location.object in objects)
-            versions[entry.key] = [entry.version]
+            versions[entry.key] = entry.version  # one version per key (RelayState.versions)
         state.payloads = {**{name: 0 for name in self._unsettled()}, **self.objects}
         if not self._records:
             return
-        acks = state.acks
-        # versions acknowledged by the same clients share one set (read-only
-        # here: nothing adds to the sets of an index read): a handful of sets
-        # for the whole index instead of one per version
-        step: dict[tuple[int, str], set[str]] = {}
+        # versions acknowledged by the same clients share one group
+        # (RelayState.add_ack): a handful for the whole index, not one per version
         for client, record in self._records.items():
             missing = set(record.missing)
             top = record.generation
             for e in self.entries.values():
-                if e.kind == "file" and e.generation <= top and e.pusher != client:
-                    pair = (e.key, e.version)
-                    if pair not in missing:
-                        holders = acks.get(pair)
-                        if (shared := step.get((id(holders), client))) is None:
-                            shared = step[id(holders), client] = {client} if holders is None else holders | {client}
-                        acks[pair] = shared
+                if (e.kind == "file" and e.generation <= top and e.pusher != client
+                        and (e.key, e.version) not in missing):
+                    state.add_ack(e.key, e.version, client)
 
     # ----------------------------------------------------------- receiving
 
@@ -861,7 +855,7 @@ class IndexRepository(Repository):
         worker thread (no ``disk quota`` then, nothing shared is touched).
 
         The content is read once: when ``source`` is the file the scan hashed,
-        unchanged (:func:`_same_file`: the identity in ``local``, checked on
+        unchanged (:func:`~escale.protocol.identity.same_file`: the identity in ``local``, checked on
         the open file before the first read and after the last), the scan's
         checksum is the content's and nothing is hashed here; otherwise the
         content is hashed as it is read, and that hash is the checksum.
@@ -877,7 +871,7 @@ class IndexRepository(Repository):
             start: int | None = source.tell() if source.seekable() else None
         except (AttributeError, OSError, ValueError):
             start = None
-        trusted = _trusted_checksum(local, source, self.checksum)
+        trusted = trusted_checksum(local, source, self.checksum)
         hashing = self.checksum if trusted is None else None
         hasher = hashlib.new(hashing) if hashing else None
         reader = _HashingReader(source, hasher)
@@ -888,7 +882,7 @@ class IndexRepository(Repository):
             """What was read, hashed or trusted (after its last read)."""
             if trusted is None:
                 return f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
-            if not _same_file(local, source):
+            if not same_file(local, source):
                 raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
             return trusted
 
@@ -1059,7 +1053,7 @@ class IndexRepository(Repository):
         self._persist()
         for entry in delta.entries:
             state.latest[entry.path] = entry.to_placeholder()
-            state.versions[entry.key] = [entry.version]
+            state.versions[entry.key] = entry.version  # one version per key (RelayState.versions)
         state.payloads = dict(self.objects)
 
     # ----------------------------------------------------------- maintenance
@@ -1406,30 +1400,6 @@ class _SealingUpload:
 
     def readable(self) -> bool:
         return True
-
-
-def _same_file(local: LocalVersion, source: BinaryIO) -> bool:
-    """Whether the open file ``source`` has the size, mtime and identity
-    (inode, ctime) ``local`` records; False when ``local`` records none or
-    ``source`` is no open file."""
-    if not local.inode:
-        return False
-    try:
-        st = os.fstat(source.fileno())
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
-        return False
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) == (
-        local.size, local.mtime_ns, local.inode, local.ctime_ns)
-
-
-def _trusted_checksum(local: LocalVersion, source: BinaryIO, algorithm: str | None) -> str | None:
-    """``local.checksum`` when it may stand for ``source``'s content without
-    hashing it again: taken with ``algorithm`` (the repository's), and
-    ``source`` is still the file it was taken of (:func:`_same_file`; the
-    caller checks again after its last read). None: hash what is read."""
-    if algorithm is None or local.checksum is None or local.checksum.partition(":")[0] != algorithm:
-        return None
-    return local.checksum if _same_file(local, source) else None
 
 
 def _finish_inflating(inflating: InflatingWriter) -> int:

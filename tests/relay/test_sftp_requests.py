@@ -1,0 +1,130 @@
+"""The sftp backend's pipelined small-object paths, on real servers: whole
+objects at every size around the read request and the ``limit``, groups of
+exclusive puts, and a write the server refuses never moved into place."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from escale.errors import ObjectTooLarge, RelayPermissionDenied
+from escale.relay import make_relay
+from escale.relay.base import Relay
+from escale.relay.sftp import LARGEST_REQUEST, SftpRelay
+from tests.servers.rclone import RcloneSftpServer
+from tests.servers.sshd import SshServer
+
+pytestmark = pytest.mark.timeout(120)
+
+SIZES = [0, 1, 4096, LARGEST_REQUEST - 1, LARGEST_REQUEST, LARGEST_REQUEST + 1, 3 * LARGEST_REQUEST + 5]
+
+
+@pytest.fixture(params=["openssh", "rclone"])
+def relay(request: pytest.FixtureRequest) -> Iterator[Relay]:
+    if request.param == "openssh":
+        server: SshServer | RcloneSftpServer = request.getfixturevalue("sshd_server")
+    else:
+        server = request.getfixturevalue("rclone_sftp_server")
+    folder = f"requests-{request.node.name}".replace("[", "-").replace("]", "")
+    opened = make_relay(server.spec_for(folder))
+    assert isinstance(opened, SftpRelay)
+    opened.open()
+    opened.create_root()
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _content(size: int) -> bytes:
+    return bytes((i * 7 + size) % 251 for i in range(size))
+
+
+def test_every_size_is_read_whole(relay: Relay) -> None:
+    for size in SIZES:
+        relay.put_bytes(f"s/{size}", _content(size))
+    for size in SIZES:
+        assert relay.get_bytes(f"s/{size}") == _content(size)
+        sink = io.BytesIO()
+        relay.get(f"s/{size}", sink)
+        assert sink.getvalue() == _content(size)
+        assert relay.get_bytes(f"s/{size}", limit=size) == _content(size)
+        assert relay.get_bytes(f"s/{size}", limit=size + LARGEST_REQUEST) == _content(size)
+
+
+def test_one_byte_over_the_limit_is_refused_and_the_session_goes_on(relay: Relay) -> None:
+    for size in SIZES[1:]:
+        relay.put_bytes(f"o/{size}", _content(size))
+    for size in SIZES[1:]:
+        with pytest.raises(ObjectTooLarge) as caught:
+            relay.get_bytes(f"o/{size}", limit=size - 1)
+        assert caught.value.name == f"o/{size}"
+    # the refused reads' answers and the closes sent without waiting leave the session in step
+    assert [e.name for e in relay.list("o")] == sorted(f"o/{size}" for size in SIZES[1:])
+    assert relay.get_bytes("o/1", limit=1) == _content(1)
+
+
+def test_many_small_gets_in_a_row_close_their_handles(relay: Relay) -> None:
+    relay.put_bytes("m/one", b"payload")
+    for _ in range(300):
+        assert relay.get_bytes("m/one", limit=100) == b"payload"
+    relay.put_bytes("m/one", b"changed")  # replacing works: nothing holds the object open
+    assert relay.get_bytes("m/one", limit=100) == b"changed"
+
+
+def test_put_commits_group_with_a_repeated_name_and_new_folders(relay: Relay) -> None:
+    relay.put_bytes("g/taken", b"first")
+    created = relay.put_commits([
+        ("g/a", b"a" * 5000), ("g/taken", b"second"), ("g/new/b", b"b"), ("g/a", b"again"),
+        ("g/other/c", _content(LARGEST_REQUEST + 3)),
+    ])
+    if relay.capabilities.exclusive_create:
+        assert created == [True, False, True, False, True]
+    assert relay.get_bytes("g/a") == b"a" * 5000 or not relay.capabilities.exclusive_create
+    assert relay.get_bytes("g/taken") == b"first"
+    assert relay.get_bytes("g/new/b") == b"b"
+    assert relay.get_bytes("g/other/c") == _content(LARGEST_REQUEST + 3)
+    assert relay.list_temporaries("g") == []
+    assert relay.list_temporaries("g/new") == []
+
+
+@pytest.fixture(scope="module")
+def write_refusing_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """An OpenSSH sshd whose sftp-server refuses every WRITE request (``-P
+    write``) while it opens, renames and removes files as usual: a write
+    error that only shows in the answers to pipelined writes."""
+    workdir = str(tmp_path_factory.mktemp("sshd-no-write"))
+    server = SshServer(workdir=workdir, root=os.path.join(workdir, "root"))
+    server.prepare()
+    config = Path(server.config_path)
+    subsystem = "Subsystem sftp internal-sftp"
+    config.write_text(config.read_text().replace(subsystem, subsystem + " -P write"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_refused_write_is_never_moved_into_place(write_refusing_sshd: SshServer) -> None:
+    relay = make_relay(write_refusing_sshd.spec_for("no-write"))
+    relay.open()
+    try:
+        relay.create_root()
+        for exclusive in (False, True):
+            with pytest.raises(RelayPermissionDenied):
+                relay.put_bytes(f"obj-{exclusive}", b"content", exclusive=exclusive)
+            assert not relay.exists(f"obj-{exclusive}")
+        with pytest.raises(RelayPermissionDenied):
+            relay.put_commits([("c/one", b"1"), ("c/two", b"2")])
+        assert not relay.exists("c/one") and not relay.exists("c/two")
+        relay.put_bytes("empty", b"")  # no write request: allowed
+        assert relay.get_bytes("empty") == b""
+        assert relay.list_temporaries() == []
+        assert relay.list_temporaries("c") == []
+    finally:
+        relay.close()
