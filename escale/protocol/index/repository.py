@@ -1422,8 +1422,10 @@ class _BigPipeline:
                  sink: BinaryIO, algorithm: str | None) -> None:
         self.hasher = hashlib.new(algorithm) if algorithm else None
         self.counting = _HashingWriter(sink, self.hasher)
-        self.inflating = InflatingWriter(self.counting, compression, name)
-        self.opener = open_writer(name, cast(BinaryIO, self.inflating))
+        # stored as is (no compression): the opened chunks go straight to the
+        # hashing writer, without a pass-through layer and its copy of each chunk
+        self.inflating = InflatingWriter(self.counting, compression, name) if compression == "zlib" else None
+        self.opener = open_writer(name, cast(BinaryIO, self.inflating or self.counting))
         self.failure: Exception | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -1438,7 +1440,7 @@ class _BigPipeline:
         if self.failure is not None:
             raise self.failure
         self.opener.finish()
-        return _finish_inflating(self.inflating)
+        return _finish_inflating(self.inflating) if self.inflating is not None else self.counting.count
 
 
 class _OpeningSink:
