@@ -1202,18 +1202,21 @@ class Repository:
         return placeholder
 
     def _commit(self, lease: Lease, state: RelayState, placeholder: Placeholder) -> None:
-        name, sealed = self._fence_commit(lease, placeholder)
+        encoded = placeholder.encode()
+        name, sealed = self._fence_commit(lease, placeholder, encoded)
         try:
             self.relay.put_bytes(name, sealed, exclusive=True)
         except RelayExists:
             self._check_own(name, sealed, placeholder)
-        self._committed(lease, state, placeholder, name)
+        self._committed(lease, state, placeholder, name, encoded)
 
-    def _fence_commit(self, lease: Lease, placeholder: Placeholder) -> tuple[str, bytes]:
-        """Before a placeholder's exclusive put: its name and sealed bytes,
-        the relay marked as being changed, the lease checked (LeaseLost)."""
+    def _fence_commit(self, lease: Lease, placeholder: Placeholder, encoded: bytes) -> tuple[str, bytes]:
+        """Before a placeholder's exclusive put: its name and sealed bytes
+        (``encoded``: ``placeholder.encode()``, made once by the caller, which
+        caches the same bytes), the relay marked as being changed, the lease
+        checked (LeaseLost)."""
         name = layout.meta_name(placeholder.key, placeholder.version)
-        sealed = self.sealer.seal(name, placeholder.encode())
+        sealed = self.sealer.seal(name, encoded)
         self._touch(lease)
         lease.check()
         self.step(f"fenced {placeholder.path}")
@@ -1229,10 +1232,12 @@ class Repository:
                 "was committed by another client", name=name,
             ) from None
 
-    def _committed(self, lease: Lease, state: RelayState, placeholder: Placeholder, name: str) -> None:
-        """After a placeholder is on the relay: fence again, then record it
+    def _committed(self, lease: Lease, state: RelayState, placeholder: Placeholder, name: str,
+                   encoded: bytes) -> None:
+        """After a placeholder is on the relay (``encoded``: its
+        ``placeholder.encode()``, cached as is): fence again, then record it
         in ``state`` and retire the version it supersedes."""
-        self.meta_cache[name] = placeholder.encode()
+        self.meta_cache[name] = encoded
         self.step(f"placeholder committed {placeholder.path}")
         # The fence and the write are two steps: a process frozen between them
         # (SIGSTOP, suspend) or whose write lingered past the lease's expiry has
@@ -1260,21 +1265,23 @@ class Repository:
         the relay, unrecorded: the next pass finds those versions as it would
         after a crash between a commit and its record)."""
         fenced = []
+        encodings = []  # each placeholder encoded once: sealed for the relay, cached as is
         for staged in group:
             assert staged.placeholder.payload is not None
             state.payloads[staged.placeholder.payload] = staged.stored  # already there unless sealed apart
-            fenced.append(self._fence_commit(lease, staged.placeholder))
+            encodings.append(staged.placeholder.encode())
+            fenced.append(self._fence_commit(lease, staged.placeholder, encodings[-1]))
         created = self.relay.put_commits(fenced)
         lease.check()  # the second fence, for the whole group before any of it is recorded
         outcomes: list[Placeholder | ProtocolError] = []
-        for staged, (name, sealed), new in zip(group, fenced, created, strict=True):
+        for staged, (name, sealed), encoded, new in zip(group, fenced, encodings, created, strict=True):
             try:
                 if not new:
                     self._check_own(name, sealed, staged.placeholder)
             except ProtocolError as exc:
                 outcomes.append(exc)
                 continue
-            self._committed(lease, state, staged.placeholder, name)
+            self._committed(lease, state, staged.placeholder, name, encoded)
             outcomes.append(staged.placeholder)
         return outcomes
 
