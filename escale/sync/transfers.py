@@ -318,10 +318,11 @@ class _Watched:
 
 
 class _WatchedLocal(_Watched):
-    """A big push's local file, watched: also gives its descriptor, on which
-    the repository checks that it is still the file the scan hashed
-    (:class:`BigUploads`). Never handed to a backend (which would take the
-    descriptor's file for the body)."""
+    """A pushed local file, watched: also gives its descriptor, on which the
+    repository checks that it is still the file the scan hashed (the
+    placeholder layout's payloads in :class:`Uploads`, the index layout's big
+    objects in :class:`BigUploads`). Never handed to a backend (which would
+    take the descriptor's file for the body)."""
 
     def fileno(self) -> int:
         return self._inner.fileno()
