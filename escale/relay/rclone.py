@@ -364,6 +364,13 @@ class _Rcd:
                     self.socket_path, self.url = socket_path, "http://localhost"
                     break
                 self._ready.wait(0.005)
+            if not self.url and self._ready.is_set():
+                # its log closed: the process is ending, and may not have
+                # been reaped yet; judge it once it has ended
+                try:
+                    self.proc.wait(self.timeout)
+                except subprocess.TimeoutExpired:
+                    pass
             if not self.url and not self.alive():
                 self.stop()
                 raise _NoUnixSocket(_one_line(self.tail[-1]) if self.tail else "no output")
