@@ -76,6 +76,9 @@ FULL_READ_AFTER = 3600.0
 #: one is refused as tampered without being read whole.
 SMALL_PAYLOAD = 1 << 20
 SMALL_PAYLOAD_SEALED = 4 << 20
+#: A payload of a file up to this size is sealed in memory before its upload
+#: (no spool file to create, write, read back and remove).
+SPOOL_IN_MEMORY = 1 << 16
 
 #: Reads relay objects on other connections (see :attr:`Repository.object_reader`):
 #: ``reader(names, limit)`` yields ``(name, outcome)`` for each of ``names``,
@@ -1073,9 +1076,9 @@ class Repository:
         key = self.sealer.object_key(local.path)
         version = state.next_version(key, local.path)
         payload = layout.data_name(key, version)
-        spool = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - handed over open, in StagedPayload
+        spool = self._payload_spool(local.size)
         try:
-            stored, checksum = self._seal_into(payload, local, source, cast(BinaryIO, spool))
+            stored, checksum = self._seal_into(payload, local, source, spool)
             if self.disk_quota is not None and state.stored_bytes() + stored > self.disk_quota:
                 raise RelayQuotaExceeded(
                     f"disk quota of {self.disk_quota} bytes reached; {local.path} waits for reclaim",
@@ -1088,7 +1091,16 @@ class Repository:
             raise
         state.payloads[payload] = stored
         return StagedPayload(self._staged_placeholder(lease, state, local, key, version, payload, checksum),
-                             cast(BinaryIO, spool), stored)
+                             spool, stored)
+
+    def _payload_spool(self, size: int) -> BinaryIO:
+        """Where a payload of a ``size``-byte file is sealed before its
+        upload: memory up to :data:`SPOOL_IN_MEMORY` (at most ``transfers + 1``
+        payloads are staged at once, so this stays bounded), else a nameless
+        file in the spool folder."""
+        if size <= SPOOL_IN_MEMORY:
+            return io.BytesIO()
+        return cast(BinaryIO, tempfile.TemporaryFile(dir=self.spool_dir))
 
     def _seal_into(self, payload: str, local: LocalVersion, source: BinaryIO,
                    spool: BinaryIO) -> tuple[int, str | None]:
@@ -1141,10 +1153,10 @@ class Repository:
         key = self.sealer.object_key(local.path)
         version = state.next_version(key, local.path)
         self._touch(lease)
-        spool = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - handed over open, in StagedPayload
+        spool = self._payload_spool(local.size)
         placeholder = self._staged_placeholder(lease, state, local, key, version, layout.data_name(key, version),
                                                None)
-        return StagedPayload(placeholder, cast(BinaryIO, spool), 0)
+        return StagedPayload(placeholder, spool, 0)
 
     def seal_reserved(self, reserved: StagedPayload, local: LocalVersion, source: BinaryIO) -> StagedPayload:
         """Seal ``source`` (``local``'s content, opened and checked by the
