@@ -50,9 +50,13 @@ Taking the lease (generation ``g+1`` after ``g``):
 3. A contender that wrote a record and does not become the holder (a higher
    generation appeared, or its attempt failed with a relay error after the
    write) *withdraws*: if the record still holds its token it rewrites it as
-   released. So a record that never became a lease does not block the others
-   until it goes stale; only a contender that dies (or loses the relay) between
-   write and withdrawal leaves one, which then goes stale like a dead holder's.
+   released. It withdraws only once settled: a put that failed may still have
+   landed, so it waits the settle first (reading, then rewriting, is not
+   atomic: a competitor's write landing in between, already read back by its
+   writer as its lease, would be marked released). So a record that never
+   became a lease does not block the others until it goes stale; only a
+   contender that dies (or loses the relay) between write and withdrawal
+   leaves one, which then goes stale like a dead holder's.
 4. The holder renews (rewrites its record with ``beat + 1``) every third of the
    timeout, from a heartbeat thread on its own connection, and verifies the
    record is still its own each time.
@@ -579,6 +583,7 @@ class LeaseManager:
     def _claim(self, mine: LeaseRecord, started: float, previous: LeaseRecord | None) -> Lease:
         """Write ``mine`` exclusively and confirm it (rules 2 and 3 of the
         module); ``previous``: the record it supersedes, kept on the lease."""
+        settled = False  # whether every write that can overwrite ours has landed (rule 2)
         try:
             began = time.monotonic()
             try:
@@ -597,6 +602,7 @@ class LeaseManager:
             if settle:
                 log.debug("settling %.3fs after claiming lease generation %d", settle, mine.generation)
                 self.sleep(settle)
+            settled = True
             try:
                 back = self.read(self.relay, mine.generation)
             except (ProtocolError, CryptoError):
@@ -610,6 +616,14 @@ class LeaseManager:
                                 f"{mine.generation}")
         except EscaleError as exc:
             if not isinstance(exc, LeaseBusy):
+                if not settled and self.settle:
+                    # our put failed, yet may have landed (its answer lost): a
+                    # competitor that checked before it may still overwrite it
+                    # up to a settle later; withdrawing sooner could mark *its*
+                    # record released after it read it back as its own lease
+                    log.debug("settling %.3fs before withdrawing from lease generation %d",
+                              self.settle, mine.generation)
+                    self.sleep(self.settle)
                 self._withdraw(mine)
             raise
         return Lease(self, mine, started, previous)

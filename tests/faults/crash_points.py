@@ -124,9 +124,12 @@ class CrashDriver:
         world.quiesce(["a", "b"])
         return Outcome({n: tree(world.path(n)) for n in ("a", "b")}, steps)
 
-    def crash_and_recover(self, base: str, index: int, at: int) -> tuple[World, Ledger, str]:
+    def crash_and_recover(self, base: str, index: int, at: int,
+                          expected: list[str] | None = None) -> tuple[World, Ledger, str]:
         """Crash pass ``index`` at its step ``at``, restart it, quiesce;
-        return the world, its ledger and the name of the step crashed at."""
+        return the world, its ledger and the name of the step crashed at.
+        ``expected``: the steps the reference run's pass reached, compared in
+        the message when the pass does not crash there."""
         world = self.world(base)
         ledger = self.prepare(world)
         for name in SEQUENCE[:index]:
@@ -134,7 +137,10 @@ class CrashDriver:
         victim = SEQUENCE[index]
         log = os.path.join(base, "crash.log")
         result = world.run(victim, env={"ESCALE_CRASH_AT": str(at), "ESCALE_CRASH_LOG": log}, check=False)
-        assert result.returncode == 137, f"pass {index} did not crash at step {at}: {result.stderr[-500:]}"
+        if result.returncode != 137:
+            reached = steps_reached(log)
+            raise AssertionError(f"pass {index} did not crash at step {at} (exit {result.returncode}): "
+                                 f"{_step_difference(reached, expected)}; {result.stderr[-500:]}")
         step = steps_reached(log)[-1]
         report = world.sync(victim)  # the restart
         assert not report.busy, f"the restarted client did not take over its own dead process's lease ({step})"
@@ -160,7 +166,8 @@ class CrashDriver:
         names = {reference.steps[i][n - 1] for i, n in points}
         lost = 0
         for count, (index, at) in enumerate(points):
-            world, ledger, step = self.crash_and_recover(str(tmp_path / f"crash{count}"), index, at)
+            world, ledger, step = self.crash_and_recover(str(tmp_path / f"crash{count}"), index, at,
+                                                         reference.steps[index])
             lost += self.check(world, ledger, reference, f"pass {index} ({SEQUENCE[index]}) step {at}: {step}")
         return reference, CrashRun(len(points), names, lost)
 
@@ -168,3 +175,16 @@ class CrashDriver:
 def all_points(reference: Outcome) -> list[tuple[int, int]]:
     """Every step of every pass, as (pass, step) pairs."""
     return [(i, n) for i, steps in enumerate(reference.steps) for n in range(1, len(steps) + 1)]
+
+
+def _step_difference(reached: list[str], expected: list[str] | None) -> str:
+    """How the steps a pass ``reached`` differ from the reference's
+    ``expected`` ones, in a few words (for a failure's message)."""
+    told = f"it reached {len(reached)} steps"
+    if expected is None:
+        return told
+    told += f", the reference run's pass {len(expected)}"
+    for number, (got, wanted) in enumerate(zip(reached, expected, strict=False), start=1):
+        if got != wanted:
+            return f"{told}; first difference at step {number}: {got!r} instead of {wanted!r}"
+    return told

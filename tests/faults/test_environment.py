@@ -6,7 +6,12 @@ fills up, two clients' clocks are an hour apart.
   ``escale --once`` process is sending, then while another is receiving, a
   large file. The restart provably hits the transfer: the client is stepped
   (SIGSTOP/SIGCONT) until, while it is stopped, the server holds the payload
-  open (1 MiB of an upload received, or a download opened to send). The pass
+  open (1 MiB of an upload received, or a download opened to send). The
+  clients run with a ``bandwidth limit``, so that a transfer lasts seconds
+  whatever the load: a step of the client is as long as the test takes to stop
+  it again, which on a busy host can be long enough for a whole unthrottled
+  transfer (then the server never holds the payload while the client is
+  stopped). The pass
   completes (the retry wrapper reconnects) or fails with a one-line transient
   error (exit 69 or 75, never 70, no traceback); the next pass converges, the
   file intact.
@@ -48,8 +53,10 @@ LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
 
 
 #: How long the frozen client may run between two looks at the server while
-#: the test steps it towards a transfer: a bound on its progress, not a wait
-#: for an event (the event is checked while the client is stopped).
+#: the test steps it towards a transfer: not a wait for an event (the event
+#: is checked while the client is stopped). On a busy host a step lasts as
+#: long as the test takes to be scheduled again; the bandwidth limit, not
+#: this, bounds how far a transfer gets in one step.
 _SLICE = 0.002
 
 
@@ -158,6 +165,11 @@ def _clean_outcome(process: subprocess.Popen[str], allowed: tuple[int, ...]) -> 
 #: transfer refused for that pass (70 with only a per-file line for it, see
 #: _clean_outcome) is retried by the next pass, which the test then checks.
 _RESTART_OUTCOMES = (0, 69, 75)
+#: The clients' ``bandwidth limit`` there: the 8 MiB payload takes over 3 s
+#: to move, and a step of the client that lasts ``s`` seconds (however late
+#: the test stops it) moves at most about 1.25 MiB (the burst, and a chunk
+#: paid for after it went) plus ``s`` x 2 MiB of it.
+_RESTART_BANDWIDTH = "2 MiB"
 
 
 @pytest.mark.timeout(240)
@@ -171,10 +183,11 @@ def test_server_restart_during_transfer(tmp_path: Path, request: pytest.FixtureR
     folder = target.new_folder()
     repository = os.path.realpath(os.path.join(served, folder))
     world = World(str(tmp_path), target, folder)
-    a = world.add("a")
-    b = world.add("b")
+    # each transfer lasts at least 3 s however busy the host (see the module docstring)
+    a = world.add("a", bandwidth_limit=_RESTART_BANDWIDTH)
+    b = world.add("b", bandwidth_limit=_RESTART_BANDWIDTH)
     world.sync("b")  # registered: the payload waits for it
-    data = os.urandom(24 * 1024 * 1024)
+    data = os.urandom(8 * 1024 * 1024)
     write(a, "big.bin", data)
     outcomes = []
     for name, step, what in (("a", "push big.bin", "the upload"), ("b", "download big.bin", "the download")):

@@ -23,7 +23,13 @@ in force; the figures (rounds, winners, settle) are printed per backend.
 An attempt that fails with a relay error (rclone serve webdav sometimes appends
 ``Internal Server Error`` to a PROPFIND answer when an object vanishes while it
 lists) counts as not holding: the pass that made it fails and is retried. Such
-failures are counted and printed, never taken for a hold.
+failures are counted and printed, never taken for a hold. A transient one (a
+dropped connection, a request unanswered within the relay's timeout, as on a
+busy host) leaves that racer's connection closed for good, so the racer
+connects again before its next round, as the next pass would: otherwise a
+stall of the server early on would silence every racer for the rest of the
+test and look like a lease nobody can take. What each round saw is part of
+the liveness failure's message.
 """
 
 from __future__ import annotations
@@ -76,8 +82,22 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
     intervals: list[tuple[float, float, int, int]] = []  # start, end, racer, generation
     busy = [0]
     failed: list[str] = []
+    reopened = [0]
+    #: what each round saw, racer by racer ("held", "busy", "failed"), for the liveness message
+    seen: dict[int, list[str]] = {}
     errors: list[BaseException] = []
     guard = threading.Lock()
+
+    def reconnect(index: int) -> None:
+        """Connect racer ``index`` again after a transient failure (its
+        connection is gone, as the next pass's would not be); a failure to
+        connect is that of its next attempt."""
+        try:
+            relays[index].open()  # reconnects
+        except EscaleError:
+            return
+        with guard:
+            reopened[0] += 1
 
     def race(index: int) -> None:
         rng = random.Random(index)
@@ -95,16 +115,21 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
                 except LeaseBusy:
                     with guard:
                         busy[0] += 1
+                        seen.setdefault(round_, []).append("busy")
                     continue
                 except EscaleError as exc:  # the attempt failed: not a holder (a pass would retry)
                     with guard:
-                        failed.append(f"{type(exc).__name__}: {exc}")
+                        failed.append(f"round {round_}, racer {index}: {type(exc).__name__}: {exc}")
+                        seen.setdefault(round_, []).append("failed")
+                    if exc.transient:
+                        reconnect(index)
                     continue
                 start = time.monotonic()
                 time.sleep(HOLD)
                 end = time.monotonic()
                 with guard:
                     intervals.append((start, end, index, lease.generation))
+                    seen.setdefault(round_, []).append("held")
                 lease.release()
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -119,11 +144,14 @@ def test_at_most_one_holder(request: pytest.FixtureRequest, backend: str) -> Non
     print(f"\n[{backend}] exclusive create {relays[0].capabilities.exclusive_create}, settle "
           f"{managers[0].settle:.1f}s: {ROUNDS}+ rounds x {CONTENDERS} racers, {len(intervals)} holds, "
           f"{busy[0]} refused, {len(failed)} failed with a relay error"
-          + (f" (first error: {failed[0]})" if failed else ""))
+          + (f" (first error: {failed[0]})" if failed else "") + f", {reopened[0]} reconnected")
     intervals.sort()
     for (_, e1, r1, g1), (s2, _, r2, g2) in itertools.pairwise(intervals):
         assert s2 >= e1, (f"{backend}: racer {r1} (generation {g1}) and racer {r2} (generation {g2}) "
                           f"held the lease at the same time")
     generations = [g for *_, g in intervals]
     assert len(set(generations)) == len(generations), f"{backend}: two holders of one generation"
-    assert intervals, f"{backend}: nobody got the lease in {MAX_ROUNDS} rounds"
+    rounds = "; ".join(f"round {r}: " + ", ".join(f"{seen[r].count(w)} {w}" for w in ("busy", "failed"))
+                       for r in sorted(seen))
+    assert intervals, (f"{backend}: nobody got the lease in {MAX_ROUNDS} rounds ({rounds}; "
+                       f"errors: {failed[:3]})")
