@@ -98,6 +98,8 @@ LARGEST_REQUEST = 256 * 1024
 #: the channel window, 2 MiB)
 READ_AHEAD_BYTES = 8 * 1024 * 1024
 _KEEPALIVE = 30  # seconds of silence before an SSH keepalive message
+#: a channel ``recv`` size above the channel window: it takes all the channel holds
+_RECV_ALL = 1 << 24
 #: SFTP packet type of an extended reply (draft-ietf-secsh-filexfer-02, section 3).
 _CMD_EXTENDED = 200
 _CMD_EXTENDED_REPLY = 201
@@ -315,7 +317,7 @@ class SftpRelay(Relay):
             self.server_version = transport.remote_version
             check_host_key(self.host, self.port, transport.get_remote_server_key(), self.known_hosts)
             self._authenticate(transport)
-            sftp = paramiko.SFTPClient.from_transport(transport)
+            sftp = _SftpClient.from_transport(transport)
             if sftp is None:
                 raise paramiko.SSHException("the server refused the sftp subsystem")
             transport.set_keepalive(_KEEPALIVE)  # keeps idle NAT/firewall state alive
@@ -770,6 +772,67 @@ def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> list[tuple[str, pa
     return found
 
 
+class _SftpClient(paramiko.SFTPClient):
+    """paramiko's SFTP client, reading its packets through a buffer of its own.
+
+    paramiko reads each SFTP packet from the channel with ``recv`` calls of
+    the size still missing and joins the pieces by ``bytes +=``: a 256 KiB
+    reply arriving in 32 KiB SSH packets is copied about four times over,
+    and every partial ``recv`` moves what the channel still holds to the
+    front of its buffer (up to the whole 2 MiB window). Here every ``recv``
+    takes all the channel holds (:data:`_RECV_ALL`: more than the window)
+    into one ``bytearray``, from which the packets are cut, each copied once,
+    and a packet is sent through a view of it.
+    Every packet is still read through :meth:`_read_packet`, so paramiko's own
+    calls (open, stat, close, the answers it dispatches) and escale's
+    pipelined reads share the one buffer and stay in step.
+    """
+
+    def __init__(self, sock: paramiko.Channel) -> None:
+        self._inbox = bytearray()
+        super().__init__(sock)
+
+    def _take(self, count: int) -> bytes:
+        """The next ``count`` bytes of the session; EOFError when it ends first."""
+        inbox = self._inbox
+        while len(inbox) < count:
+            more = self.sock.recv(_RECV_ALL)
+            if not more:
+                raise EOFError()
+            if not inbox and len(more) == count:
+                return bytes(more)
+            inbox += more
+        with memoryview(inbox) as view:
+            taken = bytes(view[:count])
+        del inbox[:count]  # a bytearray drops its head without moving the rest
+        return taken
+
+    def _write_all(self, out: bytes) -> None:
+        """Send all of ``out`` (one SFTP packet): paramiko's own loop cuts what
+        is left by ``out = out[n:]`` after each SSH packet's worth, a copy of
+        the rest each time; a view of it is cut instead."""
+        channel: Any = self.sock  # its send() slices what it is given: a view does (not in the stubs)
+        view = memoryview(out)
+        while view:
+            sent = channel.send(view)
+            if sent <= 0:
+                raise EOFError()
+            view = view[sent:]
+
+    def _read_packet(self) -> tuple[int, bytes]:
+        """The next SFTP packet: its type and its body (paramiko's contract);
+        EOFError when the session ends within it, SFTPError for a length of
+        16 MiB or more (held in memory otherwise, as paramiko would)."""
+        header = self._take(4)
+        size = int.from_bytes(header, "big")
+        if header[0]:  # over 16 MiB: not an SFTP packet (paramiko's own check)
+            raise paramiko.SFTPError("Garbage packet received")
+        if size == 0:
+            return 0, b""
+        kind = self._take(1)[0]
+        return kind, self._take(size - 1) if size > 1 else b""
+
+
 class _Replies:
     """Where paramiko puts the replies to our read requests that arrive while
     it waits for another one (SFTP lets a server answer out of order)."""
@@ -888,8 +951,9 @@ def _write_and_close(client: Any, handle: bytes, source: BinaryIO, request: int)
     offset = 0
     try:
         while chunk := source.read(_CHUNK):
+            whole = memoryview(chunk)  # cut without copies: paramiko copies each piece into its packet
             for start in range(0, len(chunk), request):
-                piece = chunk[start:start + request] if len(chunk) > request else chunk
+                piece = whole[start:start + request] if len(chunk) > request else chunk
                 pending.append(client._async_request(replies, paramiko_sftp.CMD_WRITE, handle,
                                                      paramiko_sftp.int64(offset), piece))
                 offset += len(piece)
