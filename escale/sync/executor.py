@@ -65,12 +65,14 @@ log = logging.getLogger(__name__)
 #: Received files wait for one durability barrier (``syncfs``) before they are
 #: recorded and acknowledged: at most this many of them ...
 SETTLE_FILES = 2000
-#: ... or for at most this long (so that a slow pull still acknowledges as it goes).
+#: ... or for at most this long (so that a slow pull still acknowledges as it goes;
+#: not when a fault test numbers the steps, see :func:`faults.steps_watched`).
 SETTLE_SECONDS = 2.0
 #: The placeholder layout commits the placeholders of uploaded payloads in
 #: groups (one durability barrier each on a local folder): at most this many ...
 GROUP_FILES = 1000
-#: ... or those uploaded within this long (a slow push still commits as it goes).
+#: ... or those uploaded within this long (a slow push still commits as it goes;
+#: not when a fault test numbers the steps).
 GROUP_SECONDS = 2.0
 #: A pass with at least this many new files to receive makes their files ahead
 #: on another thread (:class:`localfs.NamelessAhead`).
@@ -217,6 +219,8 @@ class Executor:
         #: received files whose barrier runs in the background (see _settle)
         self._flushing: tuple[list[_Received], _Barrier] | None = None
         self._unsettled_since = time.monotonic()
+        #: groups are cut by count only, not by time, when a fault test numbers the steps
+        self._steps_watched = faults.steps_watched()
         #: the payloads run_local's downloads fetch ahead (None: fetched one by one)
         self._downloads: Downloads | None = None
         #: the files run_local's new downloads are written to, made ahead (None: made one by one)
@@ -320,9 +324,11 @@ class Executor:
     def _settle_if_due(self) -> None:
         """Record the group whose barrier has ended; start the barrier of the
         received files once enough of them, or old enough ones, wait."""
-        if self._flushing is not None and self._flushing[1].done():
+        timed = not self._steps_watched  # see faults.steps_watched
+        if timed and self._flushing is not None and self._flushing[1].done():
             self._finish_flushing()
-        if len(self._unsettled) >= SETTLE_FILES or time.monotonic() - self._unsettled_since >= SETTLE_SECONDS:
+        if len(self._unsettled) >= SETTLE_FILES or (
+                timed and time.monotonic() - self._unsettled_since >= SETTLE_SECONDS):
             self._settle(background=True)
 
     def _settle(self, *, background: bool = False) -> None:
@@ -653,8 +659,8 @@ class Executor:
                     raise
                 report.errors.append(f"{action.path}: {exc}")
                 log.error("[%s] %s: %s", name, action.path, exc)
-            if len(self._group) >= GROUP_FILES or (
-                    self._group and time.monotonic() - self._group_since >= GROUP_SECONDS):
+            if len(self._group) >= GROUP_FILES or (not self._steps_watched and self._group
+                                                   and time.monotonic() - self._group_since >= GROUP_SECONDS):
                 self._commit_group(lease, state)
         self._commit_group(lease, state)
 

@@ -30,20 +30,36 @@ _lock = threading.Lock()
 _settings: tuple[str | None, str | None, str | None] | None = None
 
 
+def _read_settings() -> tuple[str | None, str | None, str | None]:
+    """The variables, read once per process (they are set when it starts). Called under ``_lock``."""
+    global _settings
+    if _settings is None:
+        env = os.environ
+        _settings = (env.get("ESCALE_CRASH_LOG") or None, env.get("ESCALE_CRASH_AT") or None,
+                     env.get("ESCALE_PAUSE_AT") or None)
+    return _settings
+
+
+def steps_watched() -> bool:
+    """Whether a fault test watches this process's steps (one of the
+    variables is set). The sync pass then cuts its groups by count only, never
+    by elapsed time: the same pass marks the same steps however busy the
+    machine is, so a step numbered in a reference run is the same step when
+    the test crashes the process there."""
+    with _lock:
+        return any(_read_settings())
+
+
 def step(name: str) -> None:
     """Mark a mutating step; crash or pause here if this is the configured one.
 
     The variables are read once per process, at its first step: they are set
     when the process starts."""
-    global _count, _settings
+    global _count
     with _lock:
         _count += 1
         number = _count
-        if _settings is None:
-            env = os.environ
-            _settings = (env.get("ESCALE_CRASH_LOG") or None, env.get("ESCALE_CRASH_AT") or None,
-                         env.get("ESCALE_PAUSE_AT") or None)
-        log_path, crash_at, pause_at = _settings
+        log_path, crash_at, pause_at = _read_settings()
         if log_path is None and crash_at is None and pause_at is None:
             return
         if log_path:
