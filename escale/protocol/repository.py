@@ -1183,6 +1183,35 @@ class Repository:
         (relay or self.relay).put(staged.placeholder.payload, staged.spool)
         self.step(f"payload uploaded {staged.placeholder.path}")
 
+    def uploads_in_groups(self, size: int) -> bool:
+        """Whether the payload of a ``size``-byte file may go up in a group
+        (:meth:`upload_staged_group`): it is sealed in memory
+        (:data:`SPOOL_IN_MEMORY`) and the relay declares a group put cheap."""
+        return size <= SPOOL_IN_MEMORY and self.relay.capabilities.group_put
+
+    def upload_staged_group(self, lease: Lease, staged: Sequence[StagedPayload], relay: Relay) -> None:
+        """:meth:`upload_staged` for several payloads of files accepted by
+        :meth:`uploads_in_groups`, in one :meth:`Relay.put_commits` through
+        ``relay`` once the lease is checked. A payload's name is fresh (its
+        random part is never reused), so a name found taken can only hold this
+        group's own earlier attempt (a retried group) or an object planted by
+        someone else: either way it is written again with a plain put. Raises
+        LeaseLost, relay errors (any of the payloads may then be stored:
+        orphans, which :meth:`collect_garbage` removes). Touches no shared
+        state: safe from a worker thread with its own ``relay``."""
+        items: list[tuple[str, bytes]] = []
+        for one in staged:
+            assert one.placeholder.payload is not None
+            one.spool.seek(0)
+            items.append((one.placeholder.payload, one.spool.read()))
+        lease.check()
+        created = relay.put_commits(items)
+        for (name, data), made in zip(items, created, strict=True):
+            if not made:
+                relay.put(name, io.BytesIO(data))
+        for one in staged:
+            self.step(f"payload uploaded {one.placeholder.path}")
+
     def release_staged(self, state: RelayState, staged: StagedPayload) -> None:
         """Give back the room :meth:`stage_file` reserved for a payload that
         was not uploaded (if a failed upload stored it all the same, it is an

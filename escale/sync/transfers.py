@@ -39,7 +39,9 @@ Then:
 Memory does not grow with file sizes or counts: content goes through spool
 files in chunks, and at most ``transfers + 1`` payloads are staged or
 downloaded ahead at any time (so the spool holds at most that many payloads,
-each at most twice while a worker opens it).
+each at most twice while a worker opens it); where small payloads go up in
+groups (:class:`Uploads`), at most ``transfers + 1`` groups of them, each
+payload of at most 64 KiB sealed in memory.
 A worker's failure is raised, as the very exception the serial path raises,
 when the executor reaches that action; on the way out every job still queued
 is dropped, a transfer in progress stops at its next chunk, and every worker
@@ -77,11 +79,17 @@ from escale.sync import localfs
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: what an upload job gives: per member, its sealed payload or what sealing it raised
+_Sealed = list[StagedPayload | BaseException]
 
 #: Relay schemes on which transfers run one at a time whatever ``transfers``
 #: says: a local or mounted folder gains nothing from several at once (see
 #: doc/performance.rst, "Transfers at once").
 SERIAL_SCHEMES = frozenset({"file"})
+
+#: Small payloads go up this many at a time where the relay declares a group
+#: put cheap (see :class:`Uploads`).
+PAYLOAD_GROUP = 32
 
 #: a pool's list of submitted jobs is pruned of finished ones once it holds
 #: this many, then at twice what was left (so each submit costs O(1) on average)
@@ -576,6 +584,15 @@ class Uploads:
     upload (a tombstone). What it raises is kept and raised again by
     :meth:`take` for that action. Uploads start as soon as a payload is
     staged; at most ``ahead + 1`` payloads are staged and not yet taken.
+
+    Where the relay declares a group put cheap, the payloads of small files
+    (:meth:`Repository.uploads_in_groups`) go up :data:`PAYLOAD_GROUP` at a
+    time (:meth:`Repository.upload_staged_group`: one
+    :meth:`~escale.relay.Relay.put_commits` for the group), and ``ahead``
+    counts groups: at most ``(ahead + 1) * PAYLOAD_GROUP`` small payloads,
+    each sealed in memory, are staged and not yet taken. A member whose
+    sealing fails (its file changed while it was read) fails alone; a group
+    whose upload fails fails for all its members.
     """
 
     def __init__(self, repo: Repository, lease: Lease, state: RelayState, count: int,
@@ -587,30 +604,65 @@ class Uploads:
         self._count = count
         self._stage = stage
         self._pool = pool
-        self._ahead = max(1, ahead)
+        self._grouped = repo.relay.capabilities.group_put
+        self._ahead = max(1, ahead) * (PAYLOAD_GROUP if self._grouped else 1)
         self._staged = 0
+        #: small payloads staged and not yet handed to a worker (index, staged), in order
+        self._gathering: list[tuple[int, StagedPayload | Unsealed]] = []
         #: per action index: its staged payload, its local file when the
-        #: worker seals it, and its upload; or what staging raised
-        self._outcomes: dict[int, tuple[StagedPayload, BinaryIO | None, _Job[StagedPayload]] | BaseException
+        #: worker seals it, its group's upload and its place in the group;
+        #: or what staging raised (None: nothing to upload, or still gathering)
+        self._outcomes: dict[int, tuple[StagedPayload, BinaryIO | None, _Job[_Sealed], int] | BaseException
                              | None] = {}
 
-    def _upload_job(self, staged: StagedPayload | Unsealed) -> Callable[[Relay, threading.Event], StagedPayload]:
+    def _upload_job(self, members: list[StagedPayload | Unsealed]) -> Callable[[Relay, threading.Event], _Sealed]:
         repo, lease = self._repo, self._lease
 
-        def work(relay: Relay, abandoned: threading.Event) -> StagedPayload:
-            if isinstance(staged, Unsealed):
-                with staged.source:
-                    # with its descriptor: the repository may take the scan's checksum
-                    sealed = repo.seal_reserved(staged.reserved, staged.local,
-                                                cast(BinaryIO, _WatchedLocal(staged.source, abandoned)))
-            else:
-                sealed = staged
-            watched = _Watched(sealed.spool, abandoned)
-            repo.upload_staged(lease, StagedPayload(sealed.placeholder, cast(BinaryIO, watched), sealed.stored),
-                               relay)
-            return sealed
+        def seal(member: StagedPayload | Unsealed, abandoned: threading.Event) -> StagedPayload:
+            if not isinstance(member, Unsealed):
+                return member
+            with member.source:
+                # with its descriptor: the repository may take the scan's checksum
+                return repo.seal_reserved(member.reserved, member.local,
+                                          cast(BinaryIO, _WatchedLocal(member.source, abandoned)))
+
+        def work(relay: Relay, abandoned: threading.Event) -> _Sealed:
+            if len(members) == 1:
+                sealed = seal(members[0], abandoned)
+                watched = _Watched(sealed.spool, abandoned)
+                repo.upload_staged(lease, StagedPayload(sealed.placeholder, cast(BinaryIO, watched), sealed.stored),
+                                   relay)
+                return [sealed]
+            outcomes: _Sealed = []
+            for member in members:
+                try:
+                    outcomes.append(seal(member, abandoned))
+                except Abandoned:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this member's own failure, raised for its action by take()
+                    outcomes.append(exc)
+            if abandoned.is_set():
+                raise Abandoned()
+            ready = [one for one in outcomes if isinstance(one, StagedPayload)]
+            if ready:
+                repo.upload_staged_group(lease, ready, relay)
+            return outcomes
 
         return work
+
+    def _submit(self, members: list[tuple[int, StagedPayload | Unsealed]]) -> None:
+        """Hand ``members`` (staged, in order) to a worker as one upload."""
+        job = self._pool.submit(self._upload_job([staged for _, staged in members]))
+        for position, (index, staged) in enumerate(members):
+            if isinstance(staged, Unsealed):
+                self._outcomes[index] = (staged.reserved, staged.source, job, position)
+            else:
+                self._outcomes[index] = (staged, None, job, position)
+
+    def _submit_gathered(self) -> None:
+        gathered, self._gathering = self._gathering, []
+        if gathered:
+            self._submit(gathered)
 
     def advance(self, index: int) -> None:
         """Stage (and start uploading) every push up to ``index + ahead``."""
@@ -625,11 +677,17 @@ class Uploads:
             if staged is None:
                 self._outcomes[current] = None
                 continue
-            job = self._pool.submit(self._upload_job(staged))
-            if isinstance(staged, Unsealed):
-                self._outcomes[current] = (staged.reserved, staged.source, job)
-            else:
-                self._outcomes[current] = (staged, None, job)
+            size = staged.local.size if isinstance(staged, Unsealed) else staged.stored
+            if self._grouped and self._repo.uploads_in_groups(size):
+                self._outcomes[current] = None  # until its group is handed over
+                self._gathering.append((current, staged))
+                if len(self._gathering) >= PAYLOAD_GROUP:
+                    self._submit_gathered()
+                continue
+            self._submit_gathered()  # the plan's order: the smaller ones before it first
+            self._submit([(current, staged)])
+        if self._gathering and (self._staged >= self._count or self._gathering[0][0] <= index):
+            self._submit_gathered()  # nothing more to gather, or the caller waits for it
 
     def take(self, index: int) -> StagedPayload | None:
         """Push number ``index``'s staged payload once it is sealed and its
@@ -643,9 +701,12 @@ class Uploads:
             raise outcome
         if outcome is None:
             return None
-        staged, source, job = outcome
+        staged, source, job, position = outcome
         try:
-            return job.future.result()
+            sealed = job.future.result()[position]
+            if isinstance(sealed, BaseException):
+                raise sealed
+            return sealed
         except BaseException:
             self._repo.release_staged(self._state, staged)
             staged.close()
@@ -661,14 +722,25 @@ class Uploads:
         :meth:`Repository.collect_garbage` removes it as an orphan (this
         pass's, or a later one's)."""
         self._pool.close()  # every job not done stops at its next chunk
+        for index, staged in self._gathering:  # never handed over: nothing of them was sent
+            self._outcomes.pop(index, None)
+            reserved = staged.reserved if isinstance(staged, Unsealed) else staged
+            self._repo.release_staged(self._state, reserved)
+            reserved.close()
+            if isinstance(staged, Unsealed):
+                staged.source.close()
+        self._gathering = []
         for outcome in self._outcomes.values():
             if isinstance(outcome, tuple):
-                staged, source, job = outcome
-                if job.future.cancelled() or job.future.exception() is not None:
+                staged, source, job, position = outcome
+                sealed = None
+                if not job.future.cancelled() and job.future.exception() is None:
+                    sealed = job.future.result()[position]
+                if not isinstance(sealed, StagedPayload):
                     self._repo.release_staged(self._state, staged)
                 elif source is not None and staged.placeholder.payload is not None:
                     # sealed apart and uploaded: on the relay, as stage_file would have recorded it
-                    self._state.payloads[staged.placeholder.payload] = job.future.result().stored
+                    self._state.payloads[staged.placeholder.payload] = sealed.stored
                 staged.close()
                 if source is not None:
                     source.close()
