@@ -802,20 +802,28 @@ class Repository:
         prefix when it raises: callers write into a temporary file.
 
         The same as :meth:`download_payload` into a spool file followed by
-        :meth:`open_payload` (which is how parallel transfers use it).
+        :meth:`open_payload` (which is how parallel transfers use a big one).
         """
+        return self.fetch_payload_on(placeholder, sink, self.relay)
+
+    def fetch_payload_on(self, placeholder: Placeholder, sink: BinaryIO, relay: Relay) -> str | None:
+        """:meth:`fetch` through ``relay`` (this repository's connection, or
+        another one to its relay): a payload of at most :data:`SMALL_PAYLOAD`
+        plaintext bytes is read into memory (bounded by
+        :data:`SMALL_PAYLOAD_SEALED`), a bigger one through a spool file.
+        Touches no shared state: safe from a worker thread with its own
+        ``relay``. Raises as :meth:`fetch`."""
         self._fetch_algorithm(placeholder)
         if placeholder.size <= SMALL_PAYLOAD:
-            # a small payload is read into memory (bounded), not through a spool file
             assert placeholder.payload is not None
             try:
-                sealed = self.relay.get_bytes(placeholder.payload, limit=SMALL_PAYLOAD_SEALED)
+                sealed = relay.get_bytes(placeholder.payload, limit=SMALL_PAYLOAD_SEALED)
             except ObjectTooLarge as exc:
                 raise IntegrityError(f"relay object {placeholder.payload}: larger than a sealed "
                                      f"{placeholder.size}-byte file can be, for {placeholder.path}") from exc
             return self.open_payload(placeholder, io.BytesIO(sealed), sink)
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-            self.download_payload(placeholder, spool)
+            self.download_payload(placeholder, spool, relay)
             return self.open_payload(placeholder, spool, sink)
 
     # ----------------------------------------------------------- transfers on other connections

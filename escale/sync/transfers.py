@@ -66,6 +66,7 @@ from escale.errors import DiskFull, LocalError
 from escale.protocol.lease import Lease
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import (
+    SMALL_PAYLOAD,
     BigReservation,
     BigUpload,
     LocalVersion,
@@ -395,6 +396,9 @@ class Downloads:
             return self._into_prepared(placeholder, fetch, durable=True)
 
         def download(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
+            if placeholder.size <= SMALL_PAYLOAD:  # read into memory: no spool file for the sealed payload
+                repo.fetch_payload_on(placeholder, plain, relay)
+                return
             with tempfile.TemporaryFile(dir=spool_dir) as sealed:
                 repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, sealed), abandoned)), relay)
                 repo.open_payload(placeholder, cast(BinaryIO, sealed), plain)
