@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from escale.errors import ObjectTooLarge, RelayClosed, RelayExists, RelayNotFound, UnsafeName
+from escale.errors import EscaleError, ObjectTooLarge, RelayClosed, RelayError, RelayExists, RelayNotFound, UnsafeName
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ class Capabilities:
     group, not one put per item (a cost, not a guarantee: the contract of
     ``put_commits`` is the same everywhere). Callers with many small objects
     to write at once gather them into groups where it is set.
+    ``group_get``: :meth:`Relay.get_many` costs a few round trips for a whole
+    group of small objects, not one get (or more) per object; the same kind
+    of flag as ``group_put`` (a cost: the contract of ``get_many`` is the
+    same everywhere).
 
     The defaults describe the weakest server (no flag, no modification time):
     a backend declares what it has, and a flag left out is never assumed.
@@ -143,6 +147,7 @@ class Capabilities:
     mtime_precision: float | None = None
     usage: bool = False
     group_put: bool = False
+    group_get: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +439,43 @@ class Relay(abc.ABC):
         self.get(name, sink)  # type: ignore[arg-type]
         return sink.getvalue()
 
+    def get_many(self, names: Sequence[str], *, limit: int) -> builtins.list[bytes | EscaleError]:
+        """Several small objects in memory, in the order of ``names``: per
+        name, its content as stored, or what reading that one object found
+        as a value: RelayNotFound (missing), ObjectTooLarge (above ``limit``
+        bytes: refused without being read whole, as :meth:`get_bytes` with
+        ``limit``), RelayPermissionDenied, or another non-transient
+        RelayError naming it (the server refused that object alone). A
+        failure of the connection (any transient error) raises, for the
+        whole call; nothing of the group is then returned. Names are all
+        checked before anything is read (UnsafeName raises). A name may be
+        repeated. At most ``len(names) * limit`` bytes are held.
+
+        Read-only, so a retried call is a plain repeat. Backends read one
+        object after the other (:meth:`get_bytes`); those whose
+        ``capabilities.group_get`` is set do it in a few round trips for the
+        group, and wrappers pass the group on whole."""
+        self._ensure_open()
+        checked = [check_name(name) for name in names]
+        if not checked:
+            return []
+        return self._get_many(checked, limit)
+
+    def _get_many(self, names: Sequence[str], limit: int) -> builtins.list[bytes | EscaleError]:
+        """One :meth:`get_bytes` after the other (names already checked),
+        each per-object refusal kept as that name's value."""
+        found: builtins.list[bytes | EscaleError] = []
+        for name in names:
+            try:
+                found.append(self.get_bytes(name, limit=limit))
+            except ObjectTooLarge as exc:
+                found.append(exc)
+            except RelayError as exc:
+                if not object_refusal(exc):
+                    raise
+                found.append(exc)
+        return found
+
     def put_bytes(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
         """Store ``data`` under ``name``; same contract as :meth:`put`."""
         self.put(name, io.BytesIO(data), exclusive=exclusive)
@@ -488,6 +530,14 @@ class Relay(abc.ABC):
     def _delete_temporary(self, name: str) -> None:
         """Delete a temporary (name checked by :meth:`delete_temporary`)."""
         self._delete(name)
+
+
+def object_refusal(exc: RelayError) -> bool:
+    """Whether ``exc``, raised by a read of one object, is about that object
+    alone (:meth:`Relay.get_many` hands it over as that name's value): not
+    transient (the connection is fine), nor a misuse of the relay
+    (RelayClosed, UnsafeName)."""
+    return not exc.transient and not isinstance(exc, (RelayClosed, UnsafeName))
 
 
 class BoundedSink:

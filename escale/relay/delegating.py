@@ -4,7 +4,8 @@
 ``inner`` unchanged (opening and closing it with itself), so that a wrapper
 (:class:`~escale.relay.throttle.ThrottledRelay`,
 :class:`~escale.relay.readonly.ReadOnlyRelay`, the benchmarks' counting relay)
-overrides only the operations it changes. Names are checked twice, by the
+overrides only the operations it changes (a wrapper that changes single reads
+also sees each read of a group: see :meth:`DelegatingRelay._get_many`). Names are checked twice, by the
 wrapper's public method and by ``inner``'s; listings go through
 :meth:`Relay.list_raw`, so that the wrapper's own :meth:`Relay.list` checks
 names and sees temporaries exactly as ``inner`` lists them.
@@ -12,8 +13,10 @@ names and sees temporaries exactly as ``inner`` lists them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import BinaryIO
 
+from escale.errors import EscaleError
 from escale.relay.base import Capabilities, Entry, Relay, Usage
 
 __all__ = ["DelegatingRelay"]
@@ -58,6 +61,14 @@ class DelegatingRelay(Relay):
 
     def _get(self, name: str, sink: BinaryIO) -> None:
         self.inner.get(name, sink)
+
+    def _get_many(self, names: Sequence[str], limit: int) -> list[bytes | EscaleError]:
+        """The group passed on whole, unless the wrapper changes single reads
+        (it overrides ``_get`` and not this): then one read after the other
+        through its ``_get``, so that a group read is never a way around it."""
+        if type(self)._get is not DelegatingRelay._get:
+            return Relay._get_many(self, names, limit)
+        return self.inner.get_many(names, limit=limit)
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         self.inner.put(name, source, exclusive=exclusive)

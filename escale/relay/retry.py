@@ -10,6 +10,7 @@ Retrying is safe for every operation because each is idempotent or reported:
 
 * ``get``: the sink is rewound and truncated before each new attempt, so it holds
   exactly one copy on success (the sink must be seekable);
+* ``get_many``: a group is read again whole (reads change nothing);
 * ``put``: the source is rewound before each attempt (it must be seekable). An
   exclusive put whose first attempt stored the object before the connection
   dropped fails its retry with RelayExists; callers that need to know read the
@@ -114,6 +115,10 @@ class RetryingRelay(Relay):
             sink.truncate()
 
         self._retry("get", lambda: self.inner.get(name, sink), rewind)
+
+    def _get_many(self, names: Sequence[str], limit: int) -> list[bytes | EscaleError]:
+        # the group passed on whole: a transient failure reads it all again
+        return self._retry("get", lambda: self.inner.get_many(names, limit=limit))
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         start = source.tell()

@@ -48,7 +48,10 @@ stall). An upload sends its writes and its CLOSE without waiting, then
 waits for every answer: a refused write fails the put before the rename,
 so a partial temporary is never moved into place. On OpenSSH a group of
 exclusive puts (:meth:`Relay.put_commits`) costs three round trips for the
-whole group. Reads and writes go in requests as big as the server says it takes
+whole group, and a group of small reads (:meth:`Relay.get_many`) about
+three: every OPEN sent at once, then every FSTAT and first READ, then the
+rest of any object bigger than one read, and the CLOSEs sent without
+waiting. Reads and writes go in requests as big as the server says it takes
 (``limits@openssh.com``, up to :data:`LARGEST_REQUEST`), else 32 KiB.
 """
 
@@ -64,13 +67,15 @@ import socket
 import stat as stat_module
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import paramiko
 from paramiko import sftp as paramiko_sftp
 
 from escale.errors import (
+    EscaleError,
     HostKeyError,
+    ObjectTooLarge,
     RelayConnectionError,
     RelayError,
     RelayExists,
@@ -78,7 +83,16 @@ from escale.errors import (
     RelayPermissionDenied,
     RelayTimeout,
 )
-from escale.relay.base import TEMP_PREFIX, BoundedSink, Capabilities, Entry, Relay, Usage, check_size
+from escale.relay.base import (
+    TEMP_PREFIX,
+    BoundedSink,
+    Capabilities,
+    Entry,
+    Relay,
+    Usage,
+    check_size,
+    object_refusal,
+)
 from escale.relay.spec import RelaySpec
 
 T = TypeVar("T")
@@ -103,6 +117,9 @@ _RECV_ALL = 1 << 24
 #: SFTP packet type of an extended reply (draft-ietf-secsh-filexfer-02, section 3).
 _CMD_EXTENDED = 200
 _CMD_EXTENDED_REPLY = 201
+#: objects of one :meth:`Relay.get_many` open at once on the server (fewer
+#: where it states a lower limit of open handles)
+GROUP_HANDLES = 64
 #: OPEN flags of a temporary: created for writing, refused if it exists (O_EXCL)
 _CREATE_EXCLUSIVE = (paramiko_sftp.SFTP_FLAG_WRITE | paramiko_sftp.SFTP_FLAG_CREATE
                      | paramiko_sftp.SFTP_FLAG_TRUNC | paramiko_sftp.SFTP_FLAG_EXCL)
@@ -115,6 +132,7 @@ GENERIC_CAPABILITIES = Capabilities(
     rename_exclusive=False,
     mtime_precision=1.0,
     usage=False,
+    group_get=True,  # _get_many: pipelined requests, which every SFTP server takes
 )
 
 
@@ -218,6 +236,8 @@ class SftpRelay(Relay):
         #: bytes per read and per write request (:meth:`_probe_limits`)
         self._read_request = _READ_REQUEST
         self._write_request = _READ_REQUEST
+        #: objects a group read keeps open at once (:meth:`_probe_limits`)
+        self._group_handles = GROUP_HANDLES
 
     def describe(self) -> str:
         return f"sftp://{self.username}@{self.host}:{self.port}/{self.root.lstrip('/')}"
@@ -410,6 +430,7 @@ class SftpRelay(Relay):
             mtime_precision=1.0,
             usage=usage,
             group_put=exclusive,  # _put_commits: three round trips for a whole group on OpenSSH
+            group_get=True,  # _get_many: a few round trips for a whole group
         )
         log.debug("%s server %r capabilities: %s", self.describe(), self.server_version, self.capabilities)
 
@@ -480,6 +501,7 @@ class SftpRelay(Relay):
         server accepts (a server that answers reads short would cost a
         round trip per request)."""
         self._read_request = self._write_request = _READ_REQUEST
+        self._group_handles = GROUP_HANDLES
         sftp = self._client()
         request: Callable[..., tuple[int, Any]] = sftp._request  # type: ignore[attr-defined]
         try:
@@ -493,9 +515,11 @@ class SftpRelay(Relay):
         if kind != _CMD_EXTENDED_REPLY or msg is None:
             return
         try:
-            _packet, read, write, _handles = struct.unpack(">4Q", msg.get_bytes(32))
+            _packet, read, write, handles = struct.unpack(">4Q", msg.get_bytes(32))
         except struct.error:
             return
+        if handles:  # open handles the server allows: a group read keeps to half of them
+            self._group_handles = max(1, min(GROUP_HANDLES, handles // 2))
         # 0 means "no limit stated"; a limit below the default is obeyed
         self._read_request = min(read, LARGEST_REQUEST) if read else _READ_REQUEST
         self._write_request = min(write, LARGEST_REQUEST) if write else _READ_REQUEST
@@ -551,6 +575,78 @@ class SftpRelay(Relay):
                 _close_unwaited(client, handle)
 
         self._call(name, fetch)
+
+    def _get_many(self, names: Sequence[str], limit: int) -> list[bytes | EscaleError]:
+        """A group of small reads in a few round trips, up to
+        :attr:`_group_handles` objects open at once: every OPEN is sent, then
+        (once the handles are in) every FSTAT and first READ (at most
+        ``limit + 1`` bytes), then whatever an object bigger than that first
+        read still needs, one object after the other; each handle's CLOSE is
+        sent without waiting (:func:`_close_unwaited`). Every answer is
+        checked: a refused OPEN, FSTAT or READ is that name's RelayNotFound,
+        RelayPermissionDenied or RelayError; a stated size over ``limit`` is
+        that name's ObjectTooLarge, refused before its content is kept. A
+        lost connection or an answer out of the protocol raises for the
+        whole group, as :meth:`_get` does."""
+        if len(names) < 2:
+            return super()._get_many(names, limit)
+        found: list[bytes | EscaleError] = []
+        for start in range(0, len(names), self._group_handles):
+            part = names[start:start + self._group_handles]
+
+            def read(sftp: paramiko.SFTPClient, part: Sequence[str] = part) -> list[bytes | EscaleError]:
+                return self._read_group(sftp, part, limit)
+
+            found.extend(self._call(part[0], read))
+        return found
+
+    def _refused(self, exc: OSError, name: str) -> EscaleError:
+        """What a refused request about ``name`` alone is, as its value;
+        raises when it is a lost connection instead."""
+        error = self._translate(exc, name)
+        if not object_refusal(error):
+            raise error
+        return error
+
+    def _read_group(self, sftp: paramiko.SFTPClient, names: Sequence[str], limit: int) -> list[bytes | EscaleError]:
+        client: Any = sftp  # paramiko's request plumbing is not in its type stubs
+        replies = _Replies()
+        opening = [_ask_open(client, replies, self._path(name), paramiko_sftp.SFTP_FLAG_READ) for name in names]
+        outcomes: list[bytes | EscaleError | None] = [None] * len(names)
+        handles: dict[int, bytes] = {}
+        try:
+            for position, (name, num) in enumerate(zip(names, opening, strict=True)):
+                try:
+                    handles[position] = _handle_reply(client, replies, num)
+                except OSError as exc:
+                    outcomes[position] = self._refused(exc, name)
+            first = max(1, min(self._read_request, limit + 1))
+            asked = {position: (client._async_request(replies, paramiko_sftp.CMD_FSTAT, handle),
+                                client._async_request(replies, paramiko_sftp.CMD_READ, handle,
+                                                      paramiko_sftp.int64(0), first))
+                     for position, handle in handles.items()}
+            for position, (stat_num, read_num) in asked.items():
+                name = names[position]
+                sink = BoundedSink(name, limit)
+                try:
+                    try:
+                        size = _size_reply(client, replies, stat_num)
+                    finally:
+                        data = _read_reply(client, replies, read_num)  # in every case: its answer is taken
+                    check_size(sink, size)
+                    _read_rest(client, handles[position], cast(BinaryIO, sink), data, size, first,
+                               self._read_request)
+                except ObjectTooLarge as exc:
+                    outcomes[position] = exc
+                except OSError as exc:
+                    outcomes[position] = self._refused(exc, name)
+                else:
+                    outcomes[position] = sink.getvalue()
+        finally:
+            for handle in handles.values():
+                _close_unwaited(client, handle)
+        return [outcome if outcome is not None else RelayError(f"sftp: no answer for {name}", name=name)
+                for name, outcome in zip(names, outcomes, strict=True)]
 
     def _upload_temp(self, sftp: paramiko.SFTPClient, path: str, source: BinaryIO) -> str:
         """Write ``source`` to a fresh temporary name beside ``path`` (created
@@ -903,25 +999,41 @@ def _read_whole(client: Any, handle: bytes, sink: BinaryIO, request: int, limit:
     """Copy the file open as ``handle`` into ``sink``, whole.
 
     The size (FSTAT) and the first read go out together, so an object that
-    fits in one read request costs one round trip after the open. Such an
-    object is whole when that read came back short at exactly the size the
-    server stated; otherwise the rest is read with reads in flight, then on
-    until the server answers end of file (what the file gained since the
-    FSTAT, or all of it when the server stated no size). With ``limit`` (a
-    :class:`BoundedSink`), a stated size over it is refused before any
-    content is kept, and the first read asks at most ``limit + 1`` bytes."""
+    fits in one read request costs one round trip after the open (the rest:
+    :func:`_read_rest`). With ``limit`` (a :class:`BoundedSink`), a stated
+    size over it is refused before any content is kept, and the first read
+    asks at most ``limit + 1`` bytes."""
     replies = _Replies()
     first = request if limit is None else max(1, min(request, limit + 1))
     stat_num = client._async_request(replies, paramiko_sftp.CMD_FSTAT, handle)
     read_num = client._async_request(replies, paramiko_sftp.CMD_READ, handle, paramiko_sftp.int64(0), first)
-    kind, msg = _reply(client, replies, stat_num)
+    try:
+        size = _size_reply(client, replies, stat_num)
+    finally:
+        data = _read_reply(client, replies, read_num)  # in every case: the session stays in step
+    check_size(sink, size)
+    _read_rest(client, handle, sink, data, size, first, request)
+
+
+def _size_reply(client: Any, replies: _Replies, num: int) -> int | None:
+    """The size in the attributes answering FSTAT request ``num`` (None when
+    the server states none); raises on an error status."""
+    kind, msg = _reply(client, replies, num)
     if kind != paramiko_sftp.CMD_ATTRS:
         raise paramiko.SSHException(f"sftp server answered a stat with packet type {kind}, not attributes")
     attributes: Any = paramiko.SFTPAttributes
     size = attributes._from_msg(msg).st_size
-    size = int(size) if size is not None else None
-    check_size(sink, size)
-    data = _read_reply(client, replies, read_num)
+    return int(size) if size is not None else None
+
+
+def _read_rest(client: Any, handle: bytes, sink: BinaryIO, data: bytes, size: int | None, first: int,
+               request: int) -> None:
+    """Given ``data``, the answer to a first read of ``first`` bytes at offset
+    0 of the file open as ``handle`` whose FSTAT stated ``size``, write the
+    whole file into ``sink``. The file is whole when that read came back
+    short at exactly the stated size; otherwise the rest is read with reads
+    in flight, then on until the server answers end of file (what the file
+    gained since the FSTAT, or all of it when the server stated no size)."""
     if not data:
         if size:
             raise paramiko.SSHException("sftp server ended a file before the size it stated")
@@ -932,6 +1044,7 @@ def _read_whole(client: Any, handle: bytes, sink: BinaryIO, request: int, limit:
         return  # a short read ending at the stated size: the end
     if size is not None and size > done:
         done = _pipelined_read(client, handle, done, size, sink, request)
+    replies = _Replies()
     while chunk := _read_reply(client, replies, client._async_request(
             replies, paramiko_sftp.CMD_READ, handle, paramiko_sftp.int64(done), request)):
         sink.write(chunk)

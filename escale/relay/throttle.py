@@ -8,7 +8,9 @@ through the bucket: each chunk written to the sink or read from the source is
 paid for before it moves on, so a transfer never runs ahead of the limit by
 more than the bucket's burst (a quarter of a second's worth, at most 256 KiB).
 Listings and stats are not counted: they are small and a limit on them would
-only slow the pass down.
+only slow the pass down. A group read (:meth:`Relay.get_many`) is read one
+object after the other through the bucket, so that it never runs ahead of
+the limit either (a group put pays for its bytes before it is sent).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import BinaryIO, cast
 
+from escale.errors import EscaleError
 from escale.relay.base import Relay
 from escale.relay.delegating import DelegatingRelay
 
@@ -125,6 +128,10 @@ class ThrottledRelay(DelegatingRelay):
 
     def _get(self, name: str, sink: BinaryIO) -> None:
         self.inner.get(name, cast(BinaryIO, _Sink(sink, self.bucket)))
+
+    def _get_many(self, names: Sequence[str], limit: int) -> list[bytes | EscaleError]:
+        # one get after the other, each through the bucket (Relay's own loop)
+        return Relay._get_many(self, names, limit)
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         self.inner.put(name, cast(BinaryIO, _Source(source, self.bucket)), exclusive=exclusive)

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import io
 import logging
 import os
 import queue
@@ -62,11 +63,12 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import BinaryIO, Generic, TypeVar, cast
 
-from escale.errors import DiskFull, LocalError
+from escale.errors import DiskFull, EscaleError, IntegrityError, LocalError, ObjectTooLarge
 from escale.protocol.lease import Lease
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import (
     SMALL_PAYLOAD,
+    SMALL_PAYLOAD_SEALED,
     BigReservation,
     BigUpload,
     LocalVersion,
@@ -91,6 +93,11 @@ SERIAL_SCHEMES = frozenset({"file"})
 #: Small payloads go up this many at a time where the relay declares a group
 #: put cheap (see :class:`Uploads`).
 PAYLOAD_GROUP = 32
+
+#: Small payloads fetched by one group read (see :class:`Downloads`) hold at
+#: most this many plaintext bytes together (and at most :data:`PAYLOAD_GROUP`
+#: of them), so that a worker holds about this much sealed data in memory.
+FETCH_GROUP_BYTES = 1 << 20
 
 #: a pool's list of submitted jobs is pruned of finished ones once it holds
 #: this many, then at twice what was left (so each submit costs O(1) on average)
@@ -345,15 +352,45 @@ def _spool_error(exc: OSError, path: str) -> LocalError:
     return LocalError(f"cannot write the spool file while transferring {path}: {exc.strerror or exc}", path=path)
 
 
-def _discard_spool(job: _Job[BinaryIO]) -> None:
-    """Close the spool a download job produced or will produce."""
-    job.abandoned.set()
+class _Slot:
+    """Where one download's outcome will be: the job fetching it and, for a
+    job that fetches a group, its place in the group's list (None: a job of
+    its own, whose result is the prepared file)."""
 
-    def drop(future: Future[BinaryIO]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            future.result().close()
+    __slots__ = ("job", "position")
 
-    job.future.add_done_callback(drop)
+    def __init__(self, job: _Job[object], position: int | None) -> None:
+        self.job = job
+        self.position = position
+
+    def result(self) -> BinaryIO:
+        """The prepared file, waiting for it; raises what fetching it raised
+        (CancelledError: the job never ran)."""
+        got = self.job.future.result()
+        if self.position is None:
+            return cast(BinaryIO, got)
+        outcome = cast(list[BinaryIO | BaseException], got)[self.position]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def discard(self, *, stop: bool) -> None:
+        """Close this download's prepared file once it exists. ``stop``: the
+        job's result is no longer wanted at all (it stops at its next chunk);
+        a group job is not stopped for one member it fetches for others."""
+        if self.position is None or stop:
+            self.job.abandoned.set()
+        position = self.position
+
+        def drop(future: Future[object]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            got = future.result()
+            outcome = got if position is None else cast(list[object], got)[position]
+            if not isinstance(outcome, BaseException):
+                cast(BinaryIO, outcome).close()
+
+        self.job.future.add_done_callback(drop)
 
 
 class Downloads:
@@ -363,6 +400,17 @@ class Downloads:
     the plan's order. At most ``ahead + 1`` of them are downloading or
     downloaded and not yet taken. :meth:`take` is called in the same order
     (a version whose action was skipped is simply never taken).
+
+    Where the relay reads a group cheaply (``capabilities.group_get``), runs
+    of small payloads next to each other in the plan (each of at most
+    :data:`SMALL_PAYLOAD` plaintext bytes; at most :data:`PAYLOAD_GROUP` of
+    them and :data:`FETCH_GROUP_BYTES` together) are fetched by one job
+    with one :meth:`~escale.relay.Relay.get_many` (each sealed payload at
+    most :data:`SMALL_PAYLOAD_SEALED` bytes, held in memory), then opened
+    one by one into their own prepared files, and ``ahead`` counts such
+    groups. Each placeholder still has its own outcome: a payload missing,
+    refused or failing verification fails its own action only; a group
+    whose read fails (the connection) fails for all its members.
     """
 
     def __init__(self, repo: Repository, placeholders: Sequence[Placeholder], pool: TransferPool, *,
@@ -376,14 +424,48 @@ class Downloads:
         self._pool = pool
         self._ahead = max(1, ahead)
         self._spool_dir = spool_dir
-        self._jobs: dict[int, _Job[BinaryIO]] = {}
-        self._submitted = 0
-        self._taken = 0
+        #: the jobs in the plan's order, each the indexes (in ``_order``) it fetches
+        self._units = self._group(repo.fetches_apart() and repo.relay.capabilities.group_get)
+        self._unit_of: list[int] = [0] * len(self._order)
+        for number, unit in enumerate(self._units):
+            for index in unit:
+                self._unit_of[index] = number
+        self._slots: dict[int, _Slot] = {}
+        self._submitted = 0  # units
+        self._taken = 0  # indexes
         self._fill(self._ahead)
 
+    def _group(self, grouped: bool) -> list[list[int]]:
+        """The plan's downloads cut into jobs: one each, or, when ``grouped``,
+        runs of small payloads together (see the class)."""
+        units: list[list[int]] = []
+        run: list[int] = []
+        run_bytes = 0
+        for index, placeholder in enumerate(self._order):
+            small = grouped and placeholder.size <= SMALL_PAYLOAD
+            if run and (not small or len(run) >= PAYLOAD_GROUP or run_bytes + placeholder.size > FETCH_GROUP_BYTES):
+                units.append(run)
+                run, run_bytes = [], 0
+            if small:
+                run.append(index)
+                run_bytes += placeholder.size
+            else:
+                units.append([index])
+        if run:
+            units.append(run)
+        return units
+
     def _fill(self, upto: int) -> None:
-        while self._submitted < min(upto, len(self._order)):
-            self._jobs[self._submitted] = self._pool.submit(self._download_job(self._order[self._submitted]))
+        """Start the jobs of units up to number ``upto`` (excluded)."""
+        while self._submitted < min(upto, len(self._units)):
+            unit = self._units[self._submitted]
+            if len(unit) == 1:
+                job = cast(_Job[object], self._pool.submit(self._download_job(self._order[unit[0]])))
+                self._slots[unit[0]] = _Slot(job, None)
+            else:
+                job = cast(_Job[object], self._pool.submit(self._group_job([self._order[i] for i in unit])))
+                for position, index in enumerate(unit):
+                    self._slots[index] = _Slot(job, position)
             self._submitted += 1
 
     def _download_job(self, placeholder: Placeholder) -> Callable[[Relay, threading.Event], BinaryIO]:
@@ -404,6 +486,52 @@ class Downloads:
                 repo.open_payload(placeholder, cast(BinaryIO, sealed), plain)
 
         return self._into_prepared(placeholder, download)
+
+    def _group_job(self, placeholders: list[Placeholder]) -> Callable[[Relay, threading.Event],
+                                                                      list[BinaryIO | BaseException]]:
+        """The job that fetches the sealed payloads of ``placeholders`` (small
+        ones) with one :meth:`~escale.relay.Relay.get_many`, then opens each
+        into its own prepared file: per member, that file or what fetching or
+        opening that one raised, as the serial fetch raises it
+        (:meth:`Repository.fetch_payload_on`: RelayNotFound, IntegrityError
+        for an object too large to be its payload, ...). What the group read
+        raises (the connection) fails the job."""
+        repo = self._repo
+
+        def opened(placeholder: Placeholder, sealed: bytes | EscaleError) -> Callable[[Relay, threading.Event],
+                                                                                     BinaryIO]:
+            def write(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
+                if isinstance(sealed, ObjectTooLarge):
+                    raise IntegrityError(f"relay object {placeholder.payload}: larger than a sealed "
+                                         f"{placeholder.size}-byte file can be, for {placeholder.path}") from sealed
+                if isinstance(sealed, BaseException):
+                    raise sealed
+                repo.open_payload(placeholder, io.BytesIO(sealed), plain)
+
+            return self._into_prepared(placeholder, write)
+
+        def work(relay: Relay, abandoned: threading.Event) -> list[BinaryIO | BaseException]:
+            names = [cast(str, placeholder.payload) for placeholder in placeholders]
+            found = relay.get_many(names, limit=SMALL_PAYLOAD_SEALED)
+            outcomes: list[BinaryIO | BaseException] = []
+            try:
+                for placeholder, sealed in zip(placeholders, found, strict=True):
+                    if abandoned.is_set():
+                        raise Abandoned()
+                    try:
+                        outcomes.append(opened(placeholder, sealed)(relay, abandoned))
+                    except Abandoned:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - this member's own failure, raised by take()
+                        outcomes.append(exc)
+            except BaseException:
+                for outcome in outcomes:
+                    if not isinstance(outcome, BaseException):
+                        outcome.close()
+                raise
+            return outcomes
+
+        return work
 
     def _into_prepared(self, placeholder: Placeholder,
                        write: Callable[[Relay, BinaryIO, threading.Event], None], *, durable: bool = False,
@@ -449,23 +577,23 @@ class Downloads:
         if index is None:
             return None
         for skipped in range(self._taken, index):
-            job = self._jobs.pop(skipped, None)
-            if job is not None:
-                _discard_spool(job)
+            slot = self._slots.pop(skipped, None)
+            if slot is not None:
+                slot.discard(stop=False)
         self._taken = index + 1
-        self._fill(index + 1 + self._ahead)
-        job = self._jobs.pop(index)
+        self._fill(self._unit_of[index] + 1 + self._ahead)
+        slot = self._slots.pop(index)
         try:
-            return job.future.result()
+            return slot.result()
         except CancelledError:  # only after close(): the serial path then fetches it
             return None
 
     def close(self) -> None:
         """Stop what runs, close the pool's connections, remove every spool
         file not taken."""
-        for job in self._jobs.values():
-            _discard_spool(job)
-        self._jobs.clear()
+        for slot in self._slots.values():
+            slot.discard(stop=True)
+        self._slots.clear()
         self._pool.close()
 
 

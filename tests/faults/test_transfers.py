@@ -109,10 +109,11 @@ class GatedRelay(CountingRelay):
 
     @property
     def capabilities(self) -> Capabilities:
-        """The backend's, without ``group_put``: acknowledgements then go one
-        put at a time, each through the gate (grouped, they would pass as one
-        ``put_commits`` the gate does not see)."""
-        return dataclasses.replace(self.inner.capabilities, group_put=False)
+        """The backend's, without ``group_put`` and ``group_get``:
+        acknowledgements then go one put at a time, and payloads are fetched
+        one per transfer, each through the gate (grouped, several would pass
+        as one transfer, and fewer than four could be in progress)."""
+        return dataclasses.replace(self.inner.capabilities, group_put=False, group_get=False)
 
     @capabilities.setter
     def capabilities(self, value: Capabilities) -> None:

@@ -47,3 +47,36 @@ def test_read_only_relay_reads_and_writes_nothing(relay: Relay) -> None:
     relay.open()
     assert relay.get_bytes("kept") == b"original"
     assert [e.name for e in relay.list()] == ["kept"]
+
+
+class _Counted:
+    """A bucket that only adds up what it is asked to let through."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def take(self, amount: int) -> None:
+        self.taken += amount
+
+
+def test_group_reads_through_the_wrappers(relay: Relay) -> None:
+    """A group read through the bandwidth limit pays for every byte it
+    carries (one object after the other, through the bucket), and through
+    the read-only wrapper reads as the backend does."""
+    relay.put_bytes("g/one", b"1" * 1000)
+    relay.put_bytes("g/two", b"2" * 3000)
+    bucket = _Counted()
+    throttled = ThrottledRelay(relay, bucket)  # type: ignore[arg-type]
+    throttled.open()
+    try:
+        got = throttled.get_many(["g/one", "g/gone", "g/two"], limit=10_000)
+        assert got[0] == b"1" * 1000 and got[2] == b"2" * 3000
+        assert bucket.taken >= 4000
+    finally:
+        throttled.close()
+    read_only = ReadOnlyRelay(relay)
+    read_only.open()
+    try:
+        assert read_only.get_many(["g/two", "g/one"], limit=10_000) == [b"2" * 3000, b"1" * 1000]
+    finally:
+        read_only.close()
