@@ -30,8 +30,9 @@ import tempfile
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
+from escale.derived import DerivedDict
 from escale.errors import (
     CryptoError,
     DiskFull,
@@ -94,11 +95,74 @@ ObjectReader = Callable[[Sequence[str], int], Generator[tuple[str, "bytes | Esca
 READER_MIN = 8
 
 
+class LatestMap(DerivedDict[Placeholder]):
+    """``RelayState.latest`` whose values may be kept in another form.
+
+    A layout that already holds every path's version in memory (the index
+    layout's materialised index) stores its own object per path (a
+    *source*, :meth:`put_source`) instead of a second, :class:`Placeholder`
+    copy of it: the placeholder is built each time it is read by
+    ``convert``, which must give the same placeholder for the same source
+    whenever it is called. Setting a path stores a placeholder as is. Only a
+    memory matter: it reads as a dict of placeholders. :func:`raw_values`
+    gives the stored objects (each has ``path``, ``key``, ``version``,
+    ``kind`` and ``pusher``); :meth:`payload_of` a stored object's payload
+    without building its placeholder."""
+
+    def __init__(self, convert: Callable[[object], Placeholder],
+                 payload: Callable[[object], str | None]) -> None:
+        super().__init__()
+        self._convert = convert
+        self._payload = payload
+
+    def put_source(self, path: str, source: object) -> None:
+        """Store ``source`` (converted when read) as ``path``'s version."""
+        self.store(path, source)
+
+    def derive(self, source: Any) -> Placeholder:
+        return source if isinstance(source, Placeholder) else self._convert(source)
+
+    def placeholder_of(self, stored: object) -> Placeholder:
+        """The placeholder of a stored object (one of :func:`raw_values`'s)."""
+        return self.derive(stored)
+
+    def payload_of(self, stored: object) -> str | None:
+        """``placeholder_of(stored).payload``, without building it."""
+        return stored.payload if isinstance(stored, Placeholder) else self._payload(stored)
+
+    def raw(self, path: str) -> object:
+        """The object stored for ``path`` (KeyError if none)."""
+        return self.source(path)
+
+
+def raw_values(latest: dict[str, Placeholder]) -> Iterable[object]:
+    """The objects ``latest`` stores (placeholders, or a :class:`LatestMap`'s
+    sources), without building a placeholder."""
+    return dict.values(latest)
+
+
+def payload_of(latest: dict[str, Placeholder], stored: object) -> str | None:
+    """The payload of ``stored``, one of :func:`raw_values`'s objects."""
+    if isinstance(latest, LatestMap):
+        return latest.payload_of(stored)
+    return cast(Placeholder, stored).payload
+
+
+def placeholder_of(latest: dict[str, Placeholder], stored: object) -> Placeholder:
+    """The placeholder of ``stored``, one of :func:`raw_values`'s objects."""
+    if isinstance(latest, LatestMap):
+        return latest.placeholder_of(stored)
+    return cast(Placeholder, stored)
+
+
 @dataclass
 class RelayState:
     """What the relay holds, as read at one moment.
 
-    ``latest``: the newest decodable placeholder per path. ``versions``:
+    ``latest``: the newest decodable placeholder per path (a
+    :class:`LatestMap` in the index layout: built from the materialised
+    index when read; :func:`raw_values` iterates it without building
+    them). ``versions``:
     every placeholder version listed per key, an ``int`` when the key has one
     version (most keys), else a sorted tuple; read it through
     :meth:`versions_of`, change it through :meth:`add_version` and
@@ -191,8 +255,15 @@ class RelayState:
         not open (forged, corrupted, foreign key) and proves nothing, so it
         never makes a genuine version look superseded.
         """
-        top = {p.key: p.version for p in self.latest.values()}
-        return [(key, v) for key in self.versions if key in top
+        # only a key listed with another version than its latest readable one can
+        # have one: their latest versions alone are collected (no dict of every key)
+        versions = self.versions
+        top: dict[str, int] = {}
+        for p in raw_values(self.latest):
+            key, version = cast(Placeholder, p).key, cast(Placeholder, p).version
+            if versions.get(key, version) != version:
+                top[key] = version
+        return [(key, v) for key in versions if key in top
                 for v in self.versions_of(key) if v < top[key]]
 
     def _group(self, group: frozenset[str], client: str, add: bool) -> frozenset[str]:

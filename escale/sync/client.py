@@ -342,7 +342,8 @@ class SyncClient:
             base = db.base()
             frozen = rolled_back(db, repo, state, base, report, self._announce)
             remote = remote_view(s, db, repo, state, frozen)
-            scanned = scan(s.local_path, s.filters, checksum=self.checksum, db=db, persist_cache=s.checksum_cache)
+            scanned = scan(s.local_path, s.filters, checksum=self.checksum, db=db, persist_cache=s.checksum_cache,
+                           known=base)
             if s.checksum_cache and not scanned.root_missing:
                 # the cache shrinks when files go (entries of paths not seen now but not
                 # confirmed absent are kept: the file may be back readable next pass)

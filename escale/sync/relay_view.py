@@ -12,14 +12,15 @@ relay needs the lease for clean-up even when nothing is to be sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import ItemsView, Iterator, ValuesView
+from collections.abc import Iterable, Iterator
 from operator import attrgetter
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from escale.config.settings import ClientSettings
+from escale.derived import DerivedDict
 from escale.errors import LocalError
 from escale.protocol.objects import Placeholder
-from escale.protocol.repository import RelayState, Repository
+from escale.protocol.repository import RelayState, Repository, payload_of, placeholder_of, raw_values
 from escale.sync import localfs
 from escale.sync.planner import Action, BaseEntry, LocalFile, RemoteEntry
 from escale.sync.report import Announcer, PassReport
@@ -28,14 +29,28 @@ from escale.sync.state import StateDB
 log = logging.getLogger(__name__)
 
 
-def _seen_of(db: StateDB, state: RelayState) -> Iterator[tuple[Placeholder, int]]:
-    """Each placeholder of ``state.latest`` with the highest version this
-    client recorded as seen for its key (0: none), in key order.
+class _Version(Protocol):
+    """What ``state.latest`` stores per path (a placeholder, or the object a
+    :class:`~escale.protocol.repository.LatestMap` builds it from)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+
+
+def _seen_of(db: StateDB, state: RelayState) -> Iterator[tuple[_Version, int]]:
+    """Each version of ``state.latest`` (as stored: see :class:`_Version`)
+    with the highest version this client recorded as seen for its key (0:
+    none), in key order.
 
     One streamed, ordered read of the ``seen`` table merged with the
-    placeholders sorted by key (SQLite's binary order of text is the code
-    point order of Python strings): no dictionary of every key seen."""
-    ordered = sorted(state.latest.values(), key=attrgetter("key"))
+    versions sorted by key (SQLite's binary order of text is the code
+    point order of Python strings): no dictionary of every key seen, and no
+    placeholder built."""
+    ordered = sorted(cast("Iterable[_Version]", raw_values(state.latest)), key=attrgetter("key"))
     rows = db.seen_in_key_order()
     try:
         row = next(rows, None)
@@ -67,8 +82,9 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
         if ph.version < known:
             behind[ph.path] = known
     frozen: set[str] = set()
-    for path, ph in state.latest.items():  # reported in the relay state's order
+    for path in state.latest:  # reported in the relay state's order
         if path in behind:
+            ph = state.latest[path]
             known = behind[path]
             frozen.add(path)
             announce(report, f"{path} rolled back on the relay: it shows version {ph.version} but "
@@ -87,28 +103,31 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
     return frozen
 
 
-class RemoteView(dict[str, RemoteEntry]):
+class RemoteView(DerivedDict[RemoteEntry]):
     """The planner's view of the relay: a :class:`RemoteEntry` per path.
 
-    Holds a reference to each path's placeholder in the relay state, not a
-    copy of it: the entry is built each time it is read (``[]``, ``get``,
-    ``values``, ``items``, ``pop``), from the placeholder and the relay
-    state's acknowledgements as they are at that moment. Read it before the
-    pass acknowledges anything when ``acked`` matters (the planner does).
-    Removing paths (``pop``, ``del``) works as on a dict; setting a path
-    stores the placeholder it names (:meth:`include`)."""
+    Holds a reference to what the relay state stores for each path (its
+    placeholder, or what that is built from), not a copy of it: the entry is
+    built each time it is read, from the placeholder and the relay state's
+    acknowledgements as they are at that moment (a :class:`DerivedDict`).
+    Read it before the pass acknowledges anything when ``acked`` matters
+    (the planner does). Removing paths (``pop``, ``del``) works as on a dict;
+    setting a path stores the placeholder it names (:meth:`include`)."""
 
     def __init__(self, state: RelayState, client_id: str, receives: bool) -> None:
         super().__init__()
         self._state = state
+        self._latest = state.latest  # as it is now (a later read may replace it)
         self._me = client_id
         self._receives = receives
 
-    def include(self, ph: Placeholder) -> None:
-        """Add ``ph`` as its path's relay version."""
-        dict.__setitem__(self, ph.path, cast(Any, ph))
+    def include(self, path: str, stored: object) -> None:
+        """Add ``stored`` (what ``state.latest`` stores for ``path``) as its
+        path's relay version."""
+        self.store(path, stored)
 
-    def _entry(self, ph: Placeholder) -> RemoteEntry:
+    def derive(self, source: Any) -> RemoteEntry:
+        ph = placeholder_of(self._latest, source)
         acks = self._state.acks.get((ph.key, ph.version), ())
         return RemoteEntry(
             version=ph.version, deleted=ph.deleted, pusher=ph.pusher, pusher_label=ph.pusher_label,
@@ -118,48 +137,10 @@ class RemoteView(dict[str, RemoteEntry]):
 
     def placeholder(self, path: str) -> Placeholder:
         """The placeholder behind ``path``'s entry (KeyError if none)."""
-        return cast(Placeholder, dict.__getitem__(self, path))
-
-    def __getitem__(self, path: str) -> RemoteEntry:
-        return self._entry(self.placeholder(path))
-
-    def get(self, path: str, default: Any = None) -> Any:
-        ph = dict.get(self, path)
-        return default if ph is None else self._entry(cast(Placeholder, ph))
-
-    def pop(self, path: str, *default: Any) -> Any:
-        if path not in self:
-            if default:
-                return default[0]
-            raise KeyError(path)
-        return self._entry(cast(Placeholder, dict.pop(self, path)))
-
-    def __iter__(self) -> Iterator[str]:
-        # defined so that dict(view) and {**view} go through __getitem__
-        return dict.__iter__(self)
-
-    def values(self) -> ValuesView[RemoteEntry]:  # type: ignore[override]
-        return ValuesView(self)
-
-    def items(self) -> ItemsView[str, RemoteEntry]:  # type: ignore[override]
-        return ItemsView(self)
+        return placeholder_of(self._latest, self.source(path))
 
     def __setitem__(self, path: str, value: RemoteEntry) -> None:
         raise TypeError("a RemoteView is filled from placeholders (include)")
-
-    def copy(self) -> dict[str, RemoteEntry]:
-        return dict(self.items())
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, dict) and dict(self.items()) == dict(other.items())
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    __hash__ = None
-
-    def __repr__(self) -> str:
-        return f"RemoteView({dict(self.items())!r})"
 
 
 def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: RelayState,
@@ -179,7 +160,8 @@ def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: 
         db.set_seen(ph.key, ph.version)
     del newer
     view = RemoteView(state, me, settings.receives)
-    for path, ph in state.latest.items():
+    latest = state.latest
+    for path, stored in dict.items(latest):  # as stored: no placeholder built
         if path in frozen:
             continue
         try:
@@ -188,11 +170,12 @@ def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: 
             log.error("%s", exc)
             frozen.add(path)
             continue
-        if not ph.deleted and not settings.filters.accepts_file(path):
+        if stored.kind != "tombstone" and not settings.filters.accepts_file(path):
+            ph = placeholder_of(latest, stored)
             if settings.receives and ph.pusher != me and me not in state.acks.get((ph.key, ph.version), ()):
                 repo.acknowledge(ph)  # not wanted here: do not pin the payload
             continue
-        view.include(ph)
+        view.include(path, stored)
     return view
 
 
@@ -234,7 +217,8 @@ def lost_payloads(settings: ClientSettings, repo: Repository, state: RelayState,
 def maintenance_due(repo: Repository, state: RelayState) -> bool:
     """Whether the relay holds something to clean up under the lease:
     unreferenced payloads, superseded versions, or payloads to reclaim."""
-    referenced = {p.payload for p in state.latest.values() if p.payload}
+    latest = state.latest
+    referenced = {p for stored in raw_values(latest) if (p := payload_of(latest, stored))}
     if any(p not in referenced for p in state.payloads):
         return True
     if state.superseded():

@@ -51,6 +51,7 @@ import stat as stat_module
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from escale.config.settings import FileFilter
@@ -60,7 +61,7 @@ from escale.sync.localfs import PART_PREFIX as PART_PREFIX
 from escale.sync.localfs import STATE_FOLDER as STATE_FOLDER
 from escale.sync.localfs import TEMP_PREFIX as TEMP_PREFIX
 from escale.sync.localfs import name_problem, printable
-from escale.sync.planner import LocalFile
+from escale.sync.planner import BaseEntry, LocalFile
 from escale.sync.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,9 @@ class ScanResult:
 
 class _Scan:
     def __init__(self, root: str, filters: FileFilter, checksum: str | None, db: StateDB | None,
-                 persist_cache: bool) -> None:
+                 persist_cache: bool, known: Mapping[str, BaseEntry] | None = None) -> None:
         self.root = root
+        self.known = known
         self.filters = filters
         self.checksum = checksum
         self.db = db
@@ -360,16 +362,23 @@ class _Scan:
                         self.db.cache_checksums(self.computed)
                         self.computed = []
         # interned: the base, the relay state and the plan hold the same path strings,
-        # and an unchanged file's checksum is the base's string
-        if digest is not None and st.st_size >= IDENTITY_MIN_SIZE and st.st_ctime_ns <= self.settled_ctime_ns:
-            local = LocalFile(st.st_size, st.st_mtime_ns, sys.intern(digest), st.st_ino, st.st_ctime_ns)
+        # and an unchanged file's checksum is the base's string; so are its size and
+        # mtime (the base's int objects, not the stat's: one object each less per file)
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+        if self.known is not None and (known := self.known.get(rel)) is not None:
+            if known.mtime_ns == mtime_ns:
+                mtime_ns = known.mtime_ns
+            if known.size == size:
+                size = known.size
+        if digest is not None and size >= IDENTITY_MIN_SIZE and st.st_ctime_ns <= self.settled_ctime_ns:
+            local = LocalFile(size, mtime_ns, sys.intern(digest), st.st_ino, st.st_ctime_ns)
         else:
-            local = LocalFile(st.st_size, st.st_mtime_ns, None if digest is None else sys.intern(digest))
+            local = LocalFile(size, mtime_ns, None if digest is None else sys.intern(digest))
         self.result.files[sys.intern(rel)] = local
 
 
 def scan(root: str, filters: FileFilter, *, checksum: str | None, db: StateDB | None,
-         persist_cache: bool = True) -> ScanResult:
+         persist_cache: bool = True, known: Mapping[str, BaseEntry] | None = None) -> ScanResult:
     """Scan ``root`` (which may itself be a symbolic link; nothing below it is
     followed).
 
@@ -377,6 +386,8 @@ def scan(root: str, filters: FileFilter, *, checksum: str | None, db: StateDB | 
     the result (see the module's docstring). Raises LocalError only when
     ``root`` exists but cannot be read; a missing ``root`` gives
     ``root_missing``. With ``checksum = None`` files are not opened: an
-    unreadable file is then found when it is sent.
+    unreadable file is then found when it is sent. ``known`` (the base, when
+    the caller holds it) only saves memory: a file's size and mtime that
+    equal its base entry's are that entry's objects.
     """
-    return _Scan(root, filters, checksum, db, persist_cache).run()
+    return _Scan(root, filters, checksum, db, persist_cache, known).run()

@@ -49,6 +49,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any, BinaryIO, TypeVar, cast
 
 from escale.errors import (
@@ -80,6 +81,7 @@ from escale.protocol.repository import (
     STALE_TEMPORARY_AGE,
     BigReservation,
     BigUpload,
+    LatestMap,
     LocalVersion,
     RelayState,
     Repository,
@@ -187,6 +189,9 @@ class IndexRepository(Repository):
         #: listings made by :meth:`quiet_probe` for the next :meth:`read_state`
         #: (folder: its files, and the temporaries listed with them)
         self._prelisted: dict[str, tuple[list[Entry], list[Entry]]] = {}
+        #: the objects the placeholders of the last filled relay state name (see _fill)
+        self._present: set[str] = set()
+        self._filled: LatestMap | None = None
 
     # ----------------------------------------------------------- setup
 
@@ -477,12 +482,18 @@ class IndexRepository(Repository):
 
     def _fill(self, state: RelayState) -> None:
         """The sync layer's view of the materialised index and the records."""
-        objects = self.objects
-        latest, versions = state.latest, state.versions
+        # the placeholders are built from the entries when read (LatestMap: no second
+        # copy of every version); the objects present now decide their payloads, as
+        # they would have when built here (a reclaimed version no longer names its
+        # object, which may linger)
+        present = set(self.objects)  # grows with this client's commits (_commit_delta)
+        latest = LatestMap(partial(_placeholder_of, present), partial(_payload_of, present))
+        self._present, self._filled = present, latest
+        dict.update(latest, dict.items(state.latest))  # what is there already, as stored
+        state.latest = latest
+        versions = state.versions
         for entry in self.entries.values():
-            location = entry.location
-            # a reclaimed version no longer names its object (which may linger)
-            latest[entry.path] = entry.to_placeholder(location is not None and location.object in objects)
+            latest.put_source(entry.path, entry)
             versions[entry.key] = entry.version  # one version per key (RelayState.versions)
         state.payloads = {**{name: 0 for name in self._unsettled()}, **self.objects}
         if not self._records:
@@ -1051,8 +1062,14 @@ class IndexRepository(Repository):
         self._apply(delta)
         self._deltas.add(delta.generation)
         self._persist()
+        filled = self._filled if state.latest is self._filled else None
+        if filled is not None:
+            self._present.update(delta.added)  # new objects only: never one a filled entry named
         for entry in delta.entries:
-            state.latest[entry.path] = entry.to_placeholder()
+            if filled is not None and (entry.location is None or entry.location.object in self._present):
+                filled.put_source(entry.path, entry)  # reads as entry.to_placeholder()
+            else:
+                state.latest[entry.path] = entry.to_placeholder()
             state.versions[entry.key] = entry.version  # one version per key (RelayState.versions)
         state.payloads = dict(self.objects)
 
@@ -1522,6 +1539,21 @@ def _unsealed_copy(stored: bytes) -> bytes | None:
     if stored[start + 64:start + 65] != b"\n" or hashlib.sha256(encoded).hexdigest().encode("ascii") != digest:
         return None
     return encoded
+
+
+def _placeholder_of(present: set[str], entry: object) -> Placeholder:
+    """The placeholder of ``entry`` for ``RelayState.latest`` (payload: its
+    object, when that object is in ``present``)."""
+    assert isinstance(entry, IndexEntry)
+    location = entry.location
+    return entry.to_placeholder(location is not None and location.object in present)
+
+
+def _payload_of(present: set[str], entry: object) -> str | None:
+    """``_placeholder_of(present, entry).payload``, without building it."""
+    assert isinstance(entry, IndexEntry)
+    location = entry.location
+    return location.object if location is not None and location.object in present else None
 
 
 def _entry_path(entry: IndexEntry) -> str:
