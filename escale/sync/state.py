@@ -38,6 +38,7 @@ version at the next pass and recorded then).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -48,9 +49,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from escale.errors import LocalError
-from escale.protocol.layout import new_client_id
+from escale.protocol.layout import META, new_client_id
 from escale.protocol.lease import Observation
 from escale.sync.planner import Access, BaseEntry
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 #: A batch (:meth:`StateDB.batch`) commits at least every this many writes...
@@ -95,6 +98,8 @@ class StateDB:
         self._depth = 0
         self._pending = 0
         self._since = 0.0
+        #: the cache of relay objects (meta_cache), made on first use
+        self._meta_cache: _TableMap | None = None
         #: whether the deliveries table is known to exist on this connection
         self._has_deliveries = False
         version = self.get_setting("schema")
@@ -104,6 +109,12 @@ class StateDB:
             raise LocalError(f"state database {path} has unknown schema {version}", path=path)
 
     def close(self) -> None:
+        """Write the cache writes held back (best effort: it is a cache), then close."""
+        if self._meta_cache is not None:
+            try:
+                self._meta_cache.flush()
+            except LocalError as exc:
+                log.warning("state database %s: cached relay objects not written: %s", self.path, exc)
         self._conn.close()
 
     def _exec(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -371,7 +382,15 @@ class StateDB:
                         "MAX(version, excluded.version)", seen)
 
     def meta_cache(self) -> MutableMapping[str, bytes]:
-        return _TableMap(self, "relay_meta", "name", "data")
+        """The cache of relay objects read (opened placeholders, snapshots),
+        and the repository's own records (markers and generations seen,
+        objects being uploaded): one mapping per database. Writes of opened
+        placeholders (a cache) are held back and written in groups (see
+        :class:`_TableMap`), every other write at once; :meth:`close`
+        writes what is held."""
+        if self._meta_cache is None:
+            self._meta_cache = _TableMap(self, "relay_meta", "name", "data", hold=_is_placeholder_name)
+        return self._meta_cache
 
     def lease_observations(self) -> MutableMapping[int, Observation]:
         return _LeaseMap(self)
@@ -501,18 +520,54 @@ class Delivery:
     handoff: str = ""
 
 
+#: Writes a cache table (:meth:`StateDB.meta_cache`) holds back, to write them
+#: in one transaction (a write in a transaction of its own costs about ten
+#: times more; a cache entry lost in a crash is only read again).
+CACHE_WRITES = 256
+
+
+def _is_placeholder_name(key: str) -> bool:
+    """Whether a ``meta_cache`` key is an opened placeholder's relay name (a
+    cache entry: the relay holds the object)."""
+    return key.startswith(_META_PREFIX)
+
+
+_META_PREFIX = META + "/"
+
+
 class _TableMap(MutableMapping[str, bytes]):
     """A key/value table as a mapping, read and written through.
 
     Nothing is held in memory: each lookup is one query by primary key, so a
     pass over a large repository does not keep every cached placeholder in
     memory. Iteration lists the keys (a list of the keys at that moment, so
-    entries may be deleted meanwhile)."""
+    entries may be deleted meanwhile). Writes of the keys ``hold`` accepts
+    (entries that are only a cache, whose loss in a crash costs a read
+    again) are held back, up to :data:`CACHE_WRITES`, and written together,
+    in one transaction (:meth:`flush`: when that many wait, before any other
+    write, before anything lists or removes keys, and when the database
+    closes): every read sees them meanwhile, and a write of another key is
+    never on disk before a held write made ahead of it."""
 
-    def __init__(self, db: StateDB, table: str, key: str, value: str) -> None:
+    def __init__(self, db: StateDB, table: str, key: str, value: str, *,
+                 hold: Callable[[str], bool] | None = None) -> None:
         self._db, self._table, self._key, self._value = db, table, key, value
+        self._hold = hold
+        #: writes not yet in the table
+        self._held: dict[str, bytes] = {}
+
+    def flush(self) -> None:
+        """Write the writes held back, in one transaction (or the caller's batch)."""
+        with self._db._lock:
+            if not self._held:
+                return
+            rows = list(self._held.items())
+            self._held.clear()
+            self._db._exec_many(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", rows)
 
     def __getitem__(self, k: str) -> bytes:
+        if self._held and (held := self._held.get(k)) is not None:
+            return held
         rows = self._db._exec(f"SELECT {self._value} FROM {self._table} WHERE {self._key} = ?", (k,))
         if not rows:
             raise KeyError(k)
@@ -520,24 +575,38 @@ class _TableMap(MutableMapping[str, bytes]):
         return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else str(value).encode()
 
     def __contains__(self, k: object) -> bool:
+        if self._held and k in self._held:
+            return True
         return bool(self._db._exec(f"SELECT 1 FROM {self._table} WHERE {self._key} = ?", (k,)))
 
     def __setitem__(self, k: str, v: bytes) -> None:
-        if self.get(k) != v:
+        if self.get(k) == v:
+            return
+        if self._hold is None or not self._hold(k):
+            self.flush()  # what was written before it first
             self._db._exec(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", (k, v))
+            return
+        with self._db._lock:
+            self._held[k] = v
+            full = len(self._held) >= CACHE_WRITES
+        if full:
+            self.flush()
 
     def __delitem__(self, k: str) -> None:
+        self.flush()
         if k not in self:
             raise KeyError(k)
         self._db._exec(f"DELETE FROM {self._table} WHERE {self._key} = ?", (k,))
 
     def __iter__(self) -> Iterator[str]:
+        self.flush()
         return iter([str(r[0]) for r in self._db._stream(f"SELECT {self._key} FROM {self._table}")])
 
     def keys_with_prefix(self, prefix: str) -> Iterator[str]:
         """The keys that start with ``prefix`` (not empty), streamed in key
         order by one query (no list of every key); consume at once (the
         database is locked meanwhile)."""
+        self.flush()
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         for (k,) in self._db._stream_args(
                 f"SELECT {self._key} FROM {self._table} WHERE {self._key} >= ? AND {self._key} < ?", (prefix, end)):
@@ -546,6 +615,7 @@ class _TableMap(MutableMapping[str, bytes]):
     def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         """The entries whose key starts with ``prefix`` (not empty), streamed in
         key order by one query; consume at once (the database is locked meanwhile)."""
+        self.flush()
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         for k, v in self._db._stream_args(
                 f"SELECT {self._key}, {self._value} FROM {self._table} WHERE {self._key} >= ? AND {self._key} < ?",
@@ -553,6 +623,7 @@ class _TableMap(MutableMapping[str, bytes]):
             yield str(k), bytes(v) if isinstance(v, (bytes, bytearray, memoryview)) else str(v).encode()
 
     def __len__(self) -> int:
+        self.flush()
         count = self._db._exec(f"SELECT count(*) FROM {self._table}")[0][0]
         return count if isinstance(count, int) else 0
 
