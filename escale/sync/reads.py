@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Sequence
 from escale.errors import EscaleError, ProtocolError, RelayNotFound
 from escale.protocol.repository import ObjectReader
 from escale.relay import Relay
-from escale.sync.transfers import TransferPool, _Job
+from escale.sync.transfers import Job, TransferPool
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def pooled_reader(pool: TransferPool, connections: int, main: Relay) -> ObjectRe
         except (RelayNotFound, ProtocolError) as exc:
             return exc
 
-    def outcomes(names: Sequence[str], job: _Job[list[bytes | EscaleError]],
+    def outcomes(names: Sequence[str], job: Job[list[bytes | EscaleError]],
                  limit: int) -> Generator[tuple[str, bytes | EscaleError], None, None]:
         try:
             found = job.future.result()
@@ -100,7 +100,7 @@ def pooled_reader(pool: TransferPool, connections: int, main: Relay) -> ObjectRe
                 yield name, again(name, limit)
 
     def read(names: Sequence[str], limit: int) -> Generator[tuple[str, bytes | EscaleError], None, None]:
-        flight: collections.deque[tuple[Sequence[str], _Job[list[bytes | EscaleError]]]] = collections.deque()
+        flight: collections.deque[tuple[Sequence[str], Job[list[bytes | EscaleError]]]] = collections.deque()
         try:
             for start in range(0, len(names), size):
                 part = names[start:start + size]

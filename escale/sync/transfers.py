@@ -118,7 +118,7 @@ class Abandoned(Exception):
     Never leaves this module's pool."""
 
 
-class _Job(Generic[T]):
+class Job(Generic[T]):
     """One unit of work for the pool and its outcome."""
 
     def __init__(self, work: Callable[[Relay, threading.Event], T]) -> None:
@@ -146,10 +146,10 @@ class TransferPool:
         self._open_relay = open_relay
         self._count = max(1, count)
         self._name = name
-        self._jobs: queue.SimpleQueue[_Job[object] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job[object] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         #: the jobs submitted, finished ones pruned now and then (see submit); close abandons them
-        self._pending: list[_Job[object]] = []
+        self._pending: list[Job[object]] = []
         self._prune_at = PRUNE_MIN
         #: the jobs submitted and not finished (what decides whether another worker starts)
         self._unfinished = 0
@@ -159,28 +159,28 @@ class TransferPool:
         self._connected = 0
         self._retired = 0
 
-    def submit(self, work: Callable[[Relay, threading.Event], T]) -> _Job[T]:
+    def submit(self, work: Callable[[Relay, threading.Event], T]) -> Job[T]:
         """Queue ``work(relay, abandoned)``; it runs on a worker's connection.
         ``abandoned`` is set when the result is no longer wanted: long work
         checks it between chunks and raises :class:`Abandoned`."""
         if self._closed:
             raise RuntimeError("transfer pool used after close")
-        job: _Job[T] = _Job(work)
+        job: Job[T] = Job(work)
         with self._lock:
             if len(self._pending) >= self._prune_at:  # amortised: not a walk of every job per submit
                 self._pending = [j for j in self._pending if not j.future.done()]
                 self._prune_at = max(PRUNE_MIN, 2 * len(self._pending))
-            self._pending.append(cast(_Job[object], job))
+            self._pending.append(cast(Job[object], job))
             self._unfinished += 1
             spawn = len(self._threads) < self._count and self._unfinished > len(self._threads) - self._retired
         # outside the lock: the callback runs at once if the job is already done
-        cast(_Job[object], job).future.add_done_callback(self._finished)
+        cast(Job[object], job).future.add_done_callback(self._finished)
         if spawn:
             thread = threading.Thread(target=self._work, name=f"escale-{self._name}-{len(self._threads) + 1}",
                                       daemon=True)
             self._threads.append(thread)
             thread.start()
-        self._jobs.put(cast(_Job[object], job))
+        self._jobs.put(cast(Job[object], job))
         return job
 
     def _work(self) -> None:
@@ -220,7 +220,7 @@ class TransferPool:
         with self._lock:
             self._unfinished -= 1
 
-    def _hand_back(self, job: _Job[object], exc: BaseException) -> bool:
+    def _hand_back(self, job: Job[object], exc: BaseException) -> bool:
         """After ``job``'s worker failed to connect: if another worker is
         connected, queue ``job`` again for it and retire this worker (True)."""
         with self._lock:
@@ -231,7 +231,7 @@ class TransferPool:
         log.warning("%s: could not open another connection (%s); going on with %d transfer(s) at once",
                     self._name, exc, left)
         # the future is RUNNING: a fresh job carries the same work, and hands its outcome over
-        again: _Job[object] = _Job(job.work)
+        again: Job[object] = Job(job.work)
         again.abandoned = job.abandoned
 
         def relay_outcome(done: Future[object]) -> None:
@@ -359,7 +359,7 @@ class _Slot:
 
     __slots__ = ("job", "position")
 
-    def __init__(self, job: _Job[object], position: int | None) -> None:
+    def __init__(self, job: Job[object], position: int | None) -> None:
         self.job = job
         self.position = position
 
@@ -460,10 +460,10 @@ class Downloads:
         while self._submitted < min(upto, len(self._units)):
             unit = self._units[self._submitted]
             if len(unit) == 1:
-                job = cast(_Job[object], self._pool.submit(self._download_job(self._order[unit[0]])))
+                job = cast(Job[object], self._pool.submit(self._download_job(self._order[unit[0]])))
                 self._slots[unit[0]] = _Slot(job, None)
             else:
-                job = cast(_Job[object], self._pool.submit(self._group_job([self._order[i] for i in unit])))
+                job = cast(Job[object], self._pool.submit(self._group_job([self._order[i] for i in unit])))
                 for position, index in enumerate(unit):
                     self._slots[index] = _Slot(job, position)
             self._submitted += 1
@@ -625,7 +625,7 @@ class Acknowledgements:
         self._group = max(1, min(group, self._window)) if repo.relay.capabilities.group_put else 1
         self._on_written = on_written
         #: each job with the number of acknowledgements it writes
-        self._jobs: collections.deque[tuple[_Job[None], int]] = collections.deque()
+        self._jobs: collections.deque[tuple[Job[None], int]] = collections.deque()
         self._in_flight = 0
         self._gathered: list[tuple[Placeholder, str]] = []
 
@@ -744,7 +744,7 @@ class Uploads:
         #: per action index: its staged payload, its local file when the
         #: worker seals it, its group's upload and its place in the group;
         #: or what staging raised (None: nothing to upload, or still gathering)
-        self._outcomes: dict[int, tuple[StagedPayload, BinaryIO | None, _Job[_Sealed], int] | BaseException
+        self._outcomes: dict[int, tuple[StagedPayload, BinaryIO | None, Job[_Sealed], int] | BaseException
                              | None] = {}
 
     def _upload_job(self, members: list[StagedPayload | Unsealed]) -> Callable[[Relay, threading.Event], _Sealed]:
@@ -910,7 +910,7 @@ class BigUploads:
         self._ahead = max(1, ahead)
         self._started = 0
         #: per action index: its reservation, its local file and its upload; or what staging raised
-        self._outcomes: dict[int, tuple[BigReservation, BinaryIO, _Job[BigUpload]] | BaseException] = {}
+        self._outcomes: dict[int, tuple[BigReservation, BinaryIO, Job[BigUpload]] | BaseException] = {}
 
     def _upload_job(self, reservation: BigReservation, source: BinaryIO) -> Callable[[Relay, threading.Event],
                                                                                     BigUpload]:
