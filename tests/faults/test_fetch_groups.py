@@ -25,13 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from escale.crypto import generate_key_file
 from escale.errors import EscaleError, RelayConnectionError
 from escale.relay import Relay, make_relay
 from escale.relay.delegating import DelegatingRelay
 from escale.relay.retry import RetryingRelay
 from escale.sync.client import SyncClient
-from tests.faults.world import World, relay_get, relay_names, relay_put, tree, write
+from tests.faults.world import World, encrypted_pair, relay_get, relay_names, relay_put, small_files, tree, write
 from tests.servers.target import RelayTarget
 
 pytestmark = pytest.mark.timeout(300)
@@ -54,17 +53,6 @@ class ReadWatch(DelegatingRelay):
         return self.inner.get_many(names, limit=limit)
 
 
-def _pair(tmp_path: Path, target: RelayTarget, files: dict[str, bytes]) -> tuple[World, str, str]:
-    world = World(str(tmp_path), target, target.new_folder())
-    key = os.path.join(str(tmp_path), "shared.key")
-    generate_key_file(key)
-    world.common.update({"encryption": "yes", "key": key, "transfers": "4"})
-    a = world.add("a")
-    b = world.add("b")
-    for rel, data in files.items():
-        write(a, rel, data)
-    return world, a, b
-
 
 def _watched(world: World, name: str, groups: list[list[str]], **kwargs: str) -> SyncClient:
     settings = world.settings(name)
@@ -72,15 +60,11 @@ def _watched(world: World, name: str, groups: list[list[str]], **kwargs: str) ->
         ReadWatch(make_relay(settings.relay), groups, **kwargs), attempts=2, base_delay=0.01))
 
 
-def _small_files(count: int, seed: int) -> dict[str, bytes]:
-    rng = random.Random(seed)
-    return {f"s{i % 4}/f{i:03d}.txt": rng.randbytes(rng.randrange(0, 5000)) for i in range(count)}
-
 
 def test_placeholders_and_small_payloads_come_down_in_groups(tmp_path: Path, target_sftp: RelayTarget) -> None:
-    files = _small_files(90, 1)
+    files = small_files(90, 1)
     files["big/one.bin"] = random.Random(2).randbytes(1_200_000)  # above the small payloads: alone
-    world, a, b = _pair(tmp_path, target_sftp, files)
+    world, a, b = encrypted_pair(str(tmp_path), target_sftp, files)
     world.sync("a")
     groups: list[list[str]] = []
     report = _watched(world, "b", groups).run_pass()
@@ -94,8 +78,8 @@ def test_placeholders_and_small_payloads_come_down_in_groups(tmp_path: Path, tar
 
 
 def test_a_tampered_payload_in_a_group_fails_alone(tmp_path: Path, target_sftp: RelayTarget) -> None:
-    files = _small_files(40, 3)
-    world, a, b = _pair(tmp_path, target_sftp, files)
+    files = small_files(40, 3)
+    world, a, b = encrypted_pair(str(tmp_path), target_sftp, files)
     world.sync("a")
     data = relay_names(world, "data")
     victims = [data[5], data[17]]
@@ -115,8 +99,8 @@ def test_a_tampered_payload_in_a_group_fails_alone(tmp_path: Path, target_sftp: 
 
 def test_a_failed_group_read_is_read_on_the_main_connection_or_fails_its_downloads(
         tmp_path: Path, target_sftp: RelayTarget) -> None:
-    files = _small_files(60, 4)
-    world, a, b = _pair(tmp_path, target_sftp, files)
+    files = small_files(60, 4)
+    world, a, b = encrypted_pair(str(tmp_path), target_sftp, files)
     world.sync("a")
     groups: list[list[str]] = []
     # placeholders: every group read fails, and the pass reads them on its own connection

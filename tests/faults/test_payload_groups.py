@@ -26,14 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from escale.crypto import generate_key_file
 from escale.errors import RelayPermissionDenied
 from escale.relay import Relay, make_relay
 from escale.relay.delegating import DelegatingRelay
 from escale.relay.retry import RetryingRelay
 from escale.sync import faults
 from escale.sync.client import SyncClient
-from tests.faults.world import World, relay_names, tree, write
+from tests.faults.world import World, encrypted_pair, relay_names, small_files, tree
 from tests.servers.target import RelayTarget
 
 pytestmark = pytest.mark.timeout(300)
@@ -63,22 +62,6 @@ class GroupWatch(DelegatingRelay):
         return self.inner.put_commits(items)
 
 
-def _world(tmp_path: Path, target: RelayTarget) -> World:
-    world = World(str(tmp_path), target, target.new_folder())
-    key = os.path.join(str(tmp_path), "shared.key")
-    generate_key_file(key)
-    world.common.update({"encryption": "yes", "key": key, "transfers": "4"})
-    return world
-
-
-def _pair(tmp_path: Path, target: RelayTarget, files: dict[str, bytes]) -> tuple[World, str, str]:
-    """Clients a and b (``transfers = 4``, encrypted), with ``files`` written in a's folder."""
-    world = _world(tmp_path, target)
-    a = world.add("a")
-    b = world.add("b")
-    for rel, data in files.items():
-        write(a, rel, data)
-    return world, a, b
 
 
 def _watched(world: World, name: str, groups: list[list[str]], **kwargs: object) -> SyncClient:
@@ -87,17 +70,13 @@ def _watched(world: World, name: str, groups: list[list[str]], **kwargs: object)
         GroupWatch(make_relay(settings.relay), groups, **kwargs), base_delay=0.01))  # type: ignore[arg-type]
 
 
-def _small_files(count: int, seed: int) -> dict[str, bytes]:
-    rng = random.Random(seed)
-    return {f"s{i % 4}/f{i:03d}.txt": rng.randbytes(rng.randrange(0, 5000)) for i in range(count)}
-
 
 @pytest.mark.parametrize("backend", ["sftp", "rclone_local"])
 def test_small_payloads_go_up_in_groups(tmp_path: Path, request: pytest.FixtureRequest, backend: str) -> None:
     target: RelayTarget = request.getfixturevalue(f"target_{backend}")
-    files = _small_files(90, 1)
+    files = small_files(90, 1)
     files["big/one.bin"] = random.Random(2).randbytes(200_000)  # above the in-memory spool: alone
-    world, a, b = _pair(tmp_path, target, files)
+    world, a, b = encrypted_pair(str(tmp_path), target, files)
     groups: list[list[str]] = []
     report = _watched(world, "a", groups).run_pass()
     assert not report.errors and len(report.pushed) == len(files)
@@ -114,9 +93,9 @@ def test_small_payloads_go_up_in_groups(tmp_path: Path, request: pytest.FixtureR
 
 def test_a_file_changed_while_sealed_fails_alone(tmp_path: Path, target_sftp: RelayTarget,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    files = _small_files(40, 3)
+    files = small_files(40, 3)
     files["s1/f005.txt"] = b"x" * 3000
-    world, a, b = _pair(tmp_path, target_sftp, files)
+    world, a, b = encrypted_pair(str(tmp_path), target_sftp, files)
     step = faults.step
     victim = os.path.join(a, "s1", "f005.txt")
 
@@ -143,8 +122,8 @@ def test_a_file_changed_while_sealed_fails_alone(tmp_path: Path, target_sftp: Re
 
 
 def test_a_failed_group_upload_commits_none_of_it(tmp_path: Path, target_sftp: RelayTarget) -> None:
-    files = _small_files(100, 4)
-    world, a, b = _pair(tmp_path, target_sftp, files)
+    files = small_files(100, 4)
+    world, a, b = encrypted_pair(str(tmp_path), target_sftp, files)
     groups: list[list[str]] = []
     with pytest.raises(RelayPermissionDenied):
         _watched(world, "a", groups, fail_group=2).run_pass()
@@ -159,8 +138,8 @@ def test_a_failed_group_upload_commits_none_of_it(tmp_path: Path, target_sftp: R
 
 
 def test_a_payload_name_found_taken_is_written_again(tmp_path: Path, target_sftp: RelayTarget) -> None:
-    files = _small_files(20, 5)
-    world, a, b = _pair(tmp_path, target_sftp, files)
+    files = small_files(20, 5)
+    world, a, b = encrypted_pair(str(tmp_path), target_sftp, files)
     groups: list[list[str]] = []
     report = _watched(world, "a", groups, plant_first=True).run_pass()
     assert not report.errors and len(groups[0]) > 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import re
 import subprocess
 import sys
@@ -27,10 +28,12 @@ from dataclasses import dataclass, field
 
 from escale.config import parse_config
 from escale.config.settings import ClientSettings
+from escale.crypto import generate_key_file
 from escale.errors import RelayNotFound
 from escale.relay import Relay
 from escale.sync.client import PassReport, SyncClient
 from tests.e2e.cluster import Cluster, tree, write
+from tests.servers.target import RelayTarget
 
 __all__ = ["Ledger", "World", "open_relay", "relay_delete", "relay_get", "relay_names", "relay_put", "sha", "tree",
            "write"]
@@ -175,3 +178,25 @@ class Ledger:
         for t in trees:
             present |= set(t.values())
         return {h: where for h, where in self.written.items() if h not in self.superseded and h not in present}
+
+
+def encrypted_pair(tmp_path: str, target: RelayTarget, files: dict[str, bytes], *,
+                   transfers: int = 4) -> tuple[World, str, str]:
+    """A world with clients a and b (encrypted with one shared key,
+    ``transfers`` each) and ``files`` written in a's folder, not yet synced;
+    returns the world and the two folders."""
+    world = World(tmp_path, target, target.new_folder())
+    key = os.path.join(tmp_path, "shared.key")
+    generate_key_file(key)
+    world.common.update({"encryption": "yes", "key": key, "transfers": str(transfers)})
+    a = world.add("a")
+    b = world.add("b")
+    for rel, data in files.items():
+        write(a, rel, data)
+    return world, a, b
+
+
+def small_files(count: int, seed: int) -> dict[str, bytes]:
+    """``count`` files of 0 to 5,000 random bytes in four folders (the same for the same seed)."""
+    rng = random.Random(seed)
+    return {f"s{i % 4}/f{i:03d}.txt": rng.randbytes(rng.randrange(0, 5000)) for i in range(count)}
