@@ -130,10 +130,6 @@ class LatestMap(DerivedDict[Placeholder]):
         """``placeholder_of(stored).payload``, without building it."""
         return stored.payload if isinstance(stored, Placeholder) else self._payload(stored)
 
-    def raw(self, path: str) -> object:
-        """The object stored for ``path`` (KeyError if none)."""
-        return self.source(path)
-
 
 def raw_values(latest: dict[str, Placeholder]) -> Iterable[object]:
     """The objects ``latest`` stores (placeholders, or a :class:`LatestMap`'s

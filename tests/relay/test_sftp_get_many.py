@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from escale.errors import ObjectTooLarge, RelayError, RelayNotFound, RelayPermis
 from escale.relay import make_relay
 from escale.relay.base import Relay
 from escale.relay.sftp import LARGEST_REQUEST, SftpRelay
-from tests.servers.sshd import SshServer
+from tests.servers.sshd import SshServer, sshd_refusing
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,17 +72,8 @@ def read_refusing_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ssh
     """An OpenSSH sshd whose sftp-server refuses every READ request (``-P
     read``) while it opens and stats files as usual: a refusal that shows
     only in the answers to the group's pipelined reads."""
-    workdir = str(tmp_path_factory.mktemp("sshd-no-read"))
-    server = SshServer(workdir=workdir, root=os.path.join(workdir, "root"))
-    server.prepare()
-    config = Path(server.config_path)
-    subsystem = "Subsystem sftp internal-sftp"
-    config.write_text(config.read_text().replace(subsystem, subsystem + " -P read"))
-    server.start()
-    try:
+    with sshd_refusing(str(tmp_path_factory.mktemp("sshd-no-read")), "read") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_refused_reads_are_each_names_permission_error(read_refusing_sshd: SshServer) -> None:

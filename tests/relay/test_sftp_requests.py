@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +17,7 @@ from escale.relay import make_relay
 from escale.relay.base import Relay
 from escale.relay.sftp import LARGEST_REQUEST, SftpRelay
 from tests.servers.rclone import RcloneSftpServer
-from tests.servers.sshd import SshServer
+from tests.servers.sshd import SshServer, sshd_refusing
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,17 +134,8 @@ def write_refusing_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ss
     """An OpenSSH sshd whose sftp-server refuses every WRITE request (``-P
     write``) while it opens, renames and removes files as usual: a write
     error that only shows in the answers to pipelined writes."""
-    workdir = str(tmp_path_factory.mktemp("sshd-no-write"))
-    server = SshServer(workdir=workdir, root=os.path.join(workdir, "root"))
-    server.prepare()
-    config = Path(server.config_path)
-    subsystem = "Subsystem sftp internal-sftp"
-    config.write_text(config.read_text().replace(subsystem, subsystem + " -P write"))
-    server.start()
-    try:
+    with sshd_refusing(str(tmp_path_factory.mktemp("sshd-no-write")), "write") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_refused_write_is_never_moved_into_place(write_refusing_sshd: SshServer) -> None:

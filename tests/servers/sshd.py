@@ -336,3 +336,22 @@ def silent_server() -> Iterator[int]:
         listener.close()
         for conn in held:
             conn.close()
+
+
+@contextlib.contextmanager
+def sshd_refusing(workdir: str, request: str) -> Iterator[SshServer]:
+    """An OpenSSH sshd in ``workdir`` whose sftp-server refuses every
+    ``request`` (``-P read``, ``-P write``: sftp-server's request names)
+    while it answers the others as usual; stopped on exit."""
+    server = SshServer(workdir=workdir, root=os.path.join(workdir, "root"))
+    server.prepare()
+    subsystem = "Subsystem sftp internal-sftp"
+    with open(server.config_path, encoding="utf-8") as handle:
+        config = handle.read()
+    with open(server.config_path, "w", encoding="utf-8") as handle:
+        handle.write(config.replace(subsystem, f"{subsystem} -P {request}"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
