@@ -80,6 +80,10 @@ NAMELESS_AHEAD_MIN = 16
 #: With several transfers, at most this many acknowledgements are being
 #: written on their connections at once (the settle hands them over in groups).
 ACKS_IN_FLIGHT = 256
+#: A received file's checksum goes into the scanner's cache only when the
+#: mtime escale gave it is at least this much older than the file's ctime
+#: after the rename (see :func:`received_checksum_entries`).
+RECEIVED_CACHE_MARGIN_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,28 @@ class _Received:
     placeholder: Placeholder
     stat: os.stat_result
     ack: bool
+
+
+def received_checksum_entries(received: list[_Received]) -> list[tuple[str, os.stat_result, str]]:
+    """The checksum cache entries of received files that the next scan may
+    trust without reading them again: (path, stat after the rename, checksum).
+
+    The checksum was verified while the content was written, and the stat
+    was taken after the file got its name; what must be ruled out is a local
+    edit between that rename and that stat, which the cache would then pair
+    with the old checksum and the next scan would miss. A file qualifies
+    only when its size and mtime are those escale wrote (the placeholder's),
+    and that mtime is :data:`RECEIVED_CACHE_MARGIN_NS` older than its ctime:
+    an edit meanwhile would have set the mtime to about its ctime. Any other
+    file (no checksum, no mtime kept, a fresh mtime) is hashed by the next
+    scan as before."""
+    entries = []
+    for item in received:
+        st, ph = item.stat, item.placeholder
+        if ph.checksum and st.st_size == ph.size and st.st_mtime_ns == ph.mtime_ns \
+                and st.st_mtime_ns + RECEIVED_CACHE_MARGIN_NS <= st.st_ctime_ns:
+            entries.append((item.path, st, ph.checksum))
+    return entries
 
 
 class _Barrier:
@@ -400,6 +426,8 @@ class Executor:
         now = time.time()
         self.db.set_deliveries([delivery.received_record(item.placeholder, item.stat.st_size, now)
                                 for item in received])
+        if self.settings.checksum_cache:
+            self.db.cache_checksums(received_checksum_entries(received))
 
     def _acknowledge_received(self, received: list[_Received]) -> None:
         """Acknowledge the received files that must be, then run the hook."""

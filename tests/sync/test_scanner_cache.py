@@ -5,7 +5,10 @@ A cached checksum stands for the file's content only while its size, mtime
 computed with the algorithm in use; any other entry is ignored and the file
 is read again. The cache also shrinks when files go (``prune_checksums`` runs
 once per pass). Property tests plant cache entries that differ from the file
-in every combination of those fields.
+in every combination of those fields. A file a pull wrote (its checksum
+verified as it arrived) goes into the cache when its stat shows no edit since,
+so the receiver's next pass reads none of them again, and an edit afterwards is
+still seen.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from escale.config.settings import FileFilter
+from escale.protocol.objects import Placeholder
+from escale.sync.executor import RECEIVED_CACHE_MARGIN_NS, _Received, received_checksum_entries
 from escale.sync.scanner import scan
 from escale.sync.state import StateDB
 from tests.faults.world import World, write
@@ -142,3 +148,58 @@ def test_a_batch_commits_what_was_written_before_an_error(tmp_path: Path) -> Non
             other.close()
     finally:
         db.close()
+
+
+# --------------------------------------------------------------------------- received files
+
+
+@pytest.mark.parametrize("layout", ["placeholder", "index"])
+def test_received_files_are_not_read_again_and_edits_are_still_seen(tmp_path: Path, target_file: RelayTarget,
+                                                                     layout: str) -> None:
+    world = World(str(tmp_path), target_file, target_file.new_folder())
+    if layout == "index":
+        world.common.update({"index": "yes"})
+    a, b = world.add("a"), world.add("b")
+    hour_ago = (int(os.stat(tmp_path).st_mtime) - 3600) * 10**9
+    for i in range(5):
+        write(a, f"d/f{i}.txt", f"file {i}\n")
+        os.utime(os.path.join(a, "d", f"f{i}.txt"), ns=(hour_ago, hour_ago))
+    world.sync("a")
+    assert len(world.sync("b").pulled) == 5
+    db = StateDB(os.path.join(b, ".escale", "b", "state.db"))
+    try:
+        received = scan(b, ALL, checksum="sha256", db=db)
+        assert received.hashed_bytes == 0  # every checksum came from the pull
+        assert received.files["d/f0.txt"].checksum == "sha256:" + hashlib.sha256(b"file 0\n").hexdigest()
+        # an edit of the same size right after: the mtime moves, so the cache entry no longer holds
+        with open(os.path.join(b, "d", "f0.txt"), "r+b") as handle:
+            handle.write(b"edit")
+        edited = scan(b, ALL, checksum="sha256", db=db)
+        assert edited.hashed_bytes == len(b"edit 0\n")
+        assert edited.files["d/f0.txt"].checksum == "sha256:" + hashlib.sha256(b"edit 0\n").hexdigest()
+    finally:
+        db.close()
+    assert world.sync("b").pushed == ["d/f0.txt"]
+    world.sync("a")
+    with open(os.path.join(a, "d", "f0.txt"), "rb") as handle:
+        assert handle.read() == b"edit 0\n"
+
+
+def _received(*, size: int = 5, mtime_ns: int = 10**18, ctime_ns: int = 10**18 + RECEIVED_CACHE_MARGIN_NS,
+              checksum: str | None = FAKE, written_mtime_ns: int | None = None) -> _Received:
+    placeholder = cast(Placeholder, SimpleNamespace(size=5, mtime_ns=10**18, checksum=checksum))
+    stat = cast(os.stat_result, SimpleNamespace(st_size=size, st_mtime_ns=written_mtime_ns or mtime_ns,
+                                                st_ino=7, st_ctime_ns=ctime_ns))
+    return _Received("p", placeholder, stat, False)
+
+
+@pytest.mark.parametrize(("item", "cached"), [
+    (_received(), True),
+    (_received(size=6), False),  # not what was written: edited since
+    (_received(written_mtime_ns=10**18 + 1), False),  # mtime not the one escale set
+    (_received(ctime_ns=10**18 + RECEIVED_CACHE_MARGIN_NS - 1), False),  # an edit could hide in the margin
+    (_received(checksum=None), False),  # nothing verified
+])
+def test_a_received_file_is_cached_only_when_no_edit_can_hide(item: _Received, cached: bool) -> None:
+    entries = received_checksum_entries([item])
+    assert entries == ([("p", item.stat, FAKE)] if cached else [])
