@@ -540,8 +540,12 @@ def plan(
     tracked = sum(1 for b in base.values() if not b.local_deleted)
 
     def guarded(action: Action, kind: ActionKind) -> bool:
-        entry = remote.get(action.path)
-        return action.kind == kind and not (kind == "delete_local" and entry is not None and entry.deliberate)
+        if action.kind != kind:
+            return False
+        if kind != "delete_local":
+            return True
+        entry = remote.get(action.path)  # built on each read: only for the actions that need it
+        return not (entry is not None and entry.deliberate)
 
     kinds: tuple[ActionKind, ...] = ("delete_local", "push_delete")
     for kind in kinds:
