@@ -309,6 +309,20 @@ class RelayState:
     def has_payload(self, placeholder: Placeholder) -> bool:
         return placeholder.payload is not None and placeholder.payload in self.payloads
 
+    def latest_items(self) -> Iterable[tuple[str, object]]:
+        """Each path of ``latest`` with the object stored for it (see
+        :func:`raw_values`), without building its placeholder: for loops that
+        pass over most paths on their stored fields (``key``, ``version``,
+        ``kind``, ``pusher``, :meth:`stored_has_payload`) and build the
+        placeholder (:func:`placeholder_of`) of the few they keep."""
+        return dict.items(self.latest)
+
+    def stored_has_payload(self, stored: object) -> bool:
+        """:meth:`has_payload` of the placeholder of ``stored`` (one of
+        :meth:`latest_items`'s objects), without building it."""
+        payload = payload_of(self.latest, stored)
+        return payload is not None and payload in self.payloads
+
     def stored_bytes(self) -> int:
         """Bytes of payloads and temporaries on the relay (what ``disk quota``
         limits): a temporary left by an interrupted upload takes space until

@@ -27,10 +27,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from escale.config.settings import ClientSettings
 from escale.protocol.objects import Placeholder
-from escale.protocol.repository import RelayState, Repository
+from escale.protocol.repository import RelayState, Repository, placeholder_of
 from escale.sync.planner import BaseEntry
 from escale.sync.state import StateDB
 
@@ -134,9 +135,11 @@ def missed_versions(state: RelayState, me: str, base: Mapping[str, BaseEntry], *
     acknowledgements, this client's own missing, while its last synced version
     of the path (``base``) is older. Paths ``accepts`` refuses are left out."""
     out = []
-    for path, ph in state.latest.items():
-        if ph.deleted or ph.pusher == me or state.has_payload(ph):
+    for path, stored in state.latest_items():
+        version = cast(Placeholder, stored)  # only its stored fields are read (RelayState.latest_items)
+        if version.kind == "tombstone" or version.pusher == me or state.stored_has_payload(stored):
             continue
+        ph = placeholder_of(state.latest, stored)
         holders = state.acks.get((ph.key, ph.version))
         if not holders or me in holders:
             continue  # taken by this client, or never acknowledged: lost, not reclaimed (repaired by its pusher)

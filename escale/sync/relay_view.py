@@ -39,6 +39,10 @@ class _Version(Protocol):
     def key(self) -> str: ...
     @property
     def version(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def pusher(self) -> str: ...
 
 
 def _seen_of(db: StateDB, state: RelayState) -> Iterator[tuple[_Version, int]]:
@@ -193,9 +197,11 @@ def lost_payloads(settings: ClientSettings, repo: Repository, state: RelayState,
     if not settings.sends:
         return []
     out = []
-    for path, ph in state.latest.items():
-        if ph.pusher != repo.client_id or ph.deleted or state.has_payload(ph):
+    for path, stored in state.latest_items():
+        version = cast(_Version, stored)
+        if version.pusher != repo.client_id or version.kind == "tombstone" or state.stored_has_payload(stored):
             continue
+        ph = placeholder_of(state.latest, stored)
         if state.acks.get((ph.key, ph.version), frozenset()) - {repo.client_id}:
             continue  # acknowledged: reclaimed, not lost
         mine = local.get(path)
@@ -223,4 +229,5 @@ def maintenance_due(repo: Repository, state: RelayState) -> bool:
         return True
     if state.superseded():
         return True
-    return any(state.has_payload(p) and repo.reclaimable(p, state) for p in state.latest.values())
+    return any(state.stored_has_payload(stored) and repo.reclaimable(placeholder_of(latest, stored), state)
+               for stored in raw_values(latest))

@@ -4,17 +4,28 @@
   kind and then by path, whatever the views hold;
 * the state database's delivery records are read a chunk at a time, each
   matching record once, even when the reader changes records meanwhile;
-* the versions seen, streamed in key order, are those recorded.
+* the versions seen, streamed in key order, are those recorded;
+* the passes over every relay version that build a placeholder only for the
+  few they keep (lost payloads, missed versions) answer as building them all
+  would, whether the relay state stores placeholders or index entries.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from escale.config.settings import ClientSettings
+from escale.protocol.objects import Placeholder
+from escale.protocol.repository import LatestMap, RelayState, Repository
 from escale.sync.planner import _ORDER, BaseEntry, LocalFile, RemoteEntry, plan
+from escale.sync.receivers import missed_versions
+from escale.sync.relay_view import lost_payloads
 from escale.sync.state import Delivery, StateDB
 
 PATHS = st.sampled_from(["a", "a/b", "a/c", "b", "b/a", "c", "é", "z/y"])
@@ -71,3 +82,65 @@ def test_versions_seen_stream_in_key_order(tmp_path: os.PathLike[str]) -> None:
         assert db.seen_versions()["k4"] == 1
     finally:
         db.close()
+
+
+@dataclass(frozen=True)
+class _Source:
+    """An index entry's stand-in: the stored fields, and the placeholder it builds."""
+
+    path: str
+    key: str
+    version: int
+    kind: str
+    pusher: str
+    placeholder: Placeholder
+
+
+def _placeholder(path: str, version: int, tombstone: bool, pusher: str, payload: str | None, size: int) -> Placeholder:
+    return Placeholder(path=path, key="k" + path, version=version, generation=1,
+                       kind="tombstone" if tombstone else "file", pusher=pusher, pusher_label=pusher, size=size,
+                       mtime_ns=1, checksum=None, payload=None if tombstone else payload, receivers=(),
+                       puller_count=None)
+
+
+#: per path: version, tombstone, pusher, payload, size, and who acknowledged it
+VERSIONS = st.dictionaries(PATHS, st.tuples(
+    st.integers(1, 3), st.booleans(), st.sampled_from(["me", "other"]), st.sampled_from([None, "p1", "p2"]),
+    st.integers(0, 2), st.sets(st.sampled_from(["me", "other", "third"]))), min_size=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(VERSIONS, st.sets(st.sampled_from(["p1", "p2"]), max_size=1), st.dictionaries(PATHS, LOCAL),
+       st.dictionaries(PATHS, BASE), st.booleans())
+def test_passes_over_every_version_answer_as_building_every_placeholder(
+        versions: dict[str, tuple[int, bool, str, str | None, int, set[str]]], present: set[str],
+        local: dict[str, LocalFile], base: dict[str, BaseEntry], as_entries: bool) -> None:
+    placeholders = {path: _placeholder(path, *fields[:5]) for path, fields in versions.items()}
+    state = RelayState(payloads={name: 1 for name in present},
+                       acks={(ph.key, ph.version): frozenset(versions[path][5]) for path, ph in placeholders.items()})
+    if as_entries:
+        latest = LatestMap(lambda source: cast(_Source, source).placeholder,
+                           lambda source: cast(_Source, source).placeholder.payload)
+        for path, ph in placeholders.items():
+            latest.put_source(path, _Source(path, ph.key, ph.version, ph.kind, ph.pusher, ph))
+        state.latest = latest
+    else:
+        state.latest = dict(placeholders)
+    settings_ = cast(ClientSettings, SimpleNamespace(sends=True, name="me"))
+    repo = cast(Repository, SimpleNamespace(client_id="me"))
+    # the reference: every placeholder built, the rules as the docstrings state them
+    lost: list[str] = []
+    missed: list[tuple[str, Any]] = []
+    for path, ph in sorted(placeholders.items()):
+        has = ph.payload is not None and ph.payload in present
+        holders = state.acks[(ph.key, ph.version)]
+        mine = local.get(path)
+        # (these placeholders carry no checksum: the mtime decides)
+        if ph.pusher == "me" and not ph.deleted and not has and not holders - {"me"} and mine is not None \
+                and mine.size == ph.size and mine.mtime_ns == ph.mtime_ns:
+            lost.append(path)
+        if not ph.deleted and ph.pusher != "me" and not has and holders and "me" not in holders \
+                and holders - {ph.pusher} and not (path in base and base[path].version >= ph.version):
+            missed.append((path, ph))
+    assert sorted(a.path for a in lost_payloads(settings_, repo, state, local)) == lost
+    assert [(ph.path, ph) for ph, _ in missed_versions(state, "me", base)] == missed
