@@ -109,7 +109,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 from escale.errors import (
@@ -158,10 +158,8 @@ _LOOKUPS = 8
 #: itself wait for us to read its answers.
 _PIPELINE = 32
 _PIPELINE_BYTES = 32 * 1024
-#: The longest line (status or header) and the most header lines accepted in
-#: an answer read off a pipelined connection, and the largest error answer.
-_LINE = 64 * 1024
-_HEADERS = 100
+#: The largest error answer read off a pipelined connection (its status and
+#: headers are parsed by http.client, with its own bounds on lines).
 _ERROR_BODY = 64 * 1024
 #: the rcds' socket folders (in the temporary folder), and the age past which an empty one is left over
 _FOLDER_PREFIX = "escale-rcd-"
@@ -615,7 +613,7 @@ class _Http:
         timeout close the connection and raise :class:`_HttpFailed`."""
         try:
             return _read_answer(reader, limit)
-        except (OSError, ValueError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             self._conn.close()
             raise _HttpFailed(exc, isinstance(exc, TimeoutError)) from exc
 
@@ -636,90 +634,49 @@ class _Answer:
     reusable: bool
 
 
-class _BadAnswer(ValueError):
-    """The rcd's answer is not HTTP/1.1 as expected, or was cut short."""
+class _AnswerStream:
+    """The connection's one buffered reader, lent to each pipelined answer's
+    :class:`http.client.HTTPResponse` in turn (which parses the status,
+    headers and body, Content-Length or chunked, reading no further than its
+    own answer): closing an answer leaves it open for the next one."""
 
+    def __init__(self, reader: BinaryIO) -> None:
+        self.reader = reader
 
-def _line(reader: BinaryIO) -> bytes:
-    line = reader.readline(_LINE + 1)
-    if not line:
-        raise _BadAnswer("connection closed before the answer")
-    if not line.endswith(b"\n"):
-        raise _BadAnswer("answer line too long or cut short")
-    return line
+    def makefile(self, mode: str) -> _AnswerStream:
+        return self
 
+    def readline(self, size: int = -1) -> bytes:
+        return self.reader.readline(size)
 
-def _read_exactly(reader: BinaryIO, size: int) -> bytes:
-    data = reader.read(size)
-    if len(data) != size:
-        raise _BadAnswer("connection closed in the middle of an answer")
-    return data
+    def read(self, size: int = -1) -> bytes:
+        return self.reader.read(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        return self.reader.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+
+    def close(self) -> None:
+        """Nothing: the reader belongs to the whole pipelined round."""
 
 
 def _read_answer(reader: BinaryIO, limit: int) -> _Answer:
-    """Read one HTTP/1.x answer (status, headers, body) from ``reader``;
-    see :meth:`_Http.read_answer`. Raises _BadAnswer (a ValueError) or OSError."""
-    while True:
-        version, _, rest = _line(reader).rstrip(b"\r\n").partition(b" ")
-        code, _, reason_bytes = rest.partition(b" ")
-        if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
-            raise _BadAnswer("not an HTTP/1.x status line")
-        status = int(code)
-        headers: dict[bytes, bytes] = {}
-        for _ in range(_HEADERS):
-            line = _line(reader)
-            if line in (b"\r\n", b"\n"):
-                break
-            key, colon, value = line.partition(b":")
-            if not colon:
-                raise _BadAnswer("malformed header line")
-            headers[key.strip().lower()] = value.strip()
-        else:
-            raise _BadAnswer("too many header lines")
-        if status >= 200:
+    """Read one answer off ``reader`` with the standard library's parser; see
+    :meth:`_Http.read_answer`. Raises http.client.HTTPException or OSError."""
+    response = http.client.HTTPResponse(cast(socket.socket, _AnswerStream(reader)), method="GET")
+    response.begin()
+    reusable = not response.will_close
+    accepted = limit if response.status == 200 else _ERROR_BODY
+    if response.length is not None and response.length > accepted:
+        return _Answer(response.status, response.reason, None, False)  # refused from its stated size, unread
+    body = bytearray()
+    while len(body) <= accepted:  # to the body's end (then the response closes itself) or past the limit
+        piece = response.read(accepted + 1 - len(body))
+        if not piece:
             break
-        # an interim answer (100 Continue): the real one follows
-    reason = reason_bytes.decode("latin-1")
-    reusable = version == b"HTTP/1.1" and headers.get(b"connection", b"").lower() != b"close"
-    if status in (204, 304):
-        return _Answer(status, reason, b"", reusable)
-    accepted = limit if status == 200 else _ERROR_BODY
-    coding = headers.get(b"transfer-encoding", b"identity").lower()
-    if coding == b"chunked":
-        body = _read_chunked(reader, accepted)
-        return _Answer(status, reason, body, reusable and body is not None)
-    if coding != b"identity":
-        raise _BadAnswer("unexpected transfer coding")
-    length = headers.get(b"content-length")
-    if length is None:  # the body ends with the connection
-        data = reader.read(accepted + 1)
-        return _Answer(status, reason, data if len(data) <= accepted else None, False)
-    if not length.isdigit():
-        raise _BadAnswer("malformed Content-Length")
-    if int(length) > accepted:
-        return _Answer(status, reason, None, False)
-    return _Answer(status, reason, _read_exactly(reader, int(length)), reusable)
-
-
-def _read_chunked(reader: BinaryIO, limit: int) -> bytes | None:
-    """A chunked body (RFC 9112, 7.1), or None as soon as it exceeds ``limit`` bytes."""
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        size = int(_line(reader).split(b";", 1)[0].strip(), 16)  # ValueError when malformed
-        if size < 0:
-            raise _BadAnswer("negative chunk size")
-        if size == 0:
-            break
-        total += size
-        if total > limit:
-            return None
-        parts.append(_read_exactly(reader, size))
-        if _line(reader) not in (b"\r\n", b"\n"):
-            raise _BadAnswer("chunk not followed by its line end")
-    while _line(reader) not in (b"\r\n", b"\n"):  # trailer fields, ignored
-        pass
-    return b"".join(parts)
+        body += piece
+    if len(body) > accepted:
+        return _Answer(response.status, response.reason, None, False)
+    return _Answer(response.status, response.reason, bytes(body), reusable)
 
 
 class _RcdPool:
