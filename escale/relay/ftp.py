@@ -195,6 +195,8 @@ class FtpRelay(Relay):
         self._ftp: ftplib.FTP | None = None
         self._base = "/"
         self._features: set[str] = set()
+        #: absolute folders this connection saw or made (see :meth:`_store`)
+        self._folders: set[str] = set()
         self._warned_insecure = False
         self.stale_guard_after = 4 * spec.timeout + 5
         self.exclusive_mkdir = False
@@ -271,6 +273,7 @@ class FtpRelay(Relay):
             ftp.prot_p()
         ftp.set_pasv(True)
         self._features = self._feat(ftp)
+        self._folders = set()
         if "UTF8" in self._features:
             try:
                 ftp.sendcmd("OPTS UTF8 ON")
@@ -392,7 +395,7 @@ class FtpRelay(Relay):
         """The lines of a listing, decoded one by one: a name that is not UTF-8
         becomes lone surrogates (refused by base.list), not a failed listing."""
         chunks: list[bytes] = []
-        self.ftp.retrbinary(command, chunks.append)
+        self._receive(command, chunks.append)
         return [line.decode("utf-8", "surrogateescape") for line in b"".join(chunks).splitlines()]
 
     def _entry(self, folder: str, raw: str, facts: dict[str, str]) -> Entry | None:
@@ -476,9 +479,41 @@ class FtpRelay(Relay):
         except _FOREIGN as exc:
             raise translate(exc, self.describe(), name, missing_ok=False) from exc
 
+    def _receive(self, command: str, write: Callable[[bytes], object]) -> None:
+        """Run the download ``command`` (RETR, MLSD, LIST), handing its data
+        to ``write`` in blocks of up to :data:`_BLOCK` bytes, then read its
+        final reply.
+
+        Unlike ``ftplib``'s ``retrbinary``, no ``TYPE I`` goes before each
+        transfer (a round trip per object): the connection is put in binary
+        mode at login and nothing here ever leaves it (listings are read as
+        bytes too; :meth:`_size` sets it again for servers that tie SIZE to
+        it). A ``write`` that raises leaves the final reply unread (see
+        :meth:`_settle_aborted_transfer`)."""
+        ftp = self.ftp
+        with ftp.transfercmd(command) as conn:
+            while data := conn.recv(_BLOCK):
+                write(data)
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()  # the server waits for the TLS close before its reply
+        ftp.voidresp()
+
+    def _send(self, command: str, source: BinaryIO) -> None:
+        """Run the upload ``command`` (STOR) with the rest of ``source``, read
+        :data:`_SEND_BLOCK` bytes at a time, then read the final reply (the
+        server's verdict on the stored object). No ``TYPE I`` first, as in
+        :meth:`_receive`."""
+        ftp = self.ftp
+        with ftp.transfercmd(command) as conn:
+            while block := source.read(_SEND_BLOCK):
+                conn.sendall(block)
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()
+        ftp.voidresp()
+
     def _get(self, name: str, sink: BinaryIO) -> None:
         try:
-            self._on_existing(name, lambda: self.ftp.retrbinary(f"RETR {self._path(name)}", sink.write, _BLOCK))
+            self._on_existing(name, lambda: self._receive(f"RETR {self._path(name)}", sink.write))
         except ObjectTooLarge:
             self._settle_aborted_transfer()
             raise
@@ -497,25 +532,41 @@ class FtpRelay(Relay):
     # ----------------------------------------------------------- write
 
     def _store(self, path: str, source: BinaryIO) -> None:
-        """STOR ``path``; when refused because its folder is missing, create the
-        folder and store again from the same source position (a source that
-        cannot seek gets its folder created first)."""
+        """STOR ``path``, its folder created first if needed.
+
+        The first time a connection stores into a folder, it checks that the
+        folder exists (``CWD``) and creates it if not, before any byte is
+        sent: a server may accept the data of an upload into a missing
+        folder without reading it and refuse only once the data connection
+        is closed (``rclone serve ftp``), so a big object would stall until
+        the timeout. Later stores into that folder go straight on. When the
+        folder vanished meanwhile (another client removed it) and the server
+        refuses the STOR, the folder is created again and the store redone
+        from the same source position (a source that cannot seek: the
+        refusal is raised, and the next put checks the folder again)."""
         parent = posixpath.dirname(path)
+        if parent not in self._folders:
+            if not self._is_dir(parent):
+                self._makedirs(parent)
+            self._folders.add(parent)
+        start: int | None
         try:
-            start = source.tell()
-            source.seek(start)
+            start = source.seek(source.tell())
         except (OSError, ValueError):
-            self._makedirs(parent)
-            self.ftp.storbinary(f"STOR {path}", source, _SEND_BLOCK)
-            return
+            start = None
         try:
-            self.ftp.storbinary(f"STOR {path}", source, _SEND_BLOCK)
+            self._send(f"STOR {path}", source)
         except (ftplib.error_perm, ftplib.error_temp):
-            if self._is_dir(parent):
+            self._folders.discard(parent)
+            if start is None or self._is_dir(parent):
                 raise
             self._makedirs(parent)
             source.seek(start)
-            self.ftp.storbinary(f"STOR {path}", source, _SEND_BLOCK)
+            self._send(f"STOR {path}", source)
+            self._folders.add(parent)
+        except BaseException:
+            self._folders.discard(parent)
+            raise
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         path = self._path(name)
@@ -653,6 +704,7 @@ class FtpRelay(Relay):
         self._open_repository()
 
     def _rmdir(self, name: str) -> None:
+        self._folders.discard(self._path(name))
         self._on_existing(name, lambda: self.ftp.rmd(self._path(name)))
 
 

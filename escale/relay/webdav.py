@@ -72,6 +72,8 @@ _LOCKINFO = (
     b"<D:owner>escale</D:owner></D:lockinfo>"
 )
 _XML = {"Content-Type": 'application/xml; charset="utf-8"'}
+#: headers of an object's GET: the body as stored, no content coding
+_RAW_BODY = {"Accept-Encoding": "identity"}
 _AWKWARD = "?;"
 
 
@@ -416,10 +418,19 @@ class WebdavRelay(Relay):
         raise RelayProtocolError(f"{self.describe()}: PROPFIND {name}: no answer for the object")
 
     def _get(self, name: str, sink: BinaryIO) -> None:
-        response = self._request("GET", name, stream=True)
+        """GET the object as stored: the request asks for no content coding
+        (a server that compresses, such as ``rclone serve webdav``, would
+        spend CPU on sealed data that does not compress, and its
+        Content-Length would be that of the compressed body). A body sent
+        coded anyway is decoded, and its Content-Length is then not taken
+        for the object's size. A body shorter than its Content-Length
+        raises RelayConnectionError (the sink holds a prefix)."""
+        response = self._request("GET", name, stream=True, headers=_RAW_BODY)
         try:
+            coding = response.headers.get("Content-Encoding", "").strip().lower()
             length = response.headers.get("Content-Length", "")
-            check_size(sink, int(length) if length.isascii() and length.isdigit() else None)
+            exact = coding in ("", "identity") and length.isascii() and length.isdigit()
+            check_size(sink, int(length) if exact else None)
             for chunk in response.iter_content(_CHUNK):
                 sink.write(chunk)
         except (requests.exceptions.RequestException, OSError) as exc:
