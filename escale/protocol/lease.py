@@ -34,6 +34,13 @@ Taking the lease (generation ``g+1`` after ``g``):
    and the last writer always reads back its own: when every contender runs
    in lock step, the last to write wins (a write that becomes visible later
    than ``settle`` remains the one window of this weakest server).
+   An atomic exclusive create decides alone only where rewriting a record is
+   atomic too (:func:`create_decides`). On WebDAV a rewrite (the holder's
+   renewal or release) is a delete followed by a move: a contender listing
+   in between finds no record of the holder's generation, claims that very
+   generation, and its exclusive put succeeds before the move lands over it.
+   There claims settle and read back as above, so that contender finds the
+   holder's record and stands back.
 
    The settle is measured, not fixed (:meth:`LeaseManager.settle_for`). A
    competitor can overwrite our record only if its existence check ran before
@@ -59,7 +66,10 @@ Taking the lease (generation ``g+1`` after ``g``):
    leaves one, which then goes stale like a dead holder's.
 4. The holder renews (rewrites its record with ``beat + 1``) every third of the
    timeout, from a heartbeat thread on its own connection, and verifies the
-   record is still its own each time.
+   record is still its own each time. A renewal whose write failed may have
+   left the record missing or replaced (a non-atomic rewrite cut in the
+   middle): nothing is committed until a renewal has verified it again, and
+   a release then rewrites it only if it still holds our token.
 
 Hand-over: a holder may release its record with a *stamp* (the state it left,
 in its layout's words); the next holder gets the record it superseded as
@@ -279,6 +289,18 @@ def _drop_token(token: str) -> None:
         _live_tokens.discard(token)
 
 
+def create_decides(relay: Relay) -> bool:
+    """Whether an exclusive put of a lease record that returns is the lease
+    by itself (rule 2): exclusive create is atomic *and* a record being
+    rewritten (a renewal, a release) never goes missing meanwhile (atomic
+    put). Where a rewrite is a delete followed by a move (WebDAV's ``MOVE``
+    onto an existing target), a contender listing in between sees no record
+    of that generation, takes it, and its exclusive put succeeds, only to be
+    overwritten an instant later: there the claim settles and reads back,
+    as on servers whose exclusive create is a check."""
+    return relay.capabilities.exclusive_create and relay.capabilities.atomic_put
+
+
 def token_is_live(token: str) -> bool:
     """Whether ``token`` belongs to a lease this process holds or is taking."""
     with _live_lock:
@@ -297,6 +319,10 @@ class Lease:
         self.previous = previous
         self._renewed_at = acquired_at
         self._lost: str | None = None
+        #: a renewal's write failed: the record may not be ours any more (where a
+        #: rewrite is a delete and a move, a contender's may have landed between
+        #: the two): the next commit verifies it first (:meth:`check`)
+        self._unverified = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -331,9 +357,11 @@ class Lease:
                 self._lose(f"a newer lease generation than {self.generation} exists")
             renewed = replace(self.record, beat=self.record.beat + 1)
             before = self._manager.clock()  # observers cannot see the new beat earlier
+            self._unverified = True  # until the write is known to have landed
             self._manager.write(relay, renewed)
             self.record = renewed
             self._renewed_at = before
+            self._unverified = False
 
     def _lose(self, reason: str) -> None:
         self._lost = reason
@@ -345,7 +373,9 @@ class Lease:
         """Fence before a commit: raise LeaseLost unless we surely still hold it.
 
         Renews synchronously when the last renewal is older than a third of the
-        timeout (so commits keep the lease alive even without the heartbeat).
+        timeout (so commits keep the lease alive even without the heartbeat),
+        or when the last renewal's write failed (the record is verified to be
+        still ours before anything is committed under it).
         """
         if self._lost:
             raise LeaseLost(self._lost)
@@ -355,7 +385,7 @@ class Lease:
                     self._lost = f"lease generation {self.generation} expired before commit"
                     _drop_token(self.record.token)
             raise LeaseLost(self._lost or "lease lost")
-        if self._age() > self._manager.timeout / 3:
+        if self._unverified or self._age() > self._manager.timeout / 3:
             self.renew()
 
     def start_heartbeat(self, relay: Relay) -> None:
@@ -397,9 +427,10 @@ class Lease:
         """Give the lease back (best effort): mark our record released, with
         ``stamp`` (the state this holder leaves, for the next one).
 
-        Where exclusive create is atomic nobody else writes our generation
-        (a contender's put fails), so the record is rewritten without being
-        read first; elsewhere it is rewritten only if it still holds our token.
+        Where the exclusive put decides (:func:`create_decides`) nobody else
+        writes our generation (a contender's put fails), so the record is
+        rewritten without being read first; elsewhere, or after a renewal
+        whose write failed, it is rewritten only if it still holds our token.
         Never raises: a failed release only means other clients wait for
         staleness; this process itself takes the record over at its next
         attempt (the token is no longer live). The lease is over either way.
@@ -410,7 +441,7 @@ class Lease:
         relay = self._manager.relay
         try:
             with self._lock:
-                ours = relay.capabilities.exclusive_create
+                ours = create_decides(relay) and not self._unverified
                 if not ours:
                     current = self._manager.read(relay, self.generation)
                     ours = current is not None and current.token == self.record.token
@@ -464,12 +495,12 @@ class LeaseManager:
     @property
     def settle(self) -> float:
         """Seconds a claim waits before reading its record back: the fixed
-        settle when one was given, else 0 where exclusive create is atomic,
-        else :meth:`settle_for` of the longest recent claim window (the
-        ceiling before any claim was timed)."""
+        settle when one was given, else 0 where the exclusive put decides
+        (:func:`create_decides`), else :meth:`settle_for` of the longest
+        recent claim window (the ceiling before any claim was timed)."""
         if self.fixed_settle is not None:
             return self.fixed_settle
-        if self.relay.capabilities.exclusive_create:
+        if create_decides(self.relay):
             return 0.0
         return self.settle_for(max(self._windows, default=float("inf")))
 
@@ -591,7 +622,7 @@ class LeaseManager:
             except RelayExists:
                 pass  # lost the race, or our own write retried after success: read back below
             else:
-                if self.relay.capabilities.exclusive_create and self.fixed_settle is None:
+                if create_decides(self.relay) and self.fixed_settle is None:
                     # atomic: the put that returned is the lease (nobody who listed
                     # before it can create this generation, nobody who lists after
                     # it may supersede a fresh record); nothing to read back
