@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: install what the test suite needs, then run all of it.
 #
-# System packages (Debian): openssh-server (the SFTP test server), rclone
+# System packages (Debian): openssh-server (the SFTP test server),
+# openssh-client (the ssh program the sftp backend runs, `ssh client`), rclone
 # (the rclone backend) and faketime (a client with a skewed clock), installed
 # with apt-get when missing (as root, or with
 # sudo when available). Python packages go into ./.venv from PyPI: escale
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || need+=(rclone)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v faketime >/dev/null 2>&1 || need+=(faketime)  # clock-skew fault test

@@ -59,6 +59,7 @@ from escale.config.values import (
     parse_refresh,
     parse_seconds,
     parse_size,
+    parse_ssh_client,
     parse_ssl_version,
     parse_timeout,
 )
@@ -132,6 +133,7 @@ CLIENT_KEYS: tuple[Key, ...] = (
     Key("keyfile", existing_file, "relay.keyfile"),
     Key("ssh key", existing_file, "relay.ssh_key"),
     Key("known hosts", path, "relay.known_hosts"),
+    Key("ssh client", pure(parse_ssh_client), "relay.ssh_client"),
     Key("verify ssl", verify_setting, "relay.verify_ssl"),  # a CA file path also sets relay.ca_file
     Key("ssl version", pure(parse_ssl_version), "relay.ssl_version"),
     Key("certificate", existing_file, "relay.certificate", ("certfile",)),

@@ -337,6 +337,17 @@ SSL_VERSIONS = {v.lower(): v for v in ("SSLv23", "TLS", "TLSv1", "TLSv1.1", "TLS
 INSECURE_SSL_VERSIONS = {v.lower(): v for v in ("SSLv2", "SSLv3")}
 
 
+SSH_CLIENTS = ("auto", "openssh", "paramiko")
+
+
+def parse_ssh_client(text: str) -> str:
+    """What carries an SFTP relay's session: ``auto``, ``openssh`` or ``paramiko`` (any case)."""
+    word = text.strip().lower()
+    if word not in SSH_CLIENTS:
+        raise ValueProblem(f"unknown ssh client {text.strip()!r}: use {', '.join(SSH_CLIENTS)}")
+    return word
+
+
 def parse_ssl_version(text: str) -> str:
     """An SSL/TLS version name, returned in its canonical spelling (``tlsv1.2`` -> ``TLSv1.2``).
 

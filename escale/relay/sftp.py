@@ -1,4 +1,13 @@
-"""The ``sftp`` backend: a repository folder on an SSH server, through paramiko.
+"""The ``sftp`` backend: a repository folder on an SSH server.
+
+Transport (``spec.ssh_client``): the SSH session is paramiko's, in this
+process, or an OpenSSH ``ssh`` child's (:mod:`escale.relay.sftp_openssh`),
+whose standard input and output carry the SFTP packets; either way the SFTP
+requests below are framed here, by the same code. ``auto`` takes ``ssh``
+when it is on PATH and the relay logs in with a key and no password. The
+``ssh`` route gives the same errors as paramiko's (a host key ssh refuses is
+checked again through paramiko, which names it), and its child is ended and
+reaped when the session is dropped or closed.
 
 Connection: one TCP connection per relay, every step bounded by ``spec.timeout``
 (TCP connect, SSH banner, key exchange, authentication, and each SFTP request
@@ -93,6 +102,7 @@ from escale.relay.base import (
     check_size,
     object_refusal,
 )
+from escale.relay.sftp_openssh import OpenSshPipe, diagnose, ssh_command, ssh_program
 from escale.relay.spec import RelaySpec
 
 T = TypeVar("T")
@@ -230,6 +240,11 @@ class SftpRelay(Relay):
         self.capabilities = GENERIC_CAPABILITIES
         self.server_version = ""
         self._transport: paramiko.Transport | None = None
+        #: the ``ssh`` child carrying the session (``ssh client``), else None
+        self._pipe: OpenSshPipe | None = None
+        self._ssh_client = spec.ssh_client
+        #: what carries the current session: ``openssh`` or ``paramiko`` (empty when closed)
+        self.transport_kind = ""
         self._sftp: paramiko.SFTPClient | None = None
         self._openssh = False
         self._posix_rename = False
@@ -270,7 +285,7 @@ class SftpRelay(Relay):
                 return RelayNotFound(f"no such relay object: {what}", name=name)
             if exc.errno in (errno.EACCES, errno.EPERM):
                 return RelayPermissionDenied(f"permission denied on {self.describe()}: {what}", name=name)
-            if self._transport is None or not self._transport.is_active():
+            if not self._session_active():
                 return self._connection_lost("connection lost", exc)
             detail = exc.strerror or (exc.args[0] if exc.args else "") or type(exc).__name__
             return RelayError(f"sftp server refused the operation on {what}: {detail}", name=name)
@@ -292,10 +307,114 @@ class SftpRelay(Relay):
 
     # ----------------------------------------------------------- lifecycle
 
+    def _session_active(self) -> bool:
+        """Whether the SSH session (paramiko's transport or the ssh child) still runs."""
+        if self._pipe is not None:
+            return self._pipe.is_active()
+        return self._transport is not None and self._transport.is_active()
+
+    def _openssh_command(self) -> list[str] | None:
+        """The ``ssh`` command line when this connection goes through the
+        OpenSSH client (``ssh client``: ``openssh``, or ``auto`` with a key
+        file, no password, and ``ssh`` on PATH); None for paramiko.
+        RelayError when ``openssh`` is asked and cannot be used."""
+        choice = self._ssh_client
+        if choice == "paramiko":
+            return None
+        program = ssh_program()
+        usable = self.key_path is not None and (self._password is None or choice == "openssh")
+        if choice == "auto" and (program is None or not usable):
+            return None
+        if program is None:
+            raise RelayError(f"{self.describe()}: 'ssh client = openssh' but no ssh program in PATH")
+        if self.key_path is None:
+            raise RelayError(f"{self.describe()}: 'ssh client = openssh' needs 'ssh key' (ssh is run "
+                             "without prompts: password logins go through 'ssh client = paramiko')")
+        argv = ssh_command(program, host=self.host, port=self.port, username=self.username,
+                           key_file=os.path.expanduser(self.key_path), known_hosts=self.known_hosts,
+                           host_key_name=known_hosts_name(self.host, self.port), timeout=self.timeout,
+                           keepalive=_KEEPALIVE)
+        if argv is None and choice == "openssh":
+            raise RelayError(f"{self.describe()}: the host, user or a file name cannot be passed to ssh; "
+                             "use 'ssh client = paramiko'")
+        return argv
+
     def _connect(self) -> None:
         self._drop()
-        where = f"{self.host}:{self.port}"
         log.debug("connecting to %s", self.describe())
+        argv = self._openssh_command()
+        if argv is None:
+            self._connect_paramiko()
+        else:
+            self._connect_openssh(argv)
+        try:
+            self._probe_capabilities()
+            self._probe_limits()
+        except RelayError:
+            self._drop()
+            raise
+        log.debug("connected to %s (%s, through %s)", self.describe(), self.server_version, self.transport_kind)
+
+    def _connect_openssh(self, argv: list[str]) -> None:
+        """Open the SFTP session through an ``ssh`` child (:mod:`escale.relay.sftp_openssh`).
+
+        Errors are those of the paramiko path: the key is read first (a
+        missing or protected key is refused the same way); a host key that
+        ssh refuses is checked again through paramiko, which raises the same
+        HostKeyError (naming the offered key and the command that trusts
+        it) before any authentication; refused logins, refused or silent
+        connections map to the same classes."""
+        assert self.key_path is not None
+        _load_key(os.path.expanduser(self.key_path))
+        where = f"{self.host}:{self.port}"
+        try:
+            pipe = OpenSshPipe(argv, self.timeout)
+        except OSError as exc:
+            raise RelayConnectionError(f"{self.describe()}: cannot run {argv[0]}: {exc.strerror or exc}") from exc
+        self._pipe = pipe
+        try:
+            sftp = _SftpClient(pipe)  # the SFTP version exchange: ssh has connected and logged in
+        except TimeoutError as exc:
+            self._drop()
+            raise RelayTimeout(f"{self.describe()}: no SFTP session from {where} within {self.timeout:g}s") from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            pipe.wait_exit(self.timeout)
+            messages, problem = pipe.messages(), pipe.problem()
+            self._drop()
+            cause = diagnose(messages)
+            log.debug("ssh to %s failed (%s): %s", where, cause, problem)
+            if cause == "host key":
+                # ssh refused the host key: paramiko names it, and what to do, in
+                # the very words of its own check (or connects, if the file has
+                # changed since: then that session is used)
+                self._connect_paramiko()
+                return
+            if self._ssh_client == "auto" and cause in ("auth", "other"):
+                # the server answered, but this ssh did not get through (an old ssh
+                # refusing an option, a key type it no longer offers...): paramiko
+                # takes over for this relay, and gives the verdict if it fails too
+                log.warning("%s: ssh could not open the session (%s); using paramiko instead "
+                            "(set 'ssh client = paramiko' to skip ssh)", self.describe(), problem or cause)
+                self._ssh_client = "paramiko"
+                self._connect_paramiko()
+                return
+            if cause == "auth":
+                raise RelayPermissionDenied(f"{self.describe()}: authentication failed for user {self.username} "
+                                            f"(tried key {self.key_path})") from exc
+            if cause == "refused":
+                raise RelayConnectionError(f"{self.describe()}: connection refused to {where}") from None
+            if cause == "timeout":
+                raise RelayTimeout(f"{self.describe()}: no answer from {where} within {self.timeout:g}s") from exc
+            if cause == "subsystem":
+                raise RelayConnectionError(f"{self.describe()}: the server refused the sftp subsystem") from exc
+            raise RelayConnectionError(f"{self.describe()}: ssh ended: {problem or exc}") from exc
+        self._sftp = sftp
+        self.transport_kind = "openssh"
+        self.server_version = pipe.server_version()
+
+    def _connect_paramiko(self) -> None:
+        """Open the SSH session and its SFTP channel through paramiko."""
+        where = f"{self.host}:{self.port}"
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except TimeoutError as exc:
@@ -345,6 +464,7 @@ class SftpRelay(Relay):
             if channel is not None:
                 channel.settimeout(self.timeout)
             self._sftp = sftp
+            self.transport_kind = "paramiko"
         except RelayError:
             self._drop()
             raise
@@ -352,13 +472,6 @@ class SftpRelay(Relay):
             error = self._translate(exc, "")
             self._drop()
             raise error from exc
-        try:
-            self._probe_capabilities()
-            self._probe_limits()
-        except RelayError:
-            self._drop()
-            raise
-        log.debug("connected to %s (%s)", self.describe(), self.server_version)
 
     def _authenticate(self, transport: paramiko.Transport) -> None:
         """Key first, then password; RelayPermissionDenied when all are refused."""
@@ -396,7 +509,7 @@ class SftpRelay(Relay):
             sftp.posix_rename(missing, missing + "-2")
             self._posix_rename = True  # pragma: no cover - the probe names never exist
         except OSError as exc:
-            if self._transport is None or not self._transport.is_active():
+            if not self._session_active():
                 raise self._translate(exc, "") from exc
             # ENOENT means the server understood the request and found nothing;
             # anything else (SSH_FX_OP_UNSUPPORTED) means no posix-rename.
@@ -434,10 +547,16 @@ class SftpRelay(Relay):
         )
         log.debug("%s server %r capabilities: %s", self.describe(), self.server_version, self.capabilities)
 
-    def _drop(self) -> None:
-        sftp, transport = self._sftp, self._transport
-        self._sftp = self._transport = None
-        if sftp is not None:
+    def _drop(self, graceful: bool = False) -> None:
+        """Forget the session and end it: an ssh child is killed at once
+        (a broken or silent session), or given a moment to end the session
+        in order when ``graceful`` (a close); reaped in every case."""
+        sftp, transport, pipe = self._sftp, self._transport, self._pipe
+        self._sftp = self._transport = self._pipe = None
+        self.transport_kind = ""
+        if pipe is not None:
+            pipe.end(graceful)
+        elif sftp is not None:
             try:
                 sftp.close()
             except Exception:  # noqa: BLE001 - tearing down a broken session
@@ -449,7 +568,7 @@ class SftpRelay(Relay):
                 pass
 
     def _disconnect(self) -> None:
-        self._drop()
+        self._drop(graceful=True)
 
     # ----------------------------------------------------------- helpers
 
@@ -507,7 +626,7 @@ class SftpRelay(Relay):
         try:
             kind, msg = request(_CMD_EXTENDED, "limits@openssh.com")
         except OSError as exc:
-            if self._transport is None or not self._transport.is_active():
+            if not self._session_active():
                 raise self._translate(exc, "") from exc
             return  # not offered: the defaults
         except (EOFError, paramiko.SSHException) as exc:
@@ -531,7 +650,7 @@ class SftpRelay(Relay):
         try:
             kind, msg = request(_CMD_EXTENDED, "statvfs@openssh.com", path)
         except OSError as exc:
-            if self._transport is None or not self._transport.is_active():
+            if not self._session_active():
                 raise self._translate(exc, "") from exc
             return None
         except (EOFError, paramiko.SSHException) as exc:
@@ -884,9 +1003,9 @@ class _SftpClient(paramiko.SFTPClient):
     pipelined reads share the one buffer and stay in step.
     """
 
-    def __init__(self, sock: paramiko.Channel) -> None:
+    def __init__(self, sock: paramiko.Channel | OpenSshPipe) -> None:
         self._inbox = bytearray()
-        super().__init__(sock)
+        super().__init__(cast(paramiko.Channel, sock))  # paramiko takes any socket-like object
 
     def _take(self, count: int) -> bytes:
         """The next ``count`` bytes of the session; EOFError when it ends first."""

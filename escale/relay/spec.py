@@ -58,6 +58,8 @@ class RelaySpec:
     ca_file: str | None = None
     known_hosts: str | None = None
     ssh_key: str | None = None
+    #: what carries SFTP: ``auto``, ``openssh`` (the ``ssh`` program) or ``paramiko``
+    ssh_client: str = "auto"
     rclone_binary: str = "rclone"
     rclone_remote: str | None = None
     rclone_config: str | None = None

@@ -94,6 +94,7 @@ SAMPLES: dict[str, Sample] = {
     "rclone config": Sample("rclone.conf", lambda c: c.relay.rclone_config, _under("rclone.conf"),
                             files={"rclone.conf": ""}),
     "known hosts": Sample("kh", lambda c: c.relay.known_hosts, _under("kh")),
+    "ssh client": Sample("OpenSSH", lambda c: c.relay.ssh_client, "openssh"),
     "ssh key": Sample("id_test", lambda c: c.relay.ssh_key, _under("id_test"), files={"id_test": "x"}),
     "timeout": Sample("5", lambda c: c.relay.timeout, 5.0),
     "stale receiver": Sample("86400", lambda c: c.stale_receiver, 86400.0),

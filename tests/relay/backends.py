@@ -14,6 +14,7 @@ CONFORMANCE_BACKENDS = [
     "webdav",
     "webdav_rclone",
     "sftp",
+    "sftp_paramiko",
     "sftp_rclone",
     "rclone_local",
     "rclone_sftp",
@@ -21,7 +22,9 @@ CONFORMANCE_BACKENDS = [
 ]
 
 #: Backends a separate ``escale`` process can reach (used by end-to-end tests).
-PROCESS_BACKENDS = [b for b in CONFORMANCE_BACKENDS if b != "memory"]
+#: (``sftp_paramiko`` is the ``sftp`` server again, through the other SSH
+#: transport: the conformance suite covers it, the process suites need not.)
+PROCESS_BACKENDS = [b for b in CONFORMANCE_BACKENDS if b not in ("memory", "sftp_paramiko")]
 
 #: One server per backend module (file, ftp/ftps, webdav, sftp, rclone). Every
 #: end-to-end scenario runs on these; the second, independent servers

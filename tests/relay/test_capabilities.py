@@ -38,6 +38,7 @@ ROW_OF = {
     "webdav": "WsgiDAV",
     "webdav_rclone": "``rclone serve webdav``",
     "sftp": "OpenSSH sftp-server",
+    "sftp_paramiko": "OpenSSH sftp-server",
     "sftp_rclone": "``rclone serve sftp``",
     "rclone_local": "rclone (rcd) remotes",
     "rclone_sftp": "rclone (rcd) remotes",

@@ -29,7 +29,7 @@ from escale.relay import RelaySpec
 from tests.servers.process import start_again
 from tests.servers.target import RelayTarget, free_port, listening_pids, plant_file
 
-__all__ = ["sshd_server", "target_sftp"]
+__all__ = ["sshd_server", "target_sftp", "target_sftp_paramiko"]
 
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
@@ -258,11 +258,21 @@ class SshServer(SftpFolderServer):
     def remote_directory(self, folder: str) -> str:
         return os.path.join(self.root, folder)
 
-    def target(self, name: str = "sftp") -> RelayTarget:
+    def target(self, name: str = "sftp", ssh_client: str | None = None) -> RelayTarget:
+        """This server as a test target; with ``ssh_client``, every spec and
+        configuration of the target sets ``ssh client`` to it (else escale's
+        default, ``auto``: the OpenSSH client, these relays using a key)."""
+        spec_for, config_for = self.spec_for, self.config_for
+        if ssh_client is not None:
+            def spec_for(folder: str, **changes: object) -> RelaySpec:
+                return self.spec_for(folder, **{"ssh_client": ssh_client, **changes})
+
+            def config_for(folder: str) -> dict[str, str]:
+                return {**self.config_for(folder), "ssh client": ssh_client}
         return RelayTarget(
             name,
-            self.spec_for,
-            self.config_for,
+            spec_for,
+            config_for,
             restart=self.restart,
             plant=self.plant,
             notes={"server": self.banner},
@@ -301,6 +311,12 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]
 @pytest.fixture(scope="session")
 def target_sftp(sshd_server: SshServer) -> RelayTarget:
     return sshd_server.target("sftp")
+
+
+@pytest.fixture(scope="session")
+def target_sftp_paramiko(sshd_server: SshServer) -> RelayTarget:
+    """The same sshd reached through paramiko's SSH transport (``ssh client = paramiko``)."""
+    return sshd_server.target("sftp_paramiko", ssh_client="paramiko")
 
 
 @contextlib.contextmanager
