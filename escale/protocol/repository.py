@@ -1440,8 +1440,9 @@ class Repository:
 
     # ----------------------------------------------------------- maintenance
 
-    def reclaim(self, lease: Lease, state: RelayState) -> list[Placeholder]:
-        """Delete the payloads every expected receiver acknowledged.
+    def reclaim(self, lease: Lease, state: RelayState) -> list[tuple[str, int]]:
+        """Delete the payloads every expected receiver acknowledged; the
+        (path, version) of each version whose content went.
 
         Acknowledgements are opened and checked before they count, so a forged
         one (wrong key, wrong version) never reclaims anything.
@@ -1458,7 +1459,7 @@ class Repository:
             self._delete_quietly(placeholder.payload)
             state.payloads.pop(placeholder.payload, None)
             self.step(f"reclaimed payload {placeholder.path}")
-            done.append(placeholder)
+            done.append((placeholder.path, placeholder.version))
             log.info("reclaimed %s (version %d) from the relay", placeholder.path, placeholder.version)
         return done
 

@@ -112,9 +112,9 @@ def run_relay_phase(
         state = current
         executor.run_pushes(lease, state, the_plan)
         if not stop.is_set():
-            for ph in repo.reclaim(lease, state):
-                report.reclaimed.append(ph.path)
-                faults.step(f"reclaimed {ph.path}")
+            for path, _ in repo.reclaim(lease, state):
+                report.reclaimed.append(path)
+                faults.step(f"reclaimed {path}")
             repo.collect_garbage(lease, state)
         # the change marker: clean again, with a new counter (an error above
         # leaves it marked as changing: readers then read in full, which is safe)

@@ -1089,20 +1089,20 @@ class IndexRepository(Repository):
             self.step(f"deleted {name}")
         self._settle(delta.dropped)
 
-    def reclaim(self, lease: Lease, state: RelayState) -> list[Placeholder]:
+    def reclaim(self, lease: Lease, state: RelayState) -> list[tuple[str, int]]:
         """Delete the objects all of whose live versions every expected
-        receiver acknowledged (one delta drops them first)."""
+        receiver acknowledged (one delta drops them first); the (path,
+        version) of each version whose content went (the entries' own
+        strings and ints: no placeholder is built for them)."""
         gone = sorted(self._reclaimable_objects(state) & set(self.objects))
         if not gone:
             return []
         gone_set = set(gone)
-        # the relay state's placeholders where they are these versions (no second copy)
-        done = [ph if (ph := state.latest.get(e.path)) is not None and ph.version == e.version
-                else e.to_placeholder() for e in self.entries.values()
+        done = [(e.path, e.version) for e in self.entries.values()
                 if e.location is not None and e.location.object in gone_set]
         self._drop(lease, state, gone)
-        for ph in done:
-            log.info("reclaimed %s (version %d) from the relay", ph.path, ph.version)
+        for path, version in done:
+            log.info("reclaimed %s (version %d) from the relay", path, version)
         return done
 
     def _live_bytes(self) -> dict[str, int]:
