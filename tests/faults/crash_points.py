@@ -142,7 +142,11 @@ class CrashDriver:
             raise AssertionError(f"pass {index} did not crash at step {at} (exit {result.returncode}): "
                                  f"{_step_difference(reached, expected)}; {result.stderr[-500:]}")
         step = steps_reached(log)[-1]
-        report = world.sync(victim)  # the restart
+        # the restart. It may wait for the client's lock: a child the dead process
+        # forked an instant before dying (an ``ssh`` for an SFTP connection) holds
+        # a copy of every descriptor, the lock's too, until it has closed them
+        # before its exec, and on a busy host the test may get there first
+        report = world.sync(victim, lock_wait=30)
         assert not report.busy, f"the restarted client did not take over its own dead process's lease ({step})"
         world.quiesce(["a", "b"])
         return world, ledger, step

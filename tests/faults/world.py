@@ -54,10 +54,12 @@ class World(Cluster):
                 return client
         raise KeyError(name)
 
-    def sync(self, name: str, *, lease_wait: float = 0.0, allow_mass_deletion: bool = False) -> PassReport:
-        """One pass of client ``name`` in this process (same config as a process)."""
+    def sync(self, name: str, *, lease_wait: float = 0.0, allow_mass_deletion: bool = False,
+             lock_wait: float = 0.0) -> PassReport:
+        """One pass of client ``name`` in this process (same config as a process);
+        ``lock_wait``: seconds it may wait for the client's lock."""
         client = SyncClient(self.settings(name), lease_wait=lease_wait, allow_mass_deletion=allow_mass_deletion)
-        return client.run_pass()
+        return client.run_pass(lock_wait=lock_wait)
 
     def start(self, name: str, *extra: str, env: dict[str, str] | None = None,
               preexec: Callable[[], object] | None = None) -> subprocess.Popen[str]:
