@@ -556,16 +556,23 @@ class _Http:
             self._headers["Authorization"] = f"Basic {token}"
         self._connect_timeout = connect_timeout
 
+    def _ready(self, read_timeout: float) -> socket.socket:
+        """The connection's socket, connected if it was not (within the
+        connect timeout), with ``read_timeout`` for what follows; OSError."""
+        conn = self._conn
+        if conn.sock is None:
+            conn.timeout = self._connect_timeout
+            conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(read_timeout)
+        return conn.sock
+
     def send(self, method: str, path: str, body: bytes | Iterator[bytes] | None, headers: dict[str, str],
              read_timeout: float) -> http.client.HTTPResponse:
         """Send one request and read the status and headers of its answer."""
         conn = self._conn
         try:
-            if conn.sock is None:
-                conn.timeout = self._connect_timeout
-                conn.connect()
-            assert conn.sock is not None
-            conn.sock.settimeout(read_timeout)
+            self._ready(read_timeout)
             chunked = body is not None and not isinstance(body, bytes)
             conn.request(method, path, body=body, headers={**self._headers, **headers}, encode_chunked=chunked)
             return conn.getresponse()
@@ -591,19 +598,14 @@ class _Http:
         connection); a reader of the answers, to be read with
         :meth:`read_answer` (every one, or the connection dropped) and then
         closed. The connection must be idle (no answer left unread)."""
-        conn = self._conn
         try:
-            if conn.sock is None:
-                conn.timeout = self._connect_timeout
-                conn.connect()
-            assert conn.sock is not None
-            conn.sock.settimeout(read_timeout)
+            sock = self._ready(read_timeout)
             extra = "".join(f"{key}: {value}\r\n" for key, value in self._headers.items())
             head = f" HTTP/1.1\r\nHost: {self._host}\r\nAccept-Encoding: identity\r\n{extra}\r\n"
-            conn.sock.sendall("".join(f"GET {path}{head}" for path in paths).encode("ascii"))
-            return conn.sock.makefile("rb")
+            sock.sendall("".join(f"GET {path}{head}" for path in paths).encode("ascii"))
+            return sock.makefile("rb")
         except OSError as exc:
-            conn.close()
+            self._conn.close()
             raise _HttpFailed(exc, isinstance(exc, TimeoutError)) from exc
 
     def read_answer(self, reader: BinaryIO, limit: int) -> _Answer:

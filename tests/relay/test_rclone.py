@@ -7,8 +7,6 @@ import dataclasses
 import gc
 import logging
 import os
-import re
-import shutil
 import stat
 import subprocess
 import threading
@@ -23,7 +21,7 @@ from escale.processes import pid_alive
 from escale.relay import RelaySpec, make_relay
 from escale.relay.rclone import RcloneRelay, fs_string
 from escale.relay.retry import RetryingRelay
-from tests.servers.rclone import RcloneConf
+from tests.servers.rclone import RcloneConf, old_rclone_on_path
 from tests.servers.sshd import HOST, SshServer, silent_server
 from tests.servers.target import RelayTarget
 
@@ -240,7 +238,6 @@ def test_rcd_dies_with_a_killed_escale(tmp_path: Path, target_rclone_local: Rela
     """An escale process killed with SIGKILL leaves no rclone rcd behind."""
     import os
     import signal
-    import subprocess
     import sys
     import time
 
@@ -321,19 +318,9 @@ def test_stat_tells_objects_folders_and_absence(target_rclone_local: RelayTarget
         relay.close()
 
 
-def _rclone_without_batch() -> str | None:
-    """An rclone on PATH older than 1.70 (no ``job/batch``), if there is one."""
-    found = shutil.which("rclone")
-    if found is None:
-        return None
-    out = subprocess.run([found, "version"], capture_output=True, text=True, timeout=30).stdout
-    match = re.match(r"rclone v1\.(\d+)\.", out)
-    return found if match and int(match.group(1)) < 70 else None
-
-
 def test_put_commits_without_job_batch(target_rclone_local: RelayTarget) -> None:
     """An rclone without ``job/batch`` gets the group one put at a time, same answers."""
-    binary = _rclone_without_batch()
+    binary = old_rclone_on_path()
     if binary is None:
         pytest.skip("no rclone older than 1.70 on PATH")
     spec = dataclasses.replace(target_rclone_local.spec_for(target_rclone_local.new_folder()), rclone_binary=binary)

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import shutil
 import signal
-import subprocess
 
 import pytest
 
 from escale.errors import ObjectTooLarge, RelayConnectionError, RelayError, RelayNotFound
 from escale.relay import make_relay
 from escale.relay.rclone import RcloneRelay
+from tests.servers.rclone import old_rclone_on_path
 from tests.servers.target import RelayTarget
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,16 +26,6 @@ def _open(target: RelayTarget) -> RcloneRelay:
     relay.open()
     relay.create_root()
     return relay
-
-
-def _old_rclone() -> str | None:
-    """The rclone on PATH when it is older than 1.70 (Debian's), else None."""
-    found = shutil.which("rclone")
-    if found is None:
-        return None
-    out = subprocess.run([found, "version"], capture_output=True, text=True, timeout=30).stdout
-    match = re.match(r"rclone v1\.(\d+)\.", out)
-    return found if match and int(match.group(1)) < 70 else None
 
 
 def test_group_read_is_declared_and_each_name_keeps_its_own_answer(target_rclone_local: RelayTarget) -> None:
@@ -97,7 +85,7 @@ def test_group_read_when_the_rcd_dies_is_transient(target_rclone_local: RelayTar
 def test_group_read_on_an_old_rclone(target_rclone_local: RelayTarget) -> None:
     """An rclone without unix sockets (its rc on 127.0.0.1, with credentials
     on every pipelined request) answers a group read the same way."""
-    binary = _old_rclone()
+    binary = old_rclone_on_path()
     if binary is None:
         pytest.skip("no rclone older than 1.70 on PATH")
     spec = dataclasses.replace(target_rclone_local.spec_for(target_rclone_local.new_folder()), rclone_binary=binary)

@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +35,17 @@ __all__ = [
 ]
 
 _LISTENING = re.compile(rb"SFTP server listening on 127\.0\.0\.1:(\d+)")
+
+
+def old_rclone_on_path() -> str | None:
+    """The rclone on PATH when it is older than 1.70 (Debian's 1.60: no
+    ``job/batch``, no unix-socket rc), else None."""
+    found = shutil.which("rclone")
+    if found is None:
+        return None
+    out = subprocess.run([found, "version"], capture_output=True, text=True, timeout=30).stdout
+    match = re.match(r"rclone v1\.(\d+)\.", out)
+    return found if match and int(match.group(1)) < 70 else None
 
 
 def rclone_binary() -> str:
