@@ -3,7 +3,6 @@ remote naming, error translation and declared capabilities."""
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import os
@@ -21,7 +20,7 @@ from escale.processes import pid_alive
 from escale.relay import RelaySpec, make_relay
 from escale.relay.rclone import RcloneRelay, fs_string
 from escale.relay.retry import RetryingRelay
-from tests.servers.rclone import RcloneConf, old_rclone_on_path
+from tests.servers.rclone import RcloneConf, old_rclone_relay
 from tests.servers.sshd import HOST, SshServer, silent_server
 from tests.servers.target import RelayTarget
 
@@ -320,14 +319,8 @@ def test_stat_tells_objects_folders_and_absence(target_rclone_local: RelayTarget
 
 def test_put_commits_without_job_batch(target_rclone_local: RelayTarget) -> None:
     """An rclone without ``job/batch`` gets the group one put at a time, same answers."""
-    binary = old_rclone_on_path()
-    if binary is None:
-        pytest.skip("no rclone older than 1.70 on PATH")
-    spec = dataclasses.replace(target_rclone_local.spec_for(target_rclone_local.new_folder()), rclone_binary=binary)
-    relay = make_relay(spec)
-    relay.open()
+    relay = old_rclone_relay(target_rclone_local)
     try:
-        relay.create_root()
         relay.put_bytes("o/taken", b"kept", exclusive=True)
         assert relay.put_commits([("o/a", b"a"), ("o/taken", b"x"), ("o/a", b"y")]) == [True, False, False]
         assert relay.get_bytes("o/taken") == b"kept" and relay.get_bytes("o/a") == b"a"

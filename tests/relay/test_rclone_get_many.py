@@ -5,16 +5,14 @@ name's own answer kept whatever its neighbours found, on a current rclone
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 
 import pytest
 
 from escale.errors import ObjectTooLarge, RelayConnectionError, RelayError, RelayNotFound
-from escale.relay import make_relay
 from escale.relay.rclone import RcloneRelay
-from tests.servers.rclone import old_rclone_on_path
+from tests.servers.rclone import old_rclone_relay
 from tests.servers.target import RelayTarget
 
 pytestmark = pytest.mark.timeout(120)
@@ -85,14 +83,8 @@ def test_group_read_when_the_rcd_dies_is_transient(target_rclone_local: RelayTar
 def test_group_read_on_an_old_rclone(target_rclone_local: RelayTarget) -> None:
     """An rclone without unix sockets (its rc on 127.0.0.1, with credentials
     on every pipelined request) answers a group read the same way."""
-    binary = old_rclone_on_path()
-    if binary is None:
-        pytest.skip("no rclone older than 1.70 on PATH")
-    spec = dataclasses.replace(target_rclone_local.spec_for(target_rclone_local.new_folder()), rclone_binary=binary)
-    relay = make_relay(spec)
-    relay.open()
+    relay = old_rclone_relay(target_rclone_local)
     try:
-        relay.create_root()
         assert relay.capabilities.group_get
         names = [f"o/{i}" for i in range(40)]
         for i, name in enumerate(names):

@@ -8,6 +8,7 @@ environment or its configuration file, never its command line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from escale.relay import RelaySpec
+from escale.relay import Relay, RelaySpec, make_relay
 from tests.servers.process import launch_logged
 from tests.servers.sshd import HOST, SftpFolderServer, SshServer, descendants, keygen, known_hosts_line
 from tests.servers.target import RelayTarget, plant_file
@@ -46,6 +47,19 @@ def old_rclone_on_path() -> str | None:
     out = subprocess.run([found, "version"], capture_output=True, text=True, timeout=30).stdout
     match = re.match(r"rclone v1\.(\d+)\.", out)
     return found if match and int(match.group(1)) < 70 else None
+
+
+def old_rclone_relay(target: RelayTarget) -> Relay:
+    """A relay of ``target`` (a local rclone remote) run by the rclone on
+    PATH older than 1.70 (:func:`old_rclone_on_path`), opened, its root
+    made; the test is skipped when there is none. The caller closes it."""
+    binary = old_rclone_on_path()
+    if binary is None:
+        pytest.skip("no rclone older than 1.70 on PATH")
+    relay = make_relay(dataclasses.replace(target.spec_for(target.new_folder()), rclone_binary=binary))
+    relay.open()
+    relay.create_root()
+    return relay
 
 
 def rclone_binary() -> str:

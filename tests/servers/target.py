@@ -8,6 +8,7 @@ server can be restarted in place, how to restart it on the same port.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import socket
@@ -125,3 +126,17 @@ def creating_on_open(relay: Relay) -> Relay:
 
     relay.open = open_and_create  # type: ignore[method-assign]
     return relay
+
+
+def assert_big_round_trip(relay: Relay, name: str = "big/object") -> None:
+    """Put a multi-MiB object of random bytes (a size no block size divides)
+    from the middle of its source, and assert it comes back byte for byte
+    with that exact size."""
+    data = os.urandom(5 * 1024 * 1024 + 12_345)
+    source = io.BytesIO(b"skipped" + data)
+    source.seek(7)  # a put stores the rest of its source
+    relay.put(name, source)
+    sink = io.BytesIO()
+    relay.get(name, sink)
+    assert sink.getvalue() == data
+    assert relay.stat(name).size == len(data)
