@@ -100,7 +100,7 @@ class LatestMap(DerivedDict[Placeholder]):
 
     A layout that already holds every path's version in memory (the index
     layout's materialised index) stores its own object per path (a
-    *source*, :meth:`put_source`) instead of a second, :class:`Placeholder`
+    *source*, :meth:`~escale.derived.DerivedDict.store`) instead of a second, :class:`Placeholder`
     copy of it: the placeholder is built each time it is read by
     ``convert``, which must give the same placeholder for the same source
     whenever it is called. Setting a path stores a placeholder as is. Only a
@@ -115,19 +115,11 @@ class LatestMap(DerivedDict[Placeholder]):
         self._convert = convert
         self._payload = payload
 
-    def put_source(self, path: str, source: object) -> None:
-        """Store ``source`` (converted when read) as ``path``'s version."""
-        self.store(path, source)
-
     def derive(self, source: Any) -> Placeholder:
         return source if isinstance(source, Placeholder) else self._convert(source)
 
-    def placeholder_of(self, stored: object) -> Placeholder:
-        """The placeholder of a stored object (one of :func:`raw_values`'s)."""
-        return self.derive(stored)
-
     def payload_of(self, stored: object) -> str | None:
-        """``placeholder_of(stored).payload``, without building it."""
+        """``derive(stored).payload``, without building it."""
         return stored.payload if isinstance(stored, Placeholder) else self._payload(stored)
 
 
@@ -147,7 +139,7 @@ def payload_of(latest: dict[str, Placeholder], stored: object) -> str | None:
 def placeholder_of(latest: dict[str, Placeholder], stored: object) -> Placeholder:
     """The placeholder of ``stored``, one of :func:`raw_values`'s objects."""
     if isinstance(latest, LatestMap):
-        return latest.placeholder_of(stored)
+        return latest.derive(stored)
     return cast(Placeholder, stored)
 
 

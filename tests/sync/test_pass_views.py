@@ -122,7 +122,7 @@ def test_passes_over_every_version_answer_as_building_every_placeholder(
         latest = LatestMap(lambda source: cast(_Source, source).placeholder,
                            lambda source: cast(_Source, source).placeholder.payload)
         for path, ph in placeholders.items():
-            latest.put_source(path, _Source(path, ph.key, ph.version, ph.kind, ph.pusher, ph))
+            latest.store(path, _Source(path, ph.key, ph.version, ph.kind, ph.pusher, ph))
         state.latest = latest
     else:
         state.latest = dict(placeholders)

@@ -493,7 +493,7 @@ class IndexRepository(Repository):
         state.latest = latest
         versions = state.versions
         for entry in self.entries.values():
-            latest.put_source(entry.path, entry)
+            latest.store(entry.path, entry)
             versions[entry.key] = entry.version  # one version per key (RelayState.versions)
         state.payloads = {**{name: 0 for name in self._unsettled()}, **self.objects}
         if not self._records:
@@ -1067,7 +1067,7 @@ class IndexRepository(Repository):
             self._present.update(delta.added)  # new objects only: never one a filled entry named
         for entry in delta.entries:
             if filled is not None and (entry.location is None or entry.location.object in self._present):
-                filled.put_source(entry.path, entry)  # reads as entry.to_placeholder()
+                filled.store(entry.path, entry)  # reads as entry.to_placeholder()
             else:
                 state.latest[entry.path] = entry.to_placeholder()
             state.versions[entry.key] = entry.version  # one version per key (RelayState.versions)
