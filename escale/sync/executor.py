@@ -13,7 +13,10 @@ written without an ``fsync`` each and *settled* in groups (one ``syncfs``, then
 their records in one transaction, then their acknowledgements), so that no
 acknowledgement leaves before the file it vouches for is on disk. A group's
 ``syncfs`` runs on another thread while the next files are written; the
-group is recorded once it has returned. A crash
+group is recorded once it has returned. Big files (``localfs.FLUSH_ALONE_MIN``)
+are flushed on their own instead, and a group of only those, with nothing else
+changed locally meanwhile, is settled by flushing their folders, not the whole
+file system (see :meth:`Executor._barrier`). A crash
 before a group is settled leaves files whose record is missing: the next pass
 finds them identical to the relay's versions and records them. The
 nameless files that new downloads are written to are made ahead on another
@@ -119,21 +122,22 @@ def received_checksum_entries(received: list[_Received]) -> list[tuple[str, os.s
 
 
 class _Barrier:
-    """One durability barrier (:func:`localfs.make_durable` of ``root``)
+    """One durability barrier (``flush``, see :meth:`Executor._barrier`)
     running on a thread of its own: the kernel flushes one group of received
-    files while the pass writes the next (``syncfs`` releases the
-    interpreter). It covers every write made before it began."""
+    files while the pass writes the next (``syncfs`` and ``fsync`` release
+    the interpreter). It covers what ``flush`` covers of the writes made
+    before it began."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, flush: Callable[[], None], root: str) -> None:
         self._root = root
         self._error: LocalError | None = None
         self._flushed = False
-        self._thread = threading.Thread(target=self._run, args=(root,), name="settle-barrier", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(flush,), name="settle-barrier", daemon=True)
         self._thread.start()
 
-    def _run(self, root: str) -> None:
+    def _run(self, flush: Callable[[], None]) -> None:
         try:
-            localfs.make_durable(root)
+            flush()
             self._flushed = True
         except LocalError as exc:  # raised by wait(), on the pass's thread
             self._error = exc
@@ -242,6 +246,11 @@ class Executor:
         self._group_since = time.monotonic()
         #: files received but not yet durable, recorded and acknowledged
         self._unsettled: list[_Received] = []
+        #: whether the local folder changed, since the last barrier began, in a
+        #: way that only a barrier of the whole file system covers (a file not
+        #: flushed on its own, a deletion, a rename aside, a version kept);
+        #: otherwise flushing the folders of the received files is enough
+        self._unflushed_writes = False
         #: received files whose barrier runs in the background (see _settle)
         self._flushing: tuple[list[_Received], _Barrier] | None = None
         self._unsettled_since = time.monotonic()
@@ -378,11 +387,36 @@ class Executor:
         pending, self._unsettled = self._unsettled, []
         if not pending:
             return
+        flush = self._barrier(pending)
         if background:
-            self._flushing = (pending, _Barrier(self.settings.local_path))
+            self._flushing = (pending, _Barrier(flush, self.settings.local_path))
             return
-        localfs.make_durable(self.settings.local_path)
+        flush()
         self._record_settled(pending)
+
+    def _barrier(self, pending: list[_Received]) -> Callable[[], None]:
+        """What makes ``pending`` (and every other local write since the last
+        barrier began) durable: when each of those files was flushed on its
+        own and nothing else changed locally, an ``fsync`` of the folders
+        that name them (:func:`localfs.make_folders_durable`), falling back to
+        the file-system-wide barrier if one of them cannot be flushed; else
+        that barrier (:func:`localfs.make_durable`), which also waits for
+        whatever else is being written to that file system. Raises
+        LocalError as :func:`localfs.make_durable`."""
+        root = self.settings.local_path
+        whole, self._unflushed_writes = self._unflushed_writes, False
+        if whole:
+            return lambda: localfs.make_durable(root)
+        rels = [item.path for item in pending]
+
+        def folders() -> None:
+            try:
+                localfs.make_folders_durable(root, rels)
+            except LocalError as exc:
+                log.debug("[%s] %s: flushing the whole file system instead", self.settings.name, exc)
+                localfs.make_durable(root)
+
+        return folders
 
     def _finish_flushing(self) -> None:
         """Wait for the barrier running in the background, if any, then
@@ -507,6 +541,8 @@ class Executor:
         name = self.settings.name
         path = action.path
         localfs.safe_join(root, path)  # refuses an unsafe path before anything is done
+        if action.kind not in ("pull", "record", "forget", "ack", "diverged"):
+            self._unflushed_writes = True  # renamed aside, deleted, copied: the next barrier flushes everything
         if action.kind in ("pull", "conflict"):
             ph = self._placeholder(state, action)
             if action.kind == "conflict":
@@ -526,8 +562,12 @@ class Executor:
             kept = self.trash.keep(root, path, expect, "replaced") if self.trash and expect else None
             if kept is not None:
                 faults.step(f"kept version {path}")
+            # a big file is flushed on its own (its transfer did most of it); the rest waits for the barrier
+            alone = action.kind == "pull" and ph.size >= localfs.FLUSH_ALONE_MIN
+            if kept is not None or not alone:
+                self._unflushed_writes = True
             try:
-                st = self._download(ph, path, expect, durable=not self.bulk_durability)
+                st = self._download(ph, path, expect, durable=alone or not self.bulk_durability)
             except BaseException:
                 if self.trash:
                     self.trash.discard(kept, root)

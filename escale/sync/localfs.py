@@ -252,6 +252,45 @@ def make_durable(root: str) -> None:
         raise LocalError(f"cannot flush {root} to disk: {exc.strerror or exc}", path=root) from exc
 
 
+#: A received file at least this big is flushed on its own (``fsync``, mostly
+#: by the transfer that wrote it, while the others go on) rather than by the
+#: file-system-wide barrier: a group of such files is then made durable by
+#: flushing the folders that name them (:func:`make_folders_durable`), which
+#: does not wait for whatever else is waiting to be written on that file
+#: system (another program's writes, a local relay's objects). Below this
+#: size a flush of its own would cost more than the file's share of one
+#: barrier (a flush of the disk's cache per file).
+FLUSH_ALONE_MIN = 8 * 1024 * 1024
+
+
+def make_folders_durable(root: str, rels: Iterable[str]) -> None:
+    """Make the names of the files ``rels`` (relative paths under ``root``,
+    whose content is durable already) durable: one ``fsync`` of each folder
+    from each file's own up to ``root``, each folder once, deepest first. A
+    folder made by the write of such a file is named in its parent, which is
+    flushed too. Folders are reached without following a link.
+
+    Raises LocalError when a folder cannot be reached (gone, replaced by a
+    link) or flushed: the names are then not known durable (the caller falls
+    back to :func:`make_durable`, or does not rely on them)."""
+    folders: set[tuple[str, ...]] = set()
+    for rel in rels:
+        parts = _parts(rel)[:-1]
+        for depth in range(len(parts), -1, -1):
+            if parts[:depth] in folders:
+                break
+            folders.add(parts[:depth])
+    for parts in sorted(folders, key=len, reverse=True):
+        shown = os.path.join(root, *parts)
+        try:
+            with _folder(root, parts, create=False, what="flush") as fd:
+                os.fsync(fd)
+        except _Missing:
+            raise LocalError(f"cannot flush {shown} to disk: it is gone", path=shown) from None
+        except OSError as exc:
+            raise LocalError(f"cannot flush {shown} to disk: {exc.strerror or exc}", path=shown) from exc
+
+
 class NamelessAhead:
     """Nameless files (``O_TMPFILE``) made ahead, on a thread of their own,
     for the new files ``rels`` (relative paths under ``root``, in the order

@@ -485,7 +485,8 @@ class Downloads:
                 repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, sealed), abandoned)), relay)
                 repo.open_payload(placeholder, cast(BinaryIO, sealed), plain)
 
-        return self._into_prepared(placeholder, download)
+        # a big file is flushed on its own by the executor: most of it here, while the others go on
+        return self._into_prepared(placeholder, download, durable=placeholder.size >= localfs.FLUSH_ALONE_MIN)
 
     def _group_job(self, placeholders: list[Placeholder]) -> Callable[[Relay, threading.Event],
                                                                       list[BinaryIO | BaseException]]:
@@ -542,9 +543,9 @@ class Downloads:
         the relay's) raised as the local error it is; the sink stops at its
         next write once the job is abandoned. ``durable`` (big files): the
         worker also flushes the content to disk (``fsync``), while the other
-        transfers go on, so that the pass's one flush before it records the
-        files (:func:`escale.sync.localfs.make_durable`) finds little left
-        to write."""
+        transfers go on, so that the executor's own flush of the file when
+        it installs it (:data:`escale.sync.localfs.FLUSH_ALONE_MIN`) finds
+        little left to write."""
         spool_dir = self._spool_dir
 
         def work(relay: Relay, abandoned: threading.Event) -> BinaryIO:
