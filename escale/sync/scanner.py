@@ -4,7 +4,9 @@ Walks the local folder, applies the client's filters, and returns a
 :class:`LocalFile` per regular file. Unchanged files cost a ``stat``: their
 checksum comes from the cache, keyed by size, mtime (ns), inode and ctime (ns),
 so an edit within the same second, or one that sets the mtime back, still
-changes the key and is re-read. A big file's :class:`LocalFile` also carries
+changes the key and is re-read. Files of 1 MiB or more that must be read are
+hashed on threads of their own while the walk goes on (:data:`PARALLEL_HASH_MIN`).
+A big file's :class:`LocalFile` also carries
 that inode and ctime (:data:`IDENTITY_MIN_SIZE`, :data:`IDENTITY_MIN_AGE_NS`):
 its push reads it once, trusting the scan's checksum while the identity holds.
 The cache is read one folder at a time (one query per folder, see
@@ -51,7 +53,9 @@ import stat as stat_module
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from escale.config.settings import FileFilter
@@ -76,6 +80,15 @@ IDENTITY_MIN_SIZE = 1024 * 1024
 #: after the scan could leave a fresh ctime as it was; a write to a file whose
 #: ctime is this old always changes it.
 IDENTITY_MIN_AGE_NS = 2_000_000_000
+
+#: Files of at least this size whose checksum must be computed are hashed on
+#: threads of their own (:data:`HASH_THREADS`), while the scan goes on:
+#: ``hashlib`` and ``os.read`` release the interpreter, so several big files
+#: are read and hashed at once, one per core. Smaller files are hashed in
+#: line (a thread's hand-over would cost more than their hashing).
+PARALLEL_HASH_MIN = 1024 * 1024
+#: Threads hashing big files (at most), and big files being hashed at once.
+HASH_THREADS = max(2, min(4, os.cpu_count() or 1))
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -102,6 +115,13 @@ def _hash_handle(fd: int, algorithm: str) -> str:
     while chunk := os.read(fd, 1024 * 1024):
         hasher.update(chunk)
     return f"{algorithm}:{hasher.hexdigest()}"
+
+
+def _hash_and_stat(fd: int, algorithm: str) -> tuple[str, os.stat_result]:
+    """The checksum of open file ``fd`` (read from where it stands) and its
+    stat once read; raises OSError. Safe on any thread."""
+    digest = _hash_handle(fd, algorithm)
+    return digest, os.fstat(fd)
 
 
 @dataclass
@@ -160,6 +180,10 @@ class _Scan:
         self.computed: list[tuple[str, os.stat_result, str]] = []
         #: a file whose ctime is at most this carries its identity (IDENTITY_MIN_AGE_NS)
         self.settled_ctime_ns = time.time_ns() - IDENTITY_MIN_AGE_NS
+        #: the threads hashing big files (made on the first one, see PARALLEL_HASH_MIN)
+        self.hashers: ThreadPoolExecutor | None = None
+        #: big files being hashed, oldest first: (rel, stat from the listing, descriptor, hash)
+        self.hashing: deque[tuple[str, os.stat_result, int, Future[tuple[str, os.stat_result]]]] = deque()
 
     def skip(self, rel: str, why: str) -> None:
         """Record a warning for ``rel``: WARNING the first time, DEBUG after."""
@@ -171,6 +195,11 @@ class _Scan:
             first = key not in _warned
             _warned.add(key)
         log.log(logging.WARNING if first else logging.DEBUG, "%s (in %s)", line, self.root)
+
+    def unreadable(self, rel: str, exc: OSError) -> None:
+        """File ``rel`` exists but could not be read: unconfirmed, with a warning."""
+        self.result.unconfirmed.add(rel)
+        self.skip(rel, f"cannot read: {exc.strerror or exc}")
 
     def forget_recovered(self) -> None:
         """Paths warned about before and not skipped now: warn again next time."""
@@ -220,6 +249,7 @@ class _Scan:
             top = self.entries(root_fd, "")
         except BaseException:
             os.close(root_fd)
+            self.stop_hashing()
             raise
         stack: list[tuple[int, str, list[str]]] = [(root_fd, "", top)]
         try:
@@ -240,11 +270,56 @@ class _Scan:
                     os.close(child)
                     raise
                 stack.append((child, child_rel, subfolders))
+            self.finish_hashing(0)
+            self.write_computed()
         finally:
             for fd, _, _ in stack:
                 os.close(fd)
+            self.stop_hashing()
         self.forget_recovered()
         return self.result
+
+    def write_computed(self) -> None:
+        """Write the checksums computed so far to the cache (one statement)."""
+        if self.computed:
+            assert self.db is not None
+            self.db.cache_checksums(self.computed)
+            self.computed = []
+
+    def finish_hashing(self, keep: int) -> None:
+        """Take the results of the big files being hashed, oldest first,
+        until at most ``keep`` are left."""
+        while len(self.hashing) > keep:
+            rel, st, fd, job = self.hashing.popleft()
+            self.record_hash(rel, st, fd, job.result)
+
+    def record_hash(self, rel: str, st: os.stat_result, fd: int,
+                    hashing: Callable[[], tuple[str, os.stat_result]]) -> None:
+        """Record file ``rel`` (listed with ``st``, open on ``fd``, which is
+        closed whatever happens) from ``hashing()``: its checksum and its
+        stat once read; unreadable when that raises OSError."""
+        try:
+            digest, after = hashing()
+        except OSError as exc:
+            self.unreadable(rel, exc)
+            return
+        finally:
+            os.close(fd)
+        self.hashed(rel, st, digest, after)
+
+    def stop_hashing(self) -> None:
+        """Whatever happened: wait for the hashing threads and close every
+        descriptor still open (nothing more is recorded)."""
+        for _, _, fd, job in self.hashing:
+            try:
+                if not job.cancel():
+                    job.exception()  # running or done: the thread may read fd until then
+            finally:
+                os.close(fd)
+        self.hashing.clear()
+        if self.hashers is not None:
+            self.hashers.shutdown(wait=True)
+            self.hashers = None
 
     def entries(self, fd: int, folder: str) -> list[str]:
         """Record the files of folder ``fd``; return the sub-folders to visit."""
@@ -298,10 +373,7 @@ class _Scan:
                 continue
             self.file(fd, folder, rel, name, st)
         self.cache = None
-        if self.computed:
-            assert self.db is not None
-            self.db.cache_checksums(self.computed)
-            self.computed = []
+        self.write_computed()
         return subfolders
 
     def cached(self, folder: str, name: str, st: os.stat_result) -> str | None:
@@ -325,42 +397,78 @@ class _Scan:
         if self.checksum is not None:
             digest = self.cached(folder, name, st)
             if digest is None:
-                try:
-                    fd = os.open(name, _FILE_FLAGS, dir_fd=folder_fd)
-                except FileNotFoundError:
-                    return  # gone since the listing: confirmed absent
-                except OSError as exc:
-                    self.result.unconfirmed.add(rel)
-                    if exc.errno == errno.ELOOP:  # replaced by a link meanwhile: next pass
-                        log.debug("skipping %s: changed while scanning", rel)
-                    else:
-                        self.skip(rel, f"cannot read: {exc.strerror or exc}")
+                fd = self.open_file(folder_fd, rel, name, st)
+                if fd is None:
                     return
-                try:
-                    opened = os.fstat(fd)
-                    if not stat_module.S_ISREG(opened.st_mode) or opened.st_ino != st.st_ino:
-                        self.result.unconfirmed.add(rel)
-                        log.debug("skipping %s: replaced while scanning", rel)
-                        return
-                    digest = _hash_handle(fd, self.checksum)
-                    after = os.fstat(fd)
-                except OSError as exc:
-                    self.result.unconfirmed.add(rel)
-                    self.skip(rel, f"cannot read: {exc.strerror or exc}")
+                if st.st_size >= PARALLEL_HASH_MIN:
+                    self.hash_apart(rel, st, fd)
                     return
-                finally:
-                    os.close(fd)
-                if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
-                        st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-                    self.result.unconfirmed.add(rel)
-                    log.debug("skipping %s: changed while being read", rel)
-                    return
-                self.result.hashed_bytes += st.st_size
-                if self.db is not None and self.persist_cache:
-                    self.computed.append((rel, st, digest))
-                    if len(self.computed) >= 1000:  # bounded, whatever the folder's size
-                        self.db.cache_checksums(self.computed)
-                        self.computed = []
+                checksum = self.checksum
+                self.record_hash(rel, st, fd, lambda: _hash_and_stat(fd, checksum))
+                return
+        self.found(rel, st, digest)
+
+    def open_file(self, folder_fd: int, rel: str, name: str, st: os.stat_result) -> int | None:
+        """A descriptor on file ``name`` of ``folder_fd`` (listed with ``st``),
+        to hash it; None (and the path recorded as it must be) when it is gone,
+        unreadable, or no longer that file."""
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=folder_fd)
+        except FileNotFoundError:
+            return None  # gone since the listing: confirmed absent
+        except OSError as exc:
+            self.result.unconfirmed.add(rel)
+            if exc.errno == errno.ELOOP:  # replaced by a link meanwhile: next pass
+                log.debug("skipping %s: changed while scanning", rel)
+            else:
+                self.skip(rel, f"cannot read: {exc.strerror or exc}")
+            return None
+        try:
+            opened = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            self.unreadable(rel, exc)
+            return None
+        if not stat_module.S_ISREG(opened.st_mode) or opened.st_ino != st.st_ino:
+            os.close(fd)
+            self.result.unconfirmed.add(rel)
+            log.debug("skipping %s: replaced while scanning", rel)
+            return None
+        return fd
+
+    def hash_apart(self, rel: str, st: os.stat_result, fd: int) -> None:
+        """Hash big file ``rel`` (open on ``fd``, which this now owns) on a
+        hashing thread; recorded by :meth:`finish_hashing`, in the order the
+        files were met."""
+        assert self.checksum is not None
+        if self.hashers is None:
+            self.hashers = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="escale-hash")
+        try:
+            job = self.hashers.submit(_hash_and_stat, fd, self.checksum)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.hashing.append((rel, st, fd, job))
+        self.finish_hashing(HASH_THREADS)
+
+    def hashed(self, rel: str, st: os.stat_result, digest: str, after: os.stat_result) -> None:
+        """Record file ``rel`` (listed with ``st``) whose content hashed to
+        ``digest``, with ``after`` its stat once read: unconfirmed when it
+        changed meanwhile."""
+        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+                st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            self.result.unconfirmed.add(rel)
+            log.debug("skipping %s: changed while being read", rel)
+            return
+        self.result.hashed_bytes += st.st_size
+        if self.db is not None and self.persist_cache:
+            self.computed.append((rel, st, digest))
+            if len(self.computed) >= 1000:  # bounded, whatever the folder's size
+                self.write_computed()
+        self.found(rel, st, digest)
+
+    def found(self, rel: str, st: os.stat_result, digest: str | None) -> None:
+        """Add file ``rel`` (``st``, checksum ``digest``) to the result."""
         # interned: the base, the relay state and the plan hold the same path strings,
         # and an unchanged file's checksum is the base's string; so are its size and
         # mtime (the base's int objects, not the stat's: one object each less per file)
