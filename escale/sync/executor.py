@@ -49,7 +49,7 @@ from escale.protocol.repository import BigReservation, BigUpload, LocalVersion, 
 from escale.relay import Relay
 from escale.sync import delivery, faults, localfs
 from escale.sync.hook import run_hook
-from escale.sync.planner import Action, BaseEntry, LocalFile, Plan
+from escale.sync.planner import Action, ActionKind, BaseEntry, LocalFile, Plan
 from escale.sync.report import Announcer, PassReport, TransferProgress
 from escale.sync.state import Delivery, StateDB
 from escale.sync.transfers import (
@@ -87,6 +87,8 @@ ACKS_IN_FLIGHT = 256
 #: mtime escale gave it is at least this much older than the file's ctime
 #: after the rename (see :func:`received_checksum_entries`).
 RECEIVED_CACHE_MARGIN_NS = 2_000_000_000
+#: The relay-side actions that :meth:`Executor.run_pushes` carries out.
+PUSHES: tuple[ActionKind, ...] = ("push", "push_copy", "push_delete")
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,8 @@ class Executor:
         self._ahead: localfs.NamelessAhead | None = None
         #: acknowledgements written on the transfers' connections (several transfers only)
         self._acks: Acknowledgements | None = None
+        #: the upload connections opened ahead of the lease (see connect_uploads)
+        self._upload_pool: TransferPool | None = None
 
     def _connections(self) -> int:
         """How many transfers run at once (1: serial, on the main connection)."""
@@ -666,7 +670,7 @@ class Executor:
         index layout the big files are uploaded so (:class:`BigUploads`)
         while the small ones are packed here; each big file's entry is packed
         once its upload returned, so the delta naming it follows its data."""
-        actions = list(the_plan.of_kind("push", "push_copy", "push_delete"))
+        actions = list(the_plan.of_kind(*PUSHES))
         uploads = self._uploads(lease, state, actions)
         try:
             self._run_pushes(lease, state, actions, uploads)
@@ -677,29 +681,61 @@ class Executor:
         # then are they recorded (the callbacks of push); a no-op otherwise
         self.repo.commit_pending(lease, state)
 
-    def _uploads(self, lease: Lease, state: RelayState, actions: list[Action]) -> Uploads | BigUploads | None:
-        """The uploads ahead of ``actions`` (None: one at a time, in :meth:`push`)."""
-        count = self._connections()
-        if count <= 1 or self.open_relay is None:
+    def connect_uploads(self, the_plan: Plan) -> None:
+        """Start opening the connections that :meth:`run_pushes` will upload
+        ``the_plan``'s pushes on (none when it uploads one at a time), so
+        that they open while the relay phase takes the lease: through
+        ``ssh`` a connection takes a tenth of a second or more. They are
+        :meth:`run_pushes`'s to use and close; :meth:`close_uploads` closes
+        them when the relay phase does not get that far."""
+        self.close_uploads()
+        if self._upload_kind(list(the_plan.of_kind(*PUSHES))) is not None and self.open_relay is not None:
+            self._upload_pool = TransferPool(self.open_relay, self._connections(), name="upload")
+            self._upload_pool.connect_ahead()
+
+    def close_uploads(self) -> None:
+        """Close the connections :meth:`connect_uploads` opened, if no upload took them."""
+        if self._upload_pool is not None:
+            self._upload_pool.close()
+            self._upload_pool = None
+
+    def _upload_kind(self, actions: list[Action]) -> list[bool] | None:
+        """How :meth:`_uploads` uploads ``actions`` ahead: None when one at a
+        time (in :meth:`push`); else, per action, whether it is a big file
+        of the index layout (:class:`BigUploads`; all False: the placeholder
+        layout's payloads, :class:`Uploads`)."""
+        if self._connections() <= 1 or self.open_relay is None:
             return None
         if not self.repo.pushes_apart():
             big = [a.kind != "push_delete" and a.expect_local is not None
                    and self.repo.pushes_big_apart(a.expect_local.size) for a in actions]
-            if not any(big):
-                return None
+            return big if any(big) else None
+        if sum(1 for a in actions if a.kind != "push_delete") < 2:
+            return None
+        return [False] * len(actions)
+
+    def _uploads(self, lease: Lease, state: RelayState, actions: list[Action]) -> Uploads | BigUploads | None:
+        """The uploads ahead of ``actions`` (None: one at a time, in :meth:`push`),
+        on the connections :meth:`connect_uploads` opened if it did."""
+        kind = self._upload_kind(actions)
+        pool, self._upload_pool = self._upload_pool, None
+        if kind is None or self.open_relay is None:
+            if pool is not None:
+                pool.close()
+            return None
+        count = self._connections()
+        if pool is None:
+            pool = TransferPool(self.open_relay, count, name="upload")
+        if not self.repo.pushes_apart():
 
             def stage_big(index: int) -> tuple[BigReservation, BinaryIO]:
                 return self._stage_big(lease, state, actions[index])
 
-            return BigUploads(self.repo, lease, big, stage_big, TransferPool(self.open_relay, count, name="upload"),
-                              ahead=count)
-        if sum(1 for a in actions if a.kind != "push_delete") < 2:
-            return None
+            return BigUploads(self.repo, lease, kind, stage_big, pool, ahead=count)
 
         def stage(index: int) -> StagedPayload | Unsealed | None:
             return self._stage(lease, state, actions[index])
 
-        pool = TransferPool(self.open_relay, count, name="upload")
         return Uploads(self.repo, lease, state, len(actions), stage, pool, ahead=count)
 
     def _run_pushes(self, lease: Lease, state: RelayState, actions: list[Action],

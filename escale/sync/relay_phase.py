@@ -41,23 +41,56 @@ def take_lease(
 ) -> tuple[Lease, Relay]:
     """Take the sync lease of ``repo`` and start its heartbeat.
 
-    The heartbeat's connection comes from ``open_relay`` and is opened first;
-    a busy lease is tried again for ``wait`` seconds, or until ``stop`` is set,
-    then LeaseBusy is raised. Whatever it raises, the heartbeat connection is
-    closed. Returns the lease and the heartbeat connection: the caller releases
-    one and closes the other.
+    The heartbeat's connection comes from ``open_relay``; it opens on a
+    thread of its own while the lease is taken on the repository's connection
+    (through ``ssh`` a connection takes a tenth of a second or more), and the
+    heartbeat starts only once both are done. A busy lease is tried again for
+    ``wait`` seconds, or until ``stop`` is set, then LeaseBusy is raised.
+    When the heartbeat's connection cannot be opened, the lease just taken is
+    released and that error is raised. Whatever it raises, the heartbeat
+    connection is closed. Returns the lease and the heartbeat connection: the
+    caller releases one and closes the other.
     """
     heartbeat = open_relay()
+    opening = _Opening(heartbeat)
     try:
-        heartbeat.open()
         manager = LeaseManager(repo.relay, repo.sealer, client_id=repo.client_id, label=settings.label,
                                timeout=settings.lock_timeout, observations=db.lease_observations())
         lease = acquire_with_wait(manager, "sync", wait=wait, stop=stop)
     except BaseException:
+        opening.wait(raise_error=False)
         heartbeat.close()
+        raise
+    try:
+        opening.wait()
+    except BaseException:
+        heartbeat.close()
+        lease.release(None)
         raise
     lease.start_heartbeat(heartbeat)
     return lease, heartbeat
+
+
+class _Opening:
+    """``relay.open()`` running on a thread of its own."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="escale-heartbeat-open", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._relay.open()
+        except BaseException as exc:  # noqa: BLE001 - raised by wait(), on the pass's thread
+            self._error = exc
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        """Wait for the open to end; raise what it raised (if ``raise_error``)."""
+        self._thread.join()
+        if raise_error and self._error is not None:
+            raise self._error
 
 
 def _confirm_layout(settings: ClientSettings, repo: Repository) -> None:
@@ -95,12 +128,17 @@ def run_relay_phase(
     of the relay as a whole are raised.
     """
     settings, repo, report, stop = executor.settings, executor.repo, executor.report, executor.stop
+    executor.connect_uploads(the_plan)  # while the lease is taken
     try:
         lease, heartbeat = take_lease(settings, executor.db, repo, open_relay, wait=wait, stop=stop)
     except LeaseBusy as exc:
+        executor.close_uploads()
         report.busy = True
         log.info("[%s] %s; will retry", settings.name, exc)
         return
+    except BaseException:
+        executor.close_uploads()
+        raise
     stamp: str | None = None
     try:
         faults.step("lease taken")
@@ -121,5 +159,6 @@ def run_relay_phase(
         repo.finish_changes(lease)
         stamp = repo.lease_stamp()
     finally:
+        executor.close_uploads()
         lease.release(stamp)
         heartbeat.close()

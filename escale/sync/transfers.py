@@ -183,8 +183,26 @@ class TransferPool:
         self._jobs.put(cast(Job[object], job))
         return job
 
-    def _work(self) -> None:
+    def connect_ahead(self) -> None:
+        """Start every worker now, each opening its connection at once
+        instead of on its first job. A worker that cannot connect then tries
+        again on its first job, which goes on as the class says (handed back
+        to a connected worker, or failed with that second attempt's error)."""
+        if self._closed:
+            raise RuntimeError("transfer pool used after close")
+        while len(self._threads) < self._count:
+            thread = threading.Thread(target=self._work, args=(True,),
+                                      name=f"escale-{self._name}-{len(self._threads) + 1}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self, connect_first: bool = False) -> None:
         relay: Relay | None = None
+        if connect_first:
+            try:
+                relay = self._connect()
+            except Exception as exc:  # noqa: BLE001 - tried again, and reported, by the first job
+                log.debug("%s: connection not opened ahead: %s", self._name, exc)
         try:
             while True:
                 job = self._jobs.get()
