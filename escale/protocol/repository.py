@@ -1056,11 +1056,12 @@ class Repository:
         index layout runs it after :meth:`commit_pending`."""
         callback()
 
-    def commit_pending(self, lease: Lease, state: RelayState) -> list[Placeholder]:
+    def commit_pending(self, lease: Lease, state: RelayState) -> int:
         """Commit what :meth:`commit_file` and :meth:`commit_tombstone`
         buffered: nothing here; the index layout uploads its page and index
-        delta. Returns the placeholders committed."""
-        return []
+        delta. Returns how many versions were committed (their placeholders
+        are then in ``state.latest``; no list of them is made)."""
+        return 0
 
     def abandon_pending(self) -> None:
         """Forget what was buffered and not committed (the relay phase failed)."""

@@ -156,6 +156,39 @@ class StateDB:
             except sqlite3.Error as exc:
                 raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
 
+    def _put_blob(self, table: str, key_col: str, value_col: str, key: str, chunks: Sequence[bytes]) -> None:
+        """``INSERT OR REPLACE`` of ``key`` with the concatenation of ``chunks``
+        as its value, written piece by piece (incremental blob I/O): neither
+        the whole value nor SQLite's copies of it are held in memory. One
+        write, complete on its own (its own transaction, or the batch's)."""
+        with self._lock:
+            try:
+                own = not self._depth
+                if own:
+                    self._conn.execute("BEGIN")
+                try:
+                    cursor = self._conn.execute(
+                        f"INSERT OR REPLACE INTO {table} ({key_col}, {value_col}) VALUES (?, zeroblob(?))",
+                        (key, sum(len(c) for c in chunks)))
+                    rowid = cursor.lastrowid
+                    assert rowid is not None
+                    with self._conn.blobopen(table, value_col, rowid) as blob:
+                        for chunk in chunks:
+                            blob.write(chunk)
+                except BaseException:
+                    if own:
+                        self._conn.execute("ROLLBACK")
+                    raise
+                if own:
+                    self._conn.execute("COMMIT")
+                else:
+                    self._pending += 1
+                    if self._pending >= BATCH_WRITES or time.monotonic() - self._since >= BATCH_SECONDS:
+                        self._conn.execute("COMMIT")
+                        self._begin()
+            except sqlite3.Error as exc:
+                raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
+
     def _begin(self) -> None:
         self._conn.execute("BEGIN")
         self._pending = 0
@@ -591,6 +624,15 @@ class _TableMap(MutableMapping[str, bytes]):
             full = len(self._held) >= CACHE_WRITES
         if full:
             self.flush()
+
+    def put_chunks(self, k: str, chunks: Sequence[bytes]) -> None:
+        """``self[k] = b"".join(chunks)``, without ever holding that value
+        whole (nor reading the one it replaces): for large values such as the
+        index layout's local copy of its index. Never held back."""
+        with self._db._lock:
+            self._held.pop(k, None)
+            self.flush()  # what was written before it first
+            self._db._put_blob(self._table, self._key, self._value, k, chunks)
 
     def __delitem__(self, k: str) -> None:
         self.flush()

@@ -298,6 +298,9 @@ def test_page_index_written_in_pieces_is_the_canonical_page_index(members: list[
         [m.key, m.version, m.offset, m.length, m.size, m.compression] for m in listed]})
     assert b"".join(io.page_index_pieces(generation, listed)) == whole == encode_page_index(generation, listed)
     assert decode_page_index(whole, "pages/x") == (generation, listed)
+    # as a PageWriter keeps it: the frame around each member's text, written as it comes
+    head, tail = io.page_index_frame(generation)
+    assert head + b",".join(io.page_member_text(m) for m in listed) + tail == whole
 
 
 def test_a_large_page_index_crosses_piece_boundaries() -> None:

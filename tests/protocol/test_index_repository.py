@@ -320,7 +320,7 @@ def test_the_local_copy_of_the_index_is_trusted_only_while_its_digest_matches(
 
     # a copy kept before digests (the bare checkpoint) is checked field by field, then kept with its digest
     caplog.clear()
-    cache["index@materialised"] = index_repository._unsealed_copy(good) or b""
+    cache["index@materialised"] = bytes(index_repository._unsealed_copy(good) or b"")
     counts.clear()
     with caplog.at_level("WARNING"):
         state = setup.repo(B, counts=counts).read_state()

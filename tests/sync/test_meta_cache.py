@@ -53,3 +53,21 @@ def test_held_writes_go_in_groups_and_before_listing_or_removal(tmp_path: Path) 
     del cache["meta/gone.0000000001"]
     assert "meta/gone.0000000001" not in cache and "meta/gone.0000000001" not in _on_disk(path)
     db.close()
+
+
+def test_a_value_written_in_pieces_is_on_disk_whole_after_what_was_held(tmp_path: Path) -> None:
+    # put_chunks (the index layout's local copy of its index) writes the
+    # concatenation, replacing any older value, after the writes held before it
+    path = tmp_path / "state.db"
+    db = StateDB(str(path))
+    cache = db.meta_cache()
+    cache["meta/k1.0000000001"] = b"held"
+    cache["index@materialised"] = b"old value, longer than the new one"
+    cache.put_chunks("index@materialised", [b"ab", b"", b"c" * 70000, b"d"])  # type: ignore[attr-defined]
+    assert _on_disk(path) == {"meta/k1.0000000001": b"held", "index@materialised": b"ab" + b"c" * 70000 + b"d"}
+    assert cache["index@materialised"] == b"ab" + b"c" * 70000 + b"d"
+    with db.batch():
+        cache.put_chunks("index@materialised", [b"new"])  # type: ignore[attr-defined]
+        assert cache["index@materialised"] == b"new"
+    assert _on_disk(path)["index@materialised"] == b"new"
+    db.close()

@@ -174,8 +174,9 @@ def compress_document(data: bytes) -> bytes:
     return zlib.compress(data, 6)
 
 
-#: Entries encoded per :func:`json.dumps` call by :func:`_document_pieces`.
-_BATCH = 2048
+#: Entries encoded per :func:`json.dumps` call by :func:`_document_pieces`
+#: (their dictionaries and text are what an encoding holds at a time).
+_BATCH = 256
 
 
 def _document_pieces(kind: str, fields: dict[str, Any], entries: Iterable[Any],
@@ -211,6 +212,13 @@ def _batch_text(batch: list[Any], first: bool) -> bytes:
 def compress_pieces(pieces: Iterable[bytes]) -> tuple[bytes, int]:
     """The zlib stream of the concatenated ``pieces`` (what
     :func:`decompress_document` inflates back), and their total length."""
+    chunks, length = compress_chunks(pieces)
+    return b"".join(chunks), length
+
+
+def compress_chunks(pieces: Iterable[bytes]) -> tuple[list[bytes], int]:
+    """:func:`compress_pieces`'s stream as the list of its pieces (never
+    joined: a caller that writes them one by one holds the stream once)."""
     deflater = zlib.compressobj(6)
     out: list[bytes] = []
     length = 0
@@ -219,7 +227,7 @@ def compress_pieces(pieces: Iterable[bytes]) -> tuple[bytes, int]:
         if chunk := deflater.compress(piece):
             out.append(chunk)
     out.append(deflater.flush())
-    return b"".join(out), length
+    return out, length
 
 
 def decompress_document(data: bytes, name: str, limit: int = MAX_INDEX_BYTES) -> bytes:
@@ -258,7 +266,7 @@ class _StreamedDocument:
 
     STEP = 64 * 1024
 
-    def __init__(self, data: bytes, name: str, limit: int, strict: bool) -> None:
+    def __init__(self, data: bytes | memoryview, name: str, limit: int, strict: bool) -> None:
         self.name, self.limit, self.strict = name, limit, strict
         self._data = data
         self._inflater = zlib.decompressobj()
@@ -396,7 +404,7 @@ class _StreamedDocument:
         return doc
 
 
-def _streamed_entries(data: bytes, name: str, kind: str, fields: tuple[str, ...], limit: int,
+def _streamed_entries(data: bytes | memoryview, name: str, kind: str, fields: tuple[str, ...], limit: int,
                       strict: bool) -> tuple[dict[str, Any], tuple[IndexEntry, ...]]:
     """The other fields and the entries of compressed document ``data``
     (see :class:`_StreamedDocument`): checked entries sorted by path, each
@@ -753,6 +761,11 @@ class Checkpoint:
     def encode(self) -> bytes:
         return self.encode_measured()[0]
 
+    def encode_chunks(self) -> list[bytes]:
+        """:meth:`encode`'s output as the pieces of the compressed stream
+        (see :func:`compress_chunks`)."""
+        return compress_chunks(self.pieces())[0]
+
     @classmethod
     def decode(cls, data: bytes, name: str, *, expect_name: bool = True,
                limit: int = MAX_INDEX_BYTES) -> Checkpoint:
@@ -769,7 +782,7 @@ class Checkpoint:
         return checkpoint
 
     @classmethod
-    def decode_trusted(cls, data: bytes, name: str, *, limit: int = MAX_INDEX_BYTES) -> Checkpoint:
+    def decode_trusted(cls, data: bytes | memoryview, name: str, *, limit: int = MAX_INDEX_BYTES) -> Checkpoint:
         """Decode :meth:`encode`'s output without checking it field by field.
 
         Only for bytes this client produced itself and kept where the relay
@@ -850,6 +863,23 @@ def page_index_pieces(generation: int, members: Iterable[PageMember]) -> Iterato
     return _document_pieces("page-index", {"generation": generation},
                             ([m.key, m.version, m.offset, m.length, m.size, m.compression] for m in members),
                             "members")
+
+
+def page_index_frame(generation: int) -> tuple[bytes, bytes]:
+    """The page index of ``generation`` around its members: the bytes before
+    the first member and after the last. With the members'
+    :func:`page_member_text`, comma-separated, between them, this is byte
+    for byte :func:`encode_page_index`'s document (a writer can keep the
+    members on disk as it goes, and hold none of them)."""
+    text = _canonical({"format": FORMAT, "type": "page-index", "generation": generation, "members": []})
+    cut = text.index(b'"members":[]') + len(b'"members":[')
+    return text[:cut], text[cut:]
+
+
+def page_member_text(member: PageMember) -> bytes:
+    """One member as the page index lists it (see :func:`page_index_frame`)."""
+    return _CANONICAL_TEXT([member.key, member.version, member.offset, member.length, member.size,
+                            member.compression]).encode("utf-8")
 
 
 def decode_page_index(data: bytes, name: str) -> tuple[int, list[PageMember]]:

@@ -40,7 +40,8 @@ from escale.protocol.index.objects import (
     PageMember,
     decode_page_index,
     is_page_name,
-    page_index_pieces,
+    page_index_frame,
+    page_member_text,
 )
 from escale.protocol.sealer import Sealer
 
@@ -122,12 +123,23 @@ def compress_member(data: bytes) -> tuple[bytes, Literal["none", "zlib"]]:
 
 
 class PageWriter:
-    """Collects members into a plaintext spool; :meth:`seal` writes the page."""
+    """Collects members into a plaintext spool; :meth:`seal` writes the page.
+
+    The page index is written as the members come, to a second spool: no
+    object per member is held (a push of many small files would otherwise
+    keep one per file until its page is sealed)."""
 
     def __init__(self, spool_dir: str | None) -> None:
         # members are a few KiB each: a large buffer turns them into few writes
         self.spool = tempfile.TemporaryFile(dir=spool_dir, buffering=CHUNK)  # noqa: SIM115 (closed by close())
-        self.members: list[PageMember] = []
+        #: the members' page index text (page_member_text), comma-separated
+        self._index = tempfile.TemporaryFile(dir=spool_dir, buffering=CHUNK)  # noqa: SIM115 (closed by close())
+        self._count = 0
+
+    @property
+    def members(self) -> int:
+        """How many members were added (0, false, while the page is empty)."""
+        return self._count
 
     @property
     def size(self) -> int:
@@ -140,24 +152,32 @@ class PageWriter:
 
     def add_stored(self, key: str, version: int, stored: bytes, size: int,
                    compression: Literal["none", "zlib"]) -> PageMember:
+        """Append a member; returns it (the writer keeps only its index text)."""
         member = PageMember(key, version, self.spool.tell(), len(stored), size, compression)
         self.spool.write(stored)
-        self.members.append(member)
+        if self._count:
+            self._index.write(b",")
+        self._index.write(page_member_text(member))
+        self._count += 1
         return member
 
     def seal(self, sealer: Sealer, name: str, generation: int, sink: BinaryIO) -> int:
         """Append the page index and seal the page named ``name`` into ``sink``."""
-        # written in pieces: the page index of many members is never held whole
-        length = 0
-        for piece in page_index_pieces(generation, self.members):
+        # copied from its spool in pieces: the page index of many members is never held whole
+        head, tail = page_index_frame(generation)
+        length = len(head) + self._index.tell() + len(tail)
+        self.spool.write(head)
+        self._index.seek(0)
+        while piece := self._index.read(CHUNK):
             self.spool.write(piece)
-            length += len(piece)
+        self.spool.write(tail)
         self.spool.write(_TRAILER.pack(length))
         self.spool.seek(0)
         return sealer.seal_stream(name, cast(BinaryIO, self.spool), sink)
 
     def close(self) -> None:
         self.spool.close()
+        self._index.close()
 
 
 class OpenedPage:

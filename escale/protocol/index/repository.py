@@ -47,10 +47,10 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, Protocol, TypeVar, cast, runtime_checkable
 
 from escale.errors import (
     CryptoError,
@@ -140,6 +140,16 @@ _ACK_CACHE = "index-ack@"
 #: the start of the materialised index kept in the state database (then the
 #: SHA-256 of the encoded checkpoint in hex, a newline, the checkpoint)
 _COPY_MAGIC = b"escale-index-copy-1 sha256:"
+
+
+@runtime_checkable
+class ChunkStore(Protocol):
+    """A ``meta_cache`` that can store a large value given in pieces
+    (``StateDB.meta_cache`` can): ``put_chunks(k, chunks)`` does what
+    ``cache[k] = b"".join(chunks)`` does, without that value ever whole in
+    memory. Other caches (a dict in tests) get the joined value."""
+
+    def put_chunks(self, k: str, chunks: Sequence[bytes]) -> None: ...
 
 
 class IndexRepository(Repository):
@@ -240,8 +250,15 @@ class IndexRepository(Repository):
         self.objects = dict(checkpoint.objects)
 
     def _persist(self) -> None:
-        encoded = Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode()
-        self.meta_cache[_MATERIALISED] = _sealed_copy(encoded)
+        """Keep the index in the state database (:func:`_sealed_copy`'s form),
+        written piece by piece where the cache can (:class:`ChunkStore`): the
+        copy is never held whole, only its compressed pieces."""
+        chunks = _sealed_chunks(Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode_chunks())
+        if isinstance(self.meta_cache, ChunkStore):
+            self.meta_cache.put_chunks(_MATERIALISED, chunks)
+        else:
+            self.meta_cache[_MATERIALISED] = b"".join(chunks)
+        del chunks
         if self.head > self.known:
             self.meta_cache[_KNOWN] = str(self.head).encode("ascii")
 
@@ -956,14 +973,15 @@ class IndexRepository(Repository):
         self._add_pending(entry)
         return entry.to_placeholder()
 
-    def commit_pending(self, lease: Lease, state: RelayState) -> list[Placeholder]:
+    def commit_pending(self, lease: Lease, state: RelayState) -> int:
         """Upload the pending page, then commit one index delta for every
         pending version; then run the :meth:`when_committed` callbacks.
-        Returns the committed placeholders. Raises LeaseLost (nothing more is
+        Returns how many versions were committed (their placeholders are in
+        ``state.latest``: no list of them is made). Raises LeaseLost (nothing more is
         recorded), ProtocolError when another writer took this generation."""
         if not self._pending:
             self._discard_page()
-            return []
+            return 0
         generation = self.head + 1
         added = dict(self._pending_big)
         page = None
@@ -991,8 +1009,7 @@ class IndexRepository(Repository):
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()
-        # the relay state's placeholders (made by _commit_delta), not copies
-        return [state.latest[e.path] for e in entries]
+        return len(entries)
 
     def _final_entries(self, generation: int, lease: int, page: str | None) -> tuple[IndexEntry, ...]:
         """The pending entries as delta ``generation`` records them, sorted
@@ -1055,6 +1072,7 @@ class IndexRepository(Repository):
             if self.relay.get_bytes(name, limit=io.MAX_INDEX_BYTES) != sealed:
                 raise ProtocolError(f"relay object {name}: index generation {delta.generation} was committed "
                                     "by another client", name=name) from None
+        del sealed  # not held while the index is persisted below (peak memory)
         self.step(f"index committed {delta.generation}")
         # fence again, as Repository._commit: a commit that landed after the
         # lease was lost is reported, not recorded (the next read applies it)
@@ -1525,17 +1543,28 @@ def _entry_bound(path: str, receivers: int) -> int:
 def _sealed_copy(encoded: bytes) -> bytes:
     """The materialised index as kept in the state database: a digest of the
     encoded checkpoint, then the checkpoint (see :func:`_unsealed_copy`)."""
-    return _COPY_MAGIC + hashlib.sha256(encoded).hexdigest().encode("ascii") + b"\n" + encoded
+    return b"".join(_sealed_chunks([encoded]))
 
 
-def _unsealed_copy(stored: bytes) -> bytes | None:
+def _sealed_chunks(chunks: list[bytes]) -> list[bytes]:
+    """:func:`_sealed_copy` of the concatenation of ``chunks``, as pieces
+    (``chunks`` itself, the digest line put first: nothing is copied)."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    chunks.insert(0, _COPY_MAGIC + digest.hexdigest().encode("ascii") + b"\n")
+    return chunks
+
+
+def _unsealed_copy(stored: bytes) -> memoryview | None:
     """The encoded checkpoint of a copy :func:`_sealed_copy` wrote whose digest
     matches; None for anything else (an older copy without digest, or a copy
-    damaged since it was written: decoded with every check instead)."""
+    damaged since it was written: decoded with every check instead). A view
+    of ``stored``, not a copy."""
     if not stored.startswith(_COPY_MAGIC):
         return None
     start = len(_COPY_MAGIC)
-    digest, encoded = stored[start:start + 64], stored[start + 65:]
+    digest, encoded = stored[start:start + 64], memoryview(stored)[start + 65:]
     if stored[start + 64:start + 65] != b"\n" or hashlib.sha256(encoded).hexdigest().encode("ascii") != digest:
         return None
     return encoded
