@@ -28,8 +28,9 @@ import re
 import secrets
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any, Literal, TypeVar
 
 from escale.errors import ProtocolError
@@ -884,16 +885,120 @@ def page_member_text(member: PageMember) -> bytes:
 
 def decode_page_index(data: bytes, name: str) -> tuple[int, list[PageMember]]:
     """The generation and members of a page index; members lie one after
-    the other from offset 0, without gap or overlap."""
-    doc = load_document(data, name, "page-index", ("generation", "members"), MAX_PAGE_INDEX_BYTES)
-    generation = _int(doc, "generation", name, 1)
-    members: list[PageMember] = []
-    end = 0
-    for item in _field(doc, "members", list, name):
-        if not (isinstance(item, list) and len(item) == 6 and isinstance(item[0], str) and _KEY.fullmatch(item[0])
-                and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63 for x in item[1:5])
-                and item[5] in COMPRESSIONS and 1 <= item[1] <= MAX_VERSION and item[2] == end):
-            raise _problem(name, "bad page member")
-        members.append(PageMember(item[0], item[1], item[2], item[3], item[4], item[5]))
-        end = item[2] + item[3]
-    return generation, members
+    the other from offset 0, without gap or overlap. As
+    :class:`PageIndexReader`, on a document held whole."""
+    if len(data) > MAX_PAGE_INDEX_BYTES:
+        raise _problem(name, f"larger than {MAX_PAGE_INDEX_BYTES} bytes")
+    reader = PageIndexReader(BytesIO(data).read, len(data), name)
+    return reader.generation, [PageMember(*fields) for fields in reader.members()]
+
+
+#: a canonical number of a page index (no sign, no leading zero, at most 19 digits)
+_NUMBER = rb"(0|[1-9][0-9]{0,18})"
+#: one member as canonical JSON lists it (``page_member_text``), then what follows it
+_MEMBER = re.compile(rb'\["([0-9a-f]{32})",' + rb",".join([_NUMBER] * 4) + rb',"(none|zlib)"\]')
+#: the generation's number, just after the document's first field
+_GENERATION = re.compile(_NUMBER + rb"[^0-9]")
+#: the longest member text: no match can need more bytes than this
+_MEMBER_MAX = len(b'["",,,,,"none"]') + 32 + 4 * 19
+
+
+class PageIndexReader:
+    """Reads a page index of ``length`` bytes through ``read`` in bounded
+    pieces, never holding it whole nor any object per member.
+
+    It accepts exactly what the canonical form allows: the document must be
+    byte for byte :func:`page_index_frame` of its generation around the
+    members' :func:`page_member_text`, comma-separated (so it is the
+    canonical JSON document that :func:`encode_page_index` writes, with its
+    four fields, each once, and nothing else). Each member must have a key
+    of 32 lowercase hex digits, a version from 1 to ``MAX_VERSION``,
+    numbers below 2**63, a known compression, and start where the previous
+    one ended (the first at 0). Anything else raises :class:`ProtocolError`
+    naming the object. The generation is read when the reader is made;
+    :meth:`members` checks the rest as it yields: a caller must exhaust it
+    before trusting anything it yielded.
+    """
+
+    STEP = 64 * 1024
+
+    def __init__(self, read: Callable[[int], bytes], length: int, name: str) -> None:
+        self.name = name
+        if length > MAX_PAGE_INDEX_BYTES:
+            raise _problem(name, f"larger than {MAX_PAGE_INDEX_BYTES} bytes")
+        self._read = read
+        self._left = length
+        self._buf = b""
+        self._pos = 0
+        template = page_index_frame(1)[0]
+        lead = template[:template.index(b'"generation":1,') + len(b'"generation":')]
+        self._want(len(lead) + 20)
+        number = _GENERATION.match(self._buf, len(lead))
+        if not self._buf.startswith(lead) or number is None:
+            raise self._refused()
+        generation = int(number[1])
+        if not 1 <= generation <= MAX_GENERATION:
+            raise _problem(name, "field 'generation' is out of range")
+        self.generation = generation
+        head, self._tail = page_index_frame(generation)
+        self._want(len(head))
+        if not self._buf.startswith(head):
+            raise self._refused()
+        self._pos = len(head)
+        self._started = False
+
+    def _refused(self) -> ProtocolError:
+        return _problem(self.name, "not in the canonical form of a page-index")
+
+    def _want(self, size: int) -> None:
+        """Have at least ``size`` bytes after the position buffered (fewer at the end)."""
+        if len(self._buf) - self._pos >= size or not self._left:
+            return
+        parts = [self._buf[self._pos:]]
+        have = len(parts[0])
+        while have < size and self._left:
+            piece = self._read(min(self.STEP, self._left))
+            if not piece:
+                raise _problem(self.name, "page index cut")
+            piece = piece[:self._left]
+            self._left -= len(piece)
+            parts.append(piece)
+            have += len(piece)
+        self._buf = b"".join(parts)
+        self._pos = 0
+
+    def members(self) -> Iterator[tuple[str, int, int, int, int, Literal["none", "zlib"]]]:
+        """Each member, in page order: ``(key, version, offset, length, size,
+        compression)``; raises ProtocolError at the first fault."""
+        if self._started:
+            raise RuntimeError("a page index is read once")
+        self._started = True
+        end = 0
+        first = True
+        while True:
+            self._want(len(self._tail))
+            if first and self._tail_is_last():
+                return
+            if not first:
+                if self._buf[self._pos:self._pos + 1] != b",":
+                    if self._tail_is_last():
+                        return
+                    raise self._refused()
+                self._pos += 1
+            first = False
+            self._want(_MEMBER_MAX)
+            match = _MEMBER.match(self._buf, self._pos)
+            if match is None:
+                raise _problem(self.name, "bad page member")
+            version, offset, length, size = (int(match[i]) for i in range(2, 6))
+            if not (1 <= version <= MAX_VERSION and offset == end and length < 2**63 and size < 2**63
+                    and offset < 2**63):
+                raise _problem(self.name, "bad page member")
+            self._pos = match.end()
+            end = offset + length
+            yield (match[1].decode("ascii"), version, offset, length, size,
+                   "zlib" if match[6] == b"zlib" else "none")
+
+    def _tail_is_last(self) -> bool:
+        """Whether what is left is exactly the document's closing bytes."""
+        return not self._left and self._buf[self._pos:] == self._tail
