@@ -266,9 +266,11 @@ FLUSH_ALONE_MIN = 8 * 1024 * 1024
 def make_folders_durable(root: str, rels: Iterable[str]) -> None:
     """Make the names of the files ``rels`` (relative paths under ``root``,
     whose content is durable already) durable: one ``fsync`` of each folder
-    from each file's own up to ``root``, each folder once, deepest first. A
-    folder made by the write of such a file is named in its parent, which is
-    flushed too. Folders are reached without following a link.
+    from each file's own up to ``root``, each folder once, deepest first,
+    then of the folder holding ``root`` (the pass may have made ``root``
+    itself). A folder made by the write of such a file is named in its
+    parent, which is flushed too. Folders below ``root`` are reached without
+    following a link.
 
     Raises LocalError when a folder cannot be reached (gone, replaced by a
     link) or flushed: the names are then not known durable (the caller falls
@@ -289,6 +291,15 @@ def make_folders_durable(root: str, rels: Iterable[str]) -> None:
             raise LocalError(f"cannot flush {shown} to disk: it is gone", path=shown) from None
         except OSError as exc:
             raise LocalError(f"cannot flush {shown} to disk: {exc.strerror or exc}", path=shown) from exc
+    holder = os.path.dirname(os.path.realpath(root))
+    try:
+        fd = os.open(holder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise LocalError(f"cannot flush {holder} to disk: {exc.strerror or exc}", path=holder) from exc
 
 
 class NamelessAhead:
