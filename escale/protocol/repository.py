@@ -28,9 +28,9 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Container, Generator, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from escale.derived import DerivedDict
 from escale.errors import (
@@ -55,6 +55,8 @@ from escale.protocol.sealer import Sealer
 from escale.relay import Entry, Relay
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Seconds after which a relay temporary (``.escale-tmp-*``) is stale: an
 #: upload of that age is over, or was interrupted. See
@@ -117,6 +119,12 @@ class LatestMap(DerivedDict[Placeholder]):
 
     def derive(self, source: Any) -> Placeholder:
         return source if isinstance(source, Placeholder) else self._convert(source)
+
+    def converter(self) -> Callable[[Any], Placeholder]:
+        """:meth:`derive` as a function that does not keep this map alive
+        (a bound method would)."""
+        convert = self._convert
+        return lambda source: source if isinstance(source, Placeholder) else convert(source)
 
     def payload_of(self, stored: object) -> str | None:
         """``derive(stored).payload``, without building it."""
@@ -393,9 +401,10 @@ class Repository:
     #: The layout this class reads and writes, as the header records it.
     layout_name = "placeholder"
     #: While :meth:`read_state_again` reads: the placeholders the earlier
-    #: reading held, by key; :meth:`_open_meta` returns the one of the same
-    #: name instead of decoding it again (a placeholder never changes)
-    _known_meta: dict[str, Placeholder] | None = None
+    #: reading held, by key (among other values: only placeholders count);
+    #: :meth:`_open_meta` returns the one of the same name instead of
+    #: decoding it again (a placeholder never changes)
+    _known_meta: dict[str, object] | None = None
 
     def __init__(
         self,
@@ -443,6 +452,11 @@ class Repository:
         #: the repository's lasting identity (its header's ``id``), set by
         #: whoever attached to it; part of :meth:`lease_stamp`
         self.identity = ""
+        #: the marker (counter, token) under which this object last saved the
+        #: snapshot of a full read (:meth:`_save_snapshot`): a second full read
+        #: under the same clean marker (the relay phase's, under the lease)
+        #: does not write it again
+        self._snapshot_marker: tuple[int, str] | None = None
         #: set by a caller that has other connections to the relay (a pass's
         #: transfers): :meth:`read_state` fetches the placeholders it has not
         #: cached through it, several at once, and still opens, checks and
@@ -506,11 +520,24 @@ class Repository:
     def _list(self, folder: str) -> list[str]:
         return [e.name for e in self._entries(folder)]
 
-    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None) -> Placeholder:
+    def _listing(self, folder: str) -> Iterator[Entry]:
+        """The objects of ``folder`` as :meth:`_entries` gives them (listed at
+        once, here), each let go as soon as the caller takes the next one:
+        what a reader keeps of a listing (names, keys, sizes) replaces the
+        listing as it goes, instead of being held beside all of it."""
+        try:
+            listed = self.relay.list(folder, temporaries=self._temporaries)
+        except RelayNotFound:
+            return iter(())
+        return (entry for entry in _consumed(listed) if not entry.is_dir)
+
+    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None, *,
+                   payloads: Container[str] = frozenset()) -> Placeholder:
         """Placeholder ``name``: from ``meta_cache``, else opened from
         ``stored`` (its sealed bytes, or the error reading them raised, as
         :data:`ObjectReader` gives them), else read on this connection; checked
-        against its name and key, then cached. Raises RelayNotFound,
+        against its name and key, then cached. ``payloads``: the payload names
+        listed (see :func:`_shared_strings`). Raises RelayNotFound,
         ProtocolError or CryptoError (and relay errors of the read)."""
         if self._known_meta is not None and (known := self._reused_meta(name)) is not None:
             return known
@@ -530,7 +557,7 @@ class Repository:
             raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
         if fetched:
             self.meta_cache[name] = cached
-        return _shared_strings(placeholder)
+        return _shared_strings(placeholder, payloads)
 
     def read_state(self, *, use_marker: bool = False) -> RelayState:
         """List the relay and decode what changed since the last read.
@@ -568,9 +595,11 @@ class Repository:
         if not state.from_snapshot:
             self._read_meta(state)
             if marker is not None and marker.clean and not state.warnings:
-                self._save_snapshot(state, marker)
+                if (marker.counter, marker.token) != self._snapshot_marker:
+                    self._save_snapshot(state, marker)
             else:
                 self.meta_cache.pop(_SNAPSHOT, None)
+                self._snapshot_marker = None
         state.temporaries = {e.name: e for e in self._temporaries}
         self._register(state)
         return state
@@ -582,7 +611,7 @@ class Repository:
         ``versions`` and of the placeholders), each version's clients a
         shared group; the listed names are not kept."""
         clients: dict[str, str] = {}
-        for entry in self._entries(layout.ACKS):
+        for entry in self._listing(layout.ACKS):
             ref = layout.parse_ack(entry.name)
             if ref is not None:
                 client = clients.setdefault(ref.suffix, ref.suffix)
@@ -619,7 +648,7 @@ class Repository:
         ones are gone or refused). The highest versions not cached are fetched
         through :attr:`object_reader` when there is one and they are many; each
         is still opened and checked here, one by one, in the listing's order."""
-        for entry in self._entries(layout.META):
+        for entry in self._listing(layout.META):
             if (ref := layout.parse_meta(entry.name)) is not None:
                 state.add_version(sys.intern(ref.key), ref.version)
         stream = None
@@ -644,7 +673,7 @@ class Repository:
                         if got != name:  # the reader's contract: the names asked, in order
                             raise RuntimeError(f"object reader gave {got!r} for {name!r}")
                     try:
-                        placeholder = self._open_meta(name, stored)
+                        placeholder = self._open_meta(name, stored, payloads=state.payloads)
                     except RelayNotFound:
                         continue
                     except (ProtocolError, CryptoError) as exc:
@@ -691,26 +720,31 @@ class Repository:
     def _save_snapshot(self, state: RelayState, marker: ChangeMarker) -> None:
         """Remember ``state``'s ``meta/`` and ``data/`` part under ``marker``
         (read back by :meth:`_from_snapshot`): one JSON object, the names of
-        ``meta`` in sorted order. Written a few thousand names at a time (the
+        ``meta`` in sorted order. Made a few thousand names at a time (the
         bytes are those of ``json.dumps`` of the whole, compact): no list of
-        every name and no text of the whole beside the bytes."""
+        every name and no text of the whole; the state database's table
+        stores the pieces as they are (``put_chunks``), without a joined copy
+        or SQLite's copy of it."""
         if _SNAPSHOT in self.meta_cache:
             del self.meta_cache[_SNAPSHOT]  # (replacing it would read the old one back to compare)
         head = json.dumps({"counter": marker.counter, "token": marker.token, "time": time.time(),
                            "stamps": self._folder_stamps}, separators=(",", ":"))
-        out = io.BytesIO()
-        out.write(head[:-1].encode("utf-8"))
-        out.write(b',"meta":[')
+        out: list[bytes] = [head[:-1].encode("utf-8"), b',"meta":[']
         # keys have one length (32 hex digits): sorted keys, then each key's
         # versions as spelled, is the order of the sorted names
         _write_pieces(out, (f"{key}.{digits}" for key in sorted(state.versions)
                             for digits in sorted(f"{v:010d}" for v in state.versions_of(key))))
-        out.write(b'],"latest":[')
+        out.append(b'],"latest":[')
         _write_pieces(out, (layout.meta_name(p.key, p.version) for p in state.latest.values()))
-        out.write(b'],"payloads":{')
+        out.append(b'],"payloads":{')
         _write_pieces(out, iter(state.payloads.items()))
-        out.write(b'},"rejected":' + json.dumps(state.rejected, separators=(",", ":")).encode("utf-8") + b"}")
-        self.meta_cache[_SNAPSHOT] = out.getvalue()
+        out.append(b'},"rejected":' + json.dumps(state.rejected, separators=(",", ":")).encode("utf-8") + b"}")
+        put_chunks = getattr(self.meta_cache, "put_chunks", None)
+        if put_chunks is not None:
+            put_chunks(_SNAPSHOT, out)
+        else:
+            self.meta_cache[_SNAPSHOT] = b"".join(out)
+        self._snapshot_marker = (marker.counter, marker.token)
 
     def _from_snapshot(self, state: RelayState, marker: ChangeMarker) -> bool:
         """Fill ``state``'s ``meta/`` and ``data/`` part from the last full
@@ -740,21 +774,21 @@ class Repository:
                 shelf.add_version(sys.intern(key), int(digits))
             versions = shelf.versions
             del shelf
+            payloads = {sys.intern(str(k)): int(v) for k, v in snapshot["payloads"].items()}
             latest: dict[str, Placeholder] = {}
             wanted = set(snapshot["latest"])
             stream = getattr(self.meta_cache, "items_with_prefix", None)
             if stream is not None:  # the state database's table: one query for them all
                 for name, data in stream(layout.META + "/"):
                     if name in wanted:
-                        placeholder = _cached_placeholder(data)
+                        placeholder = _cached_placeholder(data, payloads)
                         latest[placeholder.path] = placeholder
             else:
                 for name in wanted:
-                    placeholder = _cached_placeholder(self.meta_cache[name])
+                    placeholder = _cached_placeholder(self.meta_cache[name], payloads)
                     latest[placeholder.path] = placeholder
             if len(latest) != len(wanted):
                 return False  # a cached placeholder is missing (or two share a path)
-            payloads = {sys.intern(str(k)): int(v) for k, v in snapshot["payloads"].items()}
             rejected = [str(n) for n in snapshot["rejected"]]
         except (KeyError, ValueError, TypeError, AttributeError):
             log.debug("the snapshot of the last full read is unusable: reading the relay")
@@ -819,7 +853,11 @@ class Repository:
         layout, whose :meth:`state_under_lease` keeps its state). When the
         reading raises, ``state`` is left empty: the pass stops there.
         """
-        known = {ph.key: ph for ph in state.latest.values()}
+        # the earlier reading's placeholders by key, in its own dict of versions (every key of
+        # ``latest`` is listed there): no second dict of every key is made
+        known: dict[str, object] = cast(dict[str, object], state.versions)
+        for ph in state.latest.values():
+            known[ph.key] = ph
         _move_state(RelayState(), state)
         self._known_meta = known
         try:
@@ -833,7 +871,9 @@ class Repository:
         """The placeholder named ``name`` among :attr:`_known_meta`, if any."""
         ref = layout.parse_meta(name)
         known = self._known_meta.get(ref.key) if ref is not None and self._known_meta else None
-        return known if known is not None and ref is not None and known.version == ref.version else None
+        if isinstance(known, Placeholder) and ref is not None and known.version == ref.version:
+            return known
+        return None
 
     def state_under_lease(self, lease: Lease, state: RelayState) -> RelayState | None:
         """``state`` (read before ``lease`` was taken) made fit for the relay
@@ -862,8 +902,10 @@ class Repository:
         self.meta_cache[_MARKER_HIGHEST] = str(marker.counter).encode("ascii")
         self.step(f"marker {marker.counter}")
 
-    def _data_entries(self) -> Iterable[tuple[str, int]]:
-        return [(e.name, e.size) for e in self._entries(layout.DATA) if layout.parse_data(e.name)]
+    def _data_entries(self) -> Iterator[tuple[str, int]]:
+        """The payloads listed in ``data/`` with their sizes (listed at once,
+        taken one by one: see :meth:`_listing`)."""
+        return ((e.name, e.size) for e in self._listing(layout.DATA) if layout.parse_data(e.name))
 
     def fetch(self, placeholder: Placeholder, sink: BinaryIO) -> str | None:
         """Write the plaintext of ``placeholder``'s payload into ``sink``.
@@ -1489,13 +1531,18 @@ class Repository:
         stale, see :meth:`stale_temporaries`.
         """
         removed = 0
-        referenced = {p.payload for p in state.latest.values() if p.payload}
+        # the payloads no latest version names (a set of the payloads listed, not of
+        # every payload name: after a reclaim, few are left)
+        unreferenced = set(state.payloads)
+        if unreferenced:
+            for stored in raw_values(state.latest):
+                unreferenced.discard(payload_of(state.latest, stored))
         for key, version in state.superseded():
             self._touch(lease)
             lease.check()
             self.retire(state, key, version)
             removed += 1
-        for payload in [p for p in state.payloads if p not in referenced]:
+        for payload in [p for p in state.payloads if p in unreferenced]:
             if layout.parse_data(payload) is not None:
                 self._touch(lease)
                 lease.check()
@@ -1503,8 +1550,14 @@ class Repository:
                 state.payloads.pop(payload, None)
                 self.step("removed orphan payload")
                 removed += 1
-        top = {p.key: p.version for p in state.latest.values()}  # one entry per key, no tuple
-        for pair in state.ack_pairs():
+        # acknowledgements of a version other than its key's latest readable one: only a
+        # key listed with another version than the acknowledged one can have them, and the
+        # latest versions of those keys alone are collected (no dict of every key)
+        others = [pair for pair in state.ack_pairs() if state.versions.get(pair[0]) != pair[1]]
+        wanted = {key for key, _ in others}
+        top = {p.key: p.version for p in (cast(Placeholder, s) for s in raw_values(state.latest))
+               if p.key in wanted} if wanted else {}
+        for pair in others:
             if top.get(pair[0], pair[1]) != pair[1]:  # a key of ``latest``, another version
                 for name in state.ack_names_of(*pair):
                     self._delete_quietly(name)
@@ -1600,14 +1653,22 @@ class _LocalSpool:
         return self.spool.truncate(size)
 
 
-def _write_pieces(out: io.BytesIO, items: Iterator[str] | Iterator[tuple[str, int]], size: int = 4096) -> None:
-    """Write ``items`` into ``out`` as the inside of a compact JSON array
-    (strings) or object (pairs), ``size`` items at a time."""
+def _write_pieces(out: list[bytes], items: Iterator[str] | Iterator[tuple[str, int]], size: int = 4096) -> None:
+    """Append to ``out`` the inside of a compact JSON array (strings) or
+    object (pairs) of ``items``, as one piece per ``size`` items."""
     comma = b""
     while piece := list(itertools.islice(items, size)):
         whole: object = dict(cast(list[tuple[str, int]], piece)) if isinstance(piece[0], tuple) else piece
-        out.write(comma + json.dumps(whole, separators=(",", ":"))[1:-1].encode("utf-8"))
+        out.append(comma + json.dumps(whole, separators=(",", ":"))[1:-1].encode("utf-8"))
         comma = b","
+
+
+def _consumed(items: list[_T]) -> Iterator[_T]:
+    """Each of ``items`` in order, each taken out of the list as it is given:
+    the list ends empty, and an item is freed once the caller drops it."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def _cache_keys(cache: MutableMapping[str, bytes], prefix: str,
@@ -1639,17 +1700,21 @@ def _int_or_zero(data: bytes | None) -> int:
         return 0
 
 
-def _cached_placeholder(data: bytes) -> Placeholder:
+def _cached_placeholder(data: bytes, payloads: Container[str]) -> Placeholder:
     """A placeholder from ``meta_cache``: it was checked whole (or written by
-    this client) before it was cached, so only its JSON is parsed here.
-    Raises ValueError, KeyError or TypeError when the bytes do not fit."""
+    this client) before it was cached, so only its JSON is parsed here; its
+    strings shared as :func:`_shared_strings` shares them (``payloads``: the
+    payload names listed). Raises ValueError, KeyError or TypeError when the
+    bytes do not fit."""
     doc = json.loads(data)
     if doc.pop("format") != 1 or doc.pop("type") != "placeholder":
         raise ValueError("not a cached placeholder")
     # shared strings, as _shared_strings makes them, without a second object
-    for name in ("path", "key", "pusher", "pusher_label", "checksum", "payload"):
+    for name in ("path", "key", "pusher", "pusher_label", "checksum"):
         if (value := doc[name]) is not None:
             doc[name] = sys.intern(value)
+    if (payload := doc["payload"]) is not None and payload in payloads:
+        doc["payload"] = sys.intern(payload)
     doc["receivers"] = _receiver_list(tuple(doc["receivers"]))
     return Placeholder(**doc)
 
@@ -1659,18 +1724,21 @@ def _cached_placeholder(data: bytes) -> Placeholder:
 _RECEIVER_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
-def _shared_strings(placeholder: Placeholder) -> Placeholder:
+def _shared_strings(placeholder: Placeholder, payloads: Container[str]) -> Placeholder:
     """``placeholder`` with its strings shared: client ids, labels and receiver
     lists repeat across placeholders; path, key and checksum are also held by
     the scan, the base, the versions listed and seen; the payload name by
-    ``RelayState.payloads``. One string each in memory (interned), one tuple
-    per receiver list. Equal values: the placeholder is the same."""
+    ``RelayState.payloads`` when it is among ``payloads`` (the payloads
+    listed: the name of one reclaimed is held by its placeholder alone, and
+    interning it would only add an entry to the interpreter's table). One
+    string each in memory (interned), one tuple per receiver list. Equal
+    values: the placeholder is the same."""
     checksum, payload = placeholder.checksum, placeholder.payload
     return replace(placeholder, path=sys.intern(placeholder.path), key=sys.intern(placeholder.key),
                    pusher=sys.intern(placeholder.pusher), pusher_label=sys.intern(placeholder.pusher_label),
                    receivers=_receiver_list(placeholder.receivers),
                    checksum=None if checksum is None else sys.intern(checksum),
-                   payload=None if payload is None else sys.intern(payload))
+                   payload=sys.intern(payload) if payload is not None and payload in payloads else payload)
 
 
 def _receiver_list(receivers: tuple[str, ...]) -> tuple[str, ...]:

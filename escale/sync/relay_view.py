@@ -12,7 +12,7 @@ relay needs the lease for clean-up even when nothing is to be sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 from typing import Any, Protocol, cast
 
@@ -20,7 +20,7 @@ from escale.config.settings import ClientSettings
 from escale.derived import DerivedDict
 from escale.errors import LocalError
 from escale.protocol.objects import Placeholder
-from escale.protocol.repository import RelayState, Repository, payload_of, placeholder_of, raw_values
+from escale.protocol.repository import LatestMap, RelayState, Repository, payload_of, placeholder_of, raw_values
 from escale.sync import localfs
 from escale.sync.planner import Action, BaseEntry, LocalFile, RemoteEntry
 from escale.sync.report import Announcer, PassReport
@@ -121,7 +121,12 @@ class RemoteView(DerivedDict[RemoteEntry]):
     def __init__(self, state: RelayState, client_id: str, receives: bool) -> None:
         super().__init__()
         self._state = state
-        self._latest = state.latest  # as it is now (a later read may replace it)
+        # how a stored object becomes its placeholder, as ``state.latest`` is now (a later
+        # read may replace it): a LatestMap's own conversion, kept without keeping the map
+        # of this reading alive; a plain dict stores the placeholders themselves
+        latest = state.latest
+        self._placeholder: Callable[[Any], Placeholder] | None = (
+            latest.converter() if isinstance(latest, LatestMap) else None)
         self._me = client_id
         self._receives = receives
 
@@ -130,8 +135,11 @@ class RemoteView(DerivedDict[RemoteEntry]):
         path's relay version."""
         self.store(path, stored)
 
+    def _placeholder_of(self, source: Any) -> Placeholder:
+        return source if self._placeholder is None else self._placeholder(source)
+
     def derive(self, source: Any) -> RemoteEntry:
-        ph = placeholder_of(self._latest, source)
+        ph = self._placeholder_of(source)
         acks = self._state.acks.get((ph.key, ph.version), ())
         return RemoteEntry(
             version=ph.version, deleted=ph.deleted, pusher=ph.pusher, pusher_label=ph.pusher_label,
@@ -141,7 +149,7 @@ class RemoteView(DerivedDict[RemoteEntry]):
 
     def placeholder(self, path: str) -> Placeholder:
         """The placeholder behind ``path``'s entry (KeyError if none)."""
-        return placeholder_of(self._latest, self.source(path))
+        return self._placeholder_of(self.source(path))
 
     def __setitem__(self, path: str, value: RemoteEntry) -> None:
         raise TypeError("a RemoteView is filled from placeholders (include)")

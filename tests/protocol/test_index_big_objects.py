@@ -23,8 +23,6 @@ from typing import BinaryIO
 
 import pytest
 
-from escale.crypto import create_repository_header, generate_key_file, load_secret
-from escale.crypto.keys import KdfParams
 from escale.errors import IntegrityError, ProtocolError, RelayConnectionError, RelayError, RelayQuotaExceeded
 from escale.protocol.index.repository import IndexRepository
 from escale.protocol.lease import Lease, LeaseManager
@@ -39,13 +37,6 @@ from tests.servers.target import RelayTarget
 
 A, B = "a" * 32, "b" * 32
 SIZE = 20 << 20  # above the 16 MiB threshold: a big object
-
-
-@pytest.fixture(scope="module")
-def sealer(tmp_path_factory: pytest.TempPathFactory) -> Sealer:
-    key = tmp_path_factory.mktemp("key") / "escale.key"
-    generate_key_file(str(key))
-    return create_repository_header("aes-256-gcm", load_secret(str(key), None), kdf=KdfParams(n=2**10, r=8, p=1))[1]
 
 
 class _Counted:

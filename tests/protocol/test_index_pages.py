@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from escale.crypto import create_repository_header, generate_key_file, load_secret
-from escale.crypto.keys import KdfParams
 from escale.protocol.index import objects as io_names
 from escale.protocol.index.pages import PageWriter, compress_member, inflate_to, open_page
 from escale.protocol.sealer import Sealer
@@ -55,13 +53,6 @@ def test_noise_after_a_compressible_start_is_still_tried() -> None:
     data = _text(2000) + random.Random(2).randbytes(1000)
     stored, compression = compress_member(data)
     assert compression == "zlib" and zlib.decompress(stored) == data
-
-
-@pytest.fixture(scope="module")
-def sealer(tmp_path_factory: pytest.TempPathFactory) -> Sealer:
-    key = tmp_path_factory.mktemp("key") / "escale.key"
-    generate_key_file(str(key))
-    return create_repository_header("aes-256-gcm", load_secret(str(key), None), kdf=KdfParams(n=2**10, r=8, p=1))[1]
 
 
 def test_a_page_of_many_members_round_trips(tmp_path: Path, sealer: Sealer) -> None:

@@ -22,8 +22,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from escale.crypto import create_repository_header, generate_key_file, load_secret
-from escale.crypto.keys import KdfParams
 from escale.errors import ProtocolError
 from escale.protocol.index import objects as io_names
 from escale.protocol.index.objects import (
@@ -144,13 +142,6 @@ def test_a_large_page_index_is_read_in_bounded_pieces() -> None:
 
 
 # --------------------------------------------------------------------------- whole pages on a relay
-
-
-@pytest.fixture(scope="module")
-def sealer(tmp_path_factory: pytest.TempPathFactory) -> Sealer:
-    key = tmp_path_factory.mktemp("key") / "escale.key"
-    generate_key_file(str(key))
-    return create_repository_header("aes-256-gcm", load_secret(str(key), None), kdf=KdfParams(n=2**10, r=8, p=1))[1]
 
 
 @pytest.fixture

@@ -22,8 +22,6 @@ from pathlib import Path
 import pytest
 
 from bench.counting import CountingRelay
-from escale.crypto import create_repository_header, generate_key_file, load_secret
-from escale.crypto.keys import KdfParams
 from escale.errors import IntegrityError, ProtocolError, RelayNotFound
 from escale.protocol.index import objects as io_names
 from escale.protocol.index import repository as index_repository
@@ -35,13 +33,6 @@ from escale.protocol.sealer import Sealer
 from escale.relay.file import FileRelay
 
 A, B, C = "a" * 32, "b" * 32, "c" * 32
-
-
-@pytest.fixture(scope="module")
-def sealer(tmp_path_factory: pytest.TempPathFactory) -> Sealer:
-    key = tmp_path_factory.mktemp("key") / "escale.key"
-    generate_key_file(str(key))
-    return create_repository_header("aes-256-gcm", load_secret(str(key), None), kdf=KdfParams(n=2**10, r=8, p=1))[1]
 
 
 class Setup:

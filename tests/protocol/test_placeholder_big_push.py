@@ -24,8 +24,6 @@ from typing import BinaryIO
 
 import pytest
 
-from escale.crypto import create_repository_header, generate_key_file, load_secret
-from escale.crypto.keys import KdfParams
 from escale.errors import ProtocolError
 from escale.protocol.lease import Lease, LeaseManager
 from escale.protocol.repository import LocalVersion, Repository
@@ -35,13 +33,6 @@ from tests.protocol.rewrites import rewrite_keeping_size_and_mtime
 
 A, B = "a" * 32, "b" * 32
 SIZE = 3 << 20  # above the scanner's IDENTITY_MIN_SIZE: a file that carries its identity
-
-
-@pytest.fixture(scope="module")
-def sealer(tmp_path_factory: pytest.TempPathFactory) -> Sealer:
-    key = tmp_path_factory.mktemp("key") / "escale.key"
-    generate_key_file(str(key))
-    return create_repository_header("aes-256-gcm", load_secret(str(key), None), kdf=KdfParams(n=2**10, r=8, p=1))[1]
 
 
 class _ReadHook:
