@@ -38,6 +38,7 @@ def take_lease(
     *,
     wait: float,
     stop: threading.Event,
+    then: Callable[[], None] = lambda: None,
 ) -> tuple[Lease, Relay]:
     """Take the sync lease of ``repo`` and start its heartbeat.
 
@@ -46,13 +47,16 @@ def take_lease(
     (through ``ssh`` a connection takes a tenth of a second or more), and the
     heartbeat starts only once both are done. A busy lease is tried again for
     ``wait`` seconds, or until ``stop`` is set, then LeaseBusy is raised.
-    When the heartbeat's connection cannot be opened, the lease just taken is
-    released and that error is raised. Whatever it raises, the heartbeat
+    ``then`` runs on the opening thread once the heartbeat's connection is
+    open (the caller opens its other connections there: after the
+    heartbeat's, so that a server limiting connections per client gives the
+    heartbeat one first). When the heartbeat's connection cannot be opened,
+    the lease just taken is released and that error is raised. Whatever it raises, the heartbeat
     connection is closed. Returns the lease and the heartbeat connection: the
     caller releases one and closes the other.
     """
     heartbeat = open_relay()
-    opening = _Opening(heartbeat)
+    opening = _Opening(heartbeat, then)
     try:
         manager = LeaseManager(repo.relay, repo.sealer, client_id=repo.client_id, label=settings.label,
                                timeout=settings.lock_timeout, observations=db.lease_observations())
@@ -72,10 +76,11 @@ def take_lease(
 
 
 class _Opening:
-    """``relay.open()`` running on a thread of its own."""
+    """``relay.open()``, then ``then()``, running on a thread of its own."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, then: Callable[[], None]) -> None:
         self._relay = relay
+        self._then = then
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="escale-heartbeat-open", daemon=True)
         self._thread.start()
@@ -83,6 +88,7 @@ class _Opening:
     def _run(self) -> None:
         try:
             self._relay.open()
+            self._then()
         except BaseException as exc:  # noqa: BLE001 - raised by wait(), on the pass's thread
             self._error = exc
 
@@ -128,9 +134,10 @@ def run_relay_phase(
     of the relay as a whole are raised.
     """
     settings, repo, report, stop = executor.settings, executor.repo, executor.report, executor.stop
-    executor.connect_uploads(the_plan)  # while the lease is taken
     try:
-        lease, heartbeat = take_lease(settings, executor.db, repo, open_relay, wait=wait, stop=stop)
+        # the upload connections open while the lease is taken, once the heartbeat's is open
+        lease, heartbeat = take_lease(settings, executor.db, repo, open_relay, wait=wait, stop=stop,
+                                      then=lambda: executor.connect_uploads(the_plan))
     except LeaseBusy as exc:
         executor.close_uploads()
         report.busy = True

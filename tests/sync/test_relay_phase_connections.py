@@ -9,6 +9,9 @@ threads of their own while the lease is taken, not one after the other:
   and the upload connections are opening before the lease is taken (each test
   makes one side wait for the other: opened in turn, the pass would stall and
   fail);
+* the upload connections start opening only once the heartbeat's is open: a
+  server that limits connections per client gives the heartbeat one first
+  (the uploads then go on with fewer connections, as they always did);
 * a heartbeat connection that cannot open fails the pass and gives the lease
   back at once: the next pass takes it without waiting for it to go stale;
 * a busy lease closes the upload connections opened for nothing.
@@ -47,9 +50,11 @@ class Watched(DelegatingRelay):
         self.watch = watch
 
     def _connect(self) -> None:
-        self.watch.opening(threading.current_thread().name)
+        thread = threading.current_thread().name
+        self.watch.opening(thread)
         super()._connect()
         self.watch.open += 1
+        self.watch.events.append(("open", thread))
 
     def _disconnect(self) -> None:
         super()._disconnect()
@@ -69,11 +74,14 @@ class Watch:
         self.open = 0
         self.closed = 0
         self.threads: list[str] = []
+        #: ("opening" | "open", thread name), in order
+        self.events: list[tuple[str, str]] = []
         self.on_open: Callable[[str], None] = lambda thread: None
         self.on_lease_write: Callable[[], None] = lambda: None
 
     def opening(self, thread: str) -> None:
         self.threads.append(thread)
+        self.events.append(("opening", thread))
         self.on_open(thread)
 
     def lease_write(self) -> None:
@@ -138,6 +146,10 @@ def test_upload_connections_open_while_the_lease_is_taken(tmp_path: Path, target
     assert len(report.pushed) == 3 and not report.errors, report.summary()
     assert sum(1 for t in watch.threads if t.startswith("escale-upload-")) == 3
     assert watch.closed == watch.open
+    heartbeat_open = watch.events.index(("open", "escale-heartbeat-open"))
+    first_upload = min(i for i, (what, thread) in enumerate(watch.events)
+                       if what == "opening" and thread.startswith("escale-upload-"))
+    assert heartbeat_open < first_upload
 
 
 def test_a_heartbeat_connection_that_fails_gives_the_lease_back(tmp_path: Path, target_ftp: RelayTarget) -> None:
