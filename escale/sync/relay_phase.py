@@ -51,9 +51,9 @@ def take_lease(
     open (the caller opens its other connections there: after the
     heartbeat's, so that a server limiting connections per client gives the
     heartbeat one first). When the heartbeat's connection cannot be opened,
-    the lease just taken is released and that error is raised. Whatever it raises, the heartbeat
-    connection is closed. Returns the lease and the heartbeat connection: the
-    caller releases one and closes the other.
+    the lease just taken is released and that error is raised. Whatever it
+    raises, the heartbeat connection is closed. Returns the lease and the
+    heartbeat connection: the caller releases one and closes the other.
     """
     heartbeat = open_relay()
     opening = _Opening(heartbeat, then)

@@ -176,10 +176,7 @@ class TransferPool:
         # outside the lock: the callback runs at once if the job is already done
         cast(Job[object], job).future.add_done_callback(self._finished)
         if spawn:
-            thread = threading.Thread(target=self._work, name=f"escale-{self._name}-{len(self._threads) + 1}",
-                                      daemon=True)
-            self._threads.append(thread)
-            thread.start()
+            self._spawn(connect_first=False)
         self._jobs.put(cast(Job[object], job))
         return job
 
@@ -191,10 +188,14 @@ class TransferPool:
         if self._closed:
             raise RuntimeError("transfer pool used after close")
         while len(self._threads) < self._count:
-            thread = threading.Thread(target=self._work, args=(True,),
-                                      name=f"escale-{self._name}-{len(self._threads) + 1}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+            self._spawn(connect_first=True)
+
+    def _spawn(self, *, connect_first: bool) -> None:
+        """Start one more worker (see :meth:`_work`)."""
+        thread = threading.Thread(target=self._work, args=(connect_first,),
+                                  name=f"escale-{self._name}-{len(self._threads) + 1}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _work(self, connect_first: bool = False) -> None:
         relay: Relay | None = None
