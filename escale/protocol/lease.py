@@ -96,6 +96,7 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from escale.errors import (
     CryptoError,
@@ -305,6 +306,36 @@ def token_is_live(token: str) -> bool:
     """Whether ``token`` belongs to a lease this process holds or is taking."""
     with _live_lock:
         return token in _live_tokens
+
+
+class Fence(Protocol):
+    """What writes to the relay are fenced by: a :class:`Lease`, or a
+    :class:`PendingLease` while the claim settles."""
+
+    def check(self) -> None:
+        """Raise LeaseLost unless writing is still allowed."""
+
+
+class PendingLease:
+    """Stands for the lease while a claim settles (see
+    :meth:`LeaseManager.acquire`'s ``settling``), for writes that are
+    harmless whether or not the claim wins: objects that nothing names
+    until a commit under the confirmed lease (an orphan otherwise, removed
+    by a later sweep). Until :meth:`confirm`, :meth:`check` lets such writes
+    start (the caller stops them when the claim is lost); once confirmed, it
+    is the lease's own :meth:`Lease.check`. Never enough for a commit: a
+    commit takes the :class:`Lease`."""
+
+    def __init__(self) -> None:
+        self.lease: Lease | None = None
+
+    def confirm(self, lease: Lease) -> None:
+        """The claim won: ``lease`` fences from now on."""
+        self.lease = lease
+
+    def check(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
 
 
 class Lease:
@@ -564,13 +595,20 @@ class LeaseManager:
             return False
         return now - seen.first_seen > self.timeout
 
-    def acquire(self, operation: str = "sync") -> Lease:
+    def acquire(self, operation: str = "sync", *, settling: Callable[[float], None] | None = None) -> Lease:
         """Take the lease for ``operation``; raise LeaseBusy when another holds it.
 
         Raises ProtocolError when the generation names are exhausted (a planted
         ``lease/9223372036854775807`` that went stale: only deleting it helps),
         and relay errors as they come; after any failure this attempt has
         withdrawn its record where it could (see the module's rule 3).
+
+        ``settling(seconds)`` is called on this thread when a claim this call
+        wrote starts its settle (rule 2; never where the exclusive put
+        decides), with the settle's length: the caller may start work that is
+        harmless if the claim is lost (see :class:`PendingLease`). The settle
+        still lasts that long from its start, whatever ``settling`` took. It
+        must not raise.
         """
         listing = list_leases(self.relay)
         current = listing.current
@@ -603,7 +641,7 @@ class LeaseManager:
         _hold_token(mine.token)
         started = self.clock()  # before the write: no observer can see the record earlier
         try:
-            lease = self._claim(mine, started, record)
+            lease = self._claim(mine, started, record, settling)
         except BaseException:
             _drop_token(mine.token)
             raise
@@ -611,17 +649,21 @@ class LeaseManager:
         log.debug("took relay lease generation %d for %s", mine.generation, operation)
         return lease
 
-    def _claim(self, mine: LeaseRecord, started: float, previous: LeaseRecord | None) -> Lease:
+    def _claim(self, mine: LeaseRecord, started: float, previous: LeaseRecord | None,
+               settling: Callable[[float], None] | None = None) -> Lease:
         """Write ``mine`` exclusively and confirm it (rules 2 and 3 of the
-        module); ``previous``: the record it supersedes, kept on the lease."""
+        module); ``previous``: the record it supersedes, kept on the lease;
+        ``settling``: as in :meth:`acquire`."""
         settled = False  # whether every write that can overwrite ours has landed (rule 2)
         try:
             began = time.monotonic()
+            wrote = False
             try:
                 self.write(self.relay, mine, exclusive=True)
             except RelayExists:
                 pass  # lost the race, or our own write retried after success: read back below
             else:
+                wrote = True
                 if create_decides(self.relay) and self.fixed_settle is None:
                     # atomic: the put that returned is the lease (nobody who listed
                     # before it can create this generation, nobody who lists after
@@ -632,7 +674,12 @@ class LeaseManager:
             settle = self.settle
             if settle:
                 log.debug("settling %.3fs after claiming lease generation %d", settle, mine.generation)
-                self.sleep(settle)
+                if wrote and settling is not None:
+                    until = time.monotonic() + settle
+                    settling(settle)
+                    settle = until - time.monotonic()
+                if settle > 0:
+                    self.sleep(settle)
             settled = True
             try:
                 back = self.read(self.relay, mine.generation)

@@ -43,7 +43,7 @@ from typing import BinaryIO
 
 from escale.config.settings import ClientSettings
 from escale.errors import EscaleError, LeaseLost, LocalError, ProtocolError, RelayNotFound, RelayQuotaExceeded
-from escale.protocol.lease import Lease
+from escale.protocol.lease import Fence, Lease, PendingLease
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import BigReservation, BigUpload, LocalVersion, RelayState, Repository, StagedPayload
 from escale.relay import Relay
@@ -266,6 +266,8 @@ class Executor:
         self._acks: Acknowledgements | None = None
         #: the upload connections opened ahead of the lease (see connect_uploads)
         self._upload_pool: TransferPool | None = None
+        #: the big objects started while the lease's claim settled (see upload_ahead)
+        self._uploading_ahead: _UploadsAhead | None = None
 
     def _connections(self) -> int:
         """How many transfers run at once (1: serial, on the main connection)."""
@@ -694,10 +696,60 @@ class Executor:
             self._upload_pool.connect_ahead()
 
     def close_uploads(self) -> None:
-        """Close the connections :meth:`connect_uploads` opened, if no upload took them."""
+        """Close the connections :meth:`connect_uploads` opened, if no upload
+        took them, and stop what :meth:`upload_ahead` started and
+        :meth:`run_pushes` did not take."""
+        self._drop_ahead()
         if self._upload_pool is not None:
             self._upload_pool.close()
             self._upload_pool = None
+
+    def upload_ahead(self, state: RelayState, the_plan: Plan) -> None:
+        """While the lease's claim settles: start the uploads of the big
+        objects of ``the_plan``'s pushes (index layout, several transfers),
+        on the connections :meth:`connect_uploads` opened, numbered on
+        ``state``, the relay state read before the lease. On the pass's
+        thread (it reserves versions and opens files, as :meth:`run_pushes`
+        does). Harmless if the claim is lost: nothing names these objects
+        until a delta committed under the lease (a pending lease,
+        :class:`PendingLease`, fences them meanwhile); :meth:`confirm_ahead`
+        keeps them for :meth:`run_pushes` or drops them. An earlier claim's
+        uploads (a claim lost, then tried again) are dropped first."""
+        self._drop_ahead()
+        pool = self._upload_pool
+        if pool is None or self.repo.pushes_apart():
+            return
+        actions = list(the_plan.of_kind(*PUSHES))
+        kind = self._upload_kind(actions)
+        if kind is None:
+            return
+        self._upload_pool = None
+        fence = PendingLease()
+        uploads = self._big_uploads(fence, state, actions, kind, pool)
+        self._uploading_ahead = _UploadsAhead(uploads, fence, state)
+        uploads.advance()
+
+    def confirm_ahead(self, lease: Lease, *, still_current: bool) -> None:
+        """The claim won: keep what :meth:`upload_ahead` started when the
+        relay state it was numbered on is the one the lease holds
+        (``still_current``: :meth:`Repository.state_under_lease` proved it
+        so), fenced by ``lease`` from now on; drop it otherwise (its
+        reservations are given back, what was stored is an orphan the sweep
+        removes, and the pushes start again under the lease)."""
+        ahead = self._uploading_ahead
+        if ahead is None:
+            return
+        if still_current:
+            ahead.fence.confirm(lease)
+        else:
+            log.debug("[%s] the relay changed before the lease was confirmed: the uploads started while it "
+                      "settled are dropped", self.settings.name)
+            self._drop_ahead()
+
+    def _drop_ahead(self) -> None:
+        ahead, self._uploading_ahead = self._uploading_ahead, None
+        if ahead is not None:
+            ahead.uploads.close()
 
     def _upload_kind(self, actions: list[Action]) -> list[bool] | None:
         """How :meth:`_uploads` uploads ``actions`` ahead: None when one at a
@@ -718,6 +770,11 @@ class Executor:
         """The uploads ahead of ``actions`` (None: one at a time, in :meth:`push`),
         on the connections :meth:`connect_uploads` opened if it did."""
         kind = self._upload_kind(actions)
+        ahead, self._uploading_ahead = self._uploading_ahead, None
+        if ahead is not None:
+            if ahead.state is state and ahead.fence.lease is lease:
+                return ahead.uploads  # numbered on this very state, fenced by this lease
+            ahead.uploads.close()
         pool, self._upload_pool = self._upload_pool, None
         if kind is None or self.open_relay is None:
             if pool is not None:
@@ -727,16 +784,21 @@ class Executor:
         if pool is None:
             pool = TransferPool(self.open_relay, count, name="upload")
         if not self.repo.pushes_apart():
-
-            def stage_big(index: int) -> tuple[BigReservation, BinaryIO]:
-                return self._stage_big(lease, state, actions[index])
-
-            return BigUploads(self.repo, lease, kind, stage_big, pool, ahead=count)
+            return self._big_uploads(lease, state, actions, kind, pool)
 
         def stage(index: int) -> StagedPayload | Unsealed | None:
             return self._stage(lease, state, actions[index])
 
         return Uploads(self.repo, lease, state, len(actions), stage, pool, ahead=count)
+
+    def _big_uploads(self, fence: Fence, state: RelayState, actions: list[Action], kind: list[bool],
+                     pool: TransferPool) -> BigUploads:
+        """The uploads ahead of the big files among ``actions``, numbered on ``state``."""
+
+        def stage_big(index: int) -> tuple[BigReservation, BinaryIO]:
+            return self._stage_big(fence, state, actions[index])
+
+        return BigUploads(self.repo, fence, kind, stage_big, pool, ahead=self._connections())
 
     def _run_pushes(self, lease: Lease, state: RelayState, actions: list[Action],
                     uploads: Uploads | BigUploads | None) -> None:
@@ -829,7 +891,7 @@ class Executor:
             if not handed_over:
                 handle.close()
 
-    def _stage_big(self, lease: Lease, state: RelayState, action: Action) -> tuple[BigReservation, BinaryIO]:
+    def _stage_big(self, lease: Fence, state: RelayState, action: Action) -> tuple[BigReservation, BinaryIO]:
         """Check ``action`` (a big file's push) against the relay, open its
         file as scanned and reserve its object (:meth:`Repository.reserve_big`);
         the opened file is handed over (closed by the upload's worker). Raises
@@ -945,6 +1007,16 @@ class Executor:
         self.report.pushed.append(relay_path)
         self.report.bytes_up += local.size
         log.info("[%s] sent %s (%d bytes)", self.settings.name, relay_path, local.size)
+
+
+@dataclass(frozen=True)
+class _UploadsAhead:
+    """What :meth:`Executor.upload_ahead` started: the uploads, what fences
+    them, and the relay state their versions were numbered on."""
+
+    uploads: BigUploads
+    fence: PendingLease
+    state: RelayState
 
 
 def _fetches(action: Action) -> bool:
