@@ -108,8 +108,12 @@ class FileRelay(Relay):
             mtime_precision=0.01,
             usage=True,
         )
-        #: Files (and their folders) renamed into place but not yet flushed.
+        #: Files (and their folders) renamed into place but not yet flushed,
+        #: where the next barrier flushes them one by one (no ``syncfs``) ...
         self._unflushed: set[str] = set()
+        #: ... or whether any was, where the barrier is one ``syncfs`` (no path
+        #: kept: a pass that writes an object per file would hold them all)
+        self._dirty = False
         #: How many flushes (syncfs or fsync calls) this relay made: for benchmarks.
         self.flushes = 0
 
@@ -139,6 +143,7 @@ class FileRelay(Relay):
         except OSError as exc:  # close never raises: say it, and forget them
             log.warning("%s: could not flush the relay folder to disk: %s", self.describe(), exc)
             self._unflushed.clear()
+            self._dirty = False
 
     def _barrier(self, *extra: int) -> None:
         """Make every unflushed write, and the open files ``extra``, durable.
@@ -146,9 +151,9 @@ class FileRelay(Relay):
         One ``syncfs`` when the platform has it and other writes are
         unflushed; else an ``fsync`` of each file in ``extra`` and of each
         unflushed file and its folder."""
-        if not self._unflushed and not extra:
+        if not self._dirty and not self._unflushed and not extra:
             return
-        if flush.AVAILABLE and self._unflushed:
+        if flush.AVAILABLE and (self._dirty or self._unflushed):
             fd = extra[0] if extra else os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 self.flushes += 1
@@ -171,6 +176,7 @@ class FileRelay(Relay):
                 finally:
                     os.close(handle)
         self._unflushed.clear()
+        self._dirty = False
 
     # ----------------------------------------------------------- operations
 
@@ -239,8 +245,10 @@ class FileRelay(Relay):
     def _placed(self, path: str) -> None:
         """``path`` was just renamed or linked into place: its data and
         folder entry are flushed at the next barrier."""
-        self._unflushed.add(path)
-        if not flush.AVAILABLE:
+        if flush.AVAILABLE:
+            self._dirty = True
+        else:
+            self._unflushed.add(path)
             self._unflushed.add(os.path.dirname(path))
 
     @staticmethod
@@ -340,7 +348,7 @@ class FileRelay(Relay):
             else:
                 os.link(src, dst)  # atomic: EEXIST when the target exists
                 os.unlink(src)
-            self._unflushed.add(dst)  # flushed at the next barrier, as a plain put
+            self._placed(dst)  # flushed at the next barrier, as a plain put
 
         try:
             move()

@@ -21,9 +21,11 @@ choice); only what lies below it is checked.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import errno
 import functools
+import itertools
 import logging
 import os
 import queue
@@ -333,7 +335,14 @@ class NamelessAhead:
 
     def __init__(self, root: str, rels: list[str], *, ahead: int = 32) -> None:
         self.root = root
-        self._wanted = set(rels)
+        #: ``rels`` (kept, not copied: the caller must not change it), and the
+        #: index of the first one neither taken nor passed by a later take
+        self._rels = rels
+        self._next = 0
+        #: the paths not taken yet, only where ``rels`` is not strictly sorted
+        #: (sorted, it is searched instead: no second container per file)
+        self._wanted: set[str] | None = (
+            None if all(a < b for a, b in itertools.pairwise(rels)) else set(rels))
         self._batch = max(1, min(self.BATCH, ahead))
         # one slot more than the batches ahead: room for the end marker after a last batch
         self._queue: queue.Queue[list[tuple[str, int | None]] | None] = queue.Queue(
@@ -341,7 +350,7 @@ class NamelessAhead:
         self._taken: collections.deque[tuple[str, int | None]] = collections.deque()
         self._stop = threading.Event()
         self._ended = False
-        self._thread = threading.Thread(target=self._make, args=(list(rels),), name="nameless-ahead", daemon=True)
+        self._thread = threading.Thread(target=self._make, args=(rels,), name="nameless-ahead", daemon=True)
         self._thread.start()
 
     def _put(self, item: list[tuple[str, int | None]] | None) -> bool:
@@ -395,9 +404,8 @@ class NamelessAhead:
         """The nameless file made ahead for ``rel`` (the caller owns it), or
         None: then the caller makes its own. Files made for paths before
         ``rel`` that were not taken (their action was skipped) are closed."""
-        if self._ended or rel not in self._wanted:
+        if self._ended or not self._wants(rel):
             return None
-        self._wanted.discard(rel)
         while True:
             if not self._taken:
                 items = self._queue.get()
@@ -410,6 +418,21 @@ class NamelessAhead:
                 return fd
             if fd is not None:
                 os.close(fd)
+
+    def _wants(self, rel: str) -> bool:
+        """Whether a file is (still) to be made for ``rel``: it is one of
+        ``rels``, not taken yet, and (sorted ``rels``) not before a path
+        taken already. Counts it as taken."""
+        if self._wanted is not None:
+            if rel not in self._wanted:
+                return False
+            self._wanted.discard(rel)
+            return True
+        found = bisect.bisect_left(self._rels, rel, self._next)
+        if found == len(self._rels) or self._rels[found] != rel:
+            return False
+        self._next = found + 1
+        return True
 
     def close(self) -> None:
         """Stop making files and close those not taken."""

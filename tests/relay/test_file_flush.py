@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from escale import flush
 from escale.errors import RelayExists
 from escale.relay.file import FileRelay
 
@@ -67,3 +68,30 @@ def test_a_group_of_commits_shares_one_flush(tmp_path: Path) -> None:
     assert relay.get_bytes("meta/taken") == b"first"
     assert relay.list_temporaries("meta") == []
     relay.close()
+
+
+def test_where_syncfs_serves_no_path_is_kept_per_write(tmp_path: Path) -> None:
+    # a pass that writes an object per file (placeholder layout: an acknowledgement
+    # per file received) would otherwise hold every path until the barrier
+    relay = FileRelay(str(tmp_path / "relay"))
+    relay.open()
+    relay.create_root()
+    for i in range(200):
+        relay.put_bytes(f"acks/a{i:03d}", b"ack")
+    relay.rename("acks/a000", "acks/moved", overwrite=False)
+    assert not relay._unflushed  # only that something waits
+    relay.close()
+    assert relay.flushes == 1
+
+
+def test_without_syncfs_each_file_and_folder_is_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flush, "AVAILABLE", False)
+    relay = FileRelay(str(tmp_path / "relay"))
+    relay.open()
+    relay.create_root()
+    for i in range(5):
+        relay.put_bytes(f"acks/a{i}", b"ack")
+    relay.rename("acks/a0", "data/moved", overwrite=False)  # its new name and its new folder
+    relay.close()
+    # four files left in acks/, one in data/, and the two folders, one fsync each
+    assert relay.flushes == 5 + 2

@@ -70,20 +70,25 @@ def test_files_made_ahead_receive_every_file(root: Path) -> None:
     assert all((root / rel).read_bytes() == rel.encode() for rel in rels)
 
 
-def test_files_made_ahead_for_skipped_paths_are_closed(root: Path) -> None:
+@pytest.mark.parametrize("name", ["d/{n}", "d/{n:02d}"], ids=["unsorted", "sorted"])
+def test_files_made_ahead_for_skipped_paths_are_closed(root: Path, name: str) -> None:
+    # sorted paths are searched in the list given; others are looked up in a set
     (root / "d").mkdir()
-    rels = [f"d/{n}" for n in range(20)]
+    rels = [name.format(n=n) for n in range(20)]
     before = _open_fds()
     ahead = localfs.NamelessAhead(str(root), rels, ahead=3)
     try:
         for rel in rels[5::5]:  # the others are skipped (their actions did not run)
-            localfs.write_atomically(str(root), rel, _put(b"x"), expect=None, durable=False, ahead=ahead)
-        # a path never announced is written the ordinary way
+            localfs.write_atomically(str(root), rel, _put(rel.encode()), expect=None, durable=False, ahead=ahead)
+        # a path never announced, or one taken already, is written the ordinary way
         localfs.write_atomically(str(root), "d/other", _put(b"y"), expect=None, ahead=ahead)
+        localfs.write_atomically(str(root), rels[3], _put(rels[3].encode()), expect=None, ahead=ahead)
+        assert ahead.take(rels[5]) is None
     finally:
         ahead.close()
     assert _open_fds() == before
-    assert _files(root) == sorted([*rels[5::5], "d/other"])
+    assert _files(root) == sorted([*rels[5::5], rels[3], "d/other"])
+    assert all((root / rel).read_bytes() == rel.encode() for rel in [*rels[5::5], rels[3]])
 
 
 def test_close_before_any_take_leaves_nothing(root: Path) -> None:
