@@ -595,7 +595,8 @@ class LeaseManager:
             return False
         return now - seen.first_seen > self.timeout
 
-    def acquire(self, operation: str = "sync", *, settling: Callable[[float], None] | None = None) -> Lease:
+    def acquire(self, operation: str = "sync", *,
+                settling: Callable[[int, float], None] | None = None) -> Lease:
         """Take the lease for ``operation``; raise LeaseBusy when another holds it.
 
         Raises ProtocolError when the generation names are exhausted (a planted
@@ -603,10 +604,12 @@ class LeaseManager:
         and relay errors as they come; after any failure this attempt has
         withdrawn its record where it could (see the module's rule 3).
 
-        ``settling(seconds)`` is called on this thread when a claim this call
-        wrote starts its settle (rule 2; never where the exclusive put
-        decides), with the settle's length: the caller may start work that is
-        harmless if the claim is lost (see :class:`PendingLease`). The settle
+        ``settling(generation, seconds)`` is called on this thread when a
+        claim this call wrote starts its settle (rule 2; never where the
+        exclusive put decides), with the generation claimed and the settle's
+        length: the caller may start work that is harmless if the claim is
+        lost (see :class:`PendingLease`), and must keep it only for a lease of
+        that generation. The settle
         still lasts that long from its start, whatever ``settling`` took. It
         must not raise.
         """
@@ -650,7 +653,7 @@ class LeaseManager:
         return lease
 
     def _claim(self, mine: LeaseRecord, started: float, previous: LeaseRecord | None,
-               settling: Callable[[float], None] | None = None) -> Lease:
+               settling: Callable[[int, float], None] | None = None) -> Lease:
         """Write ``mine`` exclusively and confirm it (rules 2 and 3 of the
         module); ``previous``: the record it supersedes, kept on the lease;
         ``settling``: as in :meth:`acquire`."""
@@ -676,7 +679,7 @@ class LeaseManager:
                 log.debug("settling %.3fs after claiming lease generation %d", settle, mine.generation)
                 if wrote and settling is not None:
                     until = time.monotonic() + settle
-                    settling(settle)
+                    settling(mine.generation, settle)
                     settle = until - time.monotonic()
                 if settle > 0:
                     self.sleep(settle)

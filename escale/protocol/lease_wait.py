@@ -32,7 +32,7 @@ def acquire_with_wait(
     stop: threading.Event | None = None,
     poll: float | None = None,
     on_wait: Callable[[LeaseBusy], None] | None = None,
-    settling: Callable[[float], None] | None = None,
+    settling: Callable[[int, float], None] | None = None,
 ) -> Lease:
     """Take ``manager``'s lease for ``operation``, trying again while it is busy.
 

@@ -699,13 +699,13 @@ class Executor:
         """Close the connections :meth:`connect_uploads` opened, if no upload
         took them, and stop what :meth:`upload_ahead` started and
         :meth:`run_pushes` did not take."""
-        self._drop_ahead()
+        self.drop_ahead()
         if self._upload_pool is not None:
             self._upload_pool.close()
             self._upload_pool = None
 
-    def upload_ahead(self, state: RelayState, the_plan: Plan) -> None:
-        """While the lease's claim settles: start the uploads of the big
+    def upload_ahead(self, state: RelayState, the_plan: Plan, generation: int) -> None:
+        """While the claim of lease ``generation`` settles: start the uploads of the big
         objects of ``the_plan``'s pushes (index layout, several transfers),
         on the connections :meth:`connect_uploads` opened, numbered on
         ``state``, the relay state read before the lease. On the pass's
@@ -715,7 +715,7 @@ class Executor:
         :class:`PendingLease`, fences them meanwhile); :meth:`confirm_ahead`
         keeps them for :meth:`run_pushes` or drops them. An earlier claim's
         uploads (a claim lost, then tried again) are dropped first."""
-        self._drop_ahead()
+        self.drop_ahead()
         pool = self._upload_pool
         if pool is None or self.repo.pushes_apart():
             return
@@ -726,11 +726,13 @@ class Executor:
         self._upload_pool = None
         fence = PendingLease()
         uploads = self._big_uploads(fence, state, actions, kind, pool)
-        self._uploading_ahead = _UploadsAhead(uploads, fence, state)
+        self._uploading_ahead = _UploadsAhead(uploads, fence, state, generation)
         uploads.advance()
 
     def confirm_ahead(self, lease: Lease, *, still_current: bool) -> None:
-        """The claim won: keep what :meth:`upload_ahead` started when the
+        """The claim won: keep what :meth:`upload_ahead` started when it was
+        started for this very claim (the lease's generation: uploads of an
+        earlier claim that lost may have been swept by its winner) and the
         relay state it was numbered on is the one the lease holds
         (``still_current``: :meth:`Repository.state_under_lease` proved it
         so), fenced by ``lease`` from now on; drop it otherwise (its
@@ -739,14 +741,16 @@ class Executor:
         ahead = self._uploading_ahead
         if ahead is None:
             return
-        if still_current:
+        if still_current and ahead.generation == lease.generation:
             ahead.fence.confirm(lease)
         else:
             log.debug("[%s] the relay changed before the lease was confirmed: the uploads started while it "
                       "settled are dropped", self.settings.name)
-            self._drop_ahead()
+            self.drop_ahead()
 
-    def _drop_ahead(self) -> None:
+    def drop_ahead(self) -> None:
+        """Stop what :meth:`upload_ahead` started (a claim that lost): its
+        reservations are given back, what was stored is an orphan."""
         ahead, self._uploading_ahead = self._uploading_ahead, None
         if ahead is not None:
             ahead.uploads.close()
@@ -1012,11 +1016,13 @@ class Executor:
 @dataclass(frozen=True)
 class _UploadsAhead:
     """What :meth:`Executor.upload_ahead` started: the uploads, what fences
-    them, and the relay state their versions were numbered on."""
+    them, the relay state their versions were numbered on, and the lease
+    generation whose claim was settling."""
 
     uploads: BigUploads
     fence: PendingLease
     state: RelayState
+    generation: int
 
 
 def _fetches(action: Action) -> bool:

@@ -39,7 +39,8 @@ def take_lease(
     wait: float,
     stop: threading.Event,
     then: Callable[[], None] = lambda: None,
-    settling: Callable[[], None] | None = None,
+    settling: Callable[[int], None] | None = None,
+    claim_lost: Callable[[], None] = lambda: None,
 ) -> tuple[Lease, Relay]:
     """Take the sync lease of ``repo`` and start its heartbeat.
 
@@ -51,31 +52,35 @@ def take_lease(
     ``then`` runs on the opening thread once the heartbeat's connection is
     open (the caller opens its other connections there: after the
     heartbeat's, so that a server limiting connections per client gives the
-    heartbeat one first). ``settling`` runs on this thread when a claim
-    starts its settle (:meth:`LeaseManager.acquire`), once ``then`` has run
-    (it is skipped when ``then`` failed or has not ended within the settle):
-    the caller starts there what may run before the claim is confirmed
+    heartbeat one first). ``settling(generation)`` runs on this thread when
+    a claim of lease ``generation`` starts its settle
+    (:meth:`LeaseManager.acquire`), once ``then`` has run (it is skipped when
+    ``then`` failed or has not ended within the settle): the caller starts
+    there what may run before the claim is confirmed
     (:meth:`Executor.upload_ahead`); an error it raises is logged, and the
-    claim goes on. When the heartbeat's connection cannot be opened,
-    the lease just taken is released and that error is raised. Whatever it
-    raises, the heartbeat connection is closed. Returns the lease and the
+    claim goes on. ``claim_lost()`` runs when an attempt found the lease
+    busy, before waiting to try again (the caller stops what it started).
+    When the heartbeat's connection cannot be opened, the lease just taken is
+    released and that error is raised. Whatever it raises, the heartbeat
+    connection is closed. Returns the lease and the
     heartbeat connection: the caller releases one and closes the other.
     """
     heartbeat = open_relay()
     opening = _Opening(heartbeat, then)
 
-    def while_settling(seconds: float) -> None:
+    def while_settling(generation: int, seconds: float) -> None:
         if settling is None or not opening.ended_well(within=seconds):
             return
         try:
-            settling()
+            settling(generation)
         except Exception as exc:  # noqa: BLE001 - an optimisation: the claim goes on without it
             log.warning("[%s] nothing started while the lease claim settled: %s", settings.name, exc)
 
     try:
         manager = LeaseManager(repo.relay, repo.sealer, client_id=repo.client_id, label=settings.label,
                                timeout=settings.lock_timeout, observations=db.lease_observations())
-        lease = acquire_with_wait(manager, "sync", wait=wait, stop=stop, settling=while_settling)
+        lease = acquire_with_wait(manager, "sync", wait=wait, stop=stop, settling=while_settling,
+                                  on_wait=lambda exc: claim_lost())
     except BaseException:
         opening.wait(raise_error=False)
         heartbeat.close()
@@ -158,9 +163,10 @@ def run_relay_phase(
         # the upload connections open while the lease is taken, once the heartbeat's is open
         # and the index layout's big objects start uploading while the claim settles
         read = state
-        ahead = None if read is None else lambda: executor.upload_ahead(read, the_plan)
+        ahead = None if read is None else lambda generation: executor.upload_ahead(read, the_plan, generation)
         lease, heartbeat = take_lease(settings, executor.db, repo, open_relay, wait=wait, stop=stop,
-                                      then=lambda: executor.connect_uploads(the_plan), settling=ahead)
+                                      then=lambda: executor.connect_uploads(the_plan), settling=ahead,
+                                      claim_lost=executor.drop_ahead)
     except LeaseBusy as exc:
         executor.close_uploads()
         report.busy = True

@@ -58,10 +58,12 @@ class Watch:
         self.hold_until = hold_confirmation_until
         #: a lease record of this pass was written and not yet read back
         self.claimed = False
-        #: run before this pass's first claim (an exclusive lease write) ...
-        self.before_first_claim: list[Callable[[], object]] = []
+        #: this pass's claims (exclusive lease writes) so far
+        self.claims = 0
+        #: run before claim number n (from 1) ...
+        self.before_claim: dict[int, Callable[[], object]] = {}
         #: ... and after it, with the lease's name
-        self.after_first_claim: list[Callable[[str], object]] = []
+        self.after_claim: dict[int, Callable[[str], object]] = {}
 
     def big_put(self) -> None:
         with self.lock:
@@ -71,25 +73,25 @@ class Watch:
 
 
 class Watched(DelegatingRelay):
-    def __init__(self, inner: Relay, watch: Watch, first_claim: threading.Event) -> None:
+    def __init__(self, inner: Relay, watch: Watch) -> None:
         super().__init__(inner)
         self.watch = watch
-        self.first_claim = first_claim
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        watch = self.watch
         if name.startswith("big/"):
-            self.watch.big_put()
-        first = name.startswith("lease/") and exclusive and not self.first_claim.is_set()
-        if first:
-            self.first_claim.set()
-            for before in self.watch.before_first_claim:
-                before()
+            watch.big_put()
+        if not (name.startswith("lease/") and exclusive):
+            super()._put(name, source, exclusive)
+            return
+        watch.claims += 1  # claims are made on the pass's thread, one at a time
+        claim = watch.claims
+        if (before := watch.before_claim.get(claim)) is not None:
+            before()
         super()._put(name, source, exclusive)
-        if name.startswith("lease/") and exclusive:
-            self.watch.claimed = True  # the put returned: the claim reads it back after its settle
-            if first:
-                for after in self.watch.after_first_claim:
-                    after(name)
+        watch.claimed = True  # the put returned: the claim reads it back after its settle
+        if (after := watch.after_claim.get(claim)) is not None:
+            after(name)
 
     def _get(self, name: str, sink: BinaryIO) -> None:
         if name.startswith("lease/") and self.watch.claimed and self.watch.hold_until:
@@ -101,9 +103,8 @@ class Watched(DelegatingRelay):
 
 def _pass(world: World, name: str, watch: Watch, *, lease_wait: float = 0.0) -> PassReport:
     settings = world.settings(name)
-    first_claim = threading.Event()
     client = SyncClient(settings, lease_wait=lease_wait,
-                        relay_factory=lambda: Watched(make_relay(settings.relay), watch, first_claim))
+                        relay_factory=lambda: Watched(make_relay(settings.relay), watch))
     return client.run_pass()
 
 
@@ -147,7 +148,7 @@ def test_a_relay_changed_before_the_lease_drops_what_started_ahead(tmp_path: Pat
     watch = Watch(hold_confirmation_until=FILES)
     # b commits between a's reading and a's claim: a's first claim loses to b's
     # lease, its second wins on a relay that moved past what a read
-    watch.before_first_claim.append(lambda: world.sync("b"))
+    watch.before_claim[1] = lambda: world.sync("b")
     report = _pass(world, "a", watch, lease_wait=WAIT)
     assert sorted(report.pushed) == sorted(digests) and not report.errors, report.summary()
     assert watch.big_puts == 2 * FILES  # started ahead, dropped, uploaded again under the lease
@@ -174,7 +175,7 @@ def test_a_claim_that_loses_stops_what_it_started(tmp_path: Path, target_webdav:
         write_record(overwriting, plain_envelope(), record)
         written.append(record)
 
-    watch.after_first_claim.append(overwrite)
+    watch.after_claim[1] = overwrite
     try:
         report = _pass(world, "a", watch)
         assert report.busy and not report.pushed, report.summary()
@@ -191,6 +192,36 @@ def test_a_claim_that_loses_stops_what_it_started(tmp_path: Path, target_webdav:
     _received(b, digests)
 
 
+def test_a_lost_claim_stops_its_uploads_before_trying_again(tmp_path: Path, target_webdav: RelayTarget) -> None:
+    world, _, b, digests = _world(tmp_path, target_webdav)
+    watch = Watch(hold_confirmation_until=FILES)
+    overwriting = target_webdav.relay(world.folder)
+    overwriting.open()
+    other = LeaseRecord(generation=0, holder="c" * 32, label="other", host="elsewhere", pid=1, operation="sync",
+                        token="d" * 32, beat=0, released=True)
+    uploading_at_retry: list[str] = []
+
+    def overwrite(name: str) -> None:
+        # a contender wins a's first claim (and is already done with it)
+        write_record(overwriting, plain_envelope(), replace(other, generation=int(name.rpartition("/")[2])))
+
+    watch.after_claim[1] = overwrite
+    watch.before_claim[2] = lambda: uploading_at_retry.extend(
+        t.name for t in threading.enumerate() if t.name.startswith("escale-upload-"))
+    try:
+        report = _pass(world, "a", watch, lease_wait=WAIT)
+    finally:
+        overwriting.close()
+    assert sorted(report.pushed) == sorted(digests) and not report.errors, report.summary()
+    assert watch.claims == 2
+    assert uploading_at_retry == []  # the lost claim's uploads were stopped before the next claim
+    assert watch.big_puts == 2 * FILES  # each claim started its own
+    assert len(relay_names(world, "big")) == FILES
+    pulled = world.sync("b")
+    assert sorted(pulled.pulled) == sorted(digests) and not pulled.errors, pulled.summary()
+    _received(b, digests)
+
+
 @pytest.mark.parametrize("backend", ["file", "webdav"])
 def test_the_lease_manager_calls_settling_only_while_a_claim_settles(backend: str,
                                                                      request: pytest.FixtureRequest) -> None:
@@ -199,16 +230,17 @@ def test_the_lease_manager_calls_settling_only_while_a_claim_settles(backend: st
     relay.open()
     try:
         manager = LeaseManager(relay, plain_envelope(), client_id="e" * 32, label="mine", timeout=600)
-        calls: list[tuple[float, float]] = []
-        lease = manager.acquire("sync", settling=lambda seconds: calls.append((seconds, time.monotonic())))
+        calls: list[tuple[int, float, float]] = []
+        lease = manager.acquire("sync", settling=lambda generation, seconds: calls.append(
+            (generation, seconds, time.monotonic())))
         confirmed = time.monotonic()
         lease.release()
         if backend == "file":
             assert calls == []  # the exclusive put decides: no settle, nothing started ahead
         else:
             assert len(calls) == 1
-            settle, started = calls[0]
-            assert settle > 0
+            generation, settle, started = calls[0]
+            assert generation == lease.generation and settle > 0
             assert confirmed - started >= settle  # the settle still ran its full length
     finally:
         relay.close()
