@@ -26,13 +26,16 @@ import codecs
 import json
 import re
 import secrets
+import struct
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Literal, TypeVar
 
+from escale.derived import DerivedDict
 from escale.errors import ProtocolError
 from escale.protocol.layout import CLIENTS, LEASES, MAX_VERSION
 from escale.protocol.objects import (
@@ -406,12 +409,14 @@ class _StreamedDocument:
 
 
 def _streamed_entries(data: bytes | memoryview, name: str, kind: str, fields: tuple[str, ...], limit: int,
-                      strict: bool) -> tuple[dict[str, Any], tuple[IndexEntry, ...]]:
+                      strict: bool, into: PackedIndex | None = None) -> tuple[dict[str, Any], tuple[IndexEntry, ...]]:
     """The other fields and the entries of compressed document ``data``
     (see :class:`_StreamedDocument`): checked entries sorted by path, each
-    path once, when ``strict``; trusted ones otherwise."""
+    path once, when ``strict``; trusted ones otherwise. With ``into``, each
+    entry is put there (packed) as it is read, and none is returned: no
+    list of every entry is made."""
     shared = Shared()
-    entries: list[IndexEntry] = []
+    entries: Any = [] if into is None else _Into(into)
     last: list[str] = []
 
     pages: set[str] = set()
@@ -429,8 +434,24 @@ def _streamed_entries(data: bytes | memoryview, name: str, kind: str, fields: tu
     def trusted_entry(item: Any) -> None:
         entries.append(_trusted_entry(item, shared))
 
-    doc = _StreamedDocument(data, name, limit, strict).read(kind, fields, strict_entry if strict else trusted_entry)
-    return doc, tuple(entries)
+    def trusted_packed(item: Any) -> None:
+        if type(item) is not dict:
+            raise TypeError("an entry is not an object")
+        assert into is not None
+        # keyed on the path's interned string (as _trusted_entry's): one object
+        # for the index, the scan and the state database's base
+        into.store(_interned(item["path"]), _pack_document(item))
+
+    on_entry = strict_entry if strict else trusted_entry if into is None else trusted_packed
+    doc = _StreamedDocument(data, name, limit, strict).read(kind, fields, on_entry)
+    return doc, (tuple(entries) if into is None else ())
+
+
+class _Into:
+    """``append`` puts an entry into a :class:`PackedIndex` by its path."""
+
+    def __init__(self, index: PackedIndex) -> None:
+        self.append = index.put
 
 
 _INT_END = 2**63
@@ -641,6 +662,420 @@ class IndexEntry:
             checksum=self.checksum, payload=self.location.object if self.location and with_payload else None,
             receivers=self.receivers, puller_count=self.puller_count, deliberate=self.deliberate)
 
+    @property
+    def object_name(self) -> str | None:
+        """The relay object holding the content (None for a tombstone)."""
+        return self.location.object if self.location is not None else None
+
+    def brief(self) -> Brief:
+        """The fields the whole-index loops read (see :data:`Brief`)."""
+        loc = self.location
+        return (self.key, self.version, self.generation, self.kind, self.pusher,
+                None if loc is None else loc.object, 0 if loc is None else loc.length)
+
+    def unpack(self) -> IndexEntry:
+        """The entry itself (as :meth:`PackedEntry.unpack`)."""
+        return self
+
+
+#: ``(key, version, generation, kind, pusher, object name or None, stored
+#: length or 0)`` of an entry: what the loops over the whole index read
+#: (acknowledgements, reclaim, clean-up), in one call per entry.
+Brief = tuple[str, int, int, str, str, "str | None", int]
+
+# --------------------------------------------------------------------------- the compact form
+
+#: flags byte of a packed entry
+_TOMBSTONE, _DELIBERATE, _LOCATED, _ZLIB, _BIG, _CHECKSUM, _NO_PULLER = 1, 2, 4, 8, 16, 32, 64
+#: flags, raw key, version, generation, lease, size, mtime_ns, puller count,
+#: then codes of the pusher, its label and the receivers (in :data:`_TABLES`)
+_HEAD = struct.Struct("<B16sIIIQqIHHH")
+#: offset, length, the page's generation (0 for a big object), the name's random part
+_LOC = struct.Struct("<QQI8s")
+_U32 = struct.Struct("<I")
+_OFFSETS = struct.Struct("<QQ")
+_BRIEF = struct.Struct("<B16sII")
+_CODES = struct.Struct("<HHH")
+_PAGE_PARTS = re.compile(rf"{PAGES}/([0-9]{{12,19}})\.([0-9a-f]{{16}})")
+#: where a record's page generation and name tag are (after the head, offset and length)
+_NAME_AT = _HEAD.size + 16
+#: page names spelled from records, by their packed generation and tag (and
+#: the reverse): pages are few and named by many entries, so a name is
+#: spelled once and one string serves every entry of the page; cleared when
+#: it reaches :data:`_PAGE_NAMES_KEPT` (only a matter of speed)
+_PAGE_NAMES: dict[bytes, str] = {}
+_PAGE_PARTS_OF: dict[str, bytes] = {}
+_PAGE_NAMES_KEPT = 4096
+
+
+class _Table:
+    """Values shared by packed entries, each given a small code once (client
+    ids, labels, receiver lists, checksum algorithms). Process-wide: a packed
+    entry holds no reference, so the values it names stay here; they are as
+    many as the clients of the repositories a process reads. Adding is
+    locked (a worker thread may pack while the pass's thread does)."""
+
+    def __init__(self, limit: int) -> None:
+        self.values: list[Any] = []
+        #: each value's code
+        self.known: dict[Any, int] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def code(self, value: Any) -> int:
+        """``value``'s code; OverflowError when the table is full."""
+        code = self.known.get(value)
+        if code is None:
+            with self._lock:
+                code = self.known.get(value)
+                if code is None:
+                    code = len(self.values)
+                    if code >= self._limit:
+                        raise OverflowError("table full")
+                    self.values.append(value)
+                    self.known[value] = code
+        return code
+
+
+_CLIENT_IDS = _Table(2**16)
+_LABELS = _Table(2**16)
+_RECEIVERS = _Table(2**16)
+_ALGORITHMS = _Table(2**8)
+
+
+class PackedEntry(bytes):
+    """An :class:`IndexEntry` in one ``bytes`` record: the materialised index
+    keeps one per path instead of an entry object, its location and its
+    numbers (about a third of their size). Only a memory matter: it reads
+    as the entry it packs (every field, as a property; :meth:`unpack` gives
+    the entry itself, equal to the one packed). Made by :func:`pack`, which
+    keeps the entry object for any entry whose fields would not come back
+    exactly.
+
+    Layout: :data:`_HEAD`; :data:`_LOC` when the entry has a location; then,
+    with a checksum, its algorithm's code, the digest's length and the raw
+    digest; then the path in UTF-8 (``surrogateescape``). The object name is
+    spelled again from its parts (a page: generation and random part; a big
+    object: the entry's key and version, and the random part).
+    """
+
+    __slots__ = ()
+
+    def _tail(self) -> int:
+        """Where the optional parts after the head end (the path's start)."""
+        flags = self[0]
+        at = _HEAD.size + (_LOC.size if flags & _LOCATED else 0)
+        return at + 2 + self[at + 1] if flags & _CHECKSUM else at
+
+    @property
+    def path(self) -> str:
+        return self[self._tail():].decode("utf-8", "surrogateescape")
+
+    @property
+    def key(self) -> str:
+        return self[1:17].hex()
+
+    @property
+    def version(self) -> int:
+        return _U32.unpack_from(self, 17)[0]  # type: ignore[no-any-return]
+
+    @property
+    def generation(self) -> int:
+        return _U32.unpack_from(self, 21)[0]  # type: ignore[no-any-return]
+
+    @property
+    def lease(self) -> int:
+        return _HEAD.unpack_from(self)[4]  # type: ignore[no-any-return]
+
+    @property
+    def kind(self) -> Literal["file", "tombstone"]:
+        return "tombstone" if self[0] & _TOMBSTONE else "file"
+
+    @property
+    def pusher(self) -> str:
+        return _CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]]  # type: ignore[no-any-return]
+
+    @property
+    def pusher_label(self) -> str:
+        return _LABELS.values[_CODES.unpack_from(self, 49)[1]]  # type: ignore[no-any-return]
+
+    @property
+    def receivers(self) -> tuple[str, ...]:
+        return _RECEIVERS.values[_CODES.unpack_from(self, 49)[2]]  # type: ignore[no-any-return]
+
+    @property
+    def size(self) -> int:
+        return _HEAD.unpack_from(self)[5]  # type: ignore[no-any-return]
+
+    @property
+    def mtime_ns(self) -> int:
+        return _HEAD.unpack_from(self)[6]  # type: ignore[no-any-return]
+
+    @property
+    def puller_count(self) -> int | None:
+        return None if self[0] & _NO_PULLER else _HEAD.unpack_from(self)[7]
+
+    @property
+    def deliberate(self) -> bool:
+        return bool(self[0] & _DELIBERATE)
+
+    @property
+    def checksum(self) -> str | None:
+        flags = self[0]
+        return self._checksum_from(flags, _HEAD.size + (_LOC.size if flags & _LOCATED else 0))[0]
+
+    def _checksum_from(self, flags: int, at: int) -> tuple[str | None, int]:
+        """The checksum held from ``at`` (None without one), and where it ends."""
+        if not flags & _CHECKSUM:
+            return None, at
+        end = at + 2 + self[at + 1]
+        return f"{_ALGORITHMS.values[self[at]]}:{self[at + 2:end].hex()}", end
+
+    def _object(self, flags: int, key: bytes, version: int) -> str:
+        if flags & _BIG:
+            return f"{BIG}/{key.hex()}.{version:010d}.{self[_NAME_AT + 4:_NAME_AT + 12].hex()}"
+        parts = self[_NAME_AT:_NAME_AT + 12]
+        name = _PAGE_NAMES.get(parts)
+        if name is None:
+            generation, tag = _LOC.unpack_from(self, _HEAD.size)[2:]
+            name = f"{PAGES}/{generation:012d}.{tag.hex()}"
+            if len(_PAGE_NAMES) >= _PAGE_NAMES_KEPT:
+                _PAGE_NAMES.clear()
+            _PAGE_NAMES[parts] = name
+        return name
+
+    @property
+    def object_name(self) -> str | None:
+        flags, key, version, _ = _BRIEF.unpack_from(self)
+        return self._object(flags, key, version) if flags & _LOCATED else None
+
+    @property
+    def location(self) -> Location | None:
+        flags, key, version, _ = _BRIEF.unpack_from(self)
+        if not flags & _LOCATED:
+            return None
+        offset, length = _LOC.unpack_from(self, _HEAD.size)[:2]
+        return Location(self._object(flags, key, version), offset, length, "zlib" if flags & _ZLIB else "none")
+
+    def brief(self) -> Brief:
+        """As :meth:`IndexEntry.brief`."""
+        flags, key, version, generation = _BRIEF.unpack_from(self)
+        if flags & _LOCATED:
+            return (key.hex(), version, generation, "tombstone" if flags & _TOMBSTONE else "file",
+                    _CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]], self._object(flags, key, version),
+                    _LOC.unpack_from(self, _HEAD.size)[1])
+        return (key.hex(), version, generation, "tombstone" if flags & _TOMBSTONE else "file",
+                _CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]], None, 0)
+
+    def unpack(self) -> IndexEntry:
+        """The entry this record packs (a new object, equal to it)."""
+        flags, key, version, generation, lease, size, mtime_ns, puller, pusher, label, receivers = \
+            _HEAD.unpack_from(self)
+        at = _HEAD.size
+        location = None
+        if flags & _LOCATED:
+            offset, length = _LOC.unpack_from(self, at)[:2]
+            location = Location(self._object(flags, key, version), offset, length,
+                                "zlib" if flags & _ZLIB else "none")
+            at += _LOC.size
+        checksum, at = self._checksum_from(flags, at)
+        return IndexEntry(
+            self[at:].decode("utf-8", "surrogateescape"), key.hex(), version, generation, lease,
+            "tombstone" if flags & _TOMBSTONE else "file", _CLIENT_IDS.values[pusher], _LABELS.values[label],
+            size, mtime_ns, checksum, _RECEIVERS.values[receivers], None if flags & _NO_PULLER else puller,
+            location, bool(flags & _DELIBERATE))
+
+    def to_placeholder(self, with_payload: bool = True) -> Placeholder:
+        """As :meth:`IndexEntry.to_placeholder` (no entry built on the way)."""
+        flags, key, version, _, lease, size, mtime_ns, puller, pusher, label, receivers = _HEAD.unpack_from(self)
+        at = _HEAD.size
+        payload = None
+        if flags & _LOCATED:
+            if with_payload:
+                payload = self._object(flags, key, version)
+            at += _LOC.size
+        checksum, at = self._checksum_from(flags, at)
+        return Placeholder(
+            self[at:].decode("utf-8", "surrogateescape"), key.hex(), version, lease,
+            "tombstone" if flags & _TOMBSTONE else "file", _CLIENT_IDS.values[pusher], _LABELS.values[label],
+            size, mtime_ns, checksum, payload, _RECEIVERS.values[receivers],
+            None if flags & _NO_PULLER else puller, bool(flags & _DELIBERATE))
+
+    def to_json(self) -> dict[str, Any]:
+        """As :meth:`IndexEntry.to_json`."""
+        return self.unpack().to_json()
+
+    def __repr__(self) -> str:
+        return f"PackedEntry({self.unpack()!r})"
+
+
+#: what the materialised index stores per path: a record, or the entry itself
+StoredEntry = PackedEntry | IndexEntry
+
+
+def pack(entry: StoredEntry) -> StoredEntry:
+    """``entry`` as a :class:`PackedEntry` when every field comes back
+    exactly from one (a checksum spelled ``<algorithm>:<lowercase hex>``,
+    an object name in escale's canonical spelling, numbers within the
+    record's widths, exact types...); otherwise ``entry`` itself. A record
+    is returned as is."""
+    if type(entry) is not IndexEntry:
+        return entry
+    try:
+        return _packed(entry) or entry
+    except (struct.error, OverflowError, ValueError, UnicodeError, TypeError):
+        return entry
+
+
+def _packed(e: IndexEntry) -> PackedEntry | None:
+    loc = e.location
+    if loc is not None and type(loc) is not Location:
+        return None
+    return _pack_fields(e.path, e.key, e.version, e.generation, e.lease, e.kind, e.pusher, e.pusher_label, e.size,
+                        e.mtime_ns, e.checksum, e.receivers, e.puller_count, e.deliberate,
+                        None if loc is None else (loc.object, loc.offset, loc.length, loc.compression))
+
+
+def _pack_document(doc: dict[str, Any]) -> StoredEntry:
+    """:func:`pack` of :func:`_trusted_entry` of ``doc``, without building
+    the entry when a record holds it (KeyError or TypeError as
+    :func:`_trusted_entry` for a document of another shape)."""
+    loc = doc["location"]
+    receivers = doc["receivers"]
+    if type(receivers) is list and (loc is None or type(loc) is dict):
+        try:
+            packed = _pack_fields(
+                doc["path"], doc["key"], doc["version"], doc["generation"], doc["lease"], doc["kind"], doc["pusher"],
+                doc["pusher_label"], doc["size"], doc["mtime_ns"], doc["checksum"], tuple(receivers),
+                doc["puller_count"], doc.get("deliberate", False),
+                None if loc is None else (loc["object"], loc["offset"], loc["length"], loc["compression"]))
+        except (struct.error, OverflowError, ValueError, UnicodeError, TypeError):
+            packed = None
+        if packed is not None:
+            return packed
+    return pack(_trusted_entry(doc))
+
+
+def _pack_location(name: str, offset: int, length: int, key: str, version: int) -> tuple[int, bytes] | None:
+    """The flag (:data:`_BIG` or none) and :data:`_LOC` part of a location;
+    None when its object name is not spelled as escale spells it."""
+    named = _PAGE_PARTS_OF.get(name)
+    if named is not None:
+        return 0, _OFFSETS.pack(offset, length) + named
+    if name.startswith(f"{BIG}/"):
+        tag = name[-16:]
+        if name != f"{BIG}/{key}.{version:010d}.{tag}":
+            return None
+        flag, page_generation = _BIG, 0
+    else:
+        match = _PAGE_PARTS.fullmatch(name)
+        if match is None or name != f"{PAGES}/{int(match[1]):012d}.{match[2]}":
+            return None
+        flag, page_generation, tag = 0, int(match[1]), match[2]
+    raw_tag = bytes.fromhex(tag)
+    if len(raw_tag) != 8 or raw_tag.hex() != tag:
+        return None
+    part = _LOC.pack(offset, length, page_generation, raw_tag)
+    if not flag:
+        if len(_PAGE_PARTS_OF) >= _PAGE_NAMES_KEPT:
+            _PAGE_PARTS_OF.clear()
+        _PAGE_PARTS_OF[name] = part[16:]
+    return flag, part
+
+
+def _pack_fields(path: Any, key: Any, version: Any, generation: Any, lease: Any, kind: Any, pusher: Any,
+                 label: Any, size: Any, mtime_ns: Any, checksum: Any, receivers: Any, puller: Any, deliberate: Any,
+                 loc: tuple[Any, Any, Any, Any] | None) -> PackedEntry | None:
+    """The record of an entry of these fields; None when one would not come
+    back exactly (see :func:`pack`). May raise struct.error, OverflowError,
+    ValueError, UnicodeError or TypeError (then: no record either)."""
+    if not (type(key) is str and type(path) is str and type(pusher) is str and type(label) is str
+            and type(receivers) is tuple
+            and (receivers in _RECEIVERS.known or all(type(r) is str for r in receivers))
+            and type(version) is int and type(generation) is int and type(lease) is int
+            and type(size) is int and type(mtime_ns) is int and (puller is None or type(puller) is int)
+            and (deliberate is True or deliberate is False)):
+        return None
+    flags = 0 if kind == "file" else _TOMBSTONE if kind == "tombstone" else -1
+    if flags < 0:
+        return None
+    if deliberate:
+        flags |= _DELIBERATE
+    if puller is None:
+        flags |= _NO_PULLER
+    raw_key = bytes.fromhex(key)
+    if len(raw_key) != 16 or raw_key.hex() != key:
+        return None
+    parts = [b""]
+    if loc is not None:
+        name, offset, length, compression = loc
+        if type(offset) is not int or type(length) is not int or type(name) is not str:
+            return None
+        flags |= _LOCATED
+        if compression == "zlib":
+            flags |= _ZLIB
+        elif compression != "none":
+            return None
+        placed = _pack_location(name, offset, length, key, version)
+        if placed is None:
+            return None
+        flags |= placed[0]
+        parts.append(placed[1])
+    if checksum is not None:
+        if type(checksum) is not str:
+            return None
+        algorithm, colon, digits = checksum.partition(":")
+        digest = bytes.fromhex(digits)
+        if not colon or not algorithm or digest.hex() != digits or len(digest) > 255:
+            return None
+        flags |= _CHECKSUM
+        parts.append(bytes((_ALGORITHMS.code(algorithm), len(digest))) + digest)
+    encoded = path.encode("utf-8", "surrogateescape")
+    if not path.isascii() and encoded.decode("utf-8", "surrogateescape") != path:
+        return None
+    parts.append(encoded)
+    parts[0] = _HEAD.pack(flags, raw_key, version, generation, lease, size, mtime_ns, puller or 0,
+                          _CLIENT_IDS.code(pusher), _LABELS.code(label), _RECEIVERS.code(receivers))
+    return PackedEntry(b"".join(parts))
+
+
+class PackedIndex(DerivedDict[IndexEntry]):
+    """The materialised index: path to :class:`IndexEntry`, each kept as a
+    :class:`PackedEntry` where :func:`pack` can (the entry object otherwise).
+    Reads as a dict of entries (built on access); setting a path packs the
+    entry. :meth:`stored_values` and :meth:`stored_items` give what is kept
+    (records or entries: both read as entries, field by field, and have
+    :meth:`~PackedEntry.brief`), for loops that must not build an entry per
+    path."""
+
+    def derive(self, source: Any) -> IndexEntry:
+        return source.unpack() if type(source) is PackedEntry else source
+
+    def __setitem__(self, path: str, entry: StoredEntry) -> None:
+        self.store(path, pack(entry))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for path, entry in dict(*args, **kwargs).items():
+            self[path] = entry
+
+    def put(self, entry: StoredEntry) -> None:
+        """Keep ``entry`` under its own path."""
+        self.store(entry.path, pack(entry))
+
+    def stored(self, path: str) -> StoredEntry | None:
+        """What is kept for ``path`` (None if nothing)."""
+        return dict.get(self, path)
+
+    def stored_values(self) -> Iterable[StoredEntry]:
+        return dict.values(self)
+
+    def stored_items(self) -> Iterable[tuple[str, StoredEntry]]:
+        return dict.items(self)
+
+    def packed(self) -> int:
+        """How many paths are kept as records (the rest as entry objects)."""
+        return sum(1 for s in self.stored_values() if isinstance(s, PackedEntry))
+
 
 _Value = TypeVar("_Value")
 _Text = TypeVar("_Text", str, None)
@@ -680,8 +1115,20 @@ def _trusted_entry(doc: dict[str, Any], shared: Shared | None = None) -> IndexEn
         doc.get("deliberate", False))
 
 
-def _by_path(entry: IndexEntry) -> str:
+def _by_path(entry: StoredEntry) -> str:
     return entry.path
+
+
+def _in_path_order(entries: tuple[StoredEntry, ...]) -> Iterable[StoredEntry]:
+    """``entries`` sorted by path: as they are when they are (a pusher's
+    delta is made in that order; no list of every path is made to check)."""
+    previous = None
+    for entry in entries:
+        path = entry.path
+        if previous is not None and not previous <= path:
+            return sorted(entries, key=_by_path)
+        previous = path
+    return entries
 
 
 def _objects(doc: dict[str, Any], key: str, name: str) -> dict[str, int]:
@@ -705,7 +1152,7 @@ class IndexDelta:
     generation: int
     lease: int
     writer: str
-    entries: tuple[IndexEntry, ...]
+    entries: tuple[StoredEntry, ...]
     added: dict[str, int]
     dropped: tuple[str, ...]
 
@@ -714,7 +1161,7 @@ class IndexDelta:
         return compress_pieces(_document_pieces("index-delta", {
             "generation": self.generation, "lease": self.lease, "writer": self.writer,
             "added": self.added, "dropped": sorted(self.dropped)},
-            (e.to_json() for e in sorted(self.entries, key=_by_path))))[0]
+            (e.to_json() for e in _in_path_order(self.entries))))[0]
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> IndexDelta:
@@ -736,6 +1183,14 @@ class IndexDelta:
         return delta
 
 
+def checkpoint_pieces(generation: int, objects: dict[str, int], entries: Iterable[StoredEntry]) -> Iterator[bytes]:
+    """:meth:`Checkpoint.pieces` of a checkpoint of ``entries``, given in
+    path order (each path once) and read one at a time as the document is
+    made (records or entries: see :class:`PackedIndex`)."""
+    return _document_pieces("index-checkpoint", {"generation": generation, "objects": objects},
+                            (e.to_json() for e in entries))
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """The whole index as of generation ``generation``: the latest version of
@@ -748,8 +1203,7 @@ class Checkpoint:
     def pieces(self) -> Iterator[bytes]:
         """The checkpoint's canonical JSON document, not compressed, in
         pieces of a bounded number of entries."""
-        return _document_pieces("index-checkpoint", {"generation": self.generation, "objects": self.objects},
-                                (e.to_json() for e in sorted(self.entries, key=_by_path)))
+        return checkpoint_pieces(self.generation, self.objects, _in_path_order(self.entries))
 
     def document(self) -> bytes:
         """The checkpoint's canonical JSON document, not compressed."""
@@ -769,13 +1223,15 @@ class Checkpoint:
 
     @classmethod
     def decode(cls, data: bytes, name: str, *, expect_name: bool = True,
-               limit: int = MAX_INDEX_BYTES) -> Checkpoint:
+               limit: int = MAX_INDEX_BYTES, into: PackedIndex | None = None) -> Checkpoint:
         """``expect_name``: the relay name must be this generation's
         checkpoint (false for the copy kept in the state database);
         ``limit``: the bound of the decoded document (the relay's, unless
-        the caller reads its own copy)."""
+        the caller reads its own copy); ``into``: the entries are put there
+        as they are read (the checkpoint returned then has none: no list of
+        every entry is made; ``into`` is left partly filled when this raises)."""
         doc, entries = _streamed_entries(data, name, "index-checkpoint", ("generation", "entries", "objects"),
-                                         limit, strict=True)
+                                         limit, strict=True, into=into)
         checkpoint = cls(generation=_int(doc, "generation", name, 0), entries=entries,
                          objects=_objects(doc, "objects", name))
         if expect_name and parse_index_name(name) != (checkpoint.generation, True):
@@ -783,7 +1239,8 @@ class Checkpoint:
         return checkpoint
 
     @classmethod
-    def decode_trusted(cls, data: bytes | memoryview, name: str, *, limit: int = MAX_INDEX_BYTES) -> Checkpoint:
+    def decode_trusted(cls, data: bytes | memoryview, name: str, *, limit: int = MAX_INDEX_BYTES,
+                       into: PackedIndex | None = None) -> Checkpoint:
         """Decode :meth:`encode`'s output without checking it field by field.
 
         Only for bytes this client produced itself and kept where the relay
@@ -792,10 +1249,11 @@ class Checkpoint:
         run when the content arrived from the relay. A document of another
         shape still raises ProtocolError (never another exception); one that
         has the right shape with wrong values is not detected here.
+        ``into``: as :meth:`decode`.
         """
         try:
             doc, entries = _streamed_entries(data, name, "index-checkpoint", ("generation", "entries", "objects"),
-                                             limit, strict=False)
+                                             limit, strict=False, into=into)
             objects = doc["objects"]
             generation = doc["generation"]
             if not isinstance(objects, dict) or not isinstance(generation, int):

@@ -63,7 +63,16 @@ from escale.errors import (
 )
 from escale.protocol.identity import same_file, trusted_checksum
 from escale.protocol.index import objects as io
-from escale.protocol.index.objects import AckRecord, Checkpoint, IndexDelta, IndexEntry, Location
+from escale.protocol.index.objects import (
+    AckRecord,
+    Checkpoint,
+    IndexDelta,
+    IndexEntry,
+    Location,
+    PackedIndex,
+    StoredEntry,
+    pack,
+)
 from escale.protocol.index.pages import (
     CHUNK,
     DeflatingReader,
@@ -162,7 +171,8 @@ class IndexRepository(Repository):
         super().__init__(relay, sealer, **kwargs)
         self.maxpagesize = max(64 * 1024, maxpagesize)
         self.big_threshold = min(MAX_SMALL_FILE, self.maxpagesize // 4)
-        self.entries: dict[str, IndexEntry] = {}
+        #: the materialised index, path to entry (kept packed: see :class:`PackedIndex`)
+        self.entries: PackedIndex = PackedIndex()
         self.objects: dict[str, int] = {}
         self.head = 0
         self._loaded = False
@@ -176,8 +186,10 @@ class IndexRepository(Repository):
         self._page: PageWriter | None = None
         #: the entries packed and not yet committed, as the delta will record
         #: them (the page's name is chosen when the page is opened; see
-        #: :meth:`commit_pending`)
-        self._pending: list[IndexEntry] = []
+        #: :meth:`commit_pending`), each in its compact form where it has one,
+        #: with its path and key (the strings the placeholder returned for it
+        #: holds, which the index and the relay state then key on)
+        self._pending: list[tuple[str, str, StoredEntry]] = []
         #: the name the pending page will have, and the generation it was named for
         self._page_name = ""
         self._page_generation = 0
@@ -234,26 +246,28 @@ class IndexRepository(Repository):
             return
         what = "the local copy of the index"
         encoded = _unsealed_copy(data)
+        # the entries go into the packed index as they are decoded (no list of them is made)
+        entries = PackedIndex()
         try:
             if encoded is not None:
-                checkpoint = Checkpoint.decode_trusted(encoded, what, limit=LOCAL_COPY_LIMIT)
+                checkpoint = Checkpoint.decode_trusted(encoded, what, limit=LOCAL_COPY_LIMIT, into=entries)
             else:
                 # no digest, or one that does not match: checked field by field,
                 # then kept with its digest (the next load is the quick one)
-                checkpoint = Checkpoint.decode(data, what, expect_name=False, limit=LOCAL_COPY_LIMIT)
+                checkpoint = Checkpoint.decode(data, what, expect_name=False, limit=LOCAL_COPY_LIMIT, into=entries)
                 self.meta_cache[_MATERIALISED] = _sealed_copy(data)
         except ProtocolError as exc:
             log.warning("the local copy of the index is unreadable (%s): reading it again from the relay", exc)
             return
         self.head = checkpoint.generation
-        self.entries = {e.path: e for e in checkpoint.entries}
+        self.entries = entries
         self.objects = dict(checkpoint.objects)
 
     def _persist(self) -> None:
         """Keep the index in the state database (:func:`_sealed_copy`'s form),
         written piece by piece where the cache can (:class:`ChunkStore`): the
         copy is never held whole, only its compressed pieces."""
-        chunks = _sealed_chunks(Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode_chunks())
+        chunks = _sealed_chunks(io.compress_chunks(io.checkpoint_pieces(self.head, self.objects, self._in_order()))[0])
         if isinstance(self.meta_cache, ChunkStore):
             self.meta_cache.put_chunks(_MATERIALISED, chunks)
         else:
@@ -261,6 +275,14 @@ class IndexRepository(Repository):
         del chunks
         if self.head > self.known:
             self.meta_cache[_KNOWN] = str(self.head).encode("ascii")
+
+    def _in_order(self) -> Iterator[StoredEntry]:
+        """What the index keeps per path, in path order (a checkpoint's order)."""
+        entries = self.entries
+        for path in sorted(entries):
+            stored = entries.stored(path)
+            assert stored is not None
+            yield stored
 
     @property
     def known(self) -> int:
@@ -283,18 +305,26 @@ class IndexRepository(Repository):
         except CryptoError as exc:
             raise IntegrityError(f"relay object {name}: {exc}; nothing was applied") from exc
 
-    def _apply(self, delta: IndexDelta) -> None:
-        """Apply one delta (checked against the index first: all or nothing)."""
+    def _apply(self, delta: IndexDelta, names: Sequence[tuple[str, str, StoredEntry]] | None = None) -> None:
+        """Apply one delta (checked against the index first: all or nothing).
+        ``names``: the delta's entries with their paths, in their order
+        (``(path, key, entry)``: the path string to key the index on, a
+        pusher's own, which its scan holds)."""
         name = io.delta_name(delta.generation)
         for entry in delta.entries:
             if self.sealer.object_key(entry.path) != entry.key:
                 raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
-            current = self.entries.get(entry.path)
+            current = self.entries.stored(entry.path)
             if current is not None and entry.version < current.version:
                 raise ProtocolError(f"relay object {name}: records version {entry.version} of {entry.path} "
                                     f"below version {current.version}", name=name)
-        for entry in delta.entries:
-            self.entries[entry.path] = entry
+        entries = self.entries
+        if names is None:
+            for entry in delta.entries:
+                entries.put(entry)
+        else:
+            for path, _, entry in names:
+                entries.store(path, pack(entry))
         self.objects.update(delta.added)
         for dropped in delta.dropped:
             self.objects.pop(dropped, None)
@@ -321,11 +351,12 @@ class IndexRepository(Repository):
                 raise self._rollback(top, f"deltas after generation {self.head} are missing")
             start = max(candidates)
             name = io.checkpoint_name(start)
-            checkpoint = Checkpoint.decode(self._open_index(name), name)
-            for entry in checkpoint.entries:
-                if self.sealer.object_key(entry.path) != entry.key:
+            fresh = PackedIndex()
+            checkpoint = Checkpoint.decode(self._open_index(name), name, into=fresh)
+            for path, stored in fresh.stored_items():
+                if self.sealer.object_key(path) != stored.key:
                     raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
-            self.entries = {e.path: e for e in checkpoint.entries}
+            self.entries = fresh
             self.objects = dict(checkpoint.objects)
             self.head = start
             needed = range(start + 1, top + 1)
@@ -509,21 +540,21 @@ class IndexRepository(Repository):
         dict.update(latest, dict.items(state.latest))  # what is there already, as stored
         state.latest = latest
         versions = state.versions
-        for entry in self.entries.values():
-            latest.store(entry.path, entry)
-            versions[entry.key] = entry.version  # one version per key (RelayState.versions)
         state.payloads = {**{name: 0 for name in self._unsettled()}, **self.objects}
-        if not self._records:
-            return
         # versions acknowledged by the same clients share one group
         # (RelayState.add_ack): a handful for the whole index, not one per version
-        for client, record in self._records.items():
-            missing = set(record.missing)
-            top = record.generation
-            for e in self.entries.values():
-                if (e.kind == "file" and e.generation <= top and e.pusher != client
-                        and (e.key, e.version) not in missing):
-                    state.add_ack(e.key, e.version, client)
+        records = [(client, set(record.missing), record.generation) for client, record in self._records.items()]
+        add_ack = state.add_ack
+        # what the index keeps per path is stored as is (no entry built); the key
+        # is spelled once per path, for the versions and the acknowledgements alike
+        for path, stored in self.entries.stored_items():
+            latest.store(path, stored)
+            key, version, generation, kind, pusher, _, _ = stored.brief()
+            versions[key] = version  # one version per key (RelayState.versions)
+            if kind == "file":
+                for client, missing, top in records:
+                    if generation <= top and pusher != client and (key, version) not in missing:
+                        add_ack(key, version, client)
 
     # ----------------------------------------------------------- receiving
 
@@ -666,13 +697,15 @@ class IndexRepository(Repository):
         old_missing = set(old.missing) if old is not None else set()
         missing = []
         changed = old is None
-        for e in self.entries.values():
-            pair = (e.key, e.version)
-            if e.kind != "file" or e.pusher == self.client_id or e.generation > self.head:
+        me, head, objects = self.client_id, self.head, self.objects
+        for stored in self.entries.stored_values():
+            key, version, generation, kind, pusher, obj, _ = stored.brief()
+            if kind != "file" or pusher == me or generation > head:
                 continue
-            if e.location is None or e.location.object not in self.objects:
+            if obj is None or obj not in objects:
                 continue
-            fresh = e.generation > old_generation
+            pair = (key, version)
+            fresh = generation > old_generation
             if pair in self._acked_now:
                 changed = changed or fresh or pair in old_missing
             elif fresh or pair in old_missing:
@@ -707,10 +740,10 @@ class IndexRepository(Repository):
         # one placeholder at a time (none is kept): an object is done unless one of its versions is not
         present: set[str] = set()
         kept: set[str] = set()
-        for entry in self.entries.values():
-            if entry.location is not None and (obj := entry.location.object) in self.objects:
+        for stored in self.entries.stored_values():
+            if (obj := stored.object_name) is not None and obj in self.objects:
                 present.add(obj)
-                if obj not in kept and not Repository.reclaimable(self, entry.to_placeholder(), state):
+                if obj not in kept and not Repository.reclaimable(self, stored.to_placeholder(), state):
                     kept.add(obj)
         done = present - kept
         self._reclaim_cache = (state, self.head, done)
@@ -743,8 +776,8 @@ class IndexRepository(Repository):
 
     def _add_pending(self, entry: IndexEntry) -> None:
         self._pending_doc += _entry_bound(entry.path, len(entry.receivers))
-        self._pending.append(entry)
         key, version = entry.key, entry.version
+        self._pending.append((entry.path, key, pack(entry)))
         self._pending_top[key] = max(version, self._pending_top.get(key, 0))
 
     def _pending_bytes(self) -> int:
@@ -997,9 +1030,9 @@ class IndexRepository(Repository):
                 self._unsettle([page])
                 self.relay.put(page, cast(BinaryIO, spool))
             self.step(f"page uploaded {generation}")
-        entries = self._final_entries(generation, lease.generation, page)
+        names, entries = self._final_entries(generation, lease.generation, page)
         delta = IndexDelta(generation, lease.generation, self.client_id, entries, added, ())
-        self._commit_delta(lease, state, delta)
+        self._commit_delta(lease, state, delta, names)
         self._settle(added)
         self._pending.clear()
         self._pending_top.clear()
@@ -1011,27 +1044,35 @@ class IndexRepository(Repository):
             callback()
         return len(entries)
 
-    def _final_entries(self, generation: int, lease: int, page: str | None) -> tuple[IndexEntry, ...]:
+    def _final_entries(self, generation: int, lease: int,
+                       page: str | None) -> tuple[list[tuple[str, str, StoredEntry]], tuple[StoredEntry, ...]]:
         """The pending entries as delta ``generation`` records them, sorted
         by path, the last one packed for a path (each path once).
 
         Entries are packed with their final generation, lease and page name
         and are taken as they are (no copy); one packed under other values
-        (the head moved, another lease) is rewritten."""
+        (the head moved, another lease) is rewritten. Returned with their
+        paths and keys (the strings they were packed with), in the same order."""
         pending = self._pending
-        pending.sort(key=_entry_path)  # stable: the last packed of a path stays last
-        entries: list[IndexEntry] = []
+        pending.sort(key=_first)  # stable: the last packed of a path stays last
+        entries: list[StoredEntry] = []
+        names: list[tuple[str, str, StoredEntry]] = []  # the pending tuples themselves (no copy)
         planned = self._page_name
-        for at, entry in enumerate(pending):
-            if at + 1 < len(pending) and pending[at + 1].path == entry.path:
+        for at, named in enumerate(pending):
+            path, key, stored = named
+            if at + 1 < len(pending) and pending[at + 1][0] == path:
                 continue
-            location = entry.location
-            if location is not None and page is not None and location.object == planned and planned != page:
-                entry = replace(entry, location=replace(location, object=page))
-            if entry.generation != generation or entry.lease != lease:
-                entry = replace(entry, generation=generation, lease=lease)
-            entries.append(entry)
-        return tuple(entries)
+            moved = page is not None and planned != page and stored.object_name == planned
+            if moved or stored.generation != generation or stored.lease != lease:
+                entry = stored.unpack()
+                location = entry.location
+                if moved and location is not None and page is not None:
+                    entry = replace(entry, location=replace(location, object=page))
+                stored = pack(replace(entry, generation=generation, lease=lease))
+                named = (path, key, stored)
+            entries.append(stored)
+            names.append(named)
+        return names, tuple(entries)
 
     def _discard_page(self) -> None:
         if self._page is not None:
@@ -1061,7 +1102,11 @@ class IndexRepository(Repository):
         gone = set(names)
         self.meta_cache[_UNSETTLED] = "\n".join(n for n in self._unsettled() if n not in gone).encode("ascii")
 
-    def _commit_delta(self, lease: Lease, state: RelayState, delta: IndexDelta) -> None:
+    def _commit_delta(self, lease: Lease, state: RelayState, delta: IndexDelta,
+                      names: Sequence[tuple[str, str, StoredEntry]] | None = None) -> None:
+        """Write ``delta`` (fenced), then apply it. ``names``: the path and
+        key of each entry, in order (the strings to key the index and the
+        relay state on: see :meth:`_apply`), with the entry itself."""
         name = io.delta_name(delta.generation)
         sealed = self.sealer.seal(name, delta.encode())
         lease.check()
@@ -1077,18 +1122,20 @@ class IndexRepository(Repository):
         # fence again, as Repository._commit: a commit that landed after the
         # lease was lost is reported, not recorded (the next read applies it)
         lease.check()
-        self._apply(delta)
+        self._apply(delta, names)
         self._deltas.add(delta.generation)
         self._persist()
         filled = self._filled if state.latest is self._filled else None
         if filled is not None:
             self._present.update(delta.added)  # new objects only: never one a filled entry named
-        for entry in delta.entries:
-            if filled is not None and (entry.location is None or entry.location.object in self._present):
-                filled.store(entry.path, entry)  # reads as entry.to_placeholder()
+        named = names if names is not None else [(e.path, e.key, e) for e in delta.entries]
+        for path, key, entry in named:
+            if filled is not None and ((obj := entry.object_name) is None or obj in self._present):
+                # what the index keeps (reads as entry.to_placeholder()): not a second copy
+                filled.store(path, self.entries.stored(path) or entry)
             else:
-                state.latest[entry.path] = entry.to_placeholder()
-            state.versions[entry.key] = entry.version  # one version per key (RelayState.versions)
+                state.latest[path] = entry.to_placeholder()
+            state.versions[key] = entry.version  # one version per key (RelayState.versions)
         state.payloads = dict(self.objects)
 
     # ----------------------------------------------------------- maintenance
@@ -1116,8 +1163,8 @@ class IndexRepository(Repository):
         if not gone:
             return []
         gone_set = set(gone)
-        done = [(e.path, e.version) for e in self.entries.values()
-                if e.location is not None and e.location.object in gone_set]
+        done = [(path, brief[1]) for path, stored in self.entries.stored_items()
+                if (brief := stored.brief())[5] in gone_set]
         self._drop(lease, state, gone)
         for path, version in done:
             log.info("reclaimed %s (version %d) from the relay", path, version)
@@ -1125,9 +1172,10 @@ class IndexRepository(Repository):
 
     def _live_bytes(self) -> dict[str, int]:
         live: dict[str, int] = {}
-        for e in self.entries.values():
-            if e.location is not None:
-                live[e.location.object] = live.get(e.location.object, 0) + e.location.length
+        for stored in self.entries.stored_values():
+            _, _, _, _, _, obj, length = stored.brief()
+            if obj is not None:
+                live[obj] = live.get(obj, 0) + length
         return live
 
     def collect_garbage(self, lease: Lease, state: RelayState, *,
@@ -1212,10 +1260,12 @@ class IndexRepository(Repository):
                     log.warning("not compacting %s: %s", name, exc)
                     continue
                 try:
-                    for e in self.entries.values():
-                        loc = e.location
-                        if loc is None or loc.object != name:
+                    for stored in self.entries.stored_values():
+                        if stored.object_name != name:
                             continue
+                        e = stored.unpack()
+                        loc = e.location
+                        assert loc is not None
                         member = page.members.get((e.key, e.version))
                         if member is None or (member.offset, member.length) != (loc.offset, loc.length):
                             continue
@@ -1242,7 +1292,7 @@ class IndexRepository(Repository):
     def _checkpoint(self, lease: Lease) -> None:
         previous = max(self._checkpoints, default=0)
         name = io.checkpoint_name(self.head)
-        compressed, length = Checkpoint(self.head, tuple(self.entries.values()), self.objects).encode_measured()
+        compressed, length = io.compress_pieces(io.checkpoint_pieces(self.head, self.objects, self._in_order()))
         if length > CHECKPOINT_LIMIT:
             # readers refuse it: the deltas since the last checkpoint stay instead
             log.log(logging.WARNING if not self._told_too_big else logging.DEBUG,
@@ -1570,23 +1620,23 @@ def _unsealed_copy(stored: bytes) -> memoryview | None:
     return encoded
 
 
-def _placeholder_of(present: set[str], entry: object) -> Placeholder:
-    """The placeholder of ``entry`` for ``RelayState.latest`` (payload: its
-    object, when that object is in ``present``)."""
-    assert isinstance(entry, IndexEntry)
-    location = entry.location
-    return entry.to_placeholder(location is not None and location.object in present)
+def _placeholder_of(present: set[str], stored: object) -> Placeholder:
+    """The placeholder of ``stored`` (what the index keeps for a path: a
+    record or an entry) for ``RelayState.latest`` (payload: its object, when
+    that object is in ``present``)."""
+    entry = cast(StoredEntry, stored)
+    name = entry.object_name
+    return entry.to_placeholder(name is not None and name in present)
 
 
-def _payload_of(present: set[str], entry: object) -> str | None:
-    """``_placeholder_of(present, entry).payload``, without building it."""
-    assert isinstance(entry, IndexEntry)
-    location = entry.location
-    return location.object if location is not None and location.object in present else None
+def _payload_of(present: set[str], stored: object) -> str | None:
+    """``_placeholder_of(present, stored).payload``, without building it."""
+    name = cast(StoredEntry, stored).object_name
+    return name if name is not None and name in present else None
 
 
-def _entry_path(entry: IndexEntry) -> str:
-    return entry.path
+def _first(pending: tuple[str, str, StoredEntry]) -> str:
+    return pending[0]
 
 
 def _relocated(entry: IndexEntry, target: str) -> IndexEntry:
