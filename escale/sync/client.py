@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from escale.config.settings import ClientSettings
 from escale.crypto.keys import KdfParams, KeySecret, load_secret
@@ -301,7 +301,8 @@ class SyncClient:
         self.would_create = True
         scanned = scan(s.local_path, s.filters, checksum=None, db=None, persist_cache=False)
         report.warnings.extend(scanned.warnings)
-        local = {p: f for p, f in scanned.files.items() if not scanned.is_unconfirmed(p)}
+        # the scan's own map, less what it could not confirm (no dict of every file built)
+        local = _without(scanned.files, {p for p in scanned.files if scanned.is_unconfirmed(p)})
         self.last_plan = plan(local, {}, {}, mode=s.mode, label=self.conflict_label, access={},
                               deletion_guard=s.deletion_guard, allow_mass_deletion=self.allow_mass_deletion,
                               local_root_missing=scanned.root_missing)
@@ -442,7 +443,7 @@ class SyncClient:
             repo.object_reader = None
 
 
-_V = TypeVar("_V")
+_D = TypeVar("_D", bound=dict[str, Any])
 
 
 def _release(executor: Executor, pool: TransferPool | None) -> None:
@@ -460,7 +461,7 @@ def _unconfirmed(scanned: ScanResult, *views: Mapping[str, object]) -> set[str]:
     return {p for view in views for p in view if scanned.is_unconfirmed(p)}
 
 
-def _without(view: dict[str, _V], frozen: set[str]) -> dict[str, _V]:
+def _without(view: _D, frozen: set[str]) -> _D:
     """``view`` with the paths of ``frozen`` removed, in place; returned."""
     for path in frozen:
         view.pop(path, None)

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import FrozenInstanceError, dataclass, field, replace
 from typing import Literal
 
 from escale.config.settings import Mode, mode_receives, mode_sends
+from escale.sync import records
 
 
-@dataclass(frozen=True, slots=True)
 class LocalFile:
     """A local file as scanned. ``checksum`` is None with ``checksum = no``.
 
@@ -53,13 +53,99 @@ class LocalFile:
     :data:`escale.sync.scanner.IDENTITY_MIN_SIZE`) and where any later write
     must change the ctime; 0 otherwise. A pusher that finds the file it reads
     with this identity (and this size and mtime) before and after reading it
-    may take ``checksum`` for what it read instead of hashing it again."""
+    may take ``checksum`` for what it read instead of hashing it again.
 
-    size: int
-    mtime_ns: int
-    checksum: str | None = None
-    inode: int = 0
-    ctime_ns: int = 0
+    An immutable value with the fields ``size``, ``mtime_ns``, ``checksum``,
+    ``inode``, ``ctime_ns`` (equal and hashed by them, as a frozen
+    dataclass). It holds them packed in one ``bytes`` record
+    (:mod:`escale.sync.records`), possibly shared with the scan's map and the
+    base entry's record, and reads each field from it when asked; a value
+    without an exact record (see :func:`~escale.sync.records.pack_local`)
+    holds a tuple of its fields instead."""
+
+    __slots__ = ("_checksum", "_record")
+    __match_args__ = ("size", "mtime_ns", "checksum", "inode", "ctime_ns")
+    _record: bytes | tuple[int, int, str | None, int, int]
+    _checksum: str | None
+
+    def __init__(self, size: int, mtime_ns: int, checksum: str | None = None, inode: int = 0,
+                 ctime_ns: int = 0) -> None:
+        record = records.pack_local(size, mtime_ns, checksum, inode, ctime_ns)
+        object.__setattr__(self, "_record", (size, mtime_ns, checksum, inode, ctime_ns) if record is None else record)
+
+    @classmethod
+    def of_record(cls, record: bytes) -> LocalFile:
+        """The file a record packs (a local file's, or a base entry's: then
+        without identity); the record is kept, not copied."""
+        local = object.__new__(cls)
+        object.__setattr__(local, "_record", record)
+        return local
+
+    @property
+    def record(self) -> bytes | None:
+        """The packed record behind this value (None: held as a tuple)."""
+        record = self._record
+        return record if isinstance(record, bytes) else None
+
+    @property
+    def size(self) -> int:
+        record = self._record
+        return records.size_mtime(record)[0] if isinstance(record, bytes) else record[0]
+
+    @property
+    def mtime_ns(self) -> int:
+        record = self._record
+        return records.size_mtime(record)[1] if isinstance(record, bytes) else record[1]
+
+    @property
+    def checksum(self) -> str | None:
+        # decoded once, on first read (a second slot costs no memory: the object's
+        # allocation is rounded up to it anyway)
+        try:
+            return self._checksum
+        except AttributeError:
+            record = self._record
+            checksum = records.checksum_of(record) if isinstance(record, bytes) else record[2]
+            object.__setattr__(self, "_checksum", checksum)
+            return checksum
+
+    @property
+    def inode(self) -> int:
+        record = self._record
+        return records.identity_of(record)[0] if isinstance(record, bytes) else record[3]
+
+    @property
+    def ctime_ns(self) -> int:
+        record = self._record
+        return records.identity_of(record)[1] if isinstance(record, bytes) else record[4]
+
+    def fields(self) -> tuple[int, int, str | None, int, int]:
+        """``(size, mtime_ns, checksum, inode, ctime_ns)``."""
+        record = self._record
+        return records.unpack_local(record) if isinstance(record, bytes) else record
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, LocalFile)
+        return self.fields() == other.fields()
+
+    def __hash__(self) -> int:
+        return hash(self.fields())
+
+    def __repr__(self) -> str:
+        size, mtime_ns, checksum, inode, ctime_ns = self.fields()
+        return (f"LocalFile(size={size!r}, mtime_ns={mtime_ns!r}, checksum={checksum!r}, inode={inode!r}, "
+                f"ctime_ns={ctime_ns!r})")
+
+    def __reduce__(self) -> tuple[type[LocalFile], tuple[int, int, str | None, int, int]]:
+        return LocalFile, self.fields()
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,7 +623,8 @@ def plan(
             plan_path(path, local.get(path), remote.get(path), base.get(path), mode=mode, label=label,
                       access=access.get(path, Access()))
         )
-    tracked = sum(1 for b in base.values() if not b.local_deleted)
+    counted = getattr(base, "tracked", None)  # a packed base counts without building its entries
+    tracked = counted() if callable(counted) else sum(1 for b in base.values() if not b.local_deleted)
 
     def guarded(action: Action, kind: ActionKind) -> bool:
         if action.kind != kind:

@@ -24,7 +24,7 @@ from escale.protocol.repository import LatestMap, RelayState, Repository, payloa
 from escale.sync import localfs
 from escale.sync.planner import Action, BaseEntry, LocalFile, RemoteEntry
 from escale.sync.report import Announcer, PassReport
-from escale.sync.state import StateDB
+from escale.sync.state import BaseMap, StateDB
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,10 @@ def _seen_of(db: StateDB, state: RelayState) -> Iterator[tuple[_Version, int]]:
     try:
         row = next(rows, None)
         for ph in ordered:
-            while row is not None and row[0] < ph.key:
+            key = ph.key  # once: a packed index entry spells it on each read
+            while row is not None and row[0] < key:
                 row = next(rows, None)
-            yield ph, row[1] if row is not None and row[0] == ph.key else 0
+            yield ph, row[1] if row is not None and row[0] == key else 0
     finally:
         rows.close()  # the stream holds the database's lock until it ends
 
@@ -81,10 +82,13 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
     version seen.
     """
     behind: dict[str, int] = {}
+    version_of = base.version_of if isinstance(base, BaseMap) else (
+        lambda path: base[path].version if path in base else 0)
     for ph, seen in _seen_of(db, state):
-        known = max(seen, base[ph.path].version if ph.path in base else 0)
+        path = ph.path
+        known = max(seen, version_of(path))
         if ph.version < known:
-            behind[ph.path] = known
+            behind[path] = known
     frozen: set[str] = set()
     for path in state.latest:  # reported in the relay state's order
         if path in behind:
@@ -94,8 +98,11 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
             announce(report, f"{path} rolled back on the relay: it shows version {ph.version} but "
                      f"version {known} was known here; the local file is left alone (run `escalectl "
                      "fix` on an up-to-date client)", level=logging.ERROR)
-    for path, entry in base.items():
-        if path in state.latest or entry.version <= 0:
+    for path in base:
+        if path in state.latest:
+            continue  # (checked first: no entry built for the paths on the relay)
+        entry = base[path]
+        if entry.version <= 0:
             continue
         key = repo.sealer.object_key(path)
         frozen.add(path)

@@ -57,16 +57,19 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from escale.config.settings import FileFilter
+from escale.derived import DerivedDict
 from escale.errors import LocalError
 from escale.protocol.objects import path_problem
+from escale.sync import records
 from escale.sync.localfs import PART_PREFIX as PART_PREFIX
 from escale.sync.localfs import STATE_FOLDER as STATE_FOLDER
 from escale.sync.localfs import TEMP_PREFIX as TEMP_PREFIX
 from escale.sync.localfs import name_problem, printable
 from escale.sync.planner import BaseEntry, LocalFile
-from escale.sync.state import StateDB
+from escale.sync.state import BaseMap, StateDB
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,7 @@ class ScanResult:
     ``warnings``: one human line per path skipped this pass.
     """
 
-    files: dict[str, LocalFile] = field(default_factory=dict)
+    files: LocalMap = field(default_factory=lambda: LocalMap())
     root_missing: bool = False
     hashed_bytes: int = 0
     unconfirmed: set[str] = field(default_factory=set)
@@ -165,7 +168,8 @@ class _Scan:
     def __init__(self, root: str, filters: FileFilter, checksum: str | None, db: StateDB | None,
                  persist_cache: bool, known: Mapping[str, BaseEntry] | None = None) -> None:
         self.root = root
-        self.known = known
+        #: the base's records, which unchanged files share
+        self.known = known if isinstance(known, BaseMap) else None
         self.filters = filters
         self.checksum = checksum
         self.db = db
@@ -469,20 +473,52 @@ class _Scan:
 
     def found(self, rel: str, st: os.stat_result, digest: str | None) -> None:
         """Add file ``rel`` (``st``, checksum ``digest``) to the result."""
-        # interned: the base, the relay state and the plan hold the same path strings,
-        # and an unchanged file's checksum is the base's string; so are its size and
-        # mtime (the base's int objects, not the stat's: one object each less per file)
+        # the path interned: the base, the relay state and the plan hold the same
+        # string; the file as one packed record, or its base entry's very record
+        # when size, mtime and checksum are those last synced
         size, mtime_ns = st.st_size, st.st_mtime_ns
-        if self.known is not None and (known := self.known.get(rel)) is not None:
-            if known.mtime_ns == mtime_ns:
-                mtime_ns = known.mtime_ns
-            if known.size == size:
-                size = known.size
+        rel = sys.intern(rel)
         if digest is not None and size >= IDENTITY_MIN_SIZE and st.st_ctime_ns <= self.settled_ctime_ns:
-            local = LocalFile(size, mtime_ns, sys.intern(digest), st.st_ino, st.st_ctime_ns)
+            record = records.pack_local(size, mtime_ns, digest, st.st_ino, st.st_ctime_ns)
+            if record is None:
+                self.result.files.store(rel, LocalFile(size, mtime_ns, digest, st.st_ino, st.st_ctime_ns))
+                return
         else:
-            local = LocalFile(size, mtime_ns, None if digest is None else sys.intern(digest))
-        self.result.files[sys.intern(rel)] = local
+            record = records.pack_content(size, mtime_ns, digest)
+            if record is None:
+                self.result.files.store(rel, LocalFile(size, mtime_ns, digest))
+                return
+            if self.known is not None:
+                base = self.known.record(rel)
+                if base is not None and records.is_base_of(base, record):
+                    record = base
+        self.result.files.store(rel, record)
+
+
+class LocalMap(DerivedDict[LocalFile]):
+    """The scan's files: a dict of path to :class:`LocalFile` that holds, per
+    path, one packed record (:mod:`escale.sync.records`: about 80 bytes,
+    none of its own for a file unchanged since its base entry, whose record
+    it shares) and gives a :class:`LocalFile` over that record each time it
+    is read (a :class:`~escale.derived.DerivedDict`). A file without an
+    exact record is held as the object itself. Setting a path stores the
+    value's record; removing paths works as on a dict."""
+
+    def derive(self, source: Any) -> LocalFile:
+        if type(source) is bytes:
+            return LocalFile.of_record(source)
+        return source  # type: ignore[no-any-return]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # the planner's one read per path: the same as DerivedDict.get, in fewer calls
+        source: object = dict.get(self, key)  # type: ignore[arg-type]  # the stored record, not a value
+        if source is None:
+            return default
+        return LocalFile.of_record(source) if isinstance(source, bytes) else source
+
+    def __setitem__(self, path: str, local: LocalFile) -> None:
+        record = local.record
+        self.store(path, local if record is None else record)
 
 
 def scan(root: str, filters: FileFilter, *, checksum: str | None, db: StateDB | None,
@@ -495,7 +531,8 @@ def scan(root: str, filters: FileFilter, *, checksum: str | None, db: StateDB | 
     ``root`` exists but cannot be read; a missing ``root`` gives
     ``root_missing``. With ``checksum = None`` files are not opened: an
     unreadable file is then found when it is sent. ``known`` (the base, when
-    the caller holds it) only saves memory: a file's size and mtime that
-    equal its base entry's are that entry's objects.
+    the caller holds it as a :class:`~escale.sync.state.BaseMap`) only saves
+    memory: a file whose size, mtime and checksum are its base entry's is
+    held as that entry's record (see :class:`LocalMap`).
     """
     return _Scan(root, filters, checksum, db, persist_cache, known).run()

@@ -44,13 +44,16 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Container, Generator, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Container, Generator, Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Literal, cast
 
+from escale.derived import DerivedDict
 from escale.errors import LocalError
 from escale.protocol.layout import META, new_client_id
 from escale.protocol.lease import Observation
+from escale.sync import records
 from escale.sync.planner import Access, BaseEntry
 
 log = logging.getLogger(__name__)
@@ -277,17 +280,23 @@ class StateDB:
 
     # ----------------------------------------------------------- base
 
-    def base(self) -> dict[str, BaseEntry]:
-        """Every tracked path's base entry (paths and checksums interned: the
-        scan's equal strings are then the same objects)."""
+    def base(self) -> BaseMap:
+        """Every tracked path's base entry, as a :class:`BaseMap` (one packed
+        record per path; paths interned: the scan's and the relay state's
+        equal strings are then the same objects)."""
         rows = self._stream("SELECT path, size, mtime_ns, checksum, version, origin, modified_here, "
                             "local_deleted FROM files")
-        return {
-            sys.intern(str(r[0])): BaseEntry(int(r[1]), int(r[2]), r[3] if r[3] is None else sys.intern(str(r[3])),  # type: ignore[call-overload]
-                                 int(r[4]), "remote" if r[5] == "remote" else "local",  # type: ignore[call-overload]
-                                 bool(r[6]), bool(r[7]))
-            for r in rows
-        }
+        out = BaseMap()
+        store, pack = out.store, records.pack_base
+        for r in rows:
+            size, mtime_ns, version = int(r[1]), int(r[2]), int(r[4])  # type: ignore[call-overload]
+            checksum = None if r[3] is None else str(r[3])
+            origin: Literal["local", "remote"] = "remote" if r[5] == "remote" else "local"
+            modified_here, local_deleted = bool(r[6]), bool(r[7])
+            record = pack(size, mtime_ns, checksum, version, origin, modified_here, local_deleted)
+            store(sys.intern(str(r[0])), record if record is not None else BaseEntry(
+                size, mtime_ns, checksum, version, origin, modified_here, local_deleted))
+        return out
 
     def base_entry(self, path: str) -> BaseEntry | None:
         """``path``'s base entry, if tracked (one query)."""
@@ -694,3 +703,76 @@ class _LeaseMap(MutableMapping[int, Observation]):
 
     def __len__(self) -> int:
         return len(list(iter(self)))
+
+
+class BaseMap(DerivedDict[BaseEntry]):
+    """The base as the planner reads it: a dict of path to :class:`BaseEntry`
+    that holds, per path, one packed record (:func:`escale.sync.records.pack_base`;
+    about 90 bytes where the objects cost about 300) and builds the entry
+    each time it is read (a :class:`~escale.derived.DerivedDict`). An entry
+    without an exact record is held as the object itself. Setting a path
+    packs the entry; removing paths works as on a dict. :meth:`record` gives
+    the scan the stored record, so that an unchanged file's scan record is
+    the base's own object."""
+
+    def derive(self, source: Any) -> BaseEntry:
+        if type(source) is bytes:
+            return _base_of(source)
+        return source  # type: ignore[no-any-return]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # the planner's one read per path: the same as DerivedDict.get, in fewer calls
+        source: object = dict.get(self, key)  # type: ignore[arg-type]  # the stored record, not a value
+        if source is None:
+            return default
+        return _base_of(source) if isinstance(source, bytes) else source
+
+    def __setitem__(self, path: str, entry: BaseEntry) -> None:
+        record = records.pack_base(entry.size, entry.mtime_ns, entry.checksum, entry.version, entry.origin,
+                                   entry.modified_here, entry.local_deleted)
+        self.store(path, entry if record is None else record)
+
+    def record(self, path: str) -> bytes | None:
+        """``path``'s packed record (None: not tracked, or held as an object)."""
+        source: object = self.source(path) if path in self else None
+        return source if isinstance(source, bytes) else None
+
+    def version_of(self, path: str) -> int:
+        """``path``'s base version, 0 when it is not tracked (no entry built)."""
+        source: object = dict.get(self, path)  # type: ignore[arg-type]  # the stored record, not a value
+        if source is None:
+            return 0
+        return records.base_version(source) if isinstance(source, bytes) else cast(BaseEntry, source).version
+
+    def tracked(self) -> int:
+        """How many entries are not ``local_deleted`` (no entry built)."""
+        count = 0
+        for source in cast("Iterable[object]", dict.values(self)):
+            if isinstance(source, bytes):
+                count += not records.base_local_deleted(source)
+            else:
+                count += not cast(BaseEntry, source).local_deleted
+        return count
+
+
+_new = object.__new__
+# BaseEntry's slot setters: a frozen dataclass's __init__ sets each field through
+# object.__setattr__, which ends in these; called directly, an entry is built in
+# about half the time (it is built on every read of a BaseMap)
+_set_size, _set_mtime, _set_checksum, _set_version, _set_origin, _set_modified, _set_deleted = (
+    BaseEntry.__dict__[name].__set__ for name in (
+        "size", "mtime_ns", "checksum", "version", "origin", "modified_here", "local_deleted"))
+
+
+def _base_of(record: bytes) -> BaseEntry:
+    """The entry a base record packs (the same as ``BaseEntry(*records.unpack_base(record))``)."""
+    size, mtime_ns, checksum, version, origin, modified_here, local_deleted = records.unpack_base(record)
+    entry = _new(BaseEntry)
+    _set_size(entry, size)
+    _set_mtime(entry, mtime_ns)
+    _set_checksum(entry, checksum)
+    _set_version(entry, version)
+    _set_origin(entry, origin)
+    _set_modified(entry, modified_here)
+    _set_deleted(entry, local_deleted)
+    return entry

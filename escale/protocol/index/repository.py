@@ -693,6 +693,8 @@ class IndexRepository(Repository):
         if not self.receives and not self._acked_now:
             return
         old = self._my_ack
+        if old is not None and old.generation == self.head and not self._acked_now and not self._ack_dirty:
+            return  # nothing new to acknowledge, nothing new missing: the record stands (no walk of the index)
         old_generation = old.generation if old is not None else 0
         old_missing = set(old.missing) if old is not None else set()
         missing = []
