@@ -121,6 +121,7 @@ def test_a_typical_entry_is_packed_and_reads_back_exactly(entry: IndexEntry) -> 
     for with_payload in (True, False):
         assert packed.to_placeholder(with_payload) == entry.to_placeholder(with_payload)
     assert packed.to_json() == entry.to_json()
+    assert list(packed.to_json()) == list(entry.to_json())  # the same document, key order included
     assert pack(packed) is packed
     # smaller than the entry object and its location (the strings they point
     # to are shared with the scan and the state database)
@@ -157,6 +158,7 @@ def test_any_entry_packs_to_itself_or_to_a_record_that_reads_as_it(entry: IndexE
         _same(entry, packed)
         for with_payload in (True, False):
             assert packed.to_placeholder(with_payload) == entry.to_placeholder(with_payload)
+        assert list(packed.to_json().items()) == list(entry.to_json().items())
     index = PackedIndex()
     index[entry.path] = entry
     assert index[entry.path] == entry and dict(index) == {entry.path: entry}
@@ -179,6 +181,7 @@ def test_an_entry_escale_writes_is_always_packed(entry: IndexEntry) -> None:
     packed = pack(good)
     assert isinstance(packed, PackedEntry)
     assert packed.unpack() == good
+    assert list(packed.to_json().items()) == list(good.to_json().items())
 
 
 def test_the_packed_index_reads_as_a_dict_of_entries() -> None:

@@ -902,8 +902,27 @@ class PackedEntry(bytes):
             None if flags & _NO_PULLER else puller, bool(flags & _DELIBERATE))
 
     def to_json(self) -> dict[str, Any]:
-        """As :meth:`IndexEntry.to_json`."""
-        return self.unpack().to_json()
+        """As :meth:`IndexEntry.to_json` (the same document, key for key; no
+        entry built on the way: every delta and local copy encodes these)."""
+        flags, key, version, generation, lease, size, mtime_ns, puller, pusher, label, receivers = \
+            _HEAD.unpack_from(self)
+        at = _HEAD.size
+        location = None
+        if flags & _LOCATED:
+            offset, length = _LOC.unpack_from(self, at)[:2]
+            location = {"object": self._object(flags, key, version), "offset": offset, "length": length,
+                        "compression": "zlib" if flags & _ZLIB else "none"}
+            at += _LOC.size
+        checksum, at = self._checksum_from(flags, at)
+        doc: dict[str, Any] = {
+            "path": self[at:].decode("utf-8", "surrogateescape"), "key": key.hex(), "version": version,
+            "generation": generation, "lease": lease, "kind": "tombstone" if flags & _TOMBSTONE else "file",
+            "pusher": _CLIENT_IDS.values[pusher], "pusher_label": _LABELS.values[label], "size": size,
+            "mtime_ns": mtime_ns, "checksum": checksum, "receivers": list(_RECEIVERS.values[receivers]),
+            "puller_count": None if flags & _NO_PULLER else puller, "location": location}
+        if flags & _DELIBERATE:
+            doc["deliberate"] = True
+        return doc
 
     def __repr__(self) -> str:
         return f"PackedEntry({self.unpack()!r})"
