@@ -852,10 +852,16 @@ class PackedEntry(bytes):
     @property
     def location(self) -> Location | None:
         flags, key, version, _ = _BRIEF.unpack_from(self)
+        parts = self._location_parts(flags, key, version)
+        return None if parts is None else Location(*parts)
+
+    def _location_parts(self, flags: int, key: bytes, version: int
+                        ) -> tuple[str, int, int, Literal["none", "zlib"]] | None:
+        """The location's object name, offset, length and compression (None: no location)."""
         if not flags & _LOCATED:
             return None
         offset, length = _LOC.unpack_from(self, _HEAD.size)[:2]
-        return Location(self._object(flags, key, version), offset, length, "zlib" if flags & _ZLIB else "none")
+        return self._object(flags, key, version), offset, length, "zlib" if flags & _ZLIB else "none"
 
     def brief(self) -> Brief:
         """As :meth:`IndexEntry.brief`."""
@@ -871,14 +877,9 @@ class PackedEntry(bytes):
         """The entry this record packs (a new object, equal to it)."""
         flags, key, version, generation, lease, size, mtime_ns, puller, pusher, label, receivers = \
             _HEAD.unpack_from(self)
-        at = _HEAD.size
-        location = None
-        if flags & _LOCATED:
-            offset, length = _LOC.unpack_from(self, at)[:2]
-            location = Location(self._object(flags, key, version), offset, length,
-                                "zlib" if flags & _ZLIB else "none")
-            at += _LOC.size
-        checksum, at = self._checksum_from(flags, at)
+        parts = self._location_parts(flags, key, version)
+        location = None if parts is None else Location(*parts)
+        checksum, at = self._checksum_from(flags, _HEAD.size + (0 if parts is None else _LOC.size))
         return IndexEntry(
             self[at:].decode("utf-8", "surrogateescape"), key.hex(), version, generation, lease,
             "tombstone" if flags & _TOMBSTONE else "file", _CLIENT_IDS.values[pusher], _LABELS.values[label],
@@ -906,14 +907,10 @@ class PackedEntry(bytes):
         entry built on the way: every delta and local copy encodes these)."""
         flags, key, version, generation, lease, size, mtime_ns, puller, pusher, label, receivers = \
             _HEAD.unpack_from(self)
-        at = _HEAD.size
-        location = None
-        if flags & _LOCATED:
-            offset, length = _LOC.unpack_from(self, at)[:2]
-            location = {"object": self._object(flags, key, version), "offset": offset, "length": length,
-                        "compression": "zlib" if flags & _ZLIB else "none"}
-            at += _LOC.size
-        checksum, at = self._checksum_from(flags, at)
+        parts = self._location_parts(flags, key, version)
+        location = None if parts is None else dict(zip(("object", "offset", "length", "compression"), parts,
+                                                       strict=True))
+        checksum, at = self._checksum_from(flags, _HEAD.size + (0 if parts is None else _LOC.size))
         doc: dict[str, Any] = {
             "path": self[at:].decode("utf-8", "surrogateescape"), "key": key.hex(), "version": version,
             "generation": generation, "lease": lease, "kind": "tombstone" if flags & _TOMBSTONE else "file",
