@@ -1498,6 +1498,13 @@ class Repository:
             log.info("reclaimed %s (version %d) from the relay", placeholder.path, placeholder.version)
         return done
 
+    def delivered(self, placeholder: Placeholder, state: RelayState) -> bool:
+        """Whether every expected receiver has this version (as
+        :meth:`reclaimable` counts), each acknowledgement opened and checked
+        (:meth:`acks_authentic`): a forged one never makes a file delivered.
+        Raises EscaleError when an acknowledgement cannot be read now."""
+        return self.reclaimable(placeholder, state) and self.acks_authentic(placeholder, state)
+
     def acks_authentic(self, placeholder: Placeholder, state: RelayState) -> bool:
         """Whether every acknowledgement listed for ``placeholder`` opens and
         names it (a forged one is dropped from ``state`` and logged); reads

@@ -78,12 +78,6 @@ def record_pending(db: StateDB, pending: Iterable[tuple[str, int]], now: float |
             db.set_delivery(Delivery(path, old.version if old else 0, size, "pending", now))
 
 
-def _delivered(repo: Repository, state: RelayState, ph: Placeholder) -> bool:
-    # the acknowledgements are opened and checked, as reclaim does: a forged
-    # one never makes a file delivered (it could be deleted here for it)
-    return repo.reclaimable(ph, state) and repo.acks_authentic(ph, state)
-
-
 def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: RelayState, the_plan: Plan,
                report: PassReport) -> None:
     """What :class:`~escale.sync.client.SyncClient` runs at the end of a pass
@@ -111,7 +105,7 @@ def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: R
             acked = state.acks.get((ph.key, ph.version), frozenset()) - {me}
             receivers = tuple(sorted(labels.get(c, c[:12]) for c in acked))
             try:
-                delivered = _delivered(repo, state, ph)
+                delivered = repo.delivered(ph, state)
             except EscaleError as exc:  # an acknowledgement that cannot be read now: next pass
                 log.warning("[%s] %s: delivery not checked: %s", settings.name, record.path, exc)
                 continue

@@ -100,10 +100,13 @@ def test_recreated_file_is_a_new_file(file_world: World) -> None:
     assert tree(up) == {}
 
 
-def test_handoff_delete_waits_for_every_receiver(file_world: World) -> None:
-    up = file_world.add("up", mode="upload", after_delivery="delete")
-    d1 = file_world.add("d1", mode="download")
-    file_world.add("d2", mode="download")
+@pytest.mark.parametrize("index", ["no", "yes"])
+def test_handoff_delete_waits_for_every_receiver(file_world: World, index: str) -> None:
+    # in the index layout the receivers' acknowledgement records say who has a
+    # version, whether or not its page was reclaimed since
+    up = file_world.add("up", mode="upload", after_delivery="delete", index=index)
+    d1 = file_world.add("d1", mode="download", index=index)
+    file_world.add("d2", mode="download", index=index)
     write(up, "x.dat", b"x\n")
     file_world.sync("d1")
     file_world.sync("d2")

@@ -756,6 +756,14 @@ class IndexRepository(Repository):
         version in it is acknowledged as :meth:`Repository.reclaimable` says."""
         return placeholder.payload is not None and placeholder.payload in self._reclaimable_objects(state)
 
+    def delivered(self, placeholder: Placeholder, state: RelayState) -> bool:
+        """Whether every expected receiver acknowledged this version
+        (:meth:`Repository.reclaimable` of the version itself, whatever its
+        page's other members and whether its content was reclaimed since).
+        The acknowledgements are those of the receivers' records, each opened
+        and checked against its client when read: nothing more to open."""
+        return Repository.reclaimable(self, placeholder, state)
+
     # ----------------------------------------------------------- committing
 
     def when_committed(self, callback: Callable[[], None]) -> None:
