@@ -336,7 +336,7 @@ def _to_placeholder(relay: Relay, sealer: Sealer, lease: Lease, source: RelaySta
             lease.check()
             relay.put_bytes(name, sealer.seal(name, converted.encode()))
             step(f"placeholder written {name}")
-            for client in sorted(source.acks.get((ph.key, ph.version), set())):
+            for client in sorted(source.acks_of(ph)):
                 ack = layout.ack_name(ph.key, ph.version, client)
                 relay.put_bytes(ack, sealer.seal(ack, Ack(client, ph.key, ph.version).encode()))
             on_progress(done, len(latest))

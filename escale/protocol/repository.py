@@ -237,7 +237,13 @@ class RelayState:
 
         Raises ProtocolError when none is left: a planted version at the 63-bit
         ceiling must be deleted by hand (no name above it would be parsed)."""
-        version = self.latest_version(key) + 1
+        return self._version_above(self.latest_version(key), key, path)
+
+    @staticmethod
+    def _version_above(top: int, key: str, path: str) -> int:
+        """``top + 1``, the next version of ``key`` (``path``); ProtocolError
+        at the ceiling (see :meth:`next_version`)."""
+        version = top + 1
         if version > layout.MAX_VERSION:
             raise ProtocolError(
                 f"relay object {layout.meta_name(key, version - 1)}: no version number is left above it for "
@@ -289,6 +295,16 @@ class RelayState:
             return
         self.acks[pair] = self._group(held, client, False)
         self.refused_acks.setdefault(pair, []).append(layout.ack_name(key, version, client))
+
+    def lists(self, key: str, path: str) -> bool:
+        """Whether some version of ``key`` (the key of ``path``) is listed,
+        readable or not."""
+        return key in self.versions
+
+    def acks_of(self, placeholder: Placeholder) -> frozenset[str]:
+        """The clients whose acknowledgement of ``placeholder``'s version is
+        listed (the pusher's own, if listed, included)."""
+        return self.acks.get((placeholder.key, placeholder.version), frozenset())
 
     def ack_names_of(self, key: str, version: int) -> list[str]:
         """The acknowledgement objects listed for ``key`` ``version``: those
@@ -1053,7 +1069,7 @@ class Repository:
         clients still to come. A stale receiver (see ``stale receiver``) still
         counts: it is reported, never dropped on its own.
         """
-        acks = state.acks.get((placeholder.key, placeholder.version), frozenset()) - {placeholder.pusher}
+        acks = state.acks_of(placeholder) - {placeholder.pusher}
         wanted = placeholder.puller_count or self.puller_count
         if wanted:
             return len(acks) >= wanted
@@ -1509,7 +1525,7 @@ class Repository:
         """Whether every acknowledgement listed for ``placeholder`` opens and
         names it (a forged one is dropped from ``state`` and logged); reads
         each acknowledgement object once."""
-        for client in sorted(state.acks.get((placeholder.key, placeholder.version), ())):
+        for client in sorted(state.acks_of(placeholder)):
             name = layout.ack_name(placeholder.key, placeholder.version, client)
             try:
                 ack = Ack.decode(self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES)), name)

@@ -102,7 +102,7 @@ def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: R
             ph = state.latest.get(record.path)
             if ph is None or ph.version != record.version or ph.pusher != me or ph.deleted:
                 continue
-            acked = state.acks.get((ph.key, ph.version), frozenset()) - {me}
+            acked = state.acks_of(ph) - {me}
             receivers = tuple(sorted(labels.get(c, c[:12]) for c in acked))
             try:
                 delivered = repo.delivered(ph, state)

@@ -87,7 +87,7 @@ def pending_for(repo: Repository, state: RelayState, client: str) -> int:
     for ph in state.latest.values():
         if ph.deleted or not state.has_payload(ph):
             continue
-        if client in state.acks.get((ph.key, ph.version), ()):
+        if client in state.acks_of(ph):
             continue
         if client in repo.expected_receivers(ph, state):
             count += 1
@@ -140,7 +140,7 @@ def missed_versions(state: RelayState, me: str, base: Mapping[str, BaseEntry], *
         if version.kind == "tombstone" or version.pusher == me or state.stored_has_payload(stored):
             continue
         ph = placeholder_of(state.latest, stored)
-        holders = state.acks.get((ph.key, ph.version))
+        holders = state.acks_of(ph)
         if not holders or me in holders:
             continue  # taken by this client, or never acknowledged: lost, not reclaimed (repaired by its pusher)
         acks = holders - {ph.pusher}

@@ -106,7 +106,7 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
             continue
         key = repo.sealer.object_key(path)
         frozen.add(path)
-        if key in state.versions:
+        if state.lists(key, path):
             continue  # listed but none opens: refused and reported by read_state
         announce(report, f"{path} rolled back on the relay: it is missing there but version "
                  f"{max(entry.version, db.seen_version(key))} was known here; the local file is left alone "
@@ -147,7 +147,7 @@ class RemoteView(DerivedDict[RemoteEntry]):
 
     def derive(self, source: Any) -> RemoteEntry:
         ph = self._placeholder_of(source)
-        acks = self._state.acks.get((ph.key, ph.version), ())
+        acks = self._state.acks_of(ph)
         return RemoteEntry(
             version=ph.version, deleted=ph.deleted, pusher=ph.pusher, pusher_label=ph.pusher_label,
             size=ph.size, mtime_ns=ph.mtime_ns, checksum=ph.checksum, available=self._state.has_payload(ph),
@@ -191,7 +191,7 @@ def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: 
             continue
         if stored.kind != "tombstone" and not settings.filters.accepts_file(path):
             ph = placeholder_of(latest, stored)
-            if settings.receives and ph.pusher != me and me not in state.acks.get((ph.key, ph.version), ()):
+            if settings.receives and ph.pusher != me and me not in state.acks_of(ph):
                 repo.acknowledge(ph)  # not wanted here: do not pin the payload
             continue
         view.include(path, stored)
@@ -217,7 +217,7 @@ def lost_payloads(settings: ClientSettings, repo: Repository, state: RelayState,
         if version.pusher != repo.client_id or version.kind == "tombstone" or state.stored_has_payload(stored):
             continue
         ph = placeholder_of(state.latest, stored)
-        if state.acks.get((ph.key, ph.version), frozenset()) - {repo.client_id}:
+        if state.acks_of(ph) - {repo.client_id}:
             continue  # acknowledged: reclaimed, not lost
         mine = local.get(path)
         if mine is None or mine.size != ph.size:

@@ -83,6 +83,7 @@ from escale.protocol.index.pages import (
     inflate_to,
     open_page,
 )
+from escale.protocol.index.state import IndexRelayState
 from escale.protocol.layout import CLIENTS, parse_client
 from escale.protocol.lease import Fence, Lease
 from escale.protocol.objects import MAX_OBJECT_BYTES, ClientRecord, Placeholder, checksum_problem
@@ -97,6 +98,7 @@ from escale.protocol.repository import (
     _HashingReader,
     _HashingWriter,
     _LocalSpool,
+    _move_state,
 )
 from escale.protocol.sealer import Sealer
 from escale.relay import Entry, Relay
@@ -182,7 +184,10 @@ class IndexRepository(Repository):
         self._my_sequence = 0
         #: this client's record names listed by the last read (older ones are deleted after a rewrite)
         self._my_listed: list[tuple[int, str]] = []
-        self._acked_now: set[tuple[str, int]] = set()
+        #: versions this client is done with, not yet in its record: the index's
+        #: own stored entry when it is the version acknowledged (a reference, no
+        #: string or pair made per file), else the (key, version) pair
+        self._acked_now: set[StoredEntry | tuple[str, int]] = set()
         self._page: PageWriter | None = None
         #: the entries packed and not yet committed, as the delta will record
         #: them (the page's name is chosen when the page is opened; see
@@ -369,7 +374,7 @@ class IndexRepository(Repository):
 
     # ----------------------------------------------------------- reading
 
-    def read_state(self, *, use_marker: bool = False) -> RelayState:
+    def read_state(self, *, use_marker: bool = False) -> IndexRelayState:
         """List ``clients/`` and ``index/``; read what changed since the last read
         (``use_marker`` is the placeholder layout's: the index needs no marker).
 
@@ -378,7 +383,7 @@ class IndexRepository(Repository):
         applied whole or not at all, so such a pass applies nothing.
         """
         self._load_materialised()
-        state = RelayState()
+        state = IndexRelayState(self.entries)
         self._temporaries = []
         records: dict[str, AckRecord] = {}
         newest: dict[str, tuple[int, str]] = {}
@@ -414,9 +419,25 @@ class IndexRepository(Repository):
             # a delta pruned between the listing and the read: list once more
             self._catch_up([e.name for e in self._entries(io.INDEX)])
         self._records = records
+        state.use_records(records)
         self._fill(state)
         state.temporaries = {e.name: e for e in self._temporaries}
         self._register(state)
+        return state
+
+    def read_state_again(self, state: RelayState) -> RelayState:
+        """As :meth:`Repository.read_state_again`: what changed in ``index/``
+        since is applied, ``clients/`` read again, into ``state`` itself.
+        When the reading raises, ``state`` is left empty."""
+        try:
+            fresh = self.read_state()
+        except BaseException:
+            _move_state(RelayState(), state)
+            raise
+        if isinstance(state, IndexRelayState):
+            state.take(fresh)
+        else:
+            _move_state(fresh, state)
         return state
 
     def _entries(self, folder: str) -> list[Entry]:
@@ -473,9 +494,9 @@ class IndexRepository(Repository):
             return None
         if self._my_ack is not None and self._records.get(self.client_id) is not self._my_ack:
             self._records[self.client_id] = self._my_ack
-            state.acks.clear()
+            if isinstance(state, IndexRelayState):
+                state.use_records(self._records)  # the acknowledgements are read from them
             self._reclaim_cache = None
-            self._fill(state)
         return state
 
     def _open_cached(self, name: str, cache_key: str | None, limit: int,
@@ -537,24 +558,11 @@ class IndexRepository(Repository):
         present = set(self.objects)  # grows with this client's commits (_commit_delta)
         latest = LatestMap(partial(_placeholder_of, present), partial(_payload_of, present))
         self._present, self._filled = present, latest
-        dict.update(latest, dict.items(state.latest))  # what is there already, as stored
         state.latest = latest
-        versions = state.versions
         state.payloads = {**{name: 0 for name in self._unsettled()}, **self.objects}
-        # versions acknowledged by the same clients share one group
-        # (RelayState.add_ack): a handful for the whole index, not one per version
-        records = [(client, set(record.missing), record.generation) for client, record in self._records.items()]
-        add_ack = state.add_ack
-        # what the index keeps per path is stored as is (no entry built); the key
-        # is spelled once per path, for the versions and the acknowledgements alike
-        for path, stored in self.entries.stored_items():
-            latest.store(path, stored)
-            key, version, generation, kind, pusher, _, _ = stored.brief()
-            versions[key] = version  # one version per key (RelayState.versions)
-            if kind == "file":
-                for client, missing, top in records:
-                    if generation <= top and pusher != client and (key, version) not in missing:
-                        add_ack(key, version, client)
+        # what the index keeps per path is stored as is (no entry built); the
+        # versions and acknowledgements are read from it when asked (IndexRelayState)
+        dict.update(latest, self.entries.stored_items())
 
     # ----------------------------------------------------------- receiving
 
@@ -676,7 +684,11 @@ class IndexRepository(Repository):
     def acknowledge(self, placeholder: Placeholder) -> None:
         """Buffer that this client is done with ``placeholder``; written by
         :meth:`flush_acks`."""
-        self._acked_now.add((placeholder.key, placeholder.version))
+        stored = self.entries.stored(placeholder.path)
+        if stored is not None and stored.brief()[:2] == (placeholder.key, placeholder.version):
+            self._acked_now.add(stored)  # equal only to an entry of that very version
+        else:
+            self._acked_now.add((placeholder.key, placeholder.version))
 
     def flush_acks(self) -> None:
         """Rewrite this client's acknowledgement record if it changed.
@@ -708,7 +720,7 @@ class IndexRepository(Repository):
                 continue
             pair = (key, version)
             fresh = generation > old_generation
-            if pair in self._acked_now:
+            if stored in self._acked_now or pair in self._acked_now:
                 changed = changed or fresh or pair in old_missing
             elif fresh or pair in old_missing:
                 missing.append(pair)
@@ -1145,7 +1157,8 @@ class IndexRepository(Repository):
                 filled.store(path, self.entries.stored(path) or entry)
             else:
                 state.latest[path] = entry.to_placeholder()
-            state.versions[key] = entry.version  # one version per key (RelayState.versions)
+            if not isinstance(state, IndexRelayState):
+                state.versions[key] = entry.version  # one version per key (RelayState.versions)
         state.payloads = dict(self.objects)
 
     # ----------------------------------------------------------- maintenance
