@@ -50,6 +50,26 @@ def test_a_push_past_the_delta_budget_is_cut_into_several_deltas(
     assert tree(b) == tree(a)
 
 
+def test_a_push_of_more_versions_than_a_delta_holds_is_cut_into_several_deltas(
+        tmp_path: Path, target_file: RelayTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_repository, "DELTA_ENTRIES", 60)
+    world = _world(tmp_path, target_file)
+    a, b = world.add("a"), world.add("b")
+    world.sync("b")
+    for i in range(200):
+        write(a, f"d{i % 7}/file-{i:03d}.txt", f"content {i}\n")
+    report = world.sync("a")
+    assert len(report.pushed) == 200
+    deltas = [n for n in relay_names(world, "index") if io.parse_index_name(n) is not None]
+    assert len(deltas) == 4, deltas  # 60 + 60 + 60 + 20
+    assert len(relay_names(world, "pages")) == len(deltas)
+    report = world.sync("b")
+    assert len(report.pulled) == 200
+    assert tree(b) == tree(a)
+    report = world.sync("a")  # every version acknowledged: every page reclaimed
+    assert relay_names(world, "pages") == []
+
+
 def test_a_checkpoint_too_big_for_readers_is_not_written_and_clients_still_converge(
         tmp_path: Path, target_file: RelayTarget, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

@@ -130,6 +130,12 @@ SEAL_SLACK = 1.04
 #: below :data:`~escale.protocol.index.objects.MAX_INDEX_BYTES`: a push of a
 #: million small files becomes several deltas every reader accepts.
 DELTA_BUDGET = 64 * 1024 * 1024
+#: A delta is also committed (with the page so far) once it holds this many
+#: versions: what a push keeps per version until its commit (the packed entry,
+#: the pushed file's key and checksum, what records it afterwards) is bounded
+#: by this, not by the number of files pushed. 10,000 small files are 2
+#: deltas and 2 pages.
+DELTA_ENTRIES = 8192
 #: ``pages/`` and ``big/`` are listed for orphans (content no generation names,
 #: left by any client's interrupted push) when this many generations were
 #: committed since the last such listing, and whenever this client has
@@ -792,8 +798,10 @@ class IndexRepository(Repository):
 
     def _room_for(self, lease: Lease, state: RelayState, path: str) -> None:
         """Commit what is pending first when one more entry (for ``path``)
-        could take the delta's document past :data:`DELTA_BUDGET`."""
-        if self._pending and self._pending_doc + _entry_bound(path, len(state.clients)) > DELTA_BUDGET:
+        could take the delta's document past :data:`DELTA_BUDGET`, or past
+        :data:`DELTA_ENTRIES` entries."""
+        if self._pending and (len(self._pending) >= DELTA_ENTRIES or
+                              self._pending_doc + _entry_bound(path, len(state.clients)) > DELTA_BUDGET):
             self.commit_pending(lease, state)
 
     def _add_pending(self, entry: IndexEntry) -> None:
