@@ -1733,7 +1733,7 @@ def _cached_placeholder(data: bytes, payloads: Container[str]) -> Placeholder:
     if doc.pop("format") != 1 or doc.pop("type") != "placeholder":
         raise ValueError("not a cached placeholder")
     # shared strings, as _shared_strings makes them, without a second object
-    for name in ("path", "key", "pusher", "pusher_label", "checksum"):
+    for name in ("path", "key", "pusher", "pusher_label"):
         if (value := doc[name]) is not None:
             doc[name] = sys.intern(value)
     if (payload := doc["payload"]) is not None and payload in payloads:
@@ -1749,18 +1749,19 @@ _RECEIVER_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 def _shared_strings(placeholder: Placeholder, payloads: Container[str]) -> Placeholder:
     """``placeholder`` with its strings shared: client ids, labels and receiver
-    lists repeat across placeholders; path, key and checksum are also held by
-    the scan, the base, the versions listed and seen; the payload name by
+    lists repeat across placeholders; the path and key are also held by the
+    scan, the base, the versions listed and seen; the payload name by
     ``RelayState.payloads`` when it is among ``payloads`` (the payloads
     listed: the name of one reclaimed is held by its placeholder alone, and
     interning it would only add an entry to the interpreter's table). One
-    string each in memory (interned), one tuple per receiver list. Equal
-    values: the placeholder is the same."""
-    checksum, payload = placeholder.checksum, placeholder.payload
+    string each in memory (interned), one tuple per receiver list. The
+    checksum is not interned: the scan and the base hold theirs packed
+    (:mod:`escale.sync.records`), so the interpreter's table would only add
+    a slot per file. Equal values: the placeholder is the same."""
+    payload = placeholder.payload
     return replace(placeholder, path=sys.intern(placeholder.path), key=sys.intern(placeholder.key),
                    pusher=sys.intern(placeholder.pusher), pusher_label=sys.intern(placeholder.pusher_label),
                    receivers=_receiver_list(placeholder.receivers),
-                   checksum=None if checksum is None else sys.intern(checksum),
                    payload=sys.intern(payload) if payload is not None and payload in payloads else payload)
 
 

@@ -63,10 +63,9 @@ class LocalFile:
     without an exact record (see :func:`~escale.sync.records.pack_local`)
     holds a tuple of its fields instead."""
 
-    __slots__ = ("_checksum", "_record")
+    __slots__ = ("_record",)
     __match_args__ = ("size", "mtime_ns", "checksum", "inode", "ctime_ns")
     _record: bytes | tuple[int, int, str | None, int, int]
-    _checksum: str | None
 
     def __init__(self, size: int, mtime_ns: int, checksum: str | None = None, inode: int = 0,
                  ctime_ns: int = 0) -> None:
@@ -99,15 +98,10 @@ class LocalFile:
 
     @property
     def checksum(self) -> str | None:
-        # decoded once, on first read (a second slot costs no memory: the object's
-        # allocation is rounded up to it anyway)
-        try:
-            return self._checksum
-        except AttributeError:
-            record = self._record
-            checksum = records.checksum_of(record) if isinstance(record, bytes) else record[2]
-            object.__setattr__(self, "_checksum", checksum)
-            return checksum
+        # decoded at each read, never kept: a plan holds a value per file for
+        # the whole pass, and the text is larger than the record it comes from
+        record = self._record
+        return records.checksum_of(record) if isinstance(record, bytes) else record[2]
 
     @property
     def inode(self) -> int:
