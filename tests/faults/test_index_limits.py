@@ -32,9 +32,14 @@ def _world(tmp_path: Path, target: RelayTarget) -> World:
     return world
 
 
-def test_a_push_past_the_delta_budget_is_cut_into_several_deltas(
-        tmp_path: Path, target_file: RelayTarget, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(index_repository, "DELTA_BUDGET", 40 * 1024)
+@pytest.mark.parametrize(("bound", "value", "expected"), [
+    ("DELTA_BUDGET", 40 * 1024, range(3, 201)),  # 200 entries of at most ~600 bytes each in 40 KiB budgets
+    ("DELTA_ENTRIES", 60, range(4, 5)),  # 60 + 60 + 60 + 20
+])
+def test_a_push_past_a_delta_bound_is_cut_into_several_deltas(
+        tmp_path: Path, target_file: RelayTarget, monkeypatch: pytest.MonkeyPatch,
+        bound: str, value: int, expected: range) -> None:
+    monkeypatch.setattr(index_repository, bound, value)
     world = _world(tmp_path, target_file)
     a, b = world.add("a"), world.add("b")
     world.sync("b")
@@ -43,26 +48,8 @@ def test_a_push_past_the_delta_budget_is_cut_into_several_deltas(
     report = world.sync("a")
     assert len(report.pushed) == 200
     deltas = [n for n in relay_names(world, "index") if io.parse_index_name(n) is not None]
-    assert len(deltas) >= 3, deltas  # 200 entries of at most ~600 bytes each in 40 KiB budgets
+    assert len(deltas) in expected, deltas
     assert len(relay_names(world, "pages")) == len(deltas)  # each delta names the page cut with it
-    report = world.sync("b")
-    assert len(report.pulled) == 200
-    assert tree(b) == tree(a)
-
-
-def test_a_push_of_more_versions_than_a_delta_holds_is_cut_into_several_deltas(
-        tmp_path: Path, target_file: RelayTarget, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(index_repository, "DELTA_ENTRIES", 60)
-    world = _world(tmp_path, target_file)
-    a, b = world.add("a"), world.add("b")
-    world.sync("b")
-    for i in range(200):
-        write(a, f"d{i % 7}/file-{i:03d}.txt", f"content {i}\n")
-    report = world.sync("a")
-    assert len(report.pushed) == 200
-    deltas = [n for n in relay_names(world, "index") if io.parse_index_name(n) is not None]
-    assert len(deltas) == 4, deltas  # 60 + 60 + 60 + 20
-    assert len(relay_names(world, "pages")) == len(deltas)
     report = world.sync("b")
     assert len(report.pulled) == 200
     assert tree(b) == tree(a)
