@@ -610,6 +610,7 @@ class Repository:
         self._read_acks(state)
         if not state.from_snapshot:
             self._read_meta(state)
+            self._list_late_payloads(state)
             if marker is not None and marker.clean and not state.warnings:
                 if (marker.counter, marker.token) != self._snapshot_marker:
                     self._save_snapshot(state, marker)
@@ -619,6 +620,32 @@ class Repository:
         state.temporaries = {e.name: e for e in self._temporaries}
         self._register(state)
         return state
+
+    def _list_late_payloads(self, state: RelayState) -> None:
+        """Add the payloads uploaded after ``data/`` was listed whose
+        placeholders were committed before ``meta/`` was.
+
+        ``data/`` is listed first: a push that uploads its payload after that
+        listing and commits before ``meta/`` is listed shows a latest
+        placeholder whose payload seems gone, and a payload that is gone is
+        taken for reclaimed (a receiver in conflict with that version would
+        keep its own copy, acknowledge the version unreceived, and never get
+        it). A reclaimed version has acknowledgements (reclaim keeps them); a
+        latest placeholder whose payload is not listed and that nobody but its
+        pusher acknowledged is listed again, once, for all such placeholders:
+        ``data/`` is listed a second time and those of their payloads it shows
+        are added. What is still missing then is really gone (lost, see
+        :func:`~escale.sync.relay_view.lost_payloads`)."""
+        late = {ph.payload for ph in cast("Iterable[Placeholder]", raw_values(state.latest))
+                if ph.payload is not None and ph.payload not in state.payloads
+                and not state.acks_of(ph) - {ph.pusher}}
+        if not late:
+            return
+        log.debug("%d placeholders name a payload not listed and not acknowledged: listing %s again",
+                  len(late), layout.DATA)
+        for payload_name, stored in self._data_entries():
+            if payload_name in late:
+                state.payloads[payload_name] = stored
 
     def _read_acks(self, state: RelayState) -> None:
         """Fill ``state.acks`` from the listing of ``acks/`` (names only: an
