@@ -32,8 +32,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 #: The longest tests (minutes on SFTP: many short ``escale`` processes), longest
-#: first: run first, so that the two xdist workers are not left with one of them
+#: first: run first, so that the xdist workers are not left with one of them
 #: alone at the end of the run (a test's place in the run changes nothing else).
+#: ``tests/run.sh`` schedules with ``--dist worksteal``: with ``--dist load`` a
+#: worker keeps the share of the first tests it was handed at the start, and
+#: one that drew the longest tests ran minutes after the others had ended.
 LONG_FIRST = (
     "tests/faults/test_index_crash.py::test_crash_during_parallel_big_transfers_in_the_index_layout",
     "tests/faults/test_crash.py::test_crash_on_network_relays",

@@ -23,8 +23,11 @@ On SFTP (a network relay: ``transfers = 4``), big objects are uploaded on
 worker connections while the pass packs the small files: with four big
 files in one push, every step of that push from its first file to its index
 commit is a crash point (uploads in flight on other connections, entries of
-big objects packed, the page upload, the fenced commit), and so is every
-step of the pull that fetches them ahead on worker connections.
+big objects packed, the page upload, the fenced commit), but for the inner
+ones of the small files' serial steps, and so is every step of the pull that
+fetches them ahead on worker connections, up to the flush of what it received
+(the acknowledgement records after it are serial, crashed at one by one in the
+full run on the local folder; their final write is kept).
 """
 
 from __future__ import annotations
@@ -113,15 +116,30 @@ def _parallel_workload(world: World) -> Ledger:
     return ledger
 
 
+def _window(steps: list[str], first: str, last: str) -> list[int]:
+    """The numbers (from 1) of ``steps`` from the first that starts with
+    ``first`` to the first after it that starts with ``last``."""
+    start = next(n for n, s in enumerate(steps, 1) if s.startswith(first))
+    end = next(n for n, s in enumerate(steps, 1) if n >= start and s.startswith(last))
+    return list(range(start, end + 1))
+
+
 def _parallel_points(reference: Outcome) -> list[tuple[int, int]]:
-    """Every step of the first push (pass 0) from its first file to its index
-    commit, and every step of the first pull (pass 1) up to its acknowledgements."""
-    chosen = []
-    for index, first, last in ((0, "push ", "index committed "), (1, "download ", "acknowledgements written")):
-        steps = reference.steps[index]
-        start = next(n for n, s in enumerate(steps, 1) if s.startswith(first))
-        end = next(n for n, s in enumerate(steps, 1) if s.startswith(last))
-        chosen += [(index, n) for n in range(start, end + 1)]
+    """The steps where transfers run on worker connections. Of the first push
+    (pass 0): every step from its first file to its index commit, except the
+    inner ones of the small files' ``push`` and ``packed`` steps (serial, one
+    like the other, each crashed at in the full run on the local folder: the
+    first and last of each kind are kept). Of the first pull (pass 1): every
+    step from its first download to the flush of what it received (big files
+    fetched ahead on worker connections), then the writing of its
+    acknowledgements."""
+    push, pull = reference.steps[0], reference.steps[1]
+    window = _window(push, "push ", "index committed ")
+    inner = {n for kind in ("push ", "packed ")
+             for n in [m for m in window if push[m - 1].startswith(kind) and "big/" not in push[m - 1]][1:-1]}
+    chosen = [(0, n) for n in window if n not in inner]
+    chosen += [(1, n) for n in _window(pull, "download ", "flushed ")]
+    chosen += [(1, n) for n in _window(pull, "acknowledgements written", "acknowledgements written")]
     return chosen
 
 
