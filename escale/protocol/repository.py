@@ -636,7 +636,7 @@ class Repository:
         ``data/`` is listed a second time and those of their payloads it shows
         are added. What is still missing then is really gone (lost, see
         :func:`~escale.sync.relay_view.lost_payloads`)."""
-        late = {ph.payload for ph in cast("Iterable[Placeholder]", raw_values(state.latest))
+        late = {ph.payload for ph in state.latest.values()  # placeholders: this layout's latest is a plain dict
                 if ph.payload is not None and ph.payload not in state.payloads
                 and not state.acks_of(ph) - {ph.pusher}}
         if not late:
