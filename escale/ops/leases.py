@@ -19,7 +19,7 @@ from escale.config.settings import ClientSettings
 from escale.errors import CryptoError, ProtocolError, RelayNotFound, UsageError
 from escale.ops.common import existing_sealer, open_relay
 from escale.protocol import layout
-from escale.protocol.lease import list_leases, new_record, read_record, write_released
+from escale.protocol.lease import list_leases, new_record, read_claim, read_record, write_released
 from escale.protocol.objects import LeaseRecord
 from escale.protocol.sealer import Sealer
 from escale.relay import Relay
@@ -37,7 +37,9 @@ class LeaseRow:
     """One lease generation on the relay.
 
     ``state``: ``held`` (the current generation, not released), ``superseded``
-    (an older one, not released), ``released``, or ``unreadable`` (its record
+    (an older one, not released), ``released``, ``claimed`` (claimed, no
+    record: a contender taking it, or one that died there; ``record`` is the
+    first readable claim's), or ``unreadable`` (its record, or every claim,
     does not open: ``error`` says why, ``record`` is None). ``current``: the
     highest generation listed. ``mine``: held under the section's own client id.
     """
@@ -99,24 +101,45 @@ def open_repository(settings: ClientSettings) -> tuple[Relay, Sealer]:
 
 
 def lease_rows(relay: Relay, sealer: Sealer, own: str | None) -> list[LeaseRow]:
-    """Every lease generation listed on ``relay``, oldest first. Folders and
-    foreign names in ``lease/`` are left out (and logged); a generation that
-    vanished while being read is left out too."""
-    generations = list_leases(relay).generations
-    highest = max(generations, default=0)
+    """Every lease generation listed on ``relay``, oldest first: those with a
+    record, and those with only claims. Folders and foreign names in
+    ``lease/`` are left out (and logged); a generation that vanished while
+    being read is left out too."""
+    listing = list_leases(relay)
+    highest = listing.newest
     rows = []
-    for generation in generations:
+    for generation in sorted(set(listing.generations) | set(listing.claims)):
         current = generation == highest
+        claimed = generation not in listing.generations
         try:
-            record = read_record(relay, sealer, generation)
+            record = _claimant(relay, sealer, generation, listing.claims[generation]) if claimed else \
+                read_record(relay, sealer, generation)
         except (ProtocolError, CryptoError) as exc:
             rows.append(LeaseRow(generation, current, "unreadable", error=str(exc)))
             continue
         if record is None:
             continue
-        state = "released" if record.released else "held" if current else "superseded"
+        state = ("claimed" if claimed else "released" if record.released else "held" if current
+                 else "superseded")
         rows.append(LeaseRow(generation, current, state, record, mine=record.holder == own))
     return rows
+
+
+def _claimant(relay: Relay, sealer: Sealer, generation: int, tokens: list[str]) -> LeaseRecord | None:
+    """The record in the first readable claim of ``tokens``; None when every
+    one vanished; the last error when none opens."""
+    error: ProtocolError | CryptoError | None = None
+    for token in sorted(tokens):
+        try:
+            record = read_claim(relay, sealer, generation, token)
+        except (ProtocolError, CryptoError) as exc:
+            error = exc
+            continue
+        if record is not None:
+            return record
+    if error is not None:
+        raise error
+    return None
 
 
 def row_to_break(rows: list[LeaseRow], generation: int, relay: Relay) -> LeaseRow:

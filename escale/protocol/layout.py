@@ -5,6 +5,8 @@
     escale.repo                               repository header (format, encryption)
     clients/<client-id>                       client registration
     lease/<generation:012d>                   the lease, one object per generation
+    lease/<generation:012d>-<token>           a claim of that generation (relays
+                                              whose exclusive put does not decide)
     meta/<key>.<version:010d>                 placeholder of one version of one path
     data/<key>.<version:010d>.<random>        payload of that version
     acks/<key>.<version:010d>.<client-id>     acknowledgement by one receiver
@@ -55,6 +57,7 @@ _LEASE = re.compile(r"[0-9]+")
 #: integers. A name above it is foreign. Only a planted name can get there.
 MAX_LEASE_GENERATION = 2**63 - 1
 _CLIENT = re.compile(_HEX32)
+_CLAIM = re.compile(rf"([0-9]+)-({_HEX32})")
 
 
 def new_client_id() -> str:
@@ -90,6 +93,12 @@ def lease_name(generation: int) -> str:
     """The object of lease ``generation``: zero-padded to 12 digits, more
     digits (no padding) from ``10**12`` on."""
     return f"{LEASES}/{generation:012d}"
+
+
+def lease_claim_name(generation: int, token: str) -> str:
+    """The claim of lease ``generation`` by the contender whose record token
+    is ``token`` (32 lower-case hex characters): a name no other writer takes."""
+    return f"{lease_name(generation)}-{token}"
 
 
 def client_name(client: str) -> str:
@@ -140,12 +149,29 @@ def parse_lease(name: str) -> int | None:
     ``0001000000000000``, which would alias another name).
     """
     base = name.rpartition("/")[2]
-    if not _LEASE.fullmatch(base) or len(base) > 19:  # 19 digits hold every 63-bit number
+    if not _LEASE.fullmatch(base):
         return None
-    generation = int(base)
-    if not 1 <= generation <= MAX_LEASE_GENERATION or base != f"{generation:012d}":
+    return _generation(base)
+
+
+def _generation(digits: str) -> int | None:
+    """``digits`` as a lease generation when it is one's canonical spelling."""
+    if len(digits) > 19:  # 19 digits hold every 63-bit number
+        return None
+    generation = int(digits)
+    if not 1 <= generation <= MAX_LEASE_GENERATION or digits != f"{generation:012d}":
         return None
     return generation
+
+
+def parse_lease_claim(name: str) -> tuple[int, str] | None:
+    """The generation and token of a listed claim name
+    (:func:`lease_claim_name`); None when the name is not one."""
+    match = _CLAIM.fullmatch(name.rpartition("/")[2])
+    if match is None:
+        return None
+    generation = _generation(match[1])
+    return None if generation is None else (generation, match[2])
 
 
 def parse_client(name: str) -> str | None:

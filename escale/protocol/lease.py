@@ -1,14 +1,18 @@
 """The repository lease: one writer at a time, safe on weak servers.
 
 Objects: ``lease/<generation>`` (see :mod:`escale.protocol.layout`), each a sealed
-:class:`LeaseRecord`. The current lease is the highest generation listed.
+:class:`LeaseRecord`, and the claims ``lease/<generation>-<token>`` (rule 2),
+each holding the record it announces. The current lease is the highest
+generation listed, claims included.
 
 Names: a generation is named by :func:`layout.lease_name` and read back by
 :func:`layout.parse_lease` (any number of digits, canonical spelling, at most
-``2**63 - 1``). Anything else listed in ``lease/`` (a folder, a foreign or
-non-canonical name, a number beyond 63 bits) is ignored with one warning; the
-next generation is still chosen above every generation *name* listed, folders
-included, so that it can be written, listed and parsed.
+``2**63 - 1``); a claim by :func:`layout.lease_claim_name` and
+:func:`layout.parse_lease_claim`. Anything else listed in ``lease/`` (a
+folder, a foreign or non-canonical name, a number beyond 63 bits) is ignored
+with one warning; the next generation is still chosen above every generation
+*name* listed, claims and folders included, so that it can be written, listed
+and parsed.
 
 Taking the lease (generation ``g+1`` after ``g``):
 
@@ -23,47 +27,38 @@ Taking the lease (generation ``g+1`` after ``g``):
    An unreadable record (forged, wrong key) counts as held by an unknown
    client and goes stale the same way: an outsider can delay a client, not
    fool it.
-2. ``lease/<g+1>`` is created with an exclusive put. Where the backend's exclusive
-   create is atomic, exactly one contender wins generation ``g+1``, and a put
-   that returns is the lease (nothing is read back; a put that failed with
-   RelayExists is read back: it may be our own write, retried). Where it is
-   not (check-then-put servers), contenders may overwrite each other; every
-   writer waits ``settle`` seconds, then reads the record back and lists the
-   folder. **Rule**: the contender whose token the record holds wins, unless a
-   generation above ``g+1`` is listed. The record holds one token at a time,
-   and the last writer always reads back its own: when every contender runs
-   in lock step, the last to write wins (a write that becomes visible later
-   than ``settle`` remains the one window of this weakest server).
-   An atomic exclusive create decides alone only where rewriting a record is
-   atomic too (:func:`create_decides`). On WebDAV a rewrite (the holder's
-   renewal or release) is a delete followed by a move: a contender listing
-   in between finds no record of the holder's generation, claims that very
-   generation, and its exclusive put succeeds before the move lands over it.
-   There claims settle and read back as above, so that contender finds the
-   holder's record and stands back.
-
-   The settle is measured, not fixed (:meth:`LeaseManager.settle_for`). A
-   competitor can overwrite our record only if its existence check ran before
-   our record was visible, that is before our exclusive put returned; its own
-   record is then visible at most one *claim window* (check, upload, move:
-   the whole exclusive put, as timed by the writer) after that check. So
-   waiting one competitor's claim window after our put returns is enough. The
-   competitor's window is not known; ours, timed on this relay and this
-   machine at this moment, stands for it with a margin:
-   ``SETTLE_FACTOR`` times the longest of our recent windows (this one
-   included), at least ``SETTLE_FLOOR`` (scheduling noise) and at most the old
-   fixed bound, a tenth of the lock timeout and 2 s. Where exclusive create is
-   atomic the settle is 0: the put itself decides.
-3. A contender that wrote a record and does not become the holder (a higher
-   generation appeared, or its attempt failed with a relay error after the
-   write) *withdraws*: if the record still holds its token it rewrites it as
-   released. It withdraws only once settled: a put that failed may still have
-   landed, so it waits the settle first (reading, then rewriting, is not
-   atomic: a competitor's write landing in between, already read back by its
-   writer as its lease, would be marked released). So a record that never
-   became a lease does not block the others until it goes stale; only a
-   contender that dies (or loses the relay) between write and withdrawal
-   leaves one, which then goes stale like a dead holder's.
+2. Where the backend's exclusive put decides by itself (:func:`create_decides`:
+   exclusive create *and* rewrites atomic), ``lease/<g+1>`` is created with an
+   exclusive put, and a put that returns is the lease: nothing is read back (a
+   put that failed with RelayExists is read back: it may be our own write,
+   retried). Elsewhere (check-then-put servers, the rclone remotes, WebDAV
+   whose rewrite is a delete and a move) a contender first **claims**
+   ``g+1``: it puts ``lease/<g+1>-<token>`` (:func:`layout.lease_claim_name`),
+   a name no other writer takes, with its record sealed in it, then lists
+   ``lease/``. It goes on only if that listing shows its own claim and
+   neither another claim of ``g+1`` or above nor a record of ``g+1`` or
+   above; then it writes the record of ``g+1`` (exclusive put) and holds the
+   lease. Otherwise it deletes its claim and backs off (LeaseBusy). Every
+   supported server lists every write that has returned, so of two
+   contenders the second to list sees the first's claim: two can never both
+   go on (both may back off: contenders in lock step try again later, after
+   a pause with some jitter, :mod:`escale.protocol.lease_wait`). Nothing
+   depends on timing, so a contender that stalls anywhere cannot overwrite a
+   lease another took (the window of the former settle-and-read-back rule,
+   seen on 2026-12-01). The holder's claim stays until the generation is
+   pruned: on WebDAV the holder's record is missing for an instant while it
+   is rewritten, and a contender listing then still finds the claim.
+   A generation that has claims but no record (a contender between its claim
+   and its record, one that died there, or a rewrite's instant) is held like
+   a record: it is free when every claim is ours and over, or when this
+   observer has seen the same set of claims for longer than ``lock
+   timeout``; the next contender then claims the generation above it.
+3. A contender that claimed and does not become the holder *withdraws*: it
+   deletes its claim. One whose record write failed (the write may have
+   landed, its answer lost) rewrites the record as released instead: it won
+   the claims, so nobody else writes that generation. A contender that dies
+   (or loses the relay) before withdrawing leaves a claim or a record that
+   goes stale like a dead holder's.
 4. The holder renews (rewrites its record with ``beat + 1``) every third of the
    timeout, from a heartbeat thread on its own connection, and verifies the
    record is still its own each time. A renewal whose write failed may have
@@ -88,6 +83,7 @@ expiry always comes before any observer's staleness of that record.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -95,8 +91,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field, replace
 
 from escale.errors import (
     CryptoError,
@@ -143,20 +138,16 @@ class Observation:
     boot: str
 
 
-#: (relay, name) of lease names already reported as foreign by this process
-#: The settle, where exclusive create is not atomic, is this many times the
-#: longest claim window measured (see rule 2 of the module) ...
-SETTLE_FACTOR = 4.0
-#: ... and never shorter than this (seconds: the scheduling noise of a busy host) ...
-SETTLE_FLOOR = 0.2
-#: ... nor longer than this, or a tenth of the lock timeout (the former fixed settle).
-SETTLE_CEILING = 2.0
-#: How many recent claim windows the settle remembers.
-SETTLE_HISTORY = 8
-#: Superseded lease generations (older than the previous one) are deleted
-#: once this many are listed.
+#: Superseded lease generations (older than the previous one) are deleted,
+#: with their claims, once this many are listed.
 PRUNE_AFTER = 8
 
+#: A generation with more claims than this and no record is not read to see
+#: whether they are all ours (planted ones would cost a request each): it is
+#: left to go stale.
+MAX_CLAIMS_READ = 8
+
+#: (relay, name) of lease names already reported as foreign by this process
 _reported: set[tuple[str, str]] = set()
 _reported_lock = threading.Lock()
 
@@ -172,23 +163,35 @@ def _report_foreign(relay: Relay, name: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class LeaseListing:
-    """What ``lease/`` lists: the generations that are objects (sorted), and the
-    highest generation *name* of anything listed (folders included)."""
+    """What ``lease/`` lists: the generations that are records (sorted), the
+    claims (generation to the tokens claiming it), and the highest generation
+    *name* of anything listed (claims and folders included)."""
 
     generations: list[int]
     highest_name: int
+    claims: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def current(self) -> int:
-        """The current (highest) generation; 0 when there is none."""
+        """The highest generation that has a record; 0 when there is none."""
         return self.generations[-1] if self.generations else 0
+
+    @property
+    def newest(self) -> int:
+        """The highest generation with a record or a claim; 0 when there is none."""
+        return max(self.current, max(self.claims, default=0))
+
+    def rivals(self, generation: int, token: str) -> list[str]:
+        """The claims of ``generation`` or above other than ``token``'s."""
+        return [layout.lease_claim_name(g, t) for g, tokens in self.claims.items() if g >= generation
+                for t in tokens if t != token]
 
 
 def list_leases(relay: Relay) -> LeaseListing:
     """List ``lease/`` on ``relay`` (needs no key); an absent folder is empty.
 
-    Names that are not generations (foreign, non-canonical, beyond 63 bits) and
-    folders are left out of ``generations`` and reported once each (WARNING,
+    Names that are neither generations nor claims (foreign, non-canonical,
+    beyond 63 bits) and folders are left out and reported once each (WARNING,
     then DEBUG): a planted name never stops a pass.
     """
     try:
@@ -196,24 +199,31 @@ def list_leases(relay: Relay) -> LeaseListing:
     except RelayNotFound:
         return LeaseListing([], 0)
     generations: list[int] = []
+    claims: dict[int, list[str]] = {}
     highest_name = 0
     for entry in entries:
         generation = layout.parse_lease(entry.name)
-        if generation is None:
+        claim = layout.parse_lease_claim(entry.name) if generation is None else None
+        number = generation if generation is not None else claim[0] if claim is not None else None
+        if number is None:
             _report_foreign(relay, entry.name, "not a lease generation name")
             continue
-        highest_name = max(highest_name, generation)
+        highest_name = max(highest_name, number)
         if entry.is_dir:
             _report_foreign(relay, entry.name, "a folder where a lease record belongs")
             continue
-        generations.append(generation)
+        if claim is not None:
+            claims.setdefault(number, []).append(claim[1])
+        else:
+            generations.append(number)
     generations.sort()
-    return LeaseListing(generations, highest_name)
+    return LeaseListing(generations, highest_name, claims)
 
 
 def highest_generation(relay: Relay) -> int:
-    """The highest lease generation listed on ``relay`` (0 when none); needs no key."""
-    return list_leases(relay).current
+    """The highest lease generation listed on ``relay``, records and claims
+    (0 when none); needs no key."""
+    return list_leases(relay).newest
 
 
 def read_record(relay: Relay, sealer: Sealer, generation: int) -> LeaseRecord | None:
@@ -230,6 +240,21 @@ def read_record(relay: Relay, sealer: Sealer, generation: int) -> LeaseRecord | 
     record = LeaseRecord.decode(sealer.open(name, sealed), name)
     if record.generation != generation:
         raise ProtocolError(f"relay object {name}: lease generation mismatch", name=name)
+    return record
+
+
+def read_claim(relay: Relay, sealer: Sealer, generation: int, token: str) -> LeaseRecord | None:
+    """The record sealed in the claim of ``generation`` by ``token`` on
+    ``relay``; None when missing. Raises ProtocolError or CryptoError when it
+    does not open or decode, or names another generation or token."""
+    name = layout.lease_claim_name(generation, token)
+    try:
+        sealed = relay.get_bytes(name, limit=MAX_OBJECT_BYTES)
+    except RelayNotFound:
+        return None
+    record = LeaseRecord.decode(sealer.open(name, sealed), name)
+    if record.generation != generation or record.token != token:
+        raise ProtocolError(f"relay object {name}: claim does not match its name", name=name)
     return record
 
 
@@ -297,8 +322,9 @@ def create_decides(relay: Relay) -> bool:
     put). Where a rewrite is a delete followed by a move (WebDAV's ``MOVE``
     onto an existing target), a contender listing in between sees no record
     of that generation, takes it, and its exclusive put succeeds, only to be
-    overwritten an instant later: there the claim settles and reads back,
-    as on servers whose exclusive create is a check."""
+    overwritten an instant later: there contenders claim first (rule 2), as
+    on servers whose exclusive create is a check, and the holder's claim,
+    which is never rewritten, shows the generation taken meanwhile."""
     return relay.capabilities.exclusive_create and relay.capabilities.atomic_put
 
 
@@ -306,36 +332,6 @@ def token_is_live(token: str) -> bool:
     """Whether ``token`` belongs to a lease this process holds or is taking."""
     with _live_lock:
         return token in _live_tokens
-
-
-class Fence(Protocol):
-    """What writes to the relay are fenced by: a :class:`Lease`, or a
-    :class:`PendingLease` while the claim settles."""
-
-    def check(self) -> None:
-        """Raise LeaseLost unless writing is still allowed."""
-
-
-class PendingLease:
-    """Stands for the lease while a claim settles (see
-    :meth:`LeaseManager.acquire`'s ``settling``), for writes that are
-    harmless whether or not the claim wins: objects that nothing names
-    until a commit under the confirmed lease (an orphan otherwise, removed
-    by a later sweep). Until :meth:`confirm`, :meth:`check` lets such writes
-    start (the caller stops them when the claim is lost); once confirmed, it
-    is the lease's own :meth:`Lease.check`. Never enough for a commit: a
-    commit takes the :class:`Lease`."""
-
-    def __init__(self) -> None:
-        self.lease: Lease | None = None
-
-    def confirm(self, lease: Lease) -> None:
-        """The claim won: ``lease`` fences from now on."""
-        self.lease = lease
-
-    def check(self) -> None:
-        if self.lease is not None:
-            self.lease.check()
 
 
 class Lease:
@@ -460,7 +456,8 @@ class Lease:
 
         Where the exclusive put decides (:func:`create_decides`) nobody else
         writes our generation (a contender's put fails), so the record is
-        rewritten without being read first; elsewhere, or after a renewal
+        rewritten without being read first; elsewhere (claims keep others
+        off it too, but a rewrite may not be atomic), or after a renewal
         whose write failed, it is rewritten only if it still holds our token.
         Never raises: a failed release only means other clients wait for
         staleness; this process itself takes the record over at its next
@@ -503,9 +500,8 @@ class LeaseManager:
         label: str,
         timeout: float,
         observations: MutableMapping[int, Observation] | None = None,
-        settle: float | None = None,
+        claims: bool | None = None,
         clock: Callable[[], float] = boot_clock,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.relay = relay
         self.sealer = sealer
@@ -515,42 +511,24 @@ class LeaseManager:
         self.observations: MutableMapping[int, Observation] = (
             observations if observations is not None else {}
         )
-        #: A fixed settle given by the caller; None: measured (see :attr:`settle`).
-        self.fixed_settle = settle
-        self._windows: list[float] = []  # recent claim windows, seconds
+        #: Whether a generation is claimed before its record is written (rule
+        #: 2 of the module); None: wherever the exclusive put does not decide.
+        self.fixed_claims = claims
         self.clock = clock
-        self.sleep = sleep
         self.host = socket.gethostname()
         self.boot = boot_id()
 
     @property
-    def settle(self) -> float:
-        """Seconds a claim waits before reading its record back: the fixed
-        settle when one was given, else 0 where the exclusive put decides
-        (:func:`create_decides`), else :meth:`settle_for` of the longest
-        recent claim window (the ceiling before any claim was timed)."""
-        if self.fixed_settle is not None:
-            return self.fixed_settle
-        if create_decides(self.relay):
-            return 0.0
-        return self.settle_for(max(self._windows, default=float("inf")))
-
-    def settle_for(self, window: float) -> float:
-        """The settle for a claim window of ``window`` seconds (rule 2 of the
-        module): ``SETTLE_FACTOR * window`` within ``[SETTLE_FLOOR, ceiling]``,
-        the ceiling being ``min(SETTLE_CEILING, timeout / 10)``."""
-        ceiling = min(SETTLE_CEILING, self.timeout / 10)
-        return max(min(SETTLE_FLOOR, ceiling), min(ceiling, SETTLE_FACTOR * window))
-
-    def _timed_claim(self, window: float) -> None:
-        """Remember one claim window (the exclusive put of a record, timed)."""
-        self._windows.append(window)
-        del self._windows[:-SETTLE_HISTORY]
+    def claims(self) -> bool:
+        """Whether this manager claims a generation before writing its record:
+        as given, else wherever the exclusive put does not decide by itself
+        (:func:`create_decides`)."""
+        return self.fixed_claims if self.fixed_claims is not None else not create_decides(self.relay)
 
     # ----------------------------------------------------------- relay I/O
 
     def highest(self, relay: Relay) -> int:
-        """The highest lease generation on the relay (0 when none)."""
+        """The highest lease generation on the relay, records and claims (0 when none)."""
         return highest_generation(relay)
 
     def read(self, relay: Relay, generation: int) -> LeaseRecord | None:
@@ -560,6 +538,10 @@ class LeaseManager:
     def write(self, relay: Relay, record: LeaseRecord, *, exclusive: bool = False) -> None:
         """:func:`write_record` with this manager's sealer."""
         write_record(relay, self.sealer, record, exclusive=exclusive)
+
+    def read_claim(self, generation: int, token: str) -> LeaseRecord | None:
+        """:func:`read_claim` with this manager's relay and sealer."""
+        return read_claim(self.relay, self.sealer, generation, token)
 
     # ----------------------------------------------------------- taking
 
@@ -587,7 +569,35 @@ class LeaseManager:
         if record is not None and self._is_ours_and_over(generation, record):
             return True
         token = record.token if record is not None else ("?unreadable" if unreadable else "?missing")
-        beat = record.beat if record is not None else -1
+        return self._stale(generation, token, record.beat if record is not None else -1)
+
+    def _claims_free(self, generation: int, tokens: list[str]) -> bool:
+        """Whether ``generation``, which has the claims ``tokens`` and no
+        record, may be superseded now (observing it if not): every claim is
+        ours and over, or this same set of claims has been seen for longer
+        than the timeout. A claim that does not open counts as another
+        client's, and so does one that vanished since the listing (the next
+        attempt lists again)."""
+        if 0 < len(tokens) <= MAX_CLAIMS_READ and all(self._claim_is_ours_and_over(generation, token)
+                                                      for token in tokens):
+            return True
+        claims = hashlib.sha256(" ".join(sorted(tokens)).encode("ascii")).hexdigest()[:32]
+        return self._stale(generation, f"?claims {claims}", -1)
+
+    def _claim_is_ours_and_over(self, generation: int, token: str) -> bool:
+        """Whether the claim of ``generation`` by ``token`` is this client's,
+        from an attempt that is over (:meth:`_is_ours_and_over`); False when
+        it vanished or does not open."""
+        try:
+            claim = self.read_claim(generation, token)
+        except (ProtocolError, CryptoError) as exc:
+            log.warning("a claim of lease generation %d is not readable (%s)", generation, exc)
+            return False
+        return claim is not None and self._is_ours_and_over(generation, claim)
+
+    def _stale(self, generation: int, token: str, beat: int) -> bool:
+        """Whether ``generation`` has been seen as ``(token, beat)`` for longer
+        than the timeout on this boot; a first sight (or a change) is noted."""
         now = self.clock()
         seen = self.observations.get(generation)
         if seen is None or seen.token != token or seen.beat != beat or seen.boot != self.boot:
@@ -595,28 +605,22 @@ class LeaseManager:
             return False
         return now - seen.first_seen > self.timeout
 
-    def acquire(self, operation: str = "sync", *,
-                settling: Callable[[int, float], None] | None = None) -> Lease:
-        """Take the lease for ``operation``; raise LeaseBusy when another holds it.
+    def acquire(self, operation: str = "sync") -> Lease:
+        """Take the lease for ``operation``; raise LeaseBusy when another holds
+        it (or claims it, or claimed it at the same moment as we did).
 
         Raises ProtocolError when the generation names are exhausted (a planted
         ``lease/9223372036854775807`` that went stale: only deleting it helps),
         and relay errors as they come; after any failure this attempt has
-        withdrawn its record where it could (see the module's rule 3).
-
-        ``settling(generation, seconds)`` is called on this thread when a
-        claim this call wrote starts its settle (rule 2; never where the
-        exclusive put decides), with the generation claimed and the settle's
-        length: the caller may start work that is harmless if the claim is
-        lost (see :class:`PendingLease`), and must keep it only for a lease of
-        that generation. The settle
-        still lasts that long from its start, whatever ``settling`` took. It
-        must not raise.
+        withdrawn its claim or record where it could (see the module's rule 3).
         """
         listing = list_leases(self.relay)
-        current = listing.current
+        current = listing.newest
         record: LeaseRecord | None = None
-        if current:
+        if current and current not in listing.generations:
+            if not self._claims_free(current, listing.claims[current]):
+                raise LeaseBusy(f"relay lease generation {current} is being claimed by another client")
+        elif current:
             unreadable = False
             try:
                 record = self.read(self.relay, current)
@@ -631,87 +635,41 @@ class LeaseManager:
             name = layout.lease_name(generation - 1)
             raise ProtocolError(f"relay object {name}: no lease generation is left after it (a planted name?); "
                                 f"delete it from the relay to let clients take the lease", name=name)
-        mine = LeaseRecord(
-            generation=generation,
-            holder=self.client_id,
-            label=self.label,
-            host=self.host,
-            pid=os.getpid(),
-            operation=operation,
-            token=secrets.token_hex(16),
-            beat=0,
-        )
+        mine = new_record(generation, holder=self.client_id, label=self.label, operation=operation)
         _hold_token(mine.token)
-        started = self.clock()  # before the write: no observer can see the record earlier
+        started = self.clock()  # before the first write: no observer can see the record earlier
         try:
-            lease = self._claim(mine, started, record, settling)
+            lease = self._claim(mine, started, record) if self.claims else self._create(mine, started, record)
         except BaseException:
             _drop_token(mine.token)
             raise
-        self._prune(mine.generation, listing.generations)
+        self._prune(mine.generation, listing)
         log.debug("took relay lease generation %d for %s", mine.generation, operation)
         return lease
 
-    def _claim(self, mine: LeaseRecord, started: float, previous: LeaseRecord | None,
-               settling: Callable[[int, float], None] | None = None) -> Lease:
-        """Write ``mine`` exclusively and confirm it (rules 2 and 3 of the
-        module); ``previous``: the record it supersedes, kept on the lease;
-        ``settling``: as in :meth:`acquire`."""
-        settled = False  # whether every write that can overwrite ours has landed (rule 2)
+    def _create(self, mine: LeaseRecord, started: float, previous: LeaseRecord | None) -> Lease:
+        """Where the exclusive put decides: put ``mine`` exclusively; the put
+        that returns is the lease (rule 2). A put refused as existing is read
+        back (our own write, retried after a lost answer, is still ours); one
+        that failed otherwise is withdrawn (rule 3)."""
         try:
-            began = time.monotonic()
-            wrote = False
-            try:
-                self.write(self.relay, mine, exclusive=True)
-            except RelayExists:
-                pass  # lost the race, or our own write retried after success: read back below
-            else:
-                wrote = True
-                if create_decides(self.relay) and self.fixed_settle is None:
-                    # atomic: the put that returned is the lease (nobody who listed
-                    # before it can create this generation, nobody who lists after
-                    # it may supersede a fresh record); nothing to read back
-                    return Lease(self, mine, started, previous)
-            # a write that failed otherwise may still have landed: withdrawn below
-            self._timed_claim(time.monotonic() - began)
-            settle = self.settle
-            if settle:
-                log.debug("settling %.3fs after claiming lease generation %d", settle, mine.generation)
-                if wrote and settling is not None:
-                    until = time.monotonic() + settle
-                    settling(mine.generation, settle)
-                    settle = until - time.monotonic()
-                if settle > 0:
-                    self.sleep(settle)
-            settled = True
+            self.write(self.relay, mine, exclusive=True)
+        except RelayExists:
             try:
                 back = self.read(self.relay, mine.generation)
             except (ProtocolError, CryptoError):
                 back = None
             if back is None or back.token != mine.token:
-                raise LeaseBusy(f"another client took relay lease generation {mine.generation} first")
-            newer = self.highest(self.relay)
-            if newer > mine.generation:
-                self._withdraw(mine)
-                raise LeaseBusy(f"relay lease generation {newer} appeared while taking generation "
-                                f"{mine.generation}")
-        except EscaleError as exc:
-            if not isinstance(exc, LeaseBusy):
-                if not settled and self.settle:
-                    # our put failed, yet may have landed (its answer lost): a
-                    # competitor that checked before it may still overwrite it
-                    # up to a settle later; withdrawing sooner could mark *its*
-                    # record released after it read it back as its own lease
-                    log.debug("settling %.3fs before withdrawing from lease generation %d",
-                              self.settle, mine.generation)
-                    self.sleep(self.settle)
-                self._withdraw(mine)
+                raise LeaseBusy(f"another client took relay lease generation {mine.generation} first") from None
+        except EscaleError:
+            self._withdraw(mine)  # the put may have landed, its answer lost
             raise
         return Lease(self, mine, started, previous)
 
     def _withdraw(self, mine: LeaseRecord) -> None:
-        """Mark our record released if it still holds our token (best effort):
-        a record that never became a lease must not block the others."""
+        """Mark our record released if it holds our token (best effort): a
+        record that never became a lease must not block the others. Safe only
+        where nobody else writes ``mine``'s generation once ours landed."""
         try:
             back = self.read(self.relay, mine.generation)
             if back is not None and back.token == mine.token and not back.released:
@@ -721,18 +679,75 @@ class LeaseManager:
             log.warning("could not withdraw from relay lease generation %d (others wait until it is stale): %s",
                         mine.generation, exc)
 
-    def _prune(self, generation: int, listed: list[int]) -> None:
-        """Delete the generations of ``listed`` (as listed before ours was
-        claimed: none older can appear since, generations only grow) that are
-        older than ``generation - 1``, once there are :data:`PRUNE_AFTER` of
-        them (best effort: one request per pass would otherwise go to it);
+    def _claim(self, mine: LeaseRecord, started: float, previous: LeaseRecord | None) -> Lease:
+        """Claim ``mine``'s generation, and write its record if no other
+        claim or record of it (or above) is listed (rules 2 and 3)."""
+        generation = mine.generation
+        name = layout.lease_claim_name(generation, mine.token)
+        try:
+            self.relay.put_bytes(name, self.sealer.seal(name, mine.encode()))
+            listing = list_leases(self.relay)
+            if mine.token not in listing.claims.get(generation, []):
+                log.warning("relay object %s: our lease claim is not listed right after it was written; "
+                            "this relay's listings lag behind its writes, which the lease relies on", name)
+                raise LeaseBusy(f"our claim of relay lease generation {generation} is not listed yet")
+            rivals = listing.rivals(generation, mine.token)
+            if rivals:
+                raise LeaseBusy(f"another client claimed relay lease generation {generation} at the same time "
+                                f"({rivals[0]})")
+            if listing.current >= generation:
+                raise LeaseBusy(f"relay lease generation {listing.current} appeared while claiming "
+                                f"generation {generation}")
+        except EscaleError:
+            self._drop_claim(name)
+            raise
+        try:
+            self.write(self.relay, mine, exclusive=True)
+        except RelayExists:
+            # only a contender that stalled for longer than the timeout after
+            # its own claim can have written it (or our own retried write)
+            back = self.read(self.relay, generation)
+            if back is None or back.token != mine.token:
+                raise LeaseBusy(f"another client wrote relay lease generation {generation} "
+                                f"although we alone claimed it") from None
+        except EscaleError:
+            # the record may have landed, its answer lost: mark it released
+            # (we won the claims: nobody else writes this generation)
+            try:
+                write_released(self.relay, self.sealer, mine)
+            except EscaleError as exc:
+                log.warning("could not withdraw from relay lease generation %d (others wait until it is "
+                            "stale): %s", generation, exc)
+            raise
+        return Lease(self, mine, started, previous)
+
+    def _drop_claim(self, name: str) -> None:
+        """Delete our claim ``name`` (best effort): a claim that did not
+        become a lease must not block the others until it is stale."""
+        try:
+            self.relay.delete(name)
+            log.debug("withdrew claim %s", name)
+        except RelayNotFound:
+            pass
+        except EscaleError as exc:
+            log.warning("could not withdraw claim %s (others wait until it is stale): %s", name, exc)
+
+    def _prune(self, generation: int, listing: LeaseListing) -> None:
+        """Delete the records and claims of ``listing`` (as listed before ours
+        was claimed: none older can appear since, generations only grow) that
+        are older than ``generation - 1``, once :data:`PRUNE_AFTER` records
+        are (best effort: one request per pass would otherwise go to it);
         folders and foreign names are left alone."""
-        old_ones = [g for g in listed if g < generation - 1]
+        old_ones = [g for g in listing.generations if g < generation - 1]
         if len(old_ones) < PRUNE_AFTER:
             return
+        old_claims = [layout.lease_claim_name(g, t) for g, tokens in listing.claims.items()
+                      if g < generation - 1 for t in tokens]
         try:
             for old in old_ones:
                 self.relay.delete(layout.lease_name(old))
                 self.observations.pop(old, None)
+            for claim in old_claims:
+                self.relay.delete(claim)
         except EscaleError as exc:
             log.debug("pruning old leases: %s", exc)

@@ -10,6 +10,7 @@ renews the lease.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -32,25 +33,26 @@ def acquire_with_wait(
     stop: threading.Event | None = None,
     poll: float | None = None,
     on_wait: Callable[[LeaseBusy], None] | None = None,
-    settling: Callable[[int, float], None] | None = None,
 ) -> Lease:
     """Take ``manager``'s lease for ``operation``, trying again while it is busy.
 
-    Tries at once, then every ``poll`` seconds (None: :func:`poll_interval` of
-    the manager's timeout) until ``wait`` seconds have passed since the call or
-    ``stop`` is set; then re-raises the last LeaseBusy. ``on_wait(exc)`` is
-    called before each pause; ``settling`` is given to each attempt
-    (:meth:`LeaseManager.acquire`). Every other error of an attempt is raised at once.
+    Tries at once, then again after each pause of ``poll`` seconds (None:
+    :func:`poll_interval` of the manager's timeout), stretched or shortened
+    by up to half at random (contenders whose claims met back off together;
+    the jitter keeps them from meeting again), until ``wait`` seconds have
+    passed since the call or ``stop`` is set; then re-raises the last
+    LeaseBusy. ``on_wait(exc)`` is called before each pause. Every other error
+    of an attempt is raised at once.
     The heartbeat is not started: the caller starts it on the lease returned.
     """
     pause = poll_interval(manager.timeout) if poll is None else poll
     deadline = time.monotonic() + wait
     while True:
         try:
-            return manager.acquire(operation, settling=settling)
+            return manager.acquire(operation)
         except LeaseBusy as exc:
             if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                 raise
             if on_wait is not None:
                 on_wait(exc)
-            time.sleep(pause)
+            time.sleep(pause * random.uniform(0.5, 1.5))

@@ -48,7 +48,7 @@ from escale.errors import (
 )
 from escale.protocol import layout
 from escale.protocol.identity import same_file, trusted_checksum
-from escale.protocol.lease import Fence, Lease
+from escale.protocol.lease import Lease
 from escale.protocol.marker import MARKER, ChangeMarker
 from escale.protocol.objects import MAX_OBJECT_BYTES, Ack, ClientRecord, Placeholder, checksum_problem
 from escale.protocol.sealer import Sealer
@@ -1206,13 +1206,13 @@ class Repository:
         :meth:`pushes_apart`. False here; the index layout's big files."""
         return False
 
-    def reserve_big(self, lease: Fence, state: RelayState, local: LocalVersion) -> BigReservation:
+    def reserve_big(self, lease: Lease, state: RelayState, local: LocalVersion) -> BigReservation:
         """Number ``local``'s next version and name its object (only where
         :meth:`pushes_big_apart`); nothing is sent. The caller hands the
         reservation to :meth:`upload_big`, or to :meth:`release_big`."""
         raise NotImplementedError(f"the {self.layout_name} layout pushes no big object apart")
 
-    def upload_big(self, lease: Fence, reservation: BigReservation, source: BinaryIO, relay: Relay) -> BigUpload:
+    def upload_big(self, lease: Lease, reservation: BigReservation, source: BinaryIO, relay: Relay) -> BigUpload:
         """Upload ``source`` (the reserved file, opened and checked by the
         caller) as the reserved object through ``relay``; touches no shared
         state (safe from a worker thread). Raises LeaseLost, ProtocolError

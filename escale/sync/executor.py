@@ -43,7 +43,7 @@ from typing import BinaryIO
 
 from escale.config.settings import ClientSettings
 from escale.errors import EscaleError, LeaseLost, LocalError, ProtocolError, RelayNotFound, RelayQuotaExceeded
-from escale.protocol.lease import Fence, Lease, PendingLease
+from escale.protocol.lease import Lease
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import BigReservation, BigUpload, LocalVersion, RelayState, Repository, StagedPayload
 from escale.relay import Relay
@@ -266,8 +266,6 @@ class Executor:
         self._acks: Acknowledgements | None = None
         #: the upload connections opened ahead of the lease (see connect_uploads)
         self._upload_pool: TransferPool | None = None
-        #: the big objects started while the lease's claim settled (see upload_ahead)
-        self._uploading_ahead: _UploadsAhead | None = None
 
     def _connections(self) -> int:
         """How many transfers run at once (1: serial, on the main connection)."""
@@ -697,63 +695,10 @@ class Executor:
 
     def close_uploads(self) -> None:
         """Close the connections :meth:`connect_uploads` opened, if no upload
-        took them, and stop what :meth:`upload_ahead` started and
-        :meth:`run_pushes` did not take."""
-        self.drop_ahead()
+        took them."""
         if self._upload_pool is not None:
             self._upload_pool.close()
             self._upload_pool = None
-
-    def upload_ahead(self, state: RelayState, the_plan: Plan, generation: int) -> None:
-        """While the claim of lease ``generation`` settles: start the uploads of the big
-        objects of ``the_plan``'s pushes (index layout, several transfers),
-        on the connections :meth:`connect_uploads` opened, numbered on
-        ``state``, the relay state read before the lease. On the pass's
-        thread (it reserves versions and opens files, as :meth:`run_pushes`
-        does). Harmless if the claim is lost: nothing names these objects
-        until a delta committed under the lease (a pending lease,
-        :class:`PendingLease`, fences them meanwhile); :meth:`confirm_ahead`
-        keeps them for :meth:`run_pushes` or drops them. An earlier claim's
-        uploads (a claim lost, then tried again) are dropped first."""
-        self.drop_ahead()
-        pool = self._upload_pool
-        if pool is None or self.repo.pushes_apart():
-            return
-        actions = list(the_plan.of_kind(*PUSHES))
-        kind = self._upload_kind(actions)
-        if kind is None:
-            return
-        self._upload_pool = None
-        fence = PendingLease()
-        uploads = self._big_uploads(fence, state, actions, kind, pool)
-        self._uploading_ahead = _UploadsAhead(uploads, fence, state, generation)
-        uploads.advance()
-
-    def confirm_ahead(self, lease: Lease, *, still_current: bool) -> None:
-        """The claim won: keep what :meth:`upload_ahead` started when it was
-        started for this very claim (the lease's generation: uploads of an
-        earlier claim that lost may have been swept by its winner) and the
-        relay state it was numbered on is the one the lease holds
-        (``still_current``: :meth:`Repository.state_under_lease` proved it
-        so), fenced by ``lease`` from now on; drop it otherwise (its
-        reservations are given back, what was stored is an orphan the sweep
-        removes, and the pushes start again under the lease)."""
-        ahead = self._uploading_ahead
-        if ahead is None:
-            return
-        if still_current and ahead.generation == lease.generation:
-            ahead.fence.confirm(lease)
-        else:
-            log.debug("[%s] the relay changed before the lease was confirmed: the uploads started while it "
-                      "settled are dropped", self.settings.name)
-            self.drop_ahead()
-
-    def drop_ahead(self) -> None:
-        """Stop what :meth:`upload_ahead` started (a claim that lost): its
-        reservations are given back, what was stored is an orphan."""
-        ahead, self._uploading_ahead = self._uploading_ahead, None
-        if ahead is not None:
-            ahead.uploads.close()
 
     def _upload_kind(self, actions: list[Action]) -> list[bool] | None:
         """How :meth:`_uploads` uploads ``actions`` ahead: None when one at a
@@ -774,11 +719,6 @@ class Executor:
         """The uploads ahead of ``actions`` (None: one at a time, in :meth:`push`),
         on the connections :meth:`connect_uploads` opened if it did."""
         kind = self._upload_kind(actions)
-        ahead, self._uploading_ahead = self._uploading_ahead, None
-        if ahead is not None:
-            if ahead.state is state and ahead.fence.lease is lease:
-                return ahead.uploads  # numbered on this very state, fenced by this lease
-            ahead.uploads.close()
         pool, self._upload_pool = self._upload_pool, None
         if kind is None or self.open_relay is None:
             if pool is not None:
@@ -795,14 +735,14 @@ class Executor:
 
         return Uploads(self.repo, lease, state, len(actions), stage, pool, ahead=count)
 
-    def _big_uploads(self, fence: Fence, state: RelayState, actions: list[Action], kind: list[bool],
+    def _big_uploads(self, lease: Lease, state: RelayState, actions: list[Action], kind: list[bool],
                      pool: TransferPool) -> BigUploads:
         """The uploads ahead of the big files among ``actions``, numbered on ``state``."""
 
         def stage_big(index: int) -> tuple[BigReservation, BinaryIO]:
-            return self._stage_big(fence, state, actions[index])
+            return self._stage_big(lease, state, actions[index])
 
-        return BigUploads(self.repo, fence, kind, stage_big, pool, ahead=self._connections())
+        return BigUploads(self.repo, lease, kind, stage_big, pool, ahead=self._connections())
 
     def _run_pushes(self, lease: Lease, state: RelayState, actions: list[Action],
                     uploads: Uploads | BigUploads | None) -> None:
@@ -895,7 +835,7 @@ class Executor:
             if not handed_over:
                 handle.close()
 
-    def _stage_big(self, lease: Fence, state: RelayState, action: Action) -> tuple[BigReservation, BinaryIO]:
+    def _stage_big(self, lease: Lease, state: RelayState, action: Action) -> tuple[BigReservation, BinaryIO]:
         """Check ``action`` (a big file's push) against the relay, open its
         file as scanned and reserve its object (:meth:`Repository.reserve_big`);
         the opened file is handed over (closed by the upload's worker). Raises
@@ -1011,18 +951,6 @@ class Executor:
         self.report.pushed.append(relay_path)
         self.report.bytes_up += local.size
         log.info("[%s] sent %s (%d bytes)", self.settings.name, relay_path, local.size)
-
-
-@dataclass(frozen=True)
-class _UploadsAhead:
-    """What :meth:`Executor.upload_ahead` started: the uploads, what fences
-    them, the relay state their versions were numbered on, and the lease
-    generation whose claim was settling."""
-
-    uploads: BigUploads
-    fence: PendingLease
-    state: RelayState
-    generation: int
 
 
 def _fetches(action: Action) -> bool:

@@ -39,8 +39,6 @@ def take_lease(
     wait: float,
     stop: threading.Event,
     then: Callable[[], None] = lambda: None,
-    settling: Callable[[int], None] | None = None,
-    claim_lost: Callable[[], None] = lambda: None,
 ) -> tuple[Lease, Relay]:
     """Take the sync lease of ``repo`` and start its heartbeat.
 
@@ -52,14 +50,7 @@ def take_lease(
     ``then`` runs on the opening thread once the heartbeat's connection is
     open (the caller opens its other connections there: after the
     heartbeat's, so that a server limiting connections per client gives the
-    heartbeat one first). ``settling(generation)`` runs on this thread when
-    a claim of lease ``generation`` starts its settle
-    (:meth:`LeaseManager.acquire`), once ``then`` has run (it is skipped when
-    ``then`` failed or has not ended within the settle): the caller starts
-    there what may run before the claim is confirmed
-    (:meth:`Executor.upload_ahead`); an error it raises is logged, and the
-    claim goes on. ``claim_lost()`` runs when an attempt found the lease
-    busy, before waiting to try again (the caller stops what it started).
+    heartbeat one first).
     When the heartbeat's connection cannot be opened, the lease just taken is
     released and that error is raised. Whatever it raises, the heartbeat
     connection is closed. Returns the lease and the
@@ -67,20 +58,10 @@ def take_lease(
     """
     heartbeat = open_relay()
     opening = _Opening(heartbeat, then)
-
-    def while_settling(generation: int, seconds: float) -> None:
-        if settling is None or not opening.ended_well(within=seconds):
-            return
-        try:
-            settling(generation)
-        except Exception as exc:  # noqa: BLE001 - an optimisation: the claim goes on without it
-            log.warning("[%s] nothing started while the lease claim settled: %s", settings.name, exc)
-
     try:
         manager = LeaseManager(repo.relay, repo.sealer, client_id=repo.client_id, label=settings.label,
                                timeout=settings.lock_timeout, observations=db.lease_observations())
-        lease = acquire_with_wait(manager, "sync", wait=wait, stop=stop, settling=while_settling,
-                                  on_wait=lambda exc: claim_lost())
+        lease = acquire_with_wait(manager, "sync", wait=wait, stop=stop)
     except BaseException:
         opening.wait(raise_error=False)
         heartbeat.close()
@@ -111,11 +92,6 @@ class _Opening:
             self._then()
         except BaseException as exc:  # noqa: BLE001 - raised by wait(), on the pass's thread
             self._error = exc
-
-    def ended_well(self, *, within: float) -> bool:
-        """Whether the open and ``then()`` ended without an error, waiting up to ``within`` seconds."""
-        self._thread.join(within)
-        return not self._thread.is_alive() and self._error is None
 
     def wait(self, *, raise_error: bool = True) -> None:
         """Wait for the open to end; raise what it raised (if ``raise_error``)."""
@@ -161,12 +137,8 @@ def run_relay_phase(
     settings, repo, report, stop = executor.settings, executor.repo, executor.report, executor.stop
     try:
         # the upload connections open while the lease is taken, once the heartbeat's is open
-        # and the index layout's big objects start uploading while the claim settles
-        read = state
-        ahead = None if read is None else lambda generation: executor.upload_ahead(read, the_plan, generation)
         lease, heartbeat = take_lease(settings, executor.db, repo, open_relay, wait=wait, stop=stop,
-                                      then=lambda: executor.connect_uploads(the_plan), settling=ahead,
-                                      claim_lost=executor.drop_ahead)
+                                      then=lambda: executor.connect_uploads(the_plan))
     except LeaseBusy as exc:
         executor.close_uploads()
         report.busy = True
@@ -179,8 +151,6 @@ def run_relay_phase(
     try:
         faults.step("lease taken")
         current = repo.state_under_lease(lease, state) if state is not None else None
-        # what started uploading while the claim settled was numbered on the state read before the lease
-        executor.confirm_ahead(lease, still_current=current is not None)
         if current is None:
             _confirm_layout(settings, repo)
             # the pass's earlier reading is replaced, not kept beside the new one

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Generic, TypeVar, cast
 
 from escale.errors import DiskFull, EscaleError, IntegrityError, LocalError, ObjectTooLarge
-from escale.protocol.lease import Fence, Lease
+from escale.protocol.lease import Lease
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import (
     SMALL_PAYLOAD,
@@ -918,7 +918,7 @@ class BigUploads:
     written after its upload returned.
     """
 
-    def __init__(self, repo: Repository, lease: Fence, big: Sequence[bool],
+    def __init__(self, repo: Repository, lease: Lease, big: Sequence[bool],
                  stage: Callable[[int], tuple[BigReservation, BinaryIO]], pool: TransferPool, *,
                  ahead: int) -> None:
         self._repo = repo

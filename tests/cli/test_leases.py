@@ -11,7 +11,8 @@ from escale.config import load_config
 from escale.crypto import generate_key_file
 from escale.errors import LeaseLost
 from escale.ops.leases import open_repository
-from escale.protocol.lease import LeaseManager
+from escale.protocol import layout
+from escale.protocol.lease import LeaseManager, highest_generation, new_record
 from tests.daemon.helpers import ctl, ctl_here, escale, write_config
 
 
@@ -86,5 +87,32 @@ def test_list_and_break(encrypted: str, capsys: pytest.CaptureFixture[str]) -> N
             lease.renew()
         code, out, _ = ctl_here(capsys, encrypted, "leases", "-r", "bob", "--break", str(generation), "--yes")
         assert code == 0 and "already released; nothing changed" in out
+    finally:
+        relay.close()
+
+
+def test_a_generation_only_claimed_is_listed_and_can_be_broken(encrypted: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A contender that died between its claim and its record (relays whose
+    exclusive put does not decide) leaves a claim alone: listed as
+    ``claimed`` with the claimant, and broken like a held generation."""
+    (Path(encrypted).parent / "alice").mkdir()
+    assert escale("--once", "-c", encrypted, "-r", "alice").returncode == 0
+    settings = load_config(encrypted).client("bob")
+    relay, sealer = open_repository(settings)
+    try:
+        generation = highest_generation(relay) + 1
+        left = new_record(generation, holder="d" * 32, label="crashed", operation="sync")
+        name = layout.lease_claim_name(generation, left.token)
+        relay.put_bytes(name, sealer.seal(name, left.encode()))
+
+        code, out, _ = ctl_here(capsys, encrypted, "--json", "leases", "-r", "alice")
+        row = next(r for r in json.loads(out)["leases"] if r["generation"] == generation)
+        assert row["state"] == "claimed" and row["label"] == "crashed" and row["current"] is True
+
+        code, out, _ = ctl_here(capsys, encrypted, "leases", "-r", "bob", "--break", str(generation), "--yes")
+        assert code == 0 and out.startswith(f"lease generation {generation} marked released (was held by crashed")
+        taker = LeaseManager(relay, sealer, client_id="e" * 32, label="desktop", timeout=120, claims=True)
+        assert taker.acquire("sync").generation == generation + 1
     finally:
         relay.close()

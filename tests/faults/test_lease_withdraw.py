@@ -1,106 +1,182 @@
-"""A contender whose put failed withdraws only once settled.
+"""Claims that did not become a lease never block the others for long.
 
-On a server without atomic create, a put of lease record ``g+1`` may land and
-still fail (its answer lost: a timeout on a busy host). The contender then
-withdraws: it reads the record and, if it holds its token, rewrites it as
-released. Reading, then rewriting, is not atomic. A competitor that checked
-before our write may overwrite it up to a settle later (rule 2 of
-:mod:`escale.protocol.lease`), read it back as its own and hold the lease; a
-withdrawal that read our token before that write and rewrites after it marks
-the competitor's live lease released, and the next client takes the
-generation above while the competitor still holds its own.
+Where the exclusive put does not decide, a contender claims a generation
+before writing its record (rule 2 of :mod:`escale.protocol.lease`). Every way
+an attempt can end without the lease must leave the next contender free to
+take one at once (the clock here does not move unless a test moves it), or,
+for what a dead contender left, once it has been seen unchanged for longer
+than the lock timeout:
 
-Here the competitor's write lands within the settle after our failed put, as
-the settle argument allows: while we wait the settle, or, if we do not wait,
-right before our withdrawal's rewrite. The record must stay the competitor's.
+* a listing that fails after the claim: the claim is deleted;
+* a claim put that lands but whose answer is lost: deleted as well;
+* a record write that lands but whose answer is lost: the record is
+  rewritten released (the contender won the claims: nobody else writes it);
+* a claim left by this client's own dead process: taken over at once;
+* a claim left by another client (or one that does not open): busy until it
+  has been seen unchanged for longer than the timeout, then the generation
+  above it is taken.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from typing import BinaryIO
 
 import pytest
 
 from escale.crypto import plain_envelope
-from escale.errors import RelayConnectionError, RelayExists
+from escale.errors import LeaseBusy, RelayConnectionError
 from escale.protocol import layout
-from escale.protocol.lease import Lease, LeaseManager, write_released
+from escale.protocol.lease import LeaseManager, list_leases
 from escale.protocol.objects import LeaseRecord
 from escale.relay.base import Entry
 from escale.relay.memory import MemoryRelay, MemoryStore
 
 pytestmark = pytest.mark.timeout(60)
 
+OURS = "a" * 32
 
-class Weak(MemoryRelay):
-    """A memory relay whose exclusive create is a check, then an overwrite.
 
-    ``fail_after_put``: the next exclusive put lands, then raises a transient
-    error (its answer lost). ``before_put``: called once before the next
-    plain put (a withdrawal's rewrite). ``hide_lease``: a lease name left out of
-    the next listing (the listing was made before that record landed)."""
+class Faulty(MemoryRelay):
+    """A memory relay whose exclusive create is not atomic, with one-shot
+    faults: ``fail_list`` (the next listing of ``lease/`` after a claim was
+    put fails), ``lost_answer`` (the next put whose name starts with it, or
+    is it when ``lost_answer_exact``, lands, then raises)."""
 
     def __init__(self, store: MemoryStore) -> None:
         super().__init__(store)
         self.capabilities = replace(self.capabilities, exclusive_create=False)
-        self.fail_after_put = False
-        self.skip_check = False
-        self.before_put: Callable[[], None] | None = None
-        self.hide_lease: str | None = None
+        self.fail_list = False
+        self.lost_answer: str | None = None
+        self.lost_answer_exact = False
+        self.claimed = False
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
-        if not exclusive and self.before_put is not None:
-            hook, self.before_put = self.before_put, None
-            hook()
-        if exclusive and not self.skip_check and self.exists(name):
-            raise RelayExists(f"relay object exists: {name}", name=name)
+        if exclusive and self.exists(name):
+            super()._put(name, source, True)  # raises RelayExists
         super()._put(name, source, False)
-        if exclusive and self.fail_after_put:
-            self.fail_after_put = False
+        self.claimed = self.claimed or layout.parse_lease_claim(name) is not None
+        if self.lost_answer is not None and (
+                name == self.lost_answer if self.lost_answer_exact else name.startswith(self.lost_answer)):
+            self.lost_answer = None
             raise RelayConnectionError(f"putting {name}: no answer (injected, after the write landed)")
 
     def _list(self, folder: str) -> list[Entry]:
-        entries = super()._list(folder)
-        hidden, self.hide_lease = self.hide_lease, None
-        return [e for e in entries if e.name != hidden]
+        if self.fail_list and self.claimed:
+            self.fail_list = False
+            raise RelayConnectionError(f"listing {folder}: connection reset (injected)")
+        return super()._list(folder)
 
 
-def test_a_failed_put_withdraws_after_the_settle_and_keeps_a_competitors_lease() -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _relay(store: MemoryStore) -> Faulty:
+    relay = Faulty(store)
+    relay.open()
+    return relay
+
+
+def _manager(relay: MemoryRelay, client: str = OURS, clock: Clock | None = None) -> LeaseManager:
+    return LeaseManager(relay, plain_envelope(), client_id=client, label=client[:4], timeout=60,
+                        clock=clock or Clock())
+
+
+def _store() -> MemoryStore:
     store = MemoryStore()
     setup = MemoryRelay(store)
     setup.open()
     setup.mkdir(layout.LEASES)
-    envelope = plain_envelope()
-    first = LeaseRecord(generation=1, holder="e" * 32, label="earlier", host="elsewhere", pid=1,
-                        operation="sync", token="0" * 32, beat=0)
-    write_released(setup, envelope, first)
+    return store
 
-    ours_relay, theirs_relay = Weak(store), Weak(store)
-    ours_relay.open()
-    theirs_relay.open()
-    theirs_relay.skip_check = True  # it checked before our record landed
-    held: list[Lease] = []
 
-    def competitor_claims() -> None:
-        """The competitor, whose check came before our write, lands its
-        record over ours, reads it back as its own and holds the lease."""
-        if held:
-            return
-        theirs_relay.hide_lease = layout.lease_name(2)  # it listed before our write too
-        theirs = LeaseManager(theirs_relay, envelope, client_id="b" * 32, label="theirs", timeout=60,
-                              settle=0.5, sleep=lambda _: None)
-        held.append(theirs.acquire("race"))
+def _claims(store: MemoryStore) -> dict[int, list[str]]:
+    relay = MemoryRelay(store)
+    relay.open()
+    return list_leases(relay).claims
 
-    ours_relay.fail_after_put = True
-    ours_relay.before_put = competitor_claims  # the latest its write can land, without our settle
-    ours = LeaseManager(ours_relay, envelope, client_id="a" * 32, label="ours", timeout=60, settle=0.5,
-                        sleep=lambda _: competitor_claims())  # within our settle, as rule 2 allows
+
+def test_a_listing_that_fails_after_the_claim_withdraws_it() -> None:
+    store = _store()
+    relay = _relay(store)
+    relay.fail_list = True
     with pytest.raises(RelayConnectionError):
-        ours.acquire("race")
-    assert held and held[0].generation == 2, "the competitor did not take generation 2"
-    observer = LeaseManager(setup, envelope, client_id="f" * 32, label="observer", timeout=60)
-    record = observer.read(setup, 2)
-    assert record is not None and record.token == held[0].record.token, "the competitor's record was replaced"
-    assert not record.released, "our withdrawal marked the competitor's live lease released"
+        _manager(relay).acquire("sync")
+    assert _claims(store) == {}
+    lease = _manager(_relay(store), "b" * 32).acquire("sync")
+    assert lease.generation == 1
+
+
+def test_a_claim_whose_answer_was_lost_is_withdrawn() -> None:
+    store = _store()
+    relay = _relay(store)
+    relay.lost_answer = layout.lease_name(1) + "-"
+    with pytest.raises(RelayConnectionError):
+        _manager(relay).acquire("sync")
+    assert _claims(store) == {}
+    assert _manager(_relay(store), "b" * 32).acquire("sync").generation == 1
+
+
+def test_a_record_whose_answer_was_lost_is_rewritten_released() -> None:
+    store = _store()
+    relay = _relay(store)
+    relay.lost_answer = layout.lease_name(1)  # the claim lands first: its name is longer
+    relay.lost_answer_exact = True
+    ours = _manager(relay)
+    with pytest.raises(RelayConnectionError):
+        ours.acquire("sync")
+    record = ours.read(relay, 1)
+    assert record is not None and record.released
+    assert _manager(_relay(store), "b" * 32).acquire("sync").generation == 2
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _plant_claim(store: MemoryStore, *, holder: str, host: str, pid: int, token: str = "c" * 32,
+                 sealed: bytes | None = None) -> None:
+    relay = MemoryRelay(store)
+    relay.open()
+    name = layout.lease_claim_name(1, token)
+    record = LeaseRecord(generation=1, holder=holder, label="left", host=host, pid=pid, operation="sync",
+                         token=token, beat=0)
+    relay.put_bytes(name, sealed if sealed is not None else plain_envelope().seal(name, record.encode()))
+
+
+def test_our_own_dead_process_s_claim_is_taken_over_at_once() -> None:
+    store = _store()
+    _plant_claim(store, holder=OURS, host=socket.gethostname(), pid=_dead_pid())
+    lease = _manager(_relay(store)).acquire("sync")
+    assert lease.generation == 2
+
+
+@pytest.mark.parametrize("claim", ["another client's", "unreadable", "ours, from a live process"])
+def test_a_claim_left_without_a_record_goes_stale_like_a_record(claim: str) -> None:
+    store = _store()
+    if claim == "another client's":
+        _plant_claim(store, holder="b" * 32, host="elsewhere", pid=1)
+    elif claim == "unreadable":
+        _plant_claim(store, holder="b" * 32, host="elsewhere", pid=1, sealed=b"not a sealed record")
+    else:  # this test's parent process is alive: another process of our client
+        _plant_claim(store, holder=OURS, host=socket.gethostname(), pid=os.getppid())
+    clock = Clock()
+    manager = _manager(_relay(store), clock=clock)
+    with pytest.raises(LeaseBusy, match="generation 1 is being claimed"):
+        manager.acquire("sync")
+    clock.now += 59
+    with pytest.raises(LeaseBusy):
+        manager.acquire("sync")
+    clock.now += 2  # seen unchanged for longer than the timeout
+    assert manager.acquire("sync").generation == 2

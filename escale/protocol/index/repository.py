@@ -85,7 +85,7 @@ from escale.protocol.index.pages import (
 )
 from escale.protocol.index.state import IndexRelayState
 from escale.protocol.layout import CLIENTS, parse_client
-from escale.protocol.lease import Fence, Lease
+from escale.protocol.lease import Lease
 from escale.protocol.objects import MAX_OBJECT_BYTES, ClientRecord, Placeholder, checksum_problem
 from escale.protocol.repository import (
     STALE_TEMPORARY_AGE,
@@ -883,7 +883,7 @@ class IndexRepository(Repository):
         before it is sent, with the pending page: on the pass's thread)."""
         return self.disk_quota is None and size > self.big_threshold
 
-    def reserve_big(self, lease: Fence, state: RelayState, local: LocalVersion) -> BigReservation:
+    def reserve_big(self, lease: Lease, state: RelayState, local: LocalVersion) -> BigReservation:
         """Number ``local``'s next version and name its big object, and
         remember the name as unsettled (an orphan until a delta names it:
         swept if the pass never commits it). On the pass's thread."""
@@ -895,7 +895,7 @@ class IndexRepository(Repository):
         self._unsettle([name])
         return BigReservation(local, key, version, name)
 
-    def upload_big(self, lease: Fence, reservation: BigReservation, source: BinaryIO, relay: Relay) -> BigUpload:
+    def upload_big(self, lease: Lease, reservation: BigReservation, source: BinaryIO, relay: Relay) -> BigUpload:
         """Upload ``source`` as the reserved big object through ``relay``, as
         :meth:`commit_file` uploads a big file (sealed while sent, constant
         memory); the delta that names it is written later, by
@@ -935,7 +935,7 @@ class IndexRepository(Repository):
         self.step(f"packed {local.path}")
         return entry.to_placeholder()
 
-    def _put_big(self, lease: Fence, state: RelayState | None, local: LocalVersion, source: BinaryIO,
+    def _put_big(self, lease: Lease, state: RelayState | None, local: LocalVersion, source: BinaryIO,
                  name: str, relay: Relay) -> tuple[int, DeflatingReader, str | None]:
         """Upload ``source`` (``local``'s content, from where it stands) as big
         object ``name`` through ``relay``; its stored size, the reader that
