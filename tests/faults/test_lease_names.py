@@ -88,6 +88,42 @@ def test_generation_names(name: str, expected: int | None) -> None:
         assert layout.lease_name(expected) == name
 
 
+TOKEN = "0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    (f"lease/000000000001-{TOKEN}", (1, TOKEN)),
+    (f"lease/1000000000000-{TOKEN}", (10**12, TOKEN)),
+    (f"lease/7-{TOKEN}", None),  # the generation must be spelled canonically
+    (f"lease/000000000000-{TOKEN}", None),
+    (f"lease/{MAX + 1}-{TOKEN}", None),
+    (f"lease/000000000001-{TOKEN.upper()}", None),
+    (f"lease/000000000001-{TOKEN[:-1]}", None),
+    (f"lease/000000000001-{TOKEN}-x", None),
+    ("lease/000000000001", None),  # a record, not a claim
+])
+def test_claim_names(name: str, expected: tuple[int, str] | None) -> None:
+    assert layout.parse_lease_claim(name) == expected
+    if expected is not None:
+        assert layout.lease_claim_name(*expected) == name
+        assert layout.parse_lease(name) is None  # never taken for a record
+
+
+def test_a_foreign_name_shaped_like_a_claim_of_a_far_generation_only_delays(relay: Relay) -> None:
+    """A planted claim (no record) of a far generation is held like a
+    record by an unknown client: it goes stale, and the next generation
+    goes above it."""
+    relay.put_bytes(f"lease/000000000500-{TOKEN}", b"junk, not a sealed record")
+    clock = Clock()
+    manager = _manager(relay, clock)
+    with pytest.raises(LeaseBusy, match="generation 500 is being claimed"):
+        manager.acquire()
+    clock.now += TIMEOUT + 1
+    lease = manager.acquire()
+    assert lease.generation == 501
+    lease.release()
+
+
 def test_junk_at_10_to_the_18_only_delays(relay: Relay) -> None:
     """The reported case: the successor of a planted 18-digit name is 19 digits
     long, and it is listed, parsed and taken like any other generation."""
