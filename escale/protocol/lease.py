@@ -37,8 +37,8 @@ Taking the lease (generation ``g+1`` after ``g``):
    a name no other writer takes, with its record sealed in it, then lists
    ``lease/``. It goes on only if that listing shows its own claim and
    neither another claim of ``g+1`` or above nor a record of ``g+1`` or
-   above; then it writes the record of ``g+1`` (exclusive put) and holds the
-   lease. Otherwise it deletes its claim and backs off (LeaseBusy). Every
+   above; then it writes the record of ``g+1`` (exclusive put), reads it back
+   to confirm, and holds the lease. Otherwise it deletes its claim and backs off (LeaseBusy). Every
    supported server lists every write that has returned, so of two
    contenders the second to list sees the first's claim: two can never both
    go on (both may back off: contenders in lock step try again later, after
@@ -702,14 +702,14 @@ class LeaseManager:
             self._drop_claim(name)
             raise
         try:
-            self.write(self.relay, mine, exclusive=True)
-        except RelayExists:
-            # only a contender that stalled for longer than the timeout after
-            # its own claim can have written it (or our own retried write)
-            back = self.read(self.relay, generation)
-            if back is None or back.token != mine.token:
-                raise LeaseBusy(f"another client wrote relay lease generation {generation} "
-                                f"although we alone claimed it") from None
+            try:
+                self.write(self.relay, mine, exclusive=True)
+            except RelayExists:
+                pass  # our own write retried after a lost answer, or a contender stalled past the timeout
+            try:
+                back = self.read(self.relay, generation)  # read back to confirm
+            except (ProtocolError, CryptoError):
+                back = None
         except EscaleError:
             # the record may have landed, its answer lost: mark it released
             # (we won the claims: nobody else writes this generation)
@@ -719,6 +719,9 @@ class LeaseManager:
                 log.warning("could not withdraw from relay lease generation %d (others wait until it is "
                             "stale): %s", generation, exc)
             raise
+        if back is None or back.token != mine.token:
+            raise LeaseBusy(f"relay lease generation {generation} does not read back as ours although we "
+                            f"alone claimed it (a contender that stalled past the lock timeout?)")
         return Lease(self, mine, started, previous)
 
     def _drop_claim(self, name: str) -> None:

@@ -14,11 +14,14 @@ than the lock timeout:
 * a claim left by this client's own dead process: taken over at once;
 * a claim left by another client (or one that does not open): busy until it
   has been seen unchanged for longer than the timeout, then the generation
-  above it is taken.
+  above it is taken;
+* a record that does not read back as ours (written over by a contender
+  stalled past the timeout): not a lease, and the other record is left alone.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -180,3 +183,25 @@ def test_a_claim_left_without_a_record_goes_stale_like_a_record(claim: str) -> N
         manager.acquire("sync")
     clock.now += 2  # seen unchanged for longer than the timeout
     assert manager.acquire("sync").generation == 2
+
+
+def test_a_record_that_does_not_read_back_as_ours_is_not_a_lease() -> None:
+    """A contender that stalled past the lock timeout after its own claim
+    writes the same record right after ours (the only way another token can
+    land there): the read-back sees it, and we back off."""
+    store = _store()
+
+    class Overwritten(Faulty):
+        def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+            super()._put(name, source, exclusive)
+            if name == layout.lease_name(1):
+                late = LeaseRecord(generation=1, holder="b" * 32, label="late", host="elsewhere", pid=1,
+                                   operation="sync", token="d" * 32, beat=0)
+                MemoryRelay._put(self, name, io.BytesIO(plain_envelope().seal(name, late.encode())), False)
+
+    relay = Overwritten(store)
+    relay.open()
+    with pytest.raises(LeaseBusy, match="does not read back as ours"):
+        _manager(relay).acquire("sync")
+    record = _manager(relay).read(relay, 1)
+    assert record is not None and record.token == "d" * 32 and not record.released, "the other record was touched"
