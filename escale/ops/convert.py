@@ -46,7 +46,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -408,7 +407,9 @@ def convert_layout(
     if target not in LAYOUTS:
         raise UsageError(f"unknown layout {target!r} (choose index or placeholder)")
     relay = open_relay(settings.relay)
-    spool_dir = tempfile.mkdtemp(prefix="escale-convert-")
+    # spool files are nameless (tempfile.TemporaryFile): nothing of them is left
+    # behind, even by a process killed midway, so no folder of their own is made
+    spool_dir = tempfile.gettempdir()
     try:
         doc = header_document(relay)
         current = str(doc["layout"])
@@ -460,7 +461,6 @@ def convert_layout(
             report.removed = remove_layout(relay, current, lease, on_step)
         return report
     finally:
-        shutil.rmtree(spool_dir, ignore_errors=True)
         relay.close()
 
 

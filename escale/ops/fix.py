@@ -300,11 +300,10 @@ def _dry_run_state(relay: Relay, sealer: Sealer, db: StateDB, settings: ClientSe
     """The relay's state as a dry run sees it: read without writing anything
     (an index that does not read counts as empty: fix would rebuild it)."""
     if settings.index:
-        with tempfile.TemporaryDirectory(prefix="escale-fix-") as spool:
-            try:
-                return reader_for("index", relay, sealer, spool).read_state()
-            except (ProtocolError, IntegrityError, RelayNotFound):
-                return RelayState()
+        try:  # its spool files are nameless: nothing is left behind
+            return reader_for("index", relay, sealer, tempfile.gettempdir()).read_state()
+        except (ProtocolError, IntegrityError, RelayNotFound):
+            return RelayState()
     return Repository(relay, sealer, client_id=db.client_id(), label=settings.label, receives=settings.receives,
                       mode=settings.mode, meta_cache=db.meta_cache()).read_state()
 
