@@ -232,29 +232,26 @@ def read_record(relay: Relay, sealer: Sealer, generation: int) -> LeaseRecord | 
     Raises ProtocolError or CryptoError when the object does not open or
     decode (forged or foreign), or names another generation.
     """
-    name = layout.lease_name(generation)
-    try:
-        sealed = relay.get_bytes(name, limit=MAX_OBJECT_BYTES)
-    except RelayNotFound:
-        return None
-    record = LeaseRecord.decode(sealer.open(name, sealed), name)
-    if record.generation != generation:
-        raise ProtocolError(f"relay object {name}: lease generation mismatch", name=name)
-    return record
+    return _read_sealed(relay, sealer, layout.lease_name(generation), generation, None)
 
 
 def read_claim(relay: Relay, sealer: Sealer, generation: int, token: str) -> LeaseRecord | None:
     """The record sealed in the claim of ``generation`` by ``token`` on
     ``relay``; None when missing. Raises ProtocolError or CryptoError when it
     does not open or decode, or names another generation or token."""
-    name = layout.lease_claim_name(generation, token)
+    return _read_sealed(relay, sealer, layout.lease_claim_name(generation, token), generation, token)
+
+
+def _read_sealed(relay: Relay, sealer: Sealer, name: str, generation: int, token: str | None) -> LeaseRecord | None:
+    """The record in object ``name``, which must be of ``generation`` (and of
+    ``token`` when given); None when the object is missing."""
     try:
         sealed = relay.get_bytes(name, limit=MAX_OBJECT_BYTES)
     except RelayNotFound:
         return None
     record = LeaseRecord.decode(sealer.open(name, sealed), name)
-    if record.generation != generation or record.token != token:
-        raise ProtocolError(f"relay object {name}: claim does not match its name", name=name)
+    if record.generation != generation or (token is not None and record.token != token):
+        raise ProtocolError(f"relay object {name}: lease record does not match its name", name=name)
     return record
 
 
@@ -263,6 +260,15 @@ def write_record(relay: Relay, sealer: Sealer, record: LeaseRecord, *, exclusive
     (``exclusive``: RelayExists when that generation exists)."""
     name = layout.lease_name(record.generation)
     relay.put_bytes(name, sealer.seal(name, record.encode()), exclusive=exclusive)
+
+
+def write_claim(relay: Relay, sealer: Sealer, record: LeaseRecord) -> str:
+    """Seal ``record`` and put it as its writer's claim of generation
+    ``record.generation`` on ``relay`` (a name no other writer takes);
+    returns the claim's name."""
+    name = layout.lease_claim_name(record.generation, record.token)
+    relay.put_bytes(name, sealer.seal(name, record.encode()))
+    return name
 
 
 def new_record(generation: int, *, holder: str, label: str, operation: str) -> LeaseRecord:
@@ -685,7 +691,7 @@ class LeaseManager:
         generation = mine.generation
         name = layout.lease_claim_name(generation, mine.token)
         try:
-            self.relay.put_bytes(name, self.sealer.seal(name, mine.encode()))
+            write_claim(self.relay, self.sealer, mine)
             listing = list_leases(self.relay)
             if mine.token not in listing.claims.get(generation, []):
                 log.warning("relay object %s: our lease claim is not listed right after it was written; "

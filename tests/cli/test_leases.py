@@ -11,8 +11,7 @@ from escale.config import load_config
 from escale.crypto import generate_key_file
 from escale.errors import LeaseLost
 from escale.ops.leases import open_repository
-from escale.protocol import layout
-from escale.protocol.lease import LeaseManager, highest_generation, new_record
+from escale.protocol.lease import LeaseManager, highest_generation, new_record, write_claim
 from tests.daemon.helpers import ctl, ctl_here, escale, write_config
 
 
@@ -102,9 +101,7 @@ def test_a_generation_only_claimed_is_listed_and_can_be_broken(encrypted: str,
     relay, sealer = open_repository(settings)
     try:
         generation = highest_generation(relay) + 1
-        left = new_record(generation, holder="d" * 32, label="crashed", operation="sync")
-        name = layout.lease_claim_name(generation, left.token)
-        relay.put_bytes(name, sealer.seal(name, left.encode()))
+        write_claim(relay, sealer, new_record(generation, holder="d" * 32, label="crashed", operation="sync"))
 
         code, out, _ = ctl_here(capsys, encrypted, "--json", "leases", "-r", "alice")
         row = next(r for r in json.loads(out)["leases"] if r["generation"] == generation)
