@@ -57,3 +57,17 @@ def test_counting_relay_counts_calls_and_reads_capabilities_live(tmp_path: objec
         relay.list("a")
         relay.delete("a/b")
     assert counts == Counter(open=1, put=1, get=1, list=1, delete=1)
+
+
+def test_lease_bench_runs_and_counts_the_claims(tmp_path: object) -> None:
+    """``bench.lease_bench`` on the local folder (the put decides: no claim)
+    and on the rclone backend (claims): a row each, with the requests made."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.lease_bench", "--backends", "file,rclone", "--rounds", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["file"][1] == "no" and rows["rclone"][1] == "yes"
+    assert "3 put" in " ".join(rows["rclone"])  # the claim, the record, the release
+    assert "2 put" in " ".join(rows["file"])  # the record and the release
