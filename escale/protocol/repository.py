@@ -368,6 +368,18 @@ class RelayState:
         payload = payload_of(self.latest, stored)
         return payload is not None and payload in self.payloads
 
+    def unreferenced_payloads(self) -> set[str]:
+        """The payloads listed that no version of ``latest`` names (orphans
+        of an interrupted push, or a version's payload whose placeholder was
+        superseded or lost). A set of the names listed, not of every name
+        ``latest`` holds: after a reclaim, few are left."""
+        unreferenced = set(self.payloads)
+        if unreferenced:
+            latest = self.latest
+            for stored in raw_values(latest):
+                unreferenced.discard(payload_of(latest, stored))
+        return unreferenced
+
     def stored_bytes(self) -> int:
         """Bytes of payloads and temporaries on the relay (what ``disk quota``
         limits): a temporary left by an interrupted upload takes space until
@@ -1628,12 +1640,7 @@ class Repository:
         stale, see :meth:`stale_temporaries`.
         """
         removed = 0
-        # the payloads no latest version names (a set of the payloads listed, not of
-        # every payload name: after a reclaim, few are left)
-        unreferenced = set(state.payloads)
-        if unreferenced:
-            for stored in raw_values(state.latest):
-                unreferenced.discard(payload_of(state.latest, stored))
+        unreferenced = state.unreferenced_payloads()
         for key, version in state.superseded():
             self._touch(lease)
             lease.check()
