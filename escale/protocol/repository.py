@@ -28,7 +28,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Container, Generator, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, BinaryIO, TypeVar, cast
 
@@ -588,16 +588,13 @@ class Repository:
             return iter(())
         return (entry for entry in _consumed(listed) if not entry.is_dir)
 
-    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None, *,
-                   payloads: Container[str] = frozenset()) -> StoredPlaceholder:
+    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None) -> StoredPlaceholder:
         """Placeholder ``name``, as ``RelayState.latest`` stores it (packed,
         see :func:`packed_latest`): from ``meta_cache``, else opened from
         ``stored`` (its sealed bytes, or the error reading them raised, as
         :data:`ObjectReader` gives them), else read on this connection; checked
-        against its name and key, then cached. ``payloads``: the payload names
-        listed (see :func:`_shared_strings`, for a placeholder kept
-        unpacked). Raises RelayNotFound, ProtocolError or CryptoError (and
-        relay errors of the read)."""
+        against its name and key, then cached. Raises RelayNotFound,
+        ProtocolError or CryptoError (and relay errors of the read)."""
         if self._known_meta is not None and (known := self._reused_meta(name)) is not None:
             return known
         cached = self.meta_cache.get(name)
@@ -617,7 +614,7 @@ class Repository:
         if fetched:
             self.meta_cache[name] = cached
         packed = pack_placeholder(placeholder)
-        return packed if packed is not placeholder else _shared_strings(placeholder, payloads)
+        return packed if packed is not placeholder else _shared_strings(placeholder)
 
     def read_state(self, *, use_marker: bool = False) -> RelayState:
         """List the relay and decode what changed since the last read.
@@ -648,9 +645,8 @@ class Repository:
         if use_marker and marker is not None and marker.clean and not state.warnings:
             state.from_snapshot = self._from_snapshot(state, marker)
         if not state.from_snapshot:
-            for payload_name, stored in self._data_entries():
-                # interned: the placeholder naming it holds the same string (_cached_placeholder)
-                state.payloads[sys.intern(payload_name)] = stored
+            # (not interned: a packed placeholder holds no payload name, it spells it when read)
+            state.payloads.update(self._data_entries())
         self._read_acks(state)
         if not state.from_snapshot:
             self._read_meta(state)
@@ -767,7 +763,7 @@ class Repository:
                         if got != name:  # the reader's contract: the names asked, in order
                             raise RuntimeError(f"object reader gave {got!r} for {name!r}")
                     try:
-                        opened = self._open_meta(name, stored, payloads=state.payloads)
+                        opened = self._open_meta(name, stored)
                     except RelayNotFound:
                         continue
                     except (ProtocolError, CryptoError) as exc:
@@ -870,18 +866,18 @@ class Repository:
                 shelf.add_version(sys.intern(key), int(digits))
             versions = shelf.versions
             del shelf
-            payloads = {sys.intern(str(k)): int(v) for k, v in snapshot["payloads"].items()}
+            payloads = {str(k): int(v) for k, v in snapshot["payloads"].items()}
             latest = packed_latest()
             wanted = set(snapshot["latest"])
             stream = getattr(self.meta_cache, "items_with_prefix", None)
             if stream is not None:  # the state database's table: one query for them all
                 for name, data in stream(layout.META + "/"):
                     if name in wanted:
-                        placeholder = _cached_placeholder(data, payloads)
+                        placeholder = _cached_placeholder(data)
                         latest[placeholder.path] = placeholder
             else:
                 for name in wanted:
-                    placeholder = _cached_placeholder(self.meta_cache[name], payloads)
+                    placeholder = _cached_placeholder(self.meta_cache[name])
                     latest[placeholder.path] = placeholder
             if len(latest) != len(wanted):
                 return False  # a cached placeholder is missing (or two share a path)
@@ -1804,12 +1800,11 @@ def _int_or_zero(data: bytes | None) -> int:
         return 0
 
 
-def _cached_placeholder(data: bytes, payloads: Container[str]) -> Placeholder:
+def _cached_placeholder(data: bytes) -> Placeholder:
     """A placeholder from ``meta_cache``: it was checked whole (or written by
     this client) before it was cached, so only its JSON is parsed here; its
-    strings shared as :func:`_shared_strings` shares them (``payloads``: the
-    payload names listed). Raises ValueError, KeyError or TypeError when the
-    bytes do not fit."""
+    strings shared as :func:`_shared_strings` shares them. Raises ValueError,
+    KeyError or TypeError when the bytes do not fit."""
     doc = json.loads(data)
     if doc.pop("format") != 1 or doc.pop("type") != "placeholder":
         raise ValueError("not a cached placeholder")
@@ -1817,8 +1812,6 @@ def _cached_placeholder(data: bytes, payloads: Container[str]) -> Placeholder:
     for name in ("path", "key", "pusher", "pusher_label"):
         if (value := doc[name]) is not None:
             doc[name] = sys.intern(value)
-    if (payload := doc["payload"]) is not None and payload in payloads:
-        doc["payload"] = sys.intern(payload)
     doc["receivers"] = _receiver_list(tuple(doc["receivers"]))
     return Placeholder(**doc)
 
@@ -1828,22 +1821,18 @@ def _cached_placeholder(data: bytes, payloads: Container[str]) -> Placeholder:
 _RECEIVER_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
-def _shared_strings(placeholder: Placeholder, payloads: Container[str]) -> Placeholder:
+def _shared_strings(placeholder: Placeholder) -> Placeholder:
     """``placeholder`` with its strings shared: client ids, labels and receiver
     lists repeat across placeholders; the path and key are also held by the
-    scan, the base, the versions listed and seen; the payload name by
-    ``RelayState.payloads`` when it is among ``payloads`` (the payloads
-    listed: the name of one reclaimed is held by its placeholder alone, and
-    interning it would only add an entry to the interpreter's table). One
-    string each in memory (interned), one tuple per receiver list. The
-    checksum is not interned: the scan and the base hold theirs packed
-    (:mod:`escale.sync.records`), so the interpreter's table would only add
-    a slot per file. Equal values: the placeholder is the same."""
-    payload = placeholder.payload
+    scan, the base, the versions listed and seen. One string each in memory
+    (interned), one tuple per receiver list. The checksum and payload name
+    are not interned: the scan and the base hold checksums packed
+    (:mod:`escale.sync.records`) and packed placeholders hold no payload
+    name (:mod:`escale.protocol.packed`), so the interpreter's table would
+    only add a slot per file. Equal values: the placeholder is the same."""
     return replace(placeholder, path=sys.intern(placeholder.path), key=sys.intern(placeholder.key),
                    pusher=sys.intern(placeholder.pusher), pusher_label=sys.intern(placeholder.pusher_label),
-                   receivers=_receiver_list(placeholder.receivers),
-                   payload=sys.intern(payload) if payload is not None and payload in payloads else payload)
+                   receivers=_receiver_list(placeholder.receivers))
 
 
 def _receiver_list(receivers: tuple[str, ...]) -> tuple[str, ...]:
