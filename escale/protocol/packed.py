@@ -110,8 +110,9 @@ class PackedPlaceholder(bytes):
     spelled again from the key and version); with a checksum, its packed
     form (:func:`pack_checksum`); then the path in UTF-8.
 
-    The path and key read back as interned strings: the same objects as the
-    relay state's keys and versions hold, not copies."""
+    The path (and, in :meth:`unpack`, the key) reads back as an interned
+    string: the same object as the relay state's keys and versions hold, not
+    a copy."""
 
     __slots__ = ()
 
@@ -130,7 +131,7 @@ class PackedPlaceholder(bytes):
 
     @property
     def key(self) -> str:
-        return sys.intern(self[1:17].hex())
+        return self[1:17].hex()  # (not interned: read in passing, unlike unpack's, which is kept)
 
     @property
     def version(self) -> int:
