@@ -28,7 +28,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Container, Generator, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, BinaryIO, TypeVar, cast
 
@@ -51,6 +51,7 @@ from escale.protocol.identity import same_file, trusted_checksum
 from escale.protocol.lease import Lease
 from escale.protocol.marker import MARKER, ChangeMarker
 from escale.protocol.objects import MAX_OBJECT_BYTES, Ack, ClientRecord, Placeholder, checksum_problem
+from escale.protocol.packed import PackedPlaceholder, StoredPlaceholder, pack_placeholder
 from escale.protocol.sealer import Sealer
 from escale.relay import Entry, Relay
 
@@ -109,13 +110,24 @@ class LatestMap(DerivedDict[Placeholder]):
     memory matter: it reads as a dict of placeholders. :func:`raw_values`
     gives the stored objects (each has ``path``, ``key``, ``version``,
     ``kind`` and ``pusher``); :meth:`payload_of` a stored object's payload
-    without building its placeholder."""
+    without building its placeholder.
+
+    With ``pack``, setting a path stores ``pack(placeholder)`` instead (a
+    source that ``convert`` turns back into an equal placeholder, or the
+    placeholder itself): the placeholder layout's map of
+    :class:`~escale.protocol.packed.PackedPlaceholder` records
+    (:func:`packed_latest`)."""
 
     def __init__(self, convert: Callable[[object], Placeholder],
-                 payload: Callable[[object], str | None]) -> None:
+                 payload: Callable[[object], str | None],
+                 pack: Callable[[Placeholder], object] | None = None) -> None:
         super().__init__()
         self._convert = convert
         self._payload = payload
+        self._pack = pack
+
+    def __setitem__(self, key: str, value: Placeholder) -> None:
+        self.store(key, value if self._pack is None else self._pack(value))
 
     def derive(self, source: Any) -> Placeholder:
         return source if isinstance(source, Placeholder) else self._convert(source)
@@ -129,6 +141,23 @@ class LatestMap(DerivedDict[Placeholder]):
     def payload_of(self, stored: object) -> str | None:
         """``derive(stored).payload``, without building it."""
         return stored.payload if isinstance(stored, Placeholder) else self._payload(stored)
+
+
+def _unpacked(stored: object) -> Placeholder:
+    return cast(PackedPlaceholder, stored).unpack()
+
+
+def _packed_payload(stored: object) -> str | None:
+    return cast(PackedPlaceholder, stored).payload
+
+
+def packed_latest() -> LatestMap:
+    """An empty ``RelayState.latest`` for the placeholder layout: each
+    placeholder set or stored in it is kept as a
+    :class:`~escale.protocol.packed.PackedPlaceholder` where one packs it
+    exactly (the placeholder itself otherwise), and read back as an equal
+    placeholder (a new object at each read)."""
+    return LatestMap(_unpacked, _packed_payload, pack_placeholder)
 
 
 def raw_values(latest: dict[str, Placeholder]) -> Iterable[object]:
@@ -339,6 +368,18 @@ class RelayState:
         payload = payload_of(self.latest, stored)
         return payload is not None and payload in self.payloads
 
+    def unreferenced_payloads(self) -> set[str]:
+        """The payloads listed that no version of ``latest`` names (orphans
+        of an interrupted push, or a version's payload whose placeholder was
+        superseded or lost). A set of the names listed, not of every name
+        ``latest`` holds: after a reclaim, few are left."""
+        unreferenced = set(self.payloads)
+        if unreferenced:
+            latest = self.latest
+            for stored in raw_values(latest):
+                unreferenced.discard(payload_of(latest, stored))
+        return unreferenced
+
     def stored_bytes(self) -> int:
         """Bytes of payloads and temporaries on the relay (what ``disk quota``
         limits): a temporary left by an interrupted upload takes space until
@@ -547,13 +588,12 @@ class Repository:
             return iter(())
         return (entry for entry in _consumed(listed) if not entry.is_dir)
 
-    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None, *,
-                   payloads: Container[str] = frozenset()) -> Placeholder:
-        """Placeholder ``name``: from ``meta_cache``, else opened from
+    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None) -> StoredPlaceholder:
+        """Placeholder ``name``, as ``RelayState.latest`` stores it (packed,
+        see :func:`packed_latest`): from ``meta_cache``, else opened from
         ``stored`` (its sealed bytes, or the error reading them raised, as
         :data:`ObjectReader` gives them), else read on this connection; checked
-        against its name and key, then cached. ``payloads``: the payload names
-        listed (see :func:`_shared_strings`). Raises RelayNotFound,
+        against its name and key, then cached. Raises RelayNotFound,
         ProtocolError or CryptoError (and relay errors of the read)."""
         if self._known_meta is not None and (known := self._reused_meta(name)) is not None:
             return known
@@ -573,7 +613,8 @@ class Repository:
             raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
         if fetched:
             self.meta_cache[name] = cached
-        return _shared_strings(placeholder, payloads)
+        packed = pack_placeholder(placeholder)
+        return packed if packed is not placeholder else _shared_strings(placeholder)
 
     def read_state(self, *, use_marker: bool = False) -> RelayState:
         """List the relay and decode what changed since the last read.
@@ -597,16 +638,15 @@ class Repository:
         below the highest this client saw is reported in ``warnings`` (a
         rolled-back relay) and forces a full read.
         """
-        state = RelayState()
+        state = RelayState(latest=packed_latest())
         self._temporaries = []
         marker = self._read_marker(state)
         self._read_clients(state)
         if use_marker and marker is not None and marker.clean and not state.warnings:
             state.from_snapshot = self._from_snapshot(state, marker)
         if not state.from_snapshot:
-            for payload_name, stored in self._data_entries():
-                # interned: the placeholder naming it holds the same string (_cached_placeholder)
-                state.payloads[sys.intern(payload_name)] = stored
+            # (not interned: a packed placeholder holds no payload name, it spells it when read)
+            state.payloads.update(self._data_entries())
         self._read_acks(state)
         if not state.from_snapshot:
             self._read_meta(state)
@@ -636,9 +676,14 @@ class Repository:
         ``data/`` is listed a second time and those of their payloads it shows
         are added. What is still missing then is really gone (lost, see
         :func:`~escale.sync.relay_view.lost_payloads`)."""
-        late = {ph.payload for ph in state.latest.values()  # placeholders: this layout's latest is a plain dict
-                if ph.payload is not None and ph.payload not in state.payloads
-                and not state.acks_of(ph) - {ph.pusher}}
+        latest = state.latest
+        late = set()
+        for stored in raw_values(latest):
+            payload = payload_of(latest, stored)
+            # (acks_of reads the key and version alone, which a stored placeholder has)
+            if payload is not None and payload not in state.payloads and \
+                    not state.acks_of(cast(Placeholder, stored)) - {cast(Placeholder, stored).pusher}:
+                late.add(payload)
         if not late:
             return
         log.debug("%d placeholders name a payload not listed and not acknowledged: listing %s again",
@@ -690,7 +735,9 @@ class Repository:
         key, its highest version that opens (a lower one only when the higher
         ones are gone or refused). The highest versions not cached are fetched
         through :attr:`object_reader` when there is one and they are many; each
-        is still opened and checked here, one by one, in the listing's order."""
+        is still opened and checked here, one by one, in the listing's order.
+        ``state.latest`` is a map of :func:`packed_latest`."""
+        latest = cast(LatestMap, state.latest)
         for entry in self._listing(layout.META):
             if (ref := layout.parse_meta(entry.name)) is not None:
                 state.add_version(sys.intern(ref.key), ref.version)
@@ -716,15 +763,16 @@ class Repository:
                         if got != name:  # the reader's contract: the names asked, in order
                             raise RuntimeError(f"object reader gave {got!r} for {name!r}")
                     try:
-                        placeholder = self._open_meta(name, stored, payloads=state.payloads)
+                        opened = self._open_meta(name, stored)
                     except RelayNotFound:
                         continue
                     except (ProtocolError, CryptoError) as exc:
                         _refused(state, name, exc)
                         continue
-                    known = state.latest.get(placeholder.path)
-                    if known is None or known.version < placeholder.version:
-                        state.latest[placeholder.path] = placeholder
+                    path = opened.path
+                    known = dict.get(latest, path)
+                    if known is None or cast(StoredPlaceholder, known).version < opened.version:
+                        latest.store(path, opened)  # as opened (packed, see packed_latest)
                     break
         finally:
             if stream is not None:
@@ -778,7 +826,8 @@ class Repository:
         _write_pieces(out, (f"{key}.{digits}" for key in sorted(state.versions)
                             for digits in sorted(f"{v:010d}" for v in state.versions_of(key))))
         out.append(b'],"latest":[')
-        _write_pieces(out, (layout.meta_name(p.key, p.version) for p in state.latest.values()))
+        _write_pieces(out, (layout.meta_name(p.key, p.version)
+                            for p in cast("Iterable[StoredPlaceholder]", raw_values(state.latest))))
         out.append(b'],"payloads":{')
         _write_pieces(out, iter(state.payloads.items()))
         out.append(b'},"rejected":' + json.dumps(state.rejected, separators=(",", ":")).encode("utf-8") + b"}")
@@ -817,18 +866,18 @@ class Repository:
                 shelf.add_version(sys.intern(key), int(digits))
             versions = shelf.versions
             del shelf
-            payloads = {sys.intern(str(k)): int(v) for k, v in snapshot["payloads"].items()}
-            latest: dict[str, Placeholder] = {}
+            payloads = {str(k): int(v) for k, v in snapshot["payloads"].items()}
+            latest = packed_latest()
             wanted = set(snapshot["latest"])
             stream = getattr(self.meta_cache, "items_with_prefix", None)
             if stream is not None:  # the state database's table: one query for them all
                 for name, data in stream(layout.META + "/"):
                     if name in wanted:
-                        placeholder = _cached_placeholder(data, payloads)
+                        placeholder = _cached_placeholder(data)
                         latest[placeholder.path] = placeholder
             else:
                 for name in wanted:
-                    placeholder = _cached_placeholder(self.meta_cache[name], payloads)
+                    placeholder = _cached_placeholder(self.meta_cache[name])
                     latest[placeholder.path] = placeholder
             if len(latest) != len(wanted):
                 return False  # a cached placeholder is missing (or two share a path)
@@ -899,8 +948,8 @@ class Repository:
         # the earlier reading's placeholders by key, in its own dict of versions (every key of
         # ``latest`` is listed there): no second dict of every key is made
         known: dict[str, object] = cast(dict[str, object], state.versions)
-        for ph in state.latest.values():
-            known[ph.key] = ph
+        for stored in cast("Iterable[StoredPlaceholder]", raw_values(state.latest)):
+            known[stored.key] = stored
         _move_state(RelayState(), state)
         self._known_meta = known
         try:
@@ -910,11 +959,12 @@ class Repository:
         _move_state(fresh, state)
         return state
 
-    def _reused_meta(self, name: str) -> Placeholder | None:
-        """The placeholder named ``name`` among :attr:`_known_meta`, if any."""
+    def _reused_meta(self, name: str) -> StoredPlaceholder | None:
+        """The placeholder named ``name`` among :attr:`_known_meta` (as
+        stored), if any."""
         ref = layout.parse_meta(name)
         known = self._known_meta.get(ref.key) if ref is not None and self._known_meta else None
-        if isinstance(known, Placeholder) and ref is not None and known.version == ref.version:
+        if isinstance(known, (Placeholder, PackedPlaceholder)) and ref is not None and known.version == ref.version:
             return known
         return None
 
@@ -1526,8 +1576,13 @@ class Repository:
         one (wrong key, wrong version) never reclaims anything.
         """
         done = []
-        for placeholder in list(state.latest.values()):
-            if not state.has_payload(placeholder) or not self.reclaimable(placeholder, state):
+        latest = state.latest
+        for path in list(latest):  # (the paths alone: a pointer each)
+            stored = dict.__getitem__(latest, path)
+            if not state.stored_has_payload(stored):
+                continue
+            placeholder = placeholder_of(latest, stored)
+            if not self.reclaimable(placeholder, state):
                 continue
             if not self.acks_authentic(placeholder, state):
                 continue
@@ -1537,7 +1592,7 @@ class Repository:
             self._delete_quietly(placeholder.payload)
             state.payloads.pop(placeholder.payload, None)
             self.step(f"reclaimed payload {placeholder.path}")
-            done.append((placeholder.path, placeholder.version))
+            done.append((path, placeholder.version))  # (the key of ``latest``: a string held anyway)
             log.info("reclaimed %s (version %d) from the relay", placeholder.path, placeholder.version)
         return done
 
@@ -1581,12 +1636,7 @@ class Repository:
         stale, see :meth:`stale_temporaries`.
         """
         removed = 0
-        # the payloads no latest version names (a set of the payloads listed, not of
-        # every payload name: after a reclaim, few are left)
-        unreferenced = set(state.payloads)
-        if unreferenced:
-            for stored in raw_values(state.latest):
-                unreferenced.discard(payload_of(state.latest, stored))
+        unreferenced = state.unreferenced_payloads()
         for key, version in state.superseded():
             self._touch(lease)
             lease.check()
@@ -1750,12 +1800,11 @@ def _int_or_zero(data: bytes | None) -> int:
         return 0
 
 
-def _cached_placeholder(data: bytes, payloads: Container[str]) -> Placeholder:
+def _cached_placeholder(data: bytes) -> Placeholder:
     """A placeholder from ``meta_cache``: it was checked whole (or written by
     this client) before it was cached, so only its JSON is parsed here; its
-    strings shared as :func:`_shared_strings` shares them (``payloads``: the
-    payload names listed). Raises ValueError, KeyError or TypeError when the
-    bytes do not fit."""
+    strings shared as :func:`_shared_strings` shares them. Raises ValueError,
+    KeyError or TypeError when the bytes do not fit."""
     doc = json.loads(data)
     if doc.pop("format") != 1 or doc.pop("type") != "placeholder":
         raise ValueError("not a cached placeholder")
@@ -1763,8 +1812,6 @@ def _cached_placeholder(data: bytes, payloads: Container[str]) -> Placeholder:
     for name in ("path", "key", "pusher", "pusher_label"):
         if (value := doc[name]) is not None:
             doc[name] = sys.intern(value)
-    if (payload := doc["payload"]) is not None and payload in payloads:
-        doc["payload"] = sys.intern(payload)
     doc["receivers"] = _receiver_list(tuple(doc["receivers"]))
     return Placeholder(**doc)
 
@@ -1774,22 +1821,18 @@ def _cached_placeholder(data: bytes, payloads: Container[str]) -> Placeholder:
 _RECEIVER_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
-def _shared_strings(placeholder: Placeholder, payloads: Container[str]) -> Placeholder:
+def _shared_strings(placeholder: Placeholder) -> Placeholder:
     """``placeholder`` with its strings shared: client ids, labels and receiver
     lists repeat across placeholders; the path and key are also held by the
-    scan, the base, the versions listed and seen; the payload name by
-    ``RelayState.payloads`` when it is among ``payloads`` (the payloads
-    listed: the name of one reclaimed is held by its placeholder alone, and
-    interning it would only add an entry to the interpreter's table). One
-    string each in memory (interned), one tuple per receiver list. The
-    checksum is not interned: the scan and the base hold theirs packed
-    (:mod:`escale.sync.records`), so the interpreter's table would only add
-    a slot per file. Equal values: the placeholder is the same."""
-    payload = placeholder.payload
+    scan, the base, the versions listed and seen. One string each in memory
+    (interned), one tuple per receiver list. The checksum and payload name
+    are not interned: the scan and the base hold checksums packed
+    (:mod:`escale.sync.records`) and packed placeholders hold no payload
+    name (:mod:`escale.protocol.packed`), so the interpreter's table would
+    only add a slot per file. Equal values: the placeholder is the same."""
     return replace(placeholder, path=sys.intern(placeholder.path), key=sys.intern(placeholder.key),
                    pusher=sys.intern(placeholder.pusher), pusher_label=sys.intern(placeholder.pusher_label),
-                   receivers=_receiver_list(placeholder.receivers),
-                   payload=sys.intern(payload) if payload is not None and payload in payloads else payload)
+                   receivers=_receiver_list(placeholder.receivers))
 
 
 def _receiver_list(receivers: tuple[str, ...]) -> tuple[str, ...]:

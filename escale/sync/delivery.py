@@ -88,6 +88,7 @@ def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: R
     sent = set(report.pushed)
     waiting = [(a.copy_path or a.path, a.expect_local.size) for a in the_plan.of_kind("push", "push_copy")
                if a.expect_local is not None and (a.copy_path or a.path) not in sent]
+    del sent  # (a slot per file sent: not held through the deliveries below)
     if waiting:
         record_pending(db, waiting)
     me = repo.client_id

@@ -139,10 +139,10 @@ def missed_versions(state: RelayState, me: str, base: Mapping[str, BaseEntry], *
         version = cast(Placeholder, stored)  # only its stored fields are read (RelayState.latest_items)
         if version.kind == "tombstone" or version.pusher == me or state.stored_has_payload(stored):
             continue
-        ph = placeholder_of(state.latest, stored)
-        holders = state.acks_of(ph)
+        holders = state.acks_of(version)  # (reads the path, key and version alone)
         if not holders or me in holders:
             continue  # taken by this client, or never acknowledged: lost, not reclaimed (repaired by its pusher)
+        ph = placeholder_of(state.latest, stored)
         acks = holders - {ph.pusher}
         if not acks:
             continue

@@ -20,7 +20,7 @@ from escale.config.settings import ClientSettings
 from escale.derived import DerivedDict
 from escale.errors import LocalError
 from escale.protocol.objects import Placeholder
-from escale.protocol.repository import LatestMap, RelayState, Repository, payload_of, placeholder_of, raw_values
+from escale.protocol.repository import LatestMap, RelayState, Repository, placeholder_of, raw_values
 from escale.sync import localfs
 from escale.sync.planner import Action, BaseEntry, LocalFile, RemoteEntry
 from escale.sync.report import Announcer, PassReport
@@ -239,8 +239,7 @@ def maintenance_due(repo: Repository, state: RelayState) -> bool:
     """Whether the relay holds something to clean up under the lease:
     unreferenced payloads, superseded versions, or payloads to reclaim."""
     latest = state.latest
-    referenced = {p for stored in raw_values(latest) if (p := payload_of(latest, stored))}
-    if any(p not in referenced for p in state.payloads):
+    if state.unreferenced_payloads():
         return True
     if state.superseded():
         return True

@@ -28,7 +28,6 @@ import re
 import secrets
 import struct
 import sys
-import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from escale.protocol.objects import (
     checksum_problem,
     path_problem,
 )
+from escale.protocol.packed import CLIENT_IDS, LABELS, RECEIVERS, checksum_at, pack_checksum
 
 INDEX = "index"
 PAGES = "pages"
@@ -708,39 +708,8 @@ _PAGE_PARTS_OF: dict[str, bytes] = {}
 _PAGE_NAMES_KEPT = 4096
 
 
-class _Table:
-    """Values shared by packed entries, each given a small code once (client
-    ids, labels, receiver lists, checksum algorithms). Process-wide: a packed
-    entry holds no reference, so the values it names stay here; they are as
-    many as the clients of the repositories a process reads. Adding is
-    locked (a worker thread may pack while the pass's thread does)."""
-
-    def __init__(self, limit: int) -> None:
-        self.values: list[Any] = []
-        #: each value's code
-        self.known: dict[Any, int] = {}
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    def code(self, value: Any) -> int:
-        """``value``'s code; OverflowError when the table is full."""
-        code = self.known.get(value)
-        if code is None:
-            with self._lock:
-                code = self.known.get(value)
-                if code is None:
-                    code = len(self.values)
-                    if code >= self._limit:
-                        raise OverflowError("table full")
-                    self.values.append(value)
-                    self.known[value] = code
-        return code
-
-
-_CLIENT_IDS = _Table(2**16)
-_LABELS = _Table(2**16)
-_RECEIVERS = _Table(2**16)
-_ALGORITHMS = _Table(2**8)
+#: the values records name by a code, shared with the placeholder layout's records
+_CLIENT_IDS, _LABELS, _RECEIVERS = CLIENT_IDS, LABELS, RECEIVERS
 
 
 class PackedEntry(bytes):
@@ -828,8 +797,7 @@ class PackedEntry(bytes):
         """The checksum held from ``at`` (None without one), and where it ends."""
         if not flags & _CHECKSUM:
             return None, at
-        end = at + 2 + self[at + 1]
-        return f"{_ALGORITHMS.values[self[at]]}:{self[at + 2:end].hex()}", end
+        return checksum_at(self, at)
 
     def _object(self, flags: int, key: bytes, version: int) -> str:
         if flags & _BIG:
@@ -1040,12 +1008,11 @@ def _pack_fields(path: Any, key: Any, version: Any, generation: Any, lease: Any,
     if checksum is not None:
         if type(checksum) is not str:
             return None
-        algorithm, colon, digits = checksum.partition(":")
-        digest = bytes.fromhex(digits)
-        if not colon or not algorithm or digest.hex() != digits or len(digest) > 255:
+        packed = pack_checksum(checksum)
+        if packed is None:
             return None
         flags |= _CHECKSUM
-        parts.append(bytes((_ALGORITHMS.code(algorithm), len(digest))) + digest)
+        parts.append(packed)
     encoded = path.encode("utf-8", "surrogateescape")
     if not path.isascii() and encoded.decode("utf-8", "surrogateescape") != path:
         return None
