@@ -727,22 +727,17 @@ class Executor:
         count = self._connections()
         if pool is None:
             pool = TransferPool(self.open_relay, count, name="upload")
-        if not self.repo.pushes_apart():
-            return self._big_uploads(lease, state, actions, kind, pool)
+        if not self.repo.pushes_apart():  # the index layout: its big files, numbered on ``state``
+
+            def stage_big(index: int) -> tuple[BigReservation, BinaryIO]:
+                return self._stage_big(lease, state, actions[index])
+
+            return BigUploads(self.repo, lease, kind, stage_big, pool, ahead=count)
 
         def stage(index: int) -> StagedPayload | Unsealed | None:
             return self._stage(lease, state, actions[index])
 
         return Uploads(self.repo, lease, state, len(actions), stage, pool, ahead=count)
-
-    def _big_uploads(self, lease: Lease, state: RelayState, actions: list[Action], kind: list[bool],
-                     pool: TransferPool) -> BigUploads:
-        """The uploads ahead of the big files among ``actions``, numbered on ``state``."""
-
-        def stage_big(index: int) -> tuple[BigReservation, BinaryIO]:
-            return self._stage_big(lease, state, actions[index])
-
-        return BigUploads(self.repo, lease, kind, stage_big, pool, ahead=self._connections())
 
     def _run_pushes(self, lease: Lease, state: RelayState, actions: list[Action],
                     uploads: Uploads | BigUploads | None) -> None:
