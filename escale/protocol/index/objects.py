@@ -708,8 +708,6 @@ _PAGE_PARTS_OF: dict[str, bytes] = {}
 _PAGE_NAMES_KEPT = 4096
 
 
-#: the values records name by a code, shared with the placeholder layout's records
-_CLIENT_IDS, _LABELS, _RECEIVERS = CLIENT_IDS, LABELS, RECEIVERS
 
 
 class PackedEntry(bytes):
@@ -762,15 +760,15 @@ class PackedEntry(bytes):
 
     @property
     def pusher(self) -> str:
-        return _CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]]  # type: ignore[no-any-return]
+        return CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]]  # type: ignore[no-any-return]
 
     @property
     def pusher_label(self) -> str:
-        return _LABELS.values[_CODES.unpack_from(self, 49)[1]]  # type: ignore[no-any-return]
+        return LABELS.values[_CODES.unpack_from(self, 49)[1]]  # type: ignore[no-any-return]
 
     @property
     def receivers(self) -> tuple[str, ...]:
-        return _RECEIVERS.values[_CODES.unpack_from(self, 49)[2]]  # type: ignore[no-any-return]
+        return RECEIVERS.values[_CODES.unpack_from(self, 49)[2]]  # type: ignore[no-any-return]
 
     @property
     def size(self) -> int:
@@ -836,10 +834,10 @@ class PackedEntry(bytes):
         flags, key, version, generation = _BRIEF.unpack_from(self)
         if flags & _LOCATED:
             return (key.hex(), version, generation, "tombstone" if flags & _TOMBSTONE else "file",
-                    _CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]], self._object(flags, key, version),
+                    CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]], self._object(flags, key, version),
                     _LOC.unpack_from(self, _HEAD.size)[1])
         return (key.hex(), version, generation, "tombstone" if flags & _TOMBSTONE else "file",
-                _CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]], None, 0)
+                CLIENT_IDS.values[_CODES.unpack_from(self, 49)[0]], None, 0)
 
     def unpack(self) -> IndexEntry:
         """The entry this record packs (a new object, equal to it)."""
@@ -850,8 +848,8 @@ class PackedEntry(bytes):
         checksum, at = self._checksum_from(flags, _HEAD.size + (0 if parts is None else _LOC.size))
         return IndexEntry(
             self[at:].decode("utf-8", "surrogateescape"), key.hex(), version, generation, lease,
-            "tombstone" if flags & _TOMBSTONE else "file", _CLIENT_IDS.values[pusher], _LABELS.values[label],
-            size, mtime_ns, checksum, _RECEIVERS.values[receivers], None if flags & _NO_PULLER else puller,
+            "tombstone" if flags & _TOMBSTONE else "file", CLIENT_IDS.values[pusher], LABELS.values[label],
+            size, mtime_ns, checksum, RECEIVERS.values[receivers], None if flags & _NO_PULLER else puller,
             location, bool(flags & _DELIBERATE))
 
     def to_placeholder(self, with_payload: bool = True) -> Placeholder:
@@ -866,8 +864,8 @@ class PackedEntry(bytes):
         checksum, at = self._checksum_from(flags, at)
         return Placeholder(
             self[at:].decode("utf-8", "surrogateescape"), key.hex(), version, lease,
-            "tombstone" if flags & _TOMBSTONE else "file", _CLIENT_IDS.values[pusher], _LABELS.values[label],
-            size, mtime_ns, checksum, payload, _RECEIVERS.values[receivers],
+            "tombstone" if flags & _TOMBSTONE else "file", CLIENT_IDS.values[pusher], LABELS.values[label],
+            size, mtime_ns, checksum, payload, RECEIVERS.values[receivers],
             None if flags & _NO_PULLER else puller, bool(flags & _DELIBERATE))
 
     def to_json(self) -> dict[str, Any]:
@@ -882,8 +880,8 @@ class PackedEntry(bytes):
         doc: dict[str, Any] = {
             "path": self[at:].decode("utf-8", "surrogateescape"), "key": key.hex(), "version": version,
             "generation": generation, "lease": lease, "kind": "tombstone" if flags & _TOMBSTONE else "file",
-            "pusher": _CLIENT_IDS.values[pusher], "pusher_label": _LABELS.values[label], "size": size,
-            "mtime_ns": mtime_ns, "checksum": checksum, "receivers": list(_RECEIVERS.values[receivers]),
+            "pusher": CLIENT_IDS.values[pusher], "pusher_label": LABELS.values[label], "size": size,
+            "mtime_ns": mtime_ns, "checksum": checksum, "receivers": list(RECEIVERS.values[receivers]),
             "puller_count": None if flags & _NO_PULLER else puller, "location": location}
         if flags & _DELIBERATE:
             doc["deliberate"] = True
@@ -975,7 +973,7 @@ def _pack_fields(path: Any, key: Any, version: Any, generation: Any, lease: Any,
     ValueError, UnicodeError or TypeError (then: no record either)."""
     if not (type(key) is str and type(path) is str and type(pusher) is str and type(label) is str
             and type(receivers) is tuple
-            and (receivers in _RECEIVERS.known or all(type(r) is str for r in receivers))
+            and (receivers in RECEIVERS.known or all(type(r) is str for r in receivers))
             and type(version) is int and type(generation) is int and type(lease) is int
             and type(size) is int and type(mtime_ns) is int and (puller is None or type(puller) is int)
             and (deliberate is True or deliberate is False)):
@@ -1018,7 +1016,7 @@ def _pack_fields(path: Any, key: Any, version: Any, generation: Any, lease: Any,
         return None
     parts.append(encoded)
     parts[0] = _HEAD.pack(flags, raw_key, version, generation, lease, size, mtime_ns, puller or 0,
-                          _CLIENT_IDS.code(pusher), _LABELS.code(label), _RECEIVERS.code(receivers))
+                          CLIENT_IDS.code(pusher), LABELS.code(label), RECEIVERS.code(receivers))
     return PackedEntry(b"".join(parts))
 
 
