@@ -1568,14 +1568,14 @@ class Repository:
 
     # ----------------------------------------------------------- maintenance
 
-    def reclaim(self, lease: Lease, state: RelayState) -> list[tuple[str, int]]:
+    def reclaim(self, lease: Lease, state: RelayState) -> list[str]:
         """Delete the payloads every expected receiver acknowledged; the
-        (path, version) of each version whose content went.
+        path of each version whose content went (its version is logged).
 
         Acknowledgements are opened and checked before they count, so a forged
         one (wrong key, wrong version) never reclaims anything.
         """
-        done = []
+        done: list[str] = []
         latest = state.latest
         for path in list(latest):  # (the paths alone: a pointer each)
             stored = dict.__getitem__(latest, path)
@@ -1592,7 +1592,7 @@ class Repository:
             self._delete_quietly(placeholder.payload)
             state.payloads.pop(placeholder.payload, None)
             self.step(f"reclaimed payload {placeholder.path}")
-            done.append((path, placeholder.version))  # (the key of ``latest``: a string held anyway)
+            done.append(path)  # (the key of ``latest``: a string held anyway)
             log.info("reclaimed %s (version %d) from the relay", placeholder.path, placeholder.version)
         return done
 

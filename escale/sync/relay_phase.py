@@ -158,7 +158,7 @@ def run_relay_phase(
         state = current
         executor.run_pushes(lease, state, the_plan)
         if not stop.is_set():
-            for path, _ in repo.reclaim(lease, state):
+            for path in repo.reclaim(lease, state):
                 report.reclaimed.append(path)
                 faults.step(f"reclaimed {path}")
             repo.collect_garbage(lease, state)

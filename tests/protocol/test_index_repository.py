@@ -244,7 +244,7 @@ def test_reclaim_waits_for_every_receiver_of_every_live_member(setup: Setup) -> 
     c.flush_acks()
     state = a.read_state()
     with setup.lease(a) as lease:
-        assert sorted(path for path, _ in a.reclaim(lease, state)) == ["x", "y"]
+        assert sorted(a.reclaim(lease, state)) == ["x", "y"]
     assert os.listdir(setup.path(io_names.PAGES)) == []
     state = b.read_state()
     assert not state.has_payload(state.latest["x"])  # known, content gone

@@ -47,6 +47,7 @@ import os
 import queue
 import tempfile
 import threading
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from functools import partial
@@ -63,6 +64,7 @@ from escale.errors import (
 )
 from escale.protocol.identity import same_file, trusted_checksum
 from escale.protocol.index import objects as io
+from escale.protocol.index.acked import Acknowledged
 from escale.protocol.index.objects import (
     AckRecord,
     Checkpoint,
@@ -193,7 +195,7 @@ class IndexRepository(Repository):
         #: versions this client is done with, not yet in its record: the index's
         #: own stored entry when it is the version acknowledged (a reference, no
         #: string or pair made per file), else the (key, version) pair
-        self._acked_now: set[StoredEntry | tuple[str, int]] = set()
+        self._acked_now = Acknowledged()
         self._page: PageWriter | None = None
         #: the entries packed and not yet committed, as the delta will record
         #: them (the page's name is chosen when the page is opened; see
@@ -1185,19 +1187,25 @@ class IndexRepository(Repository):
             self.step(f"deleted {name}")
         self._settle(delta.dropped)
 
-    def reclaim(self, lease: Lease, state: RelayState) -> list[tuple[str, int]]:
+    def reclaim(self, lease: Lease, state: RelayState) -> list[str]:
         """Delete the objects all of whose live versions every expected
-        receiver acknowledged (one delta drops them first); the (path,
-        version) of each version whose content went (the entries' own
-        strings and ints: no placeholder is built for them)."""
+        receiver acknowledged (one delta drops them first); the path of each
+        version whose content went (the entries' own strings: no placeholder
+        or pair is built for them; the versions, logged, are kept in an
+        array)."""
         gone = sorted(self._reclaimable_objects(state) & set(self.objects))
         if not gone:
             return []
         gone_set = set(gone)
-        done = [(path, brief[1]) for path, stored in self.entries.stored_items()
-                if (brief := stored.brief())[5] in gone_set]
+        done: list[str] = []
+        versions = array("q")  # (versions are at most MAX_VERSION: they fit)
+        for path, stored in self.entries.stored_items():
+            brief = stored.brief()
+            if brief[5] in gone_set:
+                done.append(path)
+                versions.append(brief[1])
         self._drop(lease, state, gone)
-        for path, version in done:
+        for path, version in zip(done, versions, strict=True):
             log.info("reclaimed %s (version %d) from the relay", path, version)
         return done
 
