@@ -488,24 +488,18 @@ class Downloads:
             self._submitted += 1
 
     def _download_job(self, placeholder: Placeholder) -> Callable[[Relay, threading.Event], BinaryIO]:
-        repo, spool_dir = self._repo, self._spool_dir
-
-        if not repo.fetches_apart():  # opened and verified while it arrives (the index layout's big objects)
-            def fetch(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
-                repo.fetch_on(placeholder, plain, relay)
-
-            return self._into_prepared(placeholder, fetch, durable=True)
+        repo = self._repo
+        # the index layout's big objects, or a payload: opened and verified as
+        # it arrives, straight into the prepared file (a small payload is read
+        # into memory first)
+        fetch = repo.fetch_payload_on if repo.fetches_apart() else repo.fetch_on
 
         def download(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
-            if placeholder.size <= SMALL_PAYLOAD:  # read into memory: no spool file for the sealed payload
-                repo.fetch_payload_on(placeholder, plain, relay)
-                return
-            with tempfile.TemporaryFile(dir=spool_dir) as sealed:
-                repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, sealed), abandoned)), relay)
-                repo.open_payload(placeholder, cast(BinaryIO, sealed), plain)
+            fetch(placeholder, plain, relay)
 
         # a big file is flushed on its own by the executor: most of it here, while the others go on
-        return self._into_prepared(placeholder, download, durable=placeholder.size >= localfs.FLUSH_ALONE_MIN)
+        durable = not repo.fetches_apart() or placeholder.size >= localfs.FLUSH_ALONE_MIN
+        return self._into_prepared(placeholder, download, durable=durable)
 
     def _group_job(self, placeholders: list[Placeholder]) -> Callable[[Relay, threading.Event],
                                                                       list[BinaryIO | BaseException]]:
@@ -779,6 +773,11 @@ class Uploads:
                                           cast(BinaryIO, _WatchedLocal(member.source, abandoned)))
 
         def work(relay: Relay, abandoned: threading.Event) -> _Sealed:
+            alone = members[0] if len(members) == 1 else None
+            if isinstance(alone, Unsealed) and repo.seals_while_sent(alone.local.size):
+                with alone.source:  # sealed while sent: no spool file
+                    return [repo.send_reserved(lease, alone.reserved, alone.local,
+                                               cast(BinaryIO, _WatchedLocal(alone.source, abandoned)), relay)]
             if len(members) == 1:
                 sealed = seal(members[0], abandoned)
                 watched = _Watched(sealed.spool, abandoned)
