@@ -7,10 +7,11 @@ Then:
 * **downloads** (:class:`Downloads`) run ahead of the pass's local actions:
   up to ``transfers`` worker threads, each with its own connection (opened
   from the client's relay factory on its first job, closed at the end),
-  download payloads *as stored* (sealed) into spool files of the state
-  folder, then decrypt and verify each into a nameless plaintext file of the
-  same folder (:func:`escale.sync.localfs.new_prepared`): the CPU work of a
-  download runs on the workers too. The executor still applies every action
+  download payloads and decrypt and verify each as it arrives, into a
+  nameless plaintext file of the state folder
+  (:func:`escale.sync.localfs.new_prepared`; :meth:`Repository.fetch_payload_on`:
+  no spool file for the sealed payload, a small one is read into memory
+  first): the CPU work of a download runs on the workers too. The executor still applies every action
   in the plan's order on its own thread: it takes each verified file when it
   reaches its action, re-checks the user's file and links the prepared file
   into place (:func:`escale.sync.localfs.install_prepared`: a hard link when
@@ -21,12 +22,13 @@ Then:
 * **uploads** (:class:`Uploads`) run under the pass's lease: the executor
   checks each pushed file on its own thread (the plan, the relay version, the
   file as scanned, on the opened file), then a worker seals the opened file
-  into a spool file (:meth:`Repository.seal_reserved`; with a ``disk quota``
-  the executor seals it itself, to check the quota first) and uploads the
-  sealed payload; the executor commits each placeholder on the main
-  connection, in the plan's order, only once its payload upload has
-  returned: data before the metadata that points to it, fenced by the lease
-  as before.
+  while it uploads it, without a spool file (:meth:`Repository.send_reserved`,
+  for a file above :data:`~escale.protocol.repository.SPOOL_IN_MEMORY`), or
+  seals it in memory first (:meth:`Repository.seal_reserved`); with a ``disk
+  quota`` the executor seals it itself, to check the quota first. The
+  executor commits each placeholder on the main connection, in the plan's
+  order, only once its payload upload has returned: data before the
+  metadata that points to it, fenced by the lease as before.
 
 * in the index layout, **big objects** go the same way while the pass packs
   the small files into pages: :class:`BigUploads` uploads each big file the
@@ -36,10 +38,10 @@ Then:
   and verified by its worker as it arrives (:meth:`Repository.fetch_on`),
   while pages are still fetched by the pass.
 
-Memory does not grow with file sizes or counts: content goes through spool
-files in chunks, and at most ``transfers + 1`` payloads are staged or
-downloaded ahead at any time (so the spool holds at most that many payloads,
-each at most twice while a worker opens it); where small payloads go up in
+Memory does not grow with file sizes or counts: content goes through in
+chunks, and at most ``transfers + 1`` payloads are staged or downloaded
+ahead at any time (so the state folder holds at most that many prepared
+files); where small payloads go up in
 groups (:class:`Uploads`), at most ``transfers + 1`` groups of them, each
 payload of at most 64 KiB sealed in memory.
 A worker's failure is raised, as the very exception the serial path raises,
