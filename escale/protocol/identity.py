@@ -16,8 +16,11 @@ never go out under a checksum it does not have).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import TYPE_CHECKING, BinaryIO
+
+from escale.errors import ProtocolError
 
 if TYPE_CHECKING:
     from escale.protocol.repository import LocalVersion
@@ -45,3 +48,17 @@ def trusted_checksum(local: LocalVersion, source: BinaryIO, algorithm: str | Non
     if algorithm is None or local.checksum is None or local.checksum.partition(":")[0] != algorithm:
         return None
     return local.checksum if same_file(local, source) else None
+
+
+def checksum_read(local: LocalVersion, source: BinaryIO, trusted: str | None, algorithm: str | None,
+                  hasher: hashlib._Hash | None) -> str | None:
+    """After the last read of ``source``: the checksum of what was read.
+    ``trusted`` (what :func:`trusted_checksum` gave before the first read)
+    when :func:`same_file` still holds, else ProtocolError (the file changed
+    while it was read); without ``trusted``, ``hasher``'s digest named with
+    ``algorithm`` (None when nothing was hashed)."""
+    if trusted is None:
+        return f"{algorithm}:{hasher.hexdigest()}" if hasher is not None else None
+    if not same_file(local, source):
+        raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+    return trusted

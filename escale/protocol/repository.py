@@ -47,12 +47,13 @@ from escale.errors import (
     RelayQuotaExceeded,
 )
 from escale.protocol import layout
-from escale.protocol.identity import same_file, trusted_checksum
+from escale.protocol.identity import checksum_read, trusted_checksum
 from escale.protocol.lease import Lease
 from escale.protocol.marker import MARKER, ChangeMarker
 from escale.protocol.objects import MAX_OBJECT_BYTES, Ack, ClientRecord, Placeholder, checksum_problem
 from escale.protocol.packed import PackedPlaceholder, StoredPlaceholder, pack_placeholder
 from escale.protocol.sealer import Sealer
+from escale.protocol.streams import HashingReader, HashingWriter, receive_opening, sealing_parts, send_sealing, start_of
 from escale.relay import Entry, Relay
 
 log = logging.getLogger(__name__)
@@ -1009,8 +1010,8 @@ class Repository:
         authentication or its checksum or size differs. ``sink`` may hold a
         prefix when it raises: callers write into a temporary file.
 
-        The same as :meth:`download_payload` into a spool file followed by
-        :meth:`open_payload` (which is how parallel transfers use a big one).
+        The same as :meth:`fetch_payload_on` on this repository's connection
+        (which is how parallel transfers fetch a payload on theirs).
         """
         return self.fetch_payload_on(placeholder, sink, self.relay)
 
@@ -1018,21 +1019,32 @@ class Repository:
         """:meth:`fetch` through ``relay`` (this repository's connection, or
         another one to its relay): a payload of at most :data:`SMALL_PAYLOAD`
         plaintext bytes is read into memory (bounded by
-        :data:`SMALL_PAYLOAD_SEALED`), a bigger one through a spool file.
-        Touches no shared state: safe from a worker thread with its own
-        ``relay``. Raises as :meth:`fetch`."""
-        self._fetch_algorithm(placeholder)
+        :data:`SMALL_PAYLOAD_SEALED`), a bigger one is opened, verified and
+        hashed as it arrives, straight into ``sink``, without a spool file
+        (:func:`~escale.protocol.streams.receive_opening`; a retried download
+        starts ``sink`` again from where it stood). Through a spool file
+        (:meth:`download_payload`, :meth:`open_payload`) only where the
+        sealer has no ``open_writer`` or ``sink`` cannot tell where it
+        stands. Touches no shared state: safe from a worker thread with its
+        own ``relay``. Raises as :meth:`fetch`: nothing written into ``sink``
+        counts before it returned."""
+        algorithm = self._fetch_algorithm(placeholder)
+        assert placeholder.payload is not None
         if placeholder.size <= SMALL_PAYLOAD:
-            assert placeholder.payload is not None
             try:
                 sealed = relay.get_bytes(placeholder.payload, limit=SMALL_PAYLOAD_SEALED)
             except ObjectTooLarge as exc:
                 raise IntegrityError(f"relay object {placeholder.payload}: larger than a sealed "
                                      f"{placeholder.size}-byte file can be, for {placeholder.path}") from exc
             return self.open_payload(placeholder, io.BytesIO(sealed), sink)
-        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-            self.download_payload(placeholder, spool, relay)
-            return self.open_payload(placeholder, spool, sink)
+        open_writer = getattr(self.sealer, "open_writer", None)
+        start = start_of(sink) if open_writer is not None else None
+        if open_writer is None or start is None:
+            with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+                self.download_payload(placeholder, cast(BinaryIO, spool), relay)
+                return self.open_payload(placeholder, cast(BinaryIO, spool), sink)
+        pipeline, count = receive_opening(relay, placeholder.payload, sink, start, open_writer, algorithm)
+        return _verified(placeholder, count, pipeline.hasher, algorithm)
 
     # ----------------------------------------------------------- transfers on other connections
 
@@ -1048,9 +1060,10 @@ class Repository:
             return False
 
     def fetches_apart(self) -> bool:
-        """Whether a payload may be downloaded on another connection
-        (:meth:`download_payload`) and opened later (:meth:`open_payload`).
-        True for this layout; a layout that fetches its own way (it overrides
+        """Whether a payload may be fetched on another connection
+        (:meth:`fetch_payload_on`), or fetched as stored in a group
+        (:meth:`~escale.relay.Relay.get_many`) and opened later
+        (:meth:`open_payload`). True for this layout; a layout that fetches its own way (it overrides
         :meth:`fetch`, as the index layout does) is fetched with :meth:`fetch`."""
         return type(self).fetch is Repository.fetch
 
@@ -1064,10 +1077,9 @@ class Repository:
     def fetch_on(self, placeholder: Placeholder, sink: BinaryIO, relay: Relay) -> str | None:
         """As :meth:`fetch`, through ``relay`` (another connection to this
         repository's relay), for a placeholder :meth:`fetchable_apart`
-        accepted. Touches no shared state: safe from a worker thread."""
-        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-            self.download_payload(placeholder, cast(BinaryIO, spool), relay)
-            return self.open_payload(placeholder, cast(BinaryIO, spool), sink)
+        accepted (:meth:`fetch_payload_on` here). Touches no shared state:
+        safe from a worker thread."""
+        return self.fetch_payload_on(placeholder, sink, relay)
 
     def _fetch_algorithm(self, placeholder: Placeholder) -> str | None:
         """The checksum algorithm of ``placeholder`` (None: it has none);
@@ -1102,22 +1114,10 @@ class Repository:
         algorithm = self._fetch_algorithm(placeholder)
         assert placeholder.payload is not None
         hasher = hashlib.new(algorithm) if algorithm else None
-        counting = _HashingWriter(sink, hasher)
+        counting = HashingWriter(sink, hasher)
         spool.seek(0)
         self.sealer.open_stream(placeholder.payload, spool, cast(BinaryIO, counting))
-        if counting.count != placeholder.size:
-            raise IntegrityError(
-                f"relay object {placeholder.payload}: size {counting.count} differs from "
-                f"placeholder ({placeholder.size}) for {placeholder.path}"
-            )
-        if hasher is not None and placeholder.checksum:
-            got = f"{algorithm}:{hasher.hexdigest()}"
-            if got != placeholder.checksum:
-                raise IntegrityError(
-                    f"relay object {placeholder.payload}: checksum mismatch for {placeholder.path}"
-                )
-            return got
-        return None
+        return _verified(placeholder, counting.count, hasher, algorithm)
 
     # ----------------------------------------------------------- receivers
 
@@ -1215,11 +1215,12 @@ class Repository:
     ) -> Placeholder:
         """Push ``source`` (the local file's content) as the path's next version.
 
-        The payload is sealed into a spool file while its checksum is computed
-        (or, when ``local`` carries the scan's identity and ``source`` keeps it
-        from before the first read to after the last, taken from the scan:
+        The payload is sealed while its checksum is computed (or, when
+        ``local`` carries the scan's identity and ``source`` keeps it from
+        before the first read to after the last, taken from the scan:
         :meth:`_seal_into`), so the placeholder describes exactly the bytes
-        sent; a file written to meanwhile raises ProtocolError. Raises
+        sent: while it is uploaded, or into a spool file first
+        (:meth:`send_file`); a file written to meanwhile raises ProtocolError. Raises
         RelayQuotaExceeded (transient) when ``disk quota`` would be exceeded,
         LeaseLost when the lease is no longer ours (usually nothing was
         committed then, at worst an orphan payload remains; if the lease was
@@ -1227,18 +1228,11 @@ class Repository:
         there, possibly without its payload), ProtocolError when the path's
         version on the relay moved since ``state`` was read.
 
-        The same as :meth:`stage_file`, :meth:`upload_staged` and
-        :meth:`commit_staged` in a row (which is how parallel transfers use it).
+        The same as :meth:`send_file` and :meth:`commit_staged` in a row
+        (which is how parallel transfers use it).
         """
-        staged = self.stage_file(lease, state, local, source)
-        try:
-            try:
-                self.upload_staged(lease, staged)
-            except BaseException:
-                self.release_staged(state, staged)
-                raise
-        finally:
-            staged.close()
+        staged = self.send_file(lease, state, local, source)
+        staged.close()
         return self.commit_staged(lease, state, staged)
 
     def pushes_apart(self) -> bool:
@@ -1310,6 +1304,105 @@ class Repository:
         return StagedPayload(self._staged_placeholder(lease, state, local, key, version, payload, checksum),
                              spool, stored)
 
+    def seals_while_sent(self, size: int) -> bool:
+        """Whether the payload of a ``size``-byte file is sealed while it is
+        uploaded, without a spool file (:meth:`send_file`,
+        :meth:`send_reserved`): above :data:`SPOOL_IN_MEMORY`, with a sealer
+        that announces the sealed size first and seals piece by piece
+        (:func:`~escale.protocol.streams.sealing_parts`)."""
+        return size > SPOOL_IN_MEMORY and sealing_parts(self.sealer) is not None
+
+    def send_file(self, lease: Lease, state: RelayState, local: LocalVersion, source: BinaryIO,
+                  relay: Relay | None = None) -> StagedPayload:
+        """:meth:`stage_file` and :meth:`upload_staged` in one, on this
+        thread, through ``relay`` (default: this repository's connection):
+        the payload is on the relay when it returns, its placeholder is left
+        to :meth:`commit_staged`. Where :meth:`seals_while_sent` (and
+        ``source`` can be rewound), no spool file: ``disk quota`` is checked
+        against the sealed size announced beforehand, the relay is marked as
+        being changed, then the file is sealed while sent
+        (:meth:`_send_sealing`); the staged payload's spool is then empty.
+        Raises as :meth:`commit_file`; the room reserved is given back (a
+        payload stored all the same is an orphan, which
+        :meth:`collect_garbage` removes). The caller closes the result."""
+        if not self.seals_while_sent(local.size) or start_of(source) is None:
+            staged = self.stage_file(lease, state, local, source)
+            try:
+                self.upload_staged(lease, staged, relay)
+            except BaseException:
+                self.release_staged(state, staged)
+                staged.close()
+                raise
+            return staged
+        key = self.sealer.object_key(local.path)
+        version = state.next_version(key, local.path)
+        payload = layout.data_name(key, version)
+        stored = self._sealed_size(local.size)
+        if self.disk_quota is not None and state.stored_bytes() + stored > self.disk_quota:
+            raise RelayQuotaExceeded(
+                f"disk quota of {self.disk_quota} bytes reached; {local.path} waits for reclaim",
+                name=local.path,
+            )
+        self._touch(lease)
+        state.payloads[payload] = stored
+        try:
+            checksum = self._send_sealing(lease, payload, local, source, relay or self.relay)
+        except BaseException:
+            state.payloads.pop(payload, None)
+            raise
+        return StagedPayload(self._staged_placeholder(lease, state, local, key, version, payload, checksum),
+                             io.BytesIO(), stored)
+
+    def send_reserved(self, lease: Lease, reserved: StagedPayload, local: LocalVersion, source: BinaryIO,
+                      relay: Relay) -> StagedPayload:
+        """:meth:`seal_reserved` and :meth:`upload_staged` in one, for a file
+        that :meth:`seals_while_sent`, through ``relay``: ``source``
+        (``local``'s content, opened and checked by the caller, rewindable)
+        is sealed while it is sent (:meth:`_send_sealing`), no spool file.
+        Returns the staged payload :meth:`seal_reserved` would have returned
+        (its checksum and stored size; its spool stays empty), uploaded.
+        Raises LeaseLost, ProtocolError when ``source`` changed meanwhile,
+        the local file's read errors as such, relay errors; what was stored
+        is then an orphan (:meth:`collect_garbage`). Touches no shared
+        state: safe from a worker thread with its own ``relay``."""
+        assert reserved.placeholder.payload is not None
+        checksum = self._send_sealing(lease, reserved.placeholder.payload, local, source, relay)
+        return StagedPayload(replace(reserved.placeholder, checksum=checksum), reserved.spool,
+                             self._sealed_size(local.size))
+
+    def _sealed_size(self, size: int) -> int:
+        """The stored size of the payload of a ``size``-byte file (only where
+        :meth:`seals_while_sent`)."""
+        parts = sealing_parts(self.sealer)
+        assert parts is not None
+        return int(parts[1](size))
+
+    def _send_sealing(self, lease: Lease, payload: str, local: LocalVersion, source: BinaryIO,
+                      relay: Relay) -> str | None:
+        """Upload ``source`` (``local``'s content, from where it stands) as
+        ``payload`` through ``relay``, sealed while it is sent, once the lease
+        is checked; returns the content's checksum, under the rules of
+        :meth:`_seal_into` (the scan's, checked with
+        :func:`~escale.protocol.identity.same_file` after the last read, or
+        hashed while read). The relay reads exactly the sealed size of
+        ``local.size`` bytes; a retried upload reads the file again from its
+        first byte. ProtocolError when ``source`` is not ``local.size``
+        long or changed while it was read (what was sent is an orphan)."""
+        parts = sealing_parts(self.sealer)
+        start = start_of(source)
+        assert parts is not None and start is not None
+        seal_pieces, sealed_size = parts
+        trusted = trusted_checksum(local, source, self.checksum)
+        hashing = self.checksum if trusted is None else None
+        lease.check()
+        reading, exact = send_sealing(relay, payload, int(sealed_size(local.size)), source, start, hashing,
+                                      seal_pieces, _as_is)
+        if not exact or reading.reader.count != local.size:
+            raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
+        checksum = checksum_read(local, source, trusted, self.checksum, reading.hasher)
+        self.step(f"payload uploaded {local.path}")
+        return checksum
+
     def _payload_spool(self, size: int) -> BinaryIO:
         """Where a payload of a ``size``-byte file is sealed before its
         upload: memory up to :data:`SPOOL_IN_MEMORY` (at most ``transfers + 1``
@@ -1334,13 +1427,11 @@ class Repository:
         otherwise what is read is hashed, and that hash is the checksum."""
         trusted = trusted_checksum(local, source, self.checksum)
         hasher = hashlib.new(self.checksum) if self.checksum and trusted is None else None
-        reader = _HashingReader(source, hasher)
+        reader = HashingReader(source, hasher)
         self.sealer.seal_stream(payload, cast(BinaryIO, reader), cast(BinaryIO, _LocalSpool(spool, local.path)))
-        if reader.count != local.size or (trusted is not None and not same_file(local, source)):
+        if reader.count != local.size:
             raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
-        if trusted is not None:
-            return spool.tell(), trusted
-        return spool.tell(), (f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None)
+        return spool.tell(), checksum_read(local, source, trusted, self.checksum, hasher)
 
     def _staged_placeholder(self, lease: Lease, state: RelayState, local: LocalVersion, key: str, version: int,
                             payload: str, checksum: str | None) -> Placeholder:
@@ -1364,13 +1455,16 @@ class Repository:
         where :meth:`seals_apart`): number ``local``'s next version, mark the
         relay as being changed, and return a staged payload whose spool is
         still empty and whose placeholder has no checksum yet (stored 0).
-        :meth:`seal_reserved` completes it; the caller closes it, and calls
+        :meth:`seal_reserved` completes it (or, for a file that
+        :meth:`seals_while_sent`, :meth:`send_reserved`, which also uploads
+        it: its spool is then in memory and stays empty); the caller closes it, and calls
         :meth:`release_staged` if it is never uploaded."""
         assert self.disk_quota is None
         key = self.sealer.object_key(local.path)
         version = state.next_version(key, local.path)
         self._touch(lease)
-        spool = self._payload_spool(local.size)
+        # sealed while sent (send_reserved): its spool stays empty
+        spool = io.BytesIO() if self.seals_while_sent(local.size) else self._payload_spool(local.size)
         placeholder = self._staged_placeholder(lease, state, local, key, version, layout.data_name(key, version),
                                                None)
         return StagedPayload(placeholder, spool, 0)
@@ -1849,41 +1943,25 @@ def _no_step(name: str) -> None:
     """The default ``on_step`` hook: nothing."""
 
 
-class _HashingReader:
-    """Reads from ``source``, hashing and counting what passes."""
-
-    def __init__(self, source: BinaryIO, hasher: hashlib._Hash | None) -> None:
-        self.source = source
-        self.hasher = hasher
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.count += len(data)
-        if self.hasher is not None:
-            self.hasher.update(data)
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+def _verified(placeholder: Placeholder, size: int, hasher: hashlib._Hash | None, algorithm: str | None) -> str | None:
+    """Check what was opened of ``placeholder``'s payload (``size`` plaintext
+    bytes, hashed by ``hasher`` with ``algorithm``) against the placeholder:
+    its checksum (None without one), or IntegrityError."""
+    if size != placeholder.size:
+        raise IntegrityError(
+            f"relay object {placeholder.payload}: size {size} differs from "
+            f"placeholder ({placeholder.size}) for {placeholder.path}"
+        )
+    if hasher is not None and placeholder.checksum:
+        got = f"{algorithm}:{hasher.hexdigest()}"
+        if got != placeholder.checksum:
+            raise IntegrityError(
+                f"relay object {placeholder.payload}: checksum mismatch for {placeholder.path}"
+            )
+        return got
+    return None
 
 
-class _HashingWriter:
-    """Writes to ``sink``, hashing and counting what passes."""
-
-    def __init__(self, sink: BinaryIO, hasher: hashlib._Hash | None) -> None:
-        self.sink = sink
-        self.hasher = hasher
-        self.count = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.count += len(data)
-        if self.hasher is not None:
-            self.hasher.update(data)
-        written = self.sink.write(data)
-        return written if written is not None else len(data)
-
-    def flush(self) -> None:
-        self.sink.flush()
+def _as_is(reader: HashingReader) -> HashingReader:
+    """What a payload seals: the file as read (no layer)."""
+    return reader

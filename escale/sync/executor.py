@@ -904,22 +904,15 @@ class Executor:
     def _upload(self, lease: Lease, state: RelayState, action: Action, local: LocalFile,
                 relay_path: str) -> StagedPayload:
         """Seal ``action``'s file and upload its payload on this connection
-        (:meth:`Repository.stage_file`, :meth:`Repository.upload_staged`); its
-        placeholder is left to :meth:`_commit_group`. Raises what
+        (:meth:`Repository.send_file`: sealed while sent, or through a spool
+        file); its placeholder is left to :meth:`_commit_group`. Raises what
         :meth:`Repository.commit_file` raises for those steps (the room
         reserved is given back; a payload stored all the same is an orphan)."""
         with localfs.open_for_push(self.settings.local_path, action.path, local) as handle:
             faults.step(f"push {relay_path}")
-            staged = self.repo.stage_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
-                                                                     local.checksum, local.inode, local.ctime_ns),
-                                          handle)
-        try:
-            self.repo.upload_staged(lease, staged)
-        except BaseException:
-            self.repo.release_staged(state, staged)
-            staged.close()
-            raise
-        return staged
+            return self.repo.send_file(lease, state, LocalVersion(relay_path, local.size, local.mtime_ns,
+                                                                  local.checksum, local.inode, local.ctime_ns),
+                                       handle)
 
     @staticmethod
     def _sent_record(action: Action, ph: Placeholder) -> _Sent:

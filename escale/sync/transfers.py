@@ -7,10 +7,11 @@ Then:
 * **downloads** (:class:`Downloads`) run ahead of the pass's local actions:
   up to ``transfers`` worker threads, each with its own connection (opened
   from the client's relay factory on its first job, closed at the end),
-  download payloads *as stored* (sealed) into spool files of the state
-  folder, then decrypt and verify each into a nameless plaintext file of the
-  same folder (:func:`escale.sync.localfs.new_prepared`): the CPU work of a
-  download runs on the workers too. The executor still applies every action
+  download payloads and decrypt and verify each as it arrives, into a
+  nameless plaintext file of the state folder
+  (:func:`escale.sync.localfs.new_prepared`; :meth:`Repository.fetch_payload_on`:
+  no spool file for the sealed payload, a small one is read into memory
+  first): the CPU work of a download runs on the workers too. The executor still applies every action
   in the plan's order on its own thread: it takes each verified file when it
   reaches its action, re-checks the user's file and links the prepared file
   into place (:func:`escale.sync.localfs.install_prepared`: a hard link when
@@ -21,12 +22,13 @@ Then:
 * **uploads** (:class:`Uploads`) run under the pass's lease: the executor
   checks each pushed file on its own thread (the plan, the relay version, the
   file as scanned, on the opened file), then a worker seals the opened file
-  into a spool file (:meth:`Repository.seal_reserved`; with a ``disk quota``
-  the executor seals it itself, to check the quota first) and uploads the
-  sealed payload; the executor commits each placeholder on the main
-  connection, in the plan's order, only once its payload upload has
-  returned: data before the metadata that points to it, fenced by the lease
-  as before.
+  while it uploads it, without a spool file (:meth:`Repository.send_reserved`,
+  for a file above :data:`~escale.protocol.repository.SPOOL_IN_MEMORY`), or
+  seals it in memory first (:meth:`Repository.seal_reserved`); with a ``disk
+  quota`` the executor seals it itself, to check the quota first. The
+  executor commits each placeholder on the main connection, in the plan's
+  order, only once its payload upload has returned: data before the
+  metadata that points to it, fenced by the lease as before.
 
 * in the index layout, **big objects** go the same way while the pass packs
   the small files into pages: :class:`BigUploads` uploads each big file the
@@ -36,10 +38,10 @@ Then:
   and verified by its worker as it arrives (:meth:`Repository.fetch_on`),
   while pages are still fetched by the pass.
 
-Memory does not grow with file sizes or counts: content goes through spool
-files in chunks, and at most ``transfers + 1`` payloads are staged or
-downloaded ahead at any time (so the spool holds at most that many payloads,
-each at most twice while a worker opens it); where small payloads go up in
+Memory does not grow with file sizes or counts: content goes through in
+chunks, and at most ``transfers + 1`` payloads are staged or downloaded
+ahead at any time (so the state folder holds at most that many prepared
+files); where small payloads go up in
 groups (:class:`Uploads`), at most ``transfers + 1`` groups of them, each
 payload of at most 64 KiB sealed in memory.
 A worker's failure is raised, as the very exception the serial path raises,
@@ -488,24 +490,18 @@ class Downloads:
             self._submitted += 1
 
     def _download_job(self, placeholder: Placeholder) -> Callable[[Relay, threading.Event], BinaryIO]:
-        repo, spool_dir = self._repo, self._spool_dir
-
-        if not repo.fetches_apart():  # opened and verified while it arrives (the index layout's big objects)
-            def fetch(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
-                repo.fetch_on(placeholder, plain, relay)
-
-            return self._into_prepared(placeholder, fetch, durable=True)
+        repo = self._repo
+        # the index layout's big objects, or a payload: opened and verified as
+        # it arrives, straight into the prepared file (a small payload is read
+        # into memory first)
+        fetch = repo.fetch_payload_on if repo.fetches_apart() else repo.fetch_on
 
         def download(relay: Relay, plain: BinaryIO, abandoned: threading.Event) -> None:
-            if placeholder.size <= SMALL_PAYLOAD:  # read into memory: no spool file for the sealed payload
-                repo.fetch_payload_on(placeholder, plain, relay)
-                return
-            with tempfile.TemporaryFile(dir=spool_dir) as sealed:
-                repo.download_payload(placeholder, cast(BinaryIO, _Watched(cast(BinaryIO, sealed), abandoned)), relay)
-                repo.open_payload(placeholder, cast(BinaryIO, sealed), plain)
+            fetch(placeholder, plain, relay)
 
         # a big file is flushed on its own by the executor: most of it here, while the others go on
-        return self._into_prepared(placeholder, download, durable=placeholder.size >= localfs.FLUSH_ALONE_MIN)
+        durable = not repo.fetches_apart() or placeholder.size >= localfs.FLUSH_ALONE_MIN
+        return self._into_prepared(placeholder, download, durable=durable)
 
     def _group_job(self, placeholders: list[Placeholder]) -> Callable[[Relay, threading.Event],
                                                                       list[BinaryIO | BaseException]]:
@@ -779,6 +775,11 @@ class Uploads:
                                           cast(BinaryIO, _WatchedLocal(member.source, abandoned)))
 
         def work(relay: Relay, abandoned: threading.Event) -> _Sealed:
+            alone = members[0] if len(members) == 1 else None
+            if isinstance(alone, Unsealed) and repo.seals_while_sent(alone.local.size):
+                with alone.source:  # sealed while sent: no spool file
+                    return [repo.send_reserved(lease, alone.reserved, alone.local,
+                                               cast(BinaryIO, _WatchedLocal(alone.source, abandoned)), relay)]
             if len(members) == 1:
                 sealed = seal(members[0], abandoned)
                 watched = _Watched(sealed.spool, abandoned)

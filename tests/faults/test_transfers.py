@@ -336,6 +336,44 @@ def test_a_payload_that_fails_its_check_in_a_worker_is_refused(tmp_path: Path, t
     assert _leftovers(b) == [] and _spool_files(world, "b") == []
 
 
+def test_a_big_payload_flipped_or_cut_is_refused_by_its_worker(tmp_path: Path, target_sftp: RelayTarget,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Big payloads (opened and verified by a worker as they arrive, with no
+    sealed spool file) altered on the relay: one flipped, one cut short. Each
+    is refused with a log line (no traceback), the user's older version is
+    untouched, nothing is left beside the files or in the spool; the others
+    are received."""
+    world, a, b, _ = _pair_with_files(tmp_path, target_sftp, 4, count=0, seed=9)
+    rng = random.Random(9)
+    files = {f"big{i}.bin": rng.randbytes(1_500_000 + i) for i in range(4)}
+    for rel, data in files.items():
+        write(a, rel, data)
+    world.sync("a")
+    world.sync("b")
+    newer = {rel: rng.randbytes(1_600_000 + i) for i, rel in enumerate(files)}
+    for rel, data in newer.items():
+        write(a, rel, data)
+    world.sync("a")
+    with open_relay(world) as relay:
+        altered = sorted(n for n in relay_names(world, "data") if ".0000000002." in n)[:2]
+        flipped = bytearray(relay.get_bytes(altered[0]))
+        flipped[len(flipped) // 2] ^= 1
+        relay.put_bytes(altered[0], bytes(flipped))
+        relay.put_bytes(altered[1], relay.get_bytes(altered[1])[:-70_000])
+
+    with caplog.at_level(logging.WARNING):
+        report = _gated(world, "b", Gate(want=1)).run_pass()
+    assert len(report.errors) == 2, report.errors
+    assert all("failed authentication" in e or "truncated" in e for e in report.errors), report.errors
+    assert "Traceback" not in caplog.text
+    victims = {e.partition(":")[0] for e in report.errors}
+    assert sorted(report.pulled) == sorted(set(files) - victims)
+    for rel in files:
+        with open(os.path.join(b, rel), "rb") as handle:
+            assert handle.read() == (files[rel] if rel in victims else newer[rel]), rel
+    assert _leftovers(b) == [] and _spool_files(world, "b") == []
+
+
 def test_a_failed_upload_commits_nothing_for_it(tmp_path: Path, target_webdav: RelayTarget) -> None:
     """A worker's upload failing (permission denied) ends the pass as a
     serial one ends: that file has no version on the relay, the others that

@@ -41,12 +41,8 @@ the materialised generation (or a checkpoint) and the head, is a rollback:
 from __future__ import annotations
 
 import hashlib
-import io as io_module
 import logging
-import os
-import queue
 import tempfile
-import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -62,7 +58,7 @@ from escale.errors import (
     RelayNotFound,
     RelayQuotaExceeded,
 )
-from escale.protocol.identity import same_file, trusted_checksum
+from escale.protocol.identity import checksum_read, trusted_checksum
 from escale.protocol.index import objects as io
 from escale.protocol.index.acked import Acknowledged
 from escale.protocol.index.objects import (
@@ -97,12 +93,19 @@ from escale.protocol.repository import (
     LocalVersion,
     RelayState,
     Repository,
-    _HashingReader,
-    _HashingWriter,
     _LocalSpool,
     _move_state,
 )
 from escale.protocol.sealer import Sealer
+from escale.protocol.streams import (
+    HashingReader,
+    HashingWriter,
+    Reading,
+    receive_opening,
+    sealing_parts,
+    send_sealing,
+    start_of,
+)
 from escale.relay import Entry, Relay
 
 log = logging.getLogger(__name__)
@@ -588,7 +591,7 @@ class IndexRepository(Repository):
         assert entry.location is not None
         location = entry.location
         hasher = hashlib.new(algorithm) if algorithm else None
-        counting = _HashingWriter(sink, hasher)
+        counting = HashingWriter(sink, hasher)
         name = location.object
         if io.parse_big_name(name) is not None:
             counting, hasher = self._fetch_big(entry, sink, algorithm, self.relay)
@@ -634,7 +637,7 @@ class IndexRepository(Repository):
         return _verified(entry, counting, hasher, algorithm)
 
     def _fetch_big(self, entry: IndexEntry, sink: BinaryIO, algorithm: str | None,
-                   relay: Relay) -> tuple[_HashingWriter, hashlib._Hash | None]:
+                   relay: Relay) -> tuple[HashingWriter, hashlib._Hash | None]:
         """Download big object ``entry.location.object`` into ``sink``, opened,
         inflated and hashed as it arrives (no spool: ``sink`` is the caller's
         temporary file, which may hold a prefix when this raises); the
@@ -647,13 +650,10 @@ class IndexRepository(Repository):
         assert entry.location is not None
         location, name = entry.location, entry.location.object
         open_writer = getattr(self.sealer, "open_writer", None)
-        try:
-            start = sink.tell() if open_writer is not None else None
-        except (AttributeError, OSError, ValueError):
-            start = None
+        start = start_of(sink) if open_writer is not None else None
         if open_writer is None or start is None:
             hasher = hashlib.new(algorithm) if algorithm else None
-            counting = _HashingWriter(sink, hasher)
+            counting = HashingWriter(sink, hasher)
             inflating = InflatingWriter(counting, location.compression, name)
             with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
                 relay.get(name, cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), entry.path)))
@@ -661,11 +661,9 @@ class IndexRepository(Repository):
                 self.sealer.open_stream(name, cast(BinaryIO, spool), cast(BinaryIO, inflating))
             received = _finish_inflating(inflating)
         else:
-            opening = _OpeningSink(lambda: _BigPipeline(open_writer, name, location.compression, sink, algorithm),
-                                   sink, start)
-            relay.get(name, cast(BinaryIO, opening))
-            pipeline = opening.pipeline
-            received = pipeline.finish()
+            # stored as is (no compression): no inflating layer, and its copy of each chunk
+            inflate = (lambda out: InflatingWriter(out, "zlib", name)) if location.compression == "zlib" else None
+            pipeline, received = receive_opening(relay, name, sink, start, open_writer, algorithm, inflate)
             counting, hasher = pipeline.counting, pipeline.hasher
         if received != location.length:
             raise IntegrityError(f"relay object {name}: {received} stored bytes, the index "
@@ -831,7 +829,7 @@ class IndexRepository(Repository):
         key = self.sealer.object_key(local.path)
         version = self._next_version(state, key, local.path)
         hasher = hashlib.new(self.checksum) if self.checksum else None
-        reader = _HashingReader(source, hasher)
+        reader = HashingReader(source, hasher)
         if local.size <= self.big_threshold:
             parts = []
             # in pieces of at most CHUNK (a read of the whole threshold would
@@ -954,75 +952,45 @@ class IndexRepository(Repository):
         content is hashed as it is read, and that hash is the checksum.
 
         Content stored as is (what does not deflate) is sealed while it is
-        uploaded, by a thread (:class:`_SealingUpload`): its sealed size is
+        uploaded, by a thread (:func:`~escale.protocol.streams.send_sealing`): its sealed size is
         known beforehand (:meth:`Envelope.sealed_size`), so ``disk quota`` is
         checked before anything is sent, and no spool file is written. A
         retried upload starts again from the file's first byte. Deflated
         content, a source that cannot be rewound, or a sealer without
         ``seal_pieces``, is sealed into a spool file first, then uploaded."""
-        try:
-            start: int | None = source.tell() if source.seekable() else None
-        except (AttributeError, OSError, ValueError):
-            start = None
+        start = start_of(source)
         trusted = trusted_checksum(local, source, self.checksum)
         hashing = self.checksum if trusted is None else None
         hasher = hashlib.new(hashing) if hashing else None
-        reader = _HashingReader(source, hasher)
+        reader = HashingReader(source, hasher)
         deflating = DeflatingReader(cast(BinaryIO, reader))
-        seal_pieces = getattr(self.sealer, "seal_pieces", None)
-
-        def checksum_of(hasher: hashlib._Hash | None) -> str | None:
-            """What was read, hashed or trusted (after its last read)."""
-            if trusted is None:
-                return f"{self.checksum}:{hasher.hexdigest()}" if hasher is not None else None
-            if not same_file(local, source):
-                raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
-            return trusted
-
-        sealed_size = getattr(self.sealer, "sealed_size", None)
-        if start is None or seal_pieces is None or sealed_size is None or deflating.compression != "none":
+        parts = sealing_parts(self.sealer)
+        if start is None or parts is None or deflating.compression != "none":
             with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
                 self.sealer.seal_stream(name, cast(BinaryIO, deflating),
                                         cast(BinaryIO, _LocalSpool(cast(BinaryIO, spool), local.path)))
                 stored_size = spool.tell()
                 if reader.count != local.size:
                     raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
-                checksum = checksum_of(hasher)
+                checksum = checksum_read(local, source, trusted, self.checksum, hasher)
                 if state is not None:
                     self._check_quota(state, stored_size, local.path)
                 spool.seek(0)
                 lease.check()
                 relay.put(name, cast(BinaryIO, spool))
             return stored_size, deflating, checksum
+        seal_pieces, sealed_size = parts
         stored_size = int(sealed_size(local.size))
         if state is not None:
             self._check_quota(state, stored_size, local.path)
-        first: tuple[_HashingReader, DeflatingReader, hashlib._Hash | None] | None = (reader, deflating, hasher)
-
-        def attempt() -> tuple[_HashingReader, DeflatingReader, hashlib._Hash | None, Iterator[bytes]]:
-            nonlocal first
-            if first is not None:
-                got, first = first, None
-                return (*got, seal_pieces(name, got[1]))
-            source.seek(start)
-            again_hasher = hashlib.new(hashing) if hashing else None
-            again = _HashingReader(source, again_hasher)
-            again_deflating = DeflatingReader(cast(BinaryIO, again))
-            return again, again_deflating, again_hasher, seal_pieces(name, again_deflating)
-
         lease.check()
-        with _SealingUpload(attempt, stored_size) as upload:
-            try:
-                relay.put(name, cast(BinaryIO, upload))
-            except BaseException:
-                if upload.failure is not None:  # the local file's, whatever the backend made of it
-                    raise upload.failure from None
-                raise
-            reader, deflating, hasher = upload.reader, upload.deflating, upload.hasher
-            complete = upload.exact
-        if not complete or reader.count != local.size or deflating.compression != "none":
+        reading, exact = send_sealing(relay, name, stored_size, source, start, hashing, seal_pieces,
+                                      lambda again: DeflatingReader(cast(BinaryIO, again)),
+                                      first=Reading(reader, deflating, hasher))
+        deflating = reading.layer
+        if not exact or reading.reader.count != local.size or deflating.compression != "none":
             raise ProtocolError(f"{local.path} changed while it was being sent", name=local.path)
-        return stored_size, deflating, checksum_of(hasher)
+        return stored_size, deflating, checksum_read(local, source, trusted, self.checksum, reading.hasher)
 
     def commit_tombstone(self, lease: Lease, state: RelayState, path: str, *,
                          deliberate: bool = False) -> Placeholder:
@@ -1357,256 +1325,13 @@ class IndexRepository(Repository):
         self.step("index pruned")
 
 
-_Attempt = tuple[_HashingReader, DeflatingReader, "hashlib._Hash | None", Iterator[bytes]]
-
-
-class _SealingUpload:
-    """The source of a big object's upload, sealed while it is read.
-
-    A thread runs the sealing (``attempt()``'s pieces: reading the file,
-    hashing, sealing) a few pieces ahead of the relay's reads, so that it
-    overlaps the sending. The relay reads exactly ``size`` bytes, the sealed
-    size announced beforehand (a length some backends send first): if the
-    file grew, the rest is not sent; if it shrank, zeros make up the length.
-    Either way :attr:`exact` is False and the caller discards the object.
-    ``seek(0)`` (the retry wrapper's rewind) starts a new attempt, unless
-    reading or sealing the file failed (:attr:`failure`: raised by ``read``,
-    and again by ``seek``, so that no retry reads a failing file again). Use
-    as a context manager: leaving it stops the thread.
-    """
-
-    #: blocks of sealed pieces (about :data:`CHUNK` each) queued ahead of the relay's reads
-    AHEAD = 4
-
-    def __init__(self, attempt: Callable[[], _Attempt], size: int) -> None:
-        self._attempt = attempt
-        self._size = size
-        self._thread: threading.Thread | None = None
-        #: what reading or sealing the file raised
-        self.failure: BaseException | None = None
-        self._start()
-
-    def _start(self) -> None:
-        self.reader, self.deflating, self.hasher, pieces = self._attempt()
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self.AHEAD)
-        self._stop = threading.Event()
-        #: the block being read and how much of it was read
-        self._block = b""
-        self._offset = 0
-        self._position = 0
-        self._ended = False
-        #: the sealed stream had exactly the announced size
-        self.exact = True
-        self._thread = threading.Thread(target=self._produce, args=(pieces, self._queue, self._stop),
-                                        name="escale-seal", daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _produce(pieces: Iterator[bytes], out: queue.Queue[bytes | BaseException | None],
-                 stop: threading.Event) -> None:
-        """Seal on this thread, handing the pieces on in blocks of at most
-        :data:`CHUNK` (or one piece), joined here: a relay reading
-        :data:`CHUNK` at a time takes each as it is, and the one copy of the
-        stream is made off the sending thread."""
-        def put(item: bytes | BaseException | None) -> bool:
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.5)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        batch: list[bytes] = []
-        gathered = 0
-        try:
-            for piece in pieces:
-                if batch and gathered + len(piece) > CHUNK:
-                    if not put(batch[0] if len(batch) == 1 else b"".join(batch)):
-                        return
-                    batch, gathered = [], 0
-                batch.append(piece)
-                gathered += len(piece)
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            put(exc)
-            return
-        if batch and not put(batch[0] if len(batch) == 1 else b"".join(batch)):
-            return
-        put(None)
-
-    def _halt(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            while True:  # a producer waiting for room goes at once
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._thread.join()
-            self._thread = None
-
-    def __enter__(self) -> _SealingUpload:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt()
-
-    def _next_block(self) -> None:
-        self._offset = 0
-        if self._ended:
-            self._block = bytes(min(CHUNK, self._size - self._position))
-            return
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            self.failure = item
-            raise item
-        if item is None:
-            self._ended = True
-            if self._position != self._size:
-                self.exact = False
-            self._next_block()
-            return
-        self._block = item
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (all that is left with -1; empty only at the
-        end): a request at least as big as the next block gets that block
-        as it was sealed (no copy), a smaller one a part of it."""
-        left = self._size - self._position
-        want = left if size is None or size < 0 else min(size, left)
-        parts: list[bytes] = []
-        got = 0
-        while got < want:
-            if self._offset == len(self._block):
-                self._next_block()
-            block, offset = self._block, self._offset
-            take = min(want - got, len(block) - offset)
-            if offset == 0 and take == len(block) and size is not None and size >= 0:
-                parts.append(block)  # a whole block, as it is: the read ends with it
-                got += take
-                self._offset = take
-                break
-            parts.append(block[offset:offset + take])
-            self._offset = offset + take
-            got += take
-        self._position += got
-        if self._position == self._size and not self._ended:
-            # every announced byte was read: the stream must end here
-            self.exact = self.exact and self._offset == len(self._block) and self._queue.get() is None
-            self._ended = True
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if whence == os.SEEK_CUR and offset == 0:
-            return self._position
-        if whence != os.SEEK_SET or offset != 0:
-            raise io_module.UnsupportedOperation("a sealing upload only rewinds to its start")
-        if self.failure is not None:
-            raise self.failure
-        if self._position or self._thread is None or self._ended:
-            self._halt()
-            self._start()
-        return 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-
 def _finish_inflating(inflating: InflatingWriter) -> int:
     """End ``inflating``; the stored (deflated) bytes it received."""
     inflating.finish()
     return inflating.received
 
 
-class _BigPipeline:
-    """One attempt at receiving a big object: sealed bytes in, then opened
-    (:meth:`Envelope.open_writer`), inflated, hashed and counted into the sink.
-
-    A failure on the way (a chunk that does not authenticate, a sink that is
-    full) is kept and raised by :meth:`finish`; what arrives after it is
-    dropped. The backend's transfer then ends as usual (an FTP control
-    connection stays in step), and nothing after the failure reaches the sink.
-    """
-
-    def __init__(self, open_writer: Callable[[str, BinaryIO], Any], name: str, compression: str,
-                 sink: BinaryIO, algorithm: str | None) -> None:
-        self.hasher = hashlib.new(algorithm) if algorithm else None
-        self.counting = _HashingWriter(sink, self.hasher)
-        # stored as is (no compression): the opened chunks go straight to the
-        # hashing writer, without a pass-through layer and its copy of each chunk
-        self.inflating = InflatingWriter(self.counting, compression, name) if compression == "zlib" else None
-        self.opener = open_writer(name, cast(BinaryIO, self.inflating or self.counting))
-        self.failure: Exception | None = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self.failure is None:
-            try:
-                self.opener.write(data)
-            except Exception as exc:  # noqa: BLE001 - raised again by finish()
-                self.failure = exc
-        return len(data)
-
-    def finish(self) -> int:
-        if self.failure is not None:
-            raise self.failure
-        self.opener.finish()
-        return _finish_inflating(self.inflating) if self.inflating is not None else self.counting.count
-
-
-class _OpeningSink:
-    """The sink a big object is downloaded into: what arrives goes straight
-    through a :class:`_BigPipeline`. The retry wrapper rewinds a sink to
-    where it started before another attempt (``seek`` + ``truncate``): that
-    starts a new pipeline and rewinds the real sink to ``start``."""
-
-    def __init__(self, make: Callable[[], _BigPipeline], sink: BinaryIO, start: int) -> None:
-        self._make = make
-        self._sink = sink
-        self._start = start
-        self._received = 0
-        self.pipeline = make()
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.pipeline.write(data)
-        self._received += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._received
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if whence != 0 or offset != 0:
-            raise OSError("a download into an opening sink only rewinds to its start")
-        self._sink.seek(self._start)
-        self._sink.truncate()
-        self._received = 0
-        self.pipeline = self._make()
-        return 0
-
-    def truncate(self, size: int | None = None) -> int:
-        if (size if size is not None else self._received) != self._received:
-            raise OSError("a download into an opening sink only rewinds to its start")
-        return self._received
-
-    def flush(self) -> None:
-        pass
-
-
-def _verified(entry: IndexEntry, counting: _HashingWriter, hasher: hashlib._Hash | None,
+def _verified(entry: IndexEntry, counting: HashingWriter, hasher: hashlib._Hash | None,
               algorithm: str | None) -> str | None:
     """Check what was written for ``entry`` (counted by ``counting``, hashed
     by ``hasher``) against the index: its checksum, or IntegrityError."""

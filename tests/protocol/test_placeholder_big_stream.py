@@ -1,0 +1,317 @@
+"""Big payloads of the placeholder layout move without spool files: sealed
+while they are sent, opened and verified while they are received.
+
+What these prove, on every conformance backend (real servers), both the
+serial way (:meth:`Repository.commit_file`, :meth:`Repository.fetch`) and a
+pass's workers' way (:meth:`Repository.reserve_stage` then
+:meth:`Repository.send_reserved`, :meth:`Repository.fetch_on` on another
+connection): a payload goes up and comes back whole, and no spool file is
+made for it (the spool paths raise if reached); an upload or a download cut
+off half-way is retried from its first byte and the result holds exactly the
+content, once; a file that changes while it is sent is refused, nothing is
+committed, and what went up is an orphan that clean-up removes; a local read
+error comes out as such, and is not retried; a payload flipped or cut on the
+relay is refused, and verification fails before the caller's temporary file
+is of any use.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from escale.errors import IntegrityError, ProtocolError, RelayConnectionError, RelayError
+from escale.protocol.lease import Lease, LeaseManager
+from escale.protocol.repository import SPOOL_IN_MEMORY, LocalVersion, Repository, StagedPayload
+from escale.protocol.sealer import Sealer
+from escale.relay import Relay
+from escale.relay.delegating import DelegatingRelay
+from escale.relay.retry import RetryingRelay
+from tests.servers.target import RelayTarget
+
+A, B = "a" * 32, "b" * 32
+SIZE = (2 << 20) + 12345  # above SMALL_PAYLOAD (1 MiB): received without the memory path
+
+
+class _Plan:
+    """Shared by every connection of a test: the next payload upload
+    (``cut_put``) or download (``cut_get``) stops half-way with a connection
+    error, as a dropped link does; ``sent`` counts the bytes read from each
+    payload upload's source."""
+
+    def __init__(self) -> None:
+        self.cut_put = False
+        self.cut_get = False
+        self.sent: list[int] = []
+
+
+class _Cut(DelegatingRelay):
+    """A real backend's connection, cut as ``plan`` says."""
+
+    def __init__(self, inner: Relay, plan: _Plan) -> None:
+        super().__init__(inner)
+        self.plan = plan
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        if not name.startswith("data/") or not hasattr(source, "__len__"):  # not a payload sealed while sent
+            self.inner.put(name, source, exclusive=exclusive)
+            return
+        if self.plan.cut_put:
+            self.plan.cut_put = False
+            self.plan.sent.append(len(source.read(1 << 20)))
+            raise RelayConnectionError("connection lost half-way (test)", name=name)
+        counted = _Counted(source)
+        try:
+            self.inner.put(name, counted, exclusive=exclusive)  # type: ignore[arg-type]
+        finally:
+            self.plan.sent.append(counted.count)
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        if not name.startswith("data/") or not self.plan.cut_get:
+            self.inner.get(name, sink)
+            return
+        self.plan.cut_get = False
+        whole = io.BytesIO()
+        self.inner.get(name, whole)
+        sink.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+        raise RelayConnectionError("connection lost half-way (test)", name=name)
+
+
+class _Counted:
+    """A source passed on as read (its announced length too), counting the
+    bytes of its last attempt (a backend may rewind it)."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def tell(self) -> int:
+        return self.inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        at = self.inner.seek(offset, whence)
+        self.count = at
+        return at
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+
+@dataclass
+class _World:
+    a: Repository
+    b: Repository
+    cut: _Plan
+    #: another connection of a's, and of b's (a pass's worker's)
+    a_worker: Relay
+    b_worker: Relay
+
+
+def _no_spool(*_: object, **__: object) -> None:
+    raise AssertionError("a big payload went through a spool file")
+
+
+@pytest.fixture
+def world(target: RelayTarget, sealer: Sealer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_World]:
+    spool = str(tmp_path / "spool")
+    os.makedirs(spool)
+    folder = target.new_folder()
+    monkeypatch.setattr(Repository, "_payload_spool", lambda self, size: _no_spool() if size > SPOOL_IN_MEMORY
+                        else io.BytesIO())
+    monkeypatch.setattr(Repository, "download_payload", _no_spool)
+
+    def retrying(relay: Relay) -> Relay:
+        return RetryingRelay(relay, base_delay=0.0, sleep=lambda _: None)
+
+    plan = _Plan()
+    relays = [retrying(_Cut(target.relay(folder), plan)) for _ in range(4)]  # a, b, a's worker, b's worker
+    try:
+        for relay in relays:
+            relay.open()
+        a, b = (Repository(relay, sealer, client_id=client, label=client[:4], receives=True, mode="shared",
+                           meta_cache={}, spool_dir=spool) for relay, client in zip(relays[:2], (A, B), strict=True))
+        a.prepare()
+        b.prepare()
+        yield _World(a, b, plan, relays[2], relays[3])
+    finally:
+        for relay in relays:
+            relay.close()
+
+
+def _lease(repo: Repository) -> Lease:
+    return LeaseManager(repo.relay, repo.sealer, client_id=repo.client_id, label="t", timeout=600).acquire()
+
+
+def _push(world: _World, path: str, source: BinaryIO, size: int, *, apart: bool) -> None:
+    """Push ``source`` as ``path``: serially, or ``apart`` as a pass's worker does."""
+    repo = world.a
+    local = LocalVersion(path, size, 0, None)
+    state = repo.read_state()
+    with _lease(repo) as lease:
+        if not apart:
+            repo.commit_file(lease, state, local, source)
+            return
+        reserved = repo.reserve_stage(lease, state, local)
+        try:
+            sent: StagedPayload = repo.send_reserved(lease, reserved, local, source, world.a_worker)
+        except BaseException:
+            repo.release_staged(state, reserved)
+            raise
+        finally:
+            reserved.close()
+        repo.commit_staged(lease, state, sent)
+
+
+def _receive(world: _World, path: str, *, apart: bool) -> bytes:
+    repo = world.b
+    placeholder = repo.read_state().latest[path]
+    with tempfile.TemporaryFile() as sink:
+        sink.write(b"kept before")  # the fetch writes from where the sink stands
+        if apart:
+            repo.fetch_on(placeholder, sink, world.b_worker)
+        else:
+            repo.fetch(placeholder, sink)
+        sink.seek(0)
+        data = sink.read()
+    assert data.startswith(b"kept before")
+    return data[len(b"kept before"):]
+
+
+def _file(data: bytes) -> BinaryIO:
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
+    handle.write(data)
+    handle.seek(0)
+    return handle
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
+def test_a_big_payload_goes_up_and_comes_back_without_spool_files(world: _World, apart: bool) -> None:
+    data = random.Random(1).randbytes(SIZE)
+    with _file(data) as source:
+        _push(world, "big.bin", source, SIZE, apart=apart)
+    assert world.cut.sent == [world.a.sealer.sealed_size(SIZE)]  # type: ignore[attr-defined]
+    assert _receive(world, "big.bin", apart=apart) == data
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
+def test_cut_half_way_an_upload_and_a_download_start_again_from_their_first_byte(world: _World,
+                                                                                  apart: bool) -> None:
+    data = random.Random(2).randbytes(SIZE)
+    world.cut.cut_put = True
+    with _file(data) as source:
+        _push(world, "big.bin", source, SIZE, apart=apart)
+    sealed = world.a.sealer.sealed_size(SIZE)  # type: ignore[attr-defined]
+    first, again = world.cut.sent
+    assert 0 < first < sealed and again == sealed  # the second attempt sent it all, from its first byte
+    world.cut.cut_get = True
+    assert _receive(world, "big.bin", apart=apart) == data
+    assert not world.cut.cut_get  # it was cut
+
+
+class _Moving(io.RawIOBase):
+    """A file of ``size`` bytes that grows by ``extra`` (or shrinks) once half
+    of it was read (rewinding to 0 reads it again, changed)."""
+
+    def __init__(self, size: int, extra: int, *, fail: bool = False) -> None:
+        self.data = random.Random(6).randbytes(size + max(extra, 0))
+        if extra < 0:
+            self.data = self.data[: size + extra]
+        self.size = size
+        self.fail = fail
+        self.position = 0
+        self.reads_after_failure = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = offset
+        return offset
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        if self.position >= self.size // 2:
+            if self.fail:
+                self.reads_after_failure += 1
+                raise OSError(5, "Input/output error")
+            end = len(self.data)
+        else:
+            end = min(self.size, len(self.data))
+        n = max(0, min(len(buffer), end - self.position))
+        buffer[:n] = self.data[self.position:self.position + n]
+        self.position += n
+        return n
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
+@pytest.mark.parametrize("extra", [70000, -70000], ids=["grows", "shrinks"])
+def test_a_file_that_changes_while_sent_is_refused_and_its_orphan_removed(world: _World, extra: int,
+                                                                          apart: bool) -> None:
+    with pytest.raises(ProtocolError, match="changed while"):
+        _push(world, "moving.bin", _Moving(SIZE, extra), SIZE, apart=apart)  # type: ignore[arg-type]
+    # exactly the announced size went up, and no placeholder names it
+    assert world.cut.sent == [world.a.sealer.sealed_size(SIZE)]  # type: ignore[attr-defined]
+    state = world.a.read_state()
+    assert "moving.bin" not in state.latest and "moving.bin" not in world.b.read_state().latest
+    assert len(state.unreferenced_payloads()) == 1
+    with _lease(world.a) as lease:
+        world.a.collect_garbage(lease, state)
+    assert world.a.read_state().unreferenced_payloads() == set()
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
+def test_a_local_read_error_comes_out_as_such_and_is_not_retried(world: _World, apart: bool) -> None:
+    source = _Moving(SIZE, 0, fail=True)
+    with pytest.raises(OSError, match="Input/output error") as info:
+        _push(world, "failing.bin", source, SIZE, apart=apart)  # type: ignore[arg-type]
+    assert not isinstance(info.value, RelayError)
+    assert source.reads_after_failure == 1
+    assert len(world.cut.sent) == 1
+    assert "failing.bin" not in world.b.read_state().latest
+
+
+def _payload_file(world: _World, path: str) -> str:
+    name = world.b.read_state().latest[path].payload
+    assert name is not None
+    return name
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
+def test_a_flipped_or_cut_payload_is_refused(world: _World, apart: bool) -> None:
+    data = random.Random(3).randbytes(SIZE)
+    with _file(data) as source:
+        _push(world, "big.bin", source, SIZE, apart=apart)
+    name = _payload_file(world, "big.bin")
+    relay = world.a.relay
+    saved = relay.get_bytes(name)
+    flipped = bytearray(saved)
+    flipped[len(saved) // 2] ^= 1
+    for altered in (bytes(flipped), saved[: len(saved) - 70000], saved[: len(saved) // 2], saved + b"more"):
+        relay.put_bytes(name, altered)
+        with pytest.raises(IntegrityError):
+            _receive(world, "big.bin", apart=apart)
+    relay.put_bytes(name, saved)
+    assert _receive(world, "big.bin", apart=apart) == data
