@@ -32,6 +32,7 @@ from escale.relay import Relay
 from escale.relay.delegating import DelegatingRelay
 from escale.relay.file import FileRelay
 from escale.relay.retry import RetryingRelay
+from tests.protocol.moving_file import MovingFile
 from tests.protocol.rewrites import rewrite_keeping_size_and_mtime
 from tests.servers.target import RelayTarget
 
@@ -224,43 +225,11 @@ def test_receiving_a_big_object_takes_flat_memory(world) -> None:  # type: ignor
     assert peak < 8 << 20
 
 
-class _Growing(io.RawIOBase):
-    """A file of ``size`` bytes that gains ``extra`` more while it is read
-    (rewinding to 0 reads it again, grown)."""
-
-    def __init__(self, size: int, extra: int) -> None:
-        self.data = random.Random(6).randbytes(size + extra)
-        self.size = size
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.position = offset
-        return offset
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        end = len(self.data) if self.position >= self.size // 2 else self.size
-        n = max(0, min(len(buffer), end - self.position))
-        buffer[:n] = self.data[self.position:self.position + n]
-        self.position += n
-        return n
-
-
 @pytest.mark.parametrize("extra", [70000, -70000])
 def test_a_file_that_changes_while_uploaded_is_refused(world, extra: int) -> None:  # type: ignore[no-untyped-def]
     a, b, cut, _ = world
     cut.upload_cuts = 1
-    source = _Growing(SIZE, max(extra, 0))
-    if extra < 0:
-        source.data = source.data[:SIZE + extra]  # it shrinks
+    source = MovingFile(SIZE, extra)  # grows, or shrinks
     state = a.read_state()
     with _lease(a) as lease, pytest.raises(ProtocolError, match="changed while"):
         a.commit_file(lease, state, LocalVersion("moving.bin", SIZE, 0, None), source)
@@ -330,15 +299,6 @@ def test_big_objects_go_up_and_come_back_on_every_backend(target: RelayTarget, s
         b.relay.close()
 
 
-class _Failing(_Growing):
-    """A file whose reading fails half-way (a disk error)."""
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        if self.position >= self.size // 2:
-            raise OSError(5, "Input/output error")
-        return super().readinto(buffer)
-
-
 def test_a_file_that_fails_to_read_while_uploaded_raises_its_own_error(world) -> None:  # type: ignore[no-untyped-def]
     """The local error comes out as such (not as the relay's), and the retry
     wrapper does not read the failing file again."""
@@ -346,7 +306,7 @@ def test_a_file_that_fails_to_read_while_uploaded_raises_its_own_error(world) ->
     cut.upload_cuts = 1
     state = a.read_state()
     with _lease(a) as lease, pytest.raises(OSError, match="Input/output error") as info:
-        a.commit_file(lease, state, LocalVersion("failing.bin", SIZE, 0, None), _Failing(SIZE, 0))
+        a.commit_file(lease, state, LocalVersion("failing.bin", SIZE, 0, None), MovingFile(SIZE, 0, fail=True))
     assert not isinstance(info.value, RelayError)
     assert len(cut.sent) == 1
     assert "failing.bin" not in b.read_state().latest

@@ -35,6 +35,7 @@ from escale.protocol.sealer import Sealer
 from escale.relay import Relay
 from escale.relay.delegating import DelegatingRelay
 from escale.relay.retry import RetryingRelay
+from tests.protocol.moving_file import MovingFile
 from tests.servers.target import RelayTarget
 
 A, B = "a" * 32, "b" * 32
@@ -226,52 +227,12 @@ def test_cut_half_way_an_upload_and_a_download_start_again_from_their_first_byte
     assert not world.cut.cut_get  # it was cut
 
 
-class _Moving(io.RawIOBase):
-    """A file of ``size`` bytes that grows by ``extra`` (or shrinks) once half
-    of it was read (rewinding to 0 reads it again, changed)."""
-
-    def __init__(self, size: int, extra: int, *, fail: bool = False) -> None:
-        self.data = random.Random(6).randbytes(size + max(extra, 0))
-        if extra < 0:
-            self.data = self.data[: size + extra]
-        self.size = size
-        self.fail = fail
-        self.position = 0
-        self.reads_after_failure = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.position = offset
-        return offset
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        if self.position >= self.size // 2:
-            if self.fail:
-                self.reads_after_failure += 1
-                raise OSError(5, "Input/output error")
-            end = len(self.data)
-        else:
-            end = min(self.size, len(self.data))
-        n = max(0, min(len(buffer), end - self.position))
-        buffer[:n] = self.data[self.position:self.position + n]
-        self.position += n
-        return n
-
-
 @pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
 @pytest.mark.parametrize("extra", [70000, -70000], ids=["grows", "shrinks"])
 def test_a_file_that_changes_while_sent_is_refused_and_its_orphan_removed(world: _World, extra: int,
                                                                           apart: bool) -> None:
     with pytest.raises(ProtocolError, match="changed while"):
-        _push(world, "moving.bin", _Moving(SIZE, extra), SIZE, apart=apart)  # type: ignore[arg-type]
+        _push(world, "moving.bin", MovingFile(SIZE, extra), SIZE, apart=apart)  # type: ignore[arg-type]
     # exactly the announced size went up, and no placeholder names it
     assert world.cut.sent == [world.a.sealer.sealed_size(SIZE)]  # type: ignore[attr-defined]
     state = world.a.read_state()
@@ -284,7 +245,7 @@ def test_a_file_that_changes_while_sent_is_refused_and_its_orphan_removed(world:
 
 @pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
 def test_a_local_read_error_comes_out_as_such_and_is_not_retried(world: _World, apart: bool) -> None:
-    source = _Moving(SIZE, 0, fail=True)
+    source = MovingFile(SIZE, 0, fail=True)
     with pytest.raises(OSError, match="Input/output error") as info:
         _push(world, "failing.bin", source, SIZE, apart=apart)  # type: ignore[arg-type]
     assert not isinstance(info.value, RelayError)
