@@ -53,7 +53,15 @@ from escale.protocol.marker import MARKER, ChangeMarker
 from escale.protocol.objects import MAX_OBJECT_BYTES, Ack, ClientRecord, Placeholder, checksum_problem
 from escale.protocol.packed import PackedPlaceholder, StoredPlaceholder, pack_placeholder
 from escale.protocol.sealer import Sealer
-from escale.protocol.streams import HashingReader, HashingWriter, receive_opening, sealing_parts, send_sealing, start_of
+from escale.protocol.streams import (
+    HashingReader,
+    HashingWriter,
+    receive_opening,
+    received_bound,
+    sealing_parts,
+    send_sealing,
+    start_of,
+)
 from escale.relay import Entry, Relay
 
 log = logging.getLogger(__name__)
@@ -1043,7 +1051,12 @@ class Repository:
             with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
                 self.download_payload(placeholder, cast(BinaryIO, spool), relay)
                 return self.open_payload(placeholder, cast(BinaryIO, spool), sink)
-        pipeline, count = receive_opening(relay, placeholder.payload, sink, start, open_writer, algorithm)
+        try:
+            pipeline, count = receive_opening(relay, placeholder.payload, sink, start, open_writer, algorithm,
+                                              limit=received_bound(self.sealer, placeholder.size))
+        except ObjectTooLarge as exc:
+            raise IntegrityError(f"relay object {placeholder.payload}: larger than a sealed "
+                                 f"{placeholder.size}-byte file can be, for {placeholder.path}") from exc
         return _verified(placeholder, count, pipeline.hasher, algorithm)
 
     # ----------------------------------------------------------- transfers on other connections

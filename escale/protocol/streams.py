@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar, cast
 
-from escale.errors import EscaleError
+from escale.errors import EscaleError, ObjectTooLarge
 from escale.relay import Relay
 
 #: sealed pieces are handed to the relay in blocks of about this many bytes
@@ -89,6 +89,18 @@ def start_of(stream: BinaryIO) -> int | None:
         return stream.tell()
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
         return None
+
+
+def received_bound(sealer: object, size: int) -> int | None:
+    """The most sealed bytes a download of content that opens into ``size``
+    bytes may deliver before it is stopped (:func:`receive_opening`'s
+    ``limit``), or None when ``sealer`` cannot tell its sealed size. Twice
+    the sealed size, plus a block: generous, so that no genuine object is
+    ever refused by it (a longer one fails to open anyway); what it stops is
+    a relay that goes on sending, which would otherwise hold the pass for
+    as long as it likes."""
+    parts = sealing_parts(sealer)
+    return None if parts is None else 2 * int(parts[1](size)) + BLOCK
 
 
 def sealing_parts(sealer: object) -> tuple[Callable[[str, BinaryIO], Iterator[bytes]], Callable[[int], int]] | None:
@@ -378,16 +390,25 @@ class OpeningSink:
     """The sink an object is downloaded into: what arrives goes straight
     through an :class:`OpeningPipeline`. The retry wrapper rewinds a sink to
     where it started before another attempt (``seek`` + ``truncate``): that
-    starts a new pipeline and rewinds the real sink to ``start``."""
+    starts a new pipeline and rewinds the real sink to ``start``. With
+    ``limit`` (object ``name``'s), a write that would take what arrived past
+    ``limit`` bytes raises ObjectTooLarge and is not passed on: the backend
+    stops the transfer as it does for a bounded read."""
 
-    def __init__(self, make: Callable[[], OpeningPipeline], sink: BinaryIO, start: int) -> None:
+    def __init__(self, make: Callable[[], OpeningPipeline], sink: BinaryIO, start: int, *,
+                 name: str = "", limit: int | None = None) -> None:
         self._make = make
         self._sink = sink
         self._start = start
+        self._name = name
+        self._limit = limit
         self._received = 0
         self.pipeline = make()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._limit is not None and self._received + len(data) > self._limit:
+            raise ObjectTooLarge(f"relay object {self._name}: more than the {self._limit} bytes it can be; "
+                                 "refused", name=self._name)
         self.pipeline.write(data)
         self._received += len(data)
         return len(data)
@@ -415,16 +436,19 @@ class OpeningSink:
 
 def receive_opening(relay: Relay, name: str, sink: BinaryIO, start: int,
                     open_writer: Callable[[str, BinaryIO], Any], algorithm: str | None,
-                    layer: Callable[[HashingWriter], _Layer | None] | None = None) -> tuple[OpeningPipeline, int]:
+                    layer: Callable[[HashingWriter], _Layer | None] | None = None, *,
+                    limit: int | None = None) -> tuple[OpeningPipeline, int]:
     """Download relay object ``name`` through ``relay`` into ``sink`` (which
     stands at ``start``), opened (and passed through ``layer``) and hashed
     with ``algorithm`` as it arrives: no spool file. Returns the pipeline of
     the attempt that completed (its ``counting`` writer and ``hasher``, for
     the caller's size and checksum checks) and what :meth:`OpeningPipeline.finish`
     returned. Raises the relay's errors, IntegrityError (the object does not
-    open), the sink's OSError; ``sink`` may then hold a prefix (the caller's
-    temporary file, discarded)."""
-    opening = OpeningSink(lambda: OpeningPipeline(open_writer, name, sink, algorithm, layer), sink, start)
+    open), ObjectTooLarge (more than ``limit`` sealed bytes arrived: see
+    :func:`received_bound`), the sink's OSError; ``sink`` may then hold a
+    prefix (the caller's temporary file, discarded)."""
+    opening = OpeningSink(lambda: OpeningPipeline(open_writer, name, sink, algorithm, layer), sink, start,
+                          name=name, limit=limit)
     relay.get(name, cast(BinaryIO, opening))
     pipeline = opening.pipeline
     return pipeline, pipeline.finish()

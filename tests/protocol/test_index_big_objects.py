@@ -416,3 +416,43 @@ def test_a_big_file_rewritten_while_sent_under_the_scans_checksum_is_refused(sca
         a.commit_file(lease, state, local, source)
     assert midway.hook is None  # it ran
     assert "big.bin" not in b.read_state().latest
+
+
+class _Endless(DelegatingRelay):
+    """The local-folder relay, except that a big object's download goes on
+    after its end with zeros, until the sink refuses them (or 64 MiB more:
+    bounded for the test's sake); ``garbage`` counts what each handed over."""
+
+    CAP = 64 << 20
+
+    def __init__(self, inner: Relay) -> None:
+        super().__init__(inner)
+        self.endless = False
+        self.garbage: list[int] = []
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        self.inner.get(name, sink)
+        if not name.startswith("big/") or not self.endless:
+            return
+        self.garbage.append(0)
+        while self.garbage[-1] < self.CAP:
+            sink.write(bytes(1 << 20))
+            self.garbage[-1] += 1 << 20
+
+
+def test_a_big_object_that_never_ends_is_stopped_and_refused(tmp_path, sealer: Sealer) -> None:  # type: ignore[no-untyped-def]
+    root, spool = str(tmp_path / "relay"), str(tmp_path / "spool")
+    os.makedirs(root)
+    os.makedirs(spool)
+    endless = _Endless(FileRelay(root))
+    a = _repo(root, spool, sealer, A, RetryingRelay(endless, base_delay=0.0, sleep=lambda _: None), {})
+    b = _repo(root, spool, sealer, B, RetryingRelay(endless, base_delay=0.0, sleep=lambda _: None), {})
+    data = random.Random(8).randbytes(SIZE)
+    _push(a, "big.bin", data)
+    endless.endless = True
+    with pytest.raises(IntegrityError, match="longer than"):
+        _receive(b, "big.bin")
+    assert len(endless.garbage) == 1  # refused at once, not retried
+    assert endless.garbage[0] <= sealer.sealed_size(SIZE) + (2 << 20)  # type: ignore[attr-defined]
+    endless.endless = False
+    assert _receive(b, "big.bin") == data

@@ -40,6 +40,8 @@ from tests.servers.target import RelayTarget
 
 A, B = "a" * 32, "b" * 32
 SIZE = (2 << 20) + 12345  # above SMALL_PAYLOAD (1 MiB): received without the memory path
+#: garbage a relay that never ends an object may hand over in these tests
+ENDLESS_CAP = 64 << 20
 
 
 class _Plan:
@@ -52,6 +54,11 @@ class _Plan:
         self.cut_put = False
         self.cut_get = False
         self.sent: list[int] = []
+        #: the next payload download goes on after the object's end, with
+        #: garbage, until the sink refuses it (or ENDLESS_CAP more bytes)
+        self.endless_get = False
+        #: bytes of garbage each such download managed to hand over
+        self.garbage: list[int] = []
 
 
 class _Cut(DelegatingRelay):
@@ -76,6 +83,16 @@ class _Cut(DelegatingRelay):
             self.plan.sent.append(counted.count)
 
     def _get(self, name: str, sink: BinaryIO) -> None:
+        if name.startswith("data/") and self.plan.endless_get:
+            self.plan.endless_get = False
+            self.inner.get(name, sink)
+            handed = 0
+            self.plan.garbage.append(handed)
+            while handed < ENDLESS_CAP:  # a relay that never ends the object (bounded here, for the test's sake)
+                sink.write(bytes(1 << 20))
+                handed += 1 << 20
+                self.plan.garbage[-1] = handed
+            return
         if not name.startswith("data/") or not self.plan.cut_get:
             self.inner.get(name, sink)
             return
@@ -276,3 +293,19 @@ def test_a_flipped_or_cut_payload_is_refused(world: _World, apart: bool) -> None
             _receive(world, "big.bin", apart=apart)
     relay.put_bytes(name, saved)
     assert _receive(world, "big.bin", apart=apart) == data
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
+def test_a_payload_that_never_ends_is_stopped_and_refused(world: _World, apart: bool) -> None:
+    """A relay that goes on sending after the payload's end is cut off once
+    more than twice its sealed size (and a block) arrived, refused, and not
+    asked again."""
+    data = random.Random(4).randbytes(SIZE)
+    with _file(data) as source:
+        _push(world, "big.bin", source, SIZE, apart=apart)
+    world.cut.endless_get = True
+    with pytest.raises(IntegrityError, match="larger than a sealed"):
+        _receive(world, "big.bin", apart=apart)
+    assert len(world.cut.garbage) == 1  # refused at once, not retried
+    assert world.cut.garbage[0] <= world.a.sealer.sealed_size(SIZE) + (2 << 20)  # type: ignore[attr-defined]
+    assert _receive(world, "big.bin", apart=apart) == data  # a relay that behaves again is read as before

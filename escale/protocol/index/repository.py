@@ -53,6 +53,7 @@ from escale.errors import (
     CryptoError,
     EscaleError,
     IntegrityError,
+    ObjectTooLarge,
     ProtocolError,
     RelayExists,
     RelayNotFound,
@@ -102,6 +103,7 @@ from escale.protocol.streams import (
     HashingWriter,
     Reading,
     receive_opening,
+    received_bound,
     sealing_parts,
     send_sealing,
     start_of,
@@ -663,7 +665,12 @@ class IndexRepository(Repository):
         else:
             # stored as is (no compression): no inflating layer, and its copy of each chunk
             inflate = (lambda out: InflatingWriter(out, "zlib", name)) if location.compression == "zlib" else None
-            pipeline, received = receive_opening(relay, name, sink, start, open_writer, algorithm, inflate)
+            try:
+                pipeline, received = receive_opening(relay, name, sink, start, open_writer, algorithm, inflate,
+                                                     limit=received_bound(self.sealer, location.length))
+            except ObjectTooLarge as exc:
+                raise IntegrityError(f"relay object {name}: longer than the {location.length} stored bytes "
+                                     "the index says, sealed") from exc
             counting, hasher = pipeline.counting, pipeline.hasher
         if received != location.length:
             raise IntegrityError(f"relay object {name}: {received} stored bytes, the index "
