@@ -220,10 +220,19 @@ def compress_pieces(pieces: Iterable[bytes]) -> tuple[bytes, int]:
     return b"".join(chunks), length
 
 
-def compress_chunks(pieces: Iterable[bytes]) -> tuple[list[bytes], int]:
+#: zlib level of the documents written to the relay (sent, and read by every client)
+RELAY_LEVEL = 6
+#: zlib level of the index's local copy in the state database: rewritten by
+#: every pass that moved the head, whole, and never sent; level 1 takes less
+#: than half the time of level 6 on an index (10 % larger)
+LOCAL_LEVEL = 1
+
+
+def compress_chunks(pieces: Iterable[bytes], level: int = RELAY_LEVEL) -> tuple[list[bytes], int]:
     """:func:`compress_pieces`'s stream as the list of its pieces (never
-    joined: a caller that writes them one by one holds the stream once)."""
-    deflater = zlib.compressobj(6)
+    joined: a caller that writes them one by one holds the stream once),
+    at zlib ``level`` (any level inflates the same way)."""
+    deflater = zlib.compressobj(level)
     out: list[bytes] = []
     length = 0
     for piece in pieces:

@@ -285,7 +285,8 @@ class IndexRepository(Repository):
         """Keep the index in the state database (:func:`_sealed_copy`'s form),
         written piece by piece where the cache can (:class:`ChunkStore`): the
         copy is never held whole, only its compressed pieces."""
-        chunks = _sealed_chunks(io.compress_chunks(io.checkpoint_pieces(self.head, self.objects, self._in_order()))[0])
+        chunks = _sealed_chunks(io.compress_chunks(io.checkpoint_pieces(self.head, self.objects, self._in_order()),
+                                                   io.LOCAL_LEVEL)[0])
         if isinstance(self.meta_cache, ChunkStore):
             self.meta_cache.put_chunks(_MATERIALISED, chunks)
         else:
