@@ -1287,6 +1287,13 @@ class Repository:
         """Give back a reservation that is never committed (its upload failed
         or was abandoned)."""
 
+    def _check_quota(self, state: RelayState, more: int, path: str) -> None:
+        """RelayQuotaExceeded (transient: ``path`` waits for reclaim) when
+        ``more`` stored bytes would take the relay past ``disk quota``."""
+        if self.disk_quota is not None and state.stored_bytes() + more > self.disk_quota:
+            raise RelayQuotaExceeded(f"disk quota of {self.disk_quota} bytes reached; {path} waits for reclaim",
+                                     name=path)
+
     def stage_file(self, lease: Lease, state: RelayState, local: LocalVersion, source: BinaryIO) -> StagedPayload:
         """The first step of :meth:`commit_file`, on this thread: seal
         ``source`` into a spool file (hashing it), check ``disk quota`` and
@@ -1303,11 +1310,7 @@ class Repository:
         spool = self._payload_spool(local.size)
         try:
             stored, checksum = self._seal_into(payload, local, source, spool)
-            if self.disk_quota is not None and state.stored_bytes() + stored > self.disk_quota:
-                raise RelayQuotaExceeded(
-                    f"disk quota of {self.disk_quota} bytes reached; {local.path} waits for reclaim",
-                    name=local.path,
-                )
+            self._check_quota(state, stored, local.path)
             spool.seek(0)
             self._touch(lease)
         except BaseException:
@@ -1351,11 +1354,7 @@ class Repository:
         version = state.next_version(key, local.path)
         payload = layout.data_name(key, version)
         stored = self._sealed_size(local.size)
-        if self.disk_quota is not None and state.stored_bytes() + stored > self.disk_quota:
-            raise RelayQuotaExceeded(
-                f"disk quota of {self.disk_quota} bytes reached; {local.path} waits for reclaim",
-                name=local.path,
-            )
+        self._check_quota(state, stored, local.path)
         self._touch(lease)
         state.payloads[payload] = stored
         try:
@@ -1455,32 +1454,47 @@ class Repository:
             receivers=self._receivers_now(state), puller_count=self.puller_count,
         )
 
-    def seals_apart(self) -> bool:
-        """Whether a payload may be sealed on another thread
-        (:meth:`reserve_stage`, then :meth:`seal_reserved`) rather than by
-        :meth:`stage_file`: when payloads are pushed apart and no ``disk
-        quota`` is set (the quota is checked against the sealed size, before
-        the upload, on the pass's thread)."""
-        return self.pushes_apart() and self.disk_quota is None
+    def seals_apart(self, size: int) -> bool:
+        """Whether the payload of a ``size``-byte file may be sealed on
+        another thread (:meth:`reserve_stage`, then :meth:`seal_reserved` or
+        :meth:`send_reserved`) rather than by :meth:`stage_file`: when
+        payloads are pushed apart, and either no ``disk quota`` is set or the
+        payload is sealed while sent (:meth:`seals_while_sent`: its sealed
+        size is known beforehand, so :meth:`reserve_stage` checks the quota
+        on the pass's thread; any other payload's is known once sealed)."""
+        return self.pushes_apart() and (self.disk_quota is None or self.seals_while_sent(size))
 
     def reserve_stage(self, lease: Lease, state: RelayState, local: LocalVersion) -> StagedPayload:
         """:meth:`stage_file` without the sealing, on the pass's thread (only
         where :meth:`seals_apart`): number ``local``'s next version, mark the
         relay as being changed, and return a staged payload whose spool is
-        still empty and whose placeholder has no checksum yet (stored 0).
+        still empty and whose placeholder has no checksum yet.
         :meth:`seal_reserved` completes it (or, for a file that
         :meth:`seals_while_sent`, :meth:`send_reserved`, which also uploads
         it: its spool is then in memory and stays empty); the caller closes it, and calls
-        :meth:`release_staged` if it is never uploaded."""
-        assert self.disk_quota is None
+        :meth:`release_staged` if it is never uploaded.
+
+        With a ``disk quota`` (then the file :meth:`seals_while_sent`), its
+        sealed size is checked against the quota first, as :meth:`stage_file`
+        checks it (RelayQuotaExceeded, nothing reserved), then reserved in
+        ``state.payloads`` (so that payloads staged and not yet uploaded count
+        against the quota) and given as the stored size; otherwise the stored
+        size is 0 until sealed."""
         key = self.sealer.object_key(local.path)
         version = state.next_version(key, local.path)
+        payload = layout.data_name(key, version)
+        stored = 0
+        if self.disk_quota is not None:
+            assert self.seals_while_sent(local.size)
+            stored = self._sealed_size(local.size)
+            self._check_quota(state, stored, local.path)
         self._touch(lease)
+        if self.disk_quota is not None:
+            state.payloads[payload] = stored
         # sealed while sent (send_reserved): its spool stays empty
         spool = io.BytesIO() if self.seals_while_sent(local.size) else self._payload_spool(local.size)
-        placeholder = self._staged_placeholder(lease, state, local, key, version, layout.data_name(key, version),
-                                               None)
-        return StagedPayload(placeholder, spool, 0)
+        placeholder = self._staged_placeholder(lease, state, local, key, version, payload, None)
+        return StagedPayload(placeholder, spool, stored)
 
     def seal_reserved(self, reserved: StagedPayload, local: LocalVersion, source: BinaryIO) -> StagedPayload:
         """Seal ``source`` (``local``'s content, opened and checked by the

@@ -821,7 +821,7 @@ class Executor:
         handed_over = False
         try:
             faults.step(f"push {relay_path}")
-            if self.repo.seals_apart():
+            if self.repo.seals_apart(version.size):
                 unsealed = Unsealed(self.repo.reserve_stage(lease, state, version), version, handle)
                 handed_over = True  # closed once sealed, or when the uploads close
                 return unsealed

@@ -25,7 +25,9 @@ Then:
   while it uploads it, without a spool file (:meth:`Repository.send_reserved`,
   for a file above :data:`~escale.protocol.repository.SPOOL_IN_MEMORY`), or
   seals it in memory first (:meth:`Repository.seal_reserved`); with a ``disk
-  quota`` the executor seals it itself, to check the quota first. The
+  quota``, the executor checks the quota against the sealed size announced
+  beforehand and reserves it (:meth:`Repository.reserve_stage`), and seals a
+  small file itself (its sealed size is known once sealed). The
   executor commits each placeholder on the main connection, in the plan's
   order, only once its payload upload has returned: data before the
   metadata that points to it, fenced by the lease as before.

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import pytest
 
-from escale.errors import IntegrityError, ProtocolError, RelayConnectionError, RelayError
+from escale.errors import IntegrityError, ProtocolError, RelayConnectionError, RelayError, RelayQuotaExceeded
 from escale.protocol.lease import Lease, LeaseManager
 from escale.protocol.repository import SPOOL_IN_MEMORY, LocalVersion, Repository, StagedPayload
 from escale.protocol.sealer import Sealer
@@ -309,3 +309,27 @@ def test_a_payload_that_never_ends_is_stopped_and_refused(world: _World, apart: 
     assert len(world.cut.garbage) == 1  # refused at once, not retried
     assert world.cut.garbage[0] <= world.a.sealer.sealed_size(SIZE) + (2 << 20)  # type: ignore[attr-defined]
     assert _receive(world, "big.bin", apart=apart) == data  # a relay that behaves again is read as before
+
+
+def test_apart_with_a_quota_the_sealed_size_is_checked_and_reserved_first(world: _World) -> None:
+    """With ``disk quota``, a big file still goes up on a worker, sealed while
+    sent: the pass checks the quota against its announced sealed size and
+    reserves it, so that a second file that would not fit is refused before
+    anything of it goes up; a small file is sealed by the pass itself."""
+    repo = world.a
+    sealed = repo.sealer.sealed_size(SIZE)  # type: ignore[attr-defined]
+    repo.disk_quota = sealed + 1000  # room for one
+    assert repo.seals_apart(SIZE) and not repo.seals_apart(SPOOL_IN_MEMORY)
+    data = random.Random(9).randbytes(SIZE)
+    one = LocalVersion("one.bin", SIZE, 0, None)
+    state = repo.read_state()
+    with _lease(repo) as lease, _file(data) as source:
+        reserved = repo.reserve_stage(lease, state, one)
+        assert reserved.stored == sealed and state.stored_bytes() >= sealed  # counted before it is sent
+        with pytest.raises(RelayQuotaExceeded):
+            repo.reserve_stage(lease, state, LocalVersion("two.bin", SIZE, 0, None))
+        sent = repo.send_reserved(lease, reserved, one, source, world.a_worker)
+        reserved.close()
+        repo.commit_staged(lease, state, sent)
+    assert world.cut.sent == [sealed]
+    assert _receive(world, "one.bin", apart=True) == data
