@@ -373,6 +373,10 @@ class SyncClient:
                         local_root_missing=scanned.root_missing)
         the_plan.actions.extend(resend)
         self.last_plan = the_plan
+        # the scan's map and the base are not read after the plan (its actions
+        # hold what they need of them): dropped here, so that what the local and
+        # relay phases allocate reuses their memory instead of adding to it
+        del local, base, scanned
         for note in the_plan.notes:
             log.warning("[%s] %s", s.name, note)
         report.held = [a.path for a in the_plan.held]
