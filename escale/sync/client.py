@@ -396,6 +396,13 @@ class SyncClient:
             relay_due = False
         if not self.stop.is_set():
             executor.run_local(state, the_plan)
+        # what was not received stays so (only the local phase receives); the
+        # relay's view is not read after this, and is dropped before the relay phase
+        received = set(report.pulled) | set(report.conflicts)
+        pulls = [a for a in the_plan.of_kind("pull", "pull_copy", "conflict") if a.path not in received]
+        report.pending_down = len(pulls)
+        report.pending_down_bytes = sum(remote[a.path].size for a in pulls if a.path in remote)
+        del received, pulls, remote
         _release(executor, pool)  # the relay phase opens connections of its own
         repo.flush_acks()  # the index layout's one acknowledgement record (before the relay phase)
         if relay_due and not self.stop.is_set():
@@ -406,11 +413,6 @@ class SyncClient:
         report.pending_up_bytes = sum(a.expect_local.size for a in the_plan.of_kind("push", "push_copy")
                                       if a.expect_local and (a.copy_path or a.path) not in sent)
         del sent  # (a slot per file sent: not held beside the next set, nor through what follows)
-        received = set(report.pulled) | set(report.conflicts)
-        pulls = [a for a in the_plan.of_kind("pull", "pull_copy", "conflict") if a.path not in received]
-        report.pending_down = len(pulls)
-        report.pending_down_bytes = sum(remote[a.path].size for a in pulls if a.path in remote)
-        del received, pulls
         report.relay_bytes = state.stored_bytes()
         report.warnings.extend(receivers.after_pass(db, repo, state, s))
         delivery.after_pass(s, db, repo, state, the_plan, report)
