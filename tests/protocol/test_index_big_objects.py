@@ -32,25 +32,12 @@ from escale.relay import Relay
 from escale.relay.delegating import DelegatingRelay
 from escale.relay.file import FileRelay
 from escale.relay.retry import RetryingRelay
-from tests.protocol.moving_file import MovingFile
 from tests.protocol.rewrites import rewrite_keeping_size_and_mtime
+from tests.protocol.sources import CountedSource, MovingFile
 from tests.servers.target import RelayTarget
 
 A, B = "a" * 32, "b" * 32
 SIZE = 20 << 20  # above the 16 MiB threshold: a big object
-
-
-class _Counted:
-    """A source passed on as read, counting its bytes."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self.inner = inner
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.inner.read(size)
-        self.count += len(data)
-        return data
 
 
 class _CutOnce(DelegatingRelay):
@@ -73,7 +60,7 @@ class _CutOnce(DelegatingRelay):
             self.upload_cuts += 1
             self.sent.append(len(source.read(5 << 20)))
             raise RelayConnectionError("connection lost half-way", name=name)
-        counted = _Counted(source)
+        counted = CountedSource(source)
         try:
             self.inner.put(name, counted, exclusive=exclusive)  # type: ignore[arg-type]
         finally:

@@ -35,7 +35,7 @@ from escale.protocol.sealer import Sealer
 from escale.relay import Relay
 from escale.relay.delegating import DelegatingRelay
 from escale.relay.retry import RetryingRelay
-from tests.protocol.moving_file import MovingFile
+from tests.protocol.sources import CountedSource, MovingFile
 from tests.servers.target import RelayTarget
 
 A, B = "a" * 32, "b" * 32
@@ -76,7 +76,7 @@ class _Cut(DelegatingRelay):
             self.plan.cut_put = False
             self.plan.sent.append(len(source.read(1 << 20)))
             raise RelayConnectionError("connection lost half-way (test)", name=name)
-        counted = _Counted(source)
+        counted = CountedSource(source)
         try:
             self.inner.put(name, counted, exclusive=exclusive)  # type: ignore[arg-type]
         finally:
@@ -101,36 +101,6 @@ class _Cut(DelegatingRelay):
         self.inner.get(name, whole)
         sink.write(whole.getvalue()[: len(whole.getvalue()) // 2])
         raise RelayConnectionError("connection lost half-way (test)", name=name)
-
-
-class _Counted:
-    """A source passed on as read (its announced length too), counting the
-    bytes of its last attempt (a backend may rewind it)."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self.inner = inner
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.inner.read(size)
-        self.count += len(data)
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def tell(self) -> int:
-        return self.inner.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        at = self.inner.seek(offset, whence)
-        self.count = at
-        return at
-
-    def __len__(self) -> int:
-        return len(self.inner)  # type: ignore[arg-type]
 
 
 @dataclass

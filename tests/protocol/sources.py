@@ -1,9 +1,11 @@
-"""A test double for a local file that changes (or fails) while it is read."""
+"""Test doubles for what an upload reads: a local file that changes (or
+fails) while it is read, and a source that counts what was read of it."""
 
 from __future__ import annotations
 
 import io
 import random
+from typing import BinaryIO
 
 
 class MovingFile(io.RawIOBase):
@@ -44,3 +46,33 @@ class MovingFile(io.RawIOBase):
         buffer[:n] = self.data[self.position:self.position + n]
         self.position += n
         return n
+
+
+class CountedSource:
+    """A source passed on as read (its announced length too), counting the
+    bytes of its last attempt (a backend may rewind it)."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def tell(self) -> int:
+        return self.inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        at = self.inner.seek(offset, whence)
+        self.count = at
+        return at
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
