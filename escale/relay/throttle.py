@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import BinaryIO, cast
 
 from escale.errors import EscaleError
@@ -88,6 +88,16 @@ class _Source:
         return True
 
 
+class _SizedSource(_Source):
+    """A :class:`_Source` over a source that announces its length (``len``:
+    a payload sealed while sent announces its sealed size), announcing it
+    too: a backend that sends the length first (an HTTP Content-Length) is
+    told it as without the limit."""
+
+    def __len__(self) -> int:
+        return len(cast(Sized, self._inner))
+
+
 class _Sink:
     """A sink whose writes are paid for in ``bucket``; rewinding and truncating
     (the retry wrapper's) go to the inner sink."""
@@ -134,7 +144,9 @@ class ThrottledRelay(DelegatingRelay):
         return Relay._get_many(self, names, limit)
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
-        self.inner.put(name, cast(BinaryIO, _Source(source, self.bucket)), exclusive=exclusive)
+        # a length the source announces is announced on (see _SizedSource)
+        paid = (_SizedSource if hasattr(source, "__len__") else _Source)(source, self.bucket)
+        self.inner.put(name, cast(BinaryIO, paid), exclusive=exclusive)
 
     def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         self.bucket.take(sum(len(data) for _, data in items))

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import io
 import os
+from typing import BinaryIO
 
+from escale.crypto.envelope import PlainEnvelope
+from escale.protocol.streams import send_sealing
 from escale.relay import Relay
+from escale.relay.delegating import DelegatingRelay
 from escale.relay.readonly import ReadOnlyRelay
 from escale.relay.retry import RetryingRelay
 from escale.relay.throttle import ThrottledRelay, TokenBucket
+from tests.servers.target import RelayTarget
 
 
 def test_throttled_relay_round_trip(relay: Relay) -> None:
@@ -80,3 +85,37 @@ def test_group_reads_through_the_wrappers(relay: Relay) -> None:
         assert read_only.get_many(["g/two", "g/one"], limit=10_000) == [b"2" * 3000, b"1" * 1000]
     finally:
         read_only.close()
+
+
+class _Announced(DelegatingRelay):
+    """A relay that records the length each put's source announces (None:
+    it announces none)."""
+
+    def __init__(self, inner: Relay) -> None:
+        super().__init__(inner)
+        self.lengths: list[int | None] = []
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        self.lengths.append(len(source) if hasattr(source, "__len__") else None)
+        self.inner.put(name, source, exclusive=exclusive)
+
+
+def test_throttled_relay_passes_on_the_length_a_source_announces(target_file: RelayTarget) -> None:
+    """A payload sealed while sent announces its sealed size beforehand,
+    which an HTTP backend sends as Content-Length; through the bandwidth limit
+    the backend is told it still (without it a WebDAV body goes chunked,
+    which some servers refuse). A source that announces no length still
+    announces none."""
+    data = os.urandom(300_000)
+    envelope = PlainEnvelope()
+    announced = _Announced(target_file.relay())
+    throttled = RetryingRelay(ThrottledRelay(announced, TokenBucket(100_000_000)))
+    throttled.open()
+    try:
+        _, exact = send_sealing(throttled, "a/sealed", envelope.sealed_size(len(data)), io.BytesIO(data), 0, None,
+                                envelope.seal_pieces, lambda reader: reader)
+        throttled.put("a/spooled", io.BytesIO(data))
+        assert exact and announced.lengths == [envelope.sealed_size(len(data)), None]
+        assert throttled.get_bytes("a/sealed") == data
+    finally:
+        throttled.close()
