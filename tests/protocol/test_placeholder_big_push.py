@@ -8,7 +8,8 @@ is sealed by :meth:`Repository.commit_file` or apart
 checksum claimed for another identity is not taken (the content is hashed,
 and its own checksum is committed); a file rewritten in place while it is
 read, same size and mtime set back, is refused and nothing is committed (the
-content read no longer is the one the scan's checksum names).
+content read no longer is the one the scan's checksum names), whether it is
+sealed into a spool file or while it is sent.
 """
 
 from __future__ import annotations
@@ -61,6 +62,21 @@ class _ReadHook:
 
     def fileno(self) -> int:
         return self.inner.fileno()
+
+
+class _RewindableReadHook(_ReadHook):
+    """A :class:`_ReadHook` that tells where it stands and rewinds: the file
+    is sealed while it is sent (:meth:`Repository.send_file`), by a thread,
+    without a spool file."""
+
+    def tell(self) -> int:
+        return self.inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.inner.seek(offset, whence)
+
+    def seekable(self) -> bool:
+        return True
 
 
 def _repo(root: str, spool: str, sealer: Sealer, client: str) -> Repository:
@@ -165,3 +181,24 @@ def test_a_big_file_rewritten_while_read_under_the_scans_checksum_is_refused(sca
     assert source.hook is None  # it ran
     assert "big.bin" not in b.read_state().latest
     assert "big.bin" not in a.read_state().latest
+
+
+def test_a_big_file_rewritten_while_sealed_and_sent_under_the_scans_checksum_is_refused(scanned) -> None:  # type: ignore[no-untyped-def]
+    """The same, sealed while it is sent (no spool file: the sealing thread
+    reads the file a few pieces ahead of the relay): refused, and no version
+    names what went up (an orphan, which clean-up removes)."""
+    a, b, path, _, local = scanned
+    assert a.seals_while_sent(local.size)
+
+    def rewrite() -> None:
+        rewrite_keeping_size_and_mtime(path, local)
+
+    with open(path, "rb") as handle:
+        source = _RewindableReadHook(handle, rewrite)
+        with pytest.raises(ProtocolError, match="changed while"):
+            _commit(a, local, source)  # type: ignore[arg-type]
+    assert source.hook is None  # it ran
+    assert "big.bin" not in b.read_state().latest
+    state = a.read_state()
+    assert "big.bin" not in state.latest
+    assert len(state.unreferenced_payloads()) == 1  # it went up whole, as an orphan
