@@ -10,9 +10,10 @@ made for it (the spool paths raise if reached); an upload or a download cut
 off half-way is retried from its first byte and the result holds exactly the
 content, once; a file that changes while it is sent is refused, nothing is
 committed, and what went up is an orphan that clean-up removes; a local read
-error comes out as such, and is not retried; a payload flipped or cut on the
-relay is refused, and verification fails before the caller's temporary file
-is of any use.
+error comes out as such, and is not retried; an upload refused half-way
+leaves no sealing thread running and no room reserved against the quota; a
+payload flipped or cut on the relay is refused, and verification fails
+before the caller's temporary file is of any use.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import io
 import os
 import random
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,14 @@ from typing import BinaryIO
 
 import pytest
 
-from escale.errors import IntegrityError, ProtocolError, RelayConnectionError, RelayError, RelayQuotaExceeded
+from escale.errors import (
+    IntegrityError,
+    ProtocolError,
+    RelayConnectionError,
+    RelayError,
+    RelayPermissionDenied,
+    RelayQuotaExceeded,
+)
 from escale.protocol.lease import Lease, LeaseManager
 from escale.protocol.repository import SPOOL_IN_MEMORY, LocalVersion, Repository, StagedPayload
 from escale.protocol.sealer import Sealer
@@ -59,6 +68,8 @@ class _Plan:
         self.endless_get = False
         #: bytes of garbage each such download managed to hand over
         self.garbage: list[int] = []
+        #: the next payload upload is refused half-way (not transient: not retried)
+        self.refuse_put = False
 
 
 class _Cut(DelegatingRelay):
@@ -76,6 +87,10 @@ class _Cut(DelegatingRelay):
             self.plan.cut_put = False
             self.plan.sent.append(len(source.read(1 << 20)))
             raise RelayConnectionError("connection lost half-way (test)", name=name)
+        if self.plan.refuse_put:
+            self.plan.refuse_put = False
+            self.plan.sent.append(len(source.read(1 << 20)))
+            raise RelayPermissionDenied("refused half-way (test)", name=name)
         counted = CountedSource(source)
         try:
             self.inner.put(name, counted, exclusive=exclusive)  # type: ignore[arg-type]
@@ -303,3 +318,52 @@ def test_apart_with_a_quota_the_sealed_size_is_checked_and_reserved_first(world:
         repo.commit_staged(lease, state, sent)
     assert world.cut.sent == [sealed]
     assert _receive(world, "one.bin", apart=True) == data
+
+
+def _sealing_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "escale-seal"]
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["serial", "apart"])
+def test_an_upload_refused_half_way_leaves_no_thread_and_no_reservation(world: _World, apart: bool) -> None:
+    """A relay that refuses a payload half-way (an error that is not
+    retried): that error comes out as it is, the thread that sealed it is
+    gone (before the file is closed: it was sealing ahead of the relay), the
+    room reserved against ``disk quota`` is given back, nothing is
+    committed; a file that fails to read half-way leaves no thread either.
+    The file then goes up as usual."""
+    repo = world.a
+    size = 8 << 20  # more than the sealing thread queues ahead of the relay's reads
+    sealed = repo.sealer.sealed_size(size)  # type: ignore[attr-defined]
+    repo.disk_quota = 10 * sealed
+    data = random.Random(5).randbytes(size)
+    state = repo.read_state()
+    stored = state.stored_bytes()
+    world.cut.refuse_put = True
+    local = LocalVersion("refused.bin", size, 0, None)
+
+    def send(lease: Lease, source: BinaryIO) -> None:
+        if not apart:
+            repo.send_file(lease, state, local, source)
+            return
+        reserved = repo.reserve_stage(lease, state, local)
+        try:
+            repo.send_reserved(lease, reserved, local, source, world.a_worker)
+        finally:
+            repo.release_staged(state, reserved)  # as the pass's uploads do
+            reserved.close()
+
+    with _lease(repo) as lease, _file(data) as source:
+        with pytest.raises(RelayPermissionDenied, match="refused half-way"):
+            send(lease, source)
+        assert not _sealing_threads()  # gone before the file is closed: it reads it no more
+    assert len(world.cut.sent) == 1 and 0 < world.cut.sent[0] < sealed  # refused half-way, not retried
+    assert state.stored_bytes() == stored
+    with pytest.raises(OSError, match="Input/output error"):
+        _push(world, "failing.bin", MovingFile(SIZE, 0, fail=True), SIZE, apart=apart)  # type: ignore[arg-type]
+    assert not _sealing_threads()
+    latest = world.b.read_state().latest
+    assert "refused.bin" not in latest and "failing.bin" not in latest
+    with _file(data) as source:
+        _push(world, "refused.bin", source, size, apart=apart)
+    assert _receive(world, "refused.bin", apart=apart) == data
