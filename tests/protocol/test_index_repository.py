@@ -317,3 +317,33 @@ def test_the_local_copy_of_the_index_is_trusted_only_while_its_digest_matches(
         state = setup.repo(B, counts=counts).read_state()
     assert "unreadable" not in caplog.text and set(state.latest) == set(files)
     assert counts["get"] == 0 and cache["index@materialised"] == good
+
+
+def test_a_client_that_caught_up_from_a_checkpoint_numbers_and_counts_from_that_index(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the deltas before the checkpoint are gone: a new client reads the
+    # checkpoint (a new materialised index); its relay state must read the
+    # versions and acknowledgements from that index, not from the empty one
+    # it had before, or its next commit would reuse a version number
+    monkeypatch.setattr(index_repository, "CHECKPOINT_EVERY", 4)
+    a = setup.repo(A)
+    for i in range(10):
+        setup.push(a, {"same": b"version %d" % i})
+        state = a.read_state()
+        with setup.lease(a) as lease:
+            a.collect_garbage(lease, state)
+    assert not os.path.exists(setup.path(io_names.delta_name(1)))
+    c = setup.repo(C)
+    state = c.read_state()
+    latest = state.latest["same"]
+    assert latest.version == 10
+    assert state.versions == {latest.key: 10} and state.lists(latest.key, "same")
+    assert state.next_version(latest.key, "same") == 11
+    c.acknowledge(latest)
+    c.flush_acks()
+    assert C in a.read_state().acks_of(latest)
+    with setup.lease(c) as lease:
+        c.commit_file(lease, state, LocalVersion("same", 5, 0, None), io.BytesIO(b"mine!"))
+        c.commit_pending(lease, state)
+    assert a.read_state().latest["same"].version == 11
+    assert _fetch(a, "same") == b"mine!"

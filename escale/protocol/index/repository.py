@@ -433,6 +433,7 @@ class IndexRepository(Repository):
             # a delta pruned between the listing and the read: list once more
             self._catch_up([e.name for e in self._entries(io.INDEX)])
         self._records = records
+        state.use_index(self.entries)  # a checkpoint read to catch up replaced the index
         state.use_records(records)
         self._fill(state)
         state.temporaries = {e.name: e for e in self._temporaries}

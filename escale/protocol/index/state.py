@@ -76,6 +76,17 @@ class IndexRelayState(RelayState):
         self.versions = _Versions(self)  # type: ignore[assignment]
         self.acks = _Acks(self)  # type: ignore[assignment]
 
+    def use_index(self, index: PackedIndex) -> None:
+        """Read the versions and acknowledgements from ``index`` from now on:
+        the repository's materialised index when it replaced the one this
+        state was made with (a checkpoint read to catch up). Reading the
+        replaced one would show the versions and acknowledgements of before
+        the checkpoint (none, for a new client): a commit numbered from them
+        would reuse a version the index holds."""
+        if index is not self._index:
+            self._index = index
+            self._paths, self._paths_of = None, 0
+
     def use_records(self, records: Mapping[str, AckRecord]) -> None:
         """Count the acknowledgements of ``records`` (client to its newest
         record) from now on."""
