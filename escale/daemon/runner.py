@@ -42,6 +42,10 @@ MAX_DELAY = 7 * 86400.0
 #: With a watch, the wait before retrying a pass that found the relay busy (the
 #: change that started it would otherwise wait for the periodic pass).
 BUSY_RETRY = 2.0
+#: With a watch, the longest a pass that comes due waits past its time for
+#: local changes to settle (a file being written is not sent half-done; a
+#: folder that is never quiet is still synced).
+SETTLE_LIMIT = 60.0
 
 
 def _bounded(delay: float) -> float:
@@ -260,18 +264,27 @@ class Runner:
         """Wait ``delay`` seconds before client ``name``'s next pass, or until it
         is asked to stop. With a watch (``watch = yes``), return as soon as local
         changes have settled, unless the last pass failed: a failing client keeps
-        its back-off. A watch that could not start yet (no local folder) is
-        tried again at each pause."""
+        its back-off. When the ``delay`` ends while local changes have not
+        settled (a file may still be being written), wait for them up to
+        :data:`SETTLE_LIMIT` seconds more. A watch that could not start yet (no
+        local folder) is tried again at each pause."""
         stop = self.client_stops[name]
         if watch is None or not watch.start():
             stop.wait(delay)
             return
         deadline = time.monotonic() + delay
+        postponed = False
         while not stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
-                return
-            if watch.wait(left, stop) and self.statuses[name].last_error is None:
+                if postponed or not watch.changes_pending():
+                    return
+                postponed = True
+                deadline = time.monotonic() + SETTLE_LIMIT
+                log.debug("[%s] periodic pass postponed until local changes settle (at most %.0fs): %s", name,
+                          SETTLE_LIMIT, ", ".join(sorted(watch.changed)))
+                continue
+            if watch.wait(left, stop) and (postponed or self.statuses[name].last_error is None):
                 log.debug("[%s] local changes settled: pass now (%s)", name, ", ".join(sorted(watch.changed)))
                 return
 

@@ -12,8 +12,11 @@ Rules:
 * **Debounce.** A pass is due once the folder has been quiet (no relevant event
   anywhere) for ``watch delay`` seconds after the last event, so that a file
   still being written, or a batch of files being copied, is not sent half-done.
-  A folder that never stays quiet that long is still synced by the periodic
-  pass. (The scanner also refuses a file that changes while it is read.)
+  A periodic pass that comes due while changes have not settled waits for
+  them too (at most ``SETTLE_LIMIT`` seconds more, see
+  :mod:`escale.daemon.runner`), so that a folder that never stays quiet that
+  long is still synced by the periodic pass. (The scanner also refuses a file
+  that changes while it is read.)
 * **escale's own files do not count.** No watch is placed in escale's folder
   ``.escale``, nor below a ``state directory`` that lies in the local folder;
   events on the daemon's log file (when it lies there), on names starting with
@@ -384,6 +387,13 @@ class FolderWatch:
             if readable:
                 self._drain()
         return False
+
+    def changes_pending(self) -> bool:
+        """Whether local changes were noted (read from the kernel's queue
+        first) that no pass has covered yet, settled or not."""
+        if self._inotify is not None:
+            self._drain()
+        return self._last_event is not None
 
     def pass_started(self) -> None:
         """A pass starts now: changes noted so far are covered by its scan."""

@@ -12,6 +12,7 @@ logs one WARNING and still syncs through its periodic pass.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -195,3 +196,66 @@ def test_escales_own_writes_do_not_count(tmp_path: Path) -> None:
         assert watch.changed == set()
     finally:
         watch.close()
+
+
+class _Log:
+    """The lines a daemon adds to its log file from now on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def wait_for(self, wanted: str | tuple[str, ...], what: str) -> str:
+        """The first new line holding one of ``wanted``; the lines read are consumed."""
+        found: list[str] = []
+        marks = (wanted,) if isinstance(wanted, str) else wanted
+
+        def seen() -> bool:
+            if not self.path.exists():
+                return False
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+            end = data.rfind(b"\n") + 1
+            for line in data[:end].decode(errors="replace").splitlines():
+                self.offset += len(line.encode(errors="replace")) + 1
+                if any(mark in line for mark in marks):
+                    found.append(line)
+                    return True
+            return False
+
+        wait_for(seen, what)
+        return found[0]
+
+
+def test_a_periodic_pass_due_during_a_slow_write_waits_for_it(tmp_path: Path, daemons: Daemons) -> None:
+    """The periodic pass (``refresh = 3``) comes due while a file is being written,
+    its writer pausing for less than the watch delay: the pass waits for the
+    folder to settle instead of sending the part written so far."""
+    alice, bob, relay = tmp_path / "alice", tmp_path / "bob", tmp_path / "relay"
+    alice.mkdir()
+    bob.mkdir()
+    config_a = _config(tmp_path / "A", "alice", alice, relay, refresh="3", **{"watch delay": "5"})
+    config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5", watch="no")
+    log = _Log(tmp_path / "A" / "escale.log")
+    daemons.start(config_a)
+    wait_for(lambda: (relay / layout.HEADER).exists(), "alice to create the repository")
+    daemons.start(config_b)
+    chunk = bytes(range(256)) * 256  # 64 KiB
+
+    def next_pass_in() -> float:
+        result = ctl(config_a, "--json", "status")
+        assert result.returncode == 0, result.stderr
+        alice_status = json.loads(result.stdout)["clients"][0]
+        return float(alice_status["next_pass"] or 0) - time.time() if alice_status["passes"] else 0.0
+
+    # opened while alice waits for her next periodic pass, which comes due while the file is being written
+    wait_for(lambda: next_pass_in() > 1.0, "alice to wait for her next periodic pass")
+    with open(alice / "slow.bin", "wb") as handle:
+        handle.write(chunk)
+        handle.flush()
+        log.wait_for(("periodic pass postponed", "pass done"), "alice's periodic pass to come due")
+        handle.write(chunk[::-1])
+    whole = (alice / "slow.bin").read_bytes()
+    wait_for(lambda: _same(bob / "slow.bin", whole), "the slowly written file to reach bob")
+    assert _meta_versions(relay, "slow.bin") == [1]
