@@ -317,23 +317,25 @@ class Runner:
     def start_client(self, name: str) -> bool:
         """Start client ``name``'s thread; False when it already runs.
 
-        A client still finishing after a stop request is waited for first.
+        A client still finishing after a stop request is waited for first
+        (without holding up the start or loading of other clients meanwhile).
         Raises KeyError for an unknown name.
         """
         stop = self.client_stops[name]
-        with self._threads_lock:
-            if self.stop_event.is_set():
-                return False
-            thread = self.threads.get(name)
-            if thread is not None and thread.is_alive():
+        while True:
+            with self._threads_lock:
+                if self.stop_event.is_set():
+                    return False
+                thread = self.threads.get(name)
+                if thread is None or not thread.is_alive():
+                    stop.clear()
+                    thread = threading.Thread(target=self._loop, args=(name,), name=f"escale-{name}")
+                    self.threads[name] = thread
+                    thread.start()
+                    return True
                 if not stop.is_set():
                     return False
-                thread.join()
-            stop.clear()
-            thread = threading.Thread(target=self._loop, args=(name,), name=f"escale-{name}")
-            self.threads[name] = thread
-            thread.start()
-            return True
+            thread.join()
 
     def stop_client(self, name: str, timeout: float | None = None) -> bool:
         """Ask client ``name`` to stop after its current object and wait up to

@@ -11,6 +11,7 @@ from typing import Any
 
 from escale.config.settings import ClientSettings, Config, GlobalSettings
 from escale.daemon.runner import Runner
+from escale.errors import EscaleError
 from escale.relay import RelaySpec
 from tests.daemon.helpers import Daemons, ctl, two_clients, wait_for
 
@@ -66,3 +67,46 @@ def test_a_pass_that_raises_unexpectedly_is_reported_and_retried(tmp_path: Path,
     os.remove(tmp_path / "carol-state")
     wait_for(lambda: (tmp_path / "carol" / "note.txt").exists(), "carol to sync again once repaired")
     assert status()["carol"]["state"] == "running"
+
+
+def test_a_client_stuck_in_its_pass_does_not_hold_up_starting_the_others(tmp_path: Path) -> None:
+    """``escalectl start alice`` while alice, asked to stop, is stuck in a pass (a relay
+    that hangs) waits for alice; it used to hold the daemon's client table meanwhile,
+    so that starting (or loading) any other client waited for alice too."""
+    relay = RelaySpec(protocol="file", directory=str(tmp_path / "relay"))
+    clients = tuple(ClientSettings(name=name, local_path=str(tmp_path / name), relay=relay, watch=False)
+                    for name in ("alice", "bob"))
+    runner = Runner(Config(str(tmp_path / "escale.conf"), GlobalSettings(), clients))
+    in_pass, release = threading.Event(), threading.Event()
+
+    def hanging_pass(*, lock_wait: float = 0.0) -> Any:
+        in_pass.set()
+        release.wait()
+        raise EscaleError("the relay hung up")
+
+    runner.clients["alice"].run_pass = hanging_pass  # type: ignore[method-assign]
+    assert runner.start_client("alice")
+    stuck = runner.threads["alice"]
+    starters: list[threading.Thread] = []
+    try:
+        wait_for(in_pass.is_set, "alice's pass to hang")
+        assert not runner.stop_client("alice", timeout=0)  # still stopping
+        joining = threading.Event()
+        join = stuck.join
+
+        def spy(timeout: float | None = None) -> None:
+            joining.set()
+            join(timeout)
+
+        stuck.join = spy  # type: ignore[method-assign]
+        starters.append(threading.Thread(target=runner.start_client, args=("alice",)))
+        starters[-1].start()
+        wait_for(joining.is_set, "the start of alice to wait for her stuck pass")
+        starters.append(threading.Thread(target=runner.start_client, args=("bob",)))
+        starters[-1].start()
+        wait_for(lambda: runner.client_state("bob") == "running", "bob to start beside the stuck alice")
+    finally:
+        release.set()
+        runner.stop()
+        for thread in [*starters, *runner.threads.values()]:
+            thread.join()
