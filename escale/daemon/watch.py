@@ -313,7 +313,11 @@ class FolderWatch:
                 return True
             return False
         if event.name is None:  # about the watched folder itself: its parent reports it, but for the root
-            return not folder and (Mask.DELETE_SELF in mask or Mask.MOVE_SELF in mask)
+            if folder or not (Mask.DELETE_SELF in mask or Mask.MOVE_SELF in mask):
+                return False
+            if Mask.MOVE_SELF in mask:  # the watches follow it away: watch the local folder again once made anew
+                self.close()
+            return True
         name = os.fsdecode(event.name)
         rel = f"{folder}/{name}" if folder else name
         self._last_rel = rel

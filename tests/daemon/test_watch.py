@@ -259,3 +259,25 @@ def test_a_periodic_pass_due_during_a_slow_write_waits_for_it(tmp_path: Path, da
     whole = (alice / "slow.bin").read_bytes()
     wait_for(lambda: _same(bob / "slow.bin", whole), "the slowly written file to reach bob")
     assert _meta_versions(relay, "slow.bin") == [1]
+
+
+def test_a_local_folder_moved_away_is_watched_anew(tmp_path: Path) -> None:
+    """The local folder renamed away makes a pass due (which makes it anew); the
+    watch then follows the new folder, not the one moved away."""
+    root, moved = tmp_path / "local", tmp_path / "moved"
+    root.mkdir()
+    watch = FolderWatch("t", str(root), delay=0.2)
+    stop = threading.Event()
+    try:
+        assert watch.start()
+        os.rename(root, moved)
+        assert watch.wait(PATIENCE, stop)
+        watch.pass_started()
+        root.mkdir()  # as the pass does
+        assert watch.start()
+        (moved / "elsewhere.txt").write_bytes(b"no longer in the local folder")
+        (root / "new.txt").write_bytes(b"in the new local folder")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"new.txt"}
+    finally:
+        watch.close()
