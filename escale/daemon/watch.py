@@ -20,11 +20,15 @@ Rules:
 * **escale's own files do not count.** No watch is placed in escale's folder
   ``.escale``, nor below a ``state directory`` that lies in the local folder;
   events on the daemon's log file (when it lies there), on names starting with
-  ``.escale-``, and the rename that lands one of escale's own downloads
-  (``.escale-part-…`` renamed to its final name) are dropped: a received file
-  does not start a pass in turn. Files the client's filters leave out do not
-  count either, and a folder excluded by ``exclude directories`` is not
-  watched.
+  ``.escale-``, and the rename that lands one of escale's own downloads over
+  an existing file (``.escale-part-…`` renamed to its final name) are
+  dropped: a received new version does not start a pass in turn. A received
+  *new* file is linked into place (a nameless ``O_TMPFILE`` file, which the
+  kernel reports as ``#<inode>``, or a ``.escale-part-…`` file linked to its
+  final name): that link looks like any other new file and does start one
+  more pass, which finds nothing to do (as a received deletion or a folder
+  escale makes may). Files the client's filters leave out do not count
+  either, and a folder excluded by ``exclude directories`` is not watched.
 * **Limits.** inotify needs one watch per folder. When the kernel refuses one
   (``ENOSPC``: ``/proc/sys/fs/inotify/max_user_watches`` reached; ``EMFILE``:
   ``max_user_instances``), the watch logs one WARNING saying so and how to
