@@ -281,3 +281,34 @@ def test_a_local_folder_moved_away_is_watched_anew(tmp_path: Path) -> None:
         assert watch.changed == {"new.txt"}
     finally:
         watch.close()
+
+
+def test_folders_moved_in_and_out_of_the_tree(tmp_path: Path) -> None:
+    """A folder tree moved in from outside is watched to its bottom at once; one
+    moved out is no longer watched (its later changes do not count)."""
+    root, outside = tmp_path / "local", tmp_path / "outside"
+    root.mkdir()
+    (outside / "tree" / "deep").mkdir(parents=True)
+    (outside / "tree" / "deep" / "old.txt").write_bytes(b"made outside")
+    watch = FolderWatch("t", str(root), delay=0.2)
+    stop = threading.Event()
+    try:
+        assert watch.start() and watch.watched_folders == 1
+        os.rename(outside / "tree", root / "tree")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"tree"} and watch.watched_folders == 3
+        watch.pass_started()
+        (root / "tree" / "deep" / "old.txt").write_bytes(b"changed in the tree")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"tree/deep/old.txt"}
+        watch.pass_started()
+        os.rename(root / "tree", outside / "gone")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"tree"} and watch.watched_folders == 1
+        watch.pass_started()
+        (outside / "gone" / "deep" / "old.txt").write_bytes(b"changed outside")
+        (root / "marker.txt").write_bytes(b"in the tree")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"marker.txt"}
+    finally:
+        watch.close()
