@@ -312,3 +312,31 @@ def test_folders_moved_in_and_out_of_the_tree(tmp_path: Path) -> None:
         assert watch.changed == {"marker.txt"}
     finally:
         watch.close()
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs user namespaces with their own inotify limits")
+def test_new_folders_past_the_watch_limit_are_still_synced(tmp_path: Path, daemons: Daemons) -> None:
+    """The daemon starts within its 3 inotify watches (2 folders); a folder tree made
+    later takes it past them: one WARNING, and the change that did it is synced at
+    once all the same (``refresh = 300``: not by the periodic pass)."""
+    alice, bob, relay = tmp_path / "alice", tmp_path / "bob", tmp_path / "relay"
+    (alice / "sub").mkdir(parents=True)
+    (alice / "seed.txt").write_bytes(b"seed\n")
+    bob.mkdir()
+    config = _config(tmp_path / "A", "alice", alice, relay)
+    config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5", watch="no")
+    limited = ["unshare", "-U", "-r", "sh", "-c", 'echo 3 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
+               sys.executable, "-m", "escale.cli.ctl", "-c", config, "start"]
+    started = subprocess.run(limited, capture_output=True, text=True, timeout=PATIENCE, check=False)
+    daemons.track(config)
+    assert started.returncode == 0, started.stderr
+    daemons.start(config_b)
+    log = tmp_path / "A" / "escale.log"
+    wait_for(lambda: _same(bob / "seed.txt", b"seed\n"), "alice's first pass to reach bob")
+    assert "max_user_watches" not in log.read_text()
+
+    (alice / "n1" / "n2" / "n3").mkdir(parents=True)
+    (alice / "n1" / "n2" / "n3" / "deep.txt").write_bytes(b"deep\n")
+    wait_for(lambda: _same(bob / "n1" / "n2" / "n3" / "deep.txt", b"deep\n"), "the new tree's file to reach bob")
+    warnings = [line for line in log.read_text().splitlines() if "WARNING" in line and "max_user_watches" in line]
+    assert len(warnings) == 1
