@@ -180,7 +180,10 @@ class Runner:
         """One pass of client ``name`` and its bookkeeping; returns the delay
         before the next pass. Never raises an Exception: a failed pass, expected
         or not, is recorded and retried after the next wait of ``waits`` (which
-        starts again after a pass that worked)."""
+        starts again after a pass that worked). A pass skipped because another
+        escale process works on the client (ClientBusy: a cron ``--once``, a dry
+        run, ``escalectl fix``) is no failure: logged at INFO, tried again
+        after ``refresh``."""
         client = self.clients[name]
         status = self.statuses[name]
         refresh = client.settings.refresh
@@ -191,6 +194,9 @@ class Runner:
             if report.changed or report.errors:
                 log.info("[%s] pass done: %s", name, report.summary())
             waits.reset()
+            return refresh
+        except ClientBusy as exc:
+            log.info("[%s] pass skipped (next in %.0fs): %s", name, _bounded(refresh), exc)
             return refresh
         except EscaleError as exc:
             status.last_report = client.last_report
