@@ -77,6 +77,8 @@ STOP_CHECK = 0.5
 MAX_CHANGED = 100
 #: Cookies of escale's own renames remembered at most (a rename's two halves come together).
 _MAX_COOKIES = 1024
+#: Folders that could not be watched remembered at most (to watch them once readable).
+_MAX_REFUSED = 1024
 
 
 class WatchUnavailable(Exception):
@@ -150,6 +152,8 @@ class FolderWatch:
         #: watch descriptor -> (watch, folder relative to root; "" for root)
         self._folders: dict[int, tuple[Watch, str]] = {}
         self._own_moves: set[int] = set()
+        #: folders (relative) the kernel refused to watch (no permission...): tried again when their mode changes
+        self._refused: set[str] = set()
         self._last_rel = ""
         self._real_root = root
         #: monotonic time of the last relevant event not yet followed by a pass
@@ -202,6 +206,7 @@ class FolderWatch:
         inotify, self._inotify = self._inotify, None
         self._folders.clear()
         self._own_moves.clear()
+        self._refused.clear()
         if inotify is not None:
             inotify.close()
 
@@ -245,7 +250,8 @@ class FolderWatch:
     def _watch_tree(self, top: str) -> None:
         """Watch folder ``top`` (relative) and every folder below it that is not
         skipped. Folders that vanish or cannot be read are left out (the
-        scanner reports them); a refused watch raises WatchUnavailable."""
+        scanner reports them; one that cannot be read is watched once its mode
+        changes); a watch refused for a limit raises WatchUnavailable."""
         from asyncinotify import Mask
 
         mask = (Mask.CREATE | Mask.MODIFY | Mask.CLOSE_WRITE | Mask.ATTRIB | Mask.DELETE | Mask.MOVED_FROM
@@ -268,7 +274,10 @@ class FolderWatch:
                     raise WatchUnavailable(
                         f"[{self.name}] cannot watch {self.root} ({os.strerror(exc.errno or 0)}); local changes "
                         f"are found by the periodic pass only (every 'refresh' seconds)") from None
+                if len(self._refused) < _MAX_REFUSED:
+                    self._refused.add(rel)
                 continue  # gone, not a folder (any more), unreadable: the scanner sees it
+            self._refused.discard(rel)
             self._folders[watch.wd] = (watch, rel)
             try:
                 with os.scandir(path) as entries:
@@ -339,7 +348,10 @@ class FolderWatch:
             return False
         if is_dir:
             if Mask.ATTRIB in mask:
-                return False  # a folder's own metadata is not synced
+                if rel not in self._refused:
+                    return False  # a folder's own metadata is not synced
+                self._refused.discard(rel)  # its mode changed: it may be readable now
+                self._watch_tree(rel)
             if Mask.MOVED_FROM in mask:
                 self._unwatch_below(rel)
             elif Mask.CREATE in mask or Mask.MOVED_TO in mask:

@@ -28,6 +28,7 @@ from escale.crypto.envelope import PlainEnvelope
 from escale.daemon.watch import FolderWatch
 from escale.protocol import layout
 from tests.daemon.helpers import PATIENCE, Daemons, ctl, wait_for, write_config
+from tests.unprivileged import permissions_apply, unprivileged_command
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -340,3 +341,39 @@ def test_new_folders_past_the_watch_limit_are_still_synced(tmp_path: Path, daemo
     wait_for(lambda: _same(bob / "n1" / "n2" / "n3" / "deep.txt", b"deep\n"), "the new tree's file to reach bob")
     warnings = [line for line in log.read_text().splitlines() if "WARNING" in line and "max_user_watches" in line]
     assert len(warnings) == 1
+
+
+_UNLOCKED_SCRIPT = """
+import os, sys, threading
+from escale.daemon.watch import FolderWatch
+root = sys.argv[1]
+watch = FolderWatch("t", root, delay=0.2)
+stop = threading.Event()
+assert watch.start()
+os.chmod(os.path.join(root, "locked"), 0o755)
+assert watch.wait(60, stop)
+watch.pass_started()
+for name in ("locked/inside.txt", "locked/deeper/inside.txt", "after.txt"):
+    with open(os.path.join(root, name), "w") as handle:
+        handle.write("a change")
+assert watch.wait(60, stop)
+print(" ".join(sorted(watch.changed)))
+"""
+
+
+def test_a_folder_made_readable_is_watched(tmp_path: Path) -> None:
+    """A folder the daemon could not watch (no permission, so not listed by the
+    scanner either) is watched, with what is below it, once it is made readable;
+    its changes count from then on. Run without root's file privileges."""
+    if not permissions_apply():
+        pytest.fail("cannot drop root's file privileges here (setpriv)")
+    root = tmp_path / "local"
+    (root / "locked" / "deeper").mkdir(parents=True)
+    os.chmod(root / "locked", 0)
+    try:
+        result = subprocess.run(unprivileged_command([sys.executable, "-c", _UNLOCKED_SCRIPT, str(root)]),
+                                capture_output=True, text=True, timeout=PATIENCE * 2, check=False)
+    finally:
+        os.chmod(root / "locked", 0o755)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["after.txt", "locked/deeper/inside.txt", "locked/inside.txt"]
