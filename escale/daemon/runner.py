@@ -226,9 +226,12 @@ class Runner:
                 try:
                     if watch is not None:
                         watch.pass_started()
+                    passes = status.passes
                     delay = self._step(name, waits)
-                    report = self.statuses[name].last_report
-                    if watch is not None and watch.active and report is not None and report.busy:
+                    report = status.last_report
+                    # only a pass that ran to its end now (not one that failed or was skipped) found the relay busy
+                    if (watch is not None and watch.active and status.passes > passes and report is not None
+                            and report.busy):
                         delay = min(delay, max(BUSY_RETRY, watch.delay))
                 except Exception as exc:  # never seen: _step catches its own; keep the client alive
                     log.exception("[%s] client loop error (retry in %.0fs)", name, _bounded(waits.current))

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from escale.config.settings import ClientSettings, Config, GlobalSettings
-from escale.daemon.runner import Runner
-from escale.errors import EscaleError
+from escale.daemon.runner import BUSY_RETRY, Runner
+from escale.errors import ClientBusy, EscaleError
 from escale.relay import RelaySpec
+from escale.sync.report import PassReport
 from tests.daemon.helpers import Daemons, ctl, two_clients, wait_for
 
 
@@ -109,4 +111,33 @@ def test_a_client_stuck_in_its_pass_does_not_hold_up_starting_the_others(tmp_pat
         release.set()
         runner.stop()
         for thread in [*starters, *runner.threads.values()]:
+            thread.join()
+
+
+def test_a_skipped_pass_after_a_busy_relay_waits_a_whole_refresh(tmp_path: Path) -> None:
+    """With a watch, a pass that found the relay busy is tried again after 2 s. A
+    pass skipped next (another escale process holds the client: a cron ``--once``)
+    kept that short wait from the report before it, and tried again every 2 s for
+    as long as the other process ran."""
+    (tmp_path / "local").mkdir()
+    settings = ClientSettings(name="a", local_path=str(tmp_path / "local"), refresh=300.0,
+                              relay=RelaySpec(protocol="file", directory=str(tmp_path / "relay")))
+    runner = Runner(Config(str(tmp_path / "escale.conf"), GlobalSettings(), (settings,)))
+    status = runner.statuses["a"]
+    calls: list[float] = []  # the time of the next pass that the status showed at each call
+
+    def relay_busy_then_client_busy(*, lock_wait: float = 0.0) -> PassReport:
+        calls.append(status.next_pass)
+        if len(calls) == 1:
+            return PassReport("a", busy=True)
+        raise ClientBusy("client [a] is already being synced by another escale process")
+
+    runner.clients["a"].run_pass = relay_busy_then_client_busy  # type: ignore[method-assign]
+    assert runner.start_client("a")
+    try:
+        wait_for(lambda: len(calls) >= 2 and status.next_pass != calls[1], "the wait after the skipped pass")
+        assert status.next_pass - time.time() > BUSY_RETRY * 10
+    finally:
+        runner.stop()
+        for thread in runner.threads.values():
             thread.join()
