@@ -233,13 +233,15 @@ class Runner:
                     if (watch is not None and watch.active and status.passes > passes and report is not None
                             and report.busy):
                         delay = min(delay, max(BUSY_RETRY, watch.delay))
-                except Exception as exc:  # never seen: _step catches its own; keep the client alive
+                    delay = _bounded(delay)
+                    status.next_pass = time.time() + delay
+                    self._pause(name, delay, watch)
+                except Exception as exc:  # _step catches its own: a bug here must not end the client
                     log.exception("[%s] client loop error (retry in %.0fs)", name, _bounded(waits.current))
                     status.last_error = f"internal error: {exc!r}"
-                    delay = waits.next()
-                delay = _bounded(delay)
-                status.next_pass = time.time() + delay
-                self._pause(name, delay, watch)
+                    delay = _bounded(waits.next())
+                    status.next_pass = time.time() + delay
+                    stop.wait(delay)
         except BaseException as exc:
             status.last_error = f"client thread ended: {exc!r}"
             log.critical("[%s] client thread ended by %r; 'escalectl start %s' restarts it", name, exc, name)

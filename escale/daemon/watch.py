@@ -36,7 +36,7 @@ Rules:
   periodic passes only, for the rest of the process. A lost-events notice from
   the kernel (queue overflow) just makes a pass due and re-reads the tree.
 
-The library is ``asyncinotify`` (used synchronously, with ``select``): it is
+The library is ``asyncinotify`` (used synchronously, with ``poll``): it is
 typed, raises ``OSError`` with the kernel's errno for every refused watch, so a
 watch limit is always seen, and it leaves the choice of folders to us (no watch
 in ``.escale``). ``watchdog`` was set aside: its inotify backend silently skips
@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import select
 import threading
@@ -400,8 +401,10 @@ class FolderWatch:
             if inotify is None:
                 stop.wait(max(wake, 0.0))
                 continue
+            poller = select.poll()  # not select(): it refuses descriptors from 1024 on
+            poller.register(inotify.fd, select.POLLIN)
             try:
-                readable, _, _ = select.select([inotify.fd], [], [], max(wake, 0.0))
+                readable = poller.poll(math.ceil(max(wake, 0.0) * 1000))
             except InterruptedError:
                 continue
             if readable:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -377,3 +378,31 @@ def test_a_folder_made_readable_is_watched(tmp_path: Path) -> None:
         os.chmod(root / "locked", 0o755)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["after.txt", "locked/deeper/inside.txt", "locked/inside.txt"]
+
+
+def test_a_watch_on_a_descriptor_past_1023_still_waits(tmp_path: Path) -> None:
+    """A daemon with many files open (many clients, connections) may get its
+    inotify descriptor at 1024 or above, which ``select`` refuses: its wait
+    raised ValueError, which ended the client's thread."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1100
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {wanted}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    fillers: list[int] = []
+    root = tmp_path / "local"
+    root.mkdir()
+    watch = FolderWatch("t", str(root), delay=0.2)
+    try:
+        while not fillers or fillers[-1] < 1030:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        assert watch.start()
+        (root / "late.txt").write_bytes(b"seen")
+        assert watch.wait(PATIENCE, threading.Event())
+        assert watch.changed == {"late.txt"}
+    finally:
+        watch.close()
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
