@@ -231,13 +231,15 @@ class _Log:
 
 
 def test_a_periodic_pass_due_during_a_slow_write_waits_for_it(tmp_path: Path, daemons: Daemons) -> None:
-    """The periodic pass (``refresh = 3``) comes due while a file is being written,
+    """The periodic pass (``refresh = 4``) comes due while a file is being written,
     its writer pausing for less than the watch delay: the pass waits for the
     folder to settle instead of sending the part written so far."""
     alice, bob, relay = tmp_path / "alice", tmp_path / "bob", tmp_path / "relay"
     alice.mkdir()
     bob.mkdir()
-    config_a = _config(tmp_path / "A", "alice", alice, relay, refresh="3", **{"watch delay": "5"})
+    # the file is opened at least 2 s before the periodic pass is due; 8 s of watch delay leave
+    # the test at least 4 s to see the pass postponed and write the rest before the folder is quiet
+    config_a = _config(tmp_path / "A", "alice", alice, relay, refresh="4", **{"watch delay": "8"})
     config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5", watch="no")
     log = _Log(tmp_path / "A" / "escale.log")
     daemons.start(config_a)
@@ -252,7 +254,7 @@ def test_a_periodic_pass_due_during_a_slow_write_waits_for_it(tmp_path: Path, da
         return float(alice_status["next_pass"] or 0) - time.time() if alice_status["passes"] else 0.0
 
     # opened while alice waits for her next periodic pass, which comes due while the file is being written
-    wait_for(lambda: next_pass_in() > 1.0, "alice to wait for her next periodic pass")
+    wait_for(lambda: next_pass_in() > 2.0, "alice to wait for her next periodic pass")
     with open(alice / "slow.bin", "wb") as handle:
         handle.write(chunk)
         handle.flush()
