@@ -408,3 +408,32 @@ def test_a_watch_on_a_descriptor_past_1023_still_waits(tmp_path: Path) -> None:
         for fd in fillers:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_what_a_daemon_receives_does_not_start_passes_in_a_loop(pair: Pair) -> None:
+    """bob watches his folder while he receives new files in new folders, a new
+    version of a file and a deletion: at most one more pass follows what he
+    wrote himself (it finds nothing to do), however many periodic passes run."""
+    alice, bob = pair.alice, pair.bob
+    config_b = str(pair.root / "B" / "escale.conf")
+    log = pair.root / "B" / "escale.log"
+
+    def passes() -> int:
+        result = ctl(config_b, "--json", "status")
+        assert result.returncode == 0, result.stderr
+        return int(json.loads(result.stdout)["clients"][0]["passes"])
+
+    def settled() -> int:
+        return sum("local changes settled" in line for line in log.read_text().splitlines())
+
+    (alice / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.txt", "a/b/two.txt"):
+        (alice / name).write_bytes(name.encode())
+    (alice / "seed.txt").write_bytes(b"second version\n")
+    wait_for(lambda: _same(bob / "a" / "b" / "two.txt", b"a/b/two.txt")
+             and _same(bob / "seed.txt", b"second version\n"), "bob to receive alice's changes")
+    os.remove(alice / "a" / "one.txt")
+    wait_for(lambda: not (bob / "a" / "one.txt").exists(), "bob to receive the deletion")
+    before, start = settled(), passes()
+    wait_for(lambda: passes() >= start + 8, "eight more passes of bob")
+    assert settled() - before <= 1
