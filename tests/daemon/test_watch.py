@@ -13,6 +13,7 @@ logs one WARNING and still syncs through its periodic pass.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import shutil
@@ -437,3 +438,30 @@ def test_what_a_daemon_receives_does_not_start_passes_in_a_loop(pair: Pair) -> N
     before, start = settled(), passes()
     wait_for(lambda: passes() >= start + 8, "eight more passes of bob")
     assert settled() - before <= 1
+
+
+def test_a_kernel_queue_overflow_rereads_the_tree(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """More events than the kernel queues (``max_queued_events``) while no one
+    reads them, as during a long pass: the lost events make a pass due, the tree
+    is watched afresh (one INFO line) and later changes are seen as before."""
+    with open("/proc/sys/fs/inotify/max_queued_events", encoding="ascii") as handle:
+        queued = int(handle.read())
+    root = tmp_path / "local"
+    (root / "sub").mkdir(parents=True)
+    (root / "many").mkdir()
+    watch = FolderWatch("t", str(root), delay=0.2)
+    stop = threading.Event()
+    caplog.set_level(logging.INFO, logger="escale.daemon.watch")
+    try:
+        assert watch.start()
+        for i in range(queued // 2 + 100):  # two events each (created, closed after writing)
+            (root / "many" / f"{i}").write_bytes(b"")
+        assert watch.wait(PATIENCE, stop)
+        overflows = [r for r in caplog.records if "queue overflow" in r.getMessage()]
+        assert len(overflows) == 1 and watch.active and watch.watched_folders == 3
+        watch.pass_started()
+        (root / "sub" / "after.txt").write_bytes(b"seen")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"sub/after.txt"}
+    finally:
+        watch.close()
