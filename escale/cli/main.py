@@ -30,6 +30,7 @@ from escale.daemon.notify import Notifier
 from escale.daemon.runner import Runner
 from escale.errors import EX_OK, EX_TEMPFAIL, UsageError
 from escale.sync.client import state_dir_for
+from escale.sync.scanner import is_internal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +74,8 @@ def _check_startup(config: Config) -> None:
     (ConfigError, exit 78)."""
     require_clients(config)
     for settings in config.clients:
-        check_client_folders(config.path, settings, state_dir_for(settings))
+        check_client_folders(config.path, settings, state_dir_for(settings), log_file=config.globals.log_file,
+                             left_out=is_internal)
 
 
 class _QuietOnce(logging.Filter):

@@ -13,7 +13,10 @@ the file, the section and the key, before anything is written:
   is not an error: the client decides what to do with it;
 * a state folder (``state directory``, or the default inside the local folder)
   that exists and is not a folder, that this user cannot read, write or enter,
-  or that is missing and cannot be created.
+  or that is missing and cannot be created;
+* a ``state directory`` or ``log file`` inside a client's local folder, except
+  below a name the scanner leaves out (``.escale``): they would be synced
+  themselves, again at every pass, since every pass changes them.
 
 Permissions are judged with the effective user's rights (``faccessat`` with
 ``AT_EACCESS``), so a process without root's file capabilities is judged as it
@@ -23,6 +26,7 @@ will be treated.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from escale.config.settings import ClientSettings, Config
 from escale.errors import ConfigError
@@ -69,13 +73,34 @@ def _folder_problem(path: str, *, need_write: bool) -> str | None:
     return None
 
 
-def check_client_folders(config_path: str, settings: ClientSettings, state_dir: str) -> None:
+def _synced_inside(local_path: str, path: str, left_out: Callable[[str], bool]) -> bool:
+    """Whether ``path`` lies in the local folder ``local_path`` (or is it) and
+    no name on the way there is one that ``left_out`` says is not synced."""
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(local_path))
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return False
+    return not any(left_out(name) for name in rel.split(os.sep) if name != os.curdir)
+
+
+def check_client_folders(config_path: str, settings: ClientSettings, state_dir: str, *,
+                         log_file: str | None = None, left_out: Callable[[str], bool] | None = None) -> None:
     """Raise ConfigError when client ``settings`` cannot use its folders.
 
     ``state_dir`` is the state folder the client will use (the caller knows the
     default; :func:`escale.sync.client.state_dir_for`). The error names the key:
-    ``local path``, or ``state directory`` when that key is set.
+    ``local path``, or ``state directory`` when that key is set. With
+    ``left_out`` (the scanner's test of the names it does not sync,
+    :func:`escale.sync.scanner.is_internal`), a ``state directory`` or
+    ``log_file`` (the configuration's ``log file``) in the local folder, which
+    would be synced itself, is refused too (key ``state directory`` or ``log file``).
     """
+    if left_out is not None:
+        for key, path in (("state directory", settings.state_dir), ("log file", log_file)):
+            if path is not None and _synced_inside(settings.local_path, path, left_out):
+                raise ConfigError(
+                    f"{path} lies in the local path of [{settings.name}] ({settings.local_path}): it would be "
+                    f"synced itself, at every pass; put it outside the local path",
+                    path=config_path, section=settings.name if key == "state directory" else None, key=key)
     problem = _folder_problem(settings.local_path, need_write=False)
     if problem is not None:
         raise ConfigError(problem, path=config_path, section=settings.name, key="local path")

@@ -42,6 +42,10 @@ MAX_DELAY = 7 * 86400.0
 #: With a watch, the wait before retrying a pass that found the relay busy (the
 #: change that started it would otherwise wait for the periodic pass).
 BUSY_RETRY = 2.0
+#: With a watch, the longest a pass that comes due waits past its time for
+#: local changes to settle (a file being written is not sent half-done; a
+#: folder that is never quiet is still synced).
+SETTLE_LIMIT = 60.0
 
 
 def _bounded(delay: float) -> float:
@@ -176,7 +180,10 @@ class Runner:
         """One pass of client ``name`` and its bookkeeping; returns the delay
         before the next pass. Never raises an Exception: a failed pass, expected
         or not, is recorded and retried after the next wait of ``waits`` (which
-        starts again after a pass that worked)."""
+        starts again after a pass that worked). A pass skipped because another
+        escale process works on the client (ClientBusy: a cron ``--once``, a dry
+        run, ``escalectl fix``) is no failure: logged at INFO, tried again
+        after ``refresh``."""
         client = self.clients[name]
         status = self.statuses[name]
         refresh = client.settings.refresh
@@ -187,6 +194,9 @@ class Runner:
             if report.changed or report.errors:
                 log.info("[%s] pass done: %s", name, report.summary())
             waits.reset()
+            return refresh
+        except ClientBusy as exc:
+            log.info("[%s] pass skipped (next in %.0fs): %s", name, _bounded(refresh), exc)
             return refresh
         except EscaleError as exc:
             status.last_report = client.last_report
@@ -216,17 +226,22 @@ class Runner:
                 try:
                     if watch is not None:
                         watch.pass_started()
+                    passes = status.passes
                     delay = self._step(name, waits)
-                    report = self.statuses[name].last_report
-                    if watch is not None and watch.active and report is not None and report.busy:
+                    report = status.last_report
+                    # only a pass that ran to its end now (not one that failed or was skipped) found the relay busy
+                    if (watch is not None and watch.active and status.passes > passes and report is not None
+                            and report.busy):
                         delay = min(delay, max(BUSY_RETRY, watch.delay))
-                except Exception as exc:  # never seen: _step catches its own; keep the client alive
+                    delay = _bounded(delay)
+                    status.next_pass = time.time() + delay
+                    self._pause(name, delay, watch)
+                except Exception as exc:  # _step catches its own: a bug here must not end the client
                     log.exception("[%s] client loop error (retry in %.0fs)", name, _bounded(waits.current))
                     status.last_error = f"internal error: {exc!r}"
-                    delay = waits.next()
-                delay = _bounded(delay)
-                status.next_pass = time.time() + delay
-                self._pause(name, delay, watch)
+                    delay = _bounded(waits.next())
+                    status.next_pass = time.time() + delay
+                    stop.wait(delay)
         except BaseException as exc:
             status.last_error = f"client thread ended: {exc!r}"
             log.critical("[%s] client thread ended by %r; 'escalectl start %s' restarts it", name, exc, name)
@@ -260,18 +275,27 @@ class Runner:
         """Wait ``delay`` seconds before client ``name``'s next pass, or until it
         is asked to stop. With a watch (``watch = yes``), return as soon as local
         changes have settled, unless the last pass failed: a failing client keeps
-        its back-off. A watch that could not start yet (no local folder) is
-        tried again at each pause."""
+        its back-off. When the ``delay`` ends while local changes have not
+        settled (a file may still be being written), wait for them up to
+        :data:`SETTLE_LIMIT` seconds more. A watch that could not start yet (no
+        local folder) is tried again at each pause."""
         stop = self.client_stops[name]
         if watch is None or not watch.start():
             stop.wait(delay)
             return
         deadline = time.monotonic() + delay
+        postponed = False
         while not stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
-                return
-            if watch.wait(left, stop) and self.statuses[name].last_error is None:
+                if postponed or not watch.changes_pending():
+                    return
+                postponed = True
+                deadline = time.monotonic() + SETTLE_LIMIT
+                log.debug("[%s] periodic pass postponed until local changes settle (at most %.0fs): %s", name,
+                          SETTLE_LIMIT, ", ".join(sorted(watch.changed)))
+                continue
+            if watch.wait(left, stop) and (postponed or self.statuses[name].last_error is None):
                 log.debug("[%s] local changes settled: pass now (%s)", name, ", ".join(sorted(watch.changed)))
                 return
 
@@ -304,23 +328,25 @@ class Runner:
     def start_client(self, name: str) -> bool:
         """Start client ``name``'s thread; False when it already runs.
 
-        A client still finishing after a stop request is waited for first.
+        A client still finishing after a stop request is waited for first
+        (without holding up the start or loading of other clients meanwhile).
         Raises KeyError for an unknown name.
         """
         stop = self.client_stops[name]
-        with self._threads_lock:
-            if self.stop_event.is_set():
-                return False
-            thread = self.threads.get(name)
-            if thread is not None and thread.is_alive():
+        while True:
+            with self._threads_lock:
+                if self.stop_event.is_set():
+                    return False
+                thread = self.threads.get(name)
+                if thread is None or not thread.is_alive():
+                    stop.clear()
+                    thread = threading.Thread(target=self._loop, args=(name,), name=f"escale-{name}")
+                    self.threads[name] = thread
+                    thread.start()
+                    return True
                 if not stop.is_set():
                     return False
-                thread.join()
-            stop.clear()
-            thread = threading.Thread(target=self._loop, args=(name,), name=f"escale-{name}")
-            self.threads[name] = thread
-            thread.start()
-            return True
+            thread.join()
 
     def stop_client(self, name: str, timeout: float | None = None) -> bool:
         """Ask client ``name`` to stop after its current object and wait up to

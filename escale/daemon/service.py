@@ -41,6 +41,7 @@ from escale.daemon.pidfile import InstancePaths, PidFile, instance_paths
 from escale.daemon.runner import Runner
 from escale.errors import EX_OK, EX_TEMPFAIL, DaemonError, UsageError
 from escale.sync.client import state_dir_for
+from escale.sync.scanner import is_internal
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,8 @@ class Service:
         for name, settings in unloaded.items():
             if name in self.runner.clients:
                 continue
-            check_client_folders(self.config.path, settings, state_dir_for(settings))
+            check_client_folders(self.config.path, settings, state_dir_for(settings),
+                                 log_file=self.config.globals.log_file, left_out=is_internal)
             try:
                 self.runner.add_client(settings)
             except ValueError:  # loaded meanwhile by another request

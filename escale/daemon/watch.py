@@ -12,16 +12,23 @@ Rules:
 * **Debounce.** A pass is due once the folder has been quiet (no relevant event
   anywhere) for ``watch delay`` seconds after the last event, so that a file
   still being written, or a batch of files being copied, is not sent half-done.
-  A folder that never stays quiet that long is still synced by the periodic
-  pass. (The scanner also refuses a file that changes while it is read.)
+  A periodic pass that comes due while changes have not settled waits for
+  them too (at most ``SETTLE_LIMIT`` seconds more, see
+  :mod:`escale.daemon.runner`), so that a folder that never stays quiet that
+  long is still synced by the periodic pass. (The scanner also refuses a file
+  that changes while it is read.)
 * **escale's own files do not count.** No watch is placed in escale's folder
   ``.escale``, nor below a ``state directory`` that lies in the local folder;
   events on the daemon's log file (when it lies there), on names starting with
-  ``.escale-``, and the rename that lands one of escale's own downloads
-  (``.escale-part-…`` renamed to its final name) are dropped: a received file
-  does not start a pass in turn. Files the client's filters leave out do not
-  count either, and a folder excluded by ``exclude directories`` is not
-  watched.
+  ``.escale-``, and the rename that lands one of escale's own downloads over
+  an existing file (``.escale-part-…`` renamed to its final name) are
+  dropped: a received new version does not start a pass in turn. A received
+  *new* file is linked into place (a nameless ``O_TMPFILE`` file, which the
+  kernel reports as ``#<inode>``, or a ``.escale-part-…`` file linked to its
+  final name): that link looks like any other new file and does start one
+  more pass, which finds nothing to do (as a received deletion or a folder
+  escale makes may). Files the client's filters leave out do not count
+  either, and a folder excluded by ``exclude directories`` is not watched.
 * **Limits.** inotify needs one watch per folder. When the kernel refuses one
   (``ENOSPC``: ``/proc/sys/fs/inotify/max_user_watches`` reached; ``EMFILE``:
   ``max_user_instances``), the watch logs one WARNING saying so and how to
@@ -29,7 +36,7 @@ Rules:
   periodic passes only, for the rest of the process. A lost-events notice from
   the kernel (queue overflow) just makes a pass due and re-reads the tree.
 
-The library is ``asyncinotify`` (used synchronously, with ``select``): it is
+The library is ``asyncinotify`` (used synchronously, with ``poll``): it is
 typed, raises ``OSError`` with the kernel's errno for every refused watch, so a
 watch limit is always seen, and it leaves the choice of folders to us (no watch
 in ``.escale``). ``watchdog`` was set aside: its inotify backend silently skips
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import select
 import threading
@@ -70,6 +78,8 @@ STOP_CHECK = 0.5
 MAX_CHANGED = 100
 #: Cookies of escale's own renames remembered at most (a rename's two halves come together).
 _MAX_COOKIES = 1024
+#: Folders that could not be watched remembered at most (to watch them once readable).
+_MAX_REFUSED = 1024
 
 
 class WatchUnavailable(Exception):
@@ -143,6 +153,8 @@ class FolderWatch:
         #: watch descriptor -> (watch, folder relative to root; "" for root)
         self._folders: dict[int, tuple[Watch, str]] = {}
         self._own_moves: set[int] = set()
+        #: folders (relative) the kernel refused to watch (no permission...): tried again when their mode changes
+        self._refused: set[str] = set()
         self._last_rel = ""
         self._real_root = root
         #: monotonic time of the last relevant event not yet followed by a pass
@@ -195,6 +207,7 @@ class FolderWatch:
         inotify, self._inotify = self._inotify, None
         self._folders.clear()
         self._own_moves.clear()
+        self._refused.clear()
         if inotify is not None:
             inotify.close()
 
@@ -238,7 +251,8 @@ class FolderWatch:
     def _watch_tree(self, top: str) -> None:
         """Watch folder ``top`` (relative) and every folder below it that is not
         skipped. Folders that vanish or cannot be read are left out (the
-        scanner reports them); a refused watch raises WatchUnavailable."""
+        scanner reports them; one that cannot be read is watched once its mode
+        changes); a watch refused for a limit raises WatchUnavailable."""
         from asyncinotify import Mask
 
         mask = (Mask.CREATE | Mask.MODIFY | Mask.CLOSE_WRITE | Mask.ATTRIB | Mask.DELETE | Mask.MOVED_FROM
@@ -261,7 +275,10 @@ class FolderWatch:
                     raise WatchUnavailable(
                         f"[{self.name}] cannot watch {self.root} ({os.strerror(exc.errno or 0)}); local changes "
                         f"are found by the periodic pass only (every 'refresh' seconds)") from None
+                if len(self._refused) < _MAX_REFUSED:
+                    self._refused.add(rel)
                 continue  # gone, not a folder (any more), unreadable: the scanner sees it
+            self._refused.discard(rel)
             self._folders[watch.wd] = (watch, rel)
             try:
                 with os.scandir(path) as entries:
@@ -310,7 +327,11 @@ class FolderWatch:
                 return True
             return False
         if event.name is None:  # about the watched folder itself: its parent reports it, but for the root
-            return not folder and (Mask.DELETE_SELF in mask or Mask.MOVE_SELF in mask)
+            if folder or not (Mask.DELETE_SELF in mask or Mask.MOVE_SELF in mask):
+                return False
+            if Mask.MOVE_SELF in mask:  # the watches follow it away: watch the local folder again once made anew
+                self.close()
+            return True
         name = os.fsdecode(event.name)
         rel = f"{folder}/{name}" if folder else name
         self._last_rel = rel
@@ -328,7 +349,10 @@ class FolderWatch:
             return False
         if is_dir:
             if Mask.ATTRIB in mask:
-                return False  # a folder's own metadata is not synced
+                if rel not in self._refused:
+                    return False  # a folder's own metadata is not synced
+                self._refused.discard(rel)  # its mode changed: it may be readable now
+                self._watch_tree(rel)
             if Mask.MOVED_FROM in mask:
                 self._unwatch_below(rel)
             elif Mask.CREATE in mask or Mask.MOVED_TO in mask:
@@ -377,13 +401,22 @@ class FolderWatch:
             if inotify is None:
                 stop.wait(max(wake, 0.0))
                 continue
+            poller = select.poll()  # not select(): it refuses descriptors from 1024 on
+            poller.register(inotify.fd, select.POLLIN)
             try:
-                readable, _, _ = select.select([inotify.fd], [], [], max(wake, 0.0))
+                readable = poller.poll(math.ceil(max(wake, 0.0) * 1000))
             except InterruptedError:
                 continue
             if readable:
                 self._drain()
         return False
+
+    def changes_pending(self) -> bool:
+        """Whether local changes were noted (read from the kernel's queue
+        first) that no pass has covered yet, settled or not."""
+        if self._inotify is not None:
+            self._drain()
+        return self._last_event is not None
 
     def pass_started(self) -> None:
         """A pass starts now: changes noted so far are covered by its scan."""

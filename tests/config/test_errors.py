@@ -272,6 +272,11 @@ FAULTS: dict[str, Fault] = {
     "state directory cannot be created": Fault(section_text({"state directory": "ro/state"}),
                                                ("[client] 'state directory'", "cannot be created"),
                                                _folder("ro", 0o555), unprivileged=True),
+    # escale's own files in the local folder would be synced themselves, pass after pass
+    "state directory in the local path": Fault(section_text({"state directory": "local/state"}),
+                                               ("[client] 'state directory'", "local path", "synced")),
+    "log file in a local path": Fault("log file = local/escale.log\n" + section_text({}),
+                                      ("'log file'", "[client]", "local path", "synced")),
     "default state folder is a file": Fault(section_text({}), ("[client] 'local path'", "state folder",
                                                               ".escale is not a folder"), _default_state_is_a_file),
     "address with an unclosed IPv6 host": Fault(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from escale.config.settings import ClientSettings, Config, GlobalSettings
-from escale.daemon.runner import Runner
+from escale.daemon.runner import BUSY_RETRY, Runner
+from escale.errors import ClientBusy, EscaleError
 from escale.relay import RelaySpec
+from escale.sync.report import PassReport
 from tests.daemon.helpers import Daemons, ctl, two_clients, wait_for
 
 
@@ -66,3 +69,75 @@ def test_a_pass_that_raises_unexpectedly_is_reported_and_retried(tmp_path: Path,
     os.remove(tmp_path / "carol-state")
     wait_for(lambda: (tmp_path / "carol" / "note.txt").exists(), "carol to sync again once repaired")
     assert status()["carol"]["state"] == "running"
+
+
+def test_a_client_stuck_in_its_pass_does_not_hold_up_starting_the_others(tmp_path: Path) -> None:
+    """``escalectl start alice`` while alice, asked to stop, is stuck in a pass (a relay
+    that hangs) waits for alice; it used to hold the daemon's client table meanwhile,
+    so that starting (or loading) any other client waited for alice too."""
+    relay = RelaySpec(protocol="file", directory=str(tmp_path / "relay"))
+    clients = tuple(ClientSettings(name=name, local_path=str(tmp_path / name), relay=relay, watch=False)
+                    for name in ("alice", "bob"))
+    runner = Runner(Config(str(tmp_path / "escale.conf"), GlobalSettings(), clients))
+    in_pass, release = threading.Event(), threading.Event()
+
+    def hanging_pass(*, lock_wait: float = 0.0) -> Any:
+        in_pass.set()
+        release.wait()
+        raise EscaleError("the relay hung up")
+
+    runner.clients["alice"].run_pass = hanging_pass  # type: ignore[method-assign]
+    assert runner.start_client("alice")
+    stuck = runner.threads["alice"]
+    starters: list[threading.Thread] = []
+    try:
+        wait_for(in_pass.is_set, "alice's pass to hang")
+        assert not runner.stop_client("alice", timeout=0)  # still stopping
+        joining = threading.Event()
+        join = stuck.join
+
+        def spy(timeout: float | None = None) -> None:
+            joining.set()
+            join(timeout)
+
+        stuck.join = spy  # type: ignore[method-assign]
+        starters.append(threading.Thread(target=runner.start_client, args=("alice",)))
+        starters[-1].start()
+        wait_for(joining.is_set, "the start of alice to wait for her stuck pass")
+        starters.append(threading.Thread(target=runner.start_client, args=("bob",)))
+        starters[-1].start()
+        wait_for(lambda: runner.client_state("bob") == "running", "bob to start beside the stuck alice")
+    finally:
+        release.set()
+        runner.stop()
+        for thread in [*starters, *runner.threads.values()]:
+            thread.join()
+
+
+def test_a_skipped_pass_after_a_busy_relay_waits_a_whole_refresh(tmp_path: Path) -> None:
+    """With a watch, a pass that found the relay busy is tried again after 2 s. A
+    pass skipped next (another escale process holds the client: a cron ``--once``)
+    kept that short wait from the report before it, and tried again every 2 s for
+    as long as the other process ran."""
+    (tmp_path / "local").mkdir()
+    settings = ClientSettings(name="a", local_path=str(tmp_path / "local"), refresh=300.0,
+                              relay=RelaySpec(protocol="file", directory=str(tmp_path / "relay")))
+    runner = Runner(Config(str(tmp_path / "escale.conf"), GlobalSettings(), (settings,)))
+    status = runner.statuses["a"]
+    calls: list[float] = []  # the time of the next pass that the status showed at each call
+
+    def relay_busy_then_client_busy(*, lock_wait: float = 0.0) -> PassReport:
+        calls.append(status.next_pass)
+        if len(calls) == 1:
+            return PassReport("a", busy=True)
+        raise ClientBusy("client [a] is already being synced by another escale process")
+
+    runner.clients["a"].run_pass = relay_busy_then_client_busy  # type: ignore[method-assign]
+    assert runner.start_client("a")
+    try:
+        wait_for(lambda: len(calls) >= 2 and status.next_pass != calls[1], "the wait after the skipped pass")
+        assert status.next_pass - time.time() > BUSY_RETRY * 10
+    finally:
+        runner.stop()
+        for thread in runner.threads.values():
+            thread.join()

@@ -12,7 +12,10 @@ logs one WARNING and still syncs through its periodic pass.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -27,6 +30,7 @@ from escale.crypto.envelope import PlainEnvelope
 from escale.daemon.watch import FolderWatch
 from escale.protocol import layout
 from tests.daemon.helpers import PATIENCE, Daemons, ctl, wait_for, write_config
+from tests.unprivileged import permissions_apply, unprivileged_command
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -193,5 +197,271 @@ def test_escales_own_writes_do_not_count(tmp_path: Path) -> None:
         assert watch.changed == {"user.txt"}
         watch.pass_started()
         assert watch.changed == set()
+    finally:
+        watch.close()
+
+
+class _Log:
+    """The lines a daemon adds to its log file from now on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def wait_for(self, wanted: str | tuple[str, ...], what: str) -> str:
+        """The first new line holding one of ``wanted``; the lines read are consumed."""
+        found: list[str] = []
+        marks = (wanted,) if isinstance(wanted, str) else wanted
+
+        def seen() -> bool:
+            if not self.path.exists():
+                return False
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+            end = data.rfind(b"\n") + 1
+            for line in data[:end].decode(errors="replace").splitlines():
+                self.offset += len(line.encode(errors="replace")) + 1
+                if any(mark in line for mark in marks):
+                    found.append(line)
+                    return True
+            return False
+
+        wait_for(seen, what)
+        return found[0]
+
+
+def test_a_periodic_pass_due_during_a_slow_write_waits_for_it(tmp_path: Path, daemons: Daemons) -> None:
+    """The periodic pass (``refresh = 4``) comes due while a file is being written,
+    its writer pausing for less than the watch delay: the pass waits for the
+    folder to settle instead of sending the part written so far."""
+    alice, bob, relay = tmp_path / "alice", tmp_path / "bob", tmp_path / "relay"
+    alice.mkdir()
+    bob.mkdir()
+    # the file is opened at least 2 s before the periodic pass is due; 8 s of watch delay leave
+    # the test at least 4 s to see the pass postponed and write the rest before the folder is quiet
+    config_a = _config(tmp_path / "A", "alice", alice, relay, refresh="4", **{"watch delay": "8"})
+    config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5", watch="no")
+    log = _Log(tmp_path / "A" / "escale.log")
+    daemons.start(config_a)
+    wait_for(lambda: (relay / layout.HEADER).exists(), "alice to create the repository")
+    daemons.start(config_b)
+    chunk = bytes(range(256)) * 256  # 64 KiB
+
+    def next_pass_in() -> float:
+        result = ctl(config_a, "--json", "status")
+        assert result.returncode == 0, result.stderr
+        alice_status = json.loads(result.stdout)["clients"][0]
+        return float(alice_status["next_pass"] or 0) - time.time() if alice_status["passes"] else 0.0
+
+    # opened while alice waits for her next periodic pass, which comes due while the file is being written
+    wait_for(lambda: next_pass_in() > 2.0, "alice to wait for her next periodic pass")
+    with open(alice / "slow.bin", "wb") as handle:
+        handle.write(chunk)
+        handle.flush()
+        log.wait_for(("periodic pass postponed", "pass done"), "alice's periodic pass to come due")
+        handle.write(chunk[::-1])
+    whole = (alice / "slow.bin").read_bytes()
+    wait_for(lambda: _same(bob / "slow.bin", whole), "the slowly written file to reach bob")
+    assert _meta_versions(relay, "slow.bin") == [1]
+
+
+def test_a_local_folder_moved_away_is_watched_anew(tmp_path: Path) -> None:
+    """The local folder renamed away makes a pass due (which makes it anew); the
+    watch then follows the new folder, not the one moved away."""
+    root, moved = tmp_path / "local", tmp_path / "moved"
+    root.mkdir()
+    watch = FolderWatch("t", str(root), delay=0.2)
+    stop = threading.Event()
+    try:
+        assert watch.start()
+        os.rename(root, moved)
+        assert watch.wait(PATIENCE, stop)
+        watch.pass_started()
+        root.mkdir()  # as the pass does
+        assert watch.start()
+        (moved / "elsewhere.txt").write_bytes(b"no longer in the local folder")
+        (root / "new.txt").write_bytes(b"in the new local folder")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"new.txt"}
+    finally:
+        watch.close()
+
+
+def test_folders_moved_in_and_out_of_the_tree(tmp_path: Path) -> None:
+    """A folder tree moved in from outside is watched to its bottom at once; one
+    moved out is no longer watched (its later changes do not count)."""
+    root, outside = tmp_path / "local", tmp_path / "outside"
+    root.mkdir()
+    (outside / "tree" / "deep").mkdir(parents=True)
+    (outside / "tree" / "deep" / "old.txt").write_bytes(b"made outside")
+    watch = FolderWatch("t", str(root), delay=0.2)
+    stop = threading.Event()
+    try:
+        assert watch.start() and watch.watched_folders == 1
+        os.rename(outside / "tree", root / "tree")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"tree"} and watch.watched_folders == 3
+        watch.pass_started()
+        (root / "tree" / "deep" / "old.txt").write_bytes(b"changed in the tree")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"tree/deep/old.txt"}
+        watch.pass_started()
+        os.rename(root / "tree", outside / "gone")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"tree"} and watch.watched_folders == 1
+        watch.pass_started()
+        (outside / "gone" / "deep" / "old.txt").write_bytes(b"changed outside")
+        (root / "marker.txt").write_bytes(b"in the tree")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"marker.txt"}
+    finally:
+        watch.close()
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs user namespaces with their own inotify limits")
+def test_new_folders_past_the_watch_limit_are_still_synced(tmp_path: Path, daemons: Daemons) -> None:
+    """The daemon starts within its 3 inotify watches (2 folders); a folder tree made
+    later takes it past them: one WARNING, and the change that did it is synced at
+    once all the same (``refresh = 300``: not by the periodic pass)."""
+    alice, bob, relay = tmp_path / "alice", tmp_path / "bob", tmp_path / "relay"
+    (alice / "sub").mkdir(parents=True)
+    (alice / "seed.txt").write_bytes(b"seed\n")
+    bob.mkdir()
+    config = _config(tmp_path / "A", "alice", alice, relay)
+    config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5", watch="no")
+    limited = ["unshare", "-U", "-r", "sh", "-c", 'echo 3 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
+               sys.executable, "-m", "escale.cli.ctl", "-c", config, "start"]
+    started = subprocess.run(limited, capture_output=True, text=True, timeout=PATIENCE, check=False)
+    daemons.track(config)
+    assert started.returncode == 0, started.stderr
+    daemons.start(config_b)
+    log = tmp_path / "A" / "escale.log"
+    wait_for(lambda: _same(bob / "seed.txt", b"seed\n"), "alice's first pass to reach bob")
+    assert "max_user_watches" not in log.read_text()
+
+    (alice / "n1" / "n2" / "n3").mkdir(parents=True)
+    (alice / "n1" / "n2" / "n3" / "deep.txt").write_bytes(b"deep\n")
+    wait_for(lambda: _same(bob / "n1" / "n2" / "n3" / "deep.txt", b"deep\n"), "the new tree's file to reach bob")
+    warnings = [line for line in log.read_text().splitlines() if "WARNING" in line and "max_user_watches" in line]
+    assert len(warnings) == 1
+
+
+_UNLOCKED_SCRIPT = """
+import os, sys, threading
+from escale.daemon.watch import FolderWatch
+root = sys.argv[1]
+watch = FolderWatch("t", root, delay=0.2)
+stop = threading.Event()
+assert watch.start()
+os.chmod(os.path.join(root, "locked"), 0o755)
+assert watch.wait(60, stop)
+watch.pass_started()
+for name in ("locked/inside.txt", "locked/deeper/inside.txt", "after.txt"):
+    with open(os.path.join(root, name), "w") as handle:
+        handle.write("a change")
+assert watch.wait(60, stop)
+print(" ".join(sorted(watch.changed)))
+"""
+
+
+def test_a_folder_made_readable_is_watched(tmp_path: Path) -> None:
+    """A folder the daemon could not watch (no permission, so not listed by the
+    scanner either) is watched, with what is below it, once it is made readable;
+    its changes count from then on. Run without root's file privileges."""
+    if not permissions_apply():
+        pytest.fail("cannot drop root's file privileges here (setpriv)")
+    root = tmp_path / "local"
+    (root / "locked" / "deeper").mkdir(parents=True)
+    os.chmod(root / "locked", 0)
+    try:
+        result = subprocess.run(unprivileged_command([sys.executable, "-c", _UNLOCKED_SCRIPT, str(root)]),
+                                capture_output=True, text=True, timeout=PATIENCE * 2, check=False)
+    finally:
+        os.chmod(root / "locked", 0o755)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["after.txt", "locked/deeper/inside.txt", "locked/inside.txt"]
+
+
+def test_a_watch_on_a_descriptor_past_1023_still_waits(tmp_path: Path) -> None:
+    """A daemon with many files open (many clients, connections) may get its
+    inotify descriptor at 1024 or above, which ``select`` refuses: its wait
+    raised ValueError, which ended the client's thread."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1100
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {wanted}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    fillers: list[int] = []
+    root = tmp_path / "local"
+    root.mkdir()
+    watch = FolderWatch("t", str(root), delay=0.2)
+    try:
+        while not fillers or fillers[-1] < 1030:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        assert watch.start()
+        (root / "late.txt").write_bytes(b"seen")
+        assert watch.wait(PATIENCE, threading.Event())
+        assert watch.changed == {"late.txt"}
+    finally:
+        watch.close()
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_what_a_daemon_receives_does_not_start_passes_in_a_loop(pair: Pair) -> None:
+    """bob watches his folder while he receives new files in new folders, a new
+    version of a file and a deletion: at most one more pass follows what he
+    wrote himself (it finds nothing to do), however many periodic passes run."""
+    alice, bob = pair.alice, pair.bob
+    config_b = str(pair.root / "B" / "escale.conf")
+    log = pair.root / "B" / "escale.log"
+
+    def passes() -> int:
+        result = ctl(config_b, "--json", "status")
+        assert result.returncode == 0, result.stderr
+        return int(json.loads(result.stdout)["clients"][0]["passes"])
+
+    def settled() -> int:
+        return sum("local changes settled" in line for line in log.read_text().splitlines())
+
+    (alice / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.txt", "a/b/two.txt"):
+        (alice / name).write_bytes(name.encode())
+    (alice / "seed.txt").write_bytes(b"second version\n")
+    wait_for(lambda: _same(bob / "a" / "b" / "two.txt", b"a/b/two.txt")
+             and _same(bob / "seed.txt", b"second version\n"), "bob to receive alice's changes")
+    os.remove(alice / "a" / "one.txt")
+    wait_for(lambda: not (bob / "a" / "one.txt").exists(), "bob to receive the deletion")
+    before, start = settled(), passes()
+    wait_for(lambda: passes() >= start + 8, "eight more passes of bob")
+    assert settled() - before <= 1
+
+
+def test_a_kernel_queue_overflow_rereads_the_tree(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """More events than the kernel queues (``max_queued_events``) while no one
+    reads them, as during a long pass: the lost events make a pass due, the tree
+    is watched afresh (one INFO line) and later changes are seen as before."""
+    with open("/proc/sys/fs/inotify/max_queued_events", encoding="ascii") as handle:
+        queued = int(handle.read())
+    root = tmp_path / "local"
+    (root / "sub").mkdir(parents=True)
+    (root / "many").mkdir()
+    watch = FolderWatch("t", str(root), delay=0.2)
+    stop = threading.Event()
+    caplog.set_level(logging.INFO, logger="escale.daemon.watch")
+    try:
+        assert watch.start()
+        for i in range(queued // 2 + 100):  # two events each (created, closed after writing)
+            (root / "many" / f"{i}").write_bytes(b"")
+        assert watch.wait(PATIENCE, stop)
+        overflows = [r for r in caplog.records if "queue overflow" in r.getMessage()]
+        assert len(overflows) == 1 and watch.active and watch.watched_folders == 3
+        watch.pass_started()
+        (root / "sub" / "after.txt").write_bytes(b"seen")
+        assert watch.wait(PATIENCE, stop)
+        assert watch.changed == {"sub/after.txt"}
     finally:
         watch.close()
