@@ -151,11 +151,7 @@ def test_too_many_folders_falls_back_to_periodic_passes(tmp_path: Path, daemons:
     bob.mkdir()
     config = _config(tmp_path / "A", "alice", alice, relay, refresh="0.5")
     config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5", watch="no")
-    limited = ["unshare", "-U", "-r", "sh", "-c", 'echo 3 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
-               sys.executable, "-m", "escale.cli.ctl", "-c", config, "start"]
-    started = subprocess.run(limited, capture_output=True, text=True, timeout=PATIENCE, check=False)
-    daemons.track(config)
-    assert started.returncode == 0, started.stderr
+    _start_with_three_watches(daemons, config)
     daemons.start(config_b)
     log = tmp_path / "A" / "escale.log"
 
@@ -330,11 +326,7 @@ def test_new_folders_past_the_watch_limit_are_still_synced(tmp_path: Path, daemo
     bob.mkdir()
     config = _config(tmp_path / "A", "alice", alice, relay)
     config_b = _config(tmp_path / "B", "bob", bob, relay, refresh="0.5", watch="no")
-    limited = ["unshare", "-U", "-r", "sh", "-c", 'echo 3 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
-               sys.executable, "-m", "escale.cli.ctl", "-c", config, "start"]
-    started = subprocess.run(limited, capture_output=True, text=True, timeout=PATIENCE, check=False)
-    daemons.track(config)
-    assert started.returncode == 0, started.stderr
+    _start_with_three_watches(daemons, config)
     daemons.start(config_b)
     log = tmp_path / "A" / "escale.log"
     wait_for(lambda: _same(bob / "seed.txt", b"seed\n"), "alice's first pass to reach bob")
@@ -465,3 +457,13 @@ def test_a_kernel_queue_overflow_rereads_the_tree(tmp_path: Path, caplog: pytest
         assert watch.changed == {"sub/after.txt"}
     finally:
         watch.close()
+
+
+def _start_with_three_watches(daemons: Daemons, config: str) -> None:
+    """Start the daemon of ``config`` in a user namespace whose inotify limit
+    is 3 watches (tracked by ``daemons``, which stops it)."""
+    limited = ["unshare", "-U", "-r", "sh", "-c", 'echo 3 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
+               sys.executable, "-m", "escale.cli.ctl", "-c", config, "start"]
+    started = subprocess.run(limited, capture_output=True, text=True, timeout=PATIENCE, check=False)
+    daemons.track(config)
+    assert started.returncode == 0, started.stderr
