@@ -388,12 +388,15 @@ class SyncClient:
         executor = Executor(s, db, repo, report, announce=self._announce, progress=progress, stop=self.stop,
                             trash=trash, open_relay=self._relay_factory, pool=pool)  # transfers: more connections
         relay_due = relay_needed = the_plan.needs_lease or maintenance_due(repo, state)
+        later = the_plan
         if s.priority == "upload" and relay_due:
             # priority = upload: send what is pending before receiving (on connections of its own:
-            # the read's are closed first, so that a server limiting connections lets them open)
+            # the read's are closed first, so that a server limiting connections lets them open),
+            # except a send that would replace a version this pass still receives
+            first, later = the_plan.split_for_upload_priority()
             _release(executor, pool)
-            run_relay_phase(executor, the_plan, self._relay_factory, wait=self.lease_wait)
-            relay_due = False
+            run_relay_phase(executor, first, self._relay_factory, wait=self.lease_wait)
+            relay_due = later.needs_lease and not report.busy
         if not self.stop.is_set():
             executor.run_local(state, the_plan)
         # what was not received stays so (only the local phase receives); the
@@ -406,7 +409,7 @@ class SyncClient:
         _release(executor, pool)  # the relay phase opens connections of its own
         repo.flush_acks()  # the index layout's one acknowledgement record (before the relay phase)
         if relay_due and not self.stop.is_set():
-            run_relay_phase(executor, the_plan, self._relay_factory, wait=self.lease_wait, state=state)
+            run_relay_phase(executor, later, self._relay_factory, wait=self.lease_wait, state=state)
         report.pending_up = sum(1 for a in the_plan.actions if a.kind.startswith("push")) - len(
             report.pushed) - len(report.deleted_remote)
         sent = set(report.pushed)

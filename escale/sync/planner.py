@@ -236,7 +236,27 @@ class Plan:
 
     @property
     def needs_lease(self) -> bool:
-        return any(a.kind in ("push", "push_delete", "push_copy") for a in self.actions)
+        return any(a.kind in _SENDS for a in self.actions)
+
+    def split_for_upload_priority(self) -> tuple[Plan, Plan]:
+        """For ``priority = upload``: (what may run before the local phase,
+        the sends that must wait for it). A send of a path that this plan
+        also receives (conservative mode keeps the relay's version as a copy
+        and sends its own) waits: sent first, it would replace on the relay
+        the version the receive has yet to fetch, and that version would be
+        lost everywhere. The first plan keeps every other action, in order;
+        the second holds only the sends that wait."""
+        received = {a.path for a in self.actions if a.kind in _RECEIVES}
+        later = [a for a in self.actions if a.kind in _SENDS and a.path in received]
+        if not later:
+            return self, Plan()
+        waiting = {id(a) for a in later}
+        first = Plan(actions=[a for a in self.actions if id(a) not in waiting], held=self.held, notes=self.notes)
+        return first, Plan(actions=later)
+
+
+_SENDS = frozenset({"push", "push_delete", "push_copy"})
+_RECEIVES = frozenset({"pull", "pull_copy", "conflict"})
 
 
 # --------------------------------------------------------------------------- helpers

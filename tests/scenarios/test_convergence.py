@@ -1,7 +1,7 @@
 """Five clients of every mode, 200 seeded random operations, then convergence.
 
 Clients: ``a`` and ``b`` (shared), ``c`` (conservative), ``u`` (upload), ``d``
-(download). The test draws 200 operations from a seeded generator: create,
+(download); ``b`` and ``c`` with ``priority = upload``. The test draws 200 operations from a seeded generator: create,
 modify, delete and rename a file on one client, and the same file edited on
 two clients before either syncs. After each operation, with probability 0.4, a
 random client runs a pass: in-process (:meth:`World.sync`) for the bulk, and
@@ -121,7 +121,9 @@ def run_scenario(world: World, seed: int, operations: int = OPERATIONS) -> str:
     assert the guarantees; return a summary."""
     for name, mode in (("a", "shared"), ("b", "shared"), ("c", "conservative"), ("u", "upload"),
                        ("d", "download")):
-        world.add(name, mode=mode)
+        # b and c send before they receive (priority = upload): c's conflicts keep the
+        # relay's version as a copy and send its own, in one pass
+        world.add(name, mode=mode, **({"priority": "upload"} if name in ("b", "c") else {}))
     started = time.monotonic()
     scenario = Scenario(world, seed)
     for _ in range(operations):

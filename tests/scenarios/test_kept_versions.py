@@ -58,3 +58,26 @@ def test_recreated_after_local_delete_keeps_the_newer_relay_version(file_world: 
     assert not ledger.missing([tree(up), tree(a)]), "v2 was replaced by a client that never saw it"
     with open(os.path.join(a, "notes.txt"), "rb") as handle:
         assert handle.read() == b"v2 by a\n"
+
+
+@pytest.mark.parametrize("index", ["no", "yes"])
+def test_upload_priority_conservative_conflict_keeps_the_relay_version(file_world: World, index: str) -> None:
+    """``priority = upload`` sends before receiving; a conservative client
+    that also keeps the relay's conflicting version as a copy must fetch it
+    before its own send replaces it on the relay (in both layouts)."""
+    file_world.common["index"] = index
+    ledger = Ledger()
+    a = file_world.add("a", mode="conservative", priority="upload")
+    b = file_world.add("b")
+    ledger.write("a", a, "plan.txt", b"first\n")
+    file_world.quiesce(["a", "b"])
+    ledger.write("b", b, "plan.txt", b"edited by b\n")
+    file_world.sync("b")
+    ledger.write("a", a, "plan.txt", b"edited by a\n")
+    report = file_world.sync("a")
+    assert report.errors == [] and report.pushed == ["plan.txt"], report
+    assert not ledger.missing([tree(a)]), "b's version was replaced before a kept its copy"
+    file_world.quiesce(["a", "b"])
+    assert not ledger.missing([tree(a)]) and not ledger.missing([tree(b)])
+    with open(os.path.join(a, "plan.txt"), "rb") as handle:
+        assert handle.read() == b"edited by a\n"

@@ -13,6 +13,7 @@ from escale.sync.planner import (
     Access,
     BaseEntry,
     LocalFile,
+    Plan,
     RemoteEntry,
     conflict_name,
     plan,
@@ -295,3 +296,29 @@ def test_conservative_never_pushes_over_a_version_it_could_not_keep() -> None:
     assert "push" not in [a.kind for a in actions]
     [copy] = [a for a in actions if a.kind == "push_copy"]
     assert copy.copy_path is not None and copy.copy_path.startswith("f.conflict-me-")
+
+
+@settings(max_examples=600, deadline=None)
+@given(locals_, remotes, bases, modes)
+def test_upload_priority_never_sends_before_receiving_the_same_path(
+    local: LocalFile | None, rem: RemoteEntry | None, base: BaseEntry | None, mode: Mode
+) -> None:
+    """``priority = upload`` runs the first part of the split before the
+    local phase: none of its sends may replace a version that the local phase
+    still has to receive; nothing is dropped or duplicated, and the order holds."""
+    the_plan = Plan(actions=plan_path("f", local, rem, base, mode=mode, label="me"))
+    first, later = the_plan.split_for_upload_priority()
+    received = {a.path for a in first.actions if a.kind in ("pull", "pull_copy", "conflict")}
+    assert not [a for a in first.actions if a.kind.startswith("push") and a.path in received]
+    assert all(a.kind.startswith("push") for a in later.actions)
+    assert sorted(map(repr, first.actions + later.actions)) == sorted(map(repr, the_plan.actions))
+    assert [a for a in the_plan.actions if a in first.actions] == first.actions
+
+
+def test_conservative_conflict_sends_after_keeping_the_relay_copy_under_upload_priority() -> None:
+    """The case the split exists for: conservative mode keeps the relay's
+    version as a copy and sends its own; the send waits for the copy."""
+    actions = plan_path("f.txt", A2, remote(4, "sha256:ccc"), BASE, mode="conservative", label="me")
+    first, later = Plan(actions=actions).split_for_upload_priority()
+    assert [a.kind for a in first.actions] == ["pull_copy"]
+    assert [a.kind for a in later.actions] == ["push"]
