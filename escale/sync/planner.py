@@ -555,20 +555,23 @@ def _conflict(
     local_copy = conflict_name(path, label, _content_id(local))
     if mode == "conservative" or (access.write is False and write is False):
         actions: list[Action] = []
-        if remote.available and _may_write(mode, access):
+        # the relay version is kept here only when this client may write it
+        kept = remote.available and _may_write(mode, access)
+        if kept:
             remote_copy = conflict_name(path, remote.pusher_label, _content_id(remote))
             actions.append(Action("pull_copy", path, expect_local=None, expect_version=relay_version,
                                   copy_path=remote_copy, ack=ack, reason="conflict: relay version as copy"))
         elif ack:
             actions.append(Action("ack", path, expect_version=relay_version, reason="conflict"))
-        if send and remote.available:
+        if send and kept:
             # the relay version is kept here as a copy (and sent on from here)
             actions.append(Action("push", path, expect_local=local, expect_version=relay_version,
                                   reason="conflict: local version kept and sent"))
         elif send:
-            # the relay version was reclaimed before this client could keep a copy:
-            # sending ours over it would replace it on every other client, so ours
-            # goes out as a conflict copy and the base stays where it descends from
+            # the relay version is not kept here (reclaimed before this client could
+            # keep a copy, or refused by a ``w-`` modifier): sending ours over it would
+            # replace it on every other client without a copy anywhere, so ours goes
+            # out as a conflict copy and the base stays where it descends from
             actions.append(Action("push_copy", path, expect_local=local, expect_version=relay_version,
                                   copy_path=local_copy, reason="conflict: local version sent as a copy"))
             actions.append(Action("record", path, expect_local=local, expect_version=relay_version,

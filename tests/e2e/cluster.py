@@ -85,6 +85,20 @@ class Cluster:
             raise AssertionError(f"escale --once [{name}] exited {result.returncode}:\n{result.stderr[-3000:]}")
         return result
 
+    def ctl(self, *args: str, check: bool = False, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """``escalectl -c CONF ARGS`` as a separate process (no terminal on stdin);
+        with ``check``, a non-zero exit raises AssertionError with its stderr."""
+        command = [sys.executable, "-m", "escale.cli.ctl", "-c", self.config, *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"escalectl {args} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def access(self, path: str, modifiers: str) -> None:
+        """``escalectl access PATH MODIFIERS``, which must succeed."""
+        self.ctl("access", path, modifiers, check=True)
+
     def sync_all(self, rounds: int = 2) -> None:
         for _ in range(rounds):
             for name in self.clients:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,11 +29,6 @@ pytestmark = pytest.mark.timeout(300)
 
 NAMES = [f"folder/f{i:02}.txt" for i in range(12)]
 GONE = NAMES[:10]  # most of them: the mass-deletion guard holds these by default
-
-
-def _ctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "escale.cli.ctl", "-c", cluster.config, *args],
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
 
 
 def _setup(cluster: Cluster, tmp_path: Path, index: str, encrypted: bool, **a_keys: str) -> tuple[str, str]:
@@ -69,7 +62,7 @@ def test_one_allowance_on_the_deleting_client_covers_the_receivers(
     file_cluster.run("b")
     assert set(tree(b)) == set(NAMES)  # a's own guard held them: nothing was sent
 
-    allowed = _ctl(file_cluster, "allow-deletions", "a")
+    allowed = file_cluster.ctl("allow-deletions", "a")
     assert allowed.returncode == 0, allowed.stderr
     file_cluster.run("a")
     file_cluster.run("b")  # no allow-deletions for b

@@ -6,24 +6,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from typing import Any
 
 from escale.sync.labels import conflict_label
 from tests.e2e.cluster import Cluster, write
 
 
-def ctl(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "escale.cli.ctl", "-c", cluster.config, *args],
-                            capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"escalectl {args} exited {result.returncode}:\n{result.stderr}")
-    return result
-
-
 def files(cluster: Cluster, client: str) -> dict[str, dict[str, Any]]:
-    answer = json.loads(ctl(cluster, "status", "--files", client, "--json").stdout)
+    answer = json.loads(cluster.ctl("status", "--files", client, "--json", check=True).stdout)
     [entry] = answer["clients"]
     assert entry["name"] == client
     return {f["path"]: f for f in entry["files"]}
@@ -63,7 +53,7 @@ def test_status_files_shows_pending_sent_delivered(file_cluster: Cluster) -> Non
     assert received["small.txt"]["state"] == "received"
     assert received["small.txt"]["receivers"] == [conflict_label("up")]
     # the human table, without a daemon
-    table = ctl(file_cluster, "status", "--files").stdout
+    table = file_cluster.ctl("status", "--files", check=True).stdout
     lines = [line.split() for line in table.splitlines()]
     assert ["up", "small.txt", "delivered"] in [line[:3] for line in lines]
     assert ["up", "big.bin", "pending"] in [line[:3] for line in lines]

@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from typing import Any
 
 from tests.e2e.cluster import Cluster, write
 
 
-def ctl(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "escale.cli.ctl", "-c", cluster.config, *args],
-                            capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"escalectl {args} exited {result.returncode}:\n{result.stderr}")
-    return result
-
-
 def versions(cluster: Cluster, path: str) -> list[dict[str, Any]]:
-    listed: list[dict[str, Any]] = json.loads(ctl(cluster, "versions", path, "--json").stdout)["versions"]
+    listed: list[dict[str, Any]] = json.loads(cluster.ctl("versions", path, "--json", check=True).stdout)["versions"]
     return listed
 
 
@@ -55,11 +45,11 @@ def test_replaced_and_deleted_files_are_kept_and_restored(file_cluster: Cluster)
     assert [v["reason"] for v in kept] == ["deleted", "replaced"]
 
     # the human listing names the client, the path and each version
-    listing = ctl(file_cluster, "versions", target).stdout
+    listing = file_cluster.ctl("versions", target, check=True).stdout
     assert "[b] docs/report.txt" in listing and "deleted" in listing and "replaced" in listing
 
     # restore the oldest: the file comes back here, then travels to a
-    done = ctl(file_cluster, "versions", target, "--restore", "2")
+    done = file_cluster.ctl("versions", target, "--restore", "2", check=True)
     assert "restored version 2" in done.stdout
     assert read(target) == b"first draft\n"
     file_cluster.run("b")
@@ -67,7 +57,7 @@ def test_replaced_and_deleted_files_are_kept_and_restored(file_cluster: Cluster)
     assert read(os.path.join(a, "docs", "report.txt")) == b"first draft\n"
 
     # restoring over an existing file keeps that file as a version first
-    ctl(file_cluster, "versions", target, "--restore", "1")  # newest is still the deleted second draft
+    file_cluster.ctl("versions", target, "--restore", "1", check=True)  # newest is still the deleted second draft
     assert read(target) == b"second draft, longer\n"
     kept = versions(file_cluster, target)
     assert kept[0]["reason"] == "before-restore"
@@ -77,9 +67,9 @@ def test_replaced_and_deleted_files_are_kept_and_restored(file_cluster: Cluster)
 
 def test_versions_usage_errors(file_cluster: Cluster) -> None:
     a = file_cluster.add("a")
-    outside = ctl(file_cluster, "versions", os.path.join(file_cluster.base, "elsewhere.txt"), check=False)
+    outside = file_cluster.ctl("versions", os.path.join(file_cluster.base, "elsewhere.txt"))
     assert outside.returncode == 64 and "not inside the local folder" in outside.stderr
-    missing = ctl(file_cluster, "versions", os.path.join(a, "x.txt"), "--restore", "1", check=False)
+    missing = file_cluster.ctl("versions", os.path.join(a, "x.txt"), "--restore", "1")
     assert missing.returncode == 64 and "no kept version" in missing.stderr
 
 

@@ -19,8 +19,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -148,19 +146,13 @@ def test_puller_count_one_lets_the_page_go_and_tells_the_second_receiver(file_in
     assert tree(c)["report.txt"] == tree(a)["report.txt"] != tree(b)["report.txt"]
 
 
-def _access(world: World, path: str, modifiers: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "escale.cli.ctl", "-c", world.config, "access", path, modifiers],
-                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
-    assert result.returncode == 0, result.stderr
-
-
 def test_access_modifiers_hold(file_index_world: World) -> None:
     world = file_index_world
     a, b = world.add("a"), world.add("b")
     write(a, "kept.txt", "original\n")
     world.quiesce(["a", "b"])
-    _access(world, os.path.join(b, "kept.txt"), "w-")
-    _access(world, os.path.join(a, "draft.txt"), "r-")
+    world.access(os.path.join(b, "kept.txt"), "w-")
+    world.access(os.path.join(a, "draft.txt"), "r-")
     write(a, "draft.txt", "private\n")
     write(a, "public.txt", "for everyone\n")
     write(a, "kept.txt", "changed on a\n")
@@ -178,7 +170,7 @@ def test_a_page_whose_member_a_receiver_declines_is_still_reclaimed(file_index_w
     a, b = world.add("a"), world.add("b")
     write(a, "kept.txt", "original\n")
     world.quiesce(["a", "b"])
-    _access(world, os.path.join(b, "kept.txt"), "w-")
+    world.access(os.path.join(b, "kept.txt"), "w-")
     write(a, "kept.txt", "changed on a, declined by b\n")
     world.quiesce(["a", "b"])
     with open(os.path.join(b, "kept.txt"), encoding="utf-8") as handle:

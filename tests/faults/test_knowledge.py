@@ -49,11 +49,6 @@ def _objects_of(world: World, version: int) -> dict[str, bytes]:
     return found
 
 
-def _ctl(world: World, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "escale.cli.ctl", "-c", world.config, *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
-
-
 # --------------------------------------------------------------------------- rollback
 
 
@@ -79,7 +74,7 @@ def test_lost_newest_version_never_replaces_the_writers_copy(file_world: World) 
     report = world.sync("a")
     assert any("doc.txt rolled back" in line for line in report.warnings)
     # the writer repairs it explicitly; then everyone converges on version 2
-    result = _ctl(world, "fix", "-r", "a")
+    result = world.ctl("fix", "-r", "a")
     assert result.returncode == 0, result.stderr
     world.quiesce(["a", "b"])
     assert tree(a) == tree(b)
@@ -151,7 +146,7 @@ def test_wiped_ftp_relay_is_not_refilled(tmp_path: Path, target_ftp: RelayTarget
     assert relay_names(world, layout.DATA) == []
     assert relay_names(world, layout.META) == []
     # explicit repair from a: the repository comes back with its identity, b carries on
-    result = _ctl(world, "fix", "-r", "a")
+    result = world.ctl("fix", "-r", "a")
     assert result.returncode == 0, result.stderr
     write(a, "new.txt", "after the repair\n")
     world.quiesce(["a", "b"])
@@ -251,13 +246,13 @@ def test_lifted_write_protection_reports_the_divergence(file_world: World) -> No
     b = world.add("b")
     write(a, "f.txt", "first\n")
     world.quiesce(["a", "b"])
-    result = _ctl(world, "access", os.path.join(b, "f.txt"), "w-", "-r", "b")
+    result = world.ctl("access", os.path.join(b, "f.txt"), "w-", "-r", "b")
     assert result.returncode == 0, result.stderr
     write(a, "f.txt", "second\n")
     world.sync("a")
     world.sync("b")  # declines (w-) and acknowledges: the payload goes
     world.sync("a")  # reclaims it
-    result = _ctl(world, "access", os.path.join(b, "f.txt"), "w?", "-r", "b")
+    result = world.ctl("access", os.path.join(b, "f.txt"), "w?", "-r", "b")
     assert result.returncode == 0, result.stderr
     report = world.sync("b")
     assert any("f.txt" in line and "reclaimed" in line for line in report.warnings), report.warnings

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -29,11 +27,6 @@ pytestmark = pytest.mark.timeout(240)
 
 SIZE = 100_000
 TINY = "0.001"
-
-
-def escalectl(world: World, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "escale.cli.ctl", "-c", world.config, *args],
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
 
 
 def test_gone_receiver_is_reported_and_forgetting_it_lets_sync_resume(file_world: World) -> None:
@@ -62,23 +55,23 @@ def test_gone_receiver_is_reported_and_forgetting_it_lets_sync_resume(file_world
     assert not any(w.startswith("receiver c (") for w in report.warnings), report.warnings
 
     world.sync("c")  # a sign of life from c since a's last pass
-    listed = escalectl(world, "--json", "clients", "a")
+    listed = world.ctl("--json", "clients", "a")
     assert listed.returncode == 0, listed.stderr
     clients = {c["label"]: c for c in json.loads(listed.stdout)["clients"]}
     assert set(clients) == {"a", "gone", "c"}
     assert clients["gone"]["stale"] is True and clients["gone"]["pending"] == 1
     assert clients["gone"]["receives"] is True and clients["gone"]["forgotten"] is False
     assert clients["a"]["me"] is True and clients["c"]["stale"] is False and clients["c"]["pending"] == 0
-    table = escalectl(world, "clients", "a")
+    table = world.ctl("clients", "a")
     assert table.returncode == 0 and "STALE" in table.stdout and "gone" in table.stdout, table.stdout
 
     # a prefix that is not unique, and no --yes without a terminal, change nothing
-    refused = escalectl(world, "clients", "forget", "", "a", "--yes")
+    refused = world.ctl("clients", "forget", "", "a", "--yes")
     assert refused.returncode == 64, refused.stderr
-    refused = escalectl(world, "clients", "forget", "gone", "a")
+    refused = world.ctl("clients", "forget", "gone", "a")
     assert refused.returncode == 64 and "--yes" in refused.stderr, refused.stderr
     gone_id = clients["gone"]["client"]
-    forgot = escalectl(world, "clients", "forget", gone_id[:8], "a", "--yes")
+    forgot = world.ctl("clients", "forget", gone_id[:8], "a", "--yes")
     assert forgot.returncode == 0, forgot.stderr
     assert "forgot client gone" in forgot.stdout
 
@@ -92,7 +85,7 @@ def test_gone_receiver_is_reported_and_forgetting_it_lets_sync_resume(file_world
     report = world.sync("a")
     assert not any("gone" in w for w in report.warnings), report.warnings
     assert relay_names(world, "data") == []
-    after = json.loads(escalectl(world, "--json", "clients", "a").stdout)
+    after = json.loads(world.ctl("--json", "clients", "a").stdout)
     assert {c["label"]: c["forgotten"] for c in after["clients"]} == {"a": False, "gone": True, "c": False}
 
 

@@ -1,7 +1,8 @@
 """A client that keeps its own file never overwrites a version it never saw.
 
-Upload clients never take relay versions, and any client declines a version
-for a file it deleted on purpose. When such a client later edits (or
+Upload clients never take relay versions, a ``w-`` access modifier refuses
+them for one file, and any client declines a version for a file it deleted on
+purpose. When such a client later edits (or
 re-creates) the file, its edit does not descend from the relay's version: both
 sides changed, so both must survive (the edit goes to the relay as a conflict
 copy). Found by the random convergence scenario: the upload client's second
@@ -81,3 +82,29 @@ def test_upload_priority_conservative_conflict_keeps_the_relay_version(file_worl
     assert not ledger.missing([tree(a)]) and not ledger.missing([tree(b)])
     with open(os.path.join(a, "plan.txt"), "rb") as handle:
         assert handle.read() == b"edited by a\n"
+
+
+@pytest.mark.parametrize("index", ["no", "yes"])
+@pytest.mark.parametrize("mode", ["shared", "conservative"])
+def test_write_refused_client_edit_keeps_the_other_version(file_world: World, index: str, mode: str) -> None:
+    """b refuses relay versions of a file (``w-``) and edits it while a sends
+    its own edit: b cannot keep a's version, so b's edit must not replace it
+    on the relay; it goes out as a conflict copy and a keeps its edit."""
+    file_world.common["index"] = index
+    ledger = Ledger()
+    a = file_world.add("a")
+    b = file_world.add("b", mode=mode)
+    ledger.write("a", a, "plan.txt", b"first\n")
+    file_world.quiesce(["a", "b"])
+    file_world.access(os.path.join(b, "plan.txt"), "w-")
+    ledger.write("a", a, "plan.txt", b"edited by a\n")
+    file_world.sync("a")
+    ledger.write("b", b, "plan.txt", b"edited by b, which refuses a's versions\n")
+    file_world.quiesce(["b", "a"])
+    assert not ledger.missing([tree(a), tree(b)]), "a version was replaced by a client that refused it"
+    with open(os.path.join(a, "plan.txt"), "rb") as handle:
+        assert handle.read() == b"edited by a\n"
+    with open(os.path.join(b, "plan.txt"), "rb") as handle:
+        assert handle.read() == b"edited by b, which refuses a's versions\n"
+    copies = [name for name in tree(a) if name.startswith("plan.conflict-b")]
+    assert len(copies) == 1, tree(a)

@@ -322,3 +322,39 @@ def test_conservative_conflict_sends_after_keeping_the_relay_copy_under_upload_p
     first, later = Plan(actions=actions).split_for_upload_priority()
     assert [a.kind for a in first.actions] == ["pull_copy"]
     assert [a.kind for a in later.actions] == ["push"]
+
+
+accesses = st.builds(Access, st.sampled_from([None, True, False]), st.sampled_from([None, True, False]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(locals_, remotes, bases, modes, accesses)
+def test_no_remote_loss(
+    local: LocalFile | None, rem: RemoteEntry | None, base: BaseEntry | None, mode: Mode, access: Access
+) -> None:
+    """A send never replaces a relay version that no one has kept: pushing over
+    a fetchable version whose content is neither ours nor the one we descend
+    from is allowed only when the same plan keeps that version here first."""
+    actions = plan_path("f", local, rem, base, mode=mode, label="me", access=access)
+    kinds_ = {a.kind for a in actions}
+    if "push" not in kinds_ or rem is None or rem.deleted or not rem.available or local is None:
+        return
+    if rem.checksum == local.checksum or (base is not None and rem.checksum == base.checksum):
+        return
+    descends = base is not None and base.version == rem.version
+    kept = bool(kinds_ & {"pull_copy", "conflict"})
+    assert descends or kept, (actions, local, rem, base, mode, access)
+
+
+@pytest.mark.parametrize("mode", ["shared", "conservative", "download", "upload"])
+def test_write_refused_conflict_sends_a_copy_not_a_replacement(mode: Mode) -> None:
+    """A ``w-`` client cannot keep the relay's version, so its own edit goes out
+    under the conflict-copy name and the other client's version stays current."""
+    actions = plan_path("f.txt", A2, remote(4, "sha256:ccc"), BASE, mode=mode, label="me",
+                        access=Access(write=False))
+    assert "push" not in [a.kind for a in actions]
+    if mode != "download":
+        [copy] = [a for a in actions if a.kind == "push_copy"]
+        assert copy.copy_path is not None and copy.copy_path.startswith("f.conflict-me-")
+        [record] = [a for a in actions if a.kind == "record"]
+        assert record.base is not None and record.base.version == BASE.version
