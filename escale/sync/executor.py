@@ -548,21 +548,23 @@ class Executor:
         if action.kind not in ("pull", "record", "forget", "ack", "diverged"):
             self._unflushed_writes = True  # renamed aside, deleted, copied: the next barrier flushes everything
         if action.kind in ("pull", "conflict"):
-            ph = self._placeholder(state, action)
+            # (a conflict that only frees the name may have no relay version: a folder took the name)
+            ph = self._placeholder(state, action) if action.base is None or action.ack else None
             if action.kind == "conflict":
                 assert action.copy_path is not None and action.expect_local is not None
                 localfs.rename_aside(root, path, action.copy_path, expect=action.expect_local)
                 faults.step(f"conflict copy {path}")
                 report.conflicts.append(path)
                 log.warning("[%s] conflict on %s: local version kept as %s", name, path, action.copy_path)
-                if action.base is not None:  # relay version unavailable: leave the name free
+                if action.base is not None:  # relay version unavailable, or the name taken: leave it free
                     db.set_base(path, action.base)
-                    if action.ack:
+                    if ph is not None and action.ack:
                         repo.acknowledge(ph)
                     return
                 expect = None
             else:
                 expect = action.expect_local
+            assert ph is not None
             kept = self.trash.keep(root, path, expect, "replaced") if self.trash and expect else None
             if kept is not None:
                 faults.step(f"kept version {path}")
@@ -592,7 +594,11 @@ class Executor:
             ph = self._placeholder(state, action)
             assert action.copy_path is not None
             try:
-                self._download(ph, action.copy_path, None)
+                st = self._download(ph, action.copy_path, None)
+                # the copy holds another client's version: tracked as received (version 0:
+                # not on the relay under this name), so that the copy made by every client
+                # alike is one file, and a later edit or deletion of it elsewhere applies here
+                db.set_base(action.copy_path, BaseEntry(st.st_size, st.st_mtime_ns, ph.checksum, 0, "remote"))
                 report.conflicts.append(path)
                 log.warning("[%s] %s: relay version from %s kept as %s", name, path, ph.pusher_label,
                             action.copy_path)

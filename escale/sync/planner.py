@@ -37,7 +37,7 @@ once in :func:`escale.config.settings.mode_sends` and
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import FrozenInstanceError, dataclass, field, replace
 from typing import Literal
 
@@ -470,7 +470,11 @@ def _plan_synced(
 
     # ---- only the relay side changed
     if not local_changed and relay_changed:
-        if remote is None:  # the relay lost this path's metadata
+        if remote is None:
+            if base.version == 0 and local is not None:
+                # a copy of another client's version made here, never on the relay under this name
+                return push("copy of a relay version") if send else []
+            # the relay lost this path's metadata
             if local is not None and send:
                 return push("missing on relay")
             return [Action("forget", path, reason="gone on both sides")]
@@ -603,6 +607,91 @@ def _conflict(
                    reason=f"conflict with {remote.pusher_label} (its version was reclaimed)")]
 
 
+def folders_of(paths: Iterable[str]) -> set[str]:
+    """Every folder that holds one of ``paths`` (``a`` and ``a/b`` for
+    ``a/b/c``): one string per folder, however many files it holds."""
+    folders: set[str] = set()
+    for path in paths:
+        cut = path.rfind("/")
+        while cut > 0:
+            folder = path[:cut]
+            if folder in folders:
+                break  # its own folders are in already
+            folders.add(folder)
+            cut = path.rfind("/", 0, cut)
+    return folders
+
+
+def plan_name_taken_by_folder(
+    path: str,
+    local: LocalFile | None,
+    remote: RemoteEntry | None,
+    base: BaseEntry | None,
+    *,
+    mode: Mode,
+    label: str,
+    access: Access,
+    relay_folder: bool,
+) -> list[Action] | None:
+    """The actions for a file whose name is a folder on the other side
+    (one client made the file ``x``, another the folder ``x/``), or None when
+    the ordinary rules apply. ``relay_folder``: the relay holds files under
+    ``path/``; otherwise the local folder does.
+
+    A name cannot be a file and a folder at once, so the folder keeps the
+    name everywhere and the file lives on beside it as a conflict copy with
+    the name the ordinary rules give it (the relay's version under its
+    pusher's label, a local version never sent under this client's): every
+    client ends with the same copies, and the copies travel as new files.
+    Nothing is replaced: a relay version is fetched to its copy, a local file
+    is renamed to its copy, and the base records the name as free here at
+    the relay's version (no tombstone is sent: the relay's file stays, and
+    each client keeps it aside in the same way). A client that may not write
+    the path (its mode or a ``w-`` modifier) keeps the ordinary rules: it
+    never renames a local file; it declines the relay's file."""
+    if not _may_write(mode, access):
+        return None
+    live = remote is not None and not remote.deleted
+    relay_version = remote.version if remote is not None else 0
+    ack = live and remote is not None and remote.expects_me and not remote.acked
+    if local is None:
+        # the relay's file against a folder: keep it aside if it is new here
+        if not live or remote is None:
+            return None
+        if base is not None and base.version == remote.version:
+            return None  # nothing new on the relay: a local deletion follows the ordinary rules
+        freed = BaseEntry(remote.size, remote.mtime_ns, remote.checksum, relay_version, "remote",
+                          local_deleted=True)
+        if not remote.available:
+            return [Action("record", path, expect_local=None, expect_version=relay_version, base=freed,
+                           reason="name taken by a folder (relay version already reclaimed)")] + (
+                [Action("ack", path, expect_version=relay_version, reason="name taken by a folder")]
+                if ack else [])
+        return [Action("pull_copy", path, expect_local=None, expect_version=relay_version,
+                       copy_path=conflict_name(path, remote.pusher_label, _content_id(remote)), ack=ack,
+                       base=freed, reason="name taken by a folder: relay version kept as a copy")]
+    if not relay_folder:
+        return None  # (a local file and a local folder of one name cannot both exist)
+    if (remote is not None and remote.deleted and base is not None and not _local_changed(local, base)
+            and _may_replace(mode, access, base)):
+        return None  # deleted on the relay: the ordinary rules delete it here, freeing the name
+    # a local file where the relay has a folder: rename it aside so the folder can come in
+    if live and remote is not None and same_content(local, remote):
+        copy = conflict_name(path, remote.pusher_label, _content_id(remote))
+        keep_relay: list[Action] = []
+    else:
+        copy = conflict_name(path, label, _content_id(local))
+        keep_relay = []
+        if live and remote is not None and remote.available:
+            keep_relay = [Action("pull_copy", path, expect_local=None, expect_version=relay_version,
+                                 copy_path=conflict_name(path, remote.pusher_label, _content_id(remote)),
+                                 ack=ack, reason="name taken by a folder: relay version kept as a copy")]
+    freed = BaseEntry(local.size, local.mtime_ns, local.checksum, relay_version, "local", local_deleted=True)
+    return [Action("conflict", path, expect_local=local, expect_version=relay_version, copy_path=copy,
+                   ack=ack and not keep_relay, base=freed, reason="name taken by a folder on the relay"),
+            *keep_relay]
+
+
 # --------------------------------------------------------------------------- whole plan
 
 _ORDER = {"conflict": 0, "pull_copy": 1, "pull": 2, "delete_local": 3, "record": 4, "forget": 5,
@@ -635,11 +724,19 @@ def plan(
     """
     access = access or {}
     result = Plan()
+    listed = getattr(remote, "live_folders", None)  # a RemoteView answers without building its entries
+    relay_folders = listed() if callable(listed) else folders_of(p for p, e in remote.items() if not e.deleted)
+    local_folders = folders_of(local)
     for path in _union_sorted(local, remote, base):
-        result.actions.extend(
-            plan_path(path, local.get(path), remote.get(path), base.get(path), mode=mode, label=label,
-                      access=access.get(path, Access()))
-        )
+        here, there, agreed = local.get(path), remote.get(path), base.get(path)
+        path_access = access.get(path, Access())
+        if path in relay_folders or path in local_folders:
+            taken = plan_name_taken_by_folder(path, here, there, agreed, mode=mode, label=label,
+                                              access=path_access, relay_folder=path in relay_folders)
+            if taken is not None:
+                result.actions.extend(taken)
+                continue
+        result.actions.extend(plan_path(path, here, there, agreed, mode=mode, label=label, access=path_access))
     counted = getattr(base, "tracked", None)  # a packed base counts without building its entries
     tracked = counted() if callable(counted) else sum(1 for b in base.values() if not b.local_deleted)
 

@@ -22,7 +22,7 @@ from escale.errors import LocalError
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import LatestMap, RelayState, Repository, placeholder_of, raw_values
 from escale.sync import localfs
-from escale.sync.planner import Action, BaseEntry, LocalFile, RemoteEntry
+from escale.sync.planner import Action, BaseEntry, LocalFile, RemoteEntry, folders_of
 from escale.sync.report import Announcer, PassReport
 from escale.sync.state import BaseMap, StateDB
 
@@ -153,6 +153,12 @@ class RemoteView(DerivedDict[RemoteEntry]):
             size=ph.size, mtime_ns=ph.mtime_ns, checksum=ph.checksum, available=self._state.has_payload(ph),
             acked=self._me in acks, expects_me=self._receives and ph.pusher != self._me,
             deliberate=ph.deliberate)
+
+    def live_folders(self) -> set[str]:
+        """Every folder of a path whose relay version is a file (not a
+        tombstone), read from what is stored (no entry built)."""
+        stored_items = cast("Iterable[tuple[str, _Version]]", dict.items(self))
+        return folders_of(path for path, stored in stored_items if stored.kind != "tombstone")
 
     def placeholder(self, path: str) -> Placeholder:
         """The placeholder behind ``path``'s entry (KeyError if none)."""

@@ -3,7 +3,8 @@
 Clients: ``a`` and ``b`` (shared), ``c`` (conservative), ``u`` (upload), ``d``
 (download); ``b`` and ``c`` with ``priority = upload``. The test draws 200 operations from a seeded generator: create,
 modify, delete and rename a file on one client, and the same file edited on
-two clients before either syncs. After each operation, with probability 0.4, a
+two clients before either syncs. Two of the names (``docs``, ``deep/er``) are
+also folders of others: one client's file meets another's folder. After each operation, with probability 0.4, a
 random client runs a pass: in-process (:meth:`World.sync`) for the bulk, and
 every tenth pass as a real ``escale --once`` process. Then every client runs
 passes until a whole round changes nothing.
@@ -15,7 +16,9 @@ What must hold then (the guarantees, stated precisely):
    touch it);
 3. the conservative and the download clients hold exactly the shared tree on
    every path the test never touched on them (their own edits are theirs to
-   keep, and may add conflict copies);
+   keep, and may add conflict copies; so are the copies a conservative client
+   makes of a file whose name another client's folder took, which it then
+   sends as its own);
 4. no write is lost: every content the test wrote, unless the test itself later
    overwrote or deleted it on a client holding it, exists on some client, at its
    path or as a conflict copy;
@@ -39,6 +42,19 @@ WRITERS = ["a", "b", "c", "u", "d"]
 WEIGHTS = [5, 5, 3, 3, 1]
 NAMES = [f"{folder}f{i}.{ext}" for folder in ("", "docs/", "deep/er/") for i in range(6)
          for ext in ("txt",)]
+# files named like a folder of other names: one client's file, another's folder
+NAMES += ["docs", "deep/er"]
+
+
+def _placeable(root: str, name: str, moving: str | None = None) -> bool:
+    """Whether a file ``name`` can be made under ``root`` (``moving``: by
+    renaming that file): it is not a folder there (even an empty one), and
+    none of its folders is a file."""
+    if os.path.isdir(os.path.join(root, name)):
+        return False
+    folders = [name[:cut] for cut in range(len(name)) if name[cut] == "/"]
+    return not any(f != moving and os.path.lexists(os.path.join(root, f)) and not os.path.isdir(
+        os.path.join(root, f)) for f in folders)
 
 
 class Scenario:
@@ -74,7 +90,7 @@ class Scenario:
         existing = self.files(client)
         kind = self.rng.choices(["create", "modify", "delete", "rename", "both"], [4, 4, 2, 1, 1])[0]
         if kind == "create" or not existing:
-            free = [n for n in NAMES if n not in existing]
+            free = [n for n in NAMES if n not in existing and _placeable(self.roots[client], n)]
             if free:
                 self.put(client, self.rng.choice(free))
         elif kind == "modify":
@@ -85,7 +101,7 @@ class Scenario:
             self.touched[client].add(origin_path(rel))
         elif kind == "rename":
             rel = self.rng.choice(existing)
-            free = [n for n in NAMES if n not in existing]
+            free = [n for n in NAMES if n not in existing and _placeable(self.roots[client], n, moving=rel)]
             if free:
                 target = self.rng.choice(free)
                 dest = os.path.join(self.roots[client], target)
@@ -135,8 +151,10 @@ def run_scenario(world: World, seed: int, operations: int = OPERATIONS) -> str:
 
     assert trees["a"] == trees["b"], "shared clients differ"
     assert trees["u"] == scenario.upload_model, "the upload client's folder was modified by a pull"
+    taken = {n for n in NAMES if any(p.startswith(n + "/") for t in trees.values() for p in t)}
     for name in ("c", "d"):
-        assert _untouched(trees[name], scenario.touched[name]) == _untouched(trees["a"], scenario.touched[name]), (
+        own = scenario.touched[name] | (taken if name == "c" else set())
+        assert _untouched(trees[name], own) == _untouched(trees["a"], own), (
             f"{name} differs from the shared tree on paths it never touched")
     lost = scenario.ledger.missing(trees.values())
     assert not lost, f"writes lost: {lost}"

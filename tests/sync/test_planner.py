@@ -16,6 +16,7 @@ from escale.sync.planner import (
     Plan,
     RemoteEntry,
     conflict_name,
+    folders_of,
     plan,
     plan_path,
 )
@@ -358,3 +359,100 @@ def test_write_refused_conflict_sends_a_copy_not_a_replacement(mode: Mode) -> No
         assert copy.copy_path is not None and copy.copy_path.startswith("f.conflict-me-")
         [record] = [a for a in actions if a.kind == "record"]
         assert record.base is not None and record.base.version == BASE.version
+
+
+# --------------------------------------------------------------------------- a file and a folder of one name
+
+Y = LocalFile(5, 500, "sha256:yyy")
+
+
+def test_relay_file_named_like_a_local_folder_is_kept_as_a_copy() -> None:
+    """b made the folder ``x/``, a sent the file ``x``: b keeps a's file under
+    its conflict-copy name, records the name as free, and sends its folder."""
+    result = plan({"x/y": Y}, {"x": remote(4, "sha256:ccc", label="a")}, {}, mode="shared", label="b")
+    [copy] = result.of_kind("pull_copy")
+    assert copy.path == "x" and copy.copy_path == conflict_name("x", "a", "sha256:ccc") and copy.ack
+    assert copy.base is not None and copy.base.local_deleted and copy.base.version == 4
+    assert [a.path for a in result.of_kind("push")] == ["x/y"]
+    assert not result.of_kind("pull")
+
+
+def test_local_file_named_like_a_relay_folder_is_renamed_aside_before_the_folder_comes() -> None:
+    """a sent the file ``x`` and then the relay got ``x/y``: a renames its file
+    to the very copy name the other clients use, and receives the folder."""
+    rem = {"x": remote(3, "sha256:aaa", label="a", acked=True, expects_me=False), "x/y": remote(1, "sha256:yyy")}
+    result = plan({"x": A}, rem, {"x": BASE}, mode="shared", label="a")
+    assert [a.kind for a in result.actions] == ["conflict", "pull"]
+    moved, pulled = result.actions
+    assert moved.copy_path == conflict_name("x", "a", "sha256:aaa") and pulled.path == "x/y"
+    assert moved.base is not None and moved.base.local_deleted and moved.base.version == 3
+    assert not result.of_kind("push") and not result.of_kind("push_delete")
+
+
+def test_unsent_local_file_named_like_a_relay_folder_keeps_both_versions() -> None:
+    """A local edit of ``x`` (never sent) where the relay has both ``x`` and
+    ``x/y``: the edit goes aside under this client's label, the relay's
+    version is fetched under its pusher's, nothing is sent over anything."""
+    rem = {"x": remote(4, "sha256:ccc", label="other"), "x/y": remote(1, "sha256:yyy")}
+    result = plan({"x": A2}, rem, {"x": BASE}, mode="shared", label="me")
+    assert [(a.kind, a.copy_path) for a in result.actions if a.path == "x"] == [
+        ("conflict", conflict_name("x", "me", "sha256:bbb")), ("pull_copy", conflict_name("x", "other", "sha256:ccc"))]
+    new = plan({"x": A2}, {"x/y": remote(1, "sha256:yyy")}, {}, mode="shared", label="me")
+    assert [a.kind for a in new.actions] == ["conflict", "pull"] and not new.of_kind("push")
+
+
+def test_a_client_that_may_not_write_the_name_keeps_the_ordinary_rules() -> None:
+    rem = {"x": remote(3, "sha256:aaa", acked=True), "x/y": remote(1, "sha256:yyy")}
+    protected = plan({"x": A}, rem, {"x": BASE}, mode="shared", label="me", access={"x": Access(write=False)})
+    assert not protected.of_kind("conflict")
+    upload = plan({"x": A}, rem, {"x": BASE}, mode="upload", label="me")
+    assert not upload.of_kind("conflict") and not upload.of_kind("pull")
+
+
+def test_relay_deletion_of_the_file_frees_the_name_by_the_ordinary_rule() -> None:
+    rem = {"x": R_DEL, "x/y": remote(1, "sha256:yyy")}
+    result = plan({"x": A}, rem, {"x": BASE_REMOTE}, mode="shared", label="me")
+    assert [a.kind for a in result.actions] == ["pull", "delete_local"]
+
+
+def test_folders_of_names_every_folder_once() -> None:
+    assert folders_of(["a/b/c", "a/b/d", "a/e", "f"]) == {"a", "a/b"}
+
+
+names = st.sampled_from(["x", "x/y", "x/y/z", "x/w", "v"])
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.dictionaries(names, st.builds(LocalFile, st.integers(0, 3), st.integers(0, 3), checksums), max_size=3),
+       st.dictionaries(names, remotes.filter(lambda r: r is not None), max_size=4),
+       st.dictionaries(names, bases.filter(lambda b: b is not None), max_size=4), modes)
+def test_a_name_is_never_written_as_a_file_and_a_folder_at_once(
+    local: dict[str, LocalFile], rem: dict[str, RemoteEntry], base: dict[str, BaseEntry], mode: Mode
+) -> None:
+    """Whatever the relay and the local folder hold, the plan never writes a
+    file at a local folder's name, nor under a local file that it does not
+    first rename aside or delete; and a local file is moved only to a copy."""
+    if any(p in folders_of(local) for p in local):
+        return  # cannot exist on one file system
+    result = plan(local, rem, base, mode=mode, label="me")
+    freed = {a.path for a in result.actions if a.kind in ("conflict", "delete_local")}
+    files_after = (set(local) - freed) | {a.path for a in result.actions if a.kind == "pull"}
+    for action in result.actions:
+        if action.kind == "pull":
+            assert action.path not in folders_of(local) or action.path in freed, (action, local)
+            assert not [f for f in local if f not in freed and action.path.startswith(f + "/")], (action, local)
+        if action.kind == "conflict":
+            assert action.copy_path and action.copy_path != action.path
+    assert not [f for f in files_after if f in folders_of(files_after)] or result.held, (result.actions, local)
+
+
+def test_a_copy_of_a_relay_version_made_here_is_tracked_not_forgotten() -> None:
+    """A copy fetched from another client's version (base version 0: never on
+    the relay under its own name) is sent on by senders and kept tracked by
+    the others, so that an edit or deletion of it elsewhere applies here."""
+    copy_base = BaseEntry(10, 1000, "sha256:aaa", version=0, origin="remote")
+    assert kinds(A, None, copy_base, "shared") == ["push"]
+    assert kinds(A, None, copy_base, "download") == []
+    assert kinds(A, remote(2, "sha256:aaa"), copy_base, "download") == ["record", "ack"]
+    assert kinds(A, remote(2, "sha256:ccc"), copy_base, "download") == ["pull"]
+    assert kinds(A, remote(2, deleted=True), copy_base, "download") == ["delete_local"]
