@@ -370,7 +370,7 @@ class SyncClient:
         the_plan = plan(local, remote, base, mode=s.mode, label=self.conflict_label, access=access,
                         deletion_guard=s.deletion_guard,
                         allow_mass_deletion=self.allow_mass_deletion or allowed_once,
-                        local_root_missing=scanned.root_missing)
+                        local_root_missing=scanned.root_missing, local_folders=scanned.folders)
         the_plan.actions.extend(resend)
         self.last_plan = the_plan
         # the scan's map and the base are not read after the plan (its actions

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import FrozenInstanceError, dataclass, field, replace
 from typing import Literal
 
@@ -709,6 +710,7 @@ def plan(
     deletion_guard: float = 0.5,
     allow_mass_deletion: bool = False,
     local_root_missing: bool = False,
+    local_folders: AbstractSet[str] | None = None,
 ) -> Plan:
     """Plan every path of the union of the three views.
 
@@ -721,12 +723,17 @@ def plan(
     relay deletions it lets through are marked ``deliberate``. Local deletions
     for tombstones marked ``deliberate`` (their pusher was allowed past its own
     guard) are never held, nor counted.
+
+    ``local_folders``: every local folder, empty ones included (the scan's
+    :attr:`~escale.sync.scanner.ScanResult.folders`); when None, the folders
+    of ``local``'s paths. A relay file named like one of them, or like a
+    relay folder, is planned by :func:`plan_name_taken_by_folder`.
     """
     access = access or {}
     result = Plan()
     listed = getattr(remote, "live_folders", None)  # a RemoteView answers without building its entries
     relay_folders = listed() if callable(listed) else folders_of(p for p, e in remote.items() if not e.deleted)
-    local_folders = folders_of(local)
+    local_folders = folders_of(local) if local_folders is None else local_folders
     for path in _union_sorted(local, remote, base):
         here, there, agreed = local.get(path), remote.get(path), base.get(path)
         path_access = access.get(path, Access())

@@ -135,8 +135,10 @@ class ScanResult:
     folder does not exist. ``unconfirmed``: entries that exist but could not be
     stat'ed, read or hashed (or changed while being read). ``unlisted``: folders
     that could not be listed or entered, and symbolic links (nothing below them
-    is known). ``leftovers``: escale's temporary ``.escale-part-…`` files.
-    ``warnings``: one human line per path skipped this pass.
+    is known). ``folders``: every folder seen, filtered out or not, empty or
+    not (its name is taken here: no file can be written there).
+    ``leftovers``: escale's temporary ``.escale-part-…`` files. ``warnings``:
+    one human line per path skipped this pass.
     """
 
     files: LocalMap = field(default_factory=lambda: LocalMap())
@@ -144,6 +146,7 @@ class ScanResult:
     hashed_bytes: int = 0
     unconfirmed: set[str] = field(default_factory=set)
     unlisted: set[str] = field(default_factory=set)
+    folders: set[str] = field(default_factory=set)
     leftovers: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -357,6 +360,7 @@ class _Scan:
                 self.skip(rel, f"cannot read its details: {exc.strerror or exc}")
                 continue
             if stat_module.S_ISDIR(st.st_mode):
+                self.result.folders.add(rel)
                 if self.filters.accepts_dir(rel):
                     subfolders.append(name)
                 continue

@@ -10,6 +10,8 @@ name everywhere and the file becomes the same conflict copy on every client.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.faults.world import Ledger, World, sha, tree
@@ -67,3 +69,22 @@ def test_edited_file_named_like_a_new_relay_folder_keeps_every_version(file_worl
     assert "x/y" in common and "x" not in common
     copies = {p: h for p, h in common.items() if p.startswith("x.conflict-")}
     assert sha(b"edited on a meanwhile\n") in copies.values(), copies
+
+
+@pytest.mark.parametrize("index", ["no", "yes"])
+def test_an_empty_local_folder_keeps_its_name(file_world: World, index: str) -> None:
+    """An empty folder is a name taken as much as a full one: the relay's file
+    of that name arrives as its copy, at once, and the folder stays."""
+    file_world.common["index"] = index
+    ledger = Ledger()
+    a, b = file_world.add("a"), file_world.add("b")
+    file_world.quiesce(["b"])
+    os.makedirs(os.path.join(b, "reports", "empty"))
+    ledger.write("a", a, "reports/empty", b"a file where b has an empty folder\n")
+    file_world.sync("a")
+    report = file_world.sync("b")
+    assert report.errors == [] and report.conflicts == ["reports/empty"], report
+    assert os.path.isdir(os.path.join(b, "reports", "empty"))
+    file_world.quiesce(["a", "b"])
+    assert not ledger.missing([tree(b)])
+    assert [p for p in tree(b) if p.startswith("reports/empty.conflict-a")], tree(b)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,16 @@ def test_files_and_escale_names(tmp_path: Path) -> None:
     assert result.files["a.txt"].size == 3 and result.files["a.txt"].checksum is not None
     assert sorted(result.leftovers) == [".escale-part-4567", "d/.escale-part-0123"]
     assert not result.unconfirmed and not result.unlisted and not result.warnings
+    assert result.folders == {"d", "d/e", "empty"}
+
+
+def test_folders_include_those_the_filters_leave_out(tmp_path: Path) -> None:
+    """A folder whose files are not synchronised still takes its name here."""
+    _write(tmp_path, "build/out.o")
+    _write(tmp_path, "src/main.c")
+    skip_build = FileFilter(exclude_dirs=(re.compile("build"),))
+    result = scan(str(tmp_path), skip_build, checksum=None, db=None)
+    assert sorted(result.files) == ["src/main.c"] and result.folders == {"build", "src"}
 
 
 def test_missing_root(tmp_path: Path) -> None:
