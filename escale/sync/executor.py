@@ -553,6 +553,8 @@ class Executor:
             if action.kind == "conflict":
                 assert action.copy_path is not None and action.expect_local is not None
                 localfs.rename_aside(root, path, action.copy_path, expect=action.expect_local)
+                if action.copy_base is not None:
+                    db.set_base(action.copy_path, action.copy_base)
                 faults.step(f"conflict copy {path}")
                 report.conflicts.append(path)
                 log.warning("[%s] conflict on %s: local version kept as %s", name, path, action.copy_path)

@@ -210,7 +210,9 @@ class Action:
     the executor re-checks it right before touching the local file and skips the
     action if the file changed meanwhile. ``expect_version`` is the relay
     version the plan saw (0: none); pushes are skipped if it moved.
-    ``base`` is the base entry to store after ``record``.
+    ``base`` is the base entry to store after ``record``. ``copy_base``
+    (``conflict``): the base entry to store for ``copy_path`` once the local
+    file is renamed there, when that file is a copy of a relay version.
     """
 
     kind: ActionKind
@@ -222,6 +224,7 @@ class Action:
     ack: bool = False  # also acknowledge the relay version once done
     reason: str = ""
     deliberate: bool = False  # push_delete: allowed past the mass-deletion guard (marked on the relay)
+    copy_base: BaseEntry | None = None
 
 
 @dataclass
@@ -678,10 +681,15 @@ def plan_name_taken_by_folder(
         return None  # deleted on the relay: the ordinary rules delete it here, freeing the name
     # a local file where the relay has a folder: rename it aside so the folder can come in
     if live and remote is not None and same_content(local, remote):
+        # the local file is the relay's version: its copy is tracked as a copy of that
+        # version (as a fetched one is), the same file as every other client's copy
         copy = conflict_name(path, remote.pusher_label, _content_id(remote))
+        copy_base: BaseEntry | None = BaseEntry(local.size, local.mtime_ns, local.checksum or remote.checksum, 0,
+                                                "remote")
         keep_relay: list[Action] = []
     else:
         copy = conflict_name(path, label, _content_id(local))
+        copy_base = None  # this client's own content: a new local file
         keep_relay = []
         if live and remote is not None and remote.available:
             keep_relay = [Action("pull_copy", path, expect_local=None, expect_version=relay_version,
@@ -689,7 +697,8 @@ def plan_name_taken_by_folder(
                                  ack=ack, reason="name taken by a folder: relay version kept as a copy")]
     freed = BaseEntry(local.size, local.mtime_ns, local.checksum, relay_version, "local", local_deleted=True)
     return [Action("conflict", path, expect_local=local, expect_version=relay_version, copy_path=copy,
-                   ack=ack and not keep_relay, base=freed, reason="name taken by a folder on the relay"),
+                   ack=ack and not keep_relay, base=freed, copy_base=copy_base,
+                   reason="name taken by a folder on the relay"),
             *keep_relay]
 
 

@@ -46,15 +46,14 @@ NAMES = [f"{folder}f{i}.{ext}" for folder in ("", "docs/", "deep/er/") for i in 
 NAMES += ["docs", "deep/er"]
 
 
-def _placeable(root: str, name: str, moving: str | None = None) -> bool:
-    """Whether a file ``name`` can be made under ``root`` (``moving``: by
-    renaming that file): it is not a folder there (even an empty one), and
-    none of its folders is a file."""
+def _placeable(root: str, name: str) -> bool:
+    """Whether a file ``name`` can be made under ``root``: it is not a folder
+    there (even an empty one), and none of its folders is a file."""
     if os.path.isdir(os.path.join(root, name)):
         return False
     folders = [name[:cut] for cut in range(len(name)) if name[cut] == "/"]
-    return not any(f != moving and os.path.lexists(os.path.join(root, f)) and not os.path.isdir(
-        os.path.join(root, f)) for f in folders)
+    return not any(os.path.lexists(os.path.join(root, f)) and not os.path.isdir(os.path.join(root, f))
+                   for f in folders)
 
 
 class Scenario:
@@ -101,7 +100,7 @@ class Scenario:
             self.touched[client].add(origin_path(rel))
         elif kind == "rename":
             rel = self.rng.choice(existing)
-            free = [n for n in NAMES if n not in existing and _placeable(self.roots[client], n, moving=rel)]
+            free = [n for n in NAMES if n not in existing and _placeable(self.roots[client], n)]
             if free:
                 target = self.rng.choice(free)
                 dest = os.path.join(self.roots[client], target)

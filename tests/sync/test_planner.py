@@ -386,6 +386,9 @@ def test_local_file_named_like_a_relay_folder_is_renamed_aside_before_the_folder
     moved, pulled = result.actions
     assert moved.copy_path == conflict_name("x", "a", "sha256:aaa") and pulled.path == "x/y"
     assert moved.base is not None and moved.base.local_deleted and moved.base.version == 3
+    # the copy is tracked as a copy of the relay's version, as a fetched copy is
+    tracked = moved.copy_base
+    assert tracked is not None and (tracked.version, tracked.origin, tracked.checksum) == (0, "remote", "sha256:aaa")
     assert not result.of_kind("push") and not result.of_kind("push_delete")
 
 
@@ -456,3 +459,4 @@ def test_a_copy_of_a_relay_version_made_here_is_tracked_not_forgotten() -> None:
     assert kinds(A, remote(2, "sha256:aaa"), copy_base, "download") == ["record", "ack"]
     assert kinds(A, remote(2, "sha256:ccc"), copy_base, "download") == ["pull"]
     assert kinds(A, remote(2, deleted=True), copy_base, "download") == ["delete_local"]
+
