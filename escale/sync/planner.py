@@ -567,8 +567,14 @@ def _conflict(
         kept = remote.available and _may_write(mode, access)
         if kept:
             remote_copy = conflict_name(path, remote.pusher_label, _content_id(remote))
+            # without a send to record the outcome, the base records the relay version as
+            # kept (beside the local content, which stays this client's own): else the
+            # copy would be fetched again at every pass, until its payload is reclaimed
+            kept_base = None if send else BaseEntry(local.size, local.mtime_ns, local.checksum, relay_version,
+                                                    "local", modified_here=True)
             actions.append(Action("pull_copy", path, expect_local=None, expect_version=relay_version,
-                                  copy_path=remote_copy, ack=ack, reason="conflict: relay version as copy"))
+                                  copy_path=remote_copy, ack=ack, base=kept_base,
+                                  reason="conflict: relay version as copy"))
         elif ack:
             actions.append(Action("ack", path, expect_version=relay_version, reason="conflict"))
         if send and kept:

@@ -460,3 +460,16 @@ def test_a_copy_of_a_relay_version_made_here_is_tracked_not_forgotten() -> None:
     assert kinds(A, remote(2, "sha256:ccc"), copy_base, "download") == ["pull"]
     assert kinds(A, remote(2, deleted=True), copy_base, "download") == ["delete_local"]
 
+
+def test_conservative_conflict_without_a_send_keeps_the_copy_once() -> None:
+    """A conservative file that is not sent (``r-``) keeps the relay's version
+    as a copy; the base then records that version, so the next pass does not
+    fetch the copy again (it used to, every pass, until the payload was
+    reclaimed under it and the fetch failed)."""
+    actions = plan_path("f.txt", A2, remote(4, "sha256:ccc"), BASE, mode="conservative", label="me",
+                        access=Access(read=False))
+    [copy] = actions
+    assert copy.kind == "pull_copy" and copy.base is not None and copy.base.version == 4
+    again = plan_path("f.txt", A2, remote(4, "sha256:ccc", acked=True), copy.base, mode="conservative", label="me",
+                      access=Access(read=False))
+    assert again == []
