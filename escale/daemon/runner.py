@@ -292,6 +292,7 @@ class Runner:
                     return
                 postponed = True
                 deadline = time.monotonic() + SETTLE_LIMIT
+                self.statuses[name].next_pass = time.time() + SETTLE_LIMIT  # at the latest: status tells so
                 log.debug("[%s] periodic pass postponed until local changes settle (at most %.0fs): %s", name,
                           SETTLE_LIMIT, ", ".join(sorted(watch.changed)))
                 continue
