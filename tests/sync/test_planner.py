@@ -473,3 +473,29 @@ def test_conservative_conflict_without_a_send_keeps_the_copy_once() -> None:
     again = plan_path("f.txt", A2, remote(4, "sha256:ccc", acked=True), copy.base, mode="conservative", label="me",
                       access=Access(read=False))
     assert again == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(names, st.builds(LocalFile, st.integers(0, 3), st.integers(0, 3), checksums), max_size=3),
+       st.dictionaries(names, remotes.filter(lambda r: r is not None), max_size=4),
+       st.dictionaries(names, bases.filter(lambda b: b is not None), max_size=4), modes,
+       st.dictionaries(names, accesses, max_size=2))
+def test_no_remote_loss_across_nested_names(
+    local: dict[str, LocalFile], rem: dict[str, RemoteEntry], base: dict[str, BaseEntry], mode: Mode,
+    access: dict[str, Access],
+) -> None:
+    """``test_no_remote_loss`` for whole plans whose names nest (``x`` and
+    ``x/y``), with access modifiers: a send over a fetchable relay version it
+    does not descend from comes with a copy of that version kept here."""
+    if any(p in folders_of(local) for p in local):
+        return  # cannot exist on one file system
+    result = plan(local, rem, base, mode=mode, label="me", access=access)
+    kept = {a.path for a in result.actions if a.kind in ("pull_copy", "conflict")}
+    for action in result.of_kind("push"):
+        there, here, agreed = rem.get(action.path), local.get(action.path), base.get(action.path)
+        if there is None or there.deleted or not there.available or here is None:
+            continue
+        if there.checksum in (here.checksum, agreed.checksum if agreed else None):
+            continue
+        assert (agreed is not None and agreed.version == there.version) or action.path in kept, (
+            action, here, there, agreed, mode, access)
