@@ -673,10 +673,11 @@ def plan_name_taken_by_folder(
         freed = BaseEntry(remote.size, remote.mtime_ns, remote.checksum, relay_version, "remote",
                           local_deleted=True)
         if not remote.available:
-            return [Action("record", path, expect_local=None, expect_version=relay_version, base=freed,
-                           reason="name taken by a folder (relay version already reclaimed)")] + (
-                [Action("ack", path, expect_version=relay_version, reason="name taken by a folder")]
-                if ack else [])
+            declined = [Action("record", path, expect_local=None, expect_version=relay_version, base=freed,
+                               reason="name taken by a folder (relay version already reclaimed)")]
+            if ack:
+                declined.append(Action("ack", path, expect_version=relay_version, reason="name taken by a folder"))
+            return declined
         return [Action("pull_copy", path, expect_local=None, expect_version=relay_version,
                        copy_path=conflict_name(path, remote.pusher_label, _content_id(remote)), ack=ack,
                        base=freed, reason="name taken by a folder: relay version kept as a copy")]
