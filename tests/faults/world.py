@@ -35,8 +35,8 @@ from escale.sync.client import PassReport, SyncClient
 from tests.e2e.cluster import Cluster, tree, write
 from tests.servers.target import RelayTarget
 
-__all__ = ["Ledger", "World", "open_relay", "relay_delete", "relay_get", "relay_names", "relay_put", "sha", "tree",
-           "write"]
+__all__ = ["Ledger", "World", "open_relay", "placeable", "relay_delete", "relay_get", "relay_names", "relay_put",
+           "sha", "tree", "write"]
 
 
 def sha(data: bytes) -> str:
@@ -138,6 +138,15 @@ def relay_delete(world: Cluster, names: Iterable[str]) -> None:
 
 
 _CONFLICT = re.compile(r"\.conflict-[A-Za-z0-9_@-]+-[0-9a-f]{8}")
+
+
+def placeable(root: str, name: str) -> bool:
+    """Whether a test can make a file ``name`` under ``root``: it is not a
+    folder there (even an empty one), and none of its folders is a file."""
+    if os.path.isdir(os.path.join(root, name)):
+        return False
+    folders = [os.path.join(root, name[:cut]) for cut in range(len(name)) if name[cut] == "/"]
+    return not any(os.path.lexists(f) and not os.path.isdir(f) for f in folders)
 
 
 def origin_path(path: str) -> str:

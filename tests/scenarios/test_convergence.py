@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from tests.faults.world import Ledger, World, origin_path, relay_names, tree
+from tests.faults.world import Ledger, World, origin_path, placeable, relay_names, tree
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -44,16 +44,6 @@ NAMES = [f"{folder}f{i}.{ext}" for folder in ("", "docs/", "deep/er/") for i in 
          for ext in ("txt",)]
 # files named like a folder of other names: one client's file, another's folder
 NAMES += ["docs", "deep/er"]
-
-
-def _placeable(root: str, name: str) -> bool:
-    """Whether a file ``name`` can be made under ``root``: it is not a folder
-    there (even an empty one), and none of its folders is a file."""
-    if os.path.isdir(os.path.join(root, name)):
-        return False
-    folders = [name[:cut] for cut in range(len(name)) if name[cut] == "/"]
-    return not any(os.path.lexists(os.path.join(root, f)) and not os.path.isdir(os.path.join(root, f))
-                   for f in folders)
 
 
 class Scenario:
@@ -89,7 +79,7 @@ class Scenario:
         existing = self.files(client)
         kind = self.rng.choices(["create", "modify", "delete", "rename", "both"], [4, 4, 2, 1, 1])[0]
         if kind == "create" or not existing:
-            free = [n for n in NAMES if n not in existing and _placeable(self.roots[client], n)]
+            free = [n for n in NAMES if n not in existing and placeable(self.roots[client], n)]
             if free:
                 self.put(client, self.rng.choice(free))
         elif kind == "modify":
@@ -100,7 +90,7 @@ class Scenario:
             self.touched[client].add(origin_path(rel))
         elif kind == "rename":
             rel = self.rng.choice(existing)
-            free = [n for n in NAMES if n not in existing and _placeable(self.roots[client], n)]
+            free = [n for n in NAMES if n not in existing and placeable(self.roots[client], n)]
             if free:
                 target = self.rng.choice(free)
                 dest = os.path.join(self.roots[client], target)

@@ -20,23 +20,13 @@ import shutil
 
 import pytest
 
-from tests.faults.world import Ledger, World, tree
+from tests.faults.world import Ledger, World, placeable, tree
 
 pytestmark = pytest.mark.timeout(300)
 
 CLIENTS = {"a": "shared", "b": "shared", "c": "conservative", "d": "download"}
 FOLDERS = ["p", "p/q", "r", "p/q/s"]
 FILES = [f"{folder}/f{i}" for folder in FOLDERS for i in range(2)] + ["p", "r", "p/q"]
-
-
-def _placeable(root: str, name: str) -> bool:
-    """Whether a file ``name`` can be made under ``root``: it is not a folder
-    there, and none of its folders is a file."""
-    if os.path.isdir(os.path.join(root, name)):
-        return False
-    parts = name.split("/")
-    return not any(os.path.lexists(os.path.join(root, *parts[:i])) and not os.path.isdir(os.path.join(root, *parts[:i]))
-                   for i in range(1, len(parts)))
 
 
 @pytest.mark.parametrize(("index", "seed"), [("no", 4), ("yes", 23)])
@@ -53,7 +43,7 @@ def test_random_folder_operations_converge_without_loss(file_world: World, index
         root = world.path(client)
         kind = rng.choices(["write", "remove folder", "rename folder", "sync"], [6, 1, 1, 5])[0]
         if kind == "write":
-            free = [f for f in FILES if _placeable(root, f)]
+            free = [f for f in FILES if placeable(root, f)]
             if free:
                 rel = rng.choice(free)
                 ledger.write(client, root, rel, f"{client}:{rel}:{step}\n".encode())
@@ -67,7 +57,7 @@ def test_random_folder_operations_converge_without_loss(file_world: World, index
             src, dst = rng.sample(FOLDERS, 2)
             source, target = os.path.join(root, src), os.path.join(root, dst)
             if (os.path.isdir(source) and not os.path.lexists(target) and not dst.startswith(src + "/")
-                    and _placeable(root, dst)):
+                    and placeable(root, dst)):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.rename(source, target)
         else:
