@@ -92,6 +92,10 @@ SMALL_PAYLOAD_SEALED = 4 << 20
 #: A payload of a file up to this size is sealed in memory before its upload
 #: (no spool file to create, write, read back and remove).
 SPOOL_IN_MEMORY = 1 << 16
+#: A staged payload of at most this many sealed bytes (every payload sealed in
+#: memory, padding and framing included) is read whole and put straight under
+#: its fresh name by :meth:`Repository.upload_staged`.
+FRESH_PUT_IN_MEMORY = 2 * SPOOL_IN_MEMORY
 
 #: Reads relay objects on other connections (see :attr:`Repository.object_reader`):
 #: ``reader(names, limit)`` yields ``(name, outcome)`` for each of ``names``,
@@ -1510,15 +1514,23 @@ class Repository:
         return StagedPayload(replace(reserved.placeholder, checksum=checksum), reserved.spool, stored)
 
     def upload_staged(self, lease: Lease, staged: StagedPayload, relay: Relay | None = None) -> None:
-        """The second step: upload a staged payload (whole, atomically)
-        through ``relay`` (another connection to this repository's relay;
-        default: this one's), once the lease is checked. Raises LeaseLost,
-        relay errors. Touches no shared state: safe from a worker thread with
-        its own ``relay``."""
+        """The second step: upload a staged payload through ``relay``
+        (another connection to this repository's relay; default: this
+        one's), once the lease is checked. A payload of up to
+        :data:`FRESH_PUT_IN_MEMORY` sealed bytes goes straight under its
+        fresh name (:meth:`Relay.put_fresh`: nothing reads it before its
+        placeholder is committed), a bigger one by an atomic put from its
+        spool file. Raises LeaseLost, relay errors (what was
+        stored is then an orphan, which :meth:`collect_garbage` removes).
+        Touches no shared state: safe from a worker thread with its own
+        ``relay``."""
         assert staged.placeholder.payload is not None
         staged.spool.seek(0)
         lease.check()
-        (relay or self.relay).put(staged.placeholder.payload, staged.spool)
+        if staged.stored <= FRESH_PUT_IN_MEMORY:
+            (relay or self.relay).put_fresh([(staged.placeholder.payload, staged.spool.read())])
+        else:
+            (relay or self.relay).put(staged.placeholder.payload, staged.spool)
         self.step(f"payload uploaded {staged.placeholder.path}")
 
     def uploads_in_groups(self, size: int) -> bool:
@@ -1529,24 +1541,22 @@ class Repository:
 
     def upload_staged_group(self, lease: Lease, staged: Sequence[StagedPayload], relay: Relay) -> None:
         """:meth:`upload_staged` for several payloads of files accepted by
-        :meth:`uploads_in_groups`, in one :meth:`Relay.put_commits` through
+        :meth:`uploads_in_groups`, in one :meth:`Relay.put_fresh` through
         ``relay`` once the lease is checked. A payload's name is fresh (its
-        random part is never reused), so a name found taken can only hold this
-        group's own earlier attempt (a retried group) or an object planted by
-        someone else: either way it is written again with a plain put. Raises
-        LeaseLost, relay errors (any of the payloads may then be stored:
-        orphans, which :meth:`collect_garbage` removes). Touches no shared
-        state: safe from a worker thread with its own ``relay``."""
+        random part is never reused, and nothing reads it before its
+        placeholder is committed), so a name that already holds an object can
+        only hold this group's own earlier attempt (a retried group) or an
+        object planted by someone else: either way it is replaced. Raises
+        LeaseLost, relay errors (any of the payloads may then be stored, whole
+        or in part: orphans, which :meth:`collect_garbage` removes). Touches
+        no shared state: safe from a worker thread with its own ``relay``."""
         items: list[tuple[str, bytes]] = []
         for one in staged:
             assert one.placeholder.payload is not None
             one.spool.seek(0)
             items.append((one.placeholder.payload, one.spool.read()))
         lease.check()
-        created = relay.put_commits(items)
-        for (name, data), made in zip(items, created, strict=True):
-            if not made:
-                relay.put(name, io.BytesIO(data))
+        relay.put_fresh(items)
         for one in staged:
             self.step(f"payload uploaded {one.placeholder.path}")
 

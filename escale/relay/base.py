@@ -127,9 +127,9 @@ class Capabilities:
     ``mtime_precision``: seconds of precision of ``stat().mtime``; None when the
     backend reports no modification time.
     ``usage``: ``usage()`` returns the server's free/total space.
-    ``group_put``: :meth:`Relay.put_commits` costs a few requests for a whole
-    group, not one put per item (a cost, not a guarantee: the contract of
-    ``put_commits`` is the same everywhere). Callers with many small objects
+    ``group_put``: :meth:`Relay.put_commits` and :meth:`Relay.put_fresh`
+    cost a few requests for a whole group, not one put per item (a cost, not
+    a guarantee: their contracts are the same everywhere). Callers with many small objects
     to write at once gather them into groups where it is set.
     ``group_get``: :meth:`Relay.get_many` costs a few round trips for a whole
     group of small objects, not one get (or more) per object; the same kind
@@ -376,6 +376,37 @@ class Relay(abc.ABC):
             else:
                 created.append(True)
         return created
+
+    def put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store several small objects under *fresh* names: names that nothing
+        reads until a later write (a commit, such as a placeholder or an index
+        delta) names them, made unique by a random part (payloads).
+
+        Not atomic, and not exclusive: an object already under a name is
+        replaced (a retried call writes the same items again). Once the call
+        returns, every item is stored whole; if it raises, each item may be
+        absent, stored whole, or stored in part under its name: an object
+        that no commit names, which the caller treats as any orphan of an
+        interrupted push. On a local folder, the items are durable at the
+        next barrier, as a plain put's. Parent folders are created as
+        needed; names are all checked before anything is written (UnsafeName
+        raises). If it raised RelayConnectionError, any item may be stored.
+
+        Backends write each item straight under its name where they can (no
+        temporary name and move: one request or system call less per
+        object); the default is :meth:`put_commits`, then a plain put of
+        each name found taken."""
+        self._ensure_open()
+        checked = [(check_name(name), data) for name, data in items]
+        if checked:
+            self._put_fresh(checked)
+
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """:meth:`put_commits` of the group (names already checked), then a
+        plain :meth:`_put` of each item whose name was taken."""
+        for (name, data), created in zip(items, self._put_commits(items), strict=True):
+            if not created:
+                self._put(name, io.BytesIO(data), False)
 
     def delete(self, name: str) -> None:
         """Delete the object ``name``. Raises RelayNotFound when missing."""

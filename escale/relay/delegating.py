@@ -13,6 +13,7 @@ names and sees temporaries exactly as ``inner`` lists them.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import BinaryIO
 
@@ -72,6 +73,16 @@ class DelegatingRelay(Relay):
 
     def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
         self.inner.put(name, source, exclusive=exclusive)
+
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """The group passed on whole, unless the wrapper changes single puts
+        (it overrides ``_put`` and not this): then one plain put after the
+        other through its ``_put``, so that a group is never a way around it."""
+        if type(self)._put is not DelegatingRelay._put:
+            for name, data in items:
+                self._put(name, io.BytesIO(data), False)
+            return
+        self.inner.put_fresh(items)
 
     def _delete(self, name: str) -> None:
         self.inner.delete(name)

@@ -25,6 +25,8 @@ object durable the moment ``put`` returns. So:
   commit, instead of one per object; a group of commits
   (:meth:`Relay.put_commits`) writes every temporary first and shares one
   barrier before any of them is linked;
+* objects under fresh names (:meth:`Relay.put_fresh`: small payloads) are
+  written straight under their names, unflushed, like a plain put's;
 * ``close()`` is a barrier too, so a pass that ends cleanly leaves nothing
   unflushed.
 
@@ -91,6 +93,16 @@ def _translate(exc: OSError, name: str, root: str = "") -> RelayError:
         return RelayConnectionError(f"relay folder unavailable: {text}", name=name)
     return RelayError(f"relay folder error: {text}", name=name)
 
+
+
+def _create(path: str, flags: int) -> int:
+    """``os.open(path, flags, 0o666)``, its parent folders made only when the
+    open fails for want of them (one call per object, not a walk up)."""
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags, 0o666)
 
 class FileRelay(Relay):
     """A repository in the local folder ``root`` (created on open)."""
@@ -265,12 +277,7 @@ class FileRelay(Relay):
         The parent folders are made only when the temporary cannot be
         created for want of them (one call per object, not a walk up)."""
         temp = self._temp_for(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        try:
-            fd = os.open(temp, flags, 0o666)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(temp, flags, 0o666)
+        fd = _create(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
         try:
             try:
                 while data := source.read(_CHUNK):
@@ -284,6 +291,28 @@ class FileRelay(Relay):
         except BaseException:
             self._discard(temp)
             raise
+
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Each item written straight under its name (truncated if it exists;
+        never through a symbolic link there), not flushed: the next barrier
+        makes it durable, before the commit that names it. No temporary and
+        no rename: a write cut short leaves a part under the name, which no
+        commit names."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        for name, data in items:
+            path = self._path(name)
+
+            def write(path: str = path, data: bytes = data) -> None:
+                fd = _create(path, flags)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+                self._placed(path)
+
+            self._call(name, write)
 
     def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         """Every item written to its temporary, one barrier for them all and

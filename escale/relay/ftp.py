@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import calendar
 import ftplib
+import io
 import logging
 import posixpath
 import re
@@ -26,7 +27,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO, TypeVar
 
@@ -580,6 +581,16 @@ class FtpRelay(Relay):
         except BaseException:
             self._discard(temp)
             raise
+
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """One STOR straight to each name (an existing object is replaced):
+        no temporary, no RNFR/RNTO. A store cut short leaves a part under
+        the name, which no commit names."""
+        for name, data in items:
+            def store(path: str = self._path(name), data: bytes = data) -> None:
+                self._store(path, io.BytesIO(data))
+
+            self._call(name, store, missing_ok=False)
 
     def _discard(self, temp: str) -> None:
         """Best-effort removal of a temporary object after a failure."""

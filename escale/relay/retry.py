@@ -131,6 +131,10 @@ class RetryingRelay(Relay):
         # attempt created, which callers read back (Relay.put_commits)
         return self._retry("put", lambda: self.inner.put_commits(items))
 
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        # the group passed on whole; a retry writes every item again (fresh names are replaced)
+        self._retry("put", lambda: self.inner.put_fresh(items))
+
     def _delete(self, name: str) -> None:
         self._retry("delete", lambda: self.inner.delete(name))
 

@@ -57,7 +57,9 @@ stall). An upload sends its writes and its CLOSE without waiting, then
 waits for every answer: a refused write fails the put before the rename,
 so a partial temporary is never moved into place. On OpenSSH a group of
 exclusive puts (:meth:`Relay.put_commits`) costs three round trips for the
-whole group, and a group of small reads (:meth:`Relay.get_many`) about
+whole group, as does a group of objects under fresh names
+(:meth:`Relay.put_fresh`: every OPEN, then every write and close, then the
+answers; no rename), and a group of small reads (:meth:`Relay.get_many`) about
 three: every OPEN sent at once, then every FSTAT and first READ, then the
 rest of any object bigger than one read, and the CLOSEs sent without
 waiting. Reads and writes go in requests as big as the server says it takes
@@ -133,6 +135,10 @@ GROUP_HANDLES = 64
 #: OPEN flags of a temporary: created for writing, refused if it exists (O_EXCL)
 _CREATE_EXCLUSIVE = (paramiko_sftp.SFTP_FLAG_WRITE | paramiko_sftp.SFTP_FLAG_CREATE
                      | paramiko_sftp.SFTP_FLAG_TRUNC | paramiko_sftp.SFTP_FLAG_EXCL)
+
+#: OPEN flags of an object written straight under its name: created, or truncated
+_CREATE_REPLACING = (paramiko_sftp.SFTP_FLAG_WRITE | paramiko_sftp.SFTP_FLAG_CREATE
+                     | paramiko_sftp.SFTP_FLAG_TRUNC)
 
 #: What any SFTP version 3 server gives (declared before connecting).
 GENERIC_CAPABILITIES = Capabilities(
@@ -849,33 +855,8 @@ class SftpRelay(Relay):
         temps: list[str] = []  # opened, to remove if the group fails before its renames
 
         def written() -> list[str]:
-            replies = _Replies()
-            opening = []
-            for path in paths:
-                temp = self._temp_beside(path)
-                opening.append((temp, _ask_open(client, replies, temp, _CREATE_EXCLUSIVE)))
-            handles: list[bytes] = []
-            failure: BaseException | None = None
-            for (temp, num), path in zip(opening, paths, strict=True):
-                try:
-                    try:
-                        handle = _handle_reply(client, replies, num)
-                    except OSError as exc:
-                        if exc.errno != errno.ENOENT or failure is not None:
-                            raise
-                        self._makedirs(sftp, posixpath.dirname(path))  # rare: a new folder
-                        handle = _open_handle(client, temp, _CREATE_EXCLUSIVE)
-                except OSError as exc:
-                    if failure is None:
-                        failure = exc
-                    continue
-                temps.append(temp)
-                handles.append(handle)
-            if failure is not None:
-                for handle in handles:
-                    _close_unwaited(client, handle)
-                raise failure
-            _write_and_close_all(client, handles, [data for _, data in items], self._write_request)
+            self._write_all(sftp, [self._temp_beside(path) for path in paths], [data for _, data in items],
+                            _CREATE_EXCLUSIVE, temps)
             return list(temps)
 
         def renamed(written_temps: list[str]) -> list[bool]:
@@ -909,6 +890,56 @@ class SftpRelay(Relay):
             return renamed(written_temps)
 
         return self._call(items[0][0], commit)
+
+    def _write_all(self, sftp: paramiko.SFTPClient, targets: list[str], contents: Sequence[bytes], flags: int,
+                   opened: list[str]) -> None:
+        """Write each of ``contents`` to the path of the same rank in
+        ``targets``, opened with ``flags``, in three round trips: every OPEN
+        sent at once (a folder found missing is made, and that file opened
+        again), then every write and close, then their answers. Each path
+        opened is appended to ``opened`` as it is (for the caller to remove
+        after a failure). Raises the first refusal once every handle is
+        closed; nothing is written unless every file opened."""
+        client: Any = sftp  # paramiko's request plumbing is not in its type stubs
+        replies = _Replies()
+        asked = [_ask_open(client, replies, target, flags) for target in targets]
+        handles: list[bytes] = []
+        failure: BaseException | None = None
+        for target, num in zip(targets, asked, strict=True):
+            try:
+                try:
+                    handle = _handle_reply(client, replies, num)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT or failure is not None:
+                        raise
+                    self._makedirs(sftp, posixpath.dirname(target))  # rare: a new folder
+                    handle = _open_handle(client, target, flags)
+            except OSError as exc:
+                if failure is None:
+                    failure = exc
+                continue
+            opened.append(target)
+            handles.append(handle)
+        if failure is not None:
+            for handle in handles:
+                _close_unwaited(client, handle)
+            raise failure
+        _write_and_close_all(client, handles, contents, self._write_request)
+
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Every item written straight under its name (created or truncated,
+        no temporary, no rename) in three round trips for the group: the
+        OPENs, then the writes and closes, then their answers. A write cut
+        short leaves a part under the name, which no commit names."""
+        names = list(dict(items))  # a name given twice: written once, with its last item
+        last = dict(items)
+
+        def write(sftp: paramiko.SFTPClient) -> None:
+            for start in range(0, len(names), self._group_handles):
+                some = names[start:start + self._group_handles]
+                self._write_all(sftp, [self._path(n) for n in some], [last[n] for n in some], _CREATE_REPLACING, [])
+
+        self._call(names[0], write)
 
     def _delete(self, name: str) -> None:
         def remove(sftp: paramiko.SFTPClient) -> None:

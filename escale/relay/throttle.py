@@ -151,3 +151,7 @@ class ThrottledRelay(DelegatingRelay):
     def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         self.bucket.take(sum(len(data) for _, data in items))
         return self.inner.put_commits(items)
+
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self.bucket.take(sum(len(data) for _, data in items))
+        self.inner.put_fresh(items)

@@ -19,10 +19,11 @@ guarantees", "WebDAV, HTTP and HTTPS".
 from __future__ import annotations
 
 import email.utils
+import io
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -457,23 +458,37 @@ class WebdavRelay(Relay):
             self._makedirs(parent_of(name))
             self._request("MKCOL", name, folder=True, ok=(405,)).close()
 
-    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
-        self._check_destination(name)
-        temp = join(parent_of(name), TEMP_PREFIX + secrets.token_hex(8))
+    def _upload(self, target: str, source: BinaryIO, name: str) -> None:
+        """PUT ``source`` at ``target`` (a temporary, or ``name`` itself),
+        making the folder of ``name`` when the server answers that it is
+        missing (409) and ``source`` can be read again; a source that cannot
+        seek gets its folder made first."""
         try:
             start = source.tell()
         except (OSError, ValueError):
             start = None
         if start is None:
             self._makedirs(parent_of(name))
-        response = self._request("PUT", temp, ok=(409,), data=source)
+        response = self._request("PUT", target, ok=(409,), data=source)
         response.close()
         if response.status_code == 409 and start is not None:
             self._makedirs(parent_of(name))
             source.seek(start)
-            self._request("PUT", temp, data=source).close()
+            self._request("PUT", target, data=source).close()
         elif response.status_code == 409:
             raise status_error(409, self.describe(), name, "PUT")
+
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """One PUT straight to each name (an existing object is replaced):
+        no temporary, no MOVE. A PUT cut short may leave a part under the
+        name, which no commit names."""
+        for name, data in items:
+            self._upload(name, io.BytesIO(data), name)
+
+    def _put(self, name: str, source: BinaryIO, exclusive: bool) -> None:
+        self._check_destination(name)
+        temp = join(parent_of(name), TEMP_PREFIX + secrets.token_hex(8))
+        self._upload(temp, source, name)
         try:
             if exclusive:
                 self._move_exclusive(temp, name)

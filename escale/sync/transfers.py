@@ -738,7 +738,7 @@ class Uploads:
     Where the relay declares a group put cheap, the payloads of small files
     (:meth:`Repository.uploads_in_groups`) go up :data:`PAYLOAD_GROUP` at a
     time (:meth:`Repository.upload_staged_group`: one
-    :meth:`~escale.relay.Relay.put_commits` for the group), and ``ahead``
+    :meth:`~escale.relay.Relay.put_fresh` for the group), and ``ahead``
     counts groups: at most ``(ahead + 1) * PAYLOAD_GROUP`` small payloads,
     each sealed in memory, are staged and not yet taken. A member whose
     sealing fails (its file changed while it was read) fails alone; a group

@@ -2,7 +2,7 @@
 
 Where the relay declares a group put cheap (OpenSSH SFTP, escale's rclone
 backend), the payloads of small files go up several at a time, in one
-``put_commits``, on the transfers' connections. What these prove, on real
+``put_fresh`` (straight under their names), on the transfers' connections. What these prove, on real
 servers:
 
 * the payloads really go up in groups (a relay wrapper sees the groups), a
@@ -11,8 +11,9 @@ servers:
 * a file that changes while its payload is being sealed fails alone: the
   other members of its group are committed, and the next pass sends the new
   content;
-* a group whose upload fails commits none of its members, loses nothing,
-  leaves no spool file, and the next pass sends them;
+* a group whose upload fails part-way (one payload cut short under its
+  name) commits none of its members, loses nothing, leaves no spool file,
+  and the next pass sends them and removes the part;
 * a payload name found taken (a retried group's own earlier attempt) is
   written again, so what the placeholder names is what was sealed.
 """
@@ -40,7 +41,8 @@ pytestmark = pytest.mark.timeout(300)
 
 class GroupWatch(DelegatingRelay):
     """A real backend that records the payload names of each group put, and
-    can fail the ``fail_group``-th group of payloads, or plant each payload
+    can fail the ``fail_group``-th group of payloads (its first payload
+    stored in part, as an upload cut short leaves it), or plant each payload
     of the first group before it is put (as a retried group finds them)."""
 
     def __init__(self, inner: Relay, groups: list[list[str]], *, fail_group: int = 0,
@@ -50,16 +52,17 @@ class GroupWatch(DelegatingRelay):
         self.fail_group = fail_group
         self.plant_first = plant_first
 
-    def _put_commits(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+    def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
         payloads = [name for name, _ in items if name.startswith("data/")]
         if payloads:
             self.groups.append(payloads)
             if len(self.groups) == self.fail_group:
+                self.inner.put_bytes(items[0][0], items[0][1][:10])
                 raise RelayPermissionDenied("permission denied (test)", name=payloads[0])
             if self.plant_first and len(self.groups) == 1:
                 for name, _ in items:
                     self.inner.put_bytes(name, b"an earlier attempt, cut short")
-        return self.inner.put_commits(items)
+        self.inner.put_fresh(items)
 
 
 
@@ -130,11 +133,14 @@ def test_a_failed_group_upload_commits_none_of_it(tmp_path: Path, target_sftp: R
     failed = {name.split("/")[1].rsplit(".", 2)[0] for name in groups[1]}  # their keys
     committed = {name.split("/")[1].rsplit(".", 1)[0] for name in relay_names(world, "meta")}
     assert failed and not failed & committed  # none of the failed group has a version
+    cut_short = groups[1][0]
+    assert cut_short in relay_names(world, "data")  # the part stays, named by nothing
     spool = os.path.join(world.path("a"), ".escale", "a", "spool")
     assert not os.path.isdir(spool) or os.listdir(spool) == []
 
     world.quiesce(["a", "b"])
     assert tree(b) == tree(a) == {rel: tree(a)[rel] for rel in files}
+    assert relay_names(world, "data") == []  # the part removed as an orphan, the rest reclaimed
 
 
 def test_a_payload_name_found_taken_is_written_again(tmp_path: Path, target_sftp: RelayTarget) -> None:

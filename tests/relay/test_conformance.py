@@ -212,6 +212,37 @@ def test_put_commits_through_the_retry_wrapper(relay: Relay) -> None:
         wrapped.close()  # closes the backend's connection too
 
 
+def test_put_fresh_stores_each_whole_and_replaces(relay: Relay) -> None:
+    """A group put under fresh names: each item stored whole under its name
+    (new folders made), an object already there replaced, no temporary left
+    over; names are checked before anything is written."""
+    relay.put_bytes("f/taken", b"an earlier attempt, cut short")
+    big = os.urandom(300_000)
+    relay.put_fresh([("f/one", b"1"), ("f/taken", b"second"), ("f/sub/two", big), ("f/three", b"")])
+    assert relay.get_bytes("f/one") == b"1"
+    assert relay.get_bytes("f/taken") == b"second"
+    assert relay.get_bytes("f/sub/two") == big
+    assert relay.get_bytes("f/three") == b""
+    relay.put_fresh([])
+    assert sorted(e.name for e in relay.walk("f")) == ["f/one", "f/sub/two", "f/taken", "f/three"]
+    assert relay.list_temporaries("f") == [] and relay.list_temporaries("f/sub") == []
+    with pytest.raises(UnsafeName):
+        relay.put_fresh([("f/four", b"4"), ("../out", b"x")])
+    assert not relay.exists("f/four")
+
+
+def test_put_fresh_through_the_retry_wrapper(relay: Relay) -> None:
+    """A retried group writes every item again: the second call replaces."""
+    wrapped = RetryingRelay(relay)
+    wrapped.open()
+    try:
+        wrapped.put_fresh([("w/a", b"a"), ("w/b", b"b")])
+        wrapped.put_fresh([("w/b", b"other"), ("w/c", b"c")])
+        assert [wrapped.get_bytes(n) for n in ("w/a", "w/b", "w/c")] == [b"a", b"other", b"c"]
+    finally:
+        wrapped.close()  # closes the backend's connection too
+
+
 def test_get_many_keeps_order_and_answers_per_name(relay: Relay) -> None:
     """A group read: each name's content, in order (a name asked twice
     answered twice), a missing name in the middle its own RelayNotFound, an

@@ -87,6 +87,29 @@ def test_group_reads_through_the_wrappers(relay: Relay) -> None:
         read_only.close()
 
 
+def test_group_puts_under_fresh_names_through_the_wrappers(relay: Relay) -> None:
+    """A fresh group put through the bandwidth limit pays for every byte and
+    stores each item; through the read-only wrapper it writes nothing and
+    says so per item; through a wrapper that changes single puts, each item
+    goes through that wrapper's put."""
+    bucket = _Counted()
+    with ThrottledRelay(relay, bucket) as throttled:  # type: ignore[arg-type]
+        throttled.put_fresh([("p/one", b"1" * 1000), ("p/two", b"2" * 3000)])
+        assert bucket.taken >= 4000
+    read_only = ReadOnlyRelay(relay)
+    with read_only:
+        read_only.put_fresh([("p/one", b"changed"), ("p/three", b"3")])
+        assert read_only.dropped == ["put p/one", "put p/three"]
+    announced = _Announced(relay)
+    with announced:
+        announced.put_fresh([("p/four", b"44"), ("p/five", b"5")])
+        assert len(announced.lengths) == 2  # one put each, through the wrapper
+    relay.open()
+    assert [relay.get_bytes(n) for n in ("p/one", "p/two", "p/four", "p/five")] == [b"1" * 1000, b"2" * 3000,
+                                                                                   b"44", b"5"]
+    assert not relay.exists("p/three")
+
+
 class _Announced(DelegatingRelay):
     """A relay that records the length each put's source announces (None:
     it announces none)."""
