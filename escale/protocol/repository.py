@@ -226,6 +226,10 @@ class RelayState:
     #: still deleted with their version (:meth:`ack_names_of`)
     refused_acks: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     payloads: dict[str, int] = field(default_factory=dict)
+    #: paths whose latest version's payload :meth:`Repository.reclaim` deleted
+    #: on this reading, its acknowledgements checked (so :meth:`Repository.delivered`
+    #: need not read them again); the strings are those of ``latest``
+    reclaimed: set[str] = field(default_factory=set)
     #: temporaries (``.escale-tmp-*``: uploads in progress or interrupted) seen
     #: in the folders read, by name: they take relay space like payloads
     temporaries: dict[str, Entry] = field(default_factory=dict)
@@ -1722,6 +1726,7 @@ class Repository:
             lease.check()
             self._delete_quietly(placeholder.payload)
             state.payloads.pop(placeholder.payload, None)
+            state.reclaimed.add(path)
             self.step(f"reclaimed payload {placeholder.path}")
             done.append(path)  # (the key of ``latest``: a string held anyway)
             log.info("reclaimed %s (version %d) from the relay", placeholder.path, placeholder.version)
@@ -1731,7 +1736,15 @@ class Repository:
         """Whether every expected receiver has this version (as
         :meth:`reclaimable` counts), each acknowledgement opened and checked
         (:meth:`acks_authentic`): a forged one never makes a file delivered.
-        Raises EscaleError when an acknowledgement cannot be read now."""
+        Raises EscaleError when an acknowledgement cannot be read now.
+
+        A version whose payload :meth:`reclaim` deleted on this reading of
+        the relay (its path in ``state.reclaimed``, its payload gone from
+        ``state``) passed these very checks then: it is delivered, and its
+        acknowledgements are not read a second time."""
+        if placeholder.path in state.reclaimed and placeholder.payload is not None \
+                and placeholder.payload not in state.payloads:
+            return True
         return self.reclaimable(placeholder, state) and self.acks_authentic(placeholder, state)
 
     def acks_authentic(self, placeholder: Placeholder, state: RelayState) -> bool:

@@ -3,10 +3,37 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
+from typing import BinaryIO
 
 from escale.protocol import layout
 from escale.protocol.repository import RelayState
+from escale.relay import Relay, make_relay
+from escale.relay.delegating import DelegatingRelay
+from escale.sync.client import SyncClient, state_dir_for
+from escale.sync.state import StateDB
 from tests.faults.world import World, relay_get, relay_names, relay_put
+
+
+class _AckReads(DelegatingRelay):
+    """A real backend that counts the reads of each acknowledgement object."""
+
+    def __init__(self, inner: Relay, reads: Counter[str]) -> None:
+        super().__init__(inner)
+        self.reads = reads
+
+    def _get(self, name: str, sink: BinaryIO) -> None:
+        if name.startswith(layout.ACKS + "/"):
+            self.reads[name] += 1
+        super()._get(name, sink)
+
+
+def _delivery_states(world: World, name: str) -> dict[str, str]:
+    db = StateDB(os.path.join(state_dir_for(world.settings(name)), "state.db"))
+    try:
+        return {record.path: record.state for record in db.deliveries_in(("sent", "delivered"))}
+    finally:
+        db.close()
 
 
 def _write(root: str, rel: str, data: bytes) -> None:
@@ -37,6 +64,26 @@ def test_reclaim_pass_reports_the_relay_as_it_left_it(file_world: World) -> None
     assert again.reclaimed == [] and again.relay_bytes == 0
 
 
+def test_reclaim_pass_reads_each_acknowledgement_once(file_world: World) -> None:
+    """The pass that reclaims the payloads also finds the files delivered:
+    each acknowledgement object is opened once, by the reclaim, which the
+    delivery check then trusts for the versions it reclaimed."""
+    world = file_world
+    a = world.add("a")
+    world.add("b")
+    for i in range(12):
+        _write(a, f"f{i:02d}.txt", b"y" * (i + 1))
+    world.sync("a")
+    world.sync("b")  # receives and acknowledges
+    assert set(_delivery_states(world, "a").values()) == {"sent"}
+    reads: Counter[str] = Counter()
+    settings = world.settings("a")
+    report = SyncClient(settings, relay_factory=lambda: _AckReads(make_relay(settings.relay), reads)).run_pass()
+    assert len(report.reclaimed) == 12 and not report.errors
+    assert sorted(reads) == relay_names(world, layout.ACKS) and set(reads.values()) == {1}
+    assert _delivery_states(world, "a") == {f"f{i:02d}.txt": "delivered" for i in range(12)}
+
+
 def test_refused_acknowledgement_keeps_the_payload_and_goes_with_its_version(file_world: World) -> None:
     """An acknowledgement object that does not open as its name says (here:
     another version's acknowledgement copied under the name of this one)
@@ -59,6 +106,8 @@ def test_refused_acknowledgement_keeps_the_payload_and_goes_with_its_version(fil
     assert forged_ref is not None
     report = world.sync("a")
     assert len(report.reclaimed) == 1  # the genuine one only
+    delivered = {p for p, s in _delivery_states(world, "a").items() if s == "delivered"}
+    assert delivered == set(report.reclaimed)  # the file of the refused one is not delivered
     left = relay_names(world, layout.DATA)
     assert len(left) == 1 and left[0].startswith(f"{layout.DATA}/{forged_ref.key}.")
     # the path's next version supersedes the acknowledged one: its payload and
