@@ -92,6 +92,10 @@ SMALL_PAYLOAD_SEALED = 4 << 20
 #: A payload of a file up to this size is sealed in memory before its upload
 #: (no spool file to create, write, read back and remove).
 SPOOL_IN_MEMORY = 1 << 16
+#: Reclaimable versions whose acknowledgements one :meth:`Repository.reclaim`
+#: reads at once (one :meth:`Relay.get_many`: a few round trips where the relay
+#: reads groups cheaply); bounds what the group holds.
+RECLAIM_GROUP = 256
 #: A staged payload of at most this many sealed bytes (every payload sealed in
 #: memory, padding and framing included) is read whole and put straight under
 #: its fresh name by :meth:`Repository.upload_staged`.
@@ -1712,14 +1716,31 @@ class Repository:
         """
         done: list[str] = []
         latest = state.latest
+        group: list[tuple[str, Placeholder]] = []
         for path in list(latest):  # (the paths alone: a pointer each)
             stored = dict.__getitem__(latest, path)
             if not state.stored_has_payload(stored):
                 continue
             placeholder = placeholder_of(latest, stored)
-            if not self.reclaimable(placeholder, state):
-                continue
-            if not self.acks_authentic(placeholder, state):
+            if self.reclaimable(placeholder, state):
+                group.append((path, placeholder))
+            if len(group) >= RECLAIM_GROUP:
+                self._reclaim_group(lease, state, group, done)
+                group = []
+        self._reclaim_group(lease, state, group, done)
+        return done
+
+    def _reclaim_group(self, lease: Lease, state: RelayState, group: Sequence[tuple[str, Placeholder]],
+                       done: list[str]) -> None:
+        """Delete the payload of each version of ``group`` (reclaimable ones,
+        with the key of ``latest`` each is found under) whose acknowledgements
+        are authentic, read for the whole group at once; append each one's
+        path to ``done``."""
+        if not group:
+            return
+        authentic = self._acks_authentic_many([placeholder for _, placeholder in group], state)
+        for (path, placeholder), ok in zip(group, authentic, strict=True):
+            if not ok:
                 continue
             assert placeholder.payload is not None
             self._touch(lease)
@@ -1730,7 +1751,6 @@ class Repository:
             self.step(f"reclaimed payload {placeholder.path}")
             done.append(path)  # (the key of ``latest``: a string held anyway)
             log.info("reclaimed %s (version %d) from the relay", placeholder.path, placeholder.version)
-        return done
 
     def delivered(self, placeholder: Placeholder, state: RelayState) -> bool:
         """Whether every expected receiver has this version (as
@@ -1751,16 +1771,44 @@ class Repository:
         """Whether every acknowledgement listed for ``placeholder`` opens and
         names it (a forged one is dropped from ``state`` and logged); reads
         each acknowledgement object once."""
-        for client in sorted(state.acks_of(placeholder)):
+        return self._acks_authentic_many([placeholder], state)[0]
+
+    def _acks_authentic_many(self, placeholders: Sequence[Placeholder], state: RelayState) -> list[bool]:
+        """:meth:`acks_authentic` of each of ``placeholders``, their
+        acknowledgements read with one :meth:`Relay.get_many` (a few round
+        trips where the relay reads groups cheaply). A missing, oversized,
+        unopenable or undecodable acknowledgement is dropped from ``state``
+        and logged, and its version is not authentic; one that names another
+        version or client is logged, and its version is not authentic.
+        Raises what reading the group raises (a failed connection), and a
+        refusal of one acknowledgement by the server other than its absence
+        or its size (as one read would raise it)."""
+        asked: list[list[str]] = [sorted(state.acks_of(p)) for p in placeholders]
+        names = [layout.ack_name(p.key, p.version, client)
+                 for p, clients in zip(placeholders, asked, strict=True) for client in clients]
+        outcomes = iter(self.relay.get_many(names, limit=MAX_OBJECT_BYTES) if names else [])
+        verdicts: list[bool] = []
+        for placeholder, clients in zip(placeholders, asked, strict=True):
+            mine = [next(outcomes) for _ in clients]  # this version's answers, in its clients' order
+            verdicts.append(self._acks_match(placeholder, state, clients, mine))
+        return verdicts
+
+    def _acks_match(self, placeholder: Placeholder, state: RelayState, clients: list[str],
+                    stored: list[bytes | EscaleError]) -> bool:
+        """Whether each of ``placeholder``'s acknowledgements (by ``clients``,
+        as ``stored`` on the relay) opens and names it; see
+        :meth:`_acks_authentic_many`."""
+        for client, data in zip(clients, stored, strict=True):
             name = layout.ack_name(placeholder.key, placeholder.version, client)
             try:
-                ack = Ack.decode(self.sealer.open(name, self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES)), name)
+                if isinstance(data, EscaleError):
+                    raise data
+                ack = Ack.decode(self.sealer.open(name, data), name)
             except (RelayNotFound, ProtocolError, CryptoError) as exc:
                 log.warning("ignoring acknowledgement %s: %s", name, exc)
                 state.drop_ack(placeholder.key, placeholder.version, client)
                 return False
-            owner = name.rpartition(".")[2]
-            if (ack.key, ack.version) != (placeholder.key, placeholder.version) or ack.client != owner:
+            if (ack.key, ack.version) != (placeholder.key, placeholder.version) or ack.client != client:
                 log.warning("ignoring acknowledgement %s: it does not match its name", name)
                 return False
         return True

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from typing import BinaryIO
 
-from escale.protocol import layout
+import pytest
+
+from escale.errors import EscaleError
+from escale.protocol import layout, repository
 from escale.protocol.repository import RelayState
 from escale.relay import Relay, make_relay
 from escale.relay.delegating import DelegatingRelay
@@ -26,6 +30,20 @@ class _AckReads(DelegatingRelay):
         if name.startswith(layout.ACKS + "/"):
             self.reads[name] += 1
         super()._get(name, sink)
+
+
+class _AckGroups(DelegatingRelay):
+    """A real backend that records the acknowledgement names of each group read."""
+
+    def __init__(self, inner: Relay, groups: list[list[str]]) -> None:
+        super().__init__(inner)
+        self.groups = groups
+
+    def _get_many(self, names: Sequence[str], limit: int) -> list[bytes | EscaleError]:
+        acks = [name for name in names if name.startswith(layout.ACKS + "/")]
+        if acks:
+            self.groups.append(acks)
+        return super()._get_many(names, limit)
 
 
 def _delivery_states(world: World, name: str) -> dict[str, str]:
@@ -82,6 +100,33 @@ def test_reclaim_pass_reads_each_acknowledgement_once(file_world: World) -> None
     assert len(report.reclaimed) == 12 and not report.errors
     assert sorted(reads) == relay_names(world, layout.ACKS) and set(reads.values()) == {1}
     assert _delivery_states(world, "a") == {f"f{i:02d}.txt": "delivered" for i in range(12)}
+
+
+def test_reclaim_reads_the_acknowledgements_in_groups(file_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reclaim reads the acknowledgements of up to ``RECLAIM_GROUP``
+    reclaimable versions with one group read; a forged one in a group keeps
+    its own payload only."""
+    monkeypatch.setattr(repository, "RECLAIM_GROUP", 5)
+    world = file_world
+    a = world.add("a")
+    world.add("b")
+    for i in range(12):
+        _write(a, f"f{i:02d}.txt", b"z" * (i + 1))
+    world.sync("a")
+    world.sync("b")
+    acks = relay_names(world, layout.ACKS)
+    relay_put(world, {acks[6]: relay_get(world, acks[7])})  # another version's acknowledgement, renamed
+    groups: list[list[str]] = []
+    settings = world.settings("a")
+    report = SyncClient(settings, relay_factory=lambda: _AckGroups(make_relay(settings.relay), groups)).run_pass()
+    assert [len(group) for group in groups[:3]] == [5, 5, 2]  # the reclaim's
+    assert sorted(name for group in groups[:3] for name in group) == acks
+    assert groups[3:] == [[acks[6]]]  # the delivery check of the one version not reclaimed
+    assert len(report.reclaimed) == 11
+    forged = layout.parse_ack(acks[6])
+    assert forged is not None
+    left = relay_names(world, layout.DATA)
+    assert len(left) == 1 and left[0].startswith(f"{layout.DATA}/{forged.key}.")
 
 
 def test_refused_acknowledgement_keeps_the_payload_and_goes_with_its_version(file_world: World) -> None:
