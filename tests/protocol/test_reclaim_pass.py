@@ -82,17 +82,22 @@ def test_reclaim_pass_reports_the_relay_as_it_left_it(file_world: World) -> None
     assert again.reclaimed == [] and again.relay_bytes == 0
 
 
+def _received_by_b(world: World, count: int) -> World:
+    """Clients a and b; ``count`` files sent by a, received and acknowledged by b."""
+    a = world.add("a")
+    world.add("b")
+    for i in range(count):
+        _write(a, f"f{i:02d}.txt", b"y" * (i + 1))
+    world.sync("a")
+    world.sync("b")
+    return world
+
+
 def test_reclaim_pass_reads_each_acknowledgement_once(file_world: World) -> None:
     """The pass that reclaims the payloads also finds the files delivered:
     each acknowledgement object is opened once, by the reclaim, which the
     delivery check then trusts for the versions it reclaimed."""
-    world = file_world
-    a = world.add("a")
-    world.add("b")
-    for i in range(12):
-        _write(a, f"f{i:02d}.txt", b"y" * (i + 1))
-    world.sync("a")
-    world.sync("b")  # receives and acknowledges
+    world = _received_by_b(file_world, 12)
     assert set(_delivery_states(world, "a").values()) == {"sent"}
     reads: Counter[str] = Counter()
     settings = world.settings("a")
@@ -107,13 +112,7 @@ def test_reclaim_reads_the_acknowledgements_in_groups(file_world: World, monkeyp
     reclaimable versions with one group read; a forged one in a group keeps
     its own payload only."""
     monkeypatch.setattr(repository, "RECLAIM_GROUP", 5)
-    world = file_world
-    a = world.add("a")
-    world.add("b")
-    for i in range(12):
-        _write(a, f"f{i:02d}.txt", b"z" * (i + 1))
-    world.sync("a")
-    world.sync("b")
+    world = _received_by_b(file_world, 12)
     acks = relay_names(world, layout.ACKS)
     relay_put(world, {acks[6]: relay_get(world, acks[7])})  # another version's acknowledgement, renamed
     groups: list[list[str]] = []
