@@ -1528,10 +1528,9 @@ class Repository:
         :data:`FRESH_PUT_IN_MEMORY` sealed bytes goes straight under its
         fresh name (:meth:`Relay.put_fresh`: nothing reads it before its
         placeholder is committed), a bigger one by an atomic put from its
-        spool file. Raises LeaseLost, relay errors (what was
-        stored is then an orphan, which :meth:`collect_garbage` removes).
-        Touches no shared state: safe from a worker thread with its own
-        ``relay``."""
+        spool file. Raises LeaseLost, relay errors (what was stored is then
+        an orphan, which :meth:`collect_garbage` removes). Touches no shared
+        state: safe from a worker thread with its own ``relay``."""
         assert staged.placeholder.payload is not None
         staged.spool.seek(0)
         lease.check()

@@ -129,8 +129,8 @@ class Capabilities:
     ``usage``: ``usage()`` returns the server's free/total space.
     ``group_put``: :meth:`Relay.put_commits` and :meth:`Relay.put_fresh`
     cost a few requests for a whole group, not one put per item (a cost, not
-    a guarantee: their contracts are the same everywhere). Callers with many small objects
-    to write at once gather them into groups where it is set.
+    a guarantee: their contracts are the same everywhere). Callers with many
+    small objects to write at once gather them into groups where it is set.
     ``group_get``: :meth:`Relay.get_many` costs a few round trips for a whole
     group of small objects, not one get (or more) per object; the same kind
     of flag as ``group_put`` (a cost: the contract of ``get_many`` is the

@@ -94,7 +94,6 @@ def _translate(exc: OSError, name: str, root: str = "") -> RelayError:
     return RelayError(f"relay folder error: {text}", name=name)
 
 
-
 def _create(path: str, flags: int) -> int:
     """``os.open(path, flags, 0o666)``, its parent folders made only when the
     open fails for want of them (one call per object, not a walk up)."""
@@ -103,6 +102,7 @@ def _create(path: str, flags: int) -> int:
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return os.open(path, flags, 0o666)
+
 
 class FileRelay(Relay):
     """A repository in the local folder ``root`` (created on open)."""

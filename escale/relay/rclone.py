@@ -61,6 +61,7 @@ The check looks up an object only (the ``filesOnly`` stat above).
 upload per folder straight to the names: no temporaries, look-ups or moves
 (except on remotes that allow duplicate names, where it goes through the
 commits below).
+
 :meth:`Relay.put_commits` (a group of exclusive puts) costs a few requests
 whatever the group's size, through rclone's ``job/batch`` (rclone 1.70 and
 later; older ones get one put after the other): one multipart upload per

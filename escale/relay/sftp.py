@@ -931,8 +931,8 @@ class SftpRelay(Relay):
         no temporary, no rename) in three round trips for the group: the
         OPENs, then the writes and closes, then their answers. A write cut
         short leaves a part under the name, which no commit names."""
-        names = list(dict(items))  # a name given twice: written once, with its last item
-        last = dict(items)
+        last = dict(items)  # a name given twice: written once, with its last item
+        names = list(last)
 
         def write(sftp: paramiko.SFTPClient) -> None:
             for start in range(0, len(names), self._group_handles):
