@@ -2,8 +2,8 @@
 
 Where the relay declares a group put cheap (OpenSSH SFTP, escale's rclone
 backend), the payloads of small files go up several at a time, in one
-``put_fresh`` (straight under their names), on the transfers' connections. What these prove, on real
-servers:
+``put_fresh`` (straight under their names), on the transfers' connections.
+What these prove, on real servers:
 
 * the payloads really go up in groups (a relay wrapper sees the groups), a
   bigger file's payload still goes alone, and the receiver ends with the
