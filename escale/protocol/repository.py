@@ -611,14 +611,16 @@ class Repository:
 
     def _open_meta(self, name: str, stored: bytes | EscaleError | None = None) -> StoredPlaceholder:
         """Placeholder ``name``, as ``RelayState.latest`` stores it (packed,
-        see :func:`packed_latest`): from ``meta_cache``, else opened from
-        ``stored`` (its sealed bytes, or the error reading them raised, as
-        :data:`ObjectReader` gives them), else read on this connection; checked
-        against its name and key, then cached. Raises RelayNotFound,
-        ProtocolError or CryptoError (and relay errors of the read)."""
+        see :func:`packed_latest`): opened from ``stored`` when given (its
+        sealed bytes, or the error reading them raised, as
+        :data:`ObjectReader` gives them: the caller read it because
+        ``meta_cache`` did not hold it, so the cache is not asked again), else
+        from ``meta_cache``, else read on this connection; checked against its
+        name and key, then cached. Raises RelayNotFound, ProtocolError or
+        CryptoError (and relay errors of the read)."""
         if self._known_meta is not None and (known := self._reused_meta(name)) is not None:
             return known
-        cached = self.meta_cache.get(name)
+        cached = self.meta_cache.get(name) if stored is None else None
         fetched = cached is None
         if cached is None:
             if isinstance(stored, EscaleError):

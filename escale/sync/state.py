@@ -622,9 +622,13 @@ class _TableMap(MutableMapping[str, bytes]):
         return bool(self._db._exec(f"SELECT 1 FROM {self._table} WHERE {self._key} = ?", (k,)))
 
     def __setitem__(self, k: str, v: bytes) -> None:
-        if self.get(k) == v:
-            return
+        """Write ``k``. A key ``hold`` accepts is held back without reading
+        what it replaces (rewriting an equal cache entry costs a row of a
+        batch; a lookup first would cost a query per write); any other key is
+        written at once, unless the table already holds that very value."""
         if self._hold is None or not self._hold(k):
+            if self.get(k) == v:
+                return
             self.flush()  # what was written before it first
             self._db._exec(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", (k, v))
             return

@@ -16,14 +16,15 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Generator, Iterator, MutableMapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from escale.errors import EscaleError
 from escale.protocol import layout
 from escale.protocol.lease import Lease, LeaseManager
-from escale.protocol.repository import LocalVersion, Repository
+from escale.protocol.repository import READER_MIN, LocalVersion, Repository
 from escale.protocol.sealer import Sealer
 from escale.relay.file import FileRelay
 from escale.sync.state import StateDB
@@ -102,6 +103,47 @@ def test_a_second_full_read_under_one_marker_keeps_the_snapshot(
     assert _snapshot(cache)["counter"] != json.loads(taken)["counter"]
     fresh = _repo(relay_root, sealer, B, cache).read_state(use_marker=True)
     assert fresh.from_snapshot and fresh.latest["f0.txt"].version == 2
+
+
+class _Asked(dict[str, bytes]):
+    """A placeholder cache that records the names it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def get(self, key: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        self.asked.append(key)
+        return super().get(key, default)
+
+
+def test_placeholders_read_on_other_connections_are_not_looked_up_in_the_cache(
+        relay_root: str, sealer: Sealer) -> None:
+    # the reader is given the names the cache does not hold: each is opened
+    # from what was read and cached, without a lookup of its own
+    pusher = _repo(relay_root, sealer, A, {})
+    _push(pusher, {f"f{i}.txt": b"x" * i for i in range(2 * READER_MIN)})
+    cache = _Asked()
+    reader = _repo(relay_root, sealer, B, cache)
+    read: list[str] = []
+
+    def object_reader(names: Sequence[str], limit: int) -> Generator[tuple[str, bytes | EscaleError], None, None]:
+        for name in names:
+            read.append(name)
+            yield name, reader.relay.get_bytes(name, limit=limit)
+
+    reader.object_reader = object_reader
+    state = reader.read_state()
+    assert sorted(state.latest) == sorted(f"f{i}.txt" for i in range(2 * READER_MIN))
+    assert len(read) == 2 * READER_MIN and set(read) <= set(cache)
+    assert not set(cache.asked) & set(read)
+    # the next read finds them all in the cache
+    cache.asked.clear()
+    read.clear()
+    reader.prepare()
+    again = reader.read_state()
+    assert read == [] and sorted(again.latest) == sorted(state.latest)
+    assert set(cache.asked) >= {n for n in cache if n.startswith(layout.META + "/")}
 
 
 def test_a_snapshot_in_the_state_database_holds_what_a_mapping_holds(

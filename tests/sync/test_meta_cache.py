@@ -71,3 +71,20 @@ def test_a_value_written_in_pieces_is_on_disk_whole_after_what_was_held(tmp_path
         assert cache["index@materialised"] == b"new"
     assert _on_disk(path)["index@materialised"] == b"new"
     db.close()
+
+
+def test_a_held_write_reads_nothing_first(tmp_path: Path) -> None:
+    # a placeholder cached for the first time costs no lookup of what it
+    # replaces; a record written at once is still skipped when unchanged
+    db = StateDB(str(tmp_path / "state.db"))
+    cache = db.meta_cache()
+    statements: list[str] = []
+    db._conn.set_trace_callback(statements.append)
+    cache["meta/k1.0000000001"] = b"one"
+    assert statements == []
+    cache["marker-highest"] = b"7"
+    statements.clear()
+    cache["marker-highest"] = b"7"
+    assert [s for s in statements if not s.startswith("SELECT")] == []
+    db._conn.set_trace_callback(None)
+    db.close()
