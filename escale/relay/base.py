@@ -135,6 +135,8 @@ class Capabilities:
     group of small objects, not one get (or more) per object; the same kind
     of flag as ``group_put`` (a cost: the contract of ``get_many`` is the
     same everywhere).
+    ``group_delete``: :meth:`Relay.delete_many` costs a few round trips for a
+    whole group, not one delete per object (a cost, as ``group_get``).
 
     The defaults describe the weakest server (no flag, no modification time):
     a backend declares what it has, and a flag left out is never assumed.
@@ -148,6 +150,7 @@ class Capabilities:
     usage: bool = False
     group_put: bool = False
     group_get: bool = False
+    group_delete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,6 +415,41 @@ class Relay(abc.ABC):
         """Delete the object ``name``. Raises RelayNotFound when missing."""
         self._ensure_open()
         self._delete(check_name(name))
+
+    def delete_many(self, names: Sequence[str]) -> builtins.list[EscaleError | None]:
+        """Delete several objects; per name, in the order of ``names``, None
+        when it was deleted, or what deleting that one object found as a
+        value: RelayNotFound (missing: already deleted, or never there),
+        RelayPermissionDenied, or another non-transient RelayError naming it
+        (the server refused that object alone, a folder for instance). A
+        failure of the connection (any transient error) raises for the whole
+        call: any of the objects may then have been deleted (a retry finds
+        those missing). Names are all checked before anything is deleted
+        (UnsafeName raises). The deletes may run in any order.
+
+        Backends delete one object after the other (:meth:`delete`); those
+        whose ``capabilities.group_delete`` is set do it in a few round trips
+        for the group, and wrappers pass the group on whole."""
+        self._ensure_open()
+        checked = [check_name(name) for name in names]
+        if not checked:
+            return []
+        return self._delete_many(checked)
+
+    def _delete_many(self, names: Sequence[str]) -> builtins.list[EscaleError | None]:
+        """One :meth:`delete` after the other (names already checked), each
+        per-object refusal kept as that name's value."""
+        outcomes: builtins.list[EscaleError | None] = []
+        for name in names:
+            try:
+                self.delete(name)
+            except RelayError as exc:
+                if not object_refusal(exc):
+                    raise
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     def rename(self, source: str, target: str, *, overwrite: bool) -> None:
         """Rename ``source`` to ``target`` (parent folders created as needed).

@@ -87,6 +87,14 @@ class DelegatingRelay(Relay):
     def _delete(self, name: str) -> None:
         self.inner.delete(name)
 
+    def _delete_many(self, names: Sequence[str]) -> list[EscaleError | None]:
+        """The group passed on whole, unless the wrapper changes single
+        deletes (it overrides ``_delete`` and not this): then one delete
+        after the other through its ``_delete``."""
+        if type(self)._delete is not DelegatingRelay._delete:
+            return Relay._delete_many(self, names)
+        return self.inner.delete_many(names)
+
     def _rename(self, source: str, target: str, overwrite: bool) -> None:
         self.inner.rename(source, target, overwrite=overwrite)
 

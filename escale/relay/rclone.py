@@ -30,6 +30,8 @@ name itself to tell a folder from nothing (a missing folder answers at once);
 GETs pipelined, up to :data:`_PIPELINE` at once on the relay's connection, and
 reads the answers in order (one round trip per group, and less of the rcd's
 CPU than one GET after the other; see :meth:`RcloneRelay._get_many`);
+``delete_many`` (``group_delete``) is one ``job/batch`` of
+``operations/deletefile`` calls per group;
 ``put`` sends a multipart upload (``operations/uploadfile``): streamed in 1 MiB
 chunks, or, for a seekable source of at most 256 KiB, from memory as one body
 (fewer sends and wake-ups per request). Every call goes over one kept-alive
@@ -850,7 +852,7 @@ class RcloneRelay(Relay):
             info = self._rc("operations/fsinfo", {"fs": self.fs})
             self.capabilities = _capabilities(info)
             if not self._has_batch:
-                self.capabilities = dataclasses.replace(self.capabilities, group_put=False)
+                self.capabilities = dataclasses.replace(self.capabilities, group_put=False, group_delete=False)
             features = info.get("Features") or {}
             self._duplicates = bool(features.get("DuplicateFiles"))
             self.folders_are_prefixes = bool(features.get("BucketBased"))
@@ -1115,7 +1117,7 @@ class RcloneRelay(Relay):
             answer = self._rc("job/batch", {"inputs": inputs, "concurrency": concurrency}, name)
         except RelayNotFound as exc:  # a batch answers 404 only when rclone has no job/batch
             self._has_batch = False
-            self.capabilities = dataclasses.replace(self.capabilities, group_put=False)
+            self.capabilities = dataclasses.replace(self.capabilities, group_put=False, group_delete=False)
             raise _NoBatch(f"{self.describe()}: rclone has no job/batch") from exc
         results = answer.get("results")
         if not isinstance(results, list) or len(results) != len(inputs):
@@ -1253,6 +1255,33 @@ class RcloneRelay(Relay):
     def _delete(self, name: str) -> None:
         self._rc("operations/deletefile", {"fs": self.fs, "remote": name}, name)
 
+    def _delete_many(self, names: Sequence[str]) -> list[EscaleError | None]:
+        """One ``job/batch`` of ``operations/deletefile`` calls per slice of
+        :data:`_GROUP` names, :data:`_LOOKUPS` at a time; each call's error is
+        that name's value (translated as one delete's would be), unless it
+        is not about that object alone (a failed remote: raised, after the
+        batch ran through). Without ``job/batch``, one delete after the other."""
+        if not self._has_batch:
+            return super()._delete_many(names)
+        outcomes: list[EscaleError | None] = []
+        try:
+            for start in range(0, len(names), _GROUP):
+                part = names[start:start + _GROUP]
+                calls = [{"_path": "operations/deletefile", "fs": self.fs, "remote": n} for n in part]
+                for name, result in zip(part, self._batch(calls, part[0], _LOOKUPS), strict=True):
+                    error = _failed(result)
+                    if error is None:
+                        outcomes.append(None)
+                        continue
+                    refusal = self._translate(error[0], error[1], name)
+                    if not object_refusal(refusal):
+                        raise refusal
+                    outcomes.append(refusal)
+        except _NoBatch:
+            log.debug("%s: rclone has no job/batch; one delete after the other", self.describe())
+            return outcomes + super()._delete_many(names[len(outcomes):])
+        return outcomes
+
     def _rename(self, source: str, target: str, overwrite: bool) -> None:
         if not overwrite:
             if not self._exists(source):
@@ -1338,6 +1367,8 @@ def _capabilities(info: dict[str, Any]) -> Capabilities:
         group_put=True,
         # _get_many: pipelined GETs, which any rcd's HTTP server takes
         group_get=True,
+        # _delete_many: job/batch, as group_put
+        group_delete=True,
     )
 
 

@@ -138,6 +138,10 @@ class RetryingRelay(Relay):
     def _delete(self, name: str) -> None:
         self._retry("delete", lambda: self.inner.delete(name))
 
+    def _delete_many(self, names: Sequence[str]) -> list[EscaleError | None]:
+        # the group passed on whole; a retry finds what the failed attempt deleted missing
+        return self._retry("delete", lambda: self.inner.delete_many(names))
+
     def _rename(self, source: str, target: str, overwrite: bool) -> None:
         self._retry("rename", lambda: self.inner.rename(source, target, overwrite=overwrite))
 

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import logging
 import os
 import posixpath
@@ -149,6 +150,7 @@ GENERIC_CAPABILITIES = Capabilities(
     mtime_precision=1.0,
     usage=False,
     group_get=True,  # _get_many: pipelined requests, which every SFTP server takes
+    group_delete=True,  # _delete_many: pipelined removes, likewise
 )
 
 
@@ -550,6 +552,7 @@ class SftpRelay(Relay):
             usage=usage,
             group_put=exclusive,  # _put_commits: three round trips for a whole group on OpenSSH
             group_get=True,  # _get_many: a few round trips for a whole group
+            group_delete=True,  # _delete_many: one round trip per group of removes
         )
         log.debug("%s server %r capabilities: %s", self.describe(), self.server_version, self.capabilities)
 
@@ -952,6 +955,41 @@ class SftpRelay(Relay):
                 raise
 
         self._call(name, remove)
+
+    def _delete_many(self, names: Sequence[str]) -> list[EscaleError | None]:
+        """Pipelined removes, up to :attr:`_group_handles` requests sent
+        before their answers are read (one round trip per group); a refused
+        remove is that name's RelayNotFound, RelayPermissionDenied or
+        RelayError (a folder, told apart by a stat of that name alone, as
+        :meth:`_delete` does). A lost connection raises for the whole call."""
+        if len(names) < 2:
+            return super()._delete_many(names)
+
+        def remove(sftp: paramiko.SFTPClient, part: Sequence[str]) -> list[EscaleError | None]:
+            client: Any = sftp  # paramiko's request plumbing is not in its type stubs
+            replies = _Replies()
+            asked = [client._async_request(replies, paramiko_sftp.CMD_REMOVE, self._path(n)) for n in part]
+            outcomes: list[EscaleError | None] = []
+            failed: list[int] = []
+            for position, (name, num) in enumerate(zip(part, asked, strict=True)):
+                try:
+                    _status_reply(client, replies, num)
+                    outcomes.append(None)
+                except OSError as exc:
+                    outcomes.append(self._refused(exc, name))
+                    failed.append(position)
+            for position in failed:  # every answer is in: a stat may be sent now
+                if not isinstance(outcomes[position], RelayNotFound) and \
+                        self._is_dir(sftp, self._path(part[position])):
+                    name = part[position]
+                    outcomes[position] = RelayError(f"relay object is a folder, not deleted: {name}", name=name)
+            return outcomes
+
+        found: list[EscaleError | None] = []
+        for start in range(0, len(names), self._group_handles):
+            part = names[start:start + self._group_handles]
+            found.extend(self._call(part[0], functools.partial(remove, part=part)))
+        return found
 
     def _rename(self, source: str, target: str, overwrite: bool) -> None:
         src, dst = self._path(source), self._path(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -9,10 +10,12 @@ from typing import BinaryIO
 
 import pytest
 
-from escale.errors import EscaleError
+from escale.errors import EscaleError, RelayPermissionDenied
 from escale.protocol import layout, repository
+from escale.protocol.lease import Lease
 from escale.protocol.repository import RelayState
 from escale.relay import Relay, make_relay
+from escale.relay.base import Capabilities
 from escale.relay.delegating import DelegatingRelay
 from escale.sync.client import SyncClient, state_dir_for
 from escale.sync.state import StateDB
@@ -45,6 +48,30 @@ class _AckGroups(DelegatingRelay):
             self.groups.append(acks)
         return super()._get_many(names, limit)
 
+
+class _DeleteGroups(DelegatingRelay):
+    """A real backend that records each group delete, declares group deletes
+    when ``group`` is set, and refuses the ``refuse``-th name it is asked
+    to delete (counting from 0)."""
+
+    def __init__(self, inner: Relay, groups: list[list[str]], *, group: bool, refuse: int) -> None:
+        super().__init__(inner)
+        self.groups, self._group, self._refuse = groups, group, refuse
+        self.refused = ""
+
+    def _capabilities(self) -> Capabilities:
+        return dataclasses.replace(self.inner.capabilities, group_delete=self._group)
+
+    capabilities = property(_capabilities)
+
+    def _delete_many(self, names: Sequence[str]) -> list[EscaleError | None]:
+        self.groups.append(list(names))
+        asked_before = sum(len(g) for g in self.groups) - len(names)
+        if not asked_before <= self._refuse < asked_before + len(names):
+            return super()._delete_many(names)
+        self.refused = names[self._refuse - asked_before]
+        done = iter(super()._delete_many([n for n in names if n != self.refused]))
+        return [RelayPermissionDenied(f"refused: {n}", name=n) if n == self.refused else next(done) for n in names]
 
 def _delivery_states(world: World, name: str) -> dict[str, str]:
     db = StateDB(os.path.join(state_dir_for(world.settings(name)), "state.db"))
@@ -127,6 +154,43 @@ def test_reclaim_reads_the_acknowledgements_in_groups(file_world: World, monkeyp
     left = relay_names(world, layout.DATA)
     assert len(left) == 1 and left[0].startswith(f"{layout.DATA}/{forged.key}.")
 
+
+@pytest.mark.parametrize("group", [True, False])
+def test_reclaim_deletes_the_payloads_in_groups_each_after_a_lease_check(
+        file_world: World, monkeypatch: pytest.MonkeyPatch, group: bool) -> None:
+    """Where the relay deletes groups cheaply, the payloads of a group of
+    reclaimable versions go in one group delete, after one check of the
+    lease; elsewhere one by one, each after its own check. A payload the
+    relay refuses to delete stays and is tried again by the next pass; the
+    rest of its group is reclaimed."""
+    monkeypatch.setattr(repository, "RECLAIM_GROUP", 5)
+    checks: list[int] = []
+    real_check = Lease.check
+
+    def counted(lease: Lease) -> None:
+        checks.append(1)
+        real_check(lease)
+
+    monkeypatch.setattr(Lease, "check", counted)
+    world = _received_by_b(file_world, 12)
+    groups: list[list[str]] = []
+    settings = world.settings("a")
+    wrapped = _DeleteGroups(make_relay(settings.relay), groups, group=group, refuse=3)
+    checks.clear()
+    with pytest.raises(RelayPermissionDenied):  # the pass ends on it, as on any refused write
+        SyncClient(settings, relay_factory=lambda: wrapped).run_pass()
+    payload_groups = [g for g in groups if all(n.startswith(layout.DATA + "/") for n in g)]
+    assert [len(g) for g in payload_groups] == ([5] if group else [1] * 4)
+    assert len(checks) >= len(payload_groups)
+    left = relay_names(world, layout.DATA)
+    # the rest of the refused one's group went (one by one: those before it)
+    assert len(left) == (8 if group else 9) and wrapped.refused in left
+    groups.clear()
+    again = SyncClient(settings, relay_factory=lambda: _DeleteGroups(
+        make_relay(settings.relay), groups, group=group, refuse=-1)).run_pass()
+    assert len(again.reclaimed) == len(left) and not again.errors
+    assert relay_names(world, layout.DATA) == []
+    assert [len(g) for g in groups if g[0].startswith(layout.DATA + "/")] == ([5, 3] if group else [1] * 9)
 
 def test_refused_acknowledgement_keeps_the_payload_and_goes_with_its_version(file_world: World) -> None:
     """An acknowledgement object that does not open as its name says (here:

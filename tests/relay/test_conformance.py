@@ -21,6 +21,7 @@ import pytest
 from escale.errors import (
     ObjectTooLarge,
     RelayClosed,
+    RelayError,
     RelayExists,
     RelayNotFound,
     UnsafeName,
@@ -280,6 +281,42 @@ def test_get_many_through_the_retry_wrapper(relay: Relay) -> None:
         wrapped.put_bytes("w/a", b"a")
         got = wrapped.get_many(["w/a", "w/gone", "w/a"], limit=100)
         assert got[0] == got[2] == b"a" and isinstance(got[1], RelayNotFound)
+    finally:
+        wrapped.close()
+
+
+def test_delete_many_answers_per_name(relay: Relay) -> None:
+    """A group delete: each object gone, a missing name its own
+    RelayNotFound, a folder refused on its own (its content kept), the
+    connection usable after; names are checked before anything is deleted."""
+    many = [f"d/n/{i}" for i in range(150)]  # more than one group of requests
+    relay.put_fresh([(name, b"x") for name in many])
+    relay.put_bytes("d/sub/kept", b"k")
+    asked = [*many[:70], "d/missing", "d/sub", *many[70:]]
+    got = relay.delete_many(asked)
+    assert len(got) == len(asked)
+    for name, outcome in zip(asked, got, strict=True):
+        if name in ("d/missing", "d/sub"):
+            assert isinstance(outcome, RelayError) and not outcome.transient and outcome.name == name
+        else:
+            assert outcome is None, (name, outcome)
+    assert isinstance(got[70], RelayNotFound)
+    assert [e.name for e in relay.walk("d")] == ["d/sub/kept"]
+    assert relay.delete_many([]) == []
+    assert isinstance(relay.delete_many(["d/n/0"])[0], RelayNotFound)
+    with pytest.raises(UnsafeName):
+        relay.delete_many(["d/sub/kept", "../out"])
+    assert relay.get_bytes("d/sub/kept") == b"k"
+
+
+def test_delete_many_through_the_retry_wrapper(relay: Relay) -> None:
+    wrapped = RetryingRelay(relay)
+    wrapped.open()
+    try:
+        wrapped.put_fresh([("w/a", b"a"), ("w/b", b"b")])
+        got = wrapped.delete_many(["w/a", "w/gone", "w/b"])
+        assert got[0] is None and got[2] is None and isinstance(got[1], RelayNotFound)
+        assert not wrapped.exists("w/a") and not wrapped.exists("w/b")
     finally:
         wrapped.close()
 

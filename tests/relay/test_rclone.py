@@ -326,6 +326,10 @@ def test_put_commits_without_job_batch(target_rclone_local: RelayTarget) -> None
         assert relay.get_bytes("o/taken") == b"kept" and relay.get_bytes("o/a") == b"a"
         assert relay.put_commits([("o/b", b"b")]) == [True]
         assert not relay.capabilities.group_put  # one put after the other: no cheap group
+        assert not relay.capabilities.group_delete
+        got = relay.delete_many(["o/a", "o/none", "o/b"])  # one delete after the other, same answers
+        assert got[0] is None and isinstance(got[1], RelayNotFound) and got[2] is None
+        assert not relay.exists("o/a") and relay.exists("o/taken")
     finally:
         relay.close()
 
@@ -338,7 +342,7 @@ def test_a_group_put_is_declared_and_keeps_what_exists(target_rclone_local: Rela
     relay.open()
     try:
         relay.create_root()
-        assert relay.capabilities.group_put
+        assert relay.capabilities.group_put and relay.capabilities.group_delete
         relay.put_bytes("acks/k.1.b", b"earlier")
         items = [(f"acks/k.{i}.a", b"ack %d" % i) for i in range(100)] + [("acks/k.1.b", b"again")]
         created = relay.put_commits(items)

@@ -31,7 +31,7 @@ def _open(server: SshServer, folder: str) -> Relay:
 def test_each_name_answers_alone_and_the_session_stays_in_step(sshd_server: SshServer) -> None:
     relay = _open(sshd_server, "get-many-refusals")
     try:
-        assert relay.capabilities.group_get
+        assert relay.capabilities.group_get and relay.capabilities.group_delete
         relay.put_bytes("g/a", b"a" * 100)
         relay.put_bytes("g/folder/inside", b"x")
         big = os.urandom(3 * LARGEST_REQUEST + 11)

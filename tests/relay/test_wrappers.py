@@ -10,6 +10,7 @@ import os
 from typing import BinaryIO
 
 from escale.crypto.envelope import PlainEnvelope
+from escale.errors import RelayNotFound
 from escale.protocol.streams import send_sealing
 from escale.relay import Relay
 from escale.relay.delegating import DelegatingRelay
@@ -108,6 +109,24 @@ def test_group_puts_under_fresh_names_through_the_wrappers(relay: Relay) -> None
     assert [relay.get_bytes(n) for n in ("p/one", "p/two", "p/four", "p/five")] == [b"1" * 1000, b"2" * 3000,
                                                                                    b"44", b"5"]
     assert not relay.exists("p/three")
+
+
+def test_group_deletes_through_the_wrappers(relay: Relay) -> None:
+    """A group delete through the read-only wrapper deletes nothing and says
+    so per name; through the bandwidth limit (which moves no content) the
+    group reaches the backend whole and deletes each object."""
+    relay.open()
+    relay.put_fresh([("d/one", b"1"), ("d/two", b"2")])
+    relay.close()
+    read_only = ReadOnlyRelay(relay)
+    with read_only:
+        assert read_only.delete_many(["d/one", "d/two"]) == [None, None]
+        assert read_only.dropped == ["delete d/one", "delete d/two"]
+    with ThrottledRelay(relay, _Counted()) as throttled:  # type: ignore[arg-type]
+        assert throttled.exists("d/one")
+        got = throttled.delete_many(["d/one", "d/gone", "d/two"])
+        assert got[0] is None and got[2] is None and isinstance(got[1], RelayNotFound)
+        assert not throttled.exists("d/one") and not throttled.exists("d/two")
 
 
 class _Announced(DelegatingRelay):
