@@ -527,6 +527,8 @@ class Repository:
         #: the modification times of ``meta/`` and ``data/`` as listed by
         #: :meth:`prepare` (None each where the backend does not tell)
         self._folder_stamps: list[float | None] | None = None
+        #: the time of ``acks/`` in the same listing (see :meth:`quiet_probe`)
+        self._acks_stamp: float | None = None
         #: the repository's lasting identity (its header's ``id``), set by
         #: whoever attached to it; part of :meth:`lease_stamp`
         self.identity = ""
@@ -549,6 +551,7 @@ class Repository:
         folders = {e.basename: e for e in self.relay.list() if e.is_dir}
         present = set(folders)
         self._folder_stamps = [folders[f].mtime if f in folders else None for f in (layout.META, layout.DATA)]
+        self._acks_stamp = folders[layout.ACKS].mtime if layout.ACKS in folders else None
         for folder in layout.FOLDERS:
             if folder not in present:
                 self.relay.mkdir(folder)
@@ -950,10 +953,53 @@ class Repository:
     def quiet_probe(self) -> str | None:
         """A summary of what a reader of this layout lists, equal between two
         moments only if nothing a pass reads changed in between (see
-        :mod:`escale.sync.quiet`); None when this layout has none (the
-        placeholder layout). The listings made for it serve the next
-        :meth:`read_state` of this pass."""
-        return None
+        :mod:`escale.sync.quiet`); None when there is none to be had now.
+
+        The placeholder layout's: the change marker, which must be clean
+        and not below the highest counter seen here (a commit, a reclaim or
+        a clean-up under the lease moves it; a writer at work or one that
+        crashed leaves it not clean: no probe); every name, size and time
+        in ``clients/`` (registrations); and the placeholders, payloads and
+        acknowledgements. On a local-folder relay, whose folder times are
+        finer than a second, the times of ``meta/``, ``data/`` and ``acks/``
+        as :meth:`prepare` listed them stand for their content. Elsewhere
+        ``meta/`` and ``data/`` are listed (names and sizes: placeholders
+        replayed or removed behind the marker's back, a rollback by hand, are
+        seen at once), and ``acks/`` too when ``data/`` holds a payload: with
+        no payload on the relay an acknowledgement can neither reclaim nor
+        deliver anything (a payload comes with a commit, which moves the
+        marker), and every acknowledgement kept would cost one more name per
+        file. Costs one read and one to four listings, no object opened but
+        the marker; nothing is kept for :meth:`read_state`."""
+        try:
+            marker = ChangeMarker.decode(self.sealer.open(MARKER, self.relay.get_bytes(
+                MARKER, limit=MAX_OBJECT_BYTES)))
+        except (RelayNotFound, ProtocolError, CryptoError):
+            return None
+        if not marker.clean or marker.counter < _int_or_zero(self.meta_cache.get(_MARKER_HIGHEST)):
+            return None
+        digest = hashlib.sha256(f"placeholder {self.identity} {marker.counter} {marker.token}\n".encode("ascii"))
+
+        def add(folder: str, entries: Iterable[Entry]) -> None:
+            digest.update(f"{folder}/\n".encode("ascii"))
+            for e in sorted(entries, key=lambda e: e.name):
+                digest.update(f"{e.name}\0{e.size}\0{e.mtime}\n".encode("utf-8", "surrogateescape"))
+
+        self._temporaries = []
+        add(layout.CLIENTS, self._entries(layout.CLIENTS) + self._temporaries)
+        if self._stamps_trusted() and self._acks_stamp is not None:
+            digest.update(repr((self._folder_stamps, self._acks_stamp)).encode("ascii"))
+        else:
+            self._temporaries = []
+            add(layout.META, self._entries(layout.META) + self._temporaries)
+            self._temporaries = []
+            payloads = self._entries(layout.DATA) + self._temporaries
+            add(layout.DATA, payloads)
+            if payloads:
+                self._temporaries = []
+                add(layout.ACKS, self._entries(layout.ACKS) + self._temporaries)
+        self._temporaries = []
+        return digest.hexdigest()
 
     def read_state_again(self, state: RelayState) -> RelayState:
         """Read the relay in full, as :meth:`read_state` does without the

@@ -12,13 +12,17 @@ nothing: no action planned (no transfer, no acknowledgement, no deletion, no
 conflict), none held, no path frozen or refused, no warning, no error, no
 clean-up due on the relay, and no handoff configured (``after delivery``:
 a handoff that failed is retried by the next full pass). Files sent and not
-yet acknowledged do not prevent it: an acknowledgement changes ``clients/``,
-and so the probe. It holds what that pass saw *before* it scanned and read:
+yet acknowledged do not prevent it: an acknowledgement changes ``clients/``
+(index layout) or ``acks/`` while their payloads wait in ``data/``
+(placeholder layout), and so the probe. It holds what that pass saw *before* it scanned and read:
 
 * the relay's *probe*: the layout's own summary of the listings a reader
   makes (:meth:`Repository.quiet_probe`; the index layout lists ``clients/``
   and ``index/`` and summarises every name, size and time; the placeholder
-  layout has none, so it never takes this path);
+  layout reads its change marker, which every change under the lease moves,
+  and summarises ``clients/`` and the payloads and acknowledgements, or on
+  a local-folder relay the times of their folders; a layout that has no
+  probe at that moment never takes this path);
 * the local tree's digest (:func:`tree_digest`): every name below the local
   folder with its type, permissions, size, modification and change times
   (ns) and inode, in a fixed order;

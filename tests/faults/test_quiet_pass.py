@@ -1,14 +1,18 @@
 """The quiet pass (escale/sync/quiet.py): a pass whose inputs are those of an
 earlier pass that planned nothing stops before any per-file work.
 
-What these prove, with real clients on a local-folder relay in the index
-layout: the quiet path is taken only after a full pass that did nothing, and
-whatever a full pass would act upon makes the next pass a full one: an edit
-that keeps size and modification time, a new file deep in a folder, a file
-removed, a change on the relay, a permission change, a setting changed, the
-``allow-deletions`` file; and a change made after a full pass scanned (which
-it therefore did not see) is sent by the next pass. The placeholder layout
-never takes the quiet path.
+What these prove, with real clients in the index layout on a local-folder
+relay, and in the placeholder layout on a local-folder relay (whose folder
+times stand for their content) and over SFTP (whose ``data/`` and
+``acks/`` are listed): the quiet path is taken only after a full pass that
+did nothing, and whatever a full pass would act upon makes the next pass a
+full one: an edit that keeps size and modification time, a new file deep in
+a folder, a file removed, a change on the relay, a permission change, a
+setting changed, the ``allow-deletions`` file; and a change made after a
+full pass scanned (which it therefore did not see) is sent by the next pass.
+In the placeholder layout, an acknowledgement of a payload still on the
+relay makes its pusher's next pass a full one (which reclaims it), and a
+change marker that does not open means full passes only.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from typing import Any
 import pytest
 
 from escale.config.settings import FileFilter
+from escale.protocol.layout import DATA
+from escale.protocol.marker import MARKER
 from escale.sync import client as client_module
 from escale.sync.client import allow_deletions_flag
 from escale.sync.quiet import settings_digest
 from escale.sync.report import PassReport
-from tests.faults.world import World, sha, tree, write
+from tests.faults.world import World, relay_names, relay_put, sha, tree, write
 from tests.servers.target import RelayTarget
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,11 +41,18 @@ pytestmark = pytest.mark.timeout(300)
 QUIET = "nothing changed since the last pass that had nothing to do"
 
 
-@pytest.fixture
-def world(tmp_path: Path, target_file: RelayTarget) -> World:
-    world = World(str(tmp_path), target_file, target_file.new_folder())
-    world.common.update({"index": "yes"})
+@pytest.fixture(params=["index", "placeholder", "placeholder-sftp"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    layout = str(request.param)
+    target: RelayTarget = request.getfixturevalue("target_sftp" if layout.endswith("sftp") else "target_file")
+    world = World(str(tmp_path), target, target.new_folder())
+    if layout == "index":
+        world.common.update({"index": "yes"})
     return world
+
+
+def _placeholder_layout(world: World) -> bool:
+    return world.common.get("index") != "yes"
 
 
 def _synced(world: World) -> tuple[str, str]:
@@ -156,13 +169,34 @@ def test_a_change_after_the_scan_of_a_quiet_full_pass_is_sent_next(
     assert not quiet and report.pushed == ["late.txt"], report.summary()
 
 
-def test_the_placeholder_layout_never_takes_the_quiet_path(tmp_path: Path, target_file: RelayTarget,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
-    world = World(str(tmp_path), target_file, target_file.new_folder())
-    _synced(world)
-    for name in ("a", "b", "a", "b"):
-        report, quiet = _pass(world, name, caplog)
-        assert not quiet and not report.changed
+def test_an_acknowledgement_of_a_payload_on_the_relay_makes_its_pusher_pass_in_full(
+        settled: tuple[World, str, str], caplog: pytest.LogCaptureFixture) -> None:
+    world, a, _b = settled
+    if not _placeholder_layout(world):
+        pytest.skip("the index layout's acknowledgements are records in clients/ (covered above)")
+    write(a, "new.txt", "new\n")
+    report, _quiet = _pass(world, "a", caplog)
+    assert report.pushed == ["new.txt"]
+    report, quiet = _pass(world, "a", caplog)
+    assert not quiet and not report.changed  # waiting for b: nothing to do, and a quiet record
+    report, quiet = _pass(world, "a", caplog)
+    assert quiet
+    report, _quiet = _pass(world, "b", caplog)
+    assert report.pulled == ["new.txt"]
+    report, quiet = _pass(world, "a", caplog)
+    assert not quiet and report.reclaimed == ["new.txt"], report.summary()
+    assert relay_names(world, DATA) == []
+
+
+def test_a_change_marker_that_does_not_open_means_full_passes(
+        settled: tuple[World, str, str], caplog: pytest.LogCaptureFixture) -> None:
+    world, _a, _b = settled
+    if not _placeholder_layout(world):
+        pytest.skip("the placeholder layout's change marker")
+    relay_put(world, {MARKER: b"not a sealed marker"})
+    for _ in range(3):
+        _report, quiet = _pass(world, "b", caplog)
+        assert not quiet
 
 
 def test_a_long_filter_pattern_changed_past_its_text_form_changes_the_settings_digest(world: World) -> None:
