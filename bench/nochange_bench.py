@@ -17,7 +17,9 @@ nothing to do, one process each (:mod:`bench._launch`: wall time and peak
 memory of that process): ``escale --once`` for client B (what a cron job or
 a daemon's periodic pass pays), ``rclone copy`` again, ``unison`` again. The
 table gives the medians and escale's ratios to each (issue 11: at most 1.0x
-rclone copy and 2x unison at 100,000 files). Times depend on the machine's
+rclone copy and 2x unison at 100,000 files). ``--layouts index,placeholder``
+runs escale in both layouts (default: the index layout); a peer's row then
+gives one ratio per layout, in that order. Times depend on the machine's
 load: run it on a quiet machine, and compare ratios.
 """
 
@@ -37,6 +39,7 @@ from bench.servers import Backend, BenchServers, started, stop_servers_on_sigter
 from escale.crypto.keys import generate_key_file
 
 BACKENDS = ("file", "sftp")
+LAYOUTS = ("index", "placeholder")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class Row:
     files: int
     seconds: float
     peak_kib: int
-    ratio: float | None = None
+    #: escale's seconds over this tool's, one per layout run (in ``--layouts`` order), joined by " / "
+    ratio: str | None = None
 
 
 class NoChange:
@@ -65,13 +69,13 @@ class NoChange:
         runs = [self._run(argv, name, env) for _ in range(self.repeat)]
         return statistics.median(r.seconds for r in runs), max(r.maxrss_kib for r in runs)
 
-    def escale(self, backend: Backend) -> tuple[float, int]:
-        run = tempfile.mkdtemp(prefix=f"escale-{backend.name}-", dir=self.workdir)
+    def escale(self, backend: Backend, layout: str = "index") -> tuple[float, int]:
+        run = tempfile.mkdtemp(prefix=f"escale-{backend.name}-{layout}-", dir=self.workdir)
         key = os.path.join(run, "key")
         generate_key_file(key)
         relay = "".join(f"{k} = {v}\n" for k, v in backend.target.config_for(os.path.basename(run)).items())
         text = "".join(f"[{name}]\nlocal path = {local}\nstate directory = {os.path.join(run, 'state-' + name)}\n"
-                       f"{relay}encryption = yes\nkey = {key}\nindex = yes\n\n"
+                       f"{relay}encryption = yes\nkey = {key}\nindex = {'yes' if layout == 'index' else 'no'}\n\n"
                        for name, local in (("a", self.source), ("b", os.path.join(run, "received"))))
         config = os.path.join(run, "escale.conf")
         with open(config, "w", encoding="utf-8") as handle:
@@ -85,7 +89,7 @@ class NoChange:
         received, sent = _files(os.path.join(run, "received")), _files(self.source)
         if received != sent:
             raise BenchError(f"escale client B received {received} of {sent} files (see {run})")
-        return self._median(once("b"), f"escale-{backend.name}-idle", compiled_python_env(self.workdir))
+        return self._median(once("b"), f"escale-{backend.name}-{layout}-idle", compiled_python_env(self.workdir))
 
     def rclone(self, backend: Backend) -> tuple[float, int]:
         folder = os.path.basename(tempfile.mkdtemp(prefix=f"rclone-{backend.name}-", dir=self.workdir))
@@ -116,7 +120,7 @@ def table(rows: list[Row]) -> str:
     lines = [f"{'backend':<8} {'tool':<22} {'files':>9} {'seconds':>8} {'peak MiB':>9} {'escale x':>9}",
              "-" * 70]
     for r in rows:
-        ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+        ratio = r.ratio or ""
         lines.append(f"{r.backend:<8} {r.tool:<22} {r.files:>9} {r.seconds:>8.2f} {r.peak_kib / 1024:>9.1f} "
                      f"{ratio:>9}")
     return "\n".join(lines)
@@ -130,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per tool (median; default 3)")
     parser.add_argument("--workdir", default=None, help="where to work (default: a new temporary folder)")
     parser.add_argument("--json", default=None, help="also write one JSON object per row to this file")
+    parser.add_argument("--layouts", default="index", help="comma-separated: index, placeholder (default index)")
     args = parser.parse_args(argv)
+    layouts = [n for n in args.layouts.split(",") if n]
+    if not layouts or any(n not in LAYOUTS for n in layouts):
+        parser.error(f"--layouts: choose among {', '.join(LAYOUTS)}")
     names = [n for n in args.backends.split(",") if n]
     if not names or any(n not in BACKENDS for n in names):
         parser.error(f"--backends: choose among {', '.join(BACKENDS)}")
@@ -145,15 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         bench = NoChange(workdir, servers, source, args.repeat)
         for name in names:
             backend = servers.backends[name]
-            escale = bench.escale(backend)
+            escales = {layout: bench.escale(backend, layout) for layout in layouts}
             peers = {"rclone copy": bench.rclone(backend)}
             if shutil.which("unison"):
                 peers["unison"] = bench.unison(backend)
             else:
                 print("unison is not installed (Debian package unison): skipped", flush=True)
-            rows.append(Row(name, "escale --once (index)", args.count, *escale))
+            for layout, escale in escales.items():
+                rows.append(Row(name, f"escale --once ({layout})", args.count, *escale))
             for tool, (seconds, peak) in peers.items():
-                rows.append(Row(name, tool, args.count, seconds, peak, escale[0] / seconds if seconds else None))
+                ratios = [f"{e[0] / seconds:.2f}" for e in escales.values()] if seconds else []
+                rows.append(Row(name, tool, args.count, seconds, peak, " / ".join(ratios) or None))
             print(table(rows), flush=True)
     if args.json:
         write_rows(args.json, rows)
