@@ -117,12 +117,12 @@ def _files(root: str) -> int:
 
 
 def table(rows: list[Row]) -> str:
-    lines = [f"{'backend':<8} {'tool':<22} {'files':>9} {'seconds':>8} {'peak MiB':>9} {'escale x':>9}",
-             "-" * 70]
+    lines = [f"{'backend':<8} {'tool':<28} {'files':>9} {'seconds':>8} {'peak MiB':>9} {'escale x':>11}",
+             "-" * 78]
     for r in rows:
         ratio = r.ratio or ""
-        lines.append(f"{r.backend:<8} {r.tool:<22} {r.files:>9} {r.seconds:>8.2f} {r.peak_kib / 1024:>9.1f} "
-                     f"{ratio:>9}")
+        lines.append(f"{r.backend:<8} {r.tool:<28} {r.files:>9} {r.seconds:>8.2f} {r.peak_kib / 1024:>9.1f} "
+                     f"{ratio:>11}")
     return "\n".join(lines)
 
 

@@ -980,24 +980,26 @@ class Repository:
             return None
         digest = hashlib.sha256(f"placeholder {self.identity} {marker.counter} {marker.token}\n".encode("ascii"))
 
-        def add(folder: str, entries: Iterable[Entry]) -> None:
+        def add(folder: str) -> int:
+            """Digest the listing of ``folder`` (taken in name order, each
+            entry let go once digested), then its temporaries; how many."""
+            self._temporaries = []
             digest.update(f"{folder}/\n".encode("ascii"))
-            for e in sorted(entries, key=lambda e: e.name):
+            count = 0
+            listed = self._listing(folder)  # listed now: the temporaries are collected
+            temporaries = sorted(self._temporaries, key=lambda e: e.name)
+            for e in itertools.chain(listed, temporaries):
                 digest.update(f"{e.name}\0{e.size}\0{e.mtime}\n".encode("utf-8", "surrogateescape"))
+                count += 1
+            return count
 
-        self._temporaries = []
-        add(layout.CLIENTS, self._entries(layout.CLIENTS) + self._temporaries)
+        add(layout.CLIENTS)
         if self._stamps_trusted() and self._acks_stamp is not None:
             digest.update(repr((self._folder_stamps, self._acks_stamp)).encode("ascii"))
         else:
-            self._temporaries = []
-            add(layout.META, self._entries(layout.META) + self._temporaries)
-            self._temporaries = []
-            payloads = self._entries(layout.DATA) + self._temporaries
-            add(layout.DATA, payloads)
-            if payloads:
-                self._temporaries = []
-                add(layout.ACKS, self._entries(layout.ACKS) + self._temporaries)
+            add(layout.META)
+            if add(layout.DATA):
+                add(layout.ACKS)
         self._temporaries = []
         return digest.hexdigest()
 
