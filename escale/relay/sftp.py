@@ -78,7 +78,7 @@ import secrets
 import socket
 import stat as stat_module
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO, TypeVar, cast
 
 import paramiko
@@ -1024,8 +1024,12 @@ class SftpRelay(Relay):
         return self._statvfs(self._path(""))
 
 
-def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> list[tuple[str, paramiko.SFTPAttributes]]:
-    """``listdir_attr`` that survives a name which is not UTF-8.
+def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> Iterator[tuple[str, paramiko.SFTPAttributes]]:
+    """``listdir_attr`` that survives a name which is not UTF-8, yielding
+    each entry as its READDIR answer is read (the caller keeps what it needs
+    of each: a folder of 100,000 names never holds 100,000 of paramiko's
+    attribute objects at once). Consume it whole: the directory handle is
+    closed at the end (or when the generator is closed).
 
     paramiko decodes listed names strictly, so one such name fails the whole
     listing; here it is decoded with lone surrogates, which base.list refuses
@@ -1038,7 +1042,6 @@ def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> list[tuple[str, pa
     if kind != paramiko_sftp.CMD_HANDLE:
         raise paramiko.SSHException("sftp server answered an opendir without a handle")
     handle = msg.get_binary()
-    found: list[tuple[str, paramiko.SFTPAttributes]] = []
     try:
         while True:
             try:
@@ -1050,10 +1053,9 @@ def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> list[tuple[str, pa
             for _ in range(msg.get_int()):
                 filename = msg.get_string().decode("utf-8", "surrogateescape")
                 longname = msg.get_string().decode("utf-8", "replace")
-                found.append((filename, attributes._from_msg(msg, filename, longname)))
+                yield filename, attributes._from_msg(msg, filename, longname)
     finally:
         client._request(paramiko_sftp.CMD_CLOSE, handle)
-    return found
 
 
 class _SftpClient(paramiko.SFTPClient):
