@@ -127,8 +127,8 @@ class Capabilities:
     ``mtime_precision``: seconds of precision of ``stat().mtime``; None when the
     backend reports no modification time.
     ``usage``: ``usage()`` returns the server's free/total space.
-    ``group_put``: :meth:`Relay.put_commits` and :meth:`Relay.put_fresh`
-    cost a few requests for a whole group, not one put per item (a cost, not
+    ``group_put``: :meth:`Relay.put_commits`, :meth:`Relay.put_fresh` and
+    :meth:`Relay.put_many` cost a few requests for a whole group, not one put per item (a cost, not
     a guarantee: their contracts are the same everywhere). Callers with many
     small objects to write at once gather them into groups where it is set.
     ``group_get``: :meth:`Relay.get_many` costs a few round trips for a whole
@@ -407,6 +407,38 @@ class Relay(abc.ABC):
     def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
         """:meth:`put_commits` of the group (names already checked), then a
         plain :meth:`_put` of each item whose name was taken."""
+        for (name, data), created in zip(items, self._put_commits(items), strict=True):
+            if not created:
+                self._put(name, io.BytesIO(data), False)
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Plain (replacing) puts of several small objects, in order.
+
+        Each item is atomic as with :meth:`put`: readers see the object that
+        was under its name, or the item whole, never a part; an object
+        already under a name is replaced. A name given twice ends with its
+        last item, as puts in a row would. Parent folders are created as
+        needed; names are all checked before anything is written (UnsafeName
+        raises). If it raises, each item may be stored whole or not at all
+        (a retried call writes them again).
+
+        The default is one plain :meth:`put` after the other; where
+        ``capabilities.group_put`` is set, :meth:`put_commits` of the group,
+        then a plain put of each item whose name was taken (cheap for
+        objects that are usually new, such as acknowledgements). Backends
+        with a cheaper way to replace a group override it, and wrappers pass
+        the group on whole."""
+        self._ensure_open()
+        checked = [(check_name(name), data) for name, data in items]
+        if checked:
+            self._put_many(checked)
+
+    def _put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """The group's items, names already checked: see :meth:`put_many`."""
+        if not self.capabilities.group_put:
+            for name, data in items:
+                self._put(name, io.BytesIO(data), False)
+            return
         for (name, data), created in zip(items, self._put_commits(items), strict=True):
             if not created:
                 self._put(name, io.BytesIO(data), False)

@@ -221,6 +221,13 @@ def fs_string(remote: str, directory: str) -> str:
     return f"{name}:{path}"
 
 
+def _temporary_beside(name: str) -> str:
+    """A fresh temporary name in ``name``'s folder."""
+    folder = parent_of(name)
+    base = TEMP_PREFIX + secrets.token_hex(8)
+    return f"{folder}/{base}" if folder else base
+
+
 def _read_if_small(source: BinaryIO, limit: int) -> bytes | None:
     """The rest of ``source`` when it is seekable and at most ``limit`` bytes
     long (its position then at the end); None otherwise (nothing read)."""
@@ -1091,10 +1098,9 @@ class RcloneRelay(Relay):
                 raise RelayExists(f"relay object exists: {name}", name=name)
             self._upload(folder, base, source, name)
             return
-        temp_base = TEMP_PREFIX + secrets.token_hex(8)
-        temp = f"{folder}/{temp_base}" if folder else temp_base
+        temp = _temporary_beside(name)
         try:
-            self._upload(folder, temp_base, source, name)
+            self._upload(folder, posixpath.basename(temp), source, name)
             # The one check that matters comes last, right before the move: a
             # check before the upload would only cost one more request.
             if exclusive and self._object_exists(name):
@@ -1158,6 +1164,55 @@ class RcloneRelay(Relay):
         for start in range(0, len(names), _GROUP):
             self._upload_by_folder([(n, posixpath.basename(n), last[n]) for n in names[start:start + _GROUP]])
 
+    def _put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Replacing puts, each name once with its last item (per slice of
+        :data:`_GROUP` names): on an object store, one upload per folder
+        straight to the names (each object's PUT is atomic); elsewhere one
+        upload per folder to temporaries, then one batch that moves each into
+        place (a move replaces its target whole): no lookups. Where a folder
+        may hold two objects of one name (Google Drive), and without
+        ``job/batch``, the default (:meth:`Relay._put_many`)."""
+        if self._duplicates or not self._has_batch:
+            super()._put_many(items)
+            return
+        last = dict(items)
+        names = list(last)
+        for start in range(0, len(names), _GROUP):
+            part = names[start:start + _GROUP]
+            if self._atomic_uploads:
+                self._upload_by_folder([(n, posixpath.basename(n), last[n]) for n in part])
+                continue
+            try:
+                self._replace_through_temporaries(part, last)
+            except _NoBatch:
+                log.debug("%s: rclone has no job/batch; one put after the other", self.describe())
+                super()._put_many([(n, last[n]) for n in names[start:]])
+                return
+
+    def _replace_through_temporaries(self, names: list[str], data: dict[str, bytes]) -> None:
+        """Upload each name's data to a temporary beside it, then move every
+        temporary onto its name in one batch; the first move refused is
+        raised once the batch ran through. Temporaries left by a failure are
+        deleted (best effort) before the error goes up."""
+        temps = {n: _temporary_beside(n) for n in names}
+        left = set(names)  # whose temporary may still exist
+        try:
+            self._upload_by_folder([(temps[n], posixpath.basename(temps[n]), data[n]) for n in names])
+            calls = [{"_path": "operations/movefile", **self._move_params(temps[n], n)} for n in names]
+            failure: RelayError | None = None
+            for name, result in zip(names, self._batch(calls, names[0], _LOOKUPS), strict=True):
+                error = _failed(result)
+                if error is None:
+                    left.discard(name)
+                elif failure is None:
+                    failure = self._translate(error[0], error[1], name)
+            if failure is not None:
+                raise failure
+        except BaseException:
+            if left and self._rcd is not None and self._rcd.alive():
+                self._delete_quietly_many([temps[n] for n in names if n in left])
+            raise
+
     def _put_group(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         first: dict[str, int] = {}
         for index, (name, _) in enumerate(items):
@@ -1182,11 +1237,7 @@ class RcloneRelay(Relay):
         temporaries of the free names into place (in order) and delete the
         others; whether each name was taken. Temporaries left by a failure are
         deleted (best effort) before the error goes up."""
-        temps = {}
-        for name in names:
-            folder, _, _ = name.rpartition("/")
-            base = TEMP_PREFIX + secrets.token_hex(8)
-            temps[name] = f"{folder}/{base}" if folder else base
+        temps = {n: _temporary_beside(n) for n in names}
         left = set(names)  # whose temporary may still exist
         try:
             self._upload_by_folder([(temps[n], posixpath.basename(temps[n]), items[first[n]][1]) for n in names])

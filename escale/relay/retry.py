@@ -135,6 +135,10 @@ class RetryingRelay(Relay):
         # the group passed on whole; a retry writes every item again (fresh names are replaced)
         self._retry("put", lambda: self.inner.put_fresh(items))
 
+    def _put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        # the group passed on whole; a retry writes every item again (each replaces)
+        self._retry("put", lambda: self.inner.put_many(items))
+
     def _delete(self, name: str) -> None:
         self._retry("delete", lambda: self.inner.delete(name))
 

@@ -155,3 +155,7 @@ class ThrottledRelay(DelegatingRelay):
     def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
         self.bucket.take(sum(len(data) for _, data in items))
         self.inner.put_fresh(items)
+
+    def _put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self.bucket.take(sum(len(data) for _, data in items))
+        self.inner.put_many(items)

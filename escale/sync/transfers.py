@@ -630,10 +630,10 @@ class Acknowledgements:
     oldest beyond that (and raises its failure).
 
     Where the relay puts a group cheaply (``capabilities.group_put``), they go
-    up ``group`` at a time in one :meth:`Relay.put_commits` (the rest at
-    :meth:`finish`). A name that already holds an object (this client's
-    acknowledgement written by an interrupted pass, or anything else) is then
-    replaced by a plain put, as one acknowledgement at a time would."""
+    up ``group`` at a time in one :meth:`Relay.put_many` (the rest at
+    :meth:`finish`): a name that already holds an object (this client's
+    acknowledgement written by an interrupted pass, or anything else) is
+    replaced, as one acknowledgement at a time would replace it."""
 
     def __init__(self, repo: Repository, pool: TransferPool, *, window: int = 256, group: int = 64,
                  on_written: Callable[[str], None] | None = None) -> None:
@@ -670,11 +670,7 @@ class Acknowledgements:
                 on_written(path)
 
         def group(relay: Relay, abandoned: threading.Event) -> None:
-            items = [repo.ack_object(placeholder) for placeholder, _ in batch]
-            created = relay.put_commits(items)
-            for (name, data), new in zip(items, created, strict=True):
-                if not new:
-                    relay.put_bytes(name, data)
+            relay.put_many([repo.ack_object(placeholder) for placeholder, _ in batch])
             if on_written is not None:
                 for _, path in batch:
                     on_written(path)

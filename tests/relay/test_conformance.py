@@ -244,6 +244,31 @@ def test_put_fresh_through_the_retry_wrapper(relay: Relay) -> None:
         wrapped.close()  # closes the backend's connection too
 
 
+def test_put_many_replaces_each_whole(relay: Relay) -> None:
+    """A group of replacing puts: each item stored whole under its name (new
+    folders made), an object already there replaced, a name given twice
+    left with its last item, no temporary left over; names are checked
+    before anything is written; through the retry wrapper, the same."""
+    relay.put_bytes("r/taken", b"an older acknowledgement")
+    relay.put_many([("r/one", b"1"), ("r/taken", b"second"), ("r/sub/two", b"22"), ("r/one", b"last"),
+                    ("r/three", b"")])
+    assert [relay.get_bytes(n) for n in ("r/one", "r/taken", "r/sub/two", "r/three")] == [
+        b"last", b"second", b"22", b""]
+    relay.put_many([])
+    assert sorted(e.name for e in relay.walk("r")) == ["r/one", "r/sub/two", "r/taken", "r/three"]
+    assert relay.list_temporaries("r") == [] and relay.list_temporaries("r/sub") == []
+    with pytest.raises(UnsafeName):
+        relay.put_many([("r/four", b"4"), ("../out", b"x")])
+    assert not relay.exists("r/four")
+    wrapped = RetryingRelay(relay)
+    wrapped.open()
+    try:
+        wrapped.put_many([("r/one", b"again"), ("r/five", b"5")])
+        assert [wrapped.get_bytes(n) for n in ("r/one", "r/five")] == [b"again", b"5"]
+    finally:
+        wrapped.close()  # closes the backend's connection too
+
+
 def test_get_many_keeps_order_and_answers_per_name(relay: Relay) -> None:
     """A group read: each name's content, in order (a name asked twice
     answered twice), a missing name in the middle its own RelayNotFound, an

@@ -301,6 +301,42 @@ def test_put_commits_of_a_large_group_in_a_crowded_folder(target_rclone_local: R
         relay.close()
 
 
+def test_put_many_replaces_without_lookups(target_rclone_local: RelayTarget,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replacing group put costs an upload and a batch of moves: no name is
+    looked up (what an exclusive group needs), existing objects are replaced,
+    nothing temporary is left; more names than one round takes, too."""
+    relay = _open(target_rclone_local, target_rclone_local.new_folder())
+    try:
+        for i in range(0, 300, 5):
+            relay.put_bytes(f"k/{i:04d}", b"old")
+
+        def no_lookup(*names: object) -> None:
+            raise AssertionError(f"looked up {names}")
+
+        for lookup in ("_objects_exist", "_object_exists", "_stat", "_exists"):
+            monkeypatch.setattr(relay, lookup, no_lookup)
+        relay.put_many([(f"k/{i:04d}", f"new {i}".encode()) for i in range(300)])
+        monkeypatch.undo()
+        assert relay.get_bytes("k/0005") == b"new 5" and relay.get_bytes("k/0299") == b"new 299"
+        assert len(relay.list("k")) == 300
+        assert relay.list_temporaries("k") == []
+    finally:
+        relay.close()
+
+
+def test_put_many_without_job_batch(target_rclone_local: RelayTarget) -> None:
+    """An rclone without ``job/batch`` replaces the group one put at a time."""
+    relay = old_rclone_relay(target_rclone_local)
+    try:
+        relay.put_bytes("o/taken", b"old")
+        relay.put_many([("o/taken", b"new"), ("o/a", b"a"), ("o/a", b"b")])
+        assert relay.get_bytes("o/taken") == b"new" and relay.get_bytes("o/a") == b"b"
+        assert relay.list_temporaries("o") == []
+    finally:
+        relay.close()
+
+
 def test_stat_tells_objects_folders_and_absence(target_rclone_local: RelayTarget) -> None:
     relay = _open(target_rclone_local, target_rclone_local.new_folder())
     try:

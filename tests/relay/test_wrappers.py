@@ -161,3 +161,27 @@ def test_throttled_relay_passes_on_the_length_a_source_announces(target_file: Re
         assert throttled.get_bytes("a/sealed") == data
     finally:
         throttled.close()
+
+
+def test_replacing_group_puts_through_the_wrappers(relay: Relay) -> None:
+    """A replacing group put through the bandwidth limit pays for every
+    byte and replaces each object; through the read-only wrapper it writes
+    nothing and says so per item; through a wrapper that changes single
+    puts, each item goes through that wrapper's put."""
+    relay.put_bytes("q/one", b"old")
+    relay.close()
+    bucket = _Counted()
+    with ThrottledRelay(relay, bucket) as throttled:  # type: ignore[arg-type]
+        throttled.put_many([("q/one", b"1" * 1000), ("q/two", b"2" * 3000)])
+        assert bucket.taken >= 4000
+    read_only = ReadOnlyRelay(relay)
+    with read_only:
+        read_only.put_many([("q/one", b"changed"), ("q/three", b"3")])
+        assert read_only.dropped == ["put q/one", "put q/three"]
+    announced = _Announced(relay)
+    with announced:
+        announced.put_many([("q/two", b"22"), ("q/four", b"4")])
+        assert len(announced.lengths) == 2  # one put each, through the wrapper
+    relay.open()
+    assert [relay.get_bytes(n) for n in ("q/one", "q/two", "q/four")] == [b"1" * 1000, b"22", b"4"]
+    assert not relay.exists("q/three")
