@@ -407,6 +407,11 @@ class Relay(abc.ABC):
     def _put_fresh(self, items: Sequence[tuple[str, bytes]]) -> None:
         """:meth:`put_commits` of the group (names already checked), then a
         plain :meth:`_put` of each item whose name was taken."""
+        self._commit_then_replace(items)
+
+    def _commit_then_replace(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """:meth:`_put_commits` of ``items``, then a plain :meth:`_put` of
+        each item whose name was taken: each name ends with its last item."""
         for (name, data), created in zip(items, self._put_commits(items), strict=True):
             if not created:
                 self._put(name, io.BytesIO(data), False)
@@ -435,13 +440,11 @@ class Relay(abc.ABC):
 
     def _put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """The group's items, names already checked: see :meth:`put_many`."""
-        if not self.capabilities.group_put:
-            for name, data in items:
-                self._put(name, io.BytesIO(data), False)
+        if self.capabilities.group_put:
+            self._commit_then_replace(items)
             return
-        for (name, data), created in zip(items, self._put_commits(items), strict=True):
-            if not created:
-                self._put(name, io.BytesIO(data), False)
+        for name, data in items:
+            self._put(name, io.BytesIO(data), False)
 
     def delete(self, name: str) -> None:
         """Delete the object ``name``. Raises RelayNotFound when missing."""
