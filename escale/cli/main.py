@@ -103,9 +103,13 @@ def _run_once(config: Config, args: argparse.Namespace) -> int:
     quiet = not config.globals.log_file and not args.verbose
     setup_logging(config.globals, verbose=args.verbose, config_path=config.path)
     if quiet:
-        for handler in logging.getLogger().handlers:
+        root = logging.getLogger()
+        for handler in root.handlers:
             handler.setLevel(logging.WARNING)
             handler.addFilter(_QuietOnce())
+        # no handler takes INFO: records below WARNING are not even made (a
+        # pass logs a line per file received or sent, a few % of its time)
+        root.setLevel(max(root.level, logging.WARNING))
     if args.dry_run:
         from escale.cli.dry_run import run_dry
 

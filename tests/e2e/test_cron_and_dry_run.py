@@ -94,6 +94,26 @@ def test_overlapping_once_exits_75_without_a_word(tmp_path: Path) -> None:
     assert "escale: [a] skipped: another escale process is syncing it" in _stderr_lines(told)
 
 
+def test_once_says_nothing_of_files_unless_verbose(tmp_path: Path) -> None:
+    """Without ``-v`` a pass that sent or received files prints nothing (the
+    INFO records are not even made); with ``-v`` each file has its line."""
+    config = _config(tmp_path, {"a": _file_client(tmp_path, "a"), "b": _file_client(tmp_path, "b")})
+    write(str(tmp_path / "a"), "sent.txt", "one")
+    write(str(tmp_path / "a"), "also.txt", "two")
+    sent = _escale("--once", "-c", config, "-r", "a")
+    assert sent.returncode == 0 and _stderr_lines(sent) == [], sent.stderr
+    received = _escale("--once", "-v", "-c", config, "-r", "b")
+    assert received.returncode == 0, received.stderr
+    lines = _stderr_lines(received)
+    assert sum("received sent.txt" in line or "received also.txt" in line for line in lines) == 2, lines
+    assert (tmp_path / "b" / "sent.txt").read_text() == "one"
+    write(str(tmp_path / "b"), "back.txt", "three")
+    for name in ("b", "a"):  # b sends it, a receives it
+        quiet = _escale("--once", "-c", config, "-r", name)
+        assert quiet.returncode == 0 and _stderr_lines(quiet) == [], quiet.stderr
+    assert (tmp_path / "a" / "back.txt").read_text() == "three"
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
