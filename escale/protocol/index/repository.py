@@ -161,6 +161,17 @@ _UNSETTLED = "index@unsettled"
 #: the generation at which this client last listed pages/ and big/
 _SWEPT = "index@swept"
 _ACK_CACHE = "index-ack@"
+#: the local journal: the deltas applied since the local copy was written
+#: whole, one key each (this prefix, then the generation in 12 digits); each
+#: value is the SHA-256 (hex) of the copy it follows, a newline, then the
+#: encoded delta in :func:`_sealed_copy`'s form (its own digest line first)
+_JOURNAL = "index@journal:"
+#: the local copy is written whole again once the journal would hold more
+#: deltas than this, or more entries than the larger of
+#: :data:`JOURNAL_MIN_ENTRIES` and the index's size over :data:`JOURNAL_SHARE`
+JOURNAL_DELTAS = 32
+JOURNAL_MIN_ENTRIES = 1024
+JOURNAL_SHARE = 8
 #: the start of the materialised index kept in the state database (then the
 #: SHA-256 of the encoded checkpoint in hex, a newline, the checkpoint)
 _COPY_MAGIC = b"escale-index-copy-1 sha256:"
@@ -191,6 +202,14 @@ class IndexRepository(Repository):
         self.objects: dict[str, int] = {}
         self.head = 0
         self._loaded = False
+        #: the SHA-256 (hex) of the local copy written whole, which every
+        #: journal entry names (None: no copy, or one not written by this code)
+        self._copy_digest: bytes | None = None
+        #: the generation of that copy, the generations journaled after it,
+        #: and how many entries and dropped objects they hold together
+        self._copy_head = 0
+        self._journal: list[int] = []
+        self._journal_size = 0
         self._records: dict[str, AckRecord] = {}
         self._my_ack: AckRecord | None = None
         self._ack_dirty = False
@@ -269,31 +288,105 @@ class IndexRepository(Repository):
         try:
             if encoded is not None:
                 checkpoint = Checkpoint.decode_trusted(encoded, what, limit=LOCAL_COPY_LIMIT, into=entries)
+                digest = data[len(_COPY_MAGIC):len(_COPY_MAGIC) + 64]
             else:
                 # no digest, or one that does not match: checked field by field,
                 # then kept with its digest (the next load is the quick one)
                 checkpoint = Checkpoint.decode(data, what, expect_name=False, limit=LOCAL_COPY_LIMIT, into=entries)
-                self.meta_cache[_MATERIALISED] = _sealed_copy(data)
+                sealed = _sealed_copy(data)
+                self.meta_cache[_MATERIALISED] = sealed
+                digest = sealed[len(_COPY_MAGIC):len(_COPY_MAGIC) + 64]
         except ProtocolError as exc:
             log.warning("the local copy of the index is unreadable (%s): reading it again from the relay", exc)
             return
-        self.head = checkpoint.generation
+        self.head = self._copy_head = checkpoint.generation
         self.entries = entries
         self.objects = dict(checkpoint.objects)
+        self._copy_digest = digest
+        self._replay_journal()
 
-    def _persist(self) -> None:
-        """Keep the index in the state database (:func:`_sealed_copy`'s form),
-        written piece by piece where the cache can (:class:`ChunkStore`): the
-        copy is never held whole, only its compressed pieces."""
-        chunks = _sealed_chunks(io.compress_chunks(io.checkpoint_pieces(self.head, self.objects, self._in_order()),
-                                                   io.LOCAL_LEVEL)[0])
-        if isinstance(self.meta_cache, ChunkStore):
-            self.meta_cache.put_chunks(_MATERIALISED, chunks)
+    def _journal_items(self) -> Iterator[tuple[str, bytes]]:
+        """The journal's keys and values, in key order (generation order)."""
+        cache = self.meta_cache
+        if isinstance(cache, _PrefixItems):
+            return cache.items_with_prefix(_JOURNAL)
+        return iter(sorted((k, v) for k, v in cache.items() if k.startswith(_JOURNAL)))
+
+    def _replay_journal(self) -> None:
+        """Apply the journal's deltas that follow the local copy, in order:
+        those that name this copy's digest, from the generation after it,
+        without a gap. An entry that names another copy (left by a crash
+        between writing a copy whole and clearing the journal) or an older
+        generation is skipped; one that does not decode or apply ends the
+        replay there (the relay's deltas after it are read as after any
+        copy: the index is never ahead of what was applied whole)."""
+        found = list(self._journal_items())  # the query ends before anything is applied
+        for key, value in found:
+            copy, body = value[:64], value[65:]
+            generation = _journal_generation(key)
+            if copy != self._copy_digest or generation is None or generation <= self.head:
+                continue
+            if generation != self.head + 1:
+                break
+            name = io.delta_name(generation)
+            try:
+                encoded = _unsealed_copy(body)
+                if encoded is None:
+                    raise ProtocolError("its digest does not match", name=name)
+                delta = IndexDelta.decode(bytes(encoded), name)
+                self._apply(delta)
+            except ProtocolError as exc:
+                log.warning("the local journal of the index is unreadable at generation %d (%s): "
+                            "reading the rest from the relay", generation, exc)
+                break
+            self._journal.append(generation)
+            self._journal_size += _delta_size(delta)
+
+    def _persist(self, applied: Sequence[tuple[IndexDelta, bytes]] = ()) -> None:
+        """Keep the index in the state database, after ``applied`` (the
+        deltas just applied, each with its encoded form, in order; none: write
+        the copy whole).
+
+        While the journal has room (:data:`JOURNAL_DELTAS`,
+        :data:`JOURNAL_MIN_ENTRIES`, :data:`JOURNAL_SHARE`) and the deltas
+        follow the copy and the journal without a gap, each delta is added to
+        the journal (one small write each, whatever the index's size). Else
+        the copy is written whole (:func:`_sealed_copy`'s form, piece by
+        piece where the cache can: :class:`ChunkStore`; never held whole,
+        only its compressed pieces), and then the journal is cleared: a crash
+        between the two leaves entries naming the old copy's digest, which
+        the next load skips."""
+        if applied and self._journal_fits(applied):
+            assert self._copy_digest is not None
+            for delta, encoded in applied:
+                self.meta_cache[_journal_key(delta.generation)] = self._copy_digest + b"\n" + _sealed_copy(encoded)
+                self._journal.append(delta.generation)
+                self._journal_size += _delta_size(delta)
         else:
-            self.meta_cache[_MATERIALISED] = b"".join(chunks)
-        del chunks
+            chunks = _sealed_chunks(io.compress_chunks(
+                io.checkpoint_pieces(self.head, self.objects, self._in_order()), io.LOCAL_LEVEL)[0])
+            digest = chunks[0][len(_COPY_MAGIC):len(_COPY_MAGIC) + 64]
+            if isinstance(self.meta_cache, ChunkStore):
+                self.meta_cache.put_chunks(_MATERIALISED, chunks)
+            else:
+                self.meta_cache[_MATERIALISED] = b"".join(chunks)
+            del chunks
+            self._copy_digest, self._copy_head = digest, self.head
+            for key in [k for k, _ in self._journal_items()]:
+                del self.meta_cache[key]
+            self._journal, self._journal_size = [], 0
         if self.head > self.known:
             self.meta_cache[_KNOWN] = str(self.head).encode("ascii")
+
+    def _journal_fits(self, applied: Sequence[tuple[IndexDelta, bytes]]) -> bool:
+        """Whether ``applied`` may go to the journal (see :meth:`_persist`)."""
+        if self._copy_digest is None or len(self._journal) + len(applied) > JOURNAL_DELTAS:
+            return False
+        last = self._journal[-1] if self._journal else self._copy_head
+        if [d.generation for d, _ in applied] != list(range(last + 1, last + 1 + len(applied))):
+            return False
+        size = self._journal_size + sum(_delta_size(d) for d, _ in applied)
+        return size <= max(JOURNAL_MIN_ENTRIES, len(self.entries) // JOURNAL_SHARE)
 
     def _in_order(self) -> Iterator[StoredEntry]:
         """What the index keeps per path, in path order (a checkpoint's order)."""
@@ -359,6 +452,7 @@ class IndexRepository(Repository):
             (checkpoints if parsed[1] else deltas).add(parsed[0])
         self._deltas, self._checkpoints = deltas, checkpoints
         top = max(deltas | checkpoints, default=0)
+        start_head = self.head
         if top < self.known or top < self.head:
             raise self._rollback(top, "its highest generation is below the one known here")
         if top == self.head:
@@ -381,10 +475,18 @@ class IndexRepository(Repository):
             needed = range(start + 1, top + 1)
             if not all(g in deltas for g in needed):
                 raise self._rollback(top, f"deltas after checkpoint {start} are missing")
+        # the deltas applied are kept (encoded) for the journal while they would fit in it
+        applied: list[tuple[IndexDelta, bytes]] | None = [] if self.head == start_head else None
         for generation in needed:
             name = io.delta_name(generation)
-            self._apply(IndexDelta.decode(self._open_index(name), name))
-        self._persist()
+            encoded = self._open_index(name)
+            delta = IndexDelta.decode(encoded, name)
+            self._apply(delta)
+            if applied is not None:
+                applied.append((delta, encoded))
+                if not self._journal_fits(applied):
+                    applied = None
+        self._persist(applied or ())
 
     # ----------------------------------------------------------- reading
 
@@ -1117,7 +1219,8 @@ class IndexRepository(Repository):
         key of each entry, in order (the strings to key the index and the
         relay state on: see :meth:`_apply`), with the entry itself."""
         name = io.delta_name(delta.generation)
-        sealed = self.sealer.seal(name, delta.encode())
+        encoded = delta.encode()
+        sealed = self.sealer.seal(name, encoded)
         lease.check()
         self.step(f"fenced index {delta.generation}")
         try:
@@ -1133,7 +1236,8 @@ class IndexRepository(Repository):
         lease.check()
         self._apply(delta, names)
         self._deltas.add(delta.generation)
-        self._persist()
+        self._persist([(delta, encoded)])
+        del encoded
         filled = self._filled if state.latest is self._filled else None
         if filled is not None:
             self._present.update(delta.added)  # new objects only: never one a filled entry named
@@ -1361,6 +1465,28 @@ def _entry_bound(path: str, receivers: int) -> int:
     its path twice (escaped characters), fixed fields and ids, and a client
     id for each of ``receivers``."""
     return 2 * len(path.encode("utf-8", "surrogateescape")) + 512 + 40 * receivers
+
+
+@runtime_checkable
+class _PrefixItems(Protocol):
+    """A ``meta_cache`` that streams the items under a key prefix
+    (``StateDB.meta_cache`` does, in key order); others are filtered whole."""
+
+    def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]: ...
+
+
+def _journal_key(generation: int) -> str:
+    return f"{_JOURNAL}{generation:012d}"
+
+
+def _journal_generation(key: str) -> int | None:
+    digits = key[len(_JOURNAL):]
+    return int(digits) if len(digits) == 12 and digits.isdigit() else None
+
+
+def _delta_size(delta: IndexDelta) -> int:
+    """What a delta weighs in the journal: its entries and dropped objects."""
+    return len(delta.entries) + len(delta.dropped) + 1
 
 
 def _sealed_copy(encoded: bytes) -> bytes:
