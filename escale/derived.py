@@ -1,9 +1,9 @@
 """A dict that keeps one object per key and hands out a value derived from it.
 
 Used where a pass would otherwise hold a second object per tracked file: the
-relay state's latest versions in the index layout (built from the
-materialised index) and the planner's view of the relay (built from the relay
-state). Only a memory matter: to its readers it is a dict of derived values.
+relay state's latest versions (built from the index layout's materialised
+index, or from the placeholder layout's packed records) and the materialised
+index itself. Only a memory matter: to its readers it is a dict of derived values.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ from escale.sync.planner import Plan, plan
 from escale.sync.quiet import SNAPSHOT_KEY, QuietCheck, was_quiet
 from escale.sync.reads import pooled_reader
 from escale.sync.relay_phase import run_relay_phase
-from escale.sync.relay_view import lost_payloads, maintenance_due, remote_view, rolled_back
+from escale.sync.relay_view import RemoteView, lost_payloads, maintenance_due, remote_view, rolled_back
 from escale.sync.report import TRANSFERS, Announcer, PassReport, TransferProgress
 from escale.sync.scanner import STATE_FOLDER, ScanResult, scan
 from escale.sync.state import StateDB
@@ -454,7 +454,7 @@ class SyncClient:
             repo.object_reader = None
 
 
-_D = TypeVar("_D", bound=dict[str, Any])
+_D = TypeVar("_D", bound=dict[str, Any] | RemoteView)
 
 
 def _release(executor: Executor, pool: TransferPool | None) -> None:

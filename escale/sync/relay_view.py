@@ -12,19 +12,18 @@ relay needs the lease for clean-up even when nothing is to be sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from operator import attrgetter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import islice
 from typing import Any, Protocol, cast
 
 from escale.config.settings import ClientSettings
-from escale.derived import DerivedDict
 from escale.errors import LocalError
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import LatestMap, RelayState, Repository, placeholder_of, raw_values
 from escale.sync import localfs
 from escale.sync.planner import Action, BaseEntry, LocalFile, RemoteEntry, folders_of
 from escale.sync.report import Announcer, PassReport
-from escale.sync.state import BaseMap, StateDB
+from escale.sync.state import SEEN_CHUNK, BaseMap, StateDB
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +44,20 @@ class _Version(Protocol):
     def pusher(self) -> str: ...
 
 
-def _seen_of(db: StateDB, state: RelayState) -> Iterator[tuple[_Version, int]]:
+def _seen_of(db: StateDB, state: RelayState) -> Iterator[tuple[_Version, str, int]]:
     """Each version of ``state.latest`` (as stored: see :class:`_Version`)
-    with the highest version this client recorded as seen for its key (0:
-    none), in key order.
+    with its path key and the highest version this client recorded as seen
+    for that key (0: none), in the order of ``state.latest``.
 
-    One streamed, ordered read of the ``seen`` table merged with the
-    versions sorted by key (SQLite's binary order of text is the code
-    point order of Python strings): no dictionary of every key seen, and no
-    placeholder built."""
-    ordered = sorted(cast("Iterable[_Version]", raw_values(state.latest)), key=attrgetter("key"))
-    rows = db.seen_in_key_order()
-    try:
-        row = next(rows, None)
-        for ph in ordered:
-            key = ph.key  # once: a packed index entry spells it on each read
-            while row is not None and row[0] < key:
-                row = next(rows, None)
-            yield ph, row[1] if row is not None and row[0] == key else 0
-    finally:
-        rows.close()  # the stream holds the database's lock until it ends
+    The versions are taken :data:`~escale.sync.state.SEEN_CHUNK` at a time
+    and their keys looked up together: no list of every key, no dictionary
+    of every key seen, and no placeholder built."""
+    stored = iter(cast("Iterable[_Version]", raw_values(state.latest)))
+    while chunk := list(islice(stored, SEEN_CHUNK)):
+        keys = [ph.key for ph in chunk]  # once: a packed index entry spells it on each read
+        seen = db.seen_of_keys(keys)
+        for ph, key in zip(chunk, keys, strict=True):
+            yield ph, key, seen.get(key, 0)
 
 
 def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str, BaseEntry],
@@ -84,7 +77,7 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
     behind: dict[str, int] = {}
     version_of = base.version_of if isinstance(base, BaseMap) else (
         lambda path: base[path].version if path in base else 0)
-    for ph, seen in _seen_of(db, state):
+    for ph, _, seen in _seen_of(db, state):
         path = ph.path
         known = max(seen, version_of(path))
         if ph.version < known:
@@ -114,38 +107,55 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
     return frozen
 
 
-class RemoteView(DerivedDict[RemoteEntry]):
+class RemoteView(Mapping[str, RemoteEntry]):
     """The planner's view of the relay: a :class:`RemoteEntry` per path.
 
-    Holds a reference to what the relay state stores for each path (its
-    placeholder, or what that is built from), not a copy of it: the entry is
-    built each time it is read, from the placeholder and the relay state's
-    acknowledgements as they are at that moment (a :class:`DerivedDict`).
-    Read it before the pass acknowledges anything when ``acked`` matters
-    (the planner does). Removing paths (``pop``, ``del``) works as on a dict;
-    setting a path stores the placeholder it names (:meth:`include`)."""
+    A view of ``state.latest`` itself, less the paths it leaves out (frozen
+    ones, those the filters refuse, those removed with :meth:`pop`): no
+    dictionary of its own, and no entry kept. An entry is built each time it
+    is read, from what ``state.latest`` stores for its path and the relay
+    state's acknowledgements as they are at that moment. The view follows
+    ``state.latest`` as it changes (a commit of this pass shows in it), but
+    not a replacement of the map (a state read again): read it before the
+    pass acknowledges or commits anything where that matters (the planner
+    does)."""
 
     def __init__(self, state: RelayState, client_id: str, receives: bool) -> None:
-        super().__init__()
         self._state = state
-        # how a stored object becomes its placeholder, as ``state.latest`` is now (a later
-        # read may replace it): a LatestMap's own conversion, kept without keeping the map
-        # of this reading alive; a plain dict stores the placeholders themselves
-        latest = state.latest
+        self._latest = state.latest
+        # how a stored object becomes its placeholder: a LatestMap's own conversion; a
+        # plain dict stores the placeholders themselves
+        latest = self._latest
         self._placeholder: Callable[[Any], Placeholder] | None = (
             latest.converter() if isinstance(latest, LatestMap) else None)
+        self._left_out: set[str] = set()  # paths of the map that the view leaves out
         self._me = client_id
         self._receives = receives
 
-    def include(self, path: str, stored: object) -> None:
-        """Add ``stored`` (what ``state.latest`` stores for ``path``) as its
-        path's relay version."""
-        self.store(path, stored)
+    def leave_out(self, path: str) -> None:
+        """Leave ``path`` out of the view (nothing if the relay has no such path)."""
+        if path in self._latest:
+            self._left_out.add(path)
+
+    def pop(self, path: str, default: Any = None) -> Any:
+        """Leave ``path`` out of the view; its entry, or ``default`` if the
+        view had none."""
+        entry = self.get(path)
+        if entry is None:
+            return default
+        self._left_out.add(path)
+        return entry
+
+    def _stored(self, path: str) -> Any:
+        """What ``state.latest`` stores for ``path`` (KeyError: not in the view)."""
+        if path in self._left_out:
+            raise KeyError(path)
+        return dict.__getitem__(self._latest, path)
 
     def _placeholder_of(self, source: Any) -> Placeholder:
         return source if self._placeholder is None else self._placeholder(source)
 
-    def derive(self, source: Any) -> RemoteEntry:
+    def _entry(self, source: Any) -> RemoteEntry:
         ph = self._placeholder_of(source)
         acks = self._state.acks_of(ph)
         return RemoteEntry(
@@ -154,25 +164,39 @@ class RemoteView(DerivedDict[RemoteEntry]):
             acked=self._me in acks, expects_me=self._receives and ph.pusher != self._me,
             deliberate=ph.deliberate)
 
+    def __getitem__(self, path: str) -> RemoteEntry:
+        return self._entry(self._stored(path))
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._latest and path not in self._left_out
+
+    def __iter__(self) -> Iterator[str]:
+        left_out = self._left_out
+        return (path for path in dict.__iter__(self._latest) if path not in left_out)
+
+    def __len__(self) -> int:
+        # every left-out path is one of the map's, unless the map lost it since
+        return len(self._latest) - sum(1 for path in self._left_out if path in self._latest)
+
+    def _stored_items(self) -> Iterator[tuple[str, _Version]]:
+        left_out = self._left_out
+        stored_items = cast("Iterable[tuple[str, _Version]]", dict.items(self._latest))
+        return ((path, stored) for path, stored in stored_items if path not in left_out)
+
     def live_folders(self) -> set[str]:
         """Every folder of a path whose relay version is a file (not a
         tombstone), read from what is stored (no entry built)."""
-        stored_items = cast("Iterable[tuple[str, _Version]]", dict.items(self))
-        return folders_of(path for path, stored in stored_items if stored.kind != "tombstone")
+        return folders_of(path for path, stored in self._stored_items() if stored.kind != "tombstone")
 
     def placeholder(self, path: str) -> Placeholder:
         """The placeholder behind ``path``'s entry (KeyError if none)."""
-        return self._placeholder_of(self.source(path))
-
-    def __setitem__(self, path: str, value: RemoteEntry) -> None:
-        raise TypeError("a RemoteView is filled from placeholders (include)")
+        return self._placeholder_of(self._stored(path))
 
 
 def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: RelayState,
-                frozen: set[str]) -> dict[str, RemoteEntry]:
+                frozen: set[str]) -> RemoteView:
     """The planner's view of every relay path outside ``frozen`` (a
-    :class:`RemoteView`: entries built on access from ``state``, which the
-    view keeps).
+    :class:`RemoteView` of ``state.latest``: entries built on access).
 
     Records each newer version as seen. A path that cannot be a local path
     is logged and added to ``frozen``; a file the client's filters refuse is
@@ -180,27 +204,32 @@ def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: 
     that it does not pin the payload).
     """
     me = repo.client_id
-    newer = [ph for ph, seen in _seen_of(db, state) if seen < ph.version and ph.path not in frozen]
-    for ph in newer:  # written once the read has ended
-        db.set_seen(ph.key, ph.version)
-    del newer
+    newer: list[tuple[str, int]] = []
+    for ph, key, seen in _seen_of(db, state):
+        if seen < ph.version and ph.path not in frozen:
+            newer.append((key, ph.version))
+            if len(newer) >= SEEN_CHUNK:
+                db.set_seen_many(newer)
+                newer = []
+    db.set_seen_many(newer)
     view = RemoteView(state, me, settings.receives)
     latest = state.latest
     for path, stored in dict.items(latest):  # as stored: no placeholder built
         if path in frozen:
+            view.leave_out(path)
             continue
         try:
             localfs.safe_join(settings.local_path, path)
         except LocalError as exc:
             log.error("%s", exc)
             frozen.add(path)
+            view.leave_out(path)
             continue
         if stored.kind != "tombstone" and not settings.filters.accepts_file(path):
             ph = placeholder_of(latest, stored)
             if settings.receives and ph.pusher != me and me not in state.acks_of(ph):
                 repo.acknowledge(ph)  # not wanted here: do not pin the payload
-            continue
-        view.include(path, stored)
+            view.leave_out(path)
     return view
 
 

@@ -63,6 +63,9 @@ SCHEMA_VERSION = 1
 BATCH_WRITES = 5000
 #: ... and at least every this many seconds.
 BATCH_SECONDS = 1.0
+#: Path keys per look-up of :meth:`StateDB.seen_of_keys` (below SQLite's
+#: oldest limit on a statement's parameters, 999).
+SEEN_CHUNK = 900
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -394,18 +397,22 @@ class StateDB:
     # ----------------------------------------------------------- relay history
 
     def seen_versions(self) -> dict[str, int]:
+        """Every path key seen, with its highest version seen (a dict of the
+        whole table: for whole-repository operations, not a pass)."""
         return {sys.intern(str(k)): int(v) for k, v in self._stream("SELECT key, version FROM seen")}  # type: ignore[call-overload]
 
-    def seen_in_key_order(self) -> Generator[tuple[str, int], None, None]:
-        """Every (key, highest version seen), streamed in ascending key order
-        (SQLite's binary order, the code point order of Python strings);
-        consume at once, or ``close()`` it (the database is locked meanwhile)."""
-        rows = self._stream("SELECT key, version FROM seen ORDER BY key")
-        try:
-            for key, version in rows:
-                yield str(key), int(version)  # type: ignore[call-overload]
-        finally:
-            rows.close()
+    def seen_of_keys(self, keys: Sequence[str]) -> dict[str, int]:
+        """The highest version seen of each of ``keys`` that has one (a key
+        never seen is absent), read with one query per :data:`SEEN_CHUNK`
+        keys: a pass asks for its relay versions a chunk at a time, without
+        a list of every key."""
+        found: dict[str, int] = {}
+        for start in range(0, len(keys), SEEN_CHUNK):
+            chunk = tuple(keys[start:start + SEEN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for key, version in self._exec(f"SELECT key, version FROM seen WHERE key IN ({marks})", chunk):
+                found[str(key)] = int(version)  # type: ignore[call-overload]
+        return found
 
     def seen_version(self, key: str) -> int:
         """The highest version seen of path key ``key`` (0: none)."""

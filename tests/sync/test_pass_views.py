@@ -4,7 +4,10 @@
   kind and then by path, whatever the views hold;
 * the state database's delivery records are read a chunk at a time, each
   matching record once, even when the reader changes records meanwhile;
-* the versions seen, streamed in key order, are those recorded;
+* the versions seen, looked up a chunk of keys at a time, are those recorded;
+* the planner's view of the relay is the relay state's own map less the paths
+  it leaves out (frozen, refused by the filters, removed), and marks every
+  version it shows as seen;
 * the passes over every relay version that build a placeholder only for the
   few they keep (lost payloads, missed versions) answer as building them all
   would, whether the relay state stores placeholders or index entries.
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
@@ -23,10 +27,10 @@ from hypothesis import strategies as st
 from escale.config.settings import ClientSettings
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import LatestMap, RelayState, Repository
-from escale.sync.planner import _ORDER, BaseEntry, LocalFile, RemoteEntry, plan
+from escale.sync.planner import _ORDER, BaseEntry, LocalFile, RemoteEntry, folders_of, plan
 from escale.sync.receivers import missed_versions
-from escale.sync.relay_view import lost_payloads
-from escale.sync.state import Delivery, StateDB
+from escale.sync.relay_view import lost_payloads, remote_view
+from escale.sync.state import SEEN_CHUNK, Delivery, StateDB
 
 PATHS = st.sampled_from(["a", "a/b", "a/c", "b", "b/a", "c", "é", "z/y"])
 LOCAL = st.builds(LocalFile, st.integers(0, 2), st.integers(0, 2), st.sampled_from([None, "sha256:1", "sha256:2"]))
@@ -68,18 +72,18 @@ def test_delivery_records_are_read_in_chunks_while_being_changed(tmp_path: os.Pa
         db.close()
 
 
-def test_versions_seen_stream_in_key_order(tmp_path: os.PathLike[str]) -> None:
+def test_versions_seen_looked_up_by_chunks(tmp_path: os.PathLike[str]) -> None:
     db = StateDB(os.path.join(str(tmp_path), "state.db"))
     try:
         for key, version in (("k2", 4), ("k1", 2), ("k3", 1), ("k1", 1)):
             db.set_seen(key, version)
-        assert list(db.seen_in_key_order()) == [("k1", 2), ("k2", 4), ("k3", 1)]
+        assert db.seen_of_keys(["k3", "none", "k1"]) == {"k1": 2, "k3": 1}
+        assert db.seen_of_keys([]) == {}
         assert db.seen_version("k2") == 4 and db.seen_version("none") == 0
-        partial = db.seen_in_key_order()
-        assert next(partial) == ("k1", 2)
-        partial.close()
-        db.set_seen("k4", 1)  # the database is free again once the stream is closed
-        assert db.seen_versions()["k4"] == 1
+        many = [f"m{i:05d}" for i in range(2 * SEEN_CHUNK + 3)]  # more than one query's worth
+        db.set_seen_many([(key, i) for i, key in enumerate(many) if i % 3 == 0])
+        found = db.seen_of_keys([*many, "k2"])
+        assert found == {**{key: i for i, key in enumerate(many) if i % 3 == 0}, "k2": 4}
     finally:
         db.close()
 
@@ -109,12 +113,11 @@ VERSIONS = st.dictionaries(PATHS, st.tuples(
     st.integers(0, 2), st.sets(st.sampled_from(["me", "other", "third"]))), min_size=1)
 
 
-@settings(max_examples=300, deadline=None)
-@given(VERSIONS, st.sets(st.sampled_from(["p1", "p2"]), max_size=1), st.dictionaries(PATHS, LOCAL),
-       st.dictionaries(PATHS, BASE), st.booleans())
-def test_passes_over_every_version_answer_as_building_every_placeholder(
-        versions: dict[str, tuple[int, bool, str, str | None, int, set[str]]], present: set[str],
-        local: dict[str, LocalFile], base: dict[str, BaseEntry], as_entries: bool) -> None:
+def _relay_state(versions: dict[str, tuple[int, bool, str, str | None, int, set[str]]], present: set[str],
+                 as_entries: bool) -> tuple[dict[str, Placeholder], RelayState]:
+    """The placeholders of ``versions`` and a relay state holding them (as
+    index-entry stand-ins in a :class:`LatestMap` when ``as_entries``), with
+    the payloads of ``present`` and each version's acknowledgements."""
     placeholders = {path: _placeholder(path, *fields[:5]) for path, fields in versions.items()}
     state = RelayState(payloads={name: 1 for name in present},
                        acks={(ph.key, ph.version): frozenset(versions[path][5]) for path, ph in placeholders.items()})
@@ -126,6 +129,16 @@ def test_passes_over_every_version_answer_as_building_every_placeholder(
         state.latest = latest
     else:
         state.latest = dict(placeholders)
+    return placeholders, state
+
+
+@settings(max_examples=300, deadline=None)
+@given(VERSIONS, st.sets(st.sampled_from(["p1", "p2"]), max_size=1), st.dictionaries(PATHS, LOCAL),
+       st.dictionaries(PATHS, BASE), st.booleans())
+def test_passes_over_every_version_answer_as_building_every_placeholder(
+        versions: dict[str, tuple[int, bool, str, str | None, int, set[str]]], present: set[str],
+        local: dict[str, LocalFile], base: dict[str, BaseEntry], as_entries: bool) -> None:
+    placeholders, state = _relay_state(versions, present, as_entries)
     settings_ = cast(ClientSettings, SimpleNamespace(sends=True, name="me"))
     repo = cast(Repository, SimpleNamespace(client_id="me"))
     # the reference: every placeholder built, the rules as the docstrings state them
@@ -144,3 +157,49 @@ def test_passes_over_every_version_answer_as_building_every_placeholder(
             missed.append((path, ph))
     assert sorted(a.path for a in lost_payloads(settings_, repo, state, local)) == lost
     assert [(ph.path, ph) for ph, _ in missed_versions(state, "me", base)] == missed
+
+
+@settings(max_examples=200, deadline=None)
+@given(VERSIONS, st.sets(st.sampled_from(["p1", "p2"]), max_size=1), st.sets(PATHS), st.sets(PATHS),
+       st.sets(PATHS), st.booleans(), st.booleans())
+def test_remote_view_is_the_relay_state_less_what_it_leaves_out(
+        versions: dict[str, tuple[int, bool, str, str | None, int, set[str]]], present: set[str],
+        frozen: set[str], refused: set[str], popped: set[str], receives: bool, as_entries: bool) -> None:
+    placeholders, state = _relay_state(versions, present, as_entries)
+    filters = SimpleNamespace(accepts_file=lambda path: path not in refused)
+    settings_ = cast(ClientSettings, SimpleNamespace(receives=receives, local_path="/nonexistent", filters=filters))
+    acknowledged: list[str] = []
+    repo = cast(Repository, SimpleNamespace(client_id="me", acknowledge=lambda ph: acknowledged.append(ph.path)))
+    # the reference: an entry built for every path the view keeps, as the docstrings state
+    kept = {path: ph for path, ph in placeholders.items()
+            if path not in frozen and (ph.deleted or path not in refused)}
+    expected = {path: RemoteEntry(
+        version=ph.version, deleted=ph.deleted, pusher=ph.pusher, pusher_label=ph.pusher_label, size=ph.size,
+        mtime_ns=ph.mtime_ns, checksum=ph.checksum, available=ph.payload is not None and ph.payload in present,
+        acked="me" in versions[path][5], expects_me=receives and ph.pusher != "me", deliberate=ph.deliberate)
+        for path, ph in kept.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        db = StateDB(os.path.join(folder, "state.db"))
+        try:
+            view = remote_view(settings_, db, repo, state, set(frozen))
+            assert view == expected and dict(view) == expected
+            assert len(view) == len(expected) and sorted(view) == sorted(expected)
+            assert all((path in view) == (path in expected) for path in set(placeholders) | frozen | refused)
+            assert view.live_folders() == folders_of(p for p, e in expected.items() if not e.deleted)
+            for path in expected:
+                assert view.placeholder(path) == placeholders[path]
+            # a refused file is acknowledged when this client is expected to receive it
+            assert sorted(acknowledged) == sorted(
+                path for path, ph in placeholders.items() if path not in frozen and not ph.deleted
+                and path in refused and receives and ph.pusher != "me" and "me" not in versions[path][5])
+            # every version outside ``frozen`` is recorded as seen
+            seen = db.seen_of_keys([ph.key for ph in placeholders.values()])
+            assert seen == {ph.key: ph.version for path, ph in placeholders.items() if path not in frozen}
+        finally:
+            db.close()
+    # what pop leaves out is gone from every reading; the relay state keeps it
+    for path in popped:
+        assert view.pop(path, None) == expected.pop(path, None)
+        assert view.pop(path, "gone") == "gone"
+    assert view == expected and len(view) == len(expected) and sorted(view) == sorted(expected)
+    assert set(state.latest) == set(placeholders)
