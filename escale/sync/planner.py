@@ -46,7 +46,32 @@ from escale.config.settings import Mode, mode_receives, mode_sends
 from escale.sync import records
 
 
-class LocalFile:
+class _Value:
+    """A frozen value of the fields its :meth:`fields` gives: equal and
+    hashed by them (an instance of the same class only), never changed."""
+
+    __slots__ = ()
+
+    def fields(self) -> tuple[object, ...]:
+        raise NotImplementedError
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self.fields() == other.fields()
+
+    def __hash__(self) -> int:
+        return hash(self.fields())
+
+
+class LocalFile(_Value):
     """A local file as scanned. ``checksum`` is None with ``checksum = no``.
 
     ``inode`` and ``ctime_ns``: the file's identity when the scan took its
@@ -119,21 +144,6 @@ class LocalFile:
         record = self._record
         return records.unpack_local(record) if isinstance(record, bytes) else record
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, LocalFile)
-        return self.fields() == other.fields()
-
-    def __hash__(self) -> int:
-        return hash(self.fields())
-
     def __repr__(self) -> str:
         size, mtime_ns, checksum, inode, ctime_ns = self.fields()
         return (f"LocalFile(size={size!r}, mtime_ns={mtime_ns!r}, checksum={checksum!r}, inode={inode!r}, "
@@ -202,8 +212,14 @@ ActionKind = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+#: the rarely set fields of an :class:`Action` (copy_path, base, ack, deliberate,
+#: copy_base) when only the flags may differ from their defaults: one tuple
+#: shared by every action of each combination, by (ack, deliberate)
+_FLAGS_ONLY = {(ack, deliberate): (None, None, ack, deliberate, None)
+               for ack in (False, True) for deliberate in (False, True)}
+
+
+class Action(_Value):
     """One step for the executor.
 
     ``expect_local`` is the local file the plan was made against (None: absent);
@@ -213,18 +229,89 @@ class Action:
     ``base`` is the base entry to store after ``record``. ``copy_base``
     (``conflict``): the base entry to store for ``copy_path`` once the local
     file is renamed there, when that file is a copy of a relay version.
-    """
+    ``ack``: also acknowledge the relay version once done. ``deliberate``
+    (``push_delete``): allowed past the mass-deletion guard (marked on the
+    relay).
 
+    An immutable value, equal and hashed by its fields as a frozen dataclass
+    would be; :meth:`replace` gives a copy with some fields changed. A plan
+    holds one per file to send or receive on a first sync, for the whole
+    pass: it keeps the local file's packed record (shared with the scan)
+    rather than a :class:`LocalFile` object, and the fields that most actions
+    leave at their defaults in a tuple shared by all such actions."""
+
+    __slots__ = ("_local", "_more", "expect_version", "kind", "path", "reason")
     kind: ActionKind
     path: str
-    expect_local: LocalFile | None = None
-    expect_version: int = 0
-    copy_path: str | None = None
-    base: BaseEntry | None = None
-    ack: bool = False  # also acknowledge the relay version once done
-    reason: str = ""
-    deliberate: bool = False  # push_delete: allowed past the mass-deletion guard (marked on the relay)
-    copy_base: BaseEntry | None = None
+    _local: LocalFile | bytes | None
+    expect_version: int
+    reason: str
+    _more: tuple[str | None, BaseEntry | None, bool, bool, BaseEntry | None]
+
+    def __init__(self, kind: ActionKind, path: str, expect_local: LocalFile | None = None, expect_version: int = 0,
+                 copy_path: str | None = None, base: BaseEntry | None = None, ack: bool = False, reason: str = "",
+                 deliberate: bool = False, copy_base: BaseEntry | None = None) -> None:
+        record = expect_local.record if expect_local is not None else None
+        shared = copy_path is None and base is None and copy_base is None
+        set_field = object.__setattr__
+        set_field(self, "kind", kind)
+        set_field(self, "path", path)
+        set_field(self, "_local", record if record is not None else expect_local)
+        set_field(self, "expect_version", expect_version)
+        set_field(self, "reason", reason)
+        set_field(self, "_more", _FLAGS_ONLY[bool(ack), bool(deliberate)] if shared and type(ack) is bool
+                  and type(deliberate) is bool else (copy_path, base, ack, deliberate, copy_base))
+
+    @property
+    def expect_local(self) -> LocalFile | None:
+        local = self._local
+        return LocalFile.of_record(local) if isinstance(local, bytes) else local
+
+    @property
+    def copy_path(self) -> str | None:
+        return self._more[0]
+
+    @property
+    def base(self) -> BaseEntry | None:
+        return self._more[1]
+
+    @property
+    def ack(self) -> bool:
+        return self._more[2]
+
+    @property
+    def deliberate(self) -> bool:
+        return self._more[3]
+
+    @property
+    def copy_base(self) -> BaseEntry | None:
+        return self._more[4]
+
+    def fields(self) -> tuple[object, ...]:
+        """Every field, in the order of the constructor's parameters."""
+        copy_path, base, ack, deliberate, copy_base = self._more
+        return (self.kind, self.path, self.expect_local, self.expect_version, copy_path, base, ack, self.reason,
+                deliberate, copy_base)
+
+    def replace(self, **changes: object) -> Action:
+        """A copy with the fields named in ``changes`` set to their values."""
+        names = ("kind", "path", "expect_local", "expect_version", "copy_path", "base", "ack", "reason",
+                 "deliberate", "copy_base")
+        unknown = set(changes) - set(names)
+        if unknown:
+            raise TypeError(f"Action has no field {sorted(unknown)[0]!r}")
+        values = dict(zip(names, self.fields(), strict=True))
+        values.update(changes)
+        return Action(**values)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        kind, path, local, version, copy_path, base, ack, reason, deliberate, copy_base = self.fields()
+        return (f"Action(kind={kind!r}, path={path!r}, expect_local={local!r}, expect_version={version!r}, "
+                f"copy_path={copy_path!r}, base={base!r}, ack={ack!r}, reason={reason!r}, "
+                f"deliberate={deliberate!r}, copy_base={copy_base!r})")
+
+    def __reduce__(self) -> tuple[type[Action], tuple[object, ...]]:
+        return Action, self.fields()
 
 
 @dataclass
@@ -778,7 +865,7 @@ def plan(
         if doomed and (unmounted or (len(doomed) >= 10 and len(doomed) > deletion_guard * tracked)):
             if allow_mass_deletion:
                 if kind == "push_delete":
-                    result.actions = [replace(a, deliberate=True) if a.kind == kind else a for a in result.actions]
+                    result.actions = [a.replace(deliberate=True) if a.kind == kind else a for a in result.actions]
             else:
                 result.held.extend(doomed)
                 result.actions = [a for a in result.actions if not guarded(a, kind)]

@@ -7,6 +7,9 @@
   included, those without an exact record being held as objects;
 * a :class:`LocalFile` is a value: equal, hashed, shown and frozen by its
   fields, however it is held;
+* an :class:`Action` is a value too: every field given comes back, equal and
+  hashed by its fields, copied with some changed by ``replace``; it keeps the
+  scanned file's own record, not a second copy;
 * the state database's base (:class:`BaseMap`) and the scan's files
   (:class:`LocalMap`) behave as dicts of those values, and a file unchanged
   since its base entry is held as that entry's own record.
@@ -25,7 +28,7 @@ from hypothesis import strategies as st
 
 from escale.config.settings import FileFilter
 from escale.sync import records
-from escale.sync.planner import BaseEntry, LocalFile, plan
+from escale.sync.planner import Action, BaseEntry, LocalFile, plan
 from escale.sync.scanner import LocalMap, scan
 from escale.sync.state import BaseMap, StateDB
 
@@ -95,6 +98,34 @@ def test_a_local_file_is_frozen_and_a_value() -> None:
     assert len({local, LocalFile(10, 1000, digest)}) == 1
     # the usual checksum is held as its raw digest: the record is far smaller than the text
     assert local.record is not None and len(local.record) < 60
+
+
+ACTION_FIELDS = st.fixed_dictionaries({
+    "kind": st.sampled_from(["push", "pull", "conflict", "push_delete"]), "path": st.text(max_size=4),
+    "expect_local": st.none() | LOCALS, "expect_version": INTS, "copy_path": st.none() | st.text(max_size=4),
+    "base": st.none() | BASES, "ack": st.booleans(), "reason": st.text(max_size=4), "deliberate": st.booleans(),
+    "copy_base": st.none() | BASES})
+
+
+@settings(max_examples=200, deadline=None)
+@given(ACTION_FIELDS, ACTION_FIELDS)
+def test_an_action_is_a_value_of_its_fields(given_: dict[str, object], other: dict[str, object]) -> None:
+    action = Action(**given_)  # type: ignore[arg-type]
+    assert {name: getattr(action, name) for name in given_} == given_
+    assert action == Action(**given_) and hash(action) == hash(Action(**given_))  # type: ignore[arg-type]
+    assert (action == Action(**other)) == (given_ == other)  # type: ignore[arg-type]
+    assert pickle.loads(pickle.dumps(action)) == action
+    assert repr(action).startswith(f"Action(kind={given_['kind']!r}, path={given_['path']!r}, ")
+    changed = action.replace(**other)
+    assert changed == Action(**other) and action == Action(**given_)  # type: ignore[arg-type]
+    assert action.replace(deliberate=True).deliberate and action.replace().fields() == action.fields()
+    with pytest.raises(TypeError):
+        action.replace(size=1)
+    with pytest.raises(FrozenInstanceError):
+        action.kind = "pull"
+    local = given_["expect_local"]
+    if isinstance(local, LocalFile) and local.record is not None:
+        assert action.expect_local is not None and action.expect_local.record is local.record
 
 
 @settings(max_examples=200, deadline=None)
