@@ -46,13 +46,14 @@ from escale.errors import (
     RelayNotFound,
     RelayQuotaExceeded,
 )
-from escale.protocol import layout
+from escale.protocol import layout, spooled
 from escale.protocol.identity import checksum_read, trusted_checksum
 from escale.protocol.lease import Lease
 from escale.protocol.marker import MARKER, ChangeMarker
 from escale.protocol.objects import MAX_OBJECT_BYTES, Ack, ClientRecord, Placeholder, checksum_problem
 from escale.protocol.packed import PackedPlaceholder, StoredPlaceholder, pack_placeholder
 from escale.protocol.sealer import Sealer
+from escale.protocol.spooled import SpooledValue
 from escale.protocol.streams import (
     HashingReader,
     HashingWriter,
@@ -839,29 +840,26 @@ class Repository:
         (read back by :meth:`_from_snapshot`): one JSON object, the names of
         ``meta`` in sorted order. Made a few thousand names at a time (the
         bytes are those of ``json.dumps`` of the whole, compact): no list of
-        every name and no text of the whole; the state database's table
-        stores the pieces as they are (``put_chunks``), without a joined copy
-        or SQLite's copy of it."""
+        every name and no text of the whole, in memory; the pieces go to a
+        spool file as they are made, and from there to the state database a
+        piece at a time (:mod:`escale.protocol.spooled`)."""
         if _SNAPSHOT in self.meta_cache:
             del self.meta_cache[_SNAPSHOT]  # (replacing it would read the old one back to compare)
         head = json.dumps({"counter": marker.counter, "token": marker.token, "time": time.time(),
                            "stamps": self._folder_stamps}, separators=(",", ":"))
-        out: list[bytes] = [head[:-1].encode("utf-8"), b',"meta":[']
-        # keys have one length (32 hex digits): sorted keys, then each key's
-        # versions as spelled, is the order of the sorted names
-        _write_pieces(out, (f"{key}.{digits}" for key in sorted(state.versions)
-                            for digits in sorted(f"{v:010d}" for v in state.versions_of(key))))
-        out.append(b'],"latest":[')
-        _write_pieces(out, (layout.meta_name(p.key, p.version)
-                            for p in cast("Iterable[StoredPlaceholder]", raw_values(state.latest))))
-        out.append(b'],"payloads":{')
-        _write_pieces(out, iter(state.payloads.items()))
-        out.append(b'},"rejected":' + json.dumps(state.rejected, separators=(",", ":")).encode("utf-8") + b"}")
-        put_chunks = getattr(self.meta_cache, "put_chunks", None)
-        if put_chunks is not None:
-            put_chunks(_SNAPSHOT, out)
-        else:
-            self.meta_cache[_SNAPSHOT] = b"".join(out)
+        with SpooledValue(self.spool_dir) as out:
+            out.append(head[:-1].encode("utf-8") + b',"meta":[')
+            # keys have one length (32 hex digits): sorted keys, then each key's
+            # versions as spelled, is the order of the sorted names
+            _write_pieces(out, (f"{key}.{digits}" for key in sorted(state.versions)
+                                for digits in sorted(f"{v:010d}" for v in state.versions_of(key))))
+            out.append(b'],"latest":[')
+            _write_pieces(out, (layout.meta_name(p.key, p.version)
+                                for p in cast("Iterable[StoredPlaceholder]", raw_values(state.latest))))
+            out.append(b'],"payloads":{')
+            _write_pieces(out, iter(state.payloads.items()))
+            out.append(b'},"rejected":' + json.dumps(state.rejected, separators=(",", ":")).encode("utf-8") + b"}")
+            spooled.store(self.meta_cache, _SNAPSHOT, out)
         self._snapshot_marker = (marker.counter, marker.token)
 
     def _from_snapshot(self, state: RelayState, marker: ChangeMarker) -> bool:
@@ -2009,7 +2007,7 @@ class _LocalSpool:
         return self.spool.truncate(size)
 
 
-def _write_pieces(out: list[bytes], items: Iterator[str] | Iterator[tuple[str, int]], size: int = 4096) -> None:
+def _write_pieces(out: SpooledValue, items: Iterator[str] | Iterator[tuple[str, int]], size: int = 4096) -> None:
     """Append to ``out`` the inside of a compact JSON array (strings) or
     object (pairs) of ``items``, as one piece per ``size`` items."""
     comma = b""

@@ -162,32 +162,47 @@ class StateDB:
             except sqlite3.Error as exc:
                 raise LocalError(f"state database {self.path}: {exc}", path=self.path) from exc
 
-    def _put_blob(self, table: str, key_col: str, value_col: str, key: str, chunks: Sequence[bytes]) -> None:
-        """``INSERT OR REPLACE`` of ``key`` with the concatenation of ``chunks``
-        as its value, written piece by piece (incremental blob I/O): neither
-        the whole value nor SQLite's copies of it are held in memory. One
-        write, complete on its own (its own transaction, or the batch's)."""
+    def _put_blob(self, table: str, key_col: str, value_col: str, key: str, length: int,
+                  pieces: Iterable[bytes]) -> None:
+        """``INSERT OR REPLACE`` of ``key`` with the concatenation of
+        ``pieces`` as its value, ``length`` bytes in all, written piece by
+        piece (incremental blob I/O): neither the whole value nor SQLite's
+        copies of it are held in memory. One write, complete on its own (its
+        own transaction, or the batch's). Pieces that do not add up to
+        ``length`` raise ValueError, and nothing is written (the previous
+        value stays); so does an exception raised while the pieces are made."""
         with self._lock:
             try:
                 own = not self._depth
                 if own:
                     self._conn.execute("BEGIN")
+                else:
+                    self._conn.execute("SAVEPOINT put_blob")
                 try:
                     cursor = self._conn.execute(
                         f"INSERT OR REPLACE INTO {table} ({key_col}, {value_col}) VALUES (?, zeroblob(?))",
-                        (key, sum(len(c) for c in chunks)))
+                        (key, length))
                     rowid = cursor.lastrowid
                     assert rowid is not None
+                    written = 0
                     with self._conn.blobopen(table, value_col, rowid) as blob:
-                        for chunk in chunks:
-                            blob.write(chunk)
+                        for piece in pieces:
+                            written += len(piece)
+                            if written > length:
+                                break
+                            blob.write(piece)
+                    if written != length:
+                        raise ValueError(f"state database {self.path}: {key}: the pieces given hold "
+                                         f"{'more than' if written > length else written} bytes, not {length}")
                 except BaseException:
-                    if own:
-                        self._conn.execute("ROLLBACK")
+                    self._conn.execute("ROLLBACK" if own else "ROLLBACK TO put_blob")
+                    if not own:
+                        self._conn.execute("RELEASE put_blob")
                     raise
                 if own:
                     self._conn.execute("COMMIT")
                 else:
+                    self._conn.execute("RELEASE put_blob")
                     self._pending += 1
                     if self._pending >= BATCH_WRITES or time.monotonic() - self._since >= BATCH_SECONDS:
                         self._conn.execute("COMMIT")
@@ -645,14 +660,17 @@ class _TableMap(MutableMapping[str, bytes]):
         if full:
             self.flush()
 
-    def put_chunks(self, k: str, chunks: Sequence[bytes]) -> None:
-        """``self[k] = b"".join(chunks)``, without ever holding that value
-        whole (nor reading the one it replaces): for large values such as the
-        index layout's local copy of its index. Never held back."""
+    def put_pieces(self, k: str, length: int, pieces: Iterable[bytes]) -> None:
+        """``self[k] = b"".join(pieces)`` (``length`` bytes in all), without
+        ever holding that value whole (nor reading the one it replaces): for
+        large values such as the index layout's local copy of its index,
+        whose pieces may be read from a file as they are written. Never held
+        back. Raises ValueError, and writes nothing, when the pieces do not
+        add up to ``length``."""
         with self._db._lock:
             self._held.pop(k, None)
             self.flush()  # what was written before it first
-            self._db._put_blob(self._table, self._key, self._value, k, chunks)
+            self._db._put_blob(self._table, self._key, self._value, k, length, pieces)
 
     def __delitem__(self, k: str) -> None:
         self.flush()

@@ -1,11 +1,19 @@
 """The state database's cache of relay objects: placeholder writes held back
-and written in groups, every other record written at once, in order."""
+and written in groups, every other record written at once, in order; a
+large value written in pieces (from a spool file) whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from escale.protocol import spooled
+from escale.protocol.spooled import SpooledValue
 from escale.sync import state
 from escale.sync.state import StateDB
 
@@ -56,20 +64,66 @@ def test_held_writes_go_in_groups_and_before_listing_or_removal(tmp_path: Path) 
 
 
 def test_a_value_written_in_pieces_is_on_disk_whole_after_what_was_held(tmp_path: Path) -> None:
-    # put_chunks (the index layout's local copy of its index) writes the
+    # put_pieces (the index layout's local copy of its index) writes the
     # concatenation, replacing any older value, after the writes held before it
     path = tmp_path / "state.db"
     db = StateDB(str(path))
     cache = db.meta_cache()
     cache["meta/k1.0000000001"] = b"held"
     cache["index@materialised"] = b"old value, longer than the new one"
-    cache.put_chunks("index@materialised", [b"ab", b"", b"c" * 70000, b"d"])  # type: ignore[attr-defined]
-    assert _on_disk(path) == {"meta/k1.0000000001": b"held", "index@materialised": b"ab" + b"c" * 70000 + b"d"}
-    assert cache["index@materialised"] == b"ab" + b"c" * 70000 + b"d"
+    value = b"ab" + b"c" * 70000 + b"d"
+    cache.put_pieces("index@materialised", len(value), iter([b"ab", b"", b"c" * 70000, b"d"]))  # type: ignore[attr-defined]
+    assert _on_disk(path) == {"meta/k1.0000000001": b"held", "index@materialised": value}
+    assert cache["index@materialised"] == value
     with db.batch():
-        cache.put_chunks("index@materialised", [b"new"])  # type: ignore[attr-defined]
+        cache.put_pieces("index@materialised", 3, [b"new"])  # type: ignore[attr-defined]
         assert cache["index@materialised"] == b"new"
     assert _on_disk(path)["index@materialised"] == b"new"
+    db.close()
+
+
+@pytest.mark.parametrize("in_batch", [False, True])
+@pytest.mark.parametrize("pieces", [[b"ab"], [b"abcd", b"e"], [b"abc", b"d"]])
+def test_pieces_that_do_not_add_up_write_nothing(tmp_path: Path, in_batch: bool, pieces: list[bytes]) -> None:
+    # a value of the wrong length, or whose pieces fail while they are made,
+    # leaves the previous value, inside a batch (whose other writes stay) or not
+    path = tmp_path / "state.db"
+    db = StateDB(str(path))
+    cache = db.meta_cache()
+    cache["index@materialised"] = b"previous"
+
+    def failing() -> Iterator[bytes]:
+        yield b"ab"
+        raise OSError("disk full")
+
+    with db.batch() if in_batch else contextlib.nullcontext():
+        cache["meta/k1.0000000001"] = b"beside"
+        if pieces == [b"abc", b"d"]:
+            with pytest.raises(OSError, match="disk full"):
+                cache.put_pieces("index@materialised", 4, failing())  # type: ignore[attr-defined]
+        else:
+            with pytest.raises(ValueError, match="index@materialised"):
+                cache.put_pieces("index@materialised", 4, pieces)  # type: ignore[attr-defined]
+        assert cache["index@materialised"] == b"previous"
+        cache.put_pieces("index@materialised", 4, [b"abc", b"d"])  # type: ignore[attr-defined]
+    assert _on_disk(path) == {"index@materialised": b"abcd", "meta/k1.0000000001": b"beside"}
+    db.close()
+
+
+def test_a_spooled_value_is_stored_whole_and_its_file_goes(tmp_path: Path) -> None:
+    db = StateDB(str(tmp_path / "state.db"))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    value = bytes(range(256)) * 9000  # more than one read of the spool file
+    for cache in (db.meta_cache(), {}):
+        with SpooledValue(str(spool)) as out:
+            for start in range(0, len(value), 1000):
+                out.append(value[start:start + 1000])
+            assert out.length == len(value)
+            spooled.store(cache, "snapshot", out, head=b"head\n")
+            spooled.store(cache, "again", out)  # the pieces are read from the start each time
+        assert cache["snapshot"] == b"head\n" + value and cache["again"] == value
+    assert not os.listdir(spool)  # the spool file has no name, and is closed
     db.close()
 
 

@@ -228,18 +228,29 @@ RELAY_LEVEL = 6
 LOCAL_LEVEL = 1
 
 
-def compress_chunks(pieces: Iterable[bytes], level: int = RELAY_LEVEL) -> tuple[list[bytes], int]:
-    """:func:`compress_pieces`'s stream as the list of its pieces (never
-    joined: a caller that writes them one by one holds the stream once),
-    at zlib ``level`` (any level inflates the same way)."""
+def compress_stream(pieces: Iterable[bytes], level: int = RELAY_LEVEL) -> Iterator[bytes]:
+    """:func:`compress_pieces`'s stream, each compressed piece given as it is
+    made (none held), at zlib ``level`` (any level inflates the same way)."""
     deflater = zlib.compressobj(level)
-    out: list[bytes] = []
-    length = 0
     for piece in pieces:
-        length += len(piece)
         if chunk := deflater.compress(piece):
-            out.append(chunk)
-    out.append(deflater.flush())
+            yield chunk
+    yield deflater.flush()
+
+
+def compress_chunks(pieces: Iterable[bytes], level: int = RELAY_LEVEL) -> tuple[list[bytes], int]:
+    """:func:`compress_stream` as the list of its pieces (never joined: a
+    caller that writes them one by one holds the stream once), and the
+    total length of ``pieces``."""
+    length = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal length
+        for piece in pieces:
+            length += len(piece)
+            yield piece
+
+    out = list(compress_stream(counted(), level))
     return out, length
 
 

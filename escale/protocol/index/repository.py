@@ -59,6 +59,7 @@ from escale.errors import (
     RelayNotFound,
     RelayQuotaExceeded,
 )
+from escale.protocol import spooled
 from escale.protocol.identity import checksum_read, trusted_checksum
 from escale.protocol.index import objects as io
 from escale.protocol.index.acked import Acknowledged
@@ -98,6 +99,7 @@ from escale.protocol.repository import (
     _move_state,
 )
 from escale.protocol.sealer import Sealer
+from escale.protocol.spooled import SpooledValue
 from escale.protocol.streams import (
     HashingReader,
     HashingWriter,
@@ -175,16 +177,6 @@ JOURNAL_SHARE = 8
 #: the start of the materialised index kept in the state database (then the
 #: SHA-256 of the encoded checkpoint in hex, a newline, the checkpoint)
 _COPY_MAGIC = b"escale-index-copy-1 sha256:"
-
-
-@runtime_checkable
-class ChunkStore(Protocol):
-    """A ``meta_cache`` that can store a large value given in pieces
-    (``StateDB.meta_cache`` can): ``put_chunks(k, chunks)`` does what
-    ``cache[k] = b"".join(chunks)`` does, without that value ever whole in
-    memory. Other caches (a dict in tests) get the joined value."""
-
-    def put_chunks(self, k: str, chunks: Sequence[bytes]) -> None: ...
 
 
 class IndexRepository(Repository):
@@ -351,9 +343,10 @@ class IndexRepository(Repository):
         :data:`JOURNAL_MIN_ENTRIES`, :data:`JOURNAL_SHARE`) and the deltas
         follow the copy and the journal without a gap, each delta is added to
         the journal (one small write each, whatever the index's size). Else
-        the copy is written whole (:func:`_sealed_copy`'s form, piece by
-        piece where the cache can: :class:`ChunkStore`; never held whole,
-        only its compressed pieces), and then the journal is cleared: a crash
+        the copy is written whole (:func:`_sealed_copy`'s form: compressed
+        into a spool file as it is made, then stored from there a piece at a
+        time, :mod:`escale.protocol.spooled`; never held in memory), and then
+        the journal is cleared: a crash
         between the two leaves entries naming the old copy's digest, which
         the next load skips."""
         if applied and self._journal_fits(applied):
@@ -363,14 +356,14 @@ class IndexRepository(Repository):
                 self._journal.append(delta.generation)
                 self._journal_size += _delta_size(delta)
         else:
-            chunks = _sealed_chunks(io.compress_chunks(
-                io.checkpoint_pieces(self.head, self.objects, self._in_order()), io.LOCAL_LEVEL)[0])
-            digest = chunks[0][len(_COPY_MAGIC):len(_COPY_MAGIC) + 64]
-            if isinstance(self.meta_cache, ChunkStore):
-                self.meta_cache.put_chunks(_MATERIALISED, chunks)
-            else:
-                self.meta_cache[_MATERIALISED] = b"".join(chunks)
-            del chunks
+            hasher = hashlib.sha256()
+            with SpooledValue(self.spool_dir) as copy:
+                for chunk in io.compress_stream(io.checkpoint_pieces(self.head, self.objects, self._in_order()),
+                                                io.LOCAL_LEVEL):
+                    hasher.update(chunk)
+                    copy.append(chunk)
+                digest = hasher.hexdigest().encode("ascii")
+                spooled.store(self.meta_cache, _MATERIALISED, copy, head=_copy_head(digest))
             self._copy_digest, self._copy_head = digest, self.head
             for key in [k for k, _ in self._journal_items()]:
                 del self.meta_cache[key]
@@ -1492,17 +1485,13 @@ def _delta_size(delta: IndexDelta) -> int:
 def _sealed_copy(encoded: bytes) -> bytes:
     """The materialised index as kept in the state database: a digest of the
     encoded checkpoint, then the checkpoint (see :func:`_unsealed_copy`)."""
-    return b"".join(_sealed_chunks([encoded]))
+    return _copy_head(hashlib.sha256(encoded).hexdigest().encode("ascii")) + encoded
 
 
-def _sealed_chunks(chunks: list[bytes]) -> list[bytes]:
-    """:func:`_sealed_copy` of the concatenation of ``chunks``, as pieces
-    (``chunks`` itself, the digest line put first: nothing is copied)."""
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    chunks.insert(0, _COPY_MAGIC + digest.hexdigest().encode("ascii") + b"\n")
-    return chunks
+def _copy_head(digest: bytes) -> bytes:
+    """The line that starts the local copy: the SHA-256 (hex) of the
+    encoded checkpoint that follows it (see :func:`_unsealed_copy`)."""
+    return _COPY_MAGIC + digest + b"\n"
 
 
 def _unsealed_copy(stored: bytes) -> memoryview | None:
