@@ -384,6 +384,13 @@ class RelayState:
         placeholder (:func:`placeholder_of`) of the few they keep."""
         return dict.items(self.latest)
 
+    def stored_acks(self, stored: object) -> frozenset[str]:
+        """:meth:`acks_of` the placeholder of ``stored`` (one of
+        :meth:`latest_items`'s objects), without building it: ``acks_of``
+        reads only a placeholder's path, key and version, which every
+        stored form has."""
+        return self.acks_of(cast(Placeholder, stored))
+
     def stored_has_payload(self, stored: object) -> bool:
         """:meth:`has_payload` of the placeholder of ``stored`` (one of
         :meth:`latest_items`'s objects), without building it."""

@@ -73,15 +73,25 @@ def rolled_back(db: StateDB, repo: Repository, state: RelayState, base: dict[str
     own (another client may hold a newer version that this one never saw);
     ``escalectl fix`` recommits from an up-to-date client above every
     version seen.
+
+    Every other version above the one seen of its key is recorded as seen
+    (the only pass of a reading over the versions seen).
     """
     behind: dict[str, int] = {}
     version_of = base.version_of if isinstance(base, BaseMap) else (
         lambda path: base[path].version if path in base else 0)
-    for ph, _, seen in _seen_of(db, state):
+    newer: list[tuple[str, int]] = []  # versions above those seen, recorded as seen a chunk at a time
+    for ph, key, seen in _seen_of(db, state):
         path = ph.path
         known = max(seen, version_of(path))
         if ph.version < known:
             behind[path] = known
+        elif seen < ph.version:
+            newer.append((key, ph.version))
+            if len(newer) >= SEEN_CHUNK:
+                db.set_seen_many(newer)
+                newer = []
+    db.set_seen_many(newer)
     frozen: set[str] = set()
     for path in state.latest:  # reported in the relay state's order
         if path in behind:
@@ -167,6 +177,13 @@ class RemoteView(Mapping[str, RemoteEntry]):
     def __getitem__(self, path: str) -> RemoteEntry:
         return self._entry(self._stored(path))
 
+    def get(self, path: str, default: Any = None) -> Any:
+        """``path``'s entry, or ``default`` if the view has none."""
+        if path in self._left_out:
+            return default
+        stored = dict.get(self._latest, path)
+        return default if stored is None else self._entry(stored)
+
     def __contains__(self, path: object) -> bool:
         return path in self._latest and path not in self._left_out
 
@@ -198,20 +215,12 @@ def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: 
     """The planner's view of every relay path outside ``frozen`` (a
     :class:`RemoteView` of ``state.latest``: entries built on access).
 
-    Records each newer version as seen. A path that cannot be a local path
+    A path that cannot be a local path
     is logged and added to ``frozen``; a file the client's filters refuse is
     left out (and acknowledged if this client is expected to receive it, so
     that it does not pin the payload).
     """
     me = repo.client_id
-    newer: list[tuple[str, int]] = []
-    for ph, key, seen in _seen_of(db, state):
-        if seen < ph.version and ph.path not in frozen:
-            newer.append((key, ph.version))
-            if len(newer) >= SEEN_CHUNK:
-                db.set_seen_many(newer)
-                newer = []
-    db.set_seen_many(newer)
     view = RemoteView(state, me, settings.receives)
     latest = state.latest
     for path, stored in dict.items(latest):  # as stored: no placeholder built
@@ -251,9 +260,9 @@ def lost_payloads(settings: ClientSettings, repo: Repository, state: RelayState,
         version = cast(_Version, stored)
         if version.pusher != repo.client_id or version.kind == "tombstone" or state.stored_has_payload(stored):
             continue
-        ph = placeholder_of(state.latest, stored)
-        if state.acks_of(ph) - {repo.client_id}:
+        if state.stored_acks(stored) - {repo.client_id}:
             continue  # acknowledged: reclaimed, not lost
+        ph = placeholder_of(state.latest, stored)
         mine = local.get(path)
         if mine is None or mine.size != ph.size:
             continue

@@ -6,8 +6,9 @@
   matching record once, even when the reader changes records meanwhile;
 * the versions seen, looked up a chunk of keys at a time, are those recorded;
 * the planner's view of the relay is the relay state's own map less the paths
-  it leaves out (frozen, refused by the filters, removed), and marks every
-  version it shows as seen;
+  it leaves out (frozen, refused by the filters, removed);
+* the rollback check freezes every path whose relay version is below the one
+  seen or synced, and records every other version above the one seen;
 * the passes over every relay version that build a placeholder only for the
   few they keep (lost payloads, missed versions) answer as building them all
   would, whether the relay state stores placeholders or index entries.
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -29,7 +31,8 @@ from escale.protocol.objects import Placeholder
 from escale.protocol.repository import LatestMap, RelayState, Repository
 from escale.sync.planner import _ORDER, BaseEntry, LocalFile, RemoteEntry, folders_of, plan
 from escale.sync.receivers import missed_versions
-from escale.sync.relay_view import lost_payloads, remote_view
+from escale.sync.relay_view import lost_payloads, remote_view, rolled_back
+from escale.sync.report import Announcer, PassReport
 from escale.sync.state import SEEN_CHUNK, Delivery, StateDB
 
 PATHS = st.sampled_from(["a", "a/b", "a/c", "b", "b/a", "c", "é", "z/y"])
@@ -192,9 +195,7 @@ def test_remote_view_is_the_relay_state_less_what_it_leaves_out(
             assert sorted(acknowledged) == sorted(
                 path for path, ph in placeholders.items() if path not in frozen and not ph.deleted
                 and path in refused and receives and ph.pusher != "me" and "me" not in versions[path][5])
-            # every version outside ``frozen`` is recorded as seen
-            seen = db.seen_of_keys([ph.key for ph in placeholders.values()])
-            assert seen == {ph.key: ph.version for path, ph in placeholders.items() if path not in frozen}
+            assert db.seen_of_keys([ph.key for ph in placeholders.values()]) == {}  # (rolled_back's job)
         finally:
             db.close()
     # what pop leaves out is gone from every reading; the relay state keeps it
@@ -203,3 +204,30 @@ def test_remote_view_is_the_relay_state_less_what_it_leaves_out(
         assert view.pop(path, "gone") == "gone"
     assert view == expected and len(view) == len(expected) and sorted(view) == sorted(expected)
     assert set(state.latest) == set(placeholders)
+
+
+@settings(max_examples=200, deadline=None)
+@given(VERSIONS, st.dictionaries(PATHS, st.integers(0, 4)), st.dictionaries(PATHS, BASE))
+def test_the_rollback_check_freezes_what_is_behind_and_records_the_rest_as_seen(
+        versions: dict[str, tuple[int, bool, str, str | None, int, set[str]]], seen_before: dict[str, int],
+        base: dict[str, BaseEntry]) -> None:
+    placeholders, state = _relay_state(versions, set(), as_entries=False)
+    repo = cast(Repository, SimpleNamespace(client_id="me", sealer=SimpleNamespace(object_key=lambda p: "k" + p)))
+    with tempfile.TemporaryDirectory() as folder:
+        db = StateDB(os.path.join(folder, "state.db"))
+        try:
+            db.set_seen_many([("k" + path, version) for path, version in seen_before.items()])
+            report = PassReport("me")
+            frozen = rolled_back(db, repo, state, base, report, Announcer("me", logging.getLogger("test")))
+            behind = {path for path, ph in placeholders.items()
+                      if ph.version < max(seen_before.get(path, 0), base[path].version if path in base else 0)}
+            missing = {path for path, entry in base.items() if path not in placeholders and entry.version > 0}
+            assert frozen == behind | missing
+            assert len(report.warnings) == len(frozen)
+            expected = {"k" + path: version for path, version in seen_before.items()}
+            for path, ph in placeholders.items():
+                if path not in behind:
+                    expected[ph.key] = max(expected.get(ph.key, 0), ph.version)
+            assert db.seen_of_keys(["k" + path for path in set(placeholders) | set(seen_before)]) == expected
+        finally:
+            db.close()
