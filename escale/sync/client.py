@@ -65,7 +65,7 @@ from escale.sync.attach import open_client_repository
 from escale.sync.executor import Executor
 from escale.sync.home import check_home
 from escale.sync.labels import conflict_label
-from escale.sync.planner import Plan, plan
+from escale.sync.planner import RECEIVES, Plan, plan
 from escale.sync.quiet import SNAPSHOT_KEY, QuietCheck, was_quiet
 from escale.sync.reads import pooled_reader
 from escale.sync.relay_phase import run_relay_phase
@@ -399,14 +399,13 @@ class SyncClient:
             relay_due = later.needs_lease and not report.busy
         if not self.stop.is_set():
             executor.run_local(state, the_plan)
-        # what was not received stays so (only the local phase receives); the
-        # relay's view is not read after this, and is dropped before the relay phase
-        received = set(report.pulled)
-        received.update(report.conflicts)  # (in place: no second set of every path received)
-        pulls = [a for a in the_plan.of_kind("pull", "pull_copy", "conflict") if a.path not in received]
+        # what was not received stays so (only the local phase receives; the executor
+        # lists what it did not complete); the relay's view is not read after this,
+        # and is dropped before the relay phase
+        pulls = executor.unreceived if executor.unreceived is not None else the_plan.of_kind(*RECEIVES)
         report.pending_down = len(pulls)
         report.pending_down_bytes = sum(remote[a.path].size for a in pulls if a.path in remote)
-        del received, pulls, remote
+        del pulls, remote
         _release(executor, pool)  # the relay phase opens connections of its own
         repo.flush_acks()  # the index layout's one acknowledgement record (before the relay phase)
         if relay_due and not self.stop.is_set():

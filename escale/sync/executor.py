@@ -49,7 +49,7 @@ from escale.protocol.repository import BigReservation, BigUpload, LocalVersion, 
 from escale.relay import Relay
 from escale.sync import delivery, faults, localfs
 from escale.sync.hook import run_hook
-from escale.sync.planner import Action, ActionKind, BaseEntry, LocalFile, Plan
+from escale.sync.planner import RECEIVES, Action, ActionKind, BaseEntry, LocalFile, Plan
 from escale.sync.report import Announcer, PassReport, TransferProgress
 from escale.sync.state import Delivery, StateDB
 from escale.sync.transfers import (
@@ -235,6 +235,10 @@ class Executor:
         #: the pass's transfer connections, if it opened them already (its read of the
         #: relay state used them): run_local's downloads use them, their owner closes them
         self.pool = pool
+        #: the receiving actions (pull, pull_copy, conflict) that :meth:`run_local`
+        #: did not complete (failed, skipped, or not reached when stopped); None
+        #: until it ran
+        self.unreceived: list[Action] | None = None
         #: received files are written without their own fsync and made durable
         #: together (see _settle) where the platform allows it
         self.bulk_durability = localfs.BULK_DURABILITY
@@ -476,14 +480,22 @@ class Executor:
 
     def _run_local(self, state: RelayState, the_plan: Plan) -> None:
         report = self.report
-        for action in the_plan.actions:
+        unreceived: list[Action] = []
+        self.unreceived = unreceived
+        for at, action in enumerate(the_plan.actions):
             if action.kind.startswith("push"):
                 continue
             if self.stop.is_set():
+                unreceived.extend(a for a in the_plan.actions[at:] if a.kind in RECEIVES)
                 return
+            receives = action.kind in RECEIVES
+            if receives:
+                unreceived.append(action)  # until it completes
             try:
                 self.local(state, action)
                 self.progress.advance(action)
+                if receives and _completed(action, report):
+                    unreceived.pop()
             except localfs.LocalChanged as exc:
                 report.skipped.append(action.path)
                 log.info("[%s] %s", self.settings.name, exc)
@@ -947,6 +959,16 @@ class Executor:
         self.report.pushed.append(relay_path)
         self.report.bytes_up += local.size
         log.info("[%s] sent %s (%d bytes)", self.settings.name, relay_path, local.size)
+
+
+def _completed(action: Action, report: PassReport) -> bool:
+    """Whether ``action`` (a receiving one, just carried out without
+    raising) received what it was for: the report's last received path or
+    conflict is its own (a pull_copy whose copy exists already receives
+    nothing)."""
+    done = report.pulled if action.kind == "pull" or (action.kind == "conflict" and action.base is None) \
+        else report.conflicts
+    return bool(done) and done[-1] == action.path
 
 
 def _fetches(action: Action) -> bool:

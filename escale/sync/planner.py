@@ -337,7 +337,7 @@ class Plan:
         the version the receive has yet to fetch, and that version would be
         lost everywhere. The first plan keeps every other action, in order;
         the second holds only the sends that wait."""
-        received = {a.path for a in self.actions if a.kind in _RECEIVES}
+        received = {a.path for a in self.actions if a.kind in RECEIVES}
         later = [a for a in self.actions if a.kind in _SENDS and a.path in received]
         if not later:
             return self, Plan()
@@ -347,7 +347,8 @@ class Plan:
 
 
 _SENDS = frozenset({"push", "push_delete", "push_copy"})
-_RECEIVES = frozenset({"pull", "pull_copy", "conflict"})
+#: the kinds of action that receive a relay version into the local folder
+RECEIVES: frozenset[ActionKind] = frozenset({"pull", "pull_copy", "conflict"})
 
 
 # --------------------------------------------------------------------------- helpers

@@ -87,8 +87,11 @@ def test_a_tampered_payload_in_a_group_fails_alone(tmp_path: Path, target_sftp: 
     groups: list[list[str]] = []
     report = _watched(world, "b", groups).run_pass()
     assert len(report.errors) == 2  # one per tampered payload, each naming its own file
-    assert len({error.split(":")[0] for error in report.errors}) == 2
+    failed = {error.split(":")[0] for error in report.errors}
+    assert len(failed) == 2
     assert len(report.pulled) == len(files) - 2
+    # the two stay to be received, and the report says so (the executor lists what it did not receive)
+    assert report.pending_down == 2 and report.pending_down_bytes == sum(len(files[rel]) for rel in failed)
     assert any(victims[0] in group and len(group) > 1 for group in groups)
     spool = os.path.join(world.path("b"), ".escale", "b", "spool")
     assert not os.path.isdir(spool) or [n for n in os.listdir(spool) if not n.startswith(".")] == []
