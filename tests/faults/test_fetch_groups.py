@@ -29,6 +29,7 @@ from escale.errors import EscaleError, RelayConnectionError
 from escale.relay import Relay, make_relay
 from escale.relay.delegating import DelegatingRelay
 from escale.relay.retry import RetryingRelay
+from escale.sync import faults
 from escale.sync.client import SyncClient
 from tests.faults.world import World, encrypted_pair, relay_get, relay_names, relay_put, small_files, tree, write
 from tests.servers.target import RelayTarget
@@ -122,4 +123,34 @@ def test_a_failed_group_read_is_read_on_the_main_connection_or_fails_its_downloa
     spool = os.path.join(world.path("b"), ".escale", "b", "spool")
     assert not os.path.isdir(spool) or [n for n in os.listdir(spool) if not n.startswith(".")] == []
     world.quiesce(["a", "b"])
+    assert tree(b) == tree(a)
+
+
+def test_a_pass_stopped_while_receiving_reports_what_it_left(tmp_path: Path, target_file: RelayTarget,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # the stop request comes once the third file is downloaded: the pass ends
+    # there, and what it did not receive is pending, with its bytes
+    files = small_files(20, 5)
+    world, a, b = encrypted_pair(str(tmp_path), target_file, files, transfers=1)
+    world.sync("a")
+    client = SyncClient(world.settings("b"))
+    downloaded: list[str] = []
+    real_step = faults.step
+
+    def step(name: str) -> None:
+        real_step(name)
+        if name.startswith("downloaded "):
+            downloaded.append(name)
+            if len(downloaded) == 3:
+                client.stop.set()
+
+    monkeypatch.setattr(faults, "step", step)
+    report = client.run_pass()
+    received = set(report.pulled)
+    assert len(received) == 3 and not report.errors
+    assert report.pending_down == len(files) - 3
+    assert report.pending_down_bytes == sum(len(data) for rel, data in files.items() if rel not in received)
+    monkeypatch.setattr(faults, "step", real_step)
+    rest = world.sync("b")  # the next pass receives the rest, and nothing is left
+    assert len(rest.pulled) == len(files) - 3 and rest.pending_down == 0 and rest.pending_down_bytes == 0
     assert tree(b) == tree(a)
