@@ -491,10 +491,13 @@ class Executor:
             receives = action.kind in RECEIVES
             if receives:
                 unreceived.append(action)  # until it completes
+                noted = len(report.pulled) + len(report.conflicts)
             try:
                 self.local(state, action)
                 self.progress.advance(action)
-                if receives and _completed(action, report):
+                # received: carried out, and noted as received or as a conflict (a pull_copy
+                # whose copy exists already receives nothing)
+                if receives and len(report.pulled) + len(report.conflicts) > noted:
                     unreceived.pop()
             except localfs.LocalChanged as exc:
                 report.skipped.append(action.path)
@@ -959,16 +962,6 @@ class Executor:
         self.report.pushed.append(relay_path)
         self.report.bytes_up += local.size
         log.info("[%s] sent %s (%d bytes)", self.settings.name, relay_path, local.size)
-
-
-def _completed(action: Action, report: PassReport) -> bool:
-    """Whether ``action`` (a receiving one, just carried out without
-    raising) received what it was for: the report's last received path or
-    conflict is its own (a pull_copy whose copy exists already receives
-    nothing)."""
-    done = report.pulled if action.kind == "pull" or (action.kind == "conflict" and action.base is None) \
-        else report.conflicts
-    return bool(done) and done[-1] == action.path
 
 
 def _fetches(action: Action) -> bool:

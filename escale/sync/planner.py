@@ -212,6 +212,9 @@ ActionKind = Literal[
 ]
 
 
+#: the fields of an :class:`Action`, in the order of its constructor's parameters
+ACTION_FIELDS = ("kind", "path", "expect_local", "expect_version", "copy_path", "base", "ack", "reason",
+                 "deliberate", "copy_base")
 #: the rarely set fields of an :class:`Action` (copy_path, base, ack, deliberate,
 #: copy_base) when only the flags may differ from their defaults: one tuple
 #: shared by every action of each combination, by (ack, deliberate)
@@ -288,27 +291,24 @@ class Action(_Value):
         return self._more[4]
 
     def fields(self) -> tuple[object, ...]:
-        """Every field, in the order of the constructor's parameters."""
+        """Every field, in the order of :data:`ACTION_FIELDS` (the
+        constructor's parameters)."""
         copy_path, base, ack, deliberate, copy_base = self._more
         return (self.kind, self.path, self.expect_local, self.expect_version, copy_path, base, ack, self.reason,
                 deliberate, copy_base)
 
     def replace(self, **changes: object) -> Action:
         """A copy with the fields named in ``changes`` set to their values."""
-        names = ("kind", "path", "expect_local", "expect_version", "copy_path", "base", "ack", "reason",
-                 "deliberate", "copy_base")
-        unknown = set(changes) - set(names)
+        unknown = set(changes) - set(ACTION_FIELDS)
         if unknown:
             raise TypeError(f"Action has no field {sorted(unknown)[0]!r}")
-        values = dict(zip(names, self.fields(), strict=True))
+        values = dict(zip(ACTION_FIELDS, self.fields(), strict=True))
         values.update(changes)
         return Action(**values)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
-        kind, path, local, version, copy_path, base, ack, reason, deliberate, copy_base = self.fields()
-        return (f"Action(kind={kind!r}, path={path!r}, expect_local={local!r}, expect_version={version!r}, "
-                f"copy_path={copy_path!r}, base={base!r}, ack={ack!r}, reason={reason!r}, "
-                f"deliberate={deliberate!r}, copy_base={copy_base!r})")
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(ACTION_FIELDS, self.fields(), strict=True))
+        return f"Action({shown})"
 
     def __reduce__(self) -> tuple[type[Action], tuple[object, ...]]:
         return Action, self.fields()
