@@ -178,11 +178,6 @@ def _repository(settings: ClientSettings, db: StateDB, relay: Relay, *, secret: 
     :func:`escale.sync.attach.open_client_repository`)."""
     opened = open_client_repository(settings, db, relay, spool_dir=os.path.join(state_dir_for(settings), "spool"),
                                     secret=secret, kdf=kdf, rebuild=True)
-    if isinstance(opened.repo, IndexRepository):
-        present = {e.basename for e in relay.list() if e.is_dir}
-        for folder in io.FOLDERS:  # a wiped relay: prepare() may remember folders that are gone
-            if folder not in present:
-                relay.mkdir(folder)
     return opened.repo
 
 

@@ -553,6 +553,12 @@ class Repository:
 
     # ----------------------------------------------------------- setup
 
+    def created_now(self) -> None:
+        """Called once, before the first :meth:`read_state`, when this
+        process has just created the repository (not when it rebuilt a
+        missing header): a layout may skip reading what it knows to be
+        empty. This layout reads as always."""
+
     def prepare(self) -> None:
         """Create the layout's missing folders (idempotent; one listing when
         they all exist). Registration happens in :meth:`read_state`."""

@@ -67,7 +67,9 @@ def open_client_repository(
     ``rebuild``: a missing header is created with the identity the state
     knows. A header in another layout than the configuration's raises
     ProtocolError naming both. The spool folder is created (0700); the
-    repository's layout folders are created by :meth:`Repository.prepare`.
+    repository's layout folders are created by :meth:`Repository.prepare`
+    (the index layout makes none ahead). A repository created here is told
+    so (:meth:`Repository.created_now`).
     Raises as :func:`attach_repository` does otherwise. ``pusher_label``
     names this client in the versions it pushes (default: its label).
     """
@@ -106,4 +108,6 @@ def open_client_repository(
         repo.maxpagesize = max(64 * 1024, settings.maxpagesize)
         repo.big_threshold = min(repo.big_threshold, repo.maxpagesize // 4)
     repo.prepare()
+    if attached.created and not rebuild:
+        repo.created_now()
     return OpenedRepository(repo, attached, checksum)

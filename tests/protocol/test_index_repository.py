@@ -255,6 +255,47 @@ def test_reclaim_waits_for_every_receiver_of_every_live_member(setup: Setup) -> 
     assert records == [B, C]
 
 
+def _records(setup: Setup) -> list[str]:
+    return sorted(n for n in os.listdir(setup.path("clients")) if ".ack." in n)
+
+
+def test_a_record_that_would_acknowledge_nothing_is_not_written(setup: Setup) -> None:
+    """A receiver that read an empty index, and a pusher that read only its
+    own versions, write no acknowledgement record; a registered receiver
+    without one still holds every page (absent acknowledges nothing)."""
+    a, b = setup.repo(A), setup.repo(B)
+    for repo in (a, b):
+        repo.read_state()
+        repo.flush_acks()
+    assert _records(setup) == []  # both read an empty index
+    setup.push(a, {"x": b"x" * 100})
+    for _ in range(2):  # the pusher reads only its own version, twice (the second time without a walk)
+        state = a.read_state()
+        a.flush_acks()
+        assert _records(setup) == []
+        with setup.lease(a) as lease:
+            assert a.reclaim(lease, state) == []  # b is registered: its lack of a record keeps the page
+    state = b.read_state()
+    b.fetch(state.latest["x"], io.BytesIO())
+    b.acknowledge(state.latest["x"])
+    b.flush_acks()
+    assert [n.partition(".")[0] for n in _records(setup)] == [B]
+    state = a.read_state()
+    with setup.lease(a) as lease:
+        assert a.reclaim(lease, state) == ["x"]
+
+
+def test_a_receiver_behind_on_another_clients_version_writes_a_record(setup: Setup) -> None:
+    """A receiver that has not yet taken another client's version still
+    writes a record at once (it lists that version as missing)."""
+    a, b = setup.repo(A), setup.repo(B)
+    setup.push(a, {"x": b"x" * 100})
+    b.read_state()
+    b.flush_acks()
+    (name,) = _records(setup)
+    assert name.startswith(B)
+
+
 def test_a_read_with_nothing_new_costs_two_requests(setup: Setup) -> None:
     a = setup.repo(A)
     setup.push(a, {f"d/f{i}": b"%d" % i for i in range(500)})

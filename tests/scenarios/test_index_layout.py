@@ -150,6 +150,19 @@ def test_a_client_whose_setting_disagrees_stops_with_one_line(tmp_path: Path, ta
     assert lines and "index layout" in lines[-1] and "escalectl migrate" in lines[-1]
 
 
+def _push_thousand(world: World, a: str, what: str) -> tuple[Counter[str], int]:
+    """Write 1,000 small files in client "a"'s folder ``a`` and run its pass
+    with the requests counted; return the counts and the pages on the relay."""
+    for i in range(1000):
+        write(a, f"d{i % 10}/f{i:04d}.txt", f"small file {i}\n" * 20)
+    counts: Counter[str] = Counter()
+    report = _counted(world, "a", counts).run_pass()
+    assert len(report.pushed) == 1000
+    pages = len(relay_names(world, "pages"))
+    print(f"\n{what}: {_requests(counts)} requests ({dict(counts)}), {pages} page(s)")
+    return counts, pages
+
+
 def test_request_counts_of_a_big_push_and_of_a_pass_with_nothing_to_do(tmp_path: Path,
                                                                        target_file: RelayTarget) -> None:
     # a long lock timeout: no renewal of the lease (on its own connection) during the push
@@ -158,13 +171,7 @@ def test_request_counts_of_a_big_push_and_of_a_pass_with_nothing_to_do(tmp_path:
     world.sync("a")
     world.sync("b")
     world.sync("a")
-    for i in range(1000):
-        write(a, f"d{i % 10}/f{i:04d}.txt", f"small file {i}\n" * 20)
-    counts: Counter[str] = Counter()
-    report = _counted(world, "a", counts).run_pass()
-    assert len(report.pushed) == 1000
-    pages = len(relay_names(world, "pages"))
-    print(f"\npush of 1000 files: {_requests(counts)} requests ({dict(counts)}), {pages} page(s)")
+    counts, pages = _push_thousand(world, a, "push of 1000 files")
     # the header, clients/ and index/ listed, the lease (list, read the previous record, claim: an
     # atomic exclusive put is not read back), one page, one delta, the release: 8 plus the pages,
     # whatever the number of files; the previous holder's stamp spares a second reading under the
@@ -183,6 +190,24 @@ def test_request_counts_of_a_big_push_and_of_a_pass_with_nothing_to_do(tmp_path:
         assert not report.changed
         print(f"pass with nothing to do ({name}): {_requests(counts)} requests ({dict(counts)})")
         assert _requests(counts) <= 3, counts
+
+
+@pytest.mark.parametrize("created_by", ["the pusher", "another client"])
+def test_a_clients_first_push_stays_within_the_bound(tmp_path: Path, target_file: RelayTarget,
+                                                     created_by: str) -> None:
+    """Issue 10's bound (10 requests plus the pages) holds for a client's
+    very first pass too: one that creates the repository as it pushes (no
+    folder is made ahead, nothing is listed in a repository it just made)
+    and one that joins a repository another client made (no record is
+    written while it would acknowledge nothing)."""
+    world = _index_world(tmp_path, target_file, **{"lock timeout": "600"})
+    a, b = world.add("a"), world.add("b")
+    if created_by == "another client":
+        world.sync("b")
+    counts, pages = _push_thousand(world, a, f"first push of 1000 files ({created_by} created the repository)")
+    assert _requests(counts) <= 10 + pages, counts
+    world.quiesce(["a", "b"])
+    assert tree(b) == tree(a)
 
 
 # ------------------------------------------------------------------ tampering through real processes

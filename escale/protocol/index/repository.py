@@ -155,7 +155,9 @@ _MATERIALISED = "index@materialised"
 _KNOWN = "index@known"
 _MY_ACK = "index@my-ack"
 _MY_ACK_SEQUENCE = "index@my-ack-sequence"
-_PREPARED = "index@prepared"
+#: "<identity> <head>": the index at which this client, with no record yet,
+#: found nothing for one to acknowledge
+_SILENT_AT = "index@silent-at"
 #: content objects this client uploaded or dropped and may have left behind
 #: (a crash between the upload and its delta, or between a drop and the
 #: deletion): they make clean-up due until a listing shows them gone
@@ -247,15 +249,22 @@ class IndexRepository(Repository):
     # ----------------------------------------------------------- setup
 
     def prepare(self) -> None:
-        """Create the layout's folders once (remembered in the state database:
-        later passes spend no request on it)."""
-        if self.meta_cache.get(_PREPARED) == b"1":
-            return
-        present = {e.basename for e in self.relay.list() if e.is_dir}
-        for folder in io.FOLDERS:
-            if folder not in present:
-                self.relay.mkdir(folder)
-        self.meta_cache[_PREPARED] = b"1"
+        """Nothing to do: the layout's folders are not made ahead. Each
+        appears with its first object (every backend's put makes the
+        folders it needs) and every reader takes a missing folder as an
+        empty one, so a client spends no request on folders."""
+
+    def created_now(self) -> None:
+        """Take ``clients/`` and ``index/`` as empty at the next
+        :meth:`read_state` instead of listing them: this process has just
+        created the repository, so they hold at most what other clients
+        wrote in the moments since. Missing that is harmless: a
+        registration read a pass later only delays what reclaim waits for
+        (receivers are counted when reclaiming, not only from the entries),
+        and a commit another client made since takes the lease first, so
+        this client's lease shows a previous holder and the index is read
+        again before any commit (:meth:`state_under_lease`)."""
+        self._prelisted = {CLIENTS: ([], []), io.INDEX: ([], [])}
 
     # ----------------------------------------------------------- the materialised index
 
@@ -565,12 +574,16 @@ class IndexRepository(Repository):
         :meth:`read_state`) and return a SHA-256 of every name, size and time
         listed, with the repository's identity: every commit adds an
         ``index/`` name, every registration or acknowledgement record changes
-        a ``clients/`` entry."""
+        a ``clients/`` entry. A folder known without listing
+        (:meth:`created_now`) is not listed."""
         digest = hashlib.sha256(f"index {self.identity}\n".encode("ascii"))
-        self._prelisted = {}
+        known, self._prelisted = self._prelisted, {}
         for folder in (CLIENTS, io.INDEX):
-            self._temporaries = []  # what Repository._entries collects (read_state starts afresh)
-            entries, temporaries = super()._entries(folder), self._temporaries
+            if folder in known:
+                entries, temporaries = known[folder]
+            else:
+                self._temporaries = []  # what Repository._entries collects (read_state starts afresh)
+                entries, temporaries = super()._entries(folder), self._temporaries
             self._prelisted[folder] = (entries, temporaries)
             for e in sorted(entries + temporaries, key=lambda e: e.name):
                 digest.update(f"{e.name}\0{e.size}\0{e.mtime}\n".encode("utf-8", "surrogateescape"))
@@ -805,7 +818,9 @@ class IndexRepository(Repository):
 
         The record says: every version recorded at or below the index head
         this client read is processed, except those it still lacks (listed).
-        A client that does not receive writes none. Also closes the pages
+        A client that does not receive writes none; nor does one that never
+        wrote one while the index it read holds no content of another
+        client's versions (its record would speak of nothing on the relay). Also closes the pages
         opened for receiving.
         """
         for page in self._open_pages.values():
@@ -817,10 +832,14 @@ class IndexRepository(Repository):
         old = self._my_ack
         if old is not None and old.generation == self.head and not self._acked_now and not self._ack_dirty:
             return  # nothing new to acknowledge, nothing new missing: the record stands (no walk of the index)
+        silent = f"{self.identity} {self.head}".encode("ascii")
+        if old is None and not self._acked_now and self.meta_cache.get(_SILENT_AT) == silent:
+            return  # no record yet, and the index at this head holds nothing for one to say (found before)
         old_generation = old.generation if old is not None else 0
         old_missing = set(old.missing) if old is not None else set()
         missing = []
         changed = old is None
+        says_something = old is not None
         me, head, objects = self.client_id, self.head, self.objects
         for stored in self.entries.stored_values():
             key, version, generation, kind, pusher, obj, _ = stored.brief()
@@ -828,6 +847,7 @@ class IndexRepository(Repository):
                 continue
             if obj is None or obj not in objects:
                 continue
+            says_something = True
             pair = (key, version)
             fresh = generation > old_generation
             if stored in self._acked_now or pair in self._acked_now:
@@ -837,6 +857,13 @@ class IndexRepository(Repository):
                 changed = changed or fresh
         record = AckRecord(self.client_id, self.head, tuple(sorted(missing)))
         self._acked_now.clear()
+        if not says_something:
+            # a first record would say nothing of any content on the relay
+            # (an empty index, only this client's own versions, or others'
+            # whose content is gone): an absent record says as much for
+            # reclaim, so none is written until one would say more
+            self.meta_cache[_SILENT_AT] = silent
+            return
         if not changed and not self._ack_dirty:
             # nothing this record says changed (the head moved by deltas that
             # concern other clients only, or dropped content): the old one stands
