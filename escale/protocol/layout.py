@@ -31,8 +31,8 @@ DATA = "data"
 ACKS = "acks"
 FOLDERS = (CLIENTS, LEASES, META, DATA, ACKS)
 #: Folders of the index layout's own objects (its names and formats live in
-#: :mod:`escale.protocol.index.objects`, whose ``FOLDERS`` add the shared
-#: ``clients/`` and ``lease/``).
+#: :mod:`escale.protocol.index.objects`; it shares ``clients/`` and
+#: ``lease/``, and makes none of its folders ahead).
 INDEX = "index"
 PAGES = "pages"
 BIG = "big"

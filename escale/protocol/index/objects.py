@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar
 
 from escale.derived import DerivedDict
 from escale.errors import ProtocolError
-from escale.protocol.layout import CLIENTS, LEASES, MAX_VERSION
+from escale.protocol.layout import CLIENTS, MAX_VERSION
 from escale.protocol.objects import (
     FORMAT,
     Placeholder,
@@ -53,7 +53,6 @@ from escale.protocol.packed import CLIENT_IDS, LABELS, RECEIVERS, checksum_at, p
 INDEX = "index"
 PAGES = "pages"
 BIG = "big"
-FOLDERS = (CLIENTS, LEASES, INDEX, PAGES, BIG)
 ACK_SUFFIX = ".ack"
 
 #: Bound of a decoded index document (checkpoint, delta, acknowledgement

@@ -820,8 +820,8 @@ class IndexRepository(Repository):
         this client read is processed, except those it still lacks (listed).
         A client that does not receive writes none; nor does one that never
         wrote one while the index it read holds no content of another
-        client's versions (its record would speak of nothing on the relay). Also closes the pages
-        opened for receiving.
+        client's versions (its record would speak of nothing on the relay).
+        Also closes the pages opened for receiving.
         """
         for page in self._open_pages.values():
             page.close()
