@@ -58,11 +58,14 @@ class Setup:
         return LeaseManager(repo.relay, repo.sealer, client_id=repo.client_id, label="t", timeout=600).acquire()
 
     def push(self, repo: IndexRepository, files: dict[str, bytes]) -> None:
+        """A pass's relay phase pushing ``files``: commits, then the end of
+        the lease's changes (as ``run_relay_phase`` does)."""
         state = repo.read_state()
         with self.lease(repo) as lease:
             for path, data in files.items():
                 repo.commit_file(lease, state, LocalVersion(path, len(data), 0, None), io.BytesIO(data))
             repo.commit_pending(lease, state)
+            repo.finish_changes(lease)
 
     def path(self, name: str) -> str:
         return os.path.join(self.root, name)
@@ -358,6 +361,44 @@ def test_the_local_copy_of_the_index_is_trusted_only_while_its_digest_matches(
         state = setup.repo(B, counts=counts).read_state()
     assert "unreadable" not in caplog.text and set(state.latest) == set(files)
     assert counts["get"] == 0 and cache["index@materialised"] == good
+
+
+def test_a_push_of_many_deltas_writes_the_local_copy_once(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits the local journal cannot take leave the copy stale (the
+    highest generation known still moves at each): it is written whole once,
+    when the lease's changes end, not once per delta. A client stopped
+    before that reads the deltas after its older copy from the relay."""
+    monkeypatch.setattr(index_repository, "DELTA_ENTRIES", 10)
+    monkeypatch.setattr(index_repository, "JOURNAL_MIN_ENTRIES", 1)  # no delta fits the journal
+    written: list[int] = []
+    pieces = io_names.checkpoint_pieces
+
+    def counted(generation, objects, entries):  # type: ignore[no-untyped-def]
+        written.append(generation)
+        return pieces(generation, objects, entries)
+
+    monkeypatch.setattr(io_names, "checkpoint_pieces", counted)
+    a = setup.repo(A)
+    files = {f"d/f{i:02d}": b"%d" % i for i in range(50)}
+    state = a.read_state()
+    with setup.lease(a) as lease:
+        for path, data in files.items():
+            a.commit_file(lease, state, LocalVersion(path, len(data), 0, None), io.BytesIO(data))
+        a.commit_pending(lease, state)
+        assert a.head == 5 and a.known == 5 and written == []
+        # stopped here: a new process of this client reads the five deltas from the relay
+        counts: Counter[str] = Counter()
+        again = setup.repo(A, counts=counts)
+        assert set(again.read_state().latest) == set(files)
+        assert counts["get"] == 6, counts  # the five deltas and this client's registration
+        assert written == [5]  # that reading wrote the copy whole (its deltas did not fit the journal)
+        written.clear()
+        a.finish_changes(lease)
+    assert written == [5]
+    counts = Counter()
+    loaded = setup.repo(A, counts=counts)
+    assert set(loaded.read_state().latest) == set(files) and loaded.head == 5
+    assert counts["get"] == 0, counts
 
 
 def test_a_client_that_caught_up_from_a_checkpoint_numbers_and_counts_from_that_index(

@@ -202,6 +202,9 @@ class IndexRepository(Repository):
         #: the generation of that copy, the generations journaled after it,
         #: and how many entries and dropped objects they hold together
         self._copy_head = 0
+        #: commits under the lease moved the index past the copy and its
+        #: journal: the copy is written whole once, by :meth:`finish_changes`
+        self._copy_stale = False
         self._journal: list[int] = []
         self._journal_size = 0
         self._records: dict[str, AckRecord] = {}
@@ -253,6 +256,14 @@ class IndexRepository(Repository):
         appears with its first object (every backend's put makes the
         folders it needs) and every reader takes a missing folder as an
         empty one, so a client spends no request on folders."""
+
+    def finish_changes(self, lease: Lease) -> None:
+        """As :meth:`Repository.finish_changes`; also writes the local copy
+        of the index whole when this lease's commits left it stale (see
+        :meth:`_persist`)."""
+        super().finish_changes(lease)
+        if self._copy_stale:
+            self._persist()
 
     def created_now(self) -> None:
         """Take ``clients/`` and ``index/`` as empty at the next
@@ -343,7 +354,7 @@ class IndexRepository(Repository):
             self._journal.append(generation)
             self._journal_size += _delta_size(delta)
 
-    def _persist(self, applied: Sequence[tuple[IndexDelta, bytes]] = ()) -> None:
+    def _persist(self, applied: Sequence[tuple[IndexDelta, bytes]] = (), *, defer: bool = False) -> None:
         """Keep the index in the state database, after ``applied`` (the
         deltas just applied, each with its encoded form, in order; none: write
         the copy whole).
@@ -351,19 +362,27 @@ class IndexRepository(Repository):
         While the journal has room (:data:`JOURNAL_DELTAS`,
         :data:`JOURNAL_MIN_ENTRIES`, :data:`JOURNAL_SHARE`) and the deltas
         follow the copy and the journal without a gap, each delta is added to
-        the journal (one small write each, whatever the index's size). Else
+        the journal (one small write each, whatever the index's size). Else,
+        with ``defer`` (a commit under the lease), nothing is written but the
+        highest generation known: the copy is marked stale and written whole
+        once by :meth:`finish_changes`, after the lease's last commit, so a
+        push of many deltas does not rewrite the growing index at each one
+        (a crash before that leaves an older copy, and the next pass reads
+        the deltas after it from the relay, as after any older copy). Else
         the copy is written whole (:func:`_sealed_copy`'s form: compressed
         into a spool file as it is made, then stored from there a piece at a
         time, :mod:`escale.protocol.spooled`; never held in memory), and then
         the journal is cleared: a crash
         between the two leaves entries naming the old copy's digest, which
         the next load skips."""
-        if applied and self._journal_fits(applied):
+        if applied and not self._copy_stale and self._journal_fits(applied):
             assert self._copy_digest is not None
             for delta, encoded in applied:
                 self.meta_cache[_journal_key(delta.generation)] = self._copy_digest + b"\n" + _sealed_copy(encoded)
                 self._journal.append(delta.generation)
                 self._journal_size += _delta_size(delta)
+        elif applied and defer:
+            self._copy_stale = True
         else:
             hasher = hashlib.sha256()
             with SpooledValue(self.spool_dir) as copy:
@@ -377,6 +396,7 @@ class IndexRepository(Repository):
             for key in [k for k, _ in self._journal_items()]:
                 del self.meta_cache[key]
             self._journal, self._journal_size = [], 0
+            self._copy_stale = False
         if self.head > self.known:
             self.meta_cache[_KNOWN] = str(self.head).encode("ascii")
 
@@ -1256,7 +1276,7 @@ class IndexRepository(Repository):
         lease.check()
         self._apply(delta, names)
         self._deltas.add(delta.generation)
-        self._persist([(delta, encoded)])
+        self._persist([(delta, encoded)], defer=True)
         del encoded
         filled = self._filled if state.latest is self._filled else None
         if filled is not None:
