@@ -875,7 +875,6 @@ class IndexRepository(Repository):
             elif fresh or pair in old_missing:
                 missing.append(pair)
                 changed = changed or fresh
-        record = AckRecord(self.client_id, self.head, tuple(sorted(missing)))
         self._acked_now.clear()
         if not says_something:
             # a first record would say nothing of any content on the relay
@@ -888,6 +887,7 @@ class IndexRepository(Repository):
             # nothing this record says changed (the head moved by deltas that
             # concern other clients only, or dropped content): the old one stands
             return
+        record = AckRecord(self.client_id, self.head, tuple(sorted(missing)))
         sequence = max([self._my_sequence, *(n for n, _ in self._my_listed)]) + 1
         name = io.ack_record_name(self.client_id, sequence)
         data = record.encode()
