@@ -228,6 +228,11 @@ def test_a_tampered_delta_applies_nothing(setup: Setup) -> None:
     assert b.head == 1 and set(b.entries) == {"f"}
 
 
+def _records(setup: Setup) -> list[str]:
+    """The acknowledgement records in ``clients/``."""
+    return sorted(n for n in os.listdir(setup.path("clients")) if ".ack." in n)
+
+
 def test_reclaim_waits_for_every_receiver_of_every_live_member(setup: Setup) -> None:
     a, b, c = setup.repo(A), setup.repo(B), setup.repo(C)
     for repo in (a, b, c):
@@ -254,12 +259,7 @@ def test_reclaim_waits_for_every_receiver_of_every_live_member(setup: Setup) -> 
     with pytest.raises(RelayNotFound):
         b.fetch(state.latest["x"], io.BytesIO())
     # one record per receiver (each rewrite replaces the previous one)
-    records = sorted(n.partition(".")[0] for n in os.listdir(setup.path("clients")) if ".ack." in n)
-    assert records == [B, C]
-
-
-def _records(setup: Setup) -> list[str]:
-    return sorted(n for n in os.listdir(setup.path("clients")) if ".ack." in n)
+    assert [n.partition(".")[0] for n in _records(setup)] == [B, C]
 
 
 def test_a_record_that_would_acknowledge_nothing_is_not_written(setup: Setup) -> None:
