@@ -63,7 +63,11 @@ answers; no rename), and a group of small reads (:meth:`Relay.get_many`) about
 three: every OPEN sent at once, then every FSTAT and first READ, then the
 rest of any object bigger than one read, and the CLOSEs sent without
 waiting. Reads and writes go in requests as big as the server says it takes
-(``limits@openssh.com``, up to :data:`LARGEST_REQUEST`), else 32 KiB.
+(``limits@openssh.com``, up to :data:`LARGEST_REQUEST`), else 32 KiB. A
+listing on OpenSSH keeps :data:`READDIR_AHEAD` READDIR requests in flight
+(its sftp-server carries out requests one at a time, in order, and answers
+100 names each); elsewhere one at a time. Its answers are parsed here, the
+name, size, time and kind of each entry (no paramiko attribute object).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ import secrets
 import socket
 import stat as stat_module
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, BinaryIO, TypeVar, cast
 
 import paramiko
@@ -261,6 +265,8 @@ class SftpRelay(Relay):
         self._write_request = _READ_REQUEST
         #: objects a group read keeps open at once (:meth:`_probe_limits`)
         self._group_handles = GROUP_HANDLES
+        #: READDIR requests a listing keeps in flight (:meth:`_probe_capabilities`)
+        self._readdir_ahead = 1
 
     def describe(self) -> str:
         return f"sftp://{self.username}@{self.host}:{self.port}/{self.root.lstrip('/')}"
@@ -511,6 +517,7 @@ class SftpRelay(Relay):
     def _probe_capabilities(self) -> None:
         """Learn what this server does, and declare it in :attr:`capabilities`."""
         self._openssh = self.server_version.startswith("SSH-2.0-OpenSSH")
+        self._readdir_ahead = READDIR_AHEAD if self._openssh else 1
         sftp = self._client()
         missing = self._path(TEMP_PREFIX + "probe-" + secrets.token_hex(8))
         try:
@@ -677,10 +684,14 @@ class SftpRelay(Relay):
     # ----------------------------------------------------------- operations
 
     def _list(self, folder: str) -> list[Entry]:
+        prefix = f"{folder}/" if folder else ""
+        ahead = self._readdir_ahead
+
         def scan(sftp: paramiko.SFTPClient) -> list[Entry]:
             return [
-                self._entry(f"{folder}/{filename}" if folder else filename, attrs)
-                for filename, attrs in _listdir_lenient(sftp, self._path(folder))
+                Entry(name=prefix + filename, size=0 if is_dir else size,
+                      mtime=float(mtime) if mtime is not None else None, is_dir=is_dir)
+                for filename, size, mtime, is_dir in _listed(sftp, self._path(folder), ahead)
                 if filename not in (".", "..")
             ]
 
@@ -1024,38 +1035,108 @@ class SftpRelay(Relay):
         return self._statvfs(self._path(""))
 
 
-def _listdir_lenient(sftp: paramiko.SFTPClient, path: str) -> Iterator[tuple[str, paramiko.SFTPAttributes]]:
-    """``listdir_attr`` that survives a name which is not UTF-8, yielding
-    each entry as its READDIR answer is read (the caller keeps what it needs
-    of each: a folder of 100,000 names never holds 100,000 of paramiko's
-    attribute objects at once). Consume it whole: the directory handle is
-    closed at the end (or when the generator is closed).
+#: READDIR requests kept in flight by a listing on a server that carries
+#: out requests one at a time, in order (OpenSSH's sftp-server): each answer
+#: holds up to 100 names there, so a folder of 100,000 names costs 1,000
+#: answers, waited for one after the other without it
+READDIR_AHEAD = 16
+#: SFTP version 3 attribute flags (draft-ietf-secsh-filexfer-02, section 5)
+_ATTR_SIZE, _ATTR_UIDGID, _ATTR_PERMISSIONS, _ATTR_ACMODTIME = 0x1, 0x2, 0x4, 0x8
+_ATTR_EXTENDED = 0x80000000
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 
-    paramiko decodes listed names strictly, so one such name fails the whole
-    listing; here it is decoded with lone surrogates, which base.list refuses
-    (one warning) while the other names stay listed. Same requests as
-    paramiko's own (OPENDIR, READDIR until EOF, CLOSE).
-    """
+
+def _listed(sftp: paramiko.SFTPClient, path: str, ahead: int) -> Generator[tuple[str, int, int | None, bool]]:
+    """The entries of folder ``path`` as ``(name, size, mtime, is_dir)``
+    (size and mtime as the server states them, 0 and None when it does not),
+    yielded as each READDIR answer is read: a folder of 100,000 names never
+    holds an object per entry beyond the caller's. Consume it whole: the
+    folder handle is closed at the end (or when the generator is closed).
+    Requests: OPENDIR, READDIR until the end-of-folder status, CLOSE.
+
+    ``ahead``: READDIR requests kept in flight (1: each waited for before
+    the next is sent). More than one only where the server carries out the
+    requests of a handle in order, one after the other: every answer is then
+    the next part of the folder, and those asked after the end answer the
+    end again (or, on a file system that lists a name made meanwhile after
+    its end, that name: kept, as a name made during any listing may be);
+    each is taken before the handle is closed.
+
+    A name that is not UTF-8 is decoded with lone surrogates (paramiko's
+    own listing fails the whole folder on it), which :meth:`Relay.list`
+    refuses with one warning while the other names stay listed. An answer
+    out of the protocol (a truncated entry, a packet of another type)
+    raises SSHException, as a lost session does EOFError."""
     client: Any = sftp  # paramiko's request plumbing is not in its type stubs
-    attributes: Any = paramiko.SFTPAttributes
     kind, msg = client._request(paramiko_sftp.CMD_OPENDIR, path)
     if kind != paramiko_sftp.CMD_HANDLE:
         raise paramiko.SSHException("sftp server answered an opendir without a handle")
     handle = msg.get_binary()
+    replies = _Replies()
+    waiting: collections.deque[int] = collections.deque()
     try:
-        while True:
+        ended = False
+        while not ended or waiting:
+            while not ended and len(waiting) < ahead:
+                waiting.append(client._async_request(replies, paramiko_sftp.CMD_READDIR, handle))
             try:
-                kind, msg = client._request(paramiko_sftp.CMD_READDIR, handle)
-            except EOFError:
-                break
+                kind, msg = _reply(client, replies, waiting.popleft())
+            except EOFError:  # the end-of-folder status (a lost session raises from paramiko's reads)
+                ended = True
+                continue
             if kind != paramiko_sftp.CMD_NAME:
                 raise paramiko.SSHException("sftp server answered a readdir without names")
-            for _ in range(msg.get_int()):
-                filename = msg.get_string().decode("utf-8", "surrogateescape")
-                longname = msg.get_string().decode("utf-8", "replace")
-                yield filename, attributes._from_msg(msg, filename, longname)
+            yield from _names(msg)
     finally:
+        for num in waiting:  # a generator closed early: take the answers still due
+            try:
+                _reply(client, replies, num)
+            except (EOFError, OSError, paramiko.SSHException):
+                break
         client._request(paramiko_sftp.CMD_CLOSE, handle)
+
+
+def _names(msg: paramiko.Message) -> Iterator[tuple[str, int, int | None, bool]]:
+    """The entries of one NAME answer (its request number already read), as
+    :func:`_listed` yields them, parsed from the packet's bytes."""
+    data = msg.asbytes()
+    at = msg.packet.tell()
+    try:
+        (count,) = _U32.unpack_from(data, at)
+        at += 4
+        for _ in range(count):
+            (length,) = _U32.unpack_from(data, at)
+            at += 4
+            name = data[at:at + length].decode("utf-8", "surrogateescape")
+            at += length
+            (length,) = _U32.unpack_from(data, at)  # the "long name", for people: skipped
+            at += 4 + length
+            (flags,) = _U32.unpack_from(data, at)
+            at += 4
+            size, mode, mtime = 0, 0, None
+            if flags & _ATTR_SIZE:
+                (size,) = _U64.unpack_from(data, at)
+                at += 8
+            if flags & _ATTR_UIDGID:
+                at += 8
+            if flags & _ATTR_PERMISSIONS:
+                (mode,) = _U32.unpack_from(data, at)
+                at += 4
+            if flags & _ATTR_ACMODTIME:
+                (mtime,) = _U32.unpack_from(data, at + 4)
+                at += 8
+            if flags & _ATTR_EXTENDED:
+                (pairs,) = _U32.unpack_from(data, at)
+                at += 4
+                for _ in range(2 * pairs):
+                    (length,) = _U32.unpack_from(data, at)
+                    at += 4 + length
+            if at > len(data):  # a name or a skipped field cut short
+                raise struct.error("an entry runs past the end of the answer")
+            yield name, size, mtime, stat_module.S_ISDIR(mode)
+    except struct.error as exc:
+        raise paramiko.SSHException(f"sftp server sent a folder listing cut short ({exc})") from None
 
 
 class _SftpClient(paramiko.SFTPClient):

@@ -1,23 +1,27 @@
 """The sftp backend's pipelined small-object paths, on real servers: whole
 objects at every size around the read request and the ``limit``, objects
 bigger than the channel window both ways (the client's own packet buffer),
-groups of exclusive puts, and a write the server refuses never moved into
-place."""
+groups of exclusive puts, a write the server refuses never moved into
+place, and listings: folders of many READDIR answers (kept in flight on
+OpenSSH), a listing left early, and the answers parsed field by field."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import struct
 from collections.abc import Iterator
 
+import paramiko
 import pytest
 
 from escale.errors import ObjectTooLarge, RelayPermissionDenied
 from escale.relay import make_relay
 from escale.relay.base import Relay
-from escale.relay.sftp import LARGEST_REQUEST, SftpRelay
+from escale.relay.sftp import LARGEST_REQUEST, READDIR_AHEAD, SftpRelay, _listed, _names
 from tests.servers.rclone import RcloneSftpServer
 from tests.servers.sshd import SshServer, sshd_refusing
+from tests.servers.target import plant_file
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,7 +29,8 @@ SIZES = [0, 1, 4096, LARGEST_REQUEST - 1, LARGEST_REQUEST, LARGEST_REQUEST + 1, 
 
 
 @pytest.fixture(params=["openssh", "rclone"])
-def relay(request: pytest.FixtureRequest) -> Iterator[Relay]:
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[SshServer | RcloneSftpServer, SftpRelay, str]]:
+    """A server (OpenSSH's, rclone's), a relay open on a new folder of it, and that folder's name."""
     if request.param == "openssh":
         server: SshServer | RcloneSftpServer = request.getfixturevalue("sshd_server")
     else:
@@ -36,9 +41,14 @@ def relay(request: pytest.FixtureRequest) -> Iterator[Relay]:
     opened.open()
     opened.create_root()
     try:
-        yield opened
+        yield server, opened, folder
     finally:
         opened.close()
+
+
+@pytest.fixture
+def relay(served: tuple[SshServer | RcloneSftpServer, SftpRelay, str]) -> Relay:
+    return served[1]
 
 
 def _content(size: int) -> bytes:
@@ -156,3 +166,83 @@ def test_refused_write_is_never_moved_into_place(write_refusing_sshd: SshServer)
         assert relay.list_temporaries("c") == []
     finally:
         relay.close()
+
+
+#: more names than a dozen READDIR answers hold (OpenSSH answers 100 at a time)
+MANY_NAMES = 1234
+
+
+def _plant_on_disk(server: SshServer | RcloneSftpServer, folder: str, names: list[str]) -> None:
+    """Write each of ``names`` (content: ``len(name) % 7`` zero bytes) into
+    the served folder on disk, before the server has listed its folder (the
+    rclone server caches what it listed)."""
+    for name in names:
+        plant_file(server.root, folder, name, bytes(len(name) % 7))
+
+
+def test_a_folder_of_many_answers_is_listed_whole(served: tuple[SshServer | RcloneSftpServer, SftpRelay, str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Every name of a folder bigger than many READDIR answers, with its size
+    and kind (READDIR kept in flight on OpenSSH, one at a time elsewhere); on
+    OpenSSH a name that is not UTF-8 is left out with a warning, the others
+    listed; the session is in step after it."""
+    server, relay, folder = served
+    names = [f"l/{number:0{1 + number % 9}d}" for number in range(MANY_NAMES)]
+    _plant_on_disk(server, folder, [*names, "l/sub/inside"])
+    if isinstance(server, SshServer):
+        _plant_on_disk(server, folder, ["l/bad-\udcff"])  # the byte 0xff in the name on disk
+    listed = relay.list("l")
+    files = [e for e in listed if not e.is_dir]
+    assert [(e.name, e.size) for e in files] == sorted((name, len(name) % 7) for name in names)
+    assert all(e.mtime is not None for e in files)
+    assert [e.name for e in listed if e.is_dir] == ["l/sub"]
+    if isinstance(server, SshServer):
+        assert [r.getMessage() for r in caplog.records if "bad-" in r.getMessage()], "no warning for the name"
+    assert relay.stat(names[3]).size == len(names[3]) % 7  # paramiko's own request after ours: in step
+    assert relay.get_bytes(names[6]) == bytes(len(names[6]) % 7)
+
+
+def test_a_listing_left_early_takes_its_answers_and_closes(served: tuple[SshServer | RcloneSftpServer, SftpRelay,
+                                                                         str]) -> None:
+    """A listing whose reader stops after one entry (READDIR requests still
+    in flight on OpenSSH) takes their answers and closes the folder: the
+    session goes on."""
+    server, relay, folder = served
+    assert relay._readdir_ahead == (READDIR_AHEAD if isinstance(server, SshServer) else 1)
+    names = [f"e/{number:05d}" for number in range(MANY_NAMES)]
+    _plant_on_disk(server, folder, names)
+    listing = _listed(relay._client(), relay._path("e"), relay._readdir_ahead)
+    next(listing)
+    listing.close()
+    assert [e.name for e in relay.list("e")] == names
+    assert relay.get_bytes(names[-1]) == bytes(len(names[-1]) % 7)
+
+
+def _name_answer(*entries: bytes) -> paramiko.Message:
+    body = paramiko.Message()
+    body.add_int(len(entries))
+    for entry in entries:
+        body.add_bytes(entry)
+    return paramiko.Message(body.asbytes())
+
+
+def _entry(name: bytes, attributes: bytes) -> bytes:
+    return struct.pack(">I", len(name)) + name + struct.pack(">I", 4) + b"long" + attributes
+
+
+def test_an_answer_parsed_field_by_field() -> None:
+    """Each attribute the flags announce is read or skipped in its place;
+    the size and time only when stated."""
+    every = struct.pack(">IQIIIII", 0x1 | 0x2 | 0x4 | 0x8 | 0x80000000, 42, 1000, 1000, 0o40755, 7, 1_700_000_000)
+    every += struct.pack(">I", 1) + struct.pack(">I", 3) + b"k@x" + struct.pack(">I", 1) + b"v"
+    bare = struct.pack(">I", 0)
+    answer = _name_answer(_entry(b"dir", every), _entry(b"bare", bare), _entry("é".encode(), bare))
+    assert list(_names(answer)) == [("dir", 42, 1_700_000_000, True), ("bare", 0, None, False), ("é", 0, None, False)]
+
+
+@pytest.mark.parametrize("cut", [3, 6, 9, 14, 20, 27])
+def test_an_answer_cut_short_is_a_protocol_error(cut: int) -> None:
+    entry = _entry(b"name", struct.pack(">IQ", 0x1, 5))
+    answer = _name_answer(entry[:cut])
+    with pytest.raises(paramiko.SSHException, match="cut short"):
+        list(_names(answer))
