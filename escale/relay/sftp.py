@@ -1045,6 +1045,10 @@ _ATTR_SIZE, _ATTR_UIDGID, _ATTR_PERMISSIONS, _ATTR_ACMODTIME = 0x1, 0x2, 0x4, 0x
 _ATTR_EXTENDED = 0x80000000
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+#: the attributes OpenSSH states for every entry, in their order: size, uid
+#: and gid, permissions, access and modification times
+_ATTR_USUAL = _ATTR_SIZE | _ATTR_UIDGID | _ATTR_PERMISSIONS | _ATTR_ACMODTIME
+_USUAL = struct.Struct(">QIIIII")
 
 
 def _listed(sftp: paramiko.SFTPClient, path: str, ahead: int) -> Generator[tuple[str, int, int | None, bool]]:
@@ -1114,6 +1118,11 @@ def _names(msg: paramiko.Message) -> Iterator[tuple[str, int, int | None, bool]]
             at += 4 + length
             (flags,) = _U32.unpack_from(data, at)
             at += 4
+            if flags == _ATTR_USUAL:  # what OpenSSH states for every entry: one unpack
+                size, _uid, _gid, mode, _atime, mtime = _USUAL.unpack_from(data, at)
+                at += _USUAL.size
+                yield name, size, mtime, stat_module.S_ISDIR(mode)
+                continue
             size, mode, mtime = 0, 0, None
             if flags & _ATTR_SIZE:
                 (size,) = _U64.unpack_from(data, at)

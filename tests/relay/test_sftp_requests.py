@@ -236,13 +236,20 @@ def test_an_answer_parsed_field_by_field() -> None:
     every = struct.pack(">IQIIIII", 0x1 | 0x2 | 0x4 | 0x8 | 0x80000000, 42, 1000, 1000, 0o40755, 7, 1_700_000_000)
     every += struct.pack(">I", 1) + struct.pack(">I", 3) + b"k@x" + struct.pack(">I", 1) + b"v"
     bare = struct.pack(">I", 0)
-    answer = _name_answer(_entry(b"dir", every), _entry(b"bare", bare), _entry("é".encode(), bare))
-    assert list(_names(answer)) == [("dir", 42, 1_700_000_000, True), ("bare", 0, None, False), ("é", 0, None, False)]
+    answer = _name_answer(_entry(b"dir", every), _entry(b"bare", bare), _entry("é".encode(), bare),
+                          _entry(b"usual", USUAL))
+    assert list(_names(answer)) == [("dir", 42, 1_700_000_000, True), ("bare", 0, None, False),
+                                    ("é", 0, None, False), ("usual", 9, 1_600_000_000, False)]
 
 
-@pytest.mark.parametrize("cut", [3, 6, 9, 14, 20, 27])
-def test_an_answer_cut_short_is_a_protocol_error(cut: int) -> None:
-    entry = _entry(b"name", struct.pack(">IQ", 0x1, 5))
+#: what OpenSSH states of a file: size, uid and gid, permissions, times
+USUAL = struct.pack(">IQIIIII", 0xF, 9, 1000, 1000, 0o100644, 5, 1_600_000_000)
+
+
+@pytest.mark.parametrize(("attributes", "cut"), [(struct.pack(">IQ", 0x1, 5), cut) for cut in (3, 6, 9, 14, 20, 27)]
+                         + [(USUAL, cut) for cut in (19, 25, 47)])
+def test_an_answer_cut_short_is_a_protocol_error(attributes: bytes, cut: int) -> None:
+    entry = _entry(b"name", attributes)
     answer = _name_answer(entry[:cut])
     with pytest.raises(paramiko.SSHException, match="cut short"):
         list(_names(answer))
