@@ -838,8 +838,21 @@ def plan(
     listed = getattr(remote, "live_folders", None)  # a RemoteView answers without building its entries
     relay_folders = listed() if callable(listed) else folders_of(p for p, e in remote.items() if not e.deleted)
     local_folders = folders_of(local) if local_folders is None else local_folders
+    # a RemoteView tells a path's version and whether an acknowledgement is due
+    # without building its entry: a path in sync is planned from those alone
+    version_of = getattr(remote, "version_of", None)
+    ack_due = getattr(remote, "ack_due", None)
     for path in _union_sorted(local, remote, base):
-        here, there, agreed = local.get(path), remote.get(path), base.get(path)
+        here, agreed = local.get(path), base.get(path)
+        if (agreed is not None and version_of is not None and ack_due is not None
+                and path not in relay_folders and path not in local_folders
+                and version_of(path) == agreed.version and not _local_changed(here, agreed)):
+            # in sync (plan_path's first rule for a path synced before, whatever the mode)
+            if ack_due(path):
+                result.actions.append(Action("ack", path, expect_version=agreed.version,
+                                             reason="acknowledgement missing"))
+            continue
+        there = remote.get(path)
         path_access = access.get(path, Access())
         if path in relay_folders or path in local_folders:
             taken = plan_name_taken_by_folder(path, here, there, agreed, mode=mode, label=label,

@@ -177,6 +177,27 @@ class RemoteView(Mapping[str, RemoteEntry]):
     def __getitem__(self, path: str) -> RemoteEntry:
         return self._entry(self._stored(path))
 
+    def version_of(self, path: str) -> int | None:
+        """The version of ``path``'s entry (what :meth:`get` would give it),
+        read from what is stored: no entry built; None when the view has none."""
+        if path in self._left_out:
+            return None
+        stored = dict.get(self._latest, path)
+        return None if stored is None else cast(_Version, stored).version
+
+    def ack_due(self, path: str) -> bool:
+        """Whether ``path``'s entry (which the view must have) expects this
+        client to acknowledge it and has no acknowledgement of it: the
+        planner's ``remote.expects_me and not remote.acked and not
+        remote.deleted``, without building the entry (the acknowledgements
+        are looked up only for another client's file version)."""
+        if not self._receives:
+            return False
+        stored = cast(_Version, self._stored(path))
+        if stored.kind == "tombstone" or stored.pusher == self._me:
+            return False
+        return self._me not in self._state.stored_acks(stored)
+
     def get(self, path: str, default: Any = None) -> Any:
         """``path``'s entry, or ``default`` if the view has none."""
         if path in self._left_out:

@@ -6,7 +6,9 @@
   matching record once, even when the reader changes records meanwhile;
 * the versions seen, looked up a chunk of keys at a time, are those recorded;
 * the planner's view of the relay is the relay state's own map less the paths
-  it leaves out (frozen, refused by the filters, removed);
+  it leaves out (frozen, refused by the filters, removed), and the plan made
+  from it (a path in sync planned without building its entry) is the plan
+  made from every entry built;
 * the rollback check freezes every path whose relay version is below the one
   seen or synced, and records every other version above the one seen;
 * the passes over every relay version that build a placeholder only for the
@@ -191,6 +193,12 @@ def test_remote_view_is_the_relay_state_less_what_it_leaves_out(
             assert view.live_folders() == folders_of(p for p, e in expected.items() if not e.deleted)
             for path in expected:
                 assert view.placeholder(path) == placeholders[path]
+            # what the planner reads of a path in sync, without building its entry
+            for path in set(placeholders) | frozen | refused:
+                entry = expected.get(path)
+                assert view.version_of(path) == (entry.version if entry is not None else None)
+                if entry is not None:
+                    assert view.ack_due(path) == (entry.expects_me and not entry.acked and not entry.deleted)
             # a refused file is acknowledged when this client is expected to receive it
             assert sorted(acknowledged) == sorted(
                 path for path, ph in placeholders.items() if path not in frozen and not ph.deleted
@@ -204,6 +212,34 @@ def test_remote_view_is_the_relay_state_less_what_it_leaves_out(
         assert view.pop(path, "gone") == "gone"
     assert view == expected and len(view) == len(expected) and sorted(view) == sorted(expected)
     assert set(state.latest) == set(placeholders)
+
+
+@settings(max_examples=300, deadline=None)
+@given(VERSIONS, st.sets(st.sampled_from(["p1", "p2"]), max_size=1), st.sets(PATHS), st.dictionaries(PATHS, LOCAL),
+       st.dictionaries(PATHS, BASE), st.booleans(), st.booleans(),
+       st.sampled_from(["shared", "download", "conservative", "upload"]))
+def test_the_plan_from_the_view_is_the_plan_from_every_entry_built(
+        versions: dict[str, tuple[int, bool, str, str | None, int, set[str]]], present: set[str],
+        frozen: set[str], local: dict[str, LocalFile], base: dict[str, BaseEntry], receives: bool,
+        as_entries: bool, mode: str) -> None:
+    """The planner takes a path in sync from the view's version and
+    acknowledgement answers alone; its plan is the one it makes from a
+    dictionary of every entry built."""
+    _placeholders, state = _relay_state(versions, present, as_entries)
+    settings_ = cast(ClientSettings, SimpleNamespace(receives=receives, local_path="/nonexistent",
+                                                     filters=SimpleNamespace(accepts_file=lambda path: True)))
+    repo = cast(Repository, SimpleNamespace(client_id="me", acknowledge=lambda ph: None))
+    with tempfile.TemporaryDirectory() as folder:
+        db = StateDB(os.path.join(folder, "state.db"))
+        try:
+            view = remote_view(settings_, db, repo, state, set(frozen))
+        finally:
+            db.close()
+    built = dict(view)
+    from_view = plan(local, view, base, mode=mode, label="me")  # type: ignore[arg-type]
+    from_built = plan(local, built, base, mode=mode, label="me")  # type: ignore[arg-type]
+    assert from_view.actions == from_built.actions
+    assert from_view.held == from_built.held and from_view.notes == from_built.notes
 
 
 @settings(max_examples=200, deadline=None)
