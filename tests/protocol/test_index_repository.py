@@ -23,6 +23,7 @@ import pytest
 
 from bench.counting import CountingRelay
 from escale.errors import IntegrityError, ProtocolError, RelayNotFound
+from escale.protocol.index import local_copy
 from escale.protocol.index import objects as io_names
 from escale.protocol.index import repository as index_repository
 from escale.protocol.index.pages import open_page
@@ -340,7 +341,7 @@ def test_the_local_copy_of_the_index_is_trusted_only_while_its_digest_matches(
     setup.repo(B).read_state()
     cache = setup.caches[B]
     good = cache["index@materialised"]
-    assert good.startswith(index_repository._COPY_MAGIC)
+    assert good.startswith(index_repository._PACKED_MAGIC)
 
     # a damaged copy is noticed and the index is read again from the relay
     damaged = bytearray(good)
@@ -353,14 +354,21 @@ def test_the_local_copy_of_the_index_is_trusted_only_while_its_digest_matches(
     assert set(state.latest) == set(files) and counts["get"] >= 1
     assert cache["index@materialised"] == good  # written again, whole
 
-    # a copy kept before digests (the bare checkpoint) is checked field by field, then kept with its digest
-    caplog.clear()
-    cache["index@materialised"] = bytes(index_repository._unsealed_copy(good) or b"")
-    counts.clear()
-    with caplog.at_level("WARNING"):
-        state = setup.repo(B, counts=counts).read_state()
-    assert "unreadable" not in caplog.text and set(state.latest) == set(files)
-    assert counts["get"] == 0 and cache["index@materialised"] == good
+    # a copy of the JSON form (an older escale's, or one of an index holding an entry that does not
+    # pack) is read as it is, its digest checked
+    loaded = setup.repo(B)
+    loaded.read_state()
+    bare = io_names.Checkpoint(generation=loaded.head, entries=tuple(loaded.entries.values()),
+                               objects=dict(loaded.objects)).encode()
+    for kept in (index_repository._sealed_copy(bare), bare):
+        caplog.clear()
+        cache["index@materialised"] = kept
+        counts.clear()
+        with caplog.at_level("WARNING"):
+            state = setup.repo(B, counts=counts).read_state()
+        assert "unreadable" not in caplog.text and set(state.latest) == set(files)
+        # a copy kept before digests (the bare checkpoint) is checked field by field, then kept with its digest
+        assert counts["get"] == 0 and cache["index@materialised"] == index_repository._sealed_copy(bare)
 
 
 def test_a_push_of_many_deltas_writes_the_local_copy_once(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,13 +379,14 @@ def test_a_push_of_many_deltas_writes_the_local_copy_once(setup: Setup, monkeypa
     monkeypatch.setattr(index_repository, "DELTA_ENTRIES", 10)
     monkeypatch.setattr(index_repository, "JOURNAL_MIN_ENTRIES", 1)  # no delta fits the journal
     written: list[int] = []
-    pieces = io_names.checkpoint_pieces
+    for module, writer in ((io_names, "checkpoint_pieces"), (local_copy, "packed_copy_pieces")):
+        pieces = getattr(module, writer)
 
-    def counted(generation, objects, entries):  # type: ignore[no-untyped-def]
-        written.append(generation)
-        return pieces(generation, objects, entries)
+        def counted(generation, objects, entries, pieces=pieces):  # type: ignore[no-untyped-def]
+            written.append(generation)
+            return pieces(generation, objects, entries)
 
-    monkeypatch.setattr(io_names, "checkpoint_pieces", counted)
+        monkeypatch.setattr(module, writer, counted)
     a = setup.repo(A)
     files = {f"d/f{i:02d}": b"%d" % i for i in range(50)}
     state = a.read_state()

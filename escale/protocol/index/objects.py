@@ -715,6 +715,11 @@ _U32 = struct.Struct("<I")
 _OFFSETS = struct.Struct("<QQ")
 _BRIEF = struct.Struct("<B16sII")
 _CODES = struct.Struct("<HHH")
+#: where the head's codes are
+_CODES_AT = _HEAD.size - _CODES.size
+#: the form of a record, as the local copy names it (:mod:`escale.protocol.index.local_copy`
+#: refuses a copy of records of another form): change it with the record's layout
+RECORD_LAYOUT = f"entry-1 {_HEAD.format} {_LOC.format}"
 _PAGE_PARTS = re.compile(rf"{PAGES}/([0-9]{{12,19}})\.([0-9a-f]{{16}})")
 #: where a record's page generation and name tag are (after the head, offset and length)
 _NAME_AT = _HEAD.size + 16
@@ -746,6 +751,24 @@ class PackedEntry(bytes):
     """
 
     __slots__ = ()
+
+    #: the length of the shortest record (a head and an empty path)
+    SMALLEST = _HEAD.size
+
+    def recoded(self, clients: list[int], labels: list[int], receivers: list[int],
+                algorithms: list[int]) -> PackedEntry:
+        """This record with its codes replaced through the maps given (a
+        stored code ``c`` of the client-id table becomes ``clients[c]``, and
+        so on): a record made in another process, whose tables gave other
+        codes. IndexError for a code beyond a map."""
+        out = bytearray(self)
+        pusher, label, group = _CODES.unpack_from(out, _CODES_AT)
+        _CODES.pack_into(out, _CODES_AT, clients[pusher], labels[label], receivers[group])
+        flags = out[0]
+        if flags & _CHECKSUM:
+            at = _HEAD.size + (_LOC.size if flags & _LOCATED else 0)
+            out[at] = algorithms[out[at]]
+        return PackedEntry(out)
 
     def _tail(self) -> int:
         """Where the optional parts after the head end (the path's start)."""

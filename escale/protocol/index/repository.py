@@ -61,6 +61,7 @@ from escale.errors import (
 )
 from escale.protocol import spooled
 from escale.protocol.identity import checksum_read, trusted_checksum
+from escale.protocol.index import local_copy
 from escale.protocol.index import objects as io
 from escale.protocol.index.acked import Acknowledged
 from escale.protocol.index.objects import (
@@ -179,6 +180,8 @@ JOURNAL_SHARE = 8
 #: the start of the materialised index kept in the state database (then the
 #: SHA-256 of the encoded checkpoint in hex, a newline, the checkpoint)
 _COPY_MAGIC = b"escale-index-copy-1 sha256:"
+#: the first line of the local copy in its packed form (:mod:`escale.protocol.index.local_copy`)
+_PACKED_MAGIC = b"escale-index-copy-2 sha256:"
 
 
 class IndexRepository(Repository):
@@ -294,11 +297,15 @@ class IndexRepository(Repository):
         if data is None:
             return
         what = "the local copy of the index"
-        encoded = _unsealed_copy(data)
+        packed = _unsealed_copy(data, _PACKED_MAGIC)
+        encoded = None if packed is not None else _unsealed_copy(data)
         # the entries go into the packed index as they are decoded (no list of them is made)
         entries = PackedIndex()
         try:
-            if encoded is not None:
+            if packed is not None:
+                checkpoint = local_copy.read_packed_copy(packed, what, limit=LOCAL_COPY_LIMIT, into=entries)
+                digest = data[len(_PACKED_MAGIC):len(_PACKED_MAGIC) + 64]
+            elif encoded is not None:
                 checkpoint = Checkpoint.decode_trusted(encoded, what, limit=LOCAL_COPY_LIMIT, into=entries)
                 digest = data[len(_COPY_MAGIC):len(_COPY_MAGIC) + 64]
             else:
@@ -385,13 +392,17 @@ class IndexRepository(Repository):
             self._copy_stale = True
         else:
             hasher = hashlib.sha256()
+            # the records as they are where every entry is one, else the checkpoint's JSON
+            if local_copy.packs_whole(self.entries.stored_values()):
+                pieces, magic = local_copy.packed_copy_pieces(self.head, self.objects, self._in_order()), _PACKED_MAGIC
+            else:
+                pieces, magic = io.checkpoint_pieces(self.head, self.objects, self._in_order()), _COPY_MAGIC
             with SpooledValue(self.spool_dir) as copy:
-                for chunk in io.compress_stream(io.checkpoint_pieces(self.head, self.objects, self._in_order()),
-                                                io.LOCAL_LEVEL):
+                for chunk in io.compress_stream(pieces, io.LOCAL_LEVEL):
                     hasher.update(chunk)
                     copy.append(chunk)
                 digest = hasher.hexdigest().encode("ascii")
-                spooled.store(self.meta_cache, _MATERIALISED, copy, head=_copy_head(digest))
+                spooled.store(self.meta_cache, _MATERIALISED, copy, head=_copy_head(digest, magic))
             self._copy_digest, self._copy_head = digest, self.head
             for key in [k for k, _ in self._journal_items()]:
                 del self.meta_cache[key]
@@ -1535,20 +1546,22 @@ def _sealed_copy(encoded: bytes) -> bytes:
     return _copy_head(hashlib.sha256(encoded).hexdigest().encode("ascii")) + encoded
 
 
-def _copy_head(digest: bytes) -> bytes:
-    """The line that starts the local copy: the SHA-256 (hex) of the
-    encoded checkpoint that follows it (see :func:`_unsealed_copy`)."""
-    return _COPY_MAGIC + digest + b"\n"
+def _copy_head(digest: bytes, magic: bytes = _COPY_MAGIC) -> bytes:
+    """The line that starts the local copy: its form (``magic``: the
+    encoded checkpoint, or :data:`_PACKED_MAGIC` for the packed form) and
+    the SHA-256 (hex) of what follows it (see :func:`_unsealed_copy`)."""
+    return magic + digest + b"\n"
 
 
-def _unsealed_copy(stored: bytes) -> memoryview | None:
-    """The encoded checkpoint of a copy :func:`_sealed_copy` wrote whose digest
-    matches; None for anything else (an older copy without digest, or a copy
-    damaged since it was written: decoded with every check instead). A view
-    of ``stored``, not a copy."""
-    if not stored.startswith(_COPY_MAGIC):
+def _unsealed_copy(stored: bytes, magic: bytes = _COPY_MAGIC) -> memoryview | None:
+    """What follows the first line of a copy in the form ``magic`` names
+    (:func:`_sealed_copy`'s, by default), when its digest matches; None for
+    anything else (another form, an older copy without digest, or a copy
+    damaged since it was written: decoded with every check instead, or read
+    again from the relay). A view of ``stored``, not a copy."""
+    if not stored.startswith(magic):
         return None
-    start = len(_COPY_MAGIC)
+    start = len(magic)
     digest, encoded = stored[start:start + 64], memoryview(stored)[start + 65:]
     if stored[start + 64:start + 65] != b"\n" or hashlib.sha256(encoded).hexdigest().encode("ascii") != digest:
         return None
