@@ -113,6 +113,23 @@ def _parts(rel: str) -> tuple[str, ...]:
     return _checked_parts(rel)
 
 
+#: A path whose every name is plainly safe: not empty, not starting with a
+#: dot (so neither ``.``, ``..``, escale's ``.escale`` folder nor its
+#: ``.escale-`` names), no control character, backslash or lone surrogate
+#: (a name that is not UTF-8). Every path it matches passes
+#: :func:`_checked_parts`; one it does not match is checked in full.
+_PLAIN_NAME = r"[^\x00-\x1f\x7f/\\.\ud800-\udfff][^\x00-\x1f\x7f/\\\ud800-\udfff]*"
+_PLAIN_PATH = re.compile(f"{_PLAIN_NAME}(?:/{_PLAIN_NAME})*")
+
+
+def check_relative(rel: str) -> None:
+    """Raise LocalError as :func:`safe_join` would for ``rel``; nothing for
+    a path escale may write. For loops over every relay path (no path is
+    built: a plain path is recognised in one match)."""
+    if _PLAIN_PATH.fullmatch(rel) is None:
+        _checked_parts(rel)
+
+
 @functools.lru_cache(maxsize=4096)
 def _checked_parts(rel: str) -> tuple[str, ...]:
     parts = tuple(rel.split("/"))

@@ -249,7 +249,7 @@ def remote_view(settings: ClientSettings, db: StateDB, repo: Repository, state: 
             view.leave_out(path)
             continue
         try:
-            localfs.safe_join(settings.local_path, path)
+            localfs.check_relative(path)
         except LocalError as exc:
             log.error("%s", exc)
             frozen.add(path)

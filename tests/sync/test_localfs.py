@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from escale.errors import DiskFull, LocalError
 from escale.sync import localfs
@@ -409,3 +411,20 @@ def test_install_copies_a_file_that_cannot_be_linked(root: Path, spool: Path) ->
         localfs.install_prepared(str(root), "f", handle, expect=None)
     assert (root / "f").read_bytes() == b"content"
     assert _files(root) == ["f"] and os.listdir(spool) == []
+
+
+_NAME_PARTS = st.sampled_from(["a", "é", ".", "..", "", ".escale", ".escale-tmp", ".hidden", "b c", "x\\y", "z\x01",
+                               "\udcff", "\x7f", "-", "名前"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.lists(_NAME_PARTS, max_size=4).map("/".join), st.text(max_size=12)))
+def test_the_quick_path_check_refuses_exactly_what_the_full_one_refuses(rel: str) -> None:
+    """check_relative (one match for a plain path) and safe_join refuse the same paths."""
+    try:
+        localfs.safe_join("/root", rel)
+    except LocalError:
+        with pytest.raises(LocalError):
+            localfs.check_relative(rel)
+    else:
+        localfs.check_relative(rel)
