@@ -391,6 +391,14 @@ class RelayState:
         stored form has."""
         return self.acks_of(cast(Placeholder, stored))
 
+    def acked_by_another(self, path: str, stored: object, client: str) -> bool:
+        """Whether a client other than ``client`` acknowledged the version
+        ``stored`` holds (``path`` and ``stored``: one of
+        :meth:`latest_items`'s pairs): ``stored_acks(stored) - {client}``
+        is not empty, without building that set where a layout can tell
+        sooner."""
+        return bool(self.stored_acks(stored) - {client})
+
     def stored_has_payload(self, stored: object) -> bool:
         """:meth:`has_payload` of the placeholder of ``stored`` (one of
         :meth:`latest_items`'s objects), without building it."""

@@ -281,7 +281,7 @@ def lost_payloads(settings: ClientSettings, repo: Repository, state: RelayState,
         version = cast(_Version, stored)
         if version.pusher != repo.client_id or version.kind == "tombstone" or state.stored_has_payload(stored):
             continue
-        if state.stored_acks(stored) - {repo.client_id}:
+        if state.acked_by_another(path, stored, repo.client_id):
             continue  # acknowledged: reclaimed, not lost
         ph = placeholder_of(state.latest, stored)
         mine = local.get(path)

@@ -5,7 +5,8 @@ What these prove: for any index (files and tombstones of several pushers, at
 several index generations) and any acknowledgement records (each with its
 generation and missing versions), :class:`IndexRelayState`'s ``versions``
 and ``acks`` views hold exactly what the materialised dicts held (the rule
-written out plainly here as the oracle), by key and by placeholder; the next
+written out plainly here as the oracle), by key, by placeholder and as
+"acknowledged by another client" of a stored record; the next
 version of a path goes above its entry and above a declared floor; nothing is
 superseded; writing to the views raises; and a state that takes a fresh
 reading answers from that reading, records included.
@@ -20,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from escale.protocol.index.objects import AckRecord, IndexEntry, Location, PackedIndex
+from escale.protocol.index.objects import AckRecord, IndexEntry, Location, PackedIndex, pack
 from escale.protocol.index.state import IndexRelayState
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -88,6 +89,14 @@ def test_the_views_hold_what_the_materialised_dicts_held(world: tuple[list[Index
         assert state.versions_of(e.key) == (e.version,)
         assert state.next_version(e.key, e.path) == e.version + 1
         assert state.lists(e.key, e.path)
+        # asked of the index's own record: read from its head, as the set would say
+        stored = state._index.stored(e.path)
+        for client in CLIENTS:
+            assert state.acked_by_another(e.path, stored, client) == bool(
+                expected.get((e.key, e.version), frozenset()) - {client})
+            # a record that is not the index's (an older one) is asked as a placeholder would be
+            stale = pack(dataclasses.replace(e, version=e.version + 1))
+            assert state.acked_by_another(e.path, stale, client) is False
     assert state.superseded() == []
     assert state.versions.get(_key(999)) is None and not state.lists(_key(999), "elsewhere")
     assert state.next_version(_key(999), "elsewhere") == 1

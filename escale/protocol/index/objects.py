@@ -871,6 +871,12 @@ class PackedEntry(bytes):
         offset, length = _LOC.unpack_from(self, _HEAD.size)[:2]
         return self._object(flags, key, version), offset, length, "zlib" if flags & _ZLIB else "none"
 
+    def head(self) -> tuple[bytes, int, int, bool]:
+        """The raw key, version and index generation, and whether the entry
+        is a tombstone: read from the head alone (no string made)."""
+        flags, key, version, generation = _BRIEF.unpack_from(self)
+        return key, version, generation, bool(flags & _TOMBSTONE)
+
     def brief(self) -> Brief:
         """As :meth:`IndexEntry.brief`."""
         flags, key, version, generation = _BRIEF.unpack_from(self)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import NoReturn
 
-from escale.protocol.index.objects import AckRecord, Brief, PackedIndex
+from escale.protocol.index.objects import AckRecord, Brief, PackedEntry, PackedIndex
 from escale.protocol.objects import Placeholder
 from escale.protocol.repository import RelayState
 
@@ -99,6 +99,28 @@ class IndexRelayState(RelayState):
         if brief is None or brief[0] != placeholder.key or brief[1] != placeholder.version:
             return _NOBODY
         return self._acknowledgers(brief)
+
+    def acked_by_another(self, path: str, stored: object, client: str) -> bool:
+        """As :meth:`RelayState.acked_by_another`; for ``path``'s own record
+        in the index (the common case), read from its head and the records,
+        stopping at the first client that acknowledged it (no set built,
+        the key spelled only when a record lists versions it misses)."""
+        if type(stored) is not PackedEntry or self._index.stored(path) is not stored:
+            return super().acked_by_another(path, stored, client)
+        raw_key, version, generation, tombstone = stored.head()
+        if tombstone:
+            return False
+        pusher, key = stored.pusher, None
+        for other, missing, top in self._records:
+            if other in (client, pusher) or generation > top:
+                continue
+            if missing:
+                if key is None:
+                    key = raw_key.hex()
+                if (key, version) in missing:
+                    continue
+            return True
+        return False
 
     def lists(self, key: str, path: str) -> bool:
         """Whether the index holds an entry for ``path`` (of ``key``): the
