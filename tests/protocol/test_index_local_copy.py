@@ -129,6 +129,12 @@ def _body(header: dict[str, Any], records: list[bytes]) -> bytes:
     return struct.pack("<I", len(text)) + text + b"".join(struct.pack("<I", len(r)) + r for r in records)
 
 
+def _unfinished(body: bytes) -> bytes:
+    """``body`` compressed without the end of the stream (cut after a whole record)."""
+    deflater = zlib.compressobj()
+    return deflater.compress(body) + deflater.flush(zlib.Z_SYNC_FLUSH)
+
+
 def _refused() -> dict[str, bytes]:
     good = _written(_index([_typical(path=f"p{n}") for n in range(50)]))
     record = cast_record(pack(_typical()))
@@ -139,6 +145,7 @@ def _refused() -> dict[str, bytes]:
         "empty": zlib.compress(b""),
         "cut": good[: len(good) // 2],
         "record cut": zlib.compress(zlib.decompress(good)[:-3]),
+        "stream without its end": _unfinished(zlib.decompress(good)),
         "other layout": zlib.compress(_body({**header, "layout": "entry-0"}, [])),
         "other type": zlib.compress(_body({**header, "type": "index-checkpoint"}, [])),
         "no tables": zlib.compress(_body({k: v for k, v in header.items() if k != "tables"}, [])),

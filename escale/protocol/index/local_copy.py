@@ -141,11 +141,12 @@ class _Inflated:
 
     def need(self, count: int) -> bool:
         """Make ``count`` unread bytes available in :attr:`buffer` from
-        :attr:`at`; False when the stream ended first (with nothing unread:
-        the caller's end; with a part: cut short, raised)."""
+        :attr:`at`; False when the compressed stream ended first with
+        nothing unread (the caller's end). A stream that stops with a part
+        unread, or without its end (cut at a record's boundary), raises."""
         while len(self.buffer) - self.at < count:
             if self._inflater.eof or self._fed >= len(self._data):
-                if len(self.buffer) > self.at:
+                if len(self.buffer) > self.at or not self._inflater.eof:  # a part, or no end of stream
                     raise ProtocolError(f"{self._name}: cut short", name=self._name)
                 return False
             if self.at:
