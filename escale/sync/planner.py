@@ -518,6 +518,14 @@ def plan_path(
                                  send=send, write=write, ack=ack, decline=decline, push=push)
 
 
+def _in_sync(path: str, version: int, ack: bool) -> list[Action]:
+    """The actions for a path in sync at relay ``version`` (the local file
+    and the relay as last synced): its acknowledgement when one is due."""
+    if ack:
+        return [Action("ack", path, expect_version=version, reason="acknowledgement missing")]
+    return []
+
+
 def _plan_synced(
     path: str,
     local: LocalFile | None,
@@ -540,9 +548,7 @@ def _plan_synced(
 
     # ---- in sync
     if not local_changed and not relay_changed:
-        if ack:
-            return [Action("ack", path, expect_version=relay_version, reason="acknowledgement missing")]
-        return []
+        return _in_sync(path, relay_version, ack)
 
     # ---- only the local side changed
     if local_changed and not relay_changed:
@@ -848,9 +854,7 @@ def plan(
                 and path not in relay_folders and path not in local_folders
                 and version_of(path) == agreed.version and not _local_changed(here, agreed)):
             # in sync (plan_path's first rule for a path synced before, whatever the mode)
-            if ack_due(path):
-                result.actions.append(Action("ack", path, expect_version=agreed.version,
-                                             reason="acknowledgement missing"))
+            result.actions.extend(_in_sync(path, agreed.version, ack_due(path)))
             continue
         there = remote.get(path)
         path_access = access.get(path, Access())
