@@ -265,8 +265,12 @@ class SftpRelay(Relay):
         self._write_request = _READ_REQUEST
         #: objects a group read keeps open at once (:meth:`_probe_limits`)
         self._group_handles = GROUP_HANDLES
-        #: READDIR requests a listing keeps in flight (:meth:`_probe_capabilities`)
-        self._readdir_ahead = 1
+
+    @property
+    def _readdir_ahead(self) -> int:
+        """READDIR requests a listing keeps in flight: :data:`READDIR_AHEAD`
+        on OpenSSH (probed at connect), else one."""
+        return READDIR_AHEAD if self._openssh else 1
 
     def describe(self) -> str:
         return f"sftp://{self.username}@{self.host}:{self.port}/{self.root.lstrip('/')}"
@@ -517,7 +521,6 @@ class SftpRelay(Relay):
     def _probe_capabilities(self) -> None:
         """Learn what this server does, and declare it in :attr:`capabilities`."""
         self._openssh = self.server_version.startswith("SSH-2.0-OpenSSH")
-        self._readdir_ahead = READDIR_AHEAD if self._openssh else 1
         sftp = self._client()
         missing = self._path(TEMP_PREFIX + "probe-" + secrets.token_hex(8))
         try:
