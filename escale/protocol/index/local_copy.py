@@ -98,12 +98,11 @@ def packed_copy_pieces(generation: int, objects: dict[str, int], records: Iterab
         yield b"".join(batch)
 
 
-def _codes(table: Table, values: Any, what: str) -> list[int] | None:
-    """Each stored value's code in this process (None: the same codes as stored)."""
+def _codes(table: Table, values: Any, what: str) -> list[int]:
+    """Each stored value's code in this process, in stored-code order."""
     if not isinstance(values, list):
         raise TypeError(f"table {what} is not a list")
-    codes = [table.code(value) for value in values]
-    return None if codes == list(range(len(codes))) else codes
+    return [table.code(value) for value in values]
 
 
 def _maps(tables: Any) -> tuple[list[int], list[int], list[int], list[int]] | None:
@@ -115,15 +114,10 @@ def _maps(tables: Any) -> tuple[list[int], list[int], list[int], list[int]] | No
     receivers = tables["receivers"]
     if not isinstance(receivers, list) or not all(isinstance(group, list) for group in receivers):
         raise TypeError("table receivers is not a list of lists")
-    found = (_codes(CLIENT_IDS, tables["clients"], "clients"), _codes(LABELS, tables["labels"], "labels"),
-             _codes(RECEIVERS, [tuple(group) for group in receivers], "receivers"),
-             _codes(ALGORITHMS, tables["algorithms"], "algorithms"))
-    if all(codes is None for codes in found):
-        return None
-    counts = (len(tables["clients"]), len(tables["labels"]), len(receivers), len(tables["algorithms"]))
-    clients, labels, groups, algorithms = (codes if codes is not None else list(range(count))
-                                           for codes, count in zip(found, counts, strict=True))
-    return clients, labels, groups, algorithms
+    maps = (_codes(CLIENT_IDS, tables["clients"], "clients"), _codes(LABELS, tables["labels"], "labels"),
+            _codes(RECEIVERS, [tuple(group) for group in receivers], "receivers"),
+            _codes(ALGORITHMS, tables["algorithms"], "algorithms"))
+    return None if all(codes == list(range(len(codes))) for codes in maps) else maps
 
 
 class _Inflated:
