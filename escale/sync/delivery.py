@@ -94,7 +94,10 @@ def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: R
     me = repo.client_id
     labels = {c: r.label for c, r in state.clients.items()}
     handoff = settings.after_delivery != "leave"
-    # read a chunk at a time: a client that sent many files has a record for each
+    # read a chunk at a time: a client that sent many files has a record for each; the
+    # changes are written a chunk at a time too (one transaction each), and a file's
+    # delivery is announced (log line, hook) only once its record says so
+    changed: list[Delivery] = []
     for record in db.deliveries_in(("sent",)):
         if settings.delivered_when == "sent":
             delivered = True
@@ -112,13 +115,13 @@ def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: R
                 continue
             if not delivered:
                 if receivers != record.receivers:
-                    db.set_delivery(replace(record, receivers=receivers))
+                    changed.append(replace(record, receivers=receivers))
                 continue
         now = time.time()
-        db.set_delivery(replace(record, state="delivered", delivered_at=now, changed_at=now, receivers=receivers))
-        log.info("[%s] %s delivered%s", settings.name, record.path,
-                 f" to {', '.join(receivers)}" if receivers else "")
-        run_hook(settings, "delivered", record.path)
+        changed.append(replace(record, state="delivered", delivered_at=now, changed_at=now, receivers=receivers))
+        if len(changed) >= _DELIVERIES_WRITTEN_TOGETHER:
+            _record_deliveries(settings, db, changed)
+    _record_deliveries(settings, db, changed)
     if not handoff:
         return
     for record in db.deliveries_in(("delivered",)):
@@ -128,6 +131,24 @@ def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: R
                 hand_off(settings, db, record, synced)
             except LocalError as exc:
                 log.warning("[%s] %s not handed off: %s", settings.name, record.path, exc)
+
+
+#: how many changed delivery records :func:`after_pass` writes in one transaction
+_DELIVERIES_WRITTEN_TOGETHER = 1000
+
+
+def _record_deliveries(settings: ClientSettings, db: StateDB, changed: list[Delivery]) -> None:
+    """Write ``changed`` (one transaction), then announce each record that
+    is now delivered (a log line and the ``delivered`` hook), in order; empties
+    ``changed``. A crash before the write loses the chunk's changes, which the
+    next pass makes again; a hook never runs for a delivery not yet recorded."""
+    db.set_deliveries(changed)
+    for record in changed:
+        if record.state == "delivered":
+            log.info("[%s] %s delivered%s", settings.name, record.path,
+                     f" to {', '.join(record.receivers)}" if record.receivers else "")
+            run_hook(settings, "delivered", record.path)
+    changed.clear()
 
 
 def _holding_name(settings: ClientSettings, record: Delivery, expect: LocalFile) -> str:
