@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from itertools import islice
 
 from escale.config.settings import ClientSettings
 from escale.errors import EscaleError, LocalError
@@ -42,7 +43,7 @@ from escale.sync import faults, localfs
 from escale.sync.hook import run_hook
 from escale.sync.planner import BaseEntry, LocalFile, Plan
 from escale.sync.report import PassReport
-from escale.sync.state import Delivery, StateDB
+from escale.sync.state import SEEN_CHUNK, Delivery, StateDB
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,17 @@ def record_received(db: StateDB, ph: Placeholder, size: int, now: float | None =
 def record_pending(db: StateDB, pending: Iterable[tuple[str, int]], now: float | None = None) -> None:
     """These (path, size) wait to be sent; records already saying so are kept."""
     now = time.time() if now is None else now
+    waiting = iter(pending)
     with db.batch():  # a lost record is written again by the next pass
-        for path, size in pending:
-            old = db.delivery(path)  # one look-up per file (not every record of the client at once)
-            if old is not None and old.state == "pending" and old.size == size:
-                continue
-            db.set_delivery(Delivery(path, old.version if old else 0, size, "pending", now))
+        # a chunk at a time: one look-up per chunk, not one per file, nor every record at once
+        while chunk := list(islice(waiting, SEEN_CHUNK)):
+            known = db.delivery_states([path for path, _ in chunk])
+            fresh = []
+            for path, size in chunk:
+                old = known.get(path)  # (state, size, version)
+                if old is None or old[0] != "pending" or old[1] != size:
+                    fresh.append(Delivery(path, old[2] if old else 0, size, "pending", now))
+            db.set_deliveries(fresh)
 
 
 def after_pass(settings: ClientSettings, db: StateDB, repo: Repository, state: RelayState, the_plan: Plan,

@@ -516,6 +516,20 @@ class StateDB:
         rows = self._exec(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE path = ?", (path,))
         return _delivery(rows[0]) if rows else None
 
+    def delivery_states(self, paths: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """The ``(state, size, version)`` of the delivery record of each of
+        ``paths`` that has one (a path without one is absent), read with one
+        query per :data:`SEEN_CHUNK` paths and no record built."""
+        self._deliveries_schema()
+        found: dict[str, tuple[str, int, int]] = {}
+        for start in range(0, len(paths), SEEN_CHUNK):
+            chunk = tuple(paths[start:start + SEEN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for path, state, size, version in self._exec(
+                    f"SELECT path, state, size, version FROM deliveries WHERE path IN ({marks})", chunk):
+                found[str(path)] = (str(state), int(size), int(version))  # type: ignore[call-overload]
+        return found
+
     def deliveries_in(self, states: tuple[str, ...], *, chunk: int = 1000) -> Iterator[Delivery]:
         """The delivery records in one of ``states``, by path, read
         ``chunk`` at a time (never all at once). No statement stays open

@@ -16,7 +16,7 @@ from escale.relay import RelaySpec
 from escale.sync import delivery
 from escale.sync.planner import Plan
 from escale.sync.report import PassReport
-from escale.sync.state import Delivery, StateDB
+from escale.sync.state import SEEN_CHUNK, Delivery, StateDB
 
 CHUNK = delivery._DELIVERIES_WRITTEN_TOGETHER
 
@@ -86,5 +86,28 @@ def test_a_chunk_not_recorded_is_not_announced(tmp_path: os.PathLike[str], monke
         monkeypatch.setattr(db, "set_deliveries", write)
         _run(tmp_path, db)
         assert announced == paths
+    finally:
+        db.close()
+
+
+def test_files_waiting_recorded_a_chunk_at_a_time(tmp_path: os.PathLike[str]) -> None:
+    """Files waiting to be sent (beyond ``disk quota``): a record already
+    saying so is kept as it is; any other record of the path is replaced by
+    one that says so, keeping its version; across more than one chunk."""
+    db = StateDB(os.path.join(str(tmp_path), "state.db"))
+    try:
+        count = 2 * SEEN_CHUNK + 11
+        paths = [f"w/{i:05d}" for i in range(count)]
+        db.set_deliveries([Delivery(p, 3, 10, "pending", 1.0) for p in paths[0::4]]  # as waiting now
+                          + [Delivery(p, 4, 99, "pending", 1.0) for p in paths[1::4]]  # another size
+                          + [Delivery(p, 5, 10, "sent", 1.0, sent_at=1.0) for p in paths[2::4]])  # sent before
+        delivery.record_pending(db, [(p, 10) for p in paths], now=2.0)
+        records = {d.path: d for d in db.deliveries_in(("pending", "sent", "delivered"))}
+        assert len(records) == count
+        for i, path in enumerate(paths):
+            expected = {0: Delivery(path, 3, 10, "pending", 1.0), 1: Delivery(path, 4, 10, "pending", 2.0),
+                        2: Delivery(path, 5, 10, "pending", 2.0), 3: Delivery(path, 0, 10, "pending", 2.0)}[i % 4]
+            assert records[path] == expected
+        assert db.delivery_states([paths[0], "nothing"]) == {paths[0]: ("pending", 10, 3)}
     finally:
         db.close()
