@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.helpers import Daemons, ctl, wait_for, write_config
+from tests.daemon.helpers import PATIENCE, Daemons, ctl, wait_for, write_config
 from tests.servers.ftp import FtpServer, ftp_server_process, ftp_target
 from tests.servers.process import start_again
 
@@ -75,7 +75,12 @@ def test_a_relay_down_then_back(tmp_path: Path, ftp: FtpServer, daemons: Daemons
     assert len(retries) >= 4 and retries[1:4] == [1.0, 2.0, 4.0], retries
 
     start_again(ftp.process.start)
+    # each client tries again when its back-off ends: on a busy machine the outage may
+    # have lasted long enough for those waits to grow, and one more failure (a pass under
+    # way at the restart) doubles the last one announced
+    waits = [float(wait) for wait in re.findall(r"\[(?:alice|bob)\] pass failed \(retry in (\d+)s\)",
+                                                log.read_text())]
     wait_for(lambda: _same(local["bob"] / "during.txt", b"written while the relay was down\n"),
-             "alice and bob to recover once the FTP server is back")
+             "alice and bob to recover once the FTP server is back", patience=PATIENCE + 2 * max(waits))
     wait_for(lambda: status()["alice"]["last_error"] is None, "alice's error to clear")
     assert "Traceback" not in log.read_text()
