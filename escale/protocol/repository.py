@@ -247,6 +247,10 @@ class RelayState:
     #: nothing changed there since the last full read, whose result this is
     #: (temporaries of those folders are then unknown)
     from_snapshot: bool = False
+    #: the change marker (counter, token) under which this reading was made,
+    #: when that marker was clean and the reading raised no warning (the
+    #: placeholder layout's; see :meth:`Repository.state_under_lease`)
+    read_under: tuple[int, str] | None = None
     #: the groups of ``acks`` made so far: (group, client added or removed) ->
     #: the group that results (shared, so that equal groups are one object)
     _groups: dict[tuple[frozenset[str], str, bool], frozenset[str]] = field(
@@ -553,6 +557,13 @@ class Repository:
         #: under the same clean marker (the relay phase's, under the lease)
         #: does not write it again
         self._snapshot_marker: tuple[int, str] | None = None
+        #: the clean marker this object wrote when its last relay phase's
+        #: changes ended (:meth:`finish_changes`), for :meth:`lease_stamp`;
+        #: None when that phase changed nothing (or has not ended)
+        self._left_marker: ChangeMarker | None = None
+        #: an acknowledgement of this client was written since the last
+        #: :meth:`read_state` began (set from any thread: one attribute store)
+        self._acked_since_read = False
         #: set by a caller that has other connections to the relay (a pass's
         #: transfers): :meth:`read_state` fetches the placeholders it has not
         #: cached through it, several at once, and still opens, checks and
@@ -688,6 +699,7 @@ class Repository:
         """
         state = RelayState(latest=packed_latest())
         self._temporaries = []
+        self._acked_since_read = False
         marker = self._read_marker(state)
         self._read_clients(state)
         if use_marker and marker is not None and marker.clean and not state.warnings:
@@ -707,6 +719,8 @@ class Repository:
                 self._snapshot_marker = None
         state.temporaries = {e.name: e for e in self._temporaries}
         self._register(state)
+        if marker is not None and marker.clean and not state.warnings:
+            state.read_under = (marker.counter, marker.token)
         return state
 
     def _list_late_payloads(self, state: RelayState) -> None:
@@ -964,10 +978,17 @@ class Repository:
     def lease_stamp(self) -> str | None:
         """The state this client knows the repository to be in, in words the
         next lease holder can compare with its own (the released lease record
-        carries it: doc/protocol.rst, "The hand-over stamp"); None when this
-        layout keeps none (the placeholder layout: its readers use the change
-        marker instead)."""
-        return None
+        carries it: doc/protocol.rst, "The hand-over stamp"); None when it
+        knows none.
+
+        The placeholder layout's: ``placeholder <repository id> <counter>
+        <token>``, the clean change marker that :meth:`finish_changes` wrote
+        at the end of this holder's changes, the last change it made. A
+        holder that changed nothing leaves no stamp: a change made outside
+        the protocol (by hand, or an operation that does not move the
+        marker) could then hide behind the marker it read."""
+        marker = self._left_marker
+        return None if marker is None else _placeholder_stamp(self.identity, (marker.counter, marker.token))
 
     def quiet_probe(self) -> str | None:
         """A summary of what a reader of this layout lists, equal between two
@@ -1063,8 +1084,30 @@ class Repository:
         phase without reading the relay again, when the previous holder's
         stamp proves that nothing the lease guards changed since it was
         read; None otherwise (the caller confirms the layout and reads the
-        state again). The placeholder layout always answers None."""
-        return None
+        state again).
+
+        The placeholder layout's proof: ``state`` was read under a clean
+        change marker, and the previous holder released its lease with the
+        stamp of that very marker (:meth:`lease_stamp`). That holder wrote it
+        after its last change, and every change under the lease moves the
+        marker first, so the reading came after that holder's changes and
+        nothing the lease guards changed since (a later holder would be the
+        previous one). ``clients/`` and ``acks/``, written without the lease,
+        are not read again: a registration or acknowledgement may arrive at
+        any moment of a holder's work anyway, and an older view of them only
+        reclaims less. This client's own acknowledgements written since the
+        reading are counted: ``acks/`` is listed again when there are any
+        (one listing; what was listed before stays, as only the lease holder
+        removes acknowledgements)."""
+        previous = lease.previous_stamp()
+        if state.read_under is None or previous is None or previous != _placeholder_stamp(
+                self.identity, state.read_under):
+            log.debug("lease generation %d: the previous holder left %r, this client read under marker %r: "
+                      "reading again", lease.generation, previous, state.read_under)
+            return None
+        if self._acked_since_read:
+            self._read_acks(state)
+        return state
 
     def finish_changes(self, lease: Lease) -> None:
         """After the last change under ``lease`` (before releasing it): mark
@@ -1073,11 +1116,13 @@ class Repository:
         nothing when nothing was changed under ``lease``; a writer that
         crashed or lost its lease before this leaves the marker not clean,
         and readers read in full until the next writer finishes."""
+        self._left_marker = None
         if self._marker_lease is not lease:
             return
         self._marker_lease = None
-        self._write_marker(lease, ChangeMarker.next(_int_or_zero(self.meta_cache.get(_MARKER_HIGHEST)),
-                                                    clean=True))
+        marker = ChangeMarker.next(_int_or_zero(self.meta_cache.get(_MARKER_HIGHEST)), clean=True)
+        self._write_marker(lease, marker)
+        self._left_marker = marker
 
     def _write_marker(self, lease: Lease, marker: ChangeMarker) -> None:
         lease.check()
@@ -1261,9 +1306,16 @@ class Repository:
 
     def acknowledge_on(self, placeholder: Placeholder, relay: Relay) -> None:
         """As :meth:`acknowledge`, through ``relay`` (this repository's relay
-        or another connection to it). Touches no shared state: safe from a
-        worker thread with its own ``relay``."""
+        or another connection to it). Touches no shared state but the mark of
+        :meth:`acknowledged`: safe from a worker thread with its own ``relay``."""
         relay.put_bytes(*self.ack_object(placeholder))
+        self.acknowledged()
+
+    def acknowledged(self) -> None:
+        """Note that an acknowledgement of this client was written (by
+        :meth:`acknowledge_on`, or in a group of :meth:`ack_object`'s objects):
+        :meth:`state_under_lease` then counts it. Safe from any thread."""
+        self._acked_since_read = True
 
     def ack_object(self, placeholder: Placeholder) -> tuple[str, bytes]:
         """The relay name and sealed content of this client's acknowledgement
@@ -2066,6 +2118,12 @@ def _move_state(source: RelayState, target: RelayState) -> None:
     """Make ``target`` hold what ``source`` holds (its own containers, not copies)."""
     for item in fields(RelayState):
         setattr(target, item.name, getattr(source, item.name))
+
+
+def _placeholder_stamp(identity: str, marker: tuple[int, str]) -> str:
+    """The placeholder layout's hand-over stamp for a clean change marker
+    (counter, token) of repository ``identity``."""
+    return f"placeholder {identity or '-'} {marker[0]} {marker[1]}"
 
 
 def _int_or_zero(data: bytes | None) -> int:

@@ -671,6 +671,7 @@ class Acknowledgements:
 
         def group(relay: Relay, abandoned: threading.Event) -> None:
             relay.put_many([repo.ack_object(placeholder) for placeholder, _ in batch])
+            repo.acknowledged()
             if on_written is not None:
                 for _, path in batch:
                     on_written(path)
