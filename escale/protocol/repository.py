@@ -19,6 +19,7 @@ recovery"), and what a crash at each point leaves:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -658,18 +659,25 @@ class Repository:
             return known
         cached = self.meta_cache.get(name) if stored is None else None
         fetched = cached is None
+        placeholder: Placeholder | None = None
         if cached is None:
             if isinstance(stored, EscaleError):
                 raise stored
             if stored is None:
                 stored = self.relay.get_bytes(name, limit=MAX_OBJECT_BYTES)
             cached = self.sealer.open(name, stored)
-        placeholder = Placeholder.decode(cached, name)
+        else:
+            # checked whole against this very name before it was cached (the state is
+            # bound to this repository): only its JSON is read, as from the snapshot
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                placeholder = _cached_placeholder(cached)
+        if placeholder is None:
+            placeholder = Placeholder.decode(cached, name)
+            if self.sealer.object_key(placeholder.path) != placeholder.key:
+                raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
         ref = layout.parse_meta(name)
         if ref is None or placeholder.key != ref.key or placeholder.version != ref.version:
             raise ProtocolError(f"relay object {name}: placeholder does not match its name", name=name)
-        if self.sealer.object_key(placeholder.path) != placeholder.key:
-            raise ProtocolError(f"relay object {name}: path does not match its key", name=name)
         if fetched:
             self.meta_cache[name] = cached
         packed = pack_placeholder(placeholder)

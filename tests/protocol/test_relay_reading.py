@@ -24,6 +24,7 @@ import pytest
 from escale.errors import EscaleError
 from escale.protocol import layout
 from escale.protocol.lease import Lease, LeaseManager
+from escale.protocol.objects import Placeholder
 from escale.protocol.repository import READER_MIN, LocalVersion, Repository
 from escale.protocol.sealer import Sealer
 from escale.relay.file import FileRelay
@@ -192,3 +193,37 @@ def test_clean_up_removes_orphans_and_old_acknowledgements_only(relay_root: str,
     payloads = {e.name for e in pusher.relay.list(layout.DATA)}
     assert orphan not in payloads and payloads == latest_payloads
     assert set(state.payloads) == latest_payloads
+
+
+def test_a_full_read_takes_cached_placeholders_from_their_json_and_still_checks_their_names(
+        relay_root: str, sealer: Sealer, monkeypatch: pytest.MonkeyPatch) -> None:
+    pusher = _repo(relay_root, sealer, A, {})
+    _push(pusher, {f"f{i}.txt": b"x" * (i + 1) for i in range(3)})
+    cache: dict[str, bytes] = {}
+    reader = _repo(relay_root, sealer, B, cache)
+    first = reader.read_state()
+    names = {ph.path: layout.meta_name(ph.key, ph.version) for ph in first.latest.values()}
+    assert set(names.values()) <= set(cache)
+    decoded: list[str] = []
+    strict = Placeholder.decode
+
+    def counted(data: bytes, name: str = "?") -> Placeholder:
+        decoded.append(name)
+        return strict(data, name)
+
+    monkeypatch.setattr(Placeholder, "decode", staticmethod(counted))
+    reader.prepare()
+    again = reader.read_state()  # a full read (no use of the snapshot): every placeholder cached
+    assert decoded == [] and not again.rejected
+    assert {p: (ph.version, ph.checksum) for p, ph in again.latest.items()} == {
+        p: (ph.version, ph.checksum) for p, ph in first.latest.items()}
+    # a cached copy that names another placeholder (a damaged state database) is refused
+    cache[names["f0.txt"]] = cache[names["f1.txt"]]
+    reader.prepare()
+    damaged = reader.read_state()
+    assert names["f0.txt"] in damaged.rejected and "f0.txt" not in damaged.latest
+    # one that no longer reads as JSON is opened whole, and refused when it does not open
+    cache[names["f2.txt"]] = b"not a placeholder"
+    reader.prepare()
+    broken = reader.read_state()
+    assert names["f2.txt"] in broken.rejected and decoded == [names["f2.txt"]]
