@@ -646,18 +646,24 @@ class Repository:
             return iter(())
         return (entry for entry in _consumed(listed) if not entry.is_dir)
 
-    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None) -> StoredPlaceholder:
+    def _open_meta(self, name: str, stored: bytes | EscaleError | None = None,
+                   cached: bytes | None = None) -> StoredPlaceholder:
         """Placeholder ``name``, as ``RelayState.latest`` stores it (packed,
         see :func:`packed_latest`): opened from ``stored`` when given (its
         sealed bytes, or the error reading them raised, as
         :data:`ObjectReader` gives them: the caller read it because
         ``meta_cache`` did not hold it, so the cache is not asked again), else
-        from ``meta_cache``, else read on this connection; checked against its
-        name and key, then cached. Raises RelayNotFound, ProtocolError or
-        CryptoError (and relay errors of the read)."""
+        from ``cached`` when given (what ``meta_cache`` holds for ``name``,
+        looked up by the caller), else from ``meta_cache``, else read on this
+        connection; checked against its name and key, then cached. Raises
+        RelayNotFound, ProtocolError or CryptoError (and relay errors of the
+        read)."""
         if self._known_meta is not None and (known := self._reused_meta(name)) is not None:
             return known
-        cached = self.meta_cache.get(name) if stored is None else None
+        if stored is None and cached is None:
+            cached = self.meta_cache.get(name)
+        elif stored is not None:
+            cached = None
         fetched = cached is None
         placeholder: Placeholder | None = None
         if cached is None:
@@ -823,32 +829,47 @@ class Repository:
                 wanted = set(missing)
                 log.debug("reading %d placeholders on other connections", len(missing))
                 stream = self.object_reader(missing, MAX_OBJECT_BYTES)
+        keys = iter(state.versions)
         try:
-            for key in state.versions:
-                for version in reversed(state.versions_of(key)):
-                    name = layout.meta_name(key, version)
-                    stored: bytes | EscaleError | None = None
-                    if stream is not None and name in wanted:
-                        got, stored = next(stream)
-                        if got != name:  # the reader's contract: the names asked, in order
-                            raise RuntimeError(f"object reader gave {got!r} for {name!r}")
-                    try:
-                        opened = self._open_meta(name, stored)
-                    except RelayNotFound:
-                        continue
-                    except (ProtocolError, CryptoError) as exc:
-                        _refused(state, name, exc)
-                        continue
-                    path = opened.path
-                    known = dict.get(latest, path)
-                    if known is None or cast(StoredPlaceholder, known).version < opened.version:
-                        latest.store(path, opened)  # as opened (packed, see packed_latest)
-                    break
+            while chunk := list(itertools.islice(keys, _CACHE_LOOKUPS)):
+                # the cached placeholders of a chunk's latest versions, in few queries (the
+                # placeholders an earlier reading gave are taken from it instead)
+                prefetched = {} if self._known_meta is not None else _cached_values(
+                    self.meta_cache, [name for key in chunk
+                                      if (name := layout.meta_name(key, state.latest_version(key))) not in wanted])
+                for key in chunk:
+                    self._read_key(state, latest, key, stream, wanted, prefetched)
         finally:
             if stream is not None:
                 stream.close()
         for stale in _cache_keys(self.meta_cache, layout.META + "/", lambda n: not _listed(state, n)):
             del self.meta_cache[stale]
+
+    def _read_key(self, state: RelayState, latest: LatestMap, key: str,
+                  stream: Generator[tuple[str, bytes | EscaleError], None, None] | None, wanted: set[str],
+                  prefetched: dict[str, bytes]) -> None:
+        """Put ``key``'s highest version that opens into ``latest`` (see
+        :meth:`_read_meta`): ``stream`` gives the ``wanted`` placeholders in
+        order, ``prefetched`` what the cache holds for some of the others."""
+        for version in reversed(state.versions_of(key)):
+            name = layout.meta_name(key, version)
+            stored: bytes | EscaleError | None = None
+            if stream is not None and name in wanted:
+                got, stored = next(stream)
+                if got != name:  # the reader's contract: the names asked, in order
+                    raise RuntimeError(f"object reader gave {got!r} for {name!r}")
+            try:
+                opened = self._open_meta(name, stored, prefetched.get(name))
+            except RelayNotFound:
+                continue
+            except (ProtocolError, CryptoError) as exc:
+                _refused(state, name, exc)
+                continue
+            path = opened.path
+            known = dict.get(latest, path)
+            if known is None or cast(StoredPlaceholder, known).version < opened.version:
+                latest.store(path, opened)  # as opened (packed, see packed_latest)
+            return
 
     # ----------------------------------------------------------- the change marker
 
@@ -2104,6 +2125,20 @@ def _consumed(items: list[_T]) -> Iterator[_T]:
     items.reverse()
     while items:
         yield items.pop()
+
+
+#: how many placeholders :meth:`Repository._read_meta` looks up in the cache at once
+_CACHE_LOOKUPS = 900
+
+
+def _cached_values(cache: MutableMapping[str, bytes], names: Sequence[str]) -> dict[str, bytes]:
+    """What ``cache`` holds for each of ``names`` (absent: nothing): in few
+    queries when ``cache`` is the state database's table, else one lookup
+    each."""
+    many = getattr(cache, "values_of", None)
+    if many is not None:
+        return cast(dict[str, bytes], many(names))
+    return {name: value for name in names if (value := cache.get(name)) is not None}
 
 
 def _cache_keys(cache: MutableMapping[str, bytes], prefix: str,

@@ -142,3 +142,24 @@ def test_a_held_write_reads_nothing_first(tmp_path: Path) -> None:
     assert [s for s in statements if not s.startswith("SELECT")] == []
     db._conn.set_trace_callback(None)
     db.close()
+
+
+def test_values_looked_up_together_are_those_looked_up_one_by_one(tmp_path: Path) -> None:
+    db = StateDB(str(tmp_path / "state.db"))
+    try:
+        cache = db.meta_cache()
+        written = {f"meta/k{i:05d}.0000000001": f"value {i}".encode() for i in range(2 * state.SEEN_CHUNK + 5)}
+        for name, value in written.items():
+            cache[name] = value
+        db.close()  # on disk
+        db = StateDB(str(tmp_path / "state.db"))
+        cache = db.meta_cache()
+        cache["meta/held.0000000001"] = b"held back"  # not on disk yet: seen all the same
+        cache["meta/k00003.0000000001"] = b"replaced, held back"
+        asked = [*written, "meta/held.0000000001", "meta/none.0000000001"]
+        together = cache.values_of(asked)  # type: ignore[attr-defined]
+        assert together == {name: cache[name] for name in asked if name in cache}
+        assert together["meta/k00003.0000000001"] == b"replaced, held back" and "meta/none.0000000001" not in together
+        assert cache.values_of([]) == {}  # type: ignore[attr-defined]
+    finally:
+        db.close()
