@@ -421,13 +421,16 @@ class StateDB:
         never seen is absent), read with one query per :data:`SEEN_CHUNK`
         keys: a pass asks for its relay versions a chunk at a time, without
         a list of every key."""
-        found: dict[str, int] = {}
-        for start in range(0, len(keys), SEEN_CHUNK):
-            chunk = tuple(keys[start:start + SEEN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for key, version in self._exec(f"SELECT key, version FROM seen WHERE key IN ({marks})", chunk):
-                found[str(key)] = int(version)  # type: ignore[call-overload]
-        return found
+        return {str(key): int(version)  # type: ignore[call-overload]
+                for key, version in self._rows_where_in("SELECT key, version FROM seen", "key", keys)}
+
+    def _rows_where_in(self, select: str, column: str, values: Sequence[str]) -> Iterator[tuple[object, ...]]:
+        """The rows of ``select`` whose ``column`` is one of ``values``, read
+        with one query per :data:`SEEN_CHUNK` values (SQLite bounds the
+        parameters of one statement)."""
+        for start in range(0, len(values), SEEN_CHUNK):
+            chunk = tuple(values[start:start + SEEN_CHUNK])
+            yield from self._exec(f"{select} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
 
     def seen_version(self, key: str) -> int:
         """The highest version seen of path key ``key`` (0: none)."""
@@ -521,14 +524,9 @@ class StateDB:
         ``paths`` that has one (a path without one is absent), read with one
         query per :data:`SEEN_CHUNK` paths and no record built."""
         self._deliveries_schema()
-        found: dict[str, tuple[str, int, int]] = {}
-        for start in range(0, len(paths), SEEN_CHUNK):
-            chunk = tuple(paths[start:start + SEEN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for path, state, size, version in self._exec(
-                    f"SELECT path, state, size, version FROM deliveries WHERE path IN ({marks})", chunk):
-                found[str(path)] = (str(state), int(size), int(version))  # type: ignore[call-overload]
-        return found
+        return {str(path): (str(state), int(size), int(version))  # type: ignore[call-overload]
+                for path, state, size, version in self._rows_where_in(
+                    "SELECT path, state, size, version FROM deliveries", "path", paths)}
 
     def deliveries_in(self, states: tuple[str, ...], *, chunk: int = 1000) -> Iterator[Delivery]:
         """The delivery records in one of ``states``, by path, read
@@ -613,6 +611,11 @@ def _is_placeholder_name(key: str) -> bool:
 _META_PREFIX = META + "/"
 
 
+def _as_bytes(value: object) -> bytes:
+    """A value read from a key/value table as bytes (SQLite gives a blob as bytes, text as str)."""
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else str(value).encode()
+
+
 class _TableMap(MutableMapping[str, bytes]):
     """A key/value table as a mapping, read and written through.
 
@@ -649,8 +652,7 @@ class _TableMap(MutableMapping[str, bytes]):
         rows = self._db._exec(f"SELECT {self._value} FROM {self._table} WHERE {self._key} = ?", (k,))
         if not rows:
             raise KeyError(k)
-        value = rows[0][0]
-        return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else str(value).encode()
+        return _as_bytes(rows[0][0])
 
     def __contains__(self, k: object) -> bool:
         if self._held and k in self._held:
@@ -707,13 +709,9 @@ class _TableMap(MutableMapping[str, bytes]):
                 found[k] = held
             else:
                 wanted.append(k)
-        for start in range(0, len(wanted), SEEN_CHUNK):
-            chunk = tuple(wanted[start:start + SEEN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for row_key, value in self._db._exec(
-                    f"SELECT {self._key}, {self._value} FROM {self._table} WHERE {self._key} IN ({marks})", chunk):
-                found[str(row_key)] = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else str(
-                    value).encode()
+        for row_key, value in self._db._rows_where_in(f"SELECT {self._key}, {self._value} FROM {self._table}",
+                                                      self._key, wanted):
+            found[str(row_key)] = _as_bytes(value)
         return found
 
     def keys_with_prefix(self, prefix: str) -> Iterator[str]:
@@ -734,7 +732,7 @@ class _TableMap(MutableMapping[str, bytes]):
         for k, v in self._db._stream_args(
                 f"SELECT {self._key}, {self._value} FROM {self._table} WHERE {self._key} >= ? AND {self._key} < ?",
                 (prefix, end)):
-            yield str(k), bytes(v) if isinstance(v, (bytes, bytearray, memoryview)) else str(v).encode()
+            yield str(k), _as_bytes(v)
 
     def __len__(self) -> int:
         self.flush()
