@@ -146,6 +146,7 @@ def _refused() -> dict[str, bytes]:
         "cut": good[: len(good) // 2],
         "record cut": zlib.compress(zlib.decompress(good)[:-3]),
         "stream without its end": _unfinished(zlib.decompress(good)),
+        "followed by foreign bytes": good + b"more",
         "other layout": zlib.compress(_body({**header, "layout": "entry-0"}, [])),
         "other type": zlib.compress(_body({**header, "type": "index-checkpoint"}, [])),
         "no tables": zlib.compress(_body({k: v for k, v in header.items() if k != "tables"}, [])),

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -47,6 +46,7 @@ from escale.protocol.index.objects import (
     Checkpoint,
     PackedEntry,
     PackedIndex,
+    SteppedInflater,
     StoredEntry,
     _interned,
 )
@@ -121,17 +121,17 @@ def _maps(tables: Any) -> tuple[list[int], list[int], list[int], list[int]] | No
 
 
 class _Inflated:
-    """The stream of a compressed copy, inflated a step at a time: the
-    whole copy is never held inflated."""
+    """The stream of a compressed copy, inflated a step at a time
+    (:class:`SteppedInflater`): the whole copy is never held inflated."""
 
     def __init__(self, data: bytes | memoryview, name: str, limit: int) -> None:
-        self._data = memoryview(data)
-        self._name, self._limit = name, limit
-        self._inflater = zlib.decompressobj()
-        self._fed = 0
-        self._out = 0
+        self._name = name
+        self._inflater = SteppedInflater(data, name, limit, _STEP, problem=self._problem)
         self.buffer = bytearray()
         self.at = 0  # where the unread part of the buffer starts
+
+    def _problem(self, what: str) -> ProtocolError:
+        return ProtocolError(f"{self._name}: {what}", name=self._name)
 
     def need(self, count: int) -> bool:
         """Make ``count`` unread bytes available in :attr:`buffer` from
@@ -139,22 +139,14 @@ class _Inflated:
         nothing unread (the caller's end). A stream that stops with a part
         unread, or without its end (cut at a record's boundary), raises."""
         while len(self.buffer) - self.at < count:
-            if self._inflater.eof or self._fed >= len(self._data):
-                if len(self.buffer) > self.at or not self._inflater.eof:  # a part, or no end of stream
-                    raise ProtocolError(f"{self._name}: cut short", name=self._name)
-                return False
             if self.at:
                 del self.buffer[:self.at]
                 self.at = 0
-            chunk = self._data[self._fed:self._fed + _STEP]
-            self._fed += len(chunk)
-            try:
-                out = self._inflater.decompress(chunk)
-            except zlib.error as exc:
-                raise ProtocolError(f"{self._name}: not a compressed copy", name=self._name) from exc
-            self._out += len(out)
-            if self._out > self._limit:
-                raise ProtocolError(f"{self._name}: expands beyond {self._limit} bytes", name=self._name)
+            out = self._inflater.piece()
+            if out is None:
+                if self.buffer:  # a part unread
+                    raise self._problem("cut short")
+                return False
             self.buffer += out
         return True
 
@@ -171,7 +163,7 @@ class _Inflated:
         (count,) = _LENGTH.unpack_from(self.buffer, self.at)
         self.at += _LENGTH.size
         if not self.need(count):
-            raise ProtocolError(f"{self._name}: cut short", name=self._name)
+            raise self._problem("cut short")
         return int(count)
 
 

@@ -274,6 +274,52 @@ _LISTED = object()
 _CANONICAL_TEXT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
+class SteppedInflater:
+    """A zlib stream inflated a bounded piece at a time (never more than
+    ``step`` bytes per call, whatever the compression ratio), refused as a
+    whole: beyond ``limit`` inflated bytes, not zlib, cut before its end or
+    followed by foreign bytes. Each refusal is ``problem(what)``
+    (:class:`ProtocolError` naming the relay object ``name`` by default)."""
+
+    def __init__(self, data: bytes | memoryview, name: str, limit: int, step: int,
+                 problem: Callable[[str], ProtocolError] | None = None) -> None:
+        self._data, self._limit, self._step = data, limit, step
+        self._problem = problem or (lambda what: _problem(name, what))
+        self._inflater = zlib.decompressobj()
+        self._fed = 0  # compressed bytes handed to the inflater
+        self._out = 0  # bytes inflated
+        self._ended = False
+
+    def piece(self) -> bytes | None:
+        """The next inflated piece (not empty); None once the stream ended
+        (checked whole: complete, and nothing after it)."""
+        if self._ended:
+            return None
+        piece = b""
+        inflater = self._inflater
+        try:
+            while not piece and not self._ended:
+                tail = inflater.unconsumed_tail
+                if tail:
+                    piece = inflater.decompress(tail, self._step)
+                elif self._fed < len(self._data):
+                    chunk = self._data[self._fed:self._fed + self._step]
+                    self._fed += len(chunk)
+                    piece = inflater.decompress(chunk, self._step)
+                else:
+                    self._ended = True
+        except zlib.error as exc:
+            raise self._problem("not a compressed document") from exc
+        self._out += len(piece)
+        if self._out > self._limit:
+            raise self._problem(f"expands beyond {self._limit} bytes")
+        if inflater.eof and (inflater.unused_data or self._fed < len(self._data)):
+            raise self._problem("cut or followed by foreign bytes")
+        if self._ended and not inflater.eof:
+            raise self._problem("cut or followed by foreign bytes")
+        return piece or None
+
+
 class _StreamedDocument:
     """A compressed index document read in pieces, so that its ``entries``
     list is never held whole (neither as text nor as decoded dictionaries).
@@ -290,13 +336,10 @@ class _StreamedDocument:
     STEP = 64 * 1024
 
     def __init__(self, data: bytes | memoryview, name: str, limit: int, strict: bool) -> None:
-        self.name, self.limit, self.strict = name, limit, strict
-        self._data = data
-        self._inflater = zlib.decompressobj()
+        self.name, self.strict = name, strict
+        self._inflater = SteppedInflater(data, name, limit, self.STEP)
         self._text = codecs.getincrementaldecoder("utf-8")()
         self._decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates)
-        self._fed = 0  # compressed bytes handed to the inflater
-        self._out = 0  # bytes inflated
         self._ended = False
         self.buf = ""
         self.pos = 0
@@ -305,29 +348,11 @@ class _StreamedDocument:
         """The next piece of text ("" possible); None at the end of the stream."""
         if self._ended:
             return None
-        piece = b""
+        piece = self._inflater.piece()
+        if piece is None:
+            self._ended = True
         try:
-            while not piece and not self._ended:
-                tail = self._inflater.unconsumed_tail
-                if tail:
-                    piece = self._inflater.decompress(tail, self.STEP)
-                elif self._fed < len(self._data):
-                    chunk = self._data[self._fed:self._fed + self.STEP]
-                    self._fed += len(chunk)
-                    piece = self._inflater.decompress(chunk, self.STEP)
-                else:
-                    self._ended = True
-        except zlib.error as exc:
-            raise _problem(self.name, "not a compressed document") from exc
-        self._out += len(piece)
-        if self._out > self.limit:
-            raise _problem(self.name, f"expands beyond {self.limit} bytes")
-        if self._inflater.eof and (self._inflater.unused_data or self._fed < len(self._data)):
-            raise _problem(self.name, "cut or followed by foreign bytes")
-        if self._ended and not self._inflater.eof:
-            raise _problem(self.name, "cut or followed by foreign bytes")
-        try:
-            return self._text.decode(piece, final=self._ended)
+            return self._text.decode(piece or b"", final=self._ended)
         except UnicodeDecodeError as exc:
             raise _problem(self.name, f"not a valid document ({type(exc).__name__})") from exc
 
