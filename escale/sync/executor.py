@@ -352,7 +352,10 @@ class Executor:
     def _nameless_ahead(self, state: RelayState, the_plan: Plan) -> localfs.NamelessAhead | None:
         """The files that ``the_plan``'s new downloads (not fetched apart)
         will be written to, made ahead on another thread
-        (:class:`localfs.NamelessAhead`); None when there are few."""
+        (:class:`localfs.NamelessAhead`); None when there are few, or when
+        the local folder is held in memory
+        (:data:`localfs.IN_MEMORY_FILE_SYSTEMS`: the thread would cost more
+        than it saves)."""
         if not localfs.NAMELESS_AHEAD:
             return None
         rels = [a.path for a in the_plan.actions if a.kind == "pull" and a.expect_local is None
@@ -360,7 +363,11 @@ class Executor:
                          and self.repo.fetchable_apart(ph))]
         if len(rels) < NAMELESS_AHEAD_MIN:
             return None
-        return localfs.NamelessAhead(self.settings.local_path, rels)
+        root = self.settings.local_path
+        if (kind := localfs.file_system_type(root)) in localfs.IN_MEMORY_FILE_SYSTEMS:
+            log.debug("[%s] %s is on %s: no files made ahead", self.settings.name, root, kind)
+            return None
+        return localfs.NamelessAhead(root, rels)
 
     # ----------------------------------------------------------- received files
 

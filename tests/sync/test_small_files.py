@@ -13,17 +13,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
 from escale.config.settings import FileFilter
 from escale.errors import LocalError
-from escale.sync import localfs
+from escale.sync import executor, localfs
 from escale.sync.localfs import LocalChanged, UnsafeLocalPath
 from escale.sync.planner import BaseEntry
 from escale.sync.scanner import scan
 from escale.sync.state import Delivery, StateDB
+from tests.faults.world import World, tree, write
+from tests.servers.local import file_target
 
 pytestmark = pytest.mark.skipif(not localfs.NAMELESS_AHEAD, reason="no O_TMPFILE here")
 
@@ -185,3 +187,69 @@ def test_scanner_caches_every_file_hashed(tmp_path: Path) -> None:
     again = scan(str(root), FileFilter(), checksum="sha256", db=db)
     assert again.hashed_bytes == 0  # every checksum came from the cache
     assert again.files == first.files
+
+
+# --------------------------------------------------------------------------- where files are made ahead
+
+MOUNTS = "\n".join([
+    "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
+    "23 22 0:5 / /dev/shm rw,nosuid shared:2 - tmpfs tmpfs rw",
+    r"24 22 8:2 / /mnt/my\040disk rw - xfs /dev/sda2 rw",
+    "25 24 0:6 / /mnt/my\\040disk/cache rw - ramfs none rw",
+    "26 22 0:7 / /dev/shm rw - ext4 /dev/sdb1 rw",  # stacked on /dev/shm: the last one counts
+    "a line that does not read",
+])
+
+
+@pytest.mark.parametrize(("path", "kind"), [
+    ("/home/user/sync", "ext4"), ("/", "ext4"), ("/dev/shm", "ext4"), ("/dev/shmx/f", "ext4"),
+    ("/mnt/my disk/f", "xfs"), ("/mnt/my disk/cache", "ramfs"), ("/mnt/my disk/cache/deep/f", "ramfs")])
+def test_file_system_type_is_the_innermost_mount(path: str, kind: str) -> None:
+    assert localfs.file_system_type(path, MOUNTS) == kind
+
+
+def test_file_system_type_unknown() -> None:
+    assert localfs.file_system_type("/x", "23 22 0:5 / /dev/shm rw - tmpfs tmpfs rw") is None
+    assert localfs.file_system_type("/x", "") is None
+
+
+def test_file_system_type_of_a_real_folder(tmp_path: Path) -> None:
+    if not os.path.exists(localfs.MOUNTINFO):
+        pytest.skip("no mountinfo here")
+    assert localfs.file_system_type(str(tmp_path)) not in (None, "")
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        assert localfs.file_system_type("/dev/shm") in localfs.IN_MEMORY_FILE_SYSTEMS
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
+def test_files_are_made_ahead_only_off_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              kind: str) -> None:
+    """A pass receiving many new files makes them ahead on a thread, unless
+    the local folder is held in memory; the files received are the same."""
+    world = World(str(tmp_path), file_target(str(tmp_path / "relay")), "repo")
+    a = world.add("a", encryption="no")
+    b = world.add("b", encryption="no")
+    world.sync("b")
+    for i in range(executor.NAMELESS_AHEAD_MIN + 4):
+        write(a, f"d/f{i:02d}.txt", f"content {i}\n")
+    world.sync("a")
+    made: list[localfs.NamelessAhead] = []
+
+    class Recorded(localfs.NamelessAhead):
+        def __init__(self, root: str, rels: list[str], **kwargs: Any) -> None:
+            super().__init__(root, rels, **kwargs)
+            made.append(self)
+
+    asked: list[str] = []
+
+    def file_system_type(path: str) -> str:
+        asked.append(path)
+        return kind
+
+    monkeypatch.setattr(localfs, "NamelessAhead", Recorded)
+    monkeypatch.setattr(localfs, "file_system_type", file_system_type)
+    report = world.sync("b")
+    assert len(report.pulled) == executor.NAMELESS_AHEAD_MIN + 4
+    assert tree(b) == tree(a)
+    assert asked == [world.settings("b").local_path]
+    assert len(made) == (0 if kind == "tmpfs" else 1)
