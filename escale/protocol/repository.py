@@ -647,20 +647,21 @@ class Repository:
         return (entry for entry in _consumed(listed) if not entry.is_dir)
 
     def _open_meta(self, name: str, stored: bytes | EscaleError | None = None,
-                   cached: bytes | None = None) -> StoredPlaceholder:
+                   cached: bytes | None = None, *, looked_up: bool = False) -> StoredPlaceholder:
         """Placeholder ``name``, as ``RelayState.latest`` stores it (packed,
         see :func:`packed_latest`): opened from ``stored`` when given (its
         sealed bytes, or the error reading them raised, as
         :data:`ObjectReader` gives them: the caller read it because
         ``meta_cache`` did not hold it, so the cache is not asked again), else
         from ``cached`` when given (what ``meta_cache`` holds for ``name``,
-        looked up by the caller), else from ``meta_cache``, else read on this
-        connection; checked against its name and key, then cached. Raises
+        looked up by the caller), else from ``meta_cache`` (unless
+        ``looked_up``: the caller asked it already, and it held nothing), else
+        read on this connection; checked against its name and key, then cached. Raises
         RelayNotFound, ProtocolError or CryptoError (and relay errors of the
         read)."""
         if self._known_meta is not None and (known := self._reused_meta(name)) is not None:
             return known
-        if stored is None and cached is None:
+        if stored is None and cached is None and not looked_up:
             cached = self.meta_cache.get(name)
         elif stored is not None:
             cached = None
@@ -833,10 +834,14 @@ class Repository:
         try:
             while chunk := list(itertools.islice(keys, _CACHE_LOOKUPS)):
                 # the cached placeholders of a chunk's latest versions, in few queries (the
-                # placeholders an earlier reading gave are taken from it instead)
-                prefetched = {} if self._known_meta is not None else _cached_values(
-                    self.meta_cache, [name for key in chunk
-                                      if (name := layout.meta_name(key, state.latest_version(key))) not in wanted])
+                # placeholders an earlier reading gave are taken from it instead); None for
+                # a name asked that the cache does not hold
+                prefetched: dict[str, bytes | None] = {}
+                if self._known_meta is None:
+                    prefetched = dict.fromkeys(
+                        name for key in chunk
+                        if (name := layout.meta_name(key, state.latest_version(key))) not in wanted)
+                    prefetched.update(_cached_values(self.meta_cache, list(prefetched)))
                 for key in chunk:
                     self._read_key(state, latest, key, stream, wanted, prefetched)
         finally:
@@ -847,10 +852,11 @@ class Repository:
 
     def _read_key(self, state: RelayState, latest: LatestMap, key: str,
                   stream: Generator[tuple[str, bytes | EscaleError], None, None] | None, wanted: set[str],
-                  prefetched: dict[str, bytes]) -> None:
+                  prefetched: dict[str, bytes | None]) -> None:
         """Put ``key``'s highest version that opens into ``latest`` (see
         :meth:`_read_meta`): ``stream`` gives the ``wanted`` placeholders in
-        order, ``prefetched`` what the cache holds for some of the others."""
+        order, ``prefetched`` what the cache holds for some of the others
+        (None: asked, not held)."""
         for version in reversed(state.versions_of(key)):
             name = layout.meta_name(key, version)
             stored: bytes | EscaleError | None = None
@@ -859,7 +865,7 @@ class Repository:
                 if got != name:  # the reader's contract: the names asked, in order
                     raise RuntimeError(f"object reader gave {got!r} for {name!r}")
             try:
-                opened = self._open_meta(name, stored, prefetched.get(name))
+                opened = self._open_meta(name, stored, prefetched.get(name), looked_up=name in prefetched)
             except RelayNotFound:
                 continue
             except (ProtocolError, CryptoError) as exc:

@@ -147,6 +147,25 @@ def test_placeholders_read_on_other_connections_are_not_looked_up_in_the_cache(
     assert set(cache.asked) >= {n for n in cache if n.startswith(layout.META + "/")}
 
 
+def test_a_first_read_asks_the_cache_once_per_placeholder(relay_root: str, sealer: Sealer) -> None:
+    # read on this connection (no object reader): the chunk's look-up already
+    # said which placeholders the cache does not hold; opening them asks
+    # again only for a version below a refused one
+    pusher = _repo(relay_root, sealer, A, {})
+    _push(pusher, {f"f{i}.txt": b"x" * i for i in range(5)})
+    newest = layout.meta_name(sealer.object_key("f0.txt"), 2)
+    with open(os.path.join(relay_root, newest), "wb") as forged:
+        forged.write(b"not a placeholder")
+    cache = _Asked()
+    reader = _repo(relay_root, sealer, B, cache)
+    state = reader.read_state()
+    assert {path: p.version for path, p in state.latest.items()} == {f"f{i}.txt": 1 for i in range(5)}
+    assert newest in state.rejected
+    asked = [name for name in cache.asked if name.startswith(layout.META + "/")]
+    assert len(asked) == 6 and sorted(asked) == sorted({*asked})  # once each
+    assert layout.meta_name(sealer.object_key("f0.txt"), 1) in asked  # the fallback, asked when it came
+
+
 def test_a_snapshot_in_the_state_database_holds_what_a_mapping_holds(
         relay_root: str, sealer: Sealer, database: StateDB) -> None:
     pusher = _repo(relay_root, sealer, A, {})
