@@ -324,7 +324,7 @@ def make_folders_durable(root: str, rels: Iterable[str]) -> None:
 #: File systems held in memory: a file is made there in a few µs and no
 #: journal makes its creation wait for a flush, so :class:`NamelessAhead`
 #: costs a pass more than it saves (a pull of 10,000 files into tmpfs took
-#: 30 % longer with it; into ext4, 15 to 25 % less).
+#: 30 % longer with it; into ext4, about a fifth less: doc/performance.rst).
 IN_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
 #: Where the kernel lists this process's mounts (Linux).
 MOUNTINFO = "/proc/self/mountinfo"
@@ -335,8 +335,8 @@ def file_system_type(path: str, mountinfo: str | None = None) -> str | None:
     that of the mount whose mount point is the longest leading part of
     ``path``'s real path (the last one listed, where mounts are stacked), as
     ``mountinfo`` (the text of :data:`MOUNTINFO`, read when None) lists
-    them. None when that is unknown (no such file, nothing matches, a line
-    that does not read)."""
+    them; a line that does not read is skipped. None when that is unknown
+    (no such file, or no mount holds ``path``)."""
     if mountinfo is None:
         try:
             with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
