@@ -1327,6 +1327,14 @@ class Repository:
         expected = self.expected_receivers(placeholder, state)
         return bool(expected) and expected <= acks
 
+    def anything_reclaimable(self, state: RelayState) -> bool:
+        """Whether some latest version of ``state`` has a payload that
+        :meth:`reclaimable` would let go now (one placeholder built at a
+        time, up to the first such version)."""
+        latest = state.latest
+        return any(state.stored_has_payload(stored) and self.reclaimable(placeholder_of(latest, stored), state)
+                   for stored in raw_values(latest))
+
     def acknowledge(self, placeholder: Placeholder) -> None:
         """Record that this client is done with ``placeholder`` (idempotent)."""
         self.acknowledge_on(placeholder, self.relay)

@@ -303,10 +303,8 @@ def lost_payloads(settings: ClientSettings, repo: Repository, state: RelayState,
 def maintenance_due(repo: Repository, state: RelayState) -> bool:
     """Whether the relay holds something to clean up under the lease:
     unreferenced payloads, superseded versions, or payloads to reclaim."""
-    latest = state.latest
     if state.unreferenced_payloads():
         return True
     if state.superseded():
         return True
-    return any(state.stored_has_payload(stored) and repo.reclaimable(placeholder_of(latest, stored), state)
-               for stored in raw_values(latest))
+    return repo.anything_reclaimable(state)

@@ -29,7 +29,7 @@ from escale.protocol.index import repository as index_repository
 from escale.protocol.index.pages import open_page
 from escale.protocol.index.repository import IndexRepository
 from escale.protocol.lease import Lease, LeaseManager
-from escale.protocol.repository import LocalVersion
+from escale.protocol.repository import LocalVersion, RelayState, Repository
 from escale.protocol.sealer import Sealer
 from escale.relay.file import FileRelay
 
@@ -261,6 +261,42 @@ def test_reclaim_waits_for_every_receiver_of_every_live_member(setup: Setup) -> 
         b.fetch(state.latest["x"], io.BytesIO())
     # one record per receiver (each rewrite replaces the previous one)
     assert [n.partition(".")[0] for n in _records(setup)] == [B, C]
+
+
+def _reclaim_due(repo: IndexRepository, state: RelayState) -> bool:
+    """Whether something can be reclaimed: the index layout's answer, after
+    checking it against the placeholder layout's walk over every version."""
+    answer = repo.anything_reclaimable(state)
+    assert answer == Repository.anything_reclaimable(repo, state)
+    return answer
+
+
+def test_anything_reclaimable_as_the_walk_over_every_version_says(setup: Setup) -> None:
+    a, b, c = setup.repo(A), setup.repo(B), setup.repo(C)
+    for repo in (a, b, c):
+        repo.read_state()
+    assert not _reclaim_due(a, a.read_state())  # nothing on the relay
+    setup.push(a, {"x": b"x" * 100, "y": b"y" * 100})
+    setup.push(a, {"z": b"z" * 100})  # a second page
+    assert not _reclaim_due(a, a.read_state())
+    for repo, paths in ((b, ["x", "y", "z"]), (c, ["x", "z"])):
+        state = repo.read_state()
+        for path in paths:
+            repo.acknowledge(state.latest[path])
+        repo.flush_acks()
+    for repo in (a, b, c):  # the second page is done, the first waits for c's y
+        assert _reclaim_due(repo, repo.read_state())
+    with setup.lease(a) as lease:
+        assert a.reclaim(lease, a.read_state()) == ["z"]
+    assert not _reclaim_due(a, a.read_state())
+    state = c.read_state()
+    c.acknowledge(state.latest["y"])
+    c.flush_acks()
+    assert _reclaim_due(a, a.read_state())
+    with setup.lease(a) as lease:
+        assert sorted(a.reclaim(lease, a.read_state())) == ["x", "y"]
+    for repo in (a, b, c):
+        assert not _reclaim_due(repo, repo.read_state())
 
 
 def test_a_record_that_would_acknowledge_nothing_is_not_written(setup: Setup) -> None:

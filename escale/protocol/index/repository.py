@@ -931,6 +931,14 @@ class IndexRepository(Repository):
         self._reclaim_cache = (state, self.head, done)
         return done
 
+    def anything_reclaimable(self, state: RelayState) -> bool:
+        """As :meth:`Repository.anything_reclaimable`, from the objects that
+        can go (:meth:`_reclaimable_objects`, kept for this state and head):
+        an object is there only when a latest version with content names it,
+        so that version's payload is reclaimable. No placeholder is built per
+        version."""
+        return bool(self._reclaimable_objects(state))
+
     def reclaimable(self, placeholder: Placeholder, state: RelayState) -> bool:
         """Whether the object holding ``placeholder`` can go: every live
         version in it is acknowledged as :meth:`Repository.reclaimable` says."""
